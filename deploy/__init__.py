@@ -1,0 +1,1 @@
+"""Compile the contracts, run a local testnet (anvil), deploy and record deployments."""

@@ -1,0 +1,1 @@
+"""The actors: participants (local training), the aggregator, strategies, data, models, and the CLI."""

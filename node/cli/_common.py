@@ -1,0 +1,55 @@
+"""What every command shares: the workspace option, and turning LedgerError into one clear line."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from ledger.errors import LedgerError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Human output goes to stderr so that `--json` leaves stdout with exactly one JSON document.
+console = Console(stderr=True)
+stdout = Console()
+
+WorkdirOption = Annotated[
+    Path | None,
+    typer.Option("--workdir", "-w", help="Workspace folder (default: nearest fedledger.toml above the current folder).",
+                 envvar="FEDLEDGER_WORKDIR"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")]
+
+
+def fail(message: str, exit_code: int = 1) -> typer.Exit:
+    """Print ``message`` as one error line on stderr and return the Exit to raise."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(exit_code)
+
+
+def handle_errors(function: F) -> F:
+    """Turn a LedgerError (or Ctrl-C) raised by a command into one line on stderr and its exit code."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except LedgerError as error:
+            raise fail(str(error), error.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted; nothing half-written was kept, run the command again.", 130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(document: Any) -> None:
+    """Write one JSON document to stdout."""
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
