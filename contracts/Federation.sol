@@ -1,0 +1,374 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {IFederation} from "./interfaces/IFederation.sol";
+
+/**
+ * @title Federation
+ * @dev Who may take part in a federated-learning federation, what each party agreed to, and
+ * which update each party submitted in each round.
+ *
+ * Storage holds only what the contract checks itself: the terms of each agreement version
+ * (a join signature is checked against them), one packed slot per participant (status,
+ * accepted version, bit index), one packed slot per round (state, deadline, minimum, and the
+ * "has submitted" bits of the first {INLINE_BITS} participants) plus one bitmap word per 256
+ * further participants. Update CIDs, sample counts and metrics hashes travel in events only.
+ *
+ * Roles: `DEFAULT_ADMIN_ROLE` publishes agreements and governs membership; `COORDINATOR_ROLE`
+ * opens rounds; `AGGREGATOR_ROLE` finalizes them; either of the two cancels a round that cannot
+ * reach its minimum. The deployer holds all three.
+ */
+contract Federation is IFederation, AccessControl, EIP712 {
+    bytes32 public constant COORDINATOR_ROLE = keccak256("COORDINATOR_ROLE");
+    bytes32 public constant AGGREGATOR_ROLE = keccak256("AGGREGATOR_ROLE");
+
+    /// @dev EIP-712 type of the message a party signs to accept an agreement version.
+    bytes32 public constant JOIN_TYPEHASH =
+        keccak256("Join(address participant,uint256 version,uint8 termsCodec,bytes32 termsDigest,uint256 deadline)");
+
+    /// @dev Participants whose "has submitted" bit lives in the round's own slot.
+    uint256 public constant INLINE_BITS = 152;
+
+    uint8 private constant _RAW = 0x55;
+    uint8 private constant _DAG_PB = 0x70;
+
+    struct Terms {
+        bytes32 digest;
+        uint8 codec;
+    }
+
+    /// @dev One slot: read once per submission.
+    struct Member {
+        ParticipantStatus status;
+        uint64 acceptedVersion;
+        uint32 index;
+    }
+
+    /// @dev One slot: read and written once per submission (8 + 64 + 32 + 152 bits).
+    struct Round {
+        RoundState state;
+        uint64 deadline;
+        uint32 minUpdates;
+        uint152 submitted;
+    }
+
+    uint64 private _agreementVersion;
+    uint64 private _roundCount;
+    uint32 private _participantCount;
+
+    mapping(uint256 version => Terms) private _terms;
+    mapping(address account => Member) private _members;
+    mapping(uint256 roundId => Round) private _rounds;
+    mapping(uint256 roundId => mapping(uint256 word => uint256 bits)) private _overflowBits;
+
+    constructor() EIP712("Federation", "1") {
+        _grantRole(DEFAULT_ADMIN_ROLE, msg.sender);
+        _grantRole(COORDINATOR_ROLE, msg.sender);
+        _grantRole(AGGREGATOR_ROLE, msg.sender);
+    }
+
+    // ---------------------------------------------------------------- agreements and membership
+
+    /**
+     * @dev Publishes agreement version `agreementVersion() + 1` with the terms document's CID.
+     * Every party must join again under the new version before it can submit.
+     *
+     * Requirements: caller has `DEFAULT_ADMIN_ROLE`; `termsCodec` is raw or dag-pb.
+     *
+     * Emits an {AgreementPublished} event.
+     */
+    function publishAgreement(uint8 termsCodec, bytes32 termsDigest)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+        returns (uint256 version)
+    {
+        _checkCodec(termsCodec);
+        version = ++_agreementVersion;
+        _terms[version] = Terms({digest: termsDigest, codec: termsCodec});
+        emit AgreementPublished(version, termsCodec, termsDigest);
+    }
+
+    /**
+     * @dev Records that `participant` accepted agreement `version`. The EIP-712 `signature` over
+     * `Join(participant, version, termsCodec, termsDigest, deadline)` binds this chain and this
+     * contract; anyone may relay it. A first join makes the party Pending; a later one (for a
+     * new version) keeps its status.
+     *
+     * Requirements: an agreement is published; `version` is the current one; `deadline` has not
+     * passed; `participant` signed; it has not accepted `version` yet and is not revoked.
+     *
+     * Emits a {ParticipantJoined} event.
+     */
+    function join(address participant, uint256 version, uint256 deadline, bytes calldata signature) external {
+        uint256 current = _agreementVersion;
+        if (current == 0) revert FederationNoAgreement();
+        if (version != current) revert FederationStaleAgreement(version, current);
+        if (block.timestamp > deadline) revert FederationSignatureExpired(deadline);
+        Terms storage terms = _terms[version];
+        bytes32 digest = _hashTypedDataV4(
+            keccak256(abi.encode(JOIN_TYPEHASH, participant, version, terms.codec, terms.digest, deadline))
+        );
+        (address signer, ECDSA.RecoverError error,) = ECDSA.tryRecover(digest, signature);
+        if (error != ECDSA.RecoverError.NoError || signer != participant) {
+            revert FederationInvalidSignature(participant);
+        }
+
+        Member storage member = _members[participant];
+        if (member.status == ParticipantStatus.Revoked) {
+            revert FederationUnexpectedStatus(participant, ParticipantStatus.Revoked);
+        }
+        if (member.acceptedVersion == version) revert FederationAlreadyAccepted(participant, version);
+        if (member.status == ParticipantStatus.None) {
+            member.status = ParticipantStatus.Pending;
+            member.index = _participantCount++;
+        }
+        member.acceptedVersion = uint64(version);
+        emit ParticipantJoined(participant, version, deadline, member.index, msg.sender, signature);
+    }
+
+    /**
+     * @dev Admits a Pending party. Requirements: caller is admin; `participant` is Pending.
+     * Emits a {ParticipantAdmitted} event.
+     */
+    function approve(address participant) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _transition(participant, ParticipantStatus.Pending, ParticipantStatus.Admitted);
+        emit ParticipantAdmitted(participant, msg.sender);
+    }
+
+    /**
+     * @dev Suspends an Admitted party: it cannot submit until reinstated.
+     * Requirements: caller is admin; `participant` is Admitted. Emits a {ParticipantSuspended} event.
+     */
+    function suspend(address participant) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _transition(participant, ParticipantStatus.Admitted, ParticipantStatus.Suspended);
+        emit ParticipantSuspended(participant, msg.sender);
+    }
+
+    /**
+     * @dev Reinstates a Suspended party. Requirements: caller is admin; `participant` is Suspended.
+     * Emits a {ParticipantReinstated} event.
+     */
+    function reinstate(address participant) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _transition(participant, ParticipantStatus.Suspended, ParticipantStatus.Admitted);
+        emit ParticipantReinstated(participant, msg.sender);
+    }
+
+    /**
+     * @dev Revokes a party for good. Requirements: caller is admin; `participant` is Pending,
+     * Admitted or Suspended. Emits a {ParticipantRevoked} event.
+     */
+    function revoke(address participant) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        Member storage member = _members[participant];
+        ParticipantStatus status = member.status;
+        if (status == ParticipantStatus.None || status == ParticipantStatus.Revoked) {
+            revert FederationUnexpectedStatus(participant, status);
+        }
+        member.status = ParticipantStatus.Revoked;
+        emit ParticipantRevoked(participant, msg.sender);
+    }
+
+    /// @dev The agreement version in force (0 before the first one is published).
+    function agreementVersion() external view returns (uint256) {
+        return _agreementVersion;
+    }
+
+    /// @dev The terms CID of agreement `version` (codec 0 when no such version).
+    function agreement(uint256 version) external view returns (uint8 termsCodec, bytes32 termsDigest) {
+        Terms storage terms = _terms[version];
+        return (terms.codec, terms.digest);
+    }
+
+    /// @dev Membership status, accepted agreement version and bitmap index of `account`.
+    function participant(address account)
+        external
+        view
+        returns (ParticipantStatus status, uint256 acceptedVersion, uint256 index)
+    {
+        Member storage member = _members[account];
+        return (member.status, member.acceptedVersion, member.index);
+    }
+
+    /// @dev How many addresses ever joined.
+    function participantCount() external view returns (uint256) {
+        return _participantCount;
+    }
+
+    // ---------------------------------------------------------------- rounds
+
+    /**
+     * @dev Opens round `roundCount() + 1` on a base model.
+     *
+     * Requirements: caller has `COORDINATOR_ROLE`; `baseCodec` is raw or dag-pb; `deadline`
+     * (unix seconds, the last second that takes submissions) is in the future.
+     *
+     * Emits a {RoundOpened} event.
+     */
+    function openRound(uint8 baseCodec, bytes32 baseDigest, uint64 deadline, uint32 minUpdates, bytes32 configHash)
+        external
+        onlyRole(COORDINATOR_ROLE)
+        returns (uint256 roundId)
+    {
+        _checkCodec(baseCodec);
+        if (deadline <= block.timestamp) revert FederationInvalidDeadline(deadline);
+        roundId = ++_roundCount;
+        _rounds[roundId] = Round({state: RoundState.Open, deadline: deadline, minUpdates: minUpdates, submitted: 0});
+        emit RoundOpened(roundId, baseCodec, baseDigest, deadline, minUpdates, configHash, _agreementVersion);
+    }
+
+    /**
+     * @dev Records the caller's update to round `roundId`: sets its bit and emits the CID,
+     * sample count and metrics hash.
+     *
+     * Requirements: the round is open and its deadline has not passed; the caller is Admitted
+     * and accepted the current agreement; `codec` is raw or dag-pb; the caller has not
+     * submitted to this round yet.
+     *
+     * Emits an {UpdateSubmitted} event.
+     */
+    function submitUpdate(uint256 roundId, uint8 codec, bytes32 digest, uint64 samples, bytes32 metricsHash)
+        external
+    {
+        Round storage r = _rounds[roundId];
+        Round memory current = r;
+        _checkOpen(roundId, current.state);
+        if (block.timestamp > current.deadline) revert FederationDeadlinePassed(roundId, current.deadline);
+
+        Member memory member = _members[msg.sender];
+        if (member.status != ParticipantStatus.Admitted) revert FederationNotParticipant(msg.sender, member.status);
+        uint256 version = _agreementVersion;
+        if (member.acceptedVersion != version) {
+            revert FederationAgreementNotAccepted(msg.sender, member.acceptedVersion, version);
+        }
+        _checkCodec(codec);
+
+        uint256 index = member.index;
+        if (index < INLINE_BITS) {
+            uint152 bit = uint152(1) << index;
+            if (current.submitted & bit != 0) revert FederationAlreadySubmitted(roundId, msg.sender);
+            r.submitted = current.submitted | bit;
+        } else {
+            index -= INLINE_BITS;
+            mapping(uint256 word => uint256 bits) storage words = _overflowBits[roundId];
+            uint256 bits = words[index >> 8];
+            uint256 bit = 1 << (index & 0xff);
+            if (bits & bit != 0) revert FederationAlreadySubmitted(roundId, msg.sender);
+            words[index >> 8] = bits | bit;
+        }
+        emit UpdateSubmitted(roundId, msg.sender, codec, digest, samples, metricsHash);
+    }
+
+    /**
+     * @dev Finalizes round `roundId` with the global model and the aggregation receipt.
+     *
+     * Requirements: caller has `AGGREGATOR_ROLE`; the round is open; it holds at least its
+     * minimum of updates (before or after its deadline); both codecs are raw or dag-pb.
+     *
+     * Emits a {RoundFinalized} event.
+     */
+    function finalizeRound(
+        uint256 roundId,
+        uint8 globalCodec,
+        bytes32 globalDigest,
+        uint8 receiptCodec,
+        bytes32 receiptDigest
+    ) external onlyRole(AGGREGATOR_ROLE) {
+        Round storage r = _rounds[roundId];
+        _checkOpen(roundId, r.state);
+        _checkCodec(globalCodec);
+        _checkCodec(receiptCodec);
+        uint256 submissions = _submissions(roundId, r.submitted);
+        if (submissions < r.minUpdates) revert FederationBelowMinimum(roundId, submissions, r.minUpdates);
+        r.state = RoundState.Finalized;
+        emit RoundFinalized(roundId, globalCodec, globalDigest, receiptCodec, receiptDigest, submissions);
+    }
+
+    /**
+     * @dev Cancels round `roundId`, which can no longer reach its minimum.
+     *
+     * Requirements: caller has `COORDINATOR_ROLE` or `AGGREGATOR_ROLE`; the round is open; its
+     * deadline has passed; it holds fewer updates than its minimum.
+     *
+     * Emits a {RoundCancelled} event.
+     */
+    function cancelRound(uint256 roundId) external {
+        if (!hasRole(COORDINATOR_ROLE, msg.sender) && !hasRole(AGGREGATOR_ROLE, msg.sender)) {
+            revert AccessControlUnauthorizedAccount(msg.sender, COORDINATOR_ROLE);
+        }
+        Round storage r = _rounds[roundId];
+        _checkOpen(roundId, r.state);
+        if (block.timestamp <= r.deadline) revert FederationRoundStillOpen(roundId, r.deadline);
+        uint256 submissions = _submissions(roundId, r.submitted);
+        if (submissions >= r.minUpdates) revert FederationMinimumReached(roundId, submissions, r.minUpdates);
+        r.state = RoundState.Cancelled;
+        emit RoundCancelled(roundId, msg.sender, submissions);
+    }
+
+    /// @dev How many rounds were ever opened; round ids are 1..roundCount().
+    function roundCount() external view returns (uint256) {
+        return _roundCount;
+    }
+
+    /// @dev State, deadline, minimum and number of submissions of round `roundId`.
+    function round(uint256 roundId)
+        external
+        view
+        returns (RoundState state, uint64 deadline, uint32 minUpdates, uint256 submissions)
+    {
+        Round storage r = _rounds[roundId];
+        return (r.state, r.deadline, r.minUpdates, _submissions(roundId, r.submitted));
+    }
+
+    /// @dev Whether `account` submitted an update to round `roundId`.
+    function hasSubmitted(uint256 roundId, address account) external view returns (bool) {
+        Member storage member = _members[account];
+        if (member.status == ParticipantStatus.None) return false;
+        uint256 index = member.index;
+        if (index < INLINE_BITS) return (_rounds[roundId].submitted >> index) & 1 == 1;
+        index -= INLINE_BITS;
+        return (_overflowBits[roundId][index >> 8] >> (index & 0xff)) & 1 == 1;
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    function _transition(address account, ParticipantStatus from, ParticipantStatus to) private {
+        Member storage member = _members[account];
+        if (member.status != from) revert FederationUnexpectedStatus(account, member.status);
+        member.status = to;
+    }
+
+    function _checkOpen(uint256 roundId, RoundState state) private pure {
+        if (state == RoundState.None) revert FederationUnknownRound(roundId);
+        if (state != RoundState.Open) revert FederationRoundClosed(roundId, state);
+    }
+
+    function _checkCodec(uint8 codec) private pure {
+        if (codec != _RAW && codec != _DAG_PB) revert FederationInvalidCid(codec);
+    }
+
+    /// @dev Popcount over the round's inline bits and its overflow words.
+    function _submissions(uint256 roundId, uint152 inlineBits) private view returns (uint256 count) {
+        count = _popcount(inlineBits);
+        uint256 participants = _participantCount;
+        if (participants > INLINE_BITS) {
+            uint256 words = (participants - INLINE_BITS + 255) >> 8;
+            mapping(uint256 word => uint256 bits) storage overflow = _overflowBits[roundId];
+            for (uint256 w = 0; w < words; ++w) {
+                count += _popcount(overflow[w]);
+            }
+        }
+    }
+
+    function _popcount(uint256 x) private pure returns (uint256) {
+        unchecked {
+            x = x - ((x >> 1) & 0x5555555555555555555555555555555555555555555555555555555555555555);
+            x = (x & 0x3333333333333333333333333333333333333333333333333333333333333333)
+                + ((x >> 2) & 0x3333333333333333333333333333333333333333333333333333333333333333);
+            x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f;
+            x = (x + (x >> 8)) & 0x00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff;
+            return (x * 0x0001000100010001000100010001000100010001000100010001000100010001) >> 240;
+        }
+    }
+}

@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+/**
+ * @dev The surface of {Federation}: a governance ledger for federated learning.
+ *
+ * A CID travels as a codec byte (raw 0x55 for one-chunk content, dag-pb 0x70 for larger
+ * content) and the 32-byte sha2-256 digest; the binary CIDv1 is `0x01 codec 0x12 0x20 digest`.
+ * What the contract does not check itself (update CIDs, sample counts, metrics hashes, model
+ * CIDs) travels only in events.
+ */
+interface IFederation {
+    /// @dev Membership status of an address. `None` means it never joined.
+    enum ParticipantStatus {
+        None,
+        Pending,
+        Admitted,
+        Suspended,
+        Revoked
+    }
+
+    /// @dev Life cycle of a round. `None` means no round has this id.
+    enum RoundState {
+        None,
+        Open,
+        Finalized,
+        Cancelled
+    }
+
+    // ---------------------------------------------------------------- errors
+
+    /// @dev No agreement has been published yet, so nobody can join.
+    error FederationNoAgreement();
+
+    /// @dev A signature or call names agreement `version` while `current` is in force.
+    error FederationStaleAgreement(uint256 version, uint256 current);
+
+    /// @dev The join signature's `deadline` is in the past.
+    error FederationSignatureExpired(uint256 deadline);
+
+    /// @dev The join signature was not made by `participant` over this contract, chain and version.
+    error FederationInvalidSignature(address participant);
+
+    /// @dev `account` already accepted agreement `version`.
+    error FederationAlreadyAccepted(address account, uint256 version);
+
+    /// @dev A governance action expected another membership status of `account` than `status`.
+    error FederationUnexpectedStatus(address account, ParticipantStatus status);
+
+    /// @dev `account` may not submit: its membership status is `status`, not Admitted.
+    error FederationNotParticipant(address account, ParticipantStatus status);
+
+    /// @dev `account` accepted agreement `accepted` but `current` is in force.
+    error FederationAgreementNotAccepted(address account, uint256 accepted, uint256 current);
+
+    /// @dev A CID's codec byte is neither raw (0x55) nor dag-pb (0x70).
+    error FederationInvalidCid(uint8 codec);
+
+    /// @dev A round's submission `deadline` is not in the future at opening.
+    error FederationInvalidDeadline(uint256 deadline);
+
+    /// @dev No round has id `roundId`.
+    error FederationUnknownRound(uint256 roundId);
+
+    /// @dev Round `roundId` is no longer open (`state` is Finalized or Cancelled).
+    error FederationRoundClosed(uint256 roundId, RoundState state);
+
+    /// @dev Round `roundId` stopped taking submissions at `deadline`.
+    error FederationDeadlinePassed(uint256 roundId, uint256 deadline);
+
+    /// @dev `account` already submitted an update to round `roundId`.
+    error FederationAlreadySubmitted(uint256 roundId, address account);
+
+    /// @dev Round `roundId` holds `submissions` updates, fewer than its `minimum`, so it cannot be finalized.
+    error FederationBelowMinimum(uint256 roundId, uint256 submissions, uint256 minimum);
+
+    /// @dev Round `roundId` takes submissions until `deadline`, so it cannot be cancelled yet.
+    error FederationRoundStillOpen(uint256 roundId, uint256 deadline);
+
+    /// @dev Round `roundId` reached its minimum (`submissions` >= `minimum`): finalize it instead of cancelling.
+    error FederationMinimumReached(uint256 roundId, uint256 submissions, uint256 minimum);
+
+    // ---------------------------------------------------------------- events
+
+    /// @dev Agreement `version` was published; its terms document has CID (`termsCodec`, `termsDigest`).
+    event AgreementPublished(uint256 indexed version, uint8 termsCodec, bytes32 termsDigest);
+
+    /**
+     * @dev `participant` accepted agreement `version` with `signature` (valid until `deadline`),
+     * sent by `relayer`. `index` is its bit position in every round's submission bitmap.
+     */
+    event ParticipantJoined(
+        address indexed participant,
+        uint256 indexed version,
+        uint256 deadline,
+        uint256 index,
+        address relayer,
+        bytes signature
+    );
+
+    /// @dev `participant` was admitted by `sender`.
+    event ParticipantAdmitted(address indexed participant, address indexed sender);
+
+    /// @dev `participant` was suspended by `sender`.
+    event ParticipantSuspended(address indexed participant, address indexed sender);
+
+    /// @dev `participant` was reinstated by `sender`.
+    event ParticipantReinstated(address indexed participant, address indexed sender);
+
+    /// @dev `participant` was revoked for good by `sender`.
+    event ParticipantRevoked(address indexed participant, address indexed sender);
+
+    /// @dev Round `roundId` was opened on base model (`baseCodec`, `baseDigest`) under agreement `agreementVersion`.
+    event RoundOpened(
+        uint256 indexed roundId,
+        uint8 baseCodec,
+        bytes32 baseDigest,
+        uint64 deadline,
+        uint32 minUpdates,
+        bytes32 configHash,
+        uint256 agreementVersion
+    );
+
+    /// @dev `participant` submitted update (`codec`, `digest`) trained on `samples` samples to round `roundId`.
+    event UpdateSubmitted(
+        uint256 indexed roundId,
+        address indexed participant,
+        uint8 codec,
+        bytes32 digest,
+        uint64 samples,
+        bytes32 metricsHash
+    );
+
+    /// @dev Round `roundId` was finalized with a global model and a receipt, from `submissions` updates.
+    event RoundFinalized(
+        uint256 indexed roundId,
+        uint8 globalCodec,
+        bytes32 globalDigest,
+        uint8 receiptCodec,
+        bytes32 receiptDigest,
+        uint256 submissions
+    );
+
+    /// @dev Round `roundId` was cancelled by `sender` with `submissions` updates.
+    event RoundCancelled(uint256 indexed roundId, address indexed sender, uint256 submissions);
+
+    // ---------------------------------------------------------------- agreements and membership
+
+    /// @dev Publishes the next agreement version. Only the admin.
+    function publishAgreement(uint8 termsCodec, bytes32 termsDigest) external returns (uint256 version);
+
+    /// @dev Records that `participant` accepted agreement `version`, by its EIP-712 `signature`. Anyone may relay.
+    function join(address participant, uint256 version, uint256 deadline, bytes calldata signature) external;
+
+    function approve(address participant) external;
+
+    function suspend(address participant) external;
+
+    function reinstate(address participant) external;
+
+    function revoke(address participant) external;
+
+    function agreementVersion() external view returns (uint256);
+
+    function agreement(uint256 version) external view returns (uint8 termsCodec, bytes32 termsDigest);
+
+    function participant(address account)
+        external
+        view
+        returns (ParticipantStatus status, uint256 acceptedVersion, uint256 index);
+
+    function participantCount() external view returns (uint256);
+
+    // ---------------------------------------------------------------- rounds
+
+    function openRound(uint8 baseCodec, bytes32 baseDigest, uint64 deadline, uint32 minUpdates, bytes32 configHash)
+        external
+        returns (uint256 roundId);
+
+    function submitUpdate(uint256 roundId, uint8 codec, bytes32 digest, uint64 samples, bytes32 metricsHash)
+        external;
+
+    function finalizeRound(
+        uint256 roundId,
+        uint8 globalCodec,
+        bytes32 globalDigest,
+        uint8 receiptCodec,
+        bytes32 receiptDigest
+    ) external;
+
+    function cancelRound(uint256 roundId) external;
+
+    function roundCount() external view returns (uint256);
+
+    function round(uint256 roundId)
+        external
+        view
+        returns (RoundState state, uint64 deadline, uint32 minUpdates, uint256 submissions);
+
+    function hasSubmitted(uint256 roundId, address account) external view returns (bool);
+}

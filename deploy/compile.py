@@ -1,0 +1,144 @@
+"""Compile contracts/Federation.sol into the committed artifact contracts/build/Federation.json.
+
+py-solc-x drives solc through its standard-JSON interface. A native ``solc`` on PATH is used
+when it is the same version as the npm package ``solc``; otherwise the npm package (the official
+WebAssembly build) runs behind deploy/solc_standard_json.js, which behaves like
+``solc --standard-json``. Either way the input carries every source's text, keyed by one
+convention: a source unit name is its path from the repository root, with ``node_modules/``
+left out for packages (``@openzeppelin/contracts/...``). Same names, same compiler, same
+settings: same bytecode.
+
+Run ``python -m deploy.compile`` to rebuild; tests/contracts fail while the artifact is stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import solcx
+
+from ledger.errors import ConfigError
+from ledger.workspace import atomic_write_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTRACT = "Federation"
+MAIN_SOURCE = "contracts/Federation.sol"
+ARTIFACT = ROOT / "contracts" / "build" / f"{CONTRACT}.json"
+NODE_SCRIPT = ROOT / "deploy" / "solc_standard_json.js"
+SETTINGS: dict[str, Any] = {
+    "evmVersion": "cancun",
+    "optimizer": {"enabled": True, "runs": 10_000},
+    "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
+}
+
+_IMPORT = re.compile(r'^\s*import\s+(?:[^;]*?\bfrom\s+)?"([^"]+)"\s*;', re.MULTILINE)
+
+
+def _source_path(unit: str) -> Path:
+    for candidate in (ROOT / unit, ROOT / "node_modules" / unit):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"the Solidity source {unit} is missing; run `npm ci` at the repository root ({ROOT}).")
+
+
+def collect_sources(main: str = MAIN_SOURCE) -> dict[str, str]:
+    """Every source unit ``main`` needs, by unit name, with its text."""
+    sources: dict[str, str] = {}
+    pending = [main]
+    while pending:
+        unit = pending.pop()
+        if unit in sources:
+            continue
+        text = _source_path(unit).read_text(encoding="utf-8")
+        sources[unit] = text
+        for target in _IMPORT.findall(text):
+            if target.startswith("."):
+                target = posixpath.normpath(posixpath.join(posixpath.dirname(unit), target))
+            pending.append(target)
+    return dict(sorted(sources.items()))
+
+
+def sources_sha256(sources: dict[str, str]) -> str:
+    """One hash over every unit name and text, in name order."""
+    digest = hashlib.sha256()
+    for unit, text in sorted(sources.items()):
+        digest.update(unit.encode() + b"\0" + text.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def npm_solc_version() -> str:
+    package = ROOT / "node_modules" / "solc" / "package.json"
+    if not package.is_file():
+        raise ConfigError("the npm package solc is missing; run `npm ci` at the repository root.")
+    return json.loads(package.read_text())["version"]
+
+
+def solc_binary() -> Path:
+    """A native solc of the npm package's version when on PATH, else the node script."""
+    native = shutil.which("solc")
+    if native:
+        try:
+            if solcx.wrapper.get_solc_version(native) == solcx.wrapper.Version(npm_solc_version()):
+                return Path(native)
+        except (OSError, subprocess.SubprocessError, solcx.exceptions.SolcError):
+            pass
+    if shutil.which("node") is None:
+        raise ConfigError("compiling needs Node.js (for the npm solc) or a native solc; install Node.js >= 20.")
+    npm_solc_version()
+    return NODE_SCRIPT
+
+
+def compile_federation() -> dict[str, Any]:
+    """Compile the contract and return the artifact document (not written)."""
+    sources = collect_sources()
+    binary = solc_binary()
+    standard = {
+        "language": "Solidity",
+        "sources": {unit: {"content": text} for unit, text in sources.items()},
+        "settings": SETTINGS,
+    }
+    output = solcx.compile_standard(standard, solc_binary=binary)
+    contract = output["contracts"][MAIN_SOURCE][CONTRACT]
+    return {
+        "contractName": CONTRACT,
+        "abi": contract["abi"],
+        "bytecode": "0x" + contract["evm"]["bytecode"]["object"],
+        "deployedBytecode": "0x" + contract["evm"]["deployedBytecode"]["object"],
+        "compiler": {
+            "version": str(solcx.wrapper.get_solc_version(binary, with_commit_hash=True)),
+            "settings": {key: value for key, value in SETTINGS.items() if key != "outputSelection"},
+        },
+        "sourcesSha256": sources_sha256(sources),
+        "sources": sorted(sources),
+    }
+
+
+def load_artifact() -> dict[str, Any]:
+    """The committed artifact; the Python client needs nothing else to deploy or call."""
+    if not ARTIFACT.is_file():
+        raise ConfigError(f"{ARTIFACT} is missing; run `python -m deploy.compile`.")
+    return json.loads(ARTIFACT.read_text(encoding="utf-8"))
+
+
+def write_artifact(artifact: dict[str, Any]) -> Path:
+    ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(ARTIFACT, (json.dumps(artifact, indent=1, sort_keys=True) + "\n").encode())
+    return ARTIFACT
+
+
+def main() -> None:
+    artifact = compile_federation()
+    path = write_artifact(artifact)
+    size = (len(artifact["deployedBytecode"]) - 2) // 2
+    print(f"wrote {path.relative_to(ROOT)} (solc {artifact['compiler']['version']}, runtime {size} bytes)")
+
+
+if __name__ == "__main__":
+    main()
