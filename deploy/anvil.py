@@ -1,0 +1,213 @@
+"""Start and stop a local anvil node: the native binary from the npm package, by PID.
+
+``node_modules/.bin/anvil`` is a node wrapper that forwards only SIGINT/SIGTERM (a SIGKILL to it
+orphans anvil), so the native binary is spawned and signalled directly. SIGTERM makes anvil dump
+``--state`` before it exits; SIGKILL would not, so it only follows a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from ledger.errors import ChainError
+
+BINARY_REL = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
+HOST = "127.0.0.1"
+DEFAULT_PORT = 8545
+
+
+def find_anvil(*, start: Path | None = None) -> Path:
+    """The native anvil binary under the repository root's or the current folder's node_modules."""
+    roots = [Path(__file__).resolve().parent.parent, Path.cwd() if start is None else start]
+    for root in roots:
+        candidate = root / BINARY_REL
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise ChainError(
+        f"the anvil binary ({BINARY_REL}) is not installed; run `npm ci` at the repository root."
+    )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((HOST, port)) == 0
+
+
+def rpc_chain_id(url: str, *, timeout: float = 1.0) -> int | None:
+    """The chain id answered at ``url``, or None when nothing answers."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(json.loads(response.read())["result"], 16)
+    except (OSError, urllib.error.URLError, ValueError, KeyError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); reap it if it is ours.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == 0
+
+
+def stop_pid(pid: int, *, timeout: float = 10.0) -> bool:
+    """SIGTERM ``pid`` (anvil dumps its state), SIGKILL it after ``timeout``; False if it was gone."""
+    if not _alive(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    while _alive(pid):
+        time.sleep(0.02)
+    return True
+
+
+def stop_pidfile(pidfile: Path, *, timeout: float = 10.0) -> bool:
+    """Stop the process whose PID ``pidfile`` holds and remove the file; False if none was running."""
+    try:
+        pid = int(Path(pidfile).read_text().strip())
+    except FileNotFoundError:
+        return False
+    except ValueError as error:
+        Path(pidfile).unlink(missing_ok=True)
+        raise ChainError(f"{pidfile} does not hold a process id; delete it and stop anvil by hand.") from error
+    stopped = stop_pid(pid, timeout=timeout)
+    Path(pidfile).unlink(missing_ok=True)
+    return stopped
+
+
+class AnvilProcess:
+    """One anvil node on 127.0.0.1.
+
+    ``start()`` spawns it (detached from this process's session when ``detach`` is set, so it
+    outlives the CLI that started it) and waits until it answers ``eth_chainId``; ``stop()``
+    ends it by PID. Usable as a context manager.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        state: Path | None = None,
+        chain_id: int | None = None,
+        block_time: int | None = None,
+        log: Path | None = None,
+        detach: bool = False,
+        binary: Path | None = None,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        self.port = free_port() if port is None else port
+        self.state = state
+        self.chain_id = chain_id
+        self.block_time = block_time
+        self.log = log
+        self.detach = detach
+        self.binary = binary
+        self.startup_timeout = startup_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def command(self) -> list[str]:
+        binary = self.binary or find_anvil()
+        command = [str(binary), "--host", HOST, "--port", str(self.port), "--silent"]
+        if self.state is not None:
+            command += ["--state", str(self.state)]
+        if self.chain_id is not None:
+            command += ["--chain-id", str(self.chain_id)]
+        if self.block_time is not None:
+            command += ["--block-time", str(self.block_time)]
+        return command
+
+    def start(self) -> "AnvilProcess":
+        if self._process is not None:
+            return self
+        if port_in_use(self.port):
+            raise ChainError(
+                f"port {self.port} on {HOST} is already taken; stop what runs there "
+                "(`fedledger chain down`) or pick another port with --port."
+            )
+        command = self.command()
+        if self.state is not None:
+            Path(self.state).parent.mkdir(parents=True, exist_ok=True)
+        output = open(self.log, "ab") if self.log is not None else subprocess.DEVNULL
+        try:
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=output if self.log is not None else subprocess.PIPE,
+                start_new_session=self.detach,
+            )
+        finally:
+            if self.log is not None:
+                output.close()  # type: ignore[union-attr]
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                why = self._process.stderr.read().decode(errors="replace").strip() if self._process.stderr else ""
+                self._process = None
+                raise ChainError(f"anvil exited at start ({why or 'see its log'}); check the port and the --state file.")
+            if rpc_chain_id(self.rpc_url, timeout=0.5) is not None:
+                if self._process.stderr is not None:
+                    self._process.stderr.close()
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise ChainError(f"anvil did not answer on {self.rpc_url} within {self.startup_timeout:.0f} s; see its log.")
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        if self._process is None:
+            return
+        process, self._process = self._process, None
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def __enter__(self) -> "AnvilProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
