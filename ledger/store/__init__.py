@@ -1,0 +1,12 @@
+"""Content store: where weights and documents live, addressed by the CID Kubo would give them.
+
+Two backends behind :class:`ContentStore`: :class:`EmbeddedStore` (blocks on disk in the
+workspace, the default) and :class:`KuboStore` (Kubo's RPC API, or ``fedledger ipfs serve``).
+"""
+
+from ledger.store.base import ContentStore
+from ledger.store.embedded import EmbeddedStore
+from ledger.store.factory import open_store
+from ledger.store.kubo import KuboStore
+
+__all__ = ["ContentStore", "EmbeddedStore", "KuboStore", "open_store"]

@@ -1,0 +1,256 @@
+"""A content-addressed block store on disk that yields the CIDs Kubo would.
+
+Layout under ``root``::
+
+    blocks/<2 chars>/<cid>   one file per block (raw leaf or dag-pb node), sharded like Kubo's
+                             flatfs (the next-to-last two characters of the CID)
+    pins/<cid>               an empty file per pinned root
+    tmp/                     blocks being written
+
+Crash safety and concurrency come from the file system, not from locks: a block is written to
+``tmp/``, fsynced, then renamed onto its CID name (``os.replace`` is atomic), so a reader sees a
+whole block or none. Children are written before their parents and the root last, so once a
+root is visible every block under it is too; a writer killed mid-file leaves only complete,
+unreferenced blocks (and a stray temp file) behind. Two processes writing the same block write
+the same bytes. Every read re-hashes each block against its CID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
+
+from ledger.cid import RAW, cid_to_bytes, parse_cid
+from ledger.errors import ContentNotFoundError, IntegrityError, StoreError
+from ledger.types import Cid
+from ledger.unixfs import CHUNK_SIZE, Block, DagBuilder, Link, Node, decode_node, iter_chunks, raw_cid
+from ledger.workspace import atomic_write_bytes
+
+_WORKERS = max(2, min(4, os.cpu_count() or 2))
+_WINDOW = 4 * _WORKERS  # chunks in flight while adding or reading: bounds memory
+_MAX_DEPTH = 16  # a 174-ary tree this deep addresses far more than any file
+_STALE_TMP_SECONDS = 3600
+
+
+class EmbeddedStore:
+    """Blocks on disk under ``root``; safe for several processes at once."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self._blocks = self.root / "blocks"
+        self._pins = self.root / "pins"
+        self._tmp = self.root / "tmp"
+        try:
+            for folder in (self._blocks, self._pins, self._tmp):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(
+                f"cannot use {self.root} as a content store ({error.strerror}); "
+                "choose a folder you can write to (--repo DIR or [store] path)."
+            ) from error
+        self._sweep_tmp()
+
+    def __repr__(self) -> str:
+        return f"EmbeddedStore({str(self.root)!r})"
+
+    # -- adding -----------------------------------------------------------------------------
+    def add_bytes(self, data: bytes | bytearray | memoryview, *, pin: bool = True) -> Cid:
+        view = memoryview(data).cast("B")
+        chunks = (view[start : start + CHUNK_SIZE] for start in range(0, len(view), CHUNK_SIZE))
+        return self._add_chunks(chunks, pin=pin)
+
+    def add_file(self, path: Path | str, *, pin: bool = True) -> Cid:
+        try:
+            with open(path, "rb") as stream:
+                return self.add_stream(stream, pin=pin)
+        except FileNotFoundError as error:
+            raise StoreError(f"{path} does not exist; give the path of a file to add.") from error
+        except IsADirectoryError as error:
+            raise StoreError(f"{path} is a folder; fedledger adds single files only.") from error
+
+    def add_stream(self, stream: BinaryIO, *, pin: bool = True) -> Cid:
+        """Add everything a binary stream yields, 256 KiB at a time."""
+        return self._add_chunks(iter_chunks(stream), pin=pin)
+
+    def _add_chunks(self, chunks: Iterable[bytes | memoryview], *, pin: bool) -> Cid:
+        builder = DagBuilder()
+        pending: deque[Future[tuple[Cid, int]]] = deque()
+        with ThreadPoolExecutor(_WORKERS, thread_name_prefix="store-add") as pool:
+            for chunk in chunks:
+                pending.append(pool.submit(self._put_leaf, chunk))
+                while len(pending) >= _WINDOW:
+                    self._put_parents(builder.push_leaf(*pending.popleft().result()))
+            while pending:
+                self._put_parents(builder.push_leaf(*pending.popleft().result()))
+        root, blocks = builder.finish()
+        self._put_parents(blocks)  # the root (or the empty block) goes last
+        if pin:
+            self.pin(root)
+        return root
+
+    def _put_leaf(self, chunk: bytes | memoryview) -> tuple[Cid, int]:
+        cid = raw_cid(chunk)
+        self.put_block(cid, chunk)
+        return cid, len(chunk)
+
+    def _put_parents(self, blocks: list[Block]) -> None:
+        for cid, data in blocks:
+            self.put_block(cid, data)
+
+    def put_block(self, cid: Cid, data: bytes | memoryview) -> None:
+        """Write one block atomically under its CID (skipped when it is already there)."""
+        path = self.block_path(cid)
+        if path.exists():
+            return
+        path.parent.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix=f"{cid}.")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    # -- reading ----------------------------------------------------------------------------
+    def block_path(self, cid: str) -> Path:
+        return self._blocks / cid[-3:-1] / cid
+
+    def has(self, cid: str) -> bool:
+        cid_to_bytes(cid)
+        return self.block_path(cid).is_file()
+
+    def read_block(self, cid: str, *, root: str | None = None) -> bytes:
+        """One block's bytes, checked against its CID."""
+        try:
+            data = self.block_path(cid).read_bytes()
+        except FileNotFoundError:
+            raise self._missing(cid, root) from None
+        if hashlib.sha256(data).digest() != cid_to_bytes(cid)[4:]:
+            raise self._tampered(cid, root)
+        return data
+
+    def get(self, cid: str) -> bytes:
+        cid = parse_cid(cid)
+        data = self.read_block(cid)
+        if cid_to_bytes(cid)[1] == RAW:
+            return data
+        node = decode_node(cid, data)
+        buffer = bytearray(node.filesize)
+        view = memoryview(buffer)
+        pending: deque[Future[None]] = deque()
+        offset = 0
+        with ThreadPoolExecutor(_WORKERS, thread_name_prefix="store-get") as pool:
+            for link in self._leaves(cid, node, 0):
+                pending.append(pool.submit(self._read_leaf_into, link, view[offset : offset + link.filesize], cid))
+                offset += link.filesize
+                while len(pending) >= _WINDOW:
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
+        view.release()
+        return bytes(buffer)
+
+    def iter_content(self, cid: str) -> Iterator[bytes]:
+        """The content of ``cid`` block by block, each checked before it is yielded."""
+        cid = parse_cid(cid)
+        data = self.read_block(cid)
+        if cid_to_bytes(cid)[1] == RAW:
+            yield data
+            return
+        for link in self._leaves(cid, decode_node(cid, data), 0):
+            leaf = self.read_block(link.cid, root=cid)
+            if len(leaf) != link.filesize:
+                raise self._tampered(link.cid, cid)
+            yield leaf
+
+    def iter_dag(self, cid: str) -> Iterator[Block]:
+        """Every block of ``cid``'s DAG, checked, root first then depth-first (CAR order)."""
+        cid = parse_cid(cid)
+        yield from self._walk(cid, cid, 0)
+
+    def _walk(self, cid: Cid, root: Cid, depth: int) -> Iterator[Block]:
+        data = self.read_block(cid, root=root)
+        yield cid, data
+        if cid_to_bytes(cid)[1] != RAW:
+            self._check_depth(root, depth)
+            for link in decode_node(cid, data).links:
+                yield from self._walk(link.cid, root, depth + 1)
+
+    def _leaves(self, root: Cid, node: Node, depth: int) -> Iterator[Link]:
+        """The raw leaves under ``node`` in file order; inner nodes are read and checked here."""
+        self._check_depth(root, depth)
+        for link in node.links:
+            if cid_to_bytes(link.cid)[1] == RAW:
+                yield link
+                continue
+            child = decode_node(link.cid, self.read_block(link.cid, root=root))
+            if child.filesize != link.filesize:
+                raise self._tampered(link.cid, root)
+            yield from self._leaves(root, child, depth + 1)
+
+    def _read_leaf_into(self, link: Link, target: memoryview, root: Cid) -> None:
+        try:
+            with open(self.block_path(link.cid), "rb", buffering=0) as handle:
+                read = handle.readinto(target)
+                extra = handle.read(1)
+        except FileNotFoundError:
+            raise self._missing(link.cid, root) from None
+        if read != len(target) or extra or hashlib.sha256(target).digest() != cid_to_bytes(link.cid)[4:]:
+            raise self._tampered(link.cid, root)
+
+    def _check_depth(self, root: Cid, depth: int) -> None:
+        if depth > _MAX_DEPTH:
+            raise IntegrityError(f"content {root} nests deeper than any file fedledger adds; it was not made by `ipfs add`.")
+
+    def _missing(self, cid: str, root: str | None) -> ContentNotFoundError:
+        what = f"block {cid} of content {root}" if root and root != cid else f"content {cid}"
+        return ContentNotFoundError(
+            f"{what} is not in the store at {self.root}; add it again, or fetch it from the store that pinned it."
+        )
+
+    def _tampered(self, cid: str, root: str | None) -> IntegrityError:
+        what = f"block {cid} of content {root}" if root and root != cid else f"content {cid}"
+        return IntegrityError(
+            f"{what} does not hash to its CID: the store at {self.root} was altered or damaged; "
+            f"delete {self.block_path(cid)} and add the content again."
+        )
+
+    # -- pins -------------------------------------------------------------------------------
+    def pin(self, cid: str) -> None:
+        cid = parse_cid(cid)
+        if not self.has(cid):
+            raise self._missing(cid, None)
+        path = self._pins / cid
+        if not path.exists():
+            atomic_write_bytes(path, b"")
+
+    def unpin(self, cid: str) -> None:
+        cid = parse_cid(cid)
+        try:
+            (self._pins / cid).unlink()
+        except FileNotFoundError:
+            raise ContentNotFoundError(f"{cid} is not pinned in the store at {self.root}; nothing to unpin.") from None
+
+    def pins(self) -> list[Cid]:
+        return sorted(Cid(path.name) for path in self._pins.iterdir() if not path.name.startswith("."))
+
+    # -- housekeeping -----------------------------------------------------------------------
+    def _sweep_tmp(self) -> None:
+        """Remove temp files that a killed writer left behind long ago (recent ones may be in use)."""
+        cutoff = time.time() - _STALE_TMP_SECONDS
+        for path in self._tmp.iterdir():
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except FileNotFoundError:
+                pass

@@ -1,0 +1,153 @@
+"""The content store behind Kubo's RPC API (a real ``ipfs daemon`` or ``fedledger ipfs serve``).
+
+The client is ``ipfshttpclient.Client`` built directly: ``ipfshttpclient.connect()`` refuses
+every Kubo newer than 0.8. Content is always added with Kubo's CIDv1 defaults (raw leaves,
+256 KiB chunks) so this backend and the embedded one name the same bytes alike, and nothing
+the API returns is trusted: the CID of every add and the bytes of every read are recomputed
+here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import ipfshttpclient
+from ipfshttpclient import exceptions as ipfs_errors
+
+from ledger.cid import parse_cid
+from ledger.errors import ConfigError, ContentNotFoundError, IntegrityError, StoreError, StoreUnreachableError
+from ledger.types import Cid
+from ledger.unixfs import cid_of_bytes, cid_of_stream
+
+T = TypeVar("T")
+_ADD_OPTIONS = {"cid-version": 1, "raw-leaves": True, "chunker": "size-262144"}
+_NOT_FOUND = ("not found", "not in the store", "no link named", "could not resolve")
+_TAMPERED = ("does not hash", "integrity")
+
+
+def api_multiaddr(api: str) -> str:
+    """``/ip4/127.0.0.1/tcp/5001`` stays as it is; ``http://host:port`` becomes its multiaddr."""
+    api = api.strip()
+    if api.startswith("/"):
+        return api
+    parts = urlsplit(api if "://" in api else f"http://{api}")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ConfigError(
+            f"{api!r} is not an IPFS API address; give one like /ip4/127.0.0.1/tcp/5001 or http://127.0.0.1:5001."
+        )
+    host = parts.hostname
+    try:
+        kind = "ip6" if ipaddress.ip_address(host).version == 6 else "ip4"
+    except ValueError:
+        kind = "dns"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"/{kind}/{host}/tcp/{port}/{parts.scheme}"
+
+
+class KuboStore:
+    """Kubo's RPC API at ``api`` (a multiaddr or an http URL)."""
+
+    def __init__(self, api: str, *, timeout: float = 120.0) -> None:
+        self.api = api
+        try:
+            self._client = ipfshttpclient.Client(api_multiaddr(api), timeout=timeout)
+        except ipfs_errors.AddressError as error:
+            raise ConfigError(
+                f"{api!r} is not an IPFS API address; give one like /ip4/127.0.0.1/tcp/5001 or http://127.0.0.1:5001."
+            ) from error
+
+    def __repr__(self) -> str:
+        return f"KuboStore({self.api!r})"
+
+    def _call(self, what: str, cid: str | None, call: Callable[[], T]) -> T:
+        """Run one API call, turning the client's exceptions into fedledger's sentences."""
+        try:
+            return call()
+        except (ipfs_errors.ConnectionError, ipfs_errors.TimeoutError) as error:
+            raise StoreUnreachableError(
+                f"no IPFS API answers at {self.api}; start one with `fedledger ipfs serve` or `ipfs daemon`, "
+                "or point [store] api / --ipfs-api at a running one."
+            ) from error
+        except ipfs_errors.ErrorResponse as error:
+            message = str(error.args[0] if error.args else error)
+            lowered = message.lower()
+            if cid is not None and any(word in lowered for word in _NOT_FOUND):
+                raise ContentNotFoundError(
+                    f"content {cid} is not in the IPFS store at {self.api}; add it there, or fetch it from the store that pinned it."
+                ) from error
+            if cid is not None and any(word in lowered for word in _TAMPERED):
+                raise IntegrityError(
+                    f"content {cid} failed verification at the IPFS store at {self.api} ({message.rstrip('.')}); "
+                    "repair that store or add the content again."
+                ) from error
+            raise StoreError(f"the IPFS API at {self.api} refused to {what}: {message}") from error
+        except ipfs_errors.Error as error:
+            raise StoreError(f"the IPFS API at {self.api} failed to {what} ({error}); check that it is a Kubo RPC API.") from error
+
+    def _check_added(self, returned: Any, expected: Cid) -> Cid:
+        if returned != expected:
+            raise IntegrityError(
+                f"the IPFS API at {self.api} named the added content {returned} but its CID is {expected}; "
+                "it does not add like `ipfs add --cid-version=1`, use a Kubo daemon or `fedledger ipfs serve`."
+            )
+        return expected
+
+    # -- ContentStore -----------------------------------------------------------------------
+    def add_bytes(self, data: bytes, *, pin: bool = True) -> Cid:
+        data = bytes(data)
+        options = {**_ADD_OPTIONS, "pin": pin}
+        returned = self._call("add content", None, lambda: self._client.add_bytes(data, opts=options))
+        return self._check_added(returned, cid_of_bytes(data))
+
+    def add_file(self, path: Path | str, *, pin: bool = True) -> Cid:
+        path = Path(path)
+        if not path.is_file():
+            raise StoreError(f"{path} is not a file; give the path of a file to add.")
+        options = {**_ADD_OPTIONS, "pin": pin}
+        response = self._call("add content", None, lambda: self._client.add(str(path), opts=options))
+        with path.open("rb") as stream:
+            expected = cid_of_stream(stream)
+        return self._check_added(response["Hash"], expected)
+
+    def get(self, cid: str) -> bytes:
+        cid = parse_cid(cid)
+        data = self._call(f"read {cid}", cid, lambda: self._client.cat(cid))
+        if cid_of_bytes(data) != cid:
+            raise IntegrityError(
+                f"content {cid} from the IPFS API at {self.api} does not hash to its CID; "
+                "the store there is damaged or lying, so the bytes were refused."
+            )
+        return bytes(data)
+
+    def has(self, cid: str) -> bool:
+        cid = parse_cid(cid)
+        try:
+            self._call(f"look up {cid}", cid, lambda: self._client.block.stat(cid, offline=True))
+        except ContentNotFoundError:
+            return False
+        return True
+
+    def pin(self, cid: str) -> None:
+        cid = parse_cid(cid)
+        self._call(f"pin {cid}", cid, lambda: self._client.pin.add(cid))
+
+    def unpin(self, cid: str) -> None:
+        cid = parse_cid(cid)
+        try:
+            self._call(f"unpin {cid}", cid, lambda: self._client.pin.rm(cid))
+        except StoreError as error:
+            if "not pinned" in str(error):
+                raise ContentNotFoundError(f"{cid} is not pinned at the IPFS API at {self.api}; nothing to unpin.") from error
+            raise
+
+    def pins(self) -> list[Cid]:
+        listing = self._call("list pins", None, lambda: self._client.pin.ls(type="recursive"))
+        return sorted(Cid(cid) for cid in dict(listing["Keys"]).keys())
+
+    def version(self) -> dict[str, Any]:
+        """Kubo's version document (also a cheap reachability check)."""
+        return dict(self._call("report its version", None, lambda: self._client.version()))
