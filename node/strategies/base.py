@@ -1,0 +1,155 @@
+"""What every strategy shares: the update and result shapes, the base class, and screening.
+
+Screening turns a batch of updates into the ones a strategy may use, in a canonical order (by
+participant address, lower-cased), plus the ones it may not, each with a reason. Everything after
+screening sees the same inputs in the same order whatever order they arrived in, which is what
+makes an aggregate repeatable to the bit by an auditor.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ledger.errors import InvalidInputError
+
+Arrays = dict[str, np.ndarray]
+Signature = tuple[tuple[str, tuple[int, ...], str], ...]  # (name, shape, dtype) per tensor, sorted by name
+
+
+@dataclass(frozen=True)
+class Update:
+    """One party's trained weights for a round and the number of samples it trained on."""
+
+    participant: str
+    arrays: Arrays
+    samples: int
+
+
+@dataclass(frozen=True)
+class AggregateResult:
+    """The aggregate, who went into it with which weight, who did not and why, and any remarks.
+
+    ``notes`` records changes made to an update that was still used (e.g. its delta was clipped).
+    """
+
+    arrays: Arrays
+    included: list[tuple[str, float]]
+    rejected: list[tuple[str, str]]
+    notes: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Strategy(ABC):
+    """One aggregation algorithm. ``params()`` names it fully: ``strategy_from_params`` rebuilds it."""
+
+    name: str
+
+    @abstractmethod
+    def params(self) -> dict[str, Any]:
+        """JSON-serializable parameters, including ``name``."""
+
+    @abstractmethod
+    def aggregate(self, updates: Sequence[Update], *, base: Mapping[str, np.ndarray] | None = None) -> AggregateResult:
+        """Combine ``updates``; ``base`` is the round's starting model, needed by some strategies."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params()})"
+
+
+@dataclass(frozen=True)
+class Screened:
+    """The usable updates in canonical order, those refused with reasons, and the common layout."""
+
+    updates: list[Update]
+    rejected: list[tuple[str, str]]
+    signature: Signature
+
+
+def signature_of(arrays: Mapping[str, np.ndarray]) -> Signature:
+    return tuple(sorted((name, tuple(np.shape(a)), np.asarray(a).dtype.name) for name, a in arrays.items()))
+
+
+def screen(updates: Sequence[Update], *, base: Mapping[str, np.ndarray] | None = None) -> Screened:
+    """Sort by participant, refuse what cannot be aggregated, and raise if nothing is left.
+
+    The reference layout is the base model's when there is one, else the layout most updates
+    share (ties go to the first participant in canonical order).
+    """
+    ordered = sorted(updates, key=lambda u: u.participant.lower())
+    counts = Counter(u.participant.lower() for u in ordered)
+    if base is not None:
+        reference = signature_of(base)
+        for name, array in base.items():
+            if not np.all(np.isfinite(array)):
+                raise InvalidInputError(f"the base model's tensor {name!r} holds NaN or infinite values; use a valid base model.")
+    else:
+        reference = _majority_signature(ordered)
+    kept: list[Update] = []
+    rejected: list[tuple[str, str]] = []
+    for update in ordered:
+        if counts[update.participant.lower()] > 1:
+            reason = f"{counts[update.participant.lower()]} updates from the same participant; only one per round counts"
+        else:
+            reason = _problem(update, reference)
+        if reason is None:
+            kept.append(update)
+        else:
+            rejected.append((update.participant, reason))
+    if not kept:
+        raise InvalidInputError(
+            f"no usable update to aggregate ({len(updates)} given, all rejected: "
+            + "; ".join(f"{p}: {r}" for p, r in rejected)
+            + "); the round needs at least one valid update."
+        )
+    return Screened(kept, rejected, reference)
+
+
+def _majority_signature(ordered: Sequence[Update]) -> Signature:
+    if not ordered:
+        raise InvalidInputError("no update to aggregate; the round needs at least one valid update.")
+    signatures = [signature_of(u.arrays) for u in ordered]
+    counts = Counter(signatures)
+    best = max(counts.values())
+    return next(s for s in signatures if counts[s] == best)
+
+
+def _problem(update: Update, reference: Signature) -> str | None:
+    """Why ``update`` cannot be used, or None."""
+    if isinstance(update.samples, bool) or not isinstance(update.samples, (int, np.integer)) or update.samples < 1:
+        return f"sample count must be a positive integer, not {update.samples!r}"
+    expected = {name: (shape, dtype) for name, shape, dtype in reference}
+    if set(update.arrays) != set(expected):
+        missing = sorted(set(expected) - set(update.arrays))
+        extra = sorted(set(update.arrays) - set(expected))
+        return f"tensor names differ from the model's (missing {missing}, unexpected {extra})"
+    for name in sorted(expected):
+        array = np.asarray(update.arrays[name])
+        shape, dtype = expected[name]
+        if tuple(array.shape) != shape:
+            return f"tensor {name!r} has shape {tuple(array.shape)}, expected {shape}"
+        if array.dtype.name != dtype:
+            return f"tensor {name!r} has dtype {array.dtype.name}, expected {dtype}"
+        if not np.issubdtype(array.dtype, np.floating):
+            return f"tensor {name!r} is not floating point ({array.dtype.name})"
+        if not np.all(np.isfinite(array)):
+            return f"tensor {name!r} holds NaN or infinite values"
+    return None
+
+
+def cast_like(arrays: Mapping[str, np.ndarray], signature: Signature) -> Arrays:
+    """``arrays`` (float64 accumulators) cast to the layout's dtypes, in the layout's name order."""
+    return {name: np.asarray(arrays[name]).astype(dtype) for name, _, dtype in signature}
+
+
+def stacked(updates: Sequence[Update], name: str) -> np.ndarray:
+    """Tensor ``name`` of every update, stacked on a new first axis, as float64."""
+    return np.stack([np.asarray(u.arrays[name], dtype=np.float64) for u in updates])
+
+
+def uniform_weights(updates: Sequence[Update]) -> list[tuple[str, float]]:
+    return [(u.participant, 1.0 / len(updates)) for u in updates]

@@ -1,0 +1,79 @@
+"""Norm clipping: bound how far any one update can move the model, then let another strategy combine.
+
+A wrapper, not a subclass (as Flower's ``DifferentialPrivacyServerSideFixedClipping``): each
+update's delta from the base model is scaled down to L2 norm ``max_norm`` (over all tensors
+together) when it is longer, and the wrapped strategy aggregates the clipped updates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ledger.errors import InvalidInputError
+from node.strategies.base import AggregateResult, Arrays, Strategy, Update, screen
+
+
+def delta_norm(arrays: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray]) -> float:
+    """L2 norm of ``arrays - base`` over all tensors, in float64, summed in name order."""
+    total = 0.0
+    for name in sorted(arrays):
+        diff = np.asarray(arrays[name], dtype=np.float64) - np.asarray(base[name], dtype=np.float64)
+        total += float(np.sum(diff * diff))
+    return math.sqrt(total)
+
+
+def clip_update(
+    arrays: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray], *, max_norm: float
+) -> tuple[Arrays, float]:
+    """``arrays`` with their delta from ``base`` scaled to at most ``max_norm``, and the original delta norm."""
+    norm = delta_norm(arrays, base)
+    if norm <= max_norm:
+        return dict(arrays), norm
+    scale = max_norm / norm
+    clipped = {}
+    for name, array in arrays.items():
+        origin = np.asarray(base[name], dtype=np.float64)
+        clipped[name] = (origin + (np.asarray(array, dtype=np.float64) - origin) * scale).astype(np.asarray(array).dtype)
+    return clipped, norm
+
+
+class NormClipping(Strategy):
+    """Clip each update's delta to ``max_norm`` before ``strategy`` aggregates; needs the base model."""
+
+    def __init__(self, strategy: Strategy, *, max_norm: float) -> None:
+        if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not (0 < max_norm < math.inf):
+            raise InvalidInputError(f"clip_norm must be a positive finite number, not {max_norm!r}.")
+        if isinstance(strategy, NormClipping):
+            raise InvalidInputError("norm clipping is already applied; wrap the strategy once.")
+        self.strategy = strategy
+        self.max_norm = float(max_norm)
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.strategy.name
+
+    def params(self) -> dict[str, Any]:
+        return {**self.strategy.params(), "clip_norm": self.max_norm}
+
+    def aggregate(self, updates: Sequence[Update], *, base: Mapping[str, np.ndarray] | None = None) -> AggregateResult:
+        if base is None:
+            raise InvalidInputError("norm clipping needs the round's base model to measure each update's delta.")
+        screened = screen(updates, base=base)
+        clipped: list[Update] = []
+        notes: list[tuple[str, str]] = []
+        for update in screened.updates:
+            arrays, norm = clip_update(update.arrays, base, max_norm=self.max_norm)
+            if norm > self.max_norm:
+                notes.append((update.participant, f"delta norm {norm:.6g} clipped to {self.max_norm:.6g}"))
+            clipped.append(Update(update.participant, arrays, update.samples))
+        inner = self.strategy.aggregate(clipped, base=base)
+        return AggregateResult(
+            arrays=inner.arrays,
+            included=inner.included,
+            rejected=screened.rejected + inner.rejected,
+            notes=notes + inner.notes,
+        )

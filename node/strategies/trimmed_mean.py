@@ -1,0 +1,53 @@
+"""Coordinate-wise trimmed mean (Yin et al., 2018): drop the extremes of each coordinate, average the rest."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ledger.errors import InvalidInputError
+from node.strategies.base import AggregateResult, Arrays, Strategy, Update, cast_like, screen, uniform_weights
+
+
+def trim_count(beta: float, n: int) -> int:
+    """How many values are cut from each end of a coordinate when there are ``n`` updates."""
+    return math.floor(beta * n)
+
+
+def trimmed_mean(arrays: Sequence[Mapping[str, np.ndarray]], *, trim: int) -> Arrays:
+    """Per coordinate, the mean of the values left after removing the ``trim`` smallest and largest."""
+    n = len(arrays)
+    if not 0 <= 2 * trim < n:
+        raise InvalidInputError(f"cannot trim {trim} values from each end of {n}; at least one must remain.")
+    result: Arrays = {}
+    for name in arrays[0]:
+        values = np.sort(np.stack([np.asarray(a[name], dtype=np.float64) for a in arrays]), axis=0)
+        result[name] = values[trim : n - trim].mean(axis=0)
+    return result
+
+
+class TrimmedMean(Strategy):
+    """Trimmed mean cutting ``floor(beta * n)`` values from each end of every coordinate."""
+
+    name = "trimmed-mean"
+
+    def __init__(self, *, beta: float = 0.2) -> None:
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta < 0.5:
+            raise InvalidInputError(f"trimmed-mean beta must be a number in [0, 0.5), not {beta!r}.")
+        self.beta = float(beta)
+
+    def params(self) -> dict[str, Any]:
+        return {"name": self.name, "beta": self.beta}
+
+    def aggregate(self, updates: Sequence[Update], *, base: Mapping[str, np.ndarray] | None = None) -> AggregateResult:
+        screened = screen(updates, base=base)
+        kept = screened.updates
+        averaged = trimmed_mean([u.arrays for u in kept], trim=trim_count(self.beta, len(kept)))
+        return AggregateResult(
+            arrays=cast_like(averaged, screened.signature),
+            included=uniform_weights(kept),
+            rejected=screened.rejected,
+        )
