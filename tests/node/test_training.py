@@ -1,0 +1,79 @@
+"""Local training: repeatable on the CPU, learns the digits, reports metrics, shows progress."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ledger.errors import InvalidInputError
+from node.data import load_digits_split
+from node.models import build_model, state_arrays
+from node.training import TrainResult, evaluate, pick_device, train
+
+
+@pytest.fixture(scope="module")
+def split():
+    return load_digits_split(parties=5, seed=0)
+
+
+def _trained(name: str, shard, *, seed: int, epochs: int = 2) -> tuple[torch.nn.Module, TrainResult]:
+    torch.manual_seed(0)
+    model = build_model(name)
+    result = train(model, shard, epochs=epochs, batch_size=32, lr=0.05, seed=seed, device="cpu", progress=False)
+    return model, result
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_same_seed_gives_identical_weights(split, name):
+    shards, _ = split
+    first = state_arrays(_trained(name, shards[0], seed=5)[0])
+    again = state_arrays(_trained(name, shards[0], seed=5)[0])
+    other = state_arrays(_trained(name, shards[0], seed=6)[0])
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert not all(np.array_equal(first[k], other[k]) for k in first)
+
+
+def test_training_learns_the_digits(split):
+    shards, test = split
+    model, result = _trained("mlp", shards[0], seed=1, epochs=8)
+    scores = evaluate(model, test, device="cpu")
+    print(f"mlp, 8 epochs on {result.samples} samples: test accuracy {scores['accuracy']:.3f}")
+    assert scores["accuracy"] > 0.8
+    assert result.samples == len(shards[0])
+    assert set(result.metrics) == {"accuracy", "loss", "train_loss"}
+    assert result.metrics["accuracy"] > 0.8 and all(np.isfinite(v) for v in result.metrics.values())
+
+
+def test_model_stays_on_its_device_and_mode(split):
+    shards, test = split
+    model, _ = _trained("mlp", shards[1], seed=0, epochs=1)
+    model.eval()
+    evaluate(model, test)
+    assert next(model.parameters()).device.type == "cpu" and not model.training
+
+
+def test_progress_goes_to_stderr_only_when_asked(split, capsys):
+    shards, _ = split
+    train(build_model("mlp"), shards[0], epochs=2, batch_size=64, lr=0.05, seed=0, device="cpu", progress=True)
+    shown = capsys.readouterr()
+    assert "2/2" in shown.err and shown.out == ""
+    train(build_model("mlp"), shards[0], epochs=2, batch_size=64, lr=0.05, seed=0, device="cpu", progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_pick_device():
+    assert pick_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert pick_device().type == expected
+    with pytest.raises(InvalidInputError, match="not a device name"):
+        pick_device("gpu-please")
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidInputError, match="no CUDA GPU"):
+            pick_device("cuda")
+
+
+def test_bad_training_settings_are_refused(split):
+    shards, _ = split
+    with pytest.raises(InvalidInputError, match="epochs >= 1"):
+        train(build_model("mlp"), shards[0], epochs=0, batch_size=32, lr=0.1, seed=0, progress=False)
