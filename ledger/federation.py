@@ -1,0 +1,437 @@
+"""Typed Python client of the Federation contract: every function and event, reverts as exceptions.
+
+Transactions are signed here with a ``LocalAccount`` when one is given (nonces taken from the
+node's pending count under a per-address lock, so several clients and threads in one process
+never reuse one), or sent from an unlocked node account otherwise (the in-process chain and
+anvil's dev accounts). Every transaction waits for its receipt. A revert becomes the class of
+ledger.contract_errors named after the contract's custom error.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_tester.exceptions import TransactionFailed
+from eth_utils import is_address, keccak, to_checksum_address
+from web3 import Web3
+from web3.exceptions import ContractLogicError, Web3RPCError
+
+from ledger.cid import cid_from_parts, cid_to_bytes
+from ledger.contract_errors import PARTICIPANT_STATUSES, ROUND_STATES, decode_revert
+from ledger.errors import ChainError, ConfigError, ContractRevertError, InvalidInputError
+from ledger.types import Address, Cid, RoundId
+
+ARTIFACT = Path(__file__).resolve().parent.parent / "contracts" / "build" / "Federation.json"
+EIP712_NAME = "Federation"
+EIP712_VERSION = "1"
+ROLES = {
+    "admin": b"\0" * 32,
+    "coordinator": keccak(text="COORDINATOR_ROLE"),
+    "aggregator": keccak(text="AGGREGATOR_ROLE"),
+}
+JOIN_TYPES = {
+    "Join": [
+        {"name": "participant", "type": "address"},
+        {"name": "version", "type": "uint256"},
+        {"name": "termsCodec", "type": "uint8"},
+        {"name": "termsDigest", "type": "bytes32"},
+        {"name": "deadline", "type": "uint256"},
+    ]
+}
+RECEIPT_TIMEOUT = 120
+
+
+@dataclass(frozen=True)
+class TxResult:
+    tx_hash: str
+    block: int
+    gas_used: int
+
+
+@dataclass(frozen=True)
+class AgreementInfo:
+    version: int
+    terms_cid: Cid
+    block: int
+
+
+@dataclass(frozen=True)
+class ParticipantInfo:
+    address: Address
+    status: str  # "none" | "pending" | "admitted" | "suspended" | "revoked"
+    accepted_version: int
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    round_id: RoundId
+    base_cid: Cid
+    deadline: int
+    min_updates: int
+    config_hash: bytes
+    state: str  # "open" | "finalized" | "cancelled"
+    submissions: int
+    global_cid: Cid | None
+    receipt_cid: Cid | None
+    opened_block: int
+    agreement_version: int = 0
+
+
+@dataclass(frozen=True)
+class Submission:
+    round_id: RoundId
+    participant: Address
+    cid: Cid
+    samples: int
+    metrics_hash: bytes
+    block: int
+    tx_hash: str
+
+
+@lru_cache(maxsize=1)
+def load_artifact() -> dict[str, Any]:
+    """The committed compiler output (ABI, bytecode); see deploy/compile.py."""
+    if not ARTIFACT.is_file():
+        raise ConfigError(f"{ARTIFACT} is missing; run `python -m deploy.compile` in the repository.")
+    return json.loads(ARTIFACT.read_text(encoding="utf-8"))
+
+
+def join_typed_data(
+    *, chain_id: int, contract: str, participant: str, version: int, terms_cid: str, deadline: int
+) -> dict[str, Any]:
+    """The EIP-712 document a party signs to accept agreement ``version`` of one deployment."""
+    binary = cid_to_bytes(terms_cid)
+    return {
+        "domain": {
+            "name": EIP712_NAME,
+            "version": EIP712_VERSION,
+            "chainId": chain_id,
+            "verifyingContract": to_checksum_address(contract),
+        },
+        "types": JOIN_TYPES,
+        "message": {
+            "participant": to_checksum_address(participant),
+            "version": version,
+            "termsCodec": binary[1],
+            "termsDigest": binary[4:],
+            "deadline": deadline,
+        },
+    }
+
+
+def sign_join_message(account: LocalAccount, **fields: Any) -> bytes:
+    """Sign :func:`join_typed_data` (same keywords, participant = the account) with ``account``."""
+    typed = join_typed_data(participant=account.address, **fields)
+    signed = Account.sign_typed_data(account.key, typed["domain"], typed["types"], typed["message"])
+    return bytes(signed.signature)
+
+
+def _address(value: str, what: str = "address") -> Address:
+    if not isinstance(value, str) or not is_address(value):
+        raise InvalidInputError(f"{value!r} is not an Ethereum {what}; give a 0x-prefixed 40-hex-digit address.")
+    return Address(to_checksum_address(value))
+
+
+def _cid_parts(cid: str) -> tuple[int, bytes]:
+    binary = cid_to_bytes(cid)
+    return binary[1], binary[4:]
+
+
+def _bytes32(value: bytes, what: str) -> bytes:
+    if not isinstance(value, (bytes, bytearray)) or len(value) != 32:
+        raise InvalidInputError(f"the {what} must be 32 bytes (a sha-256 or keccak digest), not {value!r}.")
+    return bytes(value)
+
+
+_LOCKS_GUARD = threading.Lock()
+_ACCOUNT_LOCKS: dict[str, threading.Lock] = {}
+
+
+def _account_lock(address: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _ACCOUNT_LOCKS.setdefault(address, threading.Lock())
+
+
+@contextmanager
+def _reverts() -> Iterator[None]:
+    """Turn a revert from either backend into its ledger.contract_errors class."""
+    try:
+        yield
+    except (ContractLogicError, TransactionFailed, Web3RPCError) as error:
+        decoded = decode_revert(error)
+        if decoded is not None:
+            raise decoded from None
+        if isinstance(error, Web3RPCError) and "revert" not in str(error).lower():
+            raise ChainError(f"the node refused the transaction ({error}); check the account's funds and nonce.") from None
+        raise ContractRevertError(f"the contract refused the call ({error}).") from None
+
+
+def sender_address(w3: Web3, account: LocalAccount | str | None) -> Address:
+    """The address a transaction from ``account`` (None: the node's first unlocked account) comes from."""
+    if account is None:
+        accounts = w3.eth.accounts
+        if not accounts:
+            raise ChainError("the node has no unlocked account to send from; give a key (--key or FEDLEDGER_PRIVATE_KEY).")
+        return Address(to_checksum_address(accounts[0]))
+    if isinstance(account, str):
+        return _address(account)
+    return Address(account.address)
+
+
+def send_transaction(
+    w3: Web3, call: Any, *, account: LocalAccount | str | None, chain_id: int | None = None
+) -> tuple[TxResult, Any]:
+    """Send ``call`` (a contract function or constructor call) and wait for its receipt.
+
+    A ``LocalAccount`` signs here, with the node's pending nonce taken under a per-address lock;
+    otherwise the node signs for its unlocked account. Reverts raise ledger.contract_errors classes.
+    """
+    sender = sender_address(w3, account)
+    with _reverts():
+        if account is None or isinstance(account, str):
+            tx_hash = call.transact({"from": sender})
+        else:
+            with _account_lock(sender):
+                nonce = w3.eth.get_transaction_count(sender, "pending")
+                chain = int(w3.eth.chain_id) if chain_id is None else chain_id
+                tx = call.build_transaction({"from": sender, "nonce": nonce, "chainId": chain})
+                signed = account.sign_transaction(tx)
+                tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT)
+    result = TxResult(Web3.to_hex(tx_hash), int(receipt["blockNumber"]), int(receipt["gasUsed"]))
+    if receipt["status"] != 1:
+        if hasattr(call, "call"):  # passed estimation, reverted on chain: replay to name the error
+            with _reverts():
+                call.call({"from": sender}, block_identifier=result.block - 1)
+        raise ContractRevertError(f"transaction {result.tx_hash} reverted in block {result.block}.")
+    return result, receipt
+
+
+class FederationClient:
+    """One deployed Federation contract, seen through one sender (or read-only)."""
+
+    def __init__(
+        self,
+        w3: Web3,
+        address: str,
+        *,
+        account: LocalAccount | str | None = None,
+        from_block: int = 0,
+    ) -> None:
+        self.w3 = w3
+        self.address = _address(address, "contract address")
+        self.account = account
+        self.from_block = from_block
+        self.contract = w3.eth.contract(address=self.address, abi=load_artifact()["abi"])
+        self._chain_id: int | None = None
+
+    # ---------------------------------------------------------------- construction
+
+    @classmethod
+    def deploy(cls, w3: Web3, *, account: LocalAccount | str | None = None) -> tuple["FederationClient", TxResult]:
+        """Deploy a fresh contract from the committed artifact; the sender gets every role."""
+        artifact = load_artifact()
+        factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+        result, receipt = send_transaction(w3, factory.constructor(), account=account)
+        client = cls(w3, receipt["contractAddress"], account=account, from_block=result.block)
+        return client, result
+
+    def with_account(self, account: LocalAccount | str | None) -> "FederationClient":
+        """The same contract, another sender."""
+        client = FederationClient(self.w3, self.address, account=account, from_block=self.from_block)
+        client._chain_id = self._chain_id
+        return client
+
+    @property
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(self.w3.eth.chain_id)
+        return self._chain_id
+
+    @property
+    def sender(self) -> Address:
+        """The address transactions come from."""
+        return sender_address(self.w3, self.account)
+
+    def _send(self, call: Any) -> tuple[TxResult, Any]:
+        return send_transaction(self.w3, call, account=self.account, chain_id=self.chain_id)
+
+    def _transact(self, name: str, *args: Any) -> TxResult:
+        return self._send(getattr(self.contract.functions, name)(*args))[0]
+
+    def _call(self, name: str, *args: Any) -> Any:
+        with _reverts():
+            return getattr(self.contract.functions, name)(*args).call()
+
+    def _logs(self, event: str, **filters: Any) -> list[Any]:
+        with _reverts():
+            logs = getattr(self.contract.events, event).get_logs(
+                argument_filters=filters or None, from_block=self.from_block, to_block="latest"
+            )
+        return sorted(logs, key=lambda log: (log["blockNumber"], log["logIndex"]))
+
+    # ---------------------------------------------------------------- agreements and membership
+
+    def publish_agreement(self, terms_cid: Cid) -> tuple[int, TxResult]:
+        """Publish the next agreement version; returns it."""
+        codec, digest = _cid_parts(terms_cid)
+        result, receipt = self._send(self.contract.functions.publishAgreement(codec, digest))
+        event = self.contract.events.AgreementPublished().process_receipt(receipt)[0]
+        return int(event["args"]["version"]), result
+
+    def agreement_version(self) -> int:
+        return int(self._call("agreementVersion"))
+
+    def agreement(self, version: int | None = None) -> AgreementInfo:
+        """Agreement ``version`` (None: the one in force)."""
+        version = self.agreement_version() if version is None else version
+        logs = self._logs("AgreementPublished", version=version) if version > 0 else []
+        if not logs:
+            raise InvalidInputError(
+                f"there is no agreement version {version}; publish one with `fedledger agreement publish`."
+            )
+        args = logs[0]["args"]
+        return AgreementInfo(version, cid_from_parts(args["termsCodec"], args["termsDigest"]), logs[0]["blockNumber"])
+
+    def join_typed_data(self, participant: str, *, version: int, deadline: int) -> dict[str, Any]:
+        return join_typed_data(
+            chain_id=self.chain_id,
+            contract=self.address,
+            participant=participant,
+            version=version,
+            terms_cid=self.agreement(version).terms_cid,
+            deadline=deadline,
+        )
+
+    def sign_join(self, account: LocalAccount, *, version: int, deadline: int) -> bytes:
+        """The EIP-712 signature by which ``account`` accepts agreement ``version`` of this deployment."""
+        typed = self.join_typed_data(account.address, version=version, deadline=deadline)
+        signed = Account.sign_typed_data(account.key, typed["domain"], typed["types"], typed["message"])
+        return bytes(signed.signature)
+
+    def join(self, participant: str, *, version: int, deadline: int, signature: bytes) -> TxResult:
+        """Record ``participant``'s acceptance; the sender may be the participant or any relayer."""
+        return self._transact("join", _address(participant), version, deadline, bytes(signature))
+
+    def approve(self, participant: str) -> TxResult:
+        return self._transact("approve", _address(participant))
+
+    def suspend(self, participant: str) -> TxResult:
+        return self._transact("suspend", _address(participant))
+
+    def reinstate(self, participant: str) -> TxResult:
+        return self._transact("reinstate", _address(participant))
+
+    def revoke(self, participant: str) -> TxResult:
+        return self._transact("revoke", _address(participant))
+
+    def participant(self, address: str) -> ParticipantInfo:
+        checksummed = _address(address)
+        status, accepted, index = self._call("participant", checksummed)
+        return ParticipantInfo(checksummed, PARTICIPANT_STATUSES[status], int(accepted), int(index))
+
+    def participants(self) -> list[ParticipantInfo]:
+        """Every address that ever joined, in the order it first joined."""
+        seen: dict[str, None] = {}
+        for log in self._logs("ParticipantJoined"):
+            seen.setdefault(log["args"]["participant"], None)
+        return [self.participant(address) for address in seen]
+
+    def participant_count(self) -> int:
+        return int(self._call("participantCount"))
+
+    def _role(self, role: str) -> bytes:
+        if role not in ROLES:
+            raise InvalidInputError(f"{role!r} is not a role; use one of {', '.join(ROLES)}.")
+        return ROLES[role]
+
+    def grant_role(self, role: str, address: str) -> TxResult:
+        """Grant ``role`` ("admin" | "coordinator" | "aggregator"); only the admin may."""
+        return self._transact("grantRole", self._role(role), _address(address))
+
+    def revoke_role(self, role: str, address: str) -> TxResult:
+        return self._transact("revokeRole", self._role(role), _address(address))
+
+    def has_role(self, role: str, address: str) -> bool:
+        return bool(self._call("hasRole", self._role(role), _address(address)))
+
+    # ---------------------------------------------------------------- rounds
+
+    def open_round(self, *, base_cid: Cid, deadline: int, min_updates: int, config_hash: bytes) -> tuple[RoundId, TxResult]:
+        """Open the next round; returns its id."""
+        codec, digest = _cid_parts(base_cid)
+        call = self.contract.functions.openRound(codec, digest, deadline, min_updates, _bytes32(config_hash, "config hash"))
+        result, receipt = self._send(call)
+        event = self.contract.events.RoundOpened().process_receipt(receipt)[0]
+        return RoundId(int(event["args"]["roundId"])), result
+
+    def round_count(self) -> int:
+        return int(self._call("roundCount"))
+
+    def round(self, round_id: int) -> RoundInfo:
+        state, deadline, min_updates, submissions = self._call("round", round_id)
+        opened = self._logs("RoundOpened", roundId=round_id) if state else []
+        if not opened:
+            raise InvalidInputError(f"there is no round {round_id}; check `fedledger round status` for the rounds.")
+        args = opened[0]["args"]
+        global_cid = receipt_cid = None
+        if ROUND_STATES[state] == "finalized":
+            final = self._logs("RoundFinalized", roundId=round_id)[0]["args"]
+            global_cid = cid_from_parts(final["globalCodec"], final["globalDigest"])
+            receipt_cid = cid_from_parts(final["receiptCodec"], final["receiptDigest"])
+        return RoundInfo(
+            round_id=RoundId(round_id),
+            base_cid=cid_from_parts(args["baseCodec"], args["baseDigest"]),
+            deadline=int(deadline),
+            min_updates=int(min_updates),
+            config_hash=bytes(args["configHash"]),
+            state=ROUND_STATES[state],
+            submissions=int(submissions),
+            global_cid=global_cid,
+            receipt_cid=receipt_cid,
+            opened_block=int(opened[0]["blockNumber"]),
+            agreement_version=int(args["agreementVersion"]),
+        )
+
+    def submit_update(self, round_id: int, *, cid: Cid, samples: int, metrics_hash: bytes) -> TxResult:
+        """Record the sender's update to ``round_id`` (one per party per round)."""
+        codec, digest = _cid_parts(cid)
+        if not isinstance(samples, int) or not 0 <= samples < 2**64:
+            raise InvalidInputError(f"the sample count must be a whole number from 0 to 2^64-1, not {samples!r}.")
+        return self._transact("submitUpdate", round_id, codec, digest, samples, _bytes32(metrics_hash, "metrics hash"))
+
+    def has_submitted(self, round_id: int, participant: str) -> bool:
+        return bool(self._call("hasSubmitted", round_id, _address(participant)))
+
+    def submissions(self, round_id: int) -> list[Submission]:
+        """Every update recorded for ``round_id``, in chain order."""
+        return [
+            Submission(
+                round_id=RoundId(round_id),
+                participant=Address(log["args"]["participant"]),
+                cid=cid_from_parts(log["args"]["codec"], log["args"]["digest"]),
+                samples=int(log["args"]["samples"]),
+                metrics_hash=bytes(log["args"]["metricsHash"]),
+                block=int(log["blockNumber"]),
+                tx_hash=Web3.to_hex(log["transactionHash"]),
+            )
+            for log in self._logs("UpdateSubmitted", roundId=round_id)
+        ]
+
+    def finalize_round(self, round_id: int, *, global_cid: Cid, receipt_cid: Cid) -> TxResult:
+        g_codec, g_digest = _cid_parts(global_cid)
+        r_codec, r_digest = _cid_parts(receipt_cid)
+        return self._transact("finalizeRound", round_id, g_codec, g_digest, r_codec, r_digest)
+
+    def cancel_round(self, round_id: int) -> TxResult:
+        return self._transact("cancelRound", round_id)
