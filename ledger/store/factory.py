@@ -18,5 +18,5 @@ def open_store(workspace: Workspace) -> ContentStore:
         return KuboStore(str(workspace.get("store", "api")))
     raise ConfigError(
         f"store backend {backend!r} in {workspace.config_path} is unknown; "
-        "set [store] backend to \"embedded\" or \"kubo\"."
+        "set store.backend in fedledger.toml to \"embedded\" or \"kubo\"."
     )

@@ -9,8 +9,10 @@ here.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -18,10 +20,13 @@ from urllib.parse import urlsplit
 import ipfshttpclient
 from ipfshttpclient import exceptions as ipfs_errors
 
-from ledger.cid import parse_cid
+from ledger.cid import RAW, cid_to_bytes, parse_cid
 from ledger.errors import ConfigError, ContentNotFoundError, IntegrityError, StoreError, StoreUnreachableError
 from ledger.types import Cid
-from ledger.unixfs import cid_of_bytes, cid_of_stream
+from ledger.unixfs import Block, cid_of_bytes, cid_of_stream, decode_node
+
+# urllib3 2 warns about a parameter ipfshttpclient 0.7 still passes; the warning is noise to users.
+warnings.filterwarnings("ignore", message="The 'strict' parameter is no longer needed", category=FutureWarning)
 
 T = TypeVar("T")
 _ADD_OPTIONS = {"cid-version": 1, "raw-leaves": True, "chunker": "size-262144"}
@@ -70,7 +75,7 @@ class KuboStore:
         except (ipfs_errors.ConnectionError, ipfs_errors.TimeoutError) as error:
             raise StoreUnreachableError(
                 f"no IPFS API answers at {self.api}; start one with `fedledger ipfs serve` or `ipfs daemon`, "
-                "or point [store] api / --ipfs-api at a running one."
+                "or point --ipfs-api (or store.api in fedledger.toml) at a running one."
             ) from error
         except ipfs_errors.ErrorResponse as error:
             message = str(error.args[0] if error.args else error)
@@ -107,8 +112,9 @@ class KuboStore:
         path = Path(path)
         if not path.is_file():
             raise StoreError(f"{path} is not a file; give the path of a file to add.")
-        options = {**_ADD_OPTIONS, "pin": pin}
-        response = self._call("add content", None, lambda: self._client.add(str(path), opts=options))
+        # add() overwrites `opts` with its own keyword defaults (raw-leaves=False): use its keywords.
+        response = self._call("add content", None, lambda: self._client.add(
+            str(path), cid_version=1, raw_leaves=True, chunker="size-262144", pin=pin))
         with path.open("rb") as stream:
             expected = cid_of_stream(stream)
         return self._check_added(response["Hash"], expected)
@@ -147,6 +153,22 @@ class KuboStore:
     def pins(self) -> list[Cid]:
         listing = self._call("list pins", None, lambda: self._client.pin.ls(type="recursive"))
         return sorted(Cid(cid) for cid in dict(listing["Keys"]).keys())
+
+    def iter_dag(self, cid: str) -> Iterator[Block]:
+        """Every block of ``cid``'s DAG via ``block/get``, checked, root first (CAR order)."""
+        cid = parse_cid(cid)
+        stack = [cid]
+        while stack:
+            current = stack.pop()
+            data = bytes(self._call(f"read block {current}", current, lambda c=current: self._client.block.get(c)))
+            if hashlib.sha256(data).digest() != cid_to_bytes(current)[4:]:
+                raise IntegrityError(
+                    f"block {current} of content {cid} from the IPFS API at {self.api} does not hash to its CID; "
+                    "the store there is damaged or lying, so the bytes were refused."
+                )
+            yield current, data
+            if cid_to_bytes(current)[1] != RAW:
+                stack.extend(reversed([link.cid for link in decode_node(current, data).links]))
 
     def version(self) -> dict[str, Any]:
         """Kubo's version document (also a cheap reachability check)."""

@@ -1,9 +1,168 @@
-"""Commands: (not yet built)."""
+"""Commands: ``ipfs serve|add|cat|pin|export`` — the content store from the command line.
+
+Every command but ``serve`` uses the workspace's store (``[store] backend``: embedded or kubo);
+``--ipfs-api ADDR`` talks to a Kubo RPC API instead, and ``--repo DIR`` uses a bare embedded
+store with no workspace at all.
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from ledger.car import export_car
+from ledger.cid import parse_cid
+from ledger.errors import InvalidInputError
+from ledger.store import ContentStore, EmbeddedStore, KuboStore, open_store
+from ledger.workspace import Workspace
+from node.cli._common import JsonOption, WorkdirOption, console, handle_errors, print_json
+
+RepoOption = Annotated[
+    Path | None, typer.Option("--repo", help="Use the embedded store in this folder (no workspace needed).")
+]
+ApiOption = Annotated[
+    str | None,
+    typer.Option("--ipfs-api", help="Use the Kubo RPC API at this address (/ip4/127.0.0.1/tcp/5001 or http://…).",
+                 envvar="FEDLEDGER_IPFS_API"),
+]
+
+
+def _store(workdir: Path | None, repo: Path | None, api: str | None) -> ContentStore:
+    if repo is not None and api is not None:
+        raise InvalidInputError("--repo and --ipfs-api name two different stores; give only one of them.")
+    if repo is not None:
+        return EmbeddedStore(repo)
+    if api is not None:
+        return KuboStore(api)
+    return open_store(Workspace.find(workdir))
+
+
+def _check_weights(path: Path, model: str | None) -> None:
+    """Refuse a weights file that is not safetensors or does not fit ``model``'s layout."""
+    from ledger.weights import from_safetensors
+
+    layout = None
+    if model is not None:
+        from node.models import model_layout
+
+        layout = model_layout(model)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise InvalidInputError(f"cannot read {path} ({error.strerror}); give the path of a weights file.") from error
+    from_safetensors(data, layout=layout, source=str(path))
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the `fedledger` app."""
+    """Add the ``ipfs`` group to the app."""
+    ipfs = typer.Typer(help="The content store: serve it over Kubo's RPC API, add, cat, pin, export.",
+                       no_args_is_help=True)
+    pin_app = typer.Typer(help="Pin, unpin and list pinned content.", no_args_is_help=True)
+    ipfs.add_typer(pin_app, name="pin")
+    app.add_typer(ipfs, name="ipfs")
+
+    @ipfs.command("serve")
+    @handle_errors
+    def serve(
+        port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1 (0 picks a free one).")] = 5001,
+        repo: RepoOption = None,
+        workdir: WorkdirOption = None,
+    ) -> None:
+        """Serve the embedded store over the subset of Kubo's RPC API fedledger uses, until Ctrl-C or SIGTERM."""
+        from ledger.ipfs_server import serve as run_server
+
+        store = EmbeddedStore(repo if repo is not None else Workspace.find(workdir).store_dir)
+
+        def ready(address: str) -> None:
+            port_number = address.rsplit("/", 1)[-1]
+            sys.stdout.write(f"fedledger ipfs serve: listening on {address} (http://127.0.0.1:{port_number}), "
+                             f"repo {store.root}\n")
+            sys.stdout.flush()
+
+        run_server(store, port=port, ready=ready)
+        console.print("stopped.")
+
+    @ipfs.command("add")
+    @handle_errors
+    def add(
+        file: Annotated[Path, typer.Argument(help="File to add.")],
+        pin: Annotated[bool, typer.Option("--pin/--no-pin", help="Pin the content (default: pin).")] = True,
+        weights: Annotated[bool, typer.Option("--weights", help="Refuse the file unless it is safetensors weights.")] = False,
+        model: Annotated[str | None, typer.Option(help="Refuse the file unless it holds weights of this model.")] = None,
+        repo: RepoOption = None,
+        ipfs_api: ApiOption = None,
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Add a file and print its CID (the one `ipfs add --cid-version=1` gives)."""
+        if not file.is_file():
+            raise InvalidInputError(f"{file} is not a file; give the path of a file to add.")
+        if weights or model is not None:
+            _check_weights(file, model)
+        cid = _store(workdir, repo, ipfs_api).add_file(file, pin=pin)
+        if json:
+            print_json({"cid": cid, "file": str(file), "size": file.stat().st_size, "pinned": pin})
+        else:
+            sys.stdout.write(cid + "\n")
+
+    @ipfs.command("cat")
+    @handle_errors
+    def cat(
+        cid: Annotated[str, typer.Argument(help="CID of the content.")],
+        repo: RepoOption = None,
+        ipfs_api: ApiOption = None,
+        workdir: WorkdirOption = None,
+    ) -> None:
+        """Write the content's bytes to stdout, after checking them against the CID."""
+        cid = parse_cid(cid)
+        data = _store(workdir, repo, ipfs_api).get(cid)
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+    @pin_app.command("add")
+    @handle_errors
+    def pin_add(cid: str, repo: RepoOption = None, ipfs_api: ApiOption = None, workdir: WorkdirOption = None) -> None:
+        """Pin content the store holds."""
+        cid = parse_cid(cid)
+        _store(workdir, repo, ipfs_api).pin(cid)
+        console.print(f"pinned {cid}")
+
+    @pin_app.command("rm")
+    @handle_errors
+    def pin_rm(cid: str, repo: RepoOption = None, ipfs_api: ApiOption = None, workdir: WorkdirOption = None) -> None:
+        """Unpin content."""
+        cid = parse_cid(cid)
+        _store(workdir, repo, ipfs_api).unpin(cid)
+        console.print(f"unpinned {cid}")
+
+    @pin_app.command("ls")
+    @handle_errors
+    def pin_ls(repo: RepoOption = None, ipfs_api: ApiOption = None, workdir: WorkdirOption = None,
+               json: JsonOption = False) -> None:
+        """List pinned CIDs, one a line."""
+        pins = _store(workdir, repo, ipfs_api).pins()
+        if json:
+            print_json({"pins": pins})
+        else:
+            sys.stdout.write("".join(cid + "\n" for cid in pins))
+
+    @ipfs.command("export")
+    @handle_errors
+    def export(
+        cid: Annotated[str, typer.Argument(help="CID of the content.")],
+        output: Annotated[Path, typer.Option("--output", "-o", help="CAR file to write.")],
+        repo: RepoOption = None,
+        ipfs_api: ApiOption = None,
+        workdir: WorkdirOption = None,
+    ) -> None:
+        """Write the content's DAG as a CARv1 file (for `ipfs dag import` or a pinning service)."""
+        cid = parse_cid(cid)
+        store = _store(workdir, repo, ipfs_api)
+        iter_dag = getattr(store, "iter_dag", None)
+        if iter_dag is None:
+            raise InvalidInputError(f"{store!r} cannot list blocks; export from the embedded store or a Kubo API.")
+        size = export_car(cid, iter_dag(cid), output)
+        console.print(f"wrote {output} ({size} bytes), root {cid}")
