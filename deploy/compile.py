@@ -25,12 +25,12 @@ from typing import Any
 import solcx
 
 from ledger.errors import ConfigError
+from ledger.federation import ARTIFACT, load_artifact
 from ledger.workspace import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = "Federation"
 MAIN_SOURCE = "contracts/Federation.sol"
-ARTIFACT = ROOT / "contracts" / "build" / f"{CONTRACT}.json"
 NODE_SCRIPT = ROOT / "deploy" / "solc_standard_json.js"
 SETTINGS: dict[str, Any] = {
     "evmVersion": "cancun",
@@ -120,16 +120,10 @@ def compile_federation() -> dict[str, Any]:
     }
 
 
-def load_artifact() -> dict[str, Any]:
-    """The committed artifact; the Python client needs nothing else to deploy or call."""
-    if not ARTIFACT.is_file():
-        raise ConfigError(f"{ARTIFACT} is missing; run `python -m deploy.compile`.")
-    return json.loads(ARTIFACT.read_text(encoding="utf-8"))
-
-
 def write_artifact(artifact: dict[str, Any]) -> Path:
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(ARTIFACT, (json.dumps(artifact, indent=1, sort_keys=True) + "\n").encode())
+    load_artifact.cache_clear()
     return ARTIFACT
 
 
