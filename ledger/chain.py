@@ -18,7 +18,14 @@ from eth_utils import is_address, is_checksum_address, to_checksum_address
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
 from web3.exceptions import Web3Exception
 
-from ledger.errors import ChainUnreachableError, DeploymentError, InvalidInputError, WrongChainError
+from ledger.errors import (
+    ChainError,
+    ChainUnreachableError,
+    DeploymentError,
+    InvalidInputError,
+    KeyLoadError,
+    WrongChainError,
+)
 from ledger.types import Address
 from ledger.workspace import Workspace
 
@@ -177,4 +184,33 @@ def open_federation(
     url = workspace_rpc(workspace, rpc)
     w3 = w3 if w3 is not None else connect(url)
     address = check_deployment(w3, workspace, rpc=url)
-    return FederationClient(w3, address, account=account)
+    block = int(workspace.config["deployment"].get("block", 0) or 0)
+    return FederationClient(w3, address, account=account, from_block=block)
+
+
+def signing_account(workspace: Workspace, key: str | None, *, w3: Web3, rpc: str) -> LocalAccount:
+    """Who signs governance transactions: ``key`` (a [keys] name or keystore file), else the
+    workspace's ``[keys] admin``, else ``$FEDLEDGER_PRIVATE_KEY``, else — on a local dev chain
+    only — the chain's first funded dev account."""
+    from ledger.keys import PRIVATE_KEY_ENV, account_from_env, load_account
+
+    if key is not None:
+        return load_account(workspace, key)
+    if workspace.config.get("keys", {}).get("admin"):
+        return load_account(workspace, "admin")
+    account = account_from_env() or dev_account(w3, rpc)
+    if account is None:
+        raise KeyLoadError(
+            f"no key to sign with on {rpc}; pass --key NAME (see `fedledger key new`), "
+            f"record an admin key under [keys], or set {PRIVATE_KEY_ENV}."
+        )
+    return account
+
+
+def require_gas_money(w3: Web3, address: str) -> None:
+    """ChainError when ``address`` holds no ether to pay for a transaction."""
+    if w3.eth.get_balance(Web3.to_checksum_address(address)) == 0:
+        raise ChainError(
+            f"{address} holds no ether on chain id {w3.eth.chain_id} to pay for gas; send it some "
+            "(on a local chain: `fedledger key fund NAME`) or let a funded account relay."
+        )

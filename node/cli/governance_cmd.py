@@ -1,9 +1,384 @@
-"""Commands: (not yet built)."""
+"""Commands: ``deploy``, ``key``, ``agreement``, ``participant`` and ``round`` — governing a federation.
+
+Each command resolves the workspace, connects to its chain, checks the recorded deployment
+(ledger.chain.open_federation) and calls one FederationClient method. Governance transactions are
+signed by ``--key`` (a name under ``[keys]`` or a keystore file), else ``[keys] admin``, else
+``$FEDLEDGER_PRIVATE_KEY``, else, on a local dev chain, its first funded account.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json as jsonlib
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from deploy.deployer import deploy_federation
+from ledger.chain import (
+    connect,
+    dev_account,
+    open_federation,
+    parse_address,
+    recorded_deployment,
+    require_gas_money,
+    signing_account,
+    workspace_rpc,
+)
+from ledger.cid import parse_cid
+from ledger.errors import ChainError, InvalidInputError
+from ledger.federation import FederationClient, TxResult
+from ledger.keys import PRIVATE_KEY_ENV, keystore_address, key_path, load_account, new_key, read_password
+from ledger.store import open_store
+from ledger.workspace import Workspace
+from node.cli._common import JsonOption, WorkdirOption, console, handle_errors, print_json
+
+RpcOption = Annotated[
+    str | None,
+    typer.Option("--rpc", help="RPC URL of the chain, or 'memory' (default: $FEDLEDGER_RPC, else [chain] rpc)."),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option("--key", help="Signing key: a name under [keys] or a keystore file (password from $FEDLEDGER_KEY_PASSWORD or a prompt)."),
+]
+DEFAULT_JOIN_VALIDITY_S = 3600
+
+
+def _when(timestamp: int) -> str:
+    """A chain timestamp as UTC text."""
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _tx_doc(tx: TxResult) -> dict[str, Any]:
+    return {"tx_hash": tx.tx_hash, "block": tx.block, "gas_used": tx.gas_used}
+
+
+def _jsonable(value: Any) -> Any:
+    """Dataclass documents with bytes as 0x-hex, ready for print_json."""
+    if isinstance(value, dict):
+        return {name: _jsonable(item) for name, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, (bytes, bytearray)):
+        return Web3.to_hex(bytes(value))
+    return value
+
+
+def _chain(workdir: Path | None, rpc: str | None) -> tuple[Workspace, Web3, str]:
+    """The workspace and a connection to its chain, after checking a deployment is recorded."""
+    workspace = Workspace.find(workdir)
+    recorded_deployment(workspace)
+    url = workspace_rpc(workspace, rpc)
+    return workspace, connect(url), url
+
+
+def _governed(workdir: Path | None, rpc: str | None, key: str | None) -> tuple[FederationClient, LocalAccount]:
+    """The workspace's Federation with the governance signer attached."""
+    workspace, w3, url = _chain(workdir, rpc)
+    federation = open_federation(workspace, w3=w3, rpc=url)
+    signer = signing_account(workspace, key, w3=w3, rpc=url)
+    require_gas_money(w3, signer.address)
+    return federation.with_account(signer), signer
+
+
+def _reader(workdir: Path | None, rpc: str | None) -> FederationClient:
+    workspace, w3, url = _chain(workdir, rpc)
+    return open_federation(workspace, w3=w3, rpc=url)
+
+
+def _report_tx(what: str, tx: TxResult, json: bool, extra: dict[str, Any] | None = None) -> None:
+    if json:
+        print_json({**(extra or {}), **_tx_doc(tx)})
+    console.print(f"{what} (block {tx.block}, gas {tx.gas_used}, tx {tx.tx_hash}).", soft_wrap=True, highlight=False)
+
+
+def _round_config(config: Path | None, strategy: str | None, model: str) -> bytes:
+    """The round configuration document's bytes: the file as given, or one built from a strategy name."""
+    if config is not None and strategy is not None:
+        raise InvalidInputError("give either --config FILE or --strategy NAME, not both.")
+    if config is not None:
+        if not config.is_file():
+            raise InvalidInputError(f"no round configuration file at {config}; check the path given to --config.")
+        from node.round_config import RoundConfig
+
+        return RoundConfig.from_bytes(config.read_bytes()).to_bytes()
+    from node.models import MODEL_NAMES
+    from node.round_config import RoundConfig
+    from node.strategies import make_strategy
+
+    if model not in MODEL_NAMES:
+        raise InvalidInputError(f"unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)}.")
+    return RoundConfig(model=model, strategy=make_strategy(strategy or "fedavg").params()).to_bytes()
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the `fedledger` app."""
+    """Add ``deploy`` and the ``key``, ``agreement``, ``participant`` and ``round`` groups to the app."""
+    key_app = typer.Typer(help="Create and inspect encrypted keystore files in the workspace.", no_args_is_help=True)
+    agreement_app = typer.Typer(help="Publish and read the federation's agreement (terms) versions.", no_args_is_help=True)
+    participant_app = typer.Typer(help="Join the federation and govern its membership.", no_args_is_help=True)
+    round_app = typer.Typer(help="Open training rounds and follow them.", no_args_is_help=True)
+    app.add_typer(key_app, name="key")
+    app.add_typer(agreement_app, name="agreement")
+    app.add_typer(participant_app, name="participant")
+    app.add_typer(round_app, name="round")
+
+    # ------------------------------------------------------------------ deploy
+    @app.command("deploy")
+    @handle_errors
+    def deploy(
+        rpc: RpcOption = None,
+        key: KeyOption = None,
+        force: Annotated[bool, typer.Option("--force", help="Deploy anew even though a live deployment is recorded.")] = False,
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Deploy the Federation contract and record address, chain id and block in fedledger.toml."""
+        workspace = Workspace.find(workdir)
+        record = deploy_federation(workspace, rpc=rpc, key=key, force=force)
+        if json:
+            print_json(record)
+        console.print(
+            f"Deployed Federation at [bold]{record['address']}[/] on chain id {record['chain_id']} "
+            f"(block {record['block']}, gas {record['gas_used']}); recorded in {workspace.config_path}.",
+            soft_wrap=True, highlight=False,
+        )
+
+    # ------------------------------------------------------------------ keys
+    @key_app.command("new")
+    @handle_errors
+    def key_new(
+        name: Annotated[str, typer.Argument(help="Key name; the keystore is written to keys/NAME.json.")],
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Make a new key, encrypted with $FEDLEDGER_KEY_PASSWORD (or a prompted password); print its address."""
+        workspace = Workspace.find(workdir)
+        address = new_key(workspace, name, password=read_password(f"the new key {name!r}", confirm=True))
+        if json:
+            print_json({"name": name, "address": address})
+        console.print(f"Key [bold]{name}[/] is {address}.", highlight=False)
+
+    @key_app.command("show")
+    @handle_errors
+    def key_show(
+        name: Annotated[str, typer.Argument(help="A name under [keys] or a keystore file.")],
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Print a key's address (read from its keystore without decrypting it)."""
+        workspace = Workspace.find(workdir)
+        address = keystore_address(key_path(workspace, name))
+        if json:
+            print_json({"name": name, "address": address})
+        console.print(f"Key [bold]{name}[/] is {address}.", highlight=False)
+
+    @key_app.command("fund")
+    @handle_errors
+    def key_fund(
+        name: Annotated[str, typer.Argument(help="A name under [keys], a keystore file, or an address.")],
+        amount: Annotated[float, typer.Option(min=0.0, help="Ether to send.")] = 10.0,
+        rpc: RpcOption = None,
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Send ether from a local dev chain's first account to a key (local anvil or memory chain only)."""
+        workspace = Workspace.find(workdir)
+        address = parse_address(name) if name.startswith("0x") else keystore_address(key_path(workspace, name))
+        url = workspace_rpc(workspace, rpc)
+        w3 = connect(url)
+        source = dev_account(w3, url)
+        if source is None:
+            raise ChainError(f"{url} is not a local dev chain with a funded dev account; fund {address} from a wallet instead.")
+        tx_hash = w3.eth.send_transaction({"from": source.address, "to": address, "value": Web3.to_wei(amount, "ether")})
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+        balance = Web3.from_wei(w3.eth.get_balance(address), "ether")
+        if json:
+            print_json({"address": address, "tx_hash": Web3.to_hex(tx_hash), "block": receipt["blockNumber"], "balance_ether": str(balance)})
+        console.print(f"Sent {amount} ether to {address}; it now holds {balance} ether.", highlight=False)
+
+    # ------------------------------------------------------------------ agreements
+    @agreement_app.command("publish")
+    @handle_errors
+    def agreement_publish(
+        terms_file: Annotated[Path, typer.Argument(help="The terms document (any file); it is added to the content store.")],
+        rpc: RpcOption = None,
+        key: KeyOption = None,
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Add the terms document to the content store and publish its CID as the next agreement version."""
+        if not terms_file.is_file():
+            raise InvalidInputError(f"no terms file at {terms_file}; give the path of the agreement document.")
+        federation, _ = _governed(workdir, rpc, key)
+        cid = open_store(Workspace.find(workdir)).add_file(terms_file, pin=True)
+        version, tx = federation.publish_agreement(cid)
+        _report_tx(f"Published agreement version {version}, terms {cid}", tx, json, {"version": version, "terms_cid": cid})
+
+    @agreement_app.command("show")
+    @handle_errors
+    def agreement_show(
+        version: Annotated[int | None, typer.Argument(min=1, help="Agreement version (default: the current one).")] = None,
+        rpc: RpcOption = None,
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Print an agreement version and the CID of its terms."""
+        info = _reader(workdir, rpc).agreement(version)
+        if json:
+            print_json(_jsonable(asdict(info)))
+        console.print(f"Agreement version {info.version}: terms {info.terms_cid} (block {info.block}).", highlight=False)
+
+    # ------------------------------------------------------------------ membership
+    @participant_app.command("join")
+    @handle_errors
+    def participant_join(
+        key: Annotated[
+            str | None,
+            typer.Option("--key", help=f"The joining party's key: a name under [keys] or a keystore file (default: ${PRIVATE_KEY_ENV})."),
+        ] = None,
+        relay: Annotated[bool, typer.Option("--relay", help="Only sign: print the signature JSON for someone else to submit with `participant relay`.")] = False,
+        valid_for: Annotated[int, typer.Option(min=1, help="Seconds the signature stays valid.")] = DEFAULT_JOIN_VALIDITY_S,
+        rpc: RpcOption = None,
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Accept the current agreement: sign it (EIP-712) with the party's own key and submit, or --relay."""
+        workspace, w3, url = _chain(workdir, rpc)
+        federation = open_federation(workspace, w3=w3, rpc=url)
+        party = load_account(workspace, key)
+        version = federation.agreement().version
+        deadline = int(w3.eth.get_block("latest")["timestamp"]) + valid_for
+        signature = federation.sign_join(party, version=version, deadline=deadline)
+        document = {
+            "participant": party.address, "version": version, "deadline": deadline,
+            "signature": Web3.to_hex(signature), "contract": federation.address, "chain_id": federation.chain_id,
+        }
+        if relay:
+            print_json(document)
+            console.print(f"Signed agreement version {version} for {party.address}; submit with `fedledger participant relay FILE`.", highlight=False)
+            return
+        require_gas_money(w3, party.address)
+        tx = federation.with_account(party).join(party.address, version=version, deadline=deadline, signature=signature)
+        _report_tx(f"{party.address} accepted agreement version {version}; now pending approval", tx, json, document)
+
+    @participant_app.command("relay")
+    @handle_errors
+    def participant_relay(
+        signature_file: Annotated[Path, typer.Argument(help="The JSON printed by `participant join --relay`.")],
+        rpc: RpcOption = None,
+        key: KeyOption = None,
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Submit another party's join signature, paying the gas with --key."""
+        try:
+            signed = jsonlib.loads(signature_file.read_text(encoding="utf-8"))
+            participant = parse_address(signed["participant"])
+            version, deadline = int(signed["version"]), int(signed["deadline"])
+            signature = bytes(Web3.to_bytes(hexstr=signed["signature"]))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise InvalidInputError(
+                f"{signature_file} is not a join signature ({error.__class__.__name__}); "
+                "give the JSON printed by `fedledger participant join --relay`."
+            ) from None
+        federation, _ = _governed(workdir, rpc, key)
+        tx = federation.join(participant, version=version, deadline=deadline, signature=signature)
+        _report_tx(f"Relayed the join of {participant} (agreement version {version})", tx, json, {"participant": participant})
+
+    def _governance_command(action: str, past: str) -> None:
+        @participant_app.command(action)
+        @handle_errors
+        def command(
+            address: Annotated[str, typer.Argument(help="The participant's address (0x…).")],
+            rpc: RpcOption = None,
+            key: KeyOption = None,
+            workdir: WorkdirOption = None,
+            json: JsonOption = False,
+        ) -> None:
+            participant = parse_address(address)
+            federation, _ = _governed(workdir, rpc, key)
+            tx = getattr(federation, action)(participant)
+            _report_tx(f"{participant} {past}", tx, json, {"participant": participant, "action": action})
+
+        command.__doc__ = f"Governance: {action} a participant (signed by --key, default the admin key)."
+
+    for action, past in (("approve", "admitted"), ("suspend", "suspended"), ("reinstate", "reinstated"), ("revoke", "revoked for good")):
+        _governance_command(action, past)
+
+    @participant_app.command("list")
+    @handle_errors
+    def participant_list(rpc: RpcOption = None, workdir: WorkdirOption = None, json: JsonOption = False) -> None:
+        """List every address that ever joined, with its status and accepted agreement version."""
+        participants = _reader(workdir, rpc).participants()
+        if json:
+            print_json([_jsonable(asdict(p)) for p in participants])
+            return
+        if not participants:
+            console.print("Nobody has joined yet.")
+        for p in participants:
+            console.print(f"{p.address}  {p.status:<9}  accepted version {p.accepted_version}", highlight=False)
+
+    # ------------------------------------------------------------------ rounds
+    @round_app.command("open")
+    @handle_errors
+    def round_open(
+        base_cid: Annotated[str, typer.Option("--base-cid", help="CID of the model the round starts from.")],
+        deadline: Annotated[int, typer.Option("--deadline", min=1, help="Seconds from now (chain time) until submissions close.")],
+        min_updates: Annotated[int, typer.Option("--min-updates", min=1, help="Updates needed before the round can be finalized.")],
+        config: Annotated[Path | None, typer.Option("--config", help="Round configuration JSON file.")] = None,
+        strategy: Annotated[str | None, typer.Option("--strategy", help="Build the configuration from a strategy name (default fedavg).")] = None,
+        model: Annotated[str, typer.Option("--model", help="Model name for a configuration built from --strategy.")] = "mlp",
+        rpc: RpcOption = None,
+        key: KeyOption = None,
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Open a round: pins the round configuration and records its sha256 with the base model CID."""
+        cid = parse_cid(base_cid)
+        document = _round_config(config, strategy, model)
+        federation, _ = _governed(workdir, rpc, key)
+        store = open_store(Workspace.find(workdir))
+        config_cid = store.add_bytes(document, pin=True)
+        if not store.has(cid):
+            console.print(f"[yellow]note:[/] the base model {cid} is not in this workspace's store; parties must be able to fetch it.", soft_wrap=True)
+        closes = int(federation.w3.eth.get_block("latest")["timestamp"]) + deadline
+        round_id, tx = federation.open_round(
+            base_cid=cid, deadline=closes, min_updates=min_updates, config_hash=hashlib.sha256(document).digest()
+        )
+        _report_tx(
+            f"Opened round {round_id} on {cid}, closing at {_when(closes)}", tx, json,
+            {"round_id": round_id, "base_cid": cid, "deadline": closes, "min_updates": min_updates, "config_cid": config_cid},
+        )
+
+    @round_app.command("status")
+    @handle_errors
+    def round_status(
+        round_id: Annotated[int | None, typer.Argument(min=1, help="Round number (default: the latest).")] = None,
+        rpc: RpcOption = None,
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Show a round: state, deadline, submissions so far, and the global model once finalized."""
+        federation = _reader(workdir, rpc)
+        if round_id is None:
+            round_id = federation.round_count()
+            if round_id == 0:
+                raise InvalidInputError("no round has been opened yet; open one with `fedledger round open`.")
+        info = federation.round(round_id)
+        submissions = federation.submissions(round_id)
+        if json:
+            print_json({**_jsonable(asdict(info)), "updates": [_jsonable(asdict(s)) for s in submissions]})
+            return
+        console.print(
+            f"Round {info.round_id}: [bold]{info.state}[/], base {info.base_cid}, closes at {_when(info.deadline)}, "
+            f"{info.submissions}/{info.min_updates} updates", soft_wrap=True, highlight=False,
+        )
+        for s in submissions:
+            console.print(f"  {s.participant}  {s.cid}  {s.samples} samples (block {s.block})", highlight=False)
+        if info.global_cid:
+            console.print(f"  global model {info.global_cid}, receipt {info.receipt_cid}", highlight=False)
