@@ -53,7 +53,7 @@ class EmbeddedStore:
         except OSError as error:
             raise StoreError(
                 f"cannot use {self.root} as a content store ({error.strerror}); "
-                "choose a folder you can write to (--repo DIR or [store] path)."
+                "choose a folder you can write to (--repo DIR, or store.path in fedledger.toml)."
             ) from error
         self._sweep_tmp()
 

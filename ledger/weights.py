@@ -1,0 +1,142 @@
+"""Model weights as safetensors bytes: deterministic to write, safe to read.
+
+Same tensors give the same bytes on every machine (so the same update gets the same CID):
+safetensors lays tensors out by dtype then name, whatever the dict order, and metadata is
+written as ONE key, ``fedledger``, holding sorted-key JSON (safetensors orders metadata keys
+at random per process). Reading never unpickles anything: a pickle or a ``torch.save`` archive
+is recognised and refused with a sentence, as is anything else that is not safetensors, a
+tensor whose name, shape or dtype differs from the expected layout, and NaN or infinity.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.numpy import load as _st_load
+from safetensors.torch import save as _st_save
+
+from ledger.errors import WeightsError
+
+Layout = dict[str, tuple[tuple[int, ...], str]]
+"""Tensor name -> (shape, dtype name such as ``"float32"``)."""
+
+METADATA_KEY = "fedledger"
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def _as_torch(name: str, tensor: torch.Tensor | np.ndarray) -> torch.Tensor:
+    if isinstance(tensor, torch.Tensor):
+        return tensor.detach().to("cpu").contiguous().clone()
+    if isinstance(tensor, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(tensor).copy())
+    raise WeightsError(f"tensor {name!r} is a {type(tensor).__name__}, not a torch tensor or numpy array; pass arrays only.")
+
+
+def to_safetensors(
+    tensors: Mapping[str, torch.Tensor | np.ndarray], *, metadata: Mapping[str, Any] | None = None
+) -> bytes:
+    """The deterministic safetensors bytes of ``tensors`` with ``metadata`` (JSON values) beside them."""
+    header = None
+    if metadata is not None:
+        try:
+            header = {METADATA_KEY: json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"), allow_nan=False)}
+        except (TypeError, ValueError) as error:
+            raise WeightsError(f"weights metadata must be plain JSON values ({error}); pass strings and numbers.") from error
+    return bytes(_st_save({str(name): _as_torch(str(name), value) for name, value in tensors.items()}, metadata=header))
+
+
+def layout_of(tensors: Mapping[str, torch.Tensor | np.ndarray]) -> Layout:
+    """Each tensor's shape and dtype name."""
+    layout: Layout = {}
+    for name, value in tensors.items():
+        dtype = str(value.dtype).removeprefix("torch.") if isinstance(value, torch.Tensor) else np.dtype(value.dtype).name
+        layout[str(name)] = (tuple(int(size) for size in value.shape), dtype)
+    return layout
+
+
+def _refuse_non_safetensors(data: bytes, source: str) -> dict[str, Any]:
+    """The parsed safetensors header, or WeightsError saying what the bytes look like instead."""
+    if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        raise WeightsError(f"{source} looks like a pickle; fedledger only loads safetensors (save with ledger.weights.to_safetensors).")
+    if data[:4] == b"PK\x03\x04":
+        raise WeightsError(
+            f"{source} looks like a pickle (a torch.save zip archive); fedledger only loads safetensors "
+            "(save with ledger.weights.to_safetensors)."
+        )
+    not_st = f"{source} is not a safetensors file"
+    if len(data) < 8:
+        raise WeightsError(f"{not_st} (only {len(data)} bytes); give the weights file that fedledger wrote.")
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > min(len(data) - 8, _MAX_HEADER) or data[8:9] != b"{":
+        raise WeightsError(f"{not_st} (no safetensors header); give the weights file that fedledger wrote.")
+    try:
+        header = json.loads(data[8 : 8 + length])
+    except (UnicodeDecodeError, ValueError) as error:
+        raise WeightsError(f"{not_st} (its header is not JSON); give the weights file that fedledger wrote.") from error
+    if not isinstance(header, dict):
+        raise WeightsError(f"{not_st} (its header is not a JSON object); give the weights file that fedledger wrote.")
+    return header
+
+
+def _metadata(header: dict[str, Any], source: str) -> dict[str, Any]:
+    raw = header.get("__metadata__") or {}
+    if not isinstance(raw, dict):
+        raise WeightsError(f"{source} has malformed safetensors metadata; give the weights file that fedledger wrote.")
+    metadata: dict[str, Any] = {key: value for key, value in raw.items() if key != METADATA_KEY}
+    if METADATA_KEY in raw:
+        try:
+            ours = json.loads(raw[METADATA_KEY])
+        except (TypeError, ValueError) as error:
+            raise WeightsError(f"{source} has fedledger metadata that is not JSON; the file was altered.") from error
+        if not isinstance(ours, dict):
+            raise WeightsError(f"{source} has fedledger metadata that is not a JSON object; the file was altered.")
+        metadata.update(ours)
+    return metadata
+
+
+def _check_layout(arrays: Mapping[str, np.ndarray], layout: Layout, source: str) -> None:
+    missing = sorted(set(layout) - set(arrays))
+    extra = sorted(set(arrays) - set(layout))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"lacks {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+        if extra:
+            parts.append(f"has unexpected {', '.join(extra[:5])}{' …' if len(extra) > 5 else ''}")
+        raise WeightsError(f"{source} does not match the model: it {' and '.join(parts)}; train it from this round's base model.")
+    for name, (shape, dtype) in layout.items():
+        array = arrays[name]
+        if tuple(array.shape) != tuple(shape):
+            raise WeightsError(
+                f"tensor {name!r} in {source} has shape {tuple(array.shape)} but the model expects {tuple(shape)}; "
+                "train it from this round's base model."
+            )
+        if array.dtype.name != dtype:
+            raise WeightsError(
+                f"tensor {name!r} in {source} is {array.dtype.name} but the model expects {dtype}; save the weights as {dtype}."
+            )
+
+
+def from_safetensors(
+    data: bytes, *, layout: Layout | None = None, source: str = "this weights blob"
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays and metadata of safetensors ``data``, checked; ``source`` names it in errors."""
+    data = bytes(data)
+    header = _refuse_non_safetensors(data, source)
+    try:
+        arrays = dict(_st_load(data))
+    except Exception as error:  # safetensors raises its own error types and TypeError for unknown dtypes
+        raise WeightsError(f"{source} is not a readable safetensors file ({error}); give the weights file that fedledger wrote.") from error
+    metadata = _metadata(header, source)
+    if layout is not None:
+        _check_layout(arrays, layout, source)
+    for name in sorted(arrays):
+        array = arrays[name]
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            raise WeightsError(f"tensor {name!r} in {source} holds NaN or infinite values; the training diverged, retrain with a smaller learning rate.")
+    return arrays, metadata
