@@ -210,9 +210,11 @@ def send_transaction(
         receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT)
     result = TxResult(Web3.to_hex(tx_hash), int(receipt["blockNumber"]), int(receipt["gasUsed"]))
     if receipt["status"] != 1:
-        if hasattr(call, "call"):  # passed estimation, reverted on chain: replay to name the error
+        if hasattr(call, "call"):
+            # It passed estimation but reverted when mined (a deadline or another sender got there
+            # first): replay it in the mined block's context to name the error.
             with _reverts():
-                call.call({"from": sender}, block_identifier=result.block - 1)
+                call.call({"from": sender}, block_identifier=result.block)
         raise ContractRevertError(f"transaction {result.tx_hash} reverted in block {result.block}.")
     return result, receipt
 
@@ -303,13 +305,23 @@ class FederationClient:
         args = logs[0]["args"]
         return AgreementInfo(version, cid_from_parts(args["termsCodec"], args["termsDigest"]), logs[0]["blockNumber"])
 
+    def terms_cid(self, version: int) -> Cid:
+        """The terms CID of agreement ``version``, read from storage (no log scan)."""
+        codec, digest = self._call("agreement", version)
+        if codec == 0:
+            raise InvalidInputError(
+                f"there is no agreement version {version}; publish one with `fedledger agreement publish`."
+            )
+        return cid_from_parts(codec, digest)
+
     def join_typed_data(self, participant: str, *, version: int, deadline: int) -> dict[str, Any]:
+        """The EIP-712 document ``participant`` signs to accept ``version`` of this deployment."""
         return join_typed_data(
             chain_id=self.chain_id,
             contract=self.address,
             participant=participant,
             version=version,
-            terms_cid=self.agreement(version).terms_cid,
+            terms_cid=self.terms_cid(version),
             deadline=deadline,
         )
 

@@ -1,0 +1,180 @@
+"""Rounds: open, one update per admitted party before the deadline, finalize once, cancel."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger.contract_errors import (
+    AccessControlUnauthorizedAccount,
+    FederationAlreadySubmitted,
+    FederationBelowMinimum,
+    FederationDeadlinePassed,
+    FederationInvalidDeadline,
+    FederationMinimumReached,
+    FederationRoundClosed,
+    FederationRoundStillOpen,
+    FederationUnknownRound,
+)
+from tests.contracts.conftest import CONFIG, METRICS, MODEL, TERMS, UPDATE, Fed, submit
+
+
+def test_the_coordinator_opens_numbered_rounds(fed: Fed) -> None:
+    assert fed.admin.round_count() == 0
+    first, second = fed.open_round(), fed.open_round(min_updates=3)
+    assert (first, second) == (1, 2)
+    info = fed.admin.round(second)
+    assert (info.state, info.min_updates, info.submissions, info.base_cid, info.config_hash) == (
+        "open", 3, 0, MODEL, CONFIG
+    )
+    assert info.global_cid is None and info.agreement_version == 1
+
+
+def test_others_cannot_open_a_round(fed: Fed) -> None:
+    account, client = fed.party()
+    with pytest.raises(AccessControlUnauthorizedAccount) as caught:
+        client.open_round(base_cid=MODEL, deadline=fed.chain.now() + 60, min_updates=1, config_hash=CONFIG)
+    assert (caught.value.account, caught.value.role) == (account.address, "coordinator")
+
+
+def test_a_round_deadline_in_the_past_is_refused(fed: Fed) -> None:
+    deadline = fed.chain.now() - 1
+    with pytest.raises(FederationInvalidDeadline) as caught:
+        fed.admin.open_round(base_cid=MODEL, deadline=deadline, min_updates=1, config_hash=CONFIG)
+    assert caught.value.deadline == deadline
+
+
+def test_an_admitted_party_submits_once_and_the_update_is_recorded(fed: Fed) -> None:
+    account, client = fed.party()
+    round_id = fed.open_round()
+    assert not fed.admin.has_submitted(round_id, account.address)
+    result = client.submit_update(round_id, cid=UPDATE, samples=123, metrics_hash=METRICS)
+    assert fed.admin.has_submitted(round_id, account.address)
+    [recorded] = fed.admin.submissions(round_id)
+    assert (recorded.participant, recorded.cid, recorded.samples, recorded.metrics_hash, recorded.tx_hash) == (
+        account.address, UPDATE, 123, METRICS, result.tx_hash
+    )
+    assert fed.admin.round(round_id).submissions == 1
+    with pytest.raises(FederationAlreadySubmitted) as caught:
+        submit(client, round_id)
+    assert (caught.value.round_id, caught.value.account) == (round_id, account.address)
+
+
+def test_a_submission_to_an_unknown_round_is_refused(fed: Fed) -> None:
+    _, client = fed.party()
+    with pytest.raises(FederationUnknownRound) as caught:
+        submit(client, 7)
+    assert caught.value.round_id == 7
+
+
+def test_a_submission_at_the_deadline_counts_and_a_late_one_is_refused(fed: Fed) -> None:
+    _, on_time = fed.party()
+    _, late = fed.party()
+    round_id = fed.open_round(seconds=100)
+    deadline = fed.admin.round(round_id).deadline
+    fed.chain.rpc("evm_setNextBlockTimestamp", [deadline])
+    submit(on_time, round_id)
+    fed.chain.rpc("evm_setNextBlockTimestamp", [deadline + 1])
+    with pytest.raises(FederationDeadlinePassed) as caught:
+        submit(late, round_id)
+    assert (caught.value.round_id, caught.value.deadline) == (round_id, deadline)
+
+
+def test_only_the_aggregator_finalizes(fed: Fed) -> None:
+    account, client = fed.party()
+    round_id = fed.open_round()
+    submit(client, round_id)
+    with pytest.raises(AccessControlUnauthorizedAccount) as caught:
+        client.finalize_round(round_id, global_cid=MODEL, receipt_cid=TERMS)
+    assert (caught.value.account, caught.value.role) == (account.address, "aggregator")
+    fed.admin.grant_role("aggregator", account.address)
+    client.finalize_round(round_id, global_cid=UPDATE, receipt_cid=TERMS)
+    info = fed.admin.round(round_id)
+    assert (info.state, info.global_cid, info.receipt_cid, info.submissions) == ("finalized", UPDATE, TERMS, 1)
+
+
+def test_finalizing_before_the_deadline_needs_the_minimum(fed: Fed) -> None:
+    _, first = fed.party()
+    _, second = fed.party()
+    round_id = fed.open_round(min_updates=2)
+    submit(first, round_id)
+    with pytest.raises(FederationBelowMinimum) as caught:
+        fed.admin.finalize_round(round_id, global_cid=MODEL, receipt_cid=TERMS)
+    assert (caught.value.round_id, caught.value.submissions, caught.value.minimum) == (round_id, 1, 2)
+    submit(second, round_id)
+    fed.admin.finalize_round(round_id, global_cid=MODEL, receipt_cid=TERMS)
+    assert fed.admin.round(round_id).state == "finalized"
+
+
+def test_a_round_is_finalized_once_and_then_takes_no_updates(fed: Fed) -> None:
+    _, client = fed.party()
+    _, latecomer = fed.party()
+    round_id = fed.open_round()
+    submit(client, round_id)
+    fed.admin.finalize_round(round_id, global_cid=MODEL, receipt_cid=TERMS)
+    with pytest.raises(FederationRoundClosed) as caught:
+        fed.admin.finalize_round(round_id, global_cid=MODEL, receipt_cid=TERMS)
+    assert (caught.value.round_id, caught.value.state) == (round_id, "finalized")
+    with pytest.raises(FederationRoundClosed):
+        submit(latecomer, round_id)
+    with pytest.raises(FederationRoundClosed):
+        fed.admin.cancel_round(round_id)
+
+
+def test_after_the_deadline_a_round_below_its_minimum_is_cancelled_not_finalized(fed: Fed) -> None:
+    _, client = fed.party()
+    round_id = fed.open_round(seconds=50, min_updates=2)
+    submit(client, round_id)
+    with pytest.raises(FederationRoundStillOpen) as early:
+        fed.admin.cancel_round(round_id)
+    assert early.value.round_id == round_id
+    fed.chain.advance(51)
+    with pytest.raises(FederationBelowMinimum):
+        fed.admin.finalize_round(round_id, global_cid=MODEL, receipt_cid=TERMS)
+    fed.admin.cancel_round(round_id)
+    assert fed.admin.round(round_id).state == "cancelled"
+    with pytest.raises(FederationRoundClosed) as caught:
+        fed.admin.cancel_round(round_id)
+    assert caught.value.state == "cancelled"
+
+
+def test_a_round_that_reached_its_minimum_cannot_be_cancelled(fed: Fed) -> None:
+    _, client = fed.party()
+    round_id = fed.open_round(seconds=50, min_updates=1)
+    submit(client, round_id)
+    fed.chain.advance(51)
+    with pytest.raises(FederationMinimumReached) as caught:
+        fed.admin.cancel_round(round_id)
+    assert (caught.value.submissions, caught.value.minimum) == (1, 1)
+    fed.admin.finalize_round(round_id, global_cid=MODEL, receipt_cid=TERMS)
+
+
+def test_the_aggregator_may_cancel_and_a_party_may_not(fed: Fed) -> None:
+    account, client = fed.party()
+    aggregator_key = fed.chain.new_account()
+    fed.admin.grant_role("aggregator", aggregator_key.address)
+    round_id = fed.open_round(seconds=20, min_updates=1)
+    fed.chain.advance(21)
+    with pytest.raises(AccessControlUnauthorizedAccount) as caught:
+        client.cancel_round(round_id)
+    assert (caught.value.account, caught.value.role) == (account.address, "coordinator")
+    fed.admin.with_account(aggregator_key).cancel_round(round_id)
+
+
+def test_participants_past_the_inline_bitmap_use_overflow_words(fed: Fed) -> None:
+    """Bits of the first 152 parties live in the round slot; later ones in a separate word."""
+    relayer = fed.admin
+    keys = [fed.chain.new_account(fund_wei=0) for _ in range(154)]
+    deadline = fed.chain.now() + 3600
+    for key in keys:
+        relayer.join(key.address, version=1, deadline=deadline, signature=relayer.sign_join(key, version=1, deadline=deadline))
+    round_id = fed.open_round(min_updates=3)
+    for key in (keys[151], keys[152], keys[153]):
+        fed.admin.approve(key.address)
+        fed.chain.rpc("anvil_setBalance", [key.address, hex(10**18)])
+        submit(fed.admin.with_account(key), round_id)
+    assert fed.admin.participant(keys[153].address).index == 153
+    assert [fed.admin.has_submitted(round_id, k.address) for k in keys[150:]] == [False, True, True, True]
+    with pytest.raises(FederationAlreadySubmitted):
+        submit(fed.admin.with_account(keys[153]), round_id)
+    assert fed.admin.round(round_id).submissions == 3
+    fed.admin.finalize_round(round_id, global_cid=MODEL, receipt_cid=TERMS)
