@@ -25,9 +25,6 @@ from ledger.errors import ConfigError, ContentNotFoundError, IntegrityError, Sto
 from ledger.types import Cid
 from ledger.unixfs import Block, cid_of_bytes, cid_of_stream, decode_node
 
-# urllib3 2 warns about a parameter ipfshttpclient 0.7 still passes; the warning is noise to users.
-warnings.filterwarnings("ignore", message="The 'strict' parameter is no longer needed", category=FutureWarning)
-
 T = TypeVar("T")
 _ADD_OPTIONS = {"cid-version": 1, "raw-leaves": True, "chunker": "size-262144"}
 _NOT_FOUND = ("not found", "not in the store", "no link named", "could not resolve")
@@ -71,7 +68,10 @@ class KuboStore:
     def _call(self, what: str, cid: str | None, call: Callable[[], T]) -> T:
         """Run one API call, turning the client's exceptions into fedledger's sentences."""
         try:
-            return call()
+            with warnings.catch_warnings():
+                # urllib3 2 warns about a parameter ipfshttpclient 0.7 still passes: noise to users.
+                warnings.filterwarnings("ignore", "The 'strict' parameter", FutureWarning)
+                return call()
         except (ipfs_errors.ConnectionError, ipfs_errors.TimeoutError) as error:
             raise StoreUnreachableError(
                 f"no IPFS API answers at {self.api}; start one with `fedledger ipfs serve` or `ipfs daemon`, "

@@ -1,0 +1,126 @@
+"""The kubo backend end to end over HTTP against a real ``fedledger ipfs serve`` process."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import ipfshttpclient
+import numpy as np
+import pytest
+
+from ledger.errors import ContentNotFoundError, IntegrityError, MalformedCidError, StoreUnreachableError
+from ledger.store import ContentStore, EmbeddedStore, KuboStore, open_store
+from ledger.unixfs import CHUNK_SIZE, cid_of_bytes
+from ledger.workspace import Workspace
+from tests.fixtures_store import IpfsServer
+
+
+def random_bytes(size: int, seed: int = 5) -> bytes:
+    return np.random.default_rng(seed).bytes(size)
+
+
+def post(url: str, method: str = "POST") -> tuple[int, dict]:
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_kubo_store_is_a_content_store(kubo_store: KuboStore) -> None:
+    assert isinstance(kubo_store, ContentStore)
+
+
+@pytest.mark.parametrize("size", [0, 11, CHUNK_SIZE + 1])
+def test_add_and_cat_give_kubo_cids_and_the_same_bytes(kubo_store: KuboStore, size: int) -> None:
+    data = random_bytes(size)
+    cid = kubo_store.add_bytes(data)
+    assert cid == cid_of_bytes(data)
+    assert kubo_store.has(cid)
+    assert kubo_store.get(cid) == data
+
+
+def test_pin_unpin_and_list(kubo_store: KuboStore) -> None:
+    cid = kubo_store.add_bytes(b"pin me over http", pin=False)
+    assert cid not in kubo_store.pins()
+    kubo_store.pin(cid)
+    assert cid in kubo_store.pins()
+    kubo_store.unpin(cid)
+    assert cid not in kubo_store.pins()
+    with pytest.raises(ContentNotFoundError, match=cid):
+        kubo_store.unpin(cid)
+
+
+def test_fifty_megabyte_file_round_trip(kubo_store: KuboStore, ipfs_server: IpfsServer, tmp_path: Path) -> None:
+    data = random_bytes(50 * 1024 * 1024)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    cid = kubo_store.add_file(path)
+    assert cid == cid_of_bytes(data)
+    assert kubo_store.get(cid) == data
+    assert EmbeddedStore(ipfs_server.repo).get(cid) == data  # the server stored it as the embedded store would
+
+
+def test_tampered_object_is_refused_naming_the_cid(kubo_store: KuboStore, ipfs_server: IpfsServer) -> None:
+    data = random_bytes(2 * CHUNK_SIZE + 7, seed=99)
+    cid = kubo_store.add_bytes(data)
+    leaf = cid_of_bytes(data[CHUNK_SIZE : 2 * CHUNK_SIZE])
+    block = EmbeddedStore(ipfs_server.repo).block_path(leaf)
+    tampered = bytearray(block.read_bytes())
+    tampered[123] ^= 0xFF
+    block.write_bytes(bytes(tampered))
+    with pytest.raises(IntegrityError, match=cid):
+        kubo_store.get(cid)
+    with pytest.raises(IntegrityError, match=leaf):
+        list(kubo_store.iter_dag(cid))
+
+
+def test_missing_object_is_not_found_naming_the_cid(kubo_store: KuboStore) -> None:
+    absent = cid_of_bytes(b"not on the server")
+    assert not kubo_store.has(absent)
+    with pytest.raises(ContentNotFoundError, match=absent):
+        kubo_store.get(absent)
+
+
+def test_malformed_cid_is_refused_before_any_request(kubo_store: KuboStore) -> None:
+    with pytest.raises(MalformedCidError):
+        kubo_store.get("bafy-not-a-cid")
+
+
+def test_unreachable_address_names_the_address_and_how_to_start_one() -> None:
+    store = KuboStore("http://127.0.0.1:9")
+    with pytest.raises(StoreUnreachableError, match=r"127\.0\.0\.1:9.*fedledger ipfs serve.*ipfs daemon"):
+        store.get(cid_of_bytes(b"x"))
+
+
+def test_open_store_picks_kubo_from_the_workspace(tmp_path: Path, ipfs_server: IpfsServer) -> None:
+    workspace = Workspace.init(tmp_path / "ws")
+    workspace.set("store", "backend", "kubo")
+    workspace.set("store", "api", ipfs_server.url)
+    store = open_store(workspace)
+    assert isinstance(store, KuboStore)
+    assert store.get(store.add_bytes(b"via url")) == b"via url"
+
+
+def test_server_speaks_kubo_wire_format(ipfs_server: IpfsServer) -> None:
+    status, body = post(f"{ipfs_server.url}/api/v0/version", method="GET")
+    assert status == 405 and body["Type"] == "error"
+    status, body = post(f"{ipfs_server.url}/api/v0/cat?arg=nonsense")
+    assert status == 500 and set(body) == {"Message", "Code", "Type"} and "not a CID" in body["Message"]
+    status, body = post(f"{ipfs_server.url}/api/v0/version")
+    assert status == 200 and "Version" in body
+
+    client = ipfshttpclient.Client(ipfs_server.api)  # as any ipfshttpclient user would
+    added = client.add_bytes(b"hello world", opts={"cid-version": 1})
+    assert added == "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
+    assert client.cat(added) == b"hello world"
+    assert client.pin.ls(type="recursive")["Keys"][added] == {"Type": "recursive"}
+    with pytest.raises(ipfshttpclient.exceptions.ErrorResponse, match="cid-version=1"):
+        client.add_bytes(b"cidv0 please")
+    response = client.add_bytes(b"only hash", opts={"cid-version": 1, "only-hash": True})
+    assert response == cid_of_bytes(b"only hash")
+    assert not KuboStore(ipfs_server.api).has(response)

@@ -1,0 +1,92 @@
+"""Weights as safetensors: same tensors give the same bytes; loading refuses anything unsafe or unexpected."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from ledger.errors import WeightsError
+from ledger.unixfs import cid_of_bytes
+from ledger.weights import from_safetensors, layout_of, to_safetensors
+
+TENSORS = {"fc.weight": np.arange(12, dtype=np.float32).reshape(3, 4), "fc.bias": np.ones(3, dtype=np.float32)}
+METADATA = {"model": "mlp", "round": 3, "base_cid": "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"}
+LAYOUT = layout_of(TENSORS)
+
+
+def test_same_tensors_same_bytes_whatever_the_order() -> None:
+    forward = to_safetensors(TENSORS, metadata=METADATA)
+    backward = to_safetensors(dict(reversed(TENSORS.items())), metadata=dict(reversed(METADATA.items())))
+    as_torch = to_safetensors({name: torch.from_numpy(value) for name, value in TENSORS.items()}, metadata=METADATA)
+    assert forward == backward == as_torch
+
+
+def test_same_bytes_in_another_process() -> None:
+    """safetensors orders metadata keys at random per process; ours must not depend on it."""
+    script = (
+        "import sys, numpy as np; from ledger.weights import to_safetensors; from ledger.unixfs import cid_of_bytes;"
+        "t = {'fc.weight': np.arange(12, dtype=np.float32).reshape(3, 4), 'fc.bias': np.ones(3, dtype=np.float32)};"
+        "print(cid_of_bytes(to_safetensors(t, metadata={'round': 3, 'model': 'mlp', "
+        "'base_cid': 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku'})))"
+    )
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True, text=True).stdout.strip()
+    assert other == cid_of_bytes(to_safetensors(TENSORS, metadata=METADATA))
+
+
+def test_round_trip_keeps_arrays_and_metadata() -> None:
+    arrays, metadata = from_safetensors(to_safetensors(TENSORS, metadata=METADATA), layout=LAYOUT)
+    assert metadata == METADATA
+    assert set(arrays) == set(TENSORS)
+    for name, value in TENSORS.items():
+        np.testing.assert_array_equal(arrays[name], value)
+
+
+def test_views_and_shared_storage_are_saved() -> None:
+    base = torch.arange(16, dtype=torch.float32).reshape(4, 4)
+    arrays, _ = from_safetensors(to_safetensors({"t": base.t(), "row": base[1]}))
+    np.testing.assert_array_equal(arrays["t"], base.t().numpy())
+
+
+def test_a_pickle_is_refused_and_never_unpickled() -> None:
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    with pytest.raises(WeightsError, match="looks like a pickle; fedledger only loads safetensors"):
+        from_safetensors(pickle.dumps(Boom()))
+    buffer = io.BytesIO()
+    torch.save({"fc.bias": torch.ones(3)}, buffer)
+    with pytest.raises(WeightsError, match="looks like a pickle"):
+        from_safetensors(buffer.getvalue())
+
+
+@pytest.mark.parametrize("blob", [b"", b"hello", b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!", np.zeros(9).tobytes()])
+def test_bytes_that_are_not_safetensors_are_refused(blob: bytes) -> None:
+    with pytest.raises(WeightsError, match="is not a safetensors file"):
+        from_safetensors(blob)
+
+
+def test_wrong_shape_is_refused_naming_the_tensor() -> None:
+    blob = to_safetensors({**TENSORS, "fc.bias": np.ones(4, dtype=np.float32)})
+    with pytest.raises(WeightsError, match=r"'fc\.bias'.*shape \(4,\).*expects \(3,\)"):
+        from_safetensors(blob, layout=LAYOUT)
+
+
+def test_wrong_names_and_dtypes_are_refused() -> None:
+    with pytest.raises(WeightsError, match=r"lacks fc\.bias.*unexpected fc\.extra"):
+        from_safetensors(to_safetensors({"fc.weight": TENSORS["fc.weight"], "fc.extra": TENSORS["fc.bias"]}), layout=LAYOUT)
+    with pytest.raises(WeightsError, match="float64 but the model expects float32"):
+        from_safetensors(to_safetensors({**TENSORS, "fc.bias": np.ones(3)}), layout=LAYOUT)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_and_infinity_are_refused(bad: float) -> None:
+    blob = to_safetensors({**TENSORS, "fc.bias": np.array([0.0, bad, 1.0], dtype=np.float32)})
+    with pytest.raises(WeightsError, match="'fc.bias'.*NaN or infinite"):
+        from_safetensors(blob, layout=LAYOUT)
