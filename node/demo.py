@@ -1,0 +1,193 @@
+"""``fedledger demo``: the whole loop in one command, on the embedded defaults or a real anvil.
+
+Deploys the contracts, publishes an agreement, has N parties sign it and be admitted, then runs R
+rounds (each party trains locally and submits; the aggregator verifies, aggregates and finalizes)
+and ends by auditing everything it built. Parties train one after another in this process; the
+integration tests run the same steps as separate processes through the CLI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from ledger.federation import FederationClient, TxResult
+from ledger.store import ContentStore, EmbeddedStore
+from ledger.weights import from_safetensors, to_safetensors
+from ledger.workspace import Workspace
+from node.aggregator import aggregate_round
+from node.data import load_digits_split
+from node.models import build_model, load_arrays, model_layout, state_arrays
+from node.participant import train_and_submit
+from node.round_config import RoundConfig, TrainingSettings, config_cid
+from node.strategies import make_strategy
+from node.training import evaluate
+
+TERMS = b"""fedledger demo federation - terms of participation (v1)
+1. Each party trains only on data it holds and never shares raw data.
+2. Each party submits at most one model update per round, signed by its own key.
+3. Updates, receipts and models are recorded on the ledger and may be audited by anyone.
+"""
+FUNDING_WEI = Web3.to_wei(10, "ether")
+ROUND_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    participants: int = 4
+    rounds: int = 5
+    chain: str = "memory"  # or "anvil"
+    workdir: Path | None = None
+    strategy: str = "fedavg"
+    non_iid_alpha: float | None = None
+    model: str = "mlp"
+    seed: int = 0
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+
+
+@dataclass
+class RoundReport:
+    round_id: int
+    accuracy: float
+    loss: float
+    accepted: int
+    rejected: int
+    global_cid: str
+    gas: int
+
+
+@dataclass
+class DemoReport:
+    workdir: Path
+    chain: str
+    rounds: list[RoundReport] = field(default_factory=list)
+    gas: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    audit_ok: bool = False
+    audit_failures: list[str] = field(default_factory=list)
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.rounds[-1].accuracy if self.rounds else 0.0
+
+    def average_gas(self) -> dict[str, int]:
+        return {name: round(sum(values) / len(values)) for name, values in sorted(self.gas.items()) if values}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "workdir": str(self.workdir),
+            "chain": self.chain,
+            "rounds": [vars(r) for r in self.rounds],
+            "final_accuracy": self.final_accuracy,
+            "audit_ok": self.audit_ok,
+            "audit_failures": self.audit_failures,
+            "gas": self.average_gas(),
+        }
+
+
+def party_account(seed: int, index: int) -> LocalAccount:
+    """A demo party's key, derived from the seed so a rerun gives the same addresses."""
+    return Account.from_key(hashlib.sha256(f"fedledger-demo:{seed}:{index}".encode()).digest())
+
+
+def fund(w3: Web3, accounts: list[LocalAccount]) -> None:
+    """Give each demo key gas money from the chain's first unlocked development account."""
+    faucet = w3.eth.accounts[0]
+    for account in accounts:
+        tx = w3.eth.send_transaction({"from": faucet, "to": account.address, "value": FUNDING_WEI})
+        w3.eth.wait_for_transaction_receipt(tx)
+
+
+def genesis_model(store: ContentStore, *, model: str, seed: int) -> str:
+    torch.manual_seed(seed)
+    blob = to_safetensors(state_arrays(build_model(model)), metadata={"model": model, "round": 0, "base_cid": ""})
+    return store.add_bytes(blob, pin=True)
+
+
+def run_demo(
+    options: DemoOptions,
+    *,
+    w3: Web3,
+    workspace: Workspace,
+    on_round: Callable[[RoundReport], None] | None = None,
+    progress: bool = False,
+) -> DemoReport:
+    """Run the federation end to end on ``w3`` in ``workspace`` and audit it."""
+    report = DemoReport(workdir=workspace.root, chain=options.chain)
+    store = EmbeddedStore(workspace.store_dir)
+
+    def track(name: str, tx: TxResult | None) -> TxResult | None:
+        if tx is not None:
+            report.gas[name].append(tx.gas_used)
+        return tx
+
+    admin = party_account(options.seed, 0)
+    parties = [party_account(options.seed, i + 1) for i in range(options.participants)]
+    fund(w3, [admin, *parties])
+
+    federation, deploy_tx = FederationClient.deploy(w3, account=admin)
+    track("deploy", deploy_tx)
+    workspace.set("deployment", "address", federation.address)
+    workspace.set("deployment", "chain_id", federation.chain_id)
+    workspace.set("deployment", "block", deploy_tx.block)
+    workspace.save()
+
+    version, tx = federation.publish_agreement(store.add_bytes(TERMS, pin=True))
+    track("publish_agreement", tx)
+    deadline = w3.eth.get_block("latest")["timestamp"] + ROUND_SECONDS
+    for party in parties:
+        signature = federation.sign_join(party, version=version, deadline=deadline)
+        track("join", federation.with_account(party).join(party.address, version=version, deadline=deadline, signature=signature))
+        track("approve", federation.approve(party.address))
+
+    shards, test_set = load_digits_split(parties=options.participants, seed=options.seed, non_iid_alpha=options.non_iid_alpha)
+    strategy = make_strategy(options.strategy)
+    config = RoundConfig(model=options.model, strategy=strategy.params(), training=options.training)
+    assert store.add_bytes(config.to_bytes(), pin=True) == config_cid(config.config_hash)
+    base_cid = genesis_model(store, model=options.model, seed=options.seed)
+
+    for _ in range(options.rounds):
+        deadline = w3.eth.get_block("latest")["timestamp"] + ROUND_SECONDS
+        round_id, tx = federation.open_round(
+            base_cid=base_cid, deadline=deadline, min_updates=options.participants, config_hash=config.config_hash
+        )
+        track("open_round", tx)
+        round_gas = tx.gas_used
+        for party, shard in zip(parties, shards):
+            outcome = train_and_submit(
+                federation=federation.with_account(party), store=store, round_id=round_id, data=shard,
+                journal_dir=workspace.journal_dir, progress=progress,
+            )
+            track("submit_update", outcome.tx)
+            round_gas += outcome.tx.gas_used if outcome.tx else 0
+        aggregated = aggregate_round(federation=federation, store=store, round_id=round_id, journal_dir=workspace.journal_dir)
+        track("finalize_round", aggregated.tx)
+        round_gas += aggregated.tx.gas_used if aggregated.tx else 0
+
+        model = build_model(options.model)
+        arrays, _ = from_safetensors(store.get(aggregated.global_cid), layout=model_layout(options.model))
+        load_arrays(model, arrays)
+        scores = evaluate(model, test_set)
+        row = RoundReport(
+            round_id=round_id, accuracy=float(scores["accuracy"]), loss=float(scores["loss"]),
+            accepted=len(aggregated.receipt.included), rejected=len(aggregated.receipt.rejected),
+            global_cid=aggregated.global_cid, gas=round_gas,
+        )
+        report.rounds.append(row)
+        if on_round is not None:
+            on_round(row)
+        base_cid = aggregated.global_cid
+    return report
+
+
+def default_workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="fedledger-demo-"))

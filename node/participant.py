@@ -1,0 +1,123 @@
+"""A participant's round: fetch the base model, train on local data only, pin the update, record it.
+
+Idempotent: the chain is asked first whether this party already submitted; a journal remembers an
+update that was trained and pinned, so a rerun after a crash submits it without retraining. Only
+the update's CID, sample count and metrics hash leave the party; its data never does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ledger.federation import FederationClient, TxResult
+from ledger.errors import InvalidInputError
+from ledger.store import ContentStore
+from ledger.types import Address, Cid
+from ledger.weights import from_safetensors, to_safetensors
+from node.data import Dataset
+from node.failpoints import failpoint
+from node.journal import Journal
+from node.models import build_model, load_arrays, model_layout, state_arrays
+from node.round_config import RoundConfig, config_cid
+from node.training import train
+
+
+@dataclass(frozen=True)
+class ParticipantOutcome:
+    """What one party did in one round."""
+
+    round_id: int
+    participant: Address
+    update_cid: Cid
+    samples: int
+    metrics: dict[str, float]
+    tx: TxResult | None  # None when the submission was already on chain before this run
+    trained: bool  # False when a pinned update from an earlier run was reused
+
+
+def metrics_hash(metrics: dict[str, float]) -> bytes:
+    """sha256 of the metrics as canonical JSON: what the chain records, what the update's metadata reveals."""
+    return hashlib.sha256(canonical_json(metrics)).digest()
+
+
+def canonical_json(document: object) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def training_seed(participant: str, round_id: int) -> int:
+    """A seed that depends only on who trains in which round, so a rerun trains identically."""
+    digest = hashlib.sha256(f"{participant.lower()}:{round_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def fetch_round_config(store: ContentStore, config_hash: bytes) -> RoundConfig:
+    """The round's configuration document, verified against the hash recorded on chain."""
+    return RoundConfig.from_bytes(store.get(config_cid(config_hash)))
+
+
+def train_and_submit(
+    *,
+    federation: FederationClient,
+    store: ContentStore,
+    round_id: int,
+    data: Dataset,
+    journal_dir: Path,
+    device: torch.device | None = None,
+    progress: bool = True,
+) -> ParticipantOutcome:
+    """Run this party's part of ``round_id`` to the end, resuming whatever an earlier run finished."""
+    if federation.account is None:
+        raise InvalidInputError("training needs the participant's own key; pass --key NAME or set FEDLEDGER_PRIVATE_KEY.")
+    me = Address(federation.account.address)
+    journal = Journal(journal_dir, role="participant", actor=me, round_id=round_id)
+
+    if federation.has_submitted(round_id, me):
+        mine = [s for s in federation.submissions(round_id) if s.participant.lower() == me.lower()]
+        recorded = mine[0]
+        return ParticipantOutcome(round_id, me, recorded.cid, recorded.samples, journal.get("metrics", {}), None, False)
+
+    info = federation.round(round_id)
+    config = fetch_round_config(store, info.config_hash)
+    layout = model_layout(config.model)
+
+    update_cid = journal.get("update_cid")
+    trained = not (update_cid and store.has(update_cid))
+    if trained:
+        base_arrays, _ = from_safetensors(store.get(info.base_cid), layout=layout)
+        model = build_model(config.model)
+        load_arrays(model, base_arrays)
+        result = train(
+            model,
+            data,
+            epochs=config.training.epochs,
+            batch_size=config.training.batch_size,
+            lr=config.training.lr,
+            seed=training_seed(me, round_id),
+            device=device,
+            progress=progress,
+        )
+        metrics = {name: float(value) for name, value in result.metrics.items()}
+        blob = to_safetensors(
+            state_arrays(model),
+            metadata={
+                "model": config.model,
+                "round": round_id,
+                "base_cid": info.base_cid,
+                "samples": result.samples,
+                "metrics": metrics,
+            },
+        )
+        update_cid = store.add_bytes(blob, pin=True)
+        journal.record(update_cid=update_cid, samples=result.samples, metrics=metrics)
+    failpoint("participant:after-pin")
+
+    samples = int(journal.get("samples"))
+    metrics = dict(journal.get("metrics"))
+    tx = federation.submit_update(round_id, cid=update_cid, samples=samples, metrics_hash=metrics_hash(metrics))
+    journal.record(submitted_tx=tx.tx_hash, submitted_block=tx.block)
+    return ParticipantOutcome(round_id, me, Cid(update_cid), samples, metrics, tx, trained)
