@@ -191,3 +191,26 @@ def run_demo(
 
 def default_workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="fedledger-demo-"))
+
+
+def run_demo_on_chain(
+    options: DemoOptions,
+    *,
+    workspace: Workspace,
+    on_round: Callable[[RoundReport], None] | None = None,
+) -> DemoReport:
+    """Run the demo on the chain ``options.chain`` names: the in-process chain, or an anvil whose
+    state is kept in the workspace (so `fedledger chain up` reopens it afterwards)."""
+    from deploy.anvil import AnvilProcess
+    from ledger.chain import connect
+
+    if options.chain == "memory":
+        return run_demo(options, w3=connect("memory"), workspace=workspace, on_round=on_round)
+    anvil = AnvilProcess(state=workspace.chain_dir / "anvil.json").start()
+    try:
+        workspace.set("chain", "rpc", anvil.rpc_url)
+        workspace.set("chain", "anvil_port", anvil.port)
+        workspace.save()
+        return run_demo(options, w3=connect(anvil.rpc_url), workspace=workspace, on_round=on_round)
+    finally:
+        anvil.stop()

@@ -1,9 +1,58 @@
-"""Commands: (not yet built)."""
+"""Commands: ``aggregate`` — verify a round's updates, aggregate them, pin and record the result."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+from ledger.chain import open_federation, require_gas_money, signing_account, workspace_rpc
+from ledger.store import open_store
+from ledger.workspace import Workspace
+from node.cli._common import JsonOption, WorkdirOption, console, handle_errors, print_json
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the `fedledger` app."""
+    """Add ``aggregate`` to the app."""
+
+    @app.command("aggregate")
+    @handle_errors
+    def aggregate(
+        round_id: Annotated[int, typer.Option("--round", min=1, help="Round to aggregate and finalize.")],
+        strategy: Annotated[str | None, typer.Option("--strategy", help="fedavg, median, trimmed-mean or krum; must match the round's configuration (default: the round's).")] = None,
+        key: Annotated[str | None, typer.Option("--key", help="The aggregator's key: a name under [keys] or a keystore file.")] = None,
+        rpc: Annotated[str | None, typer.Option("--rpc", help="RPC URL (default: the workspace's).")] = None,
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Aggregate the round's verified updates, pin the global model and receipt, finalize on chain.
+
+        Safe to rerun: aggregation is deterministic and a finalized round is never finalized twice.
+        """
+        from node.aggregator import aggregate_round
+
+        workspace = Workspace.find(workdir)
+        url = workspace_rpc(workspace, rpc)
+        federation = open_federation(workspace, rpc=url)
+        signer = signing_account(workspace, key, w3=federation.w3, rpc=url)
+        require_gas_money(federation.w3, signer.address)
+        outcome = aggregate_round(
+            federation=federation.with_account(signer), store=open_store(workspace), round_id=round_id,
+            journal_dir=workspace.journal_dir, strategy_name=strategy,
+        )
+        receipt = outcome.receipt
+        for item in receipt.rejected:
+            console.print(f"[yellow]rejected[/] {item.participant} {item.cid}: {item.reason}", soft_wrap=True, highlight=False)
+        verb = "Finalized" if outcome.tx is not None else "Already finalized"
+        console.print(
+            f"{verb} round {round_id} with {receipt.strategy.get('name', '?')}: {len(receipt.included)} included, "
+            f"{len(receipt.rejected)} rejected; global model {outcome.global_cid}, receipt {outcome.receipt_cid}.",
+            soft_wrap=True, highlight=False,
+        )
+        if json:
+            print_json({
+                "round_id": round_id, "global_cid": outcome.global_cid, "receipt_cid": outcome.receipt_cid,
+                "included": [vars(i) for i in receipt.included], "rejected": [vars(r) for r in receipt.rejected],
+                "strategy": receipt.strategy, "tx_hash": outcome.tx.tx_hash if outcome.tx else None,
+                "gas_used": outcome.tx.gas_used if outcome.tx else None,
+            })

@@ -1,9 +1,79 @@
-"""Commands: (not yet built)."""
+"""Commands: ``demo`` — the whole federation loop in one command, then an audit of what it built."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.live import Live
+from rich.table import Table
+
+from ledger.errors import InvalidInputError
+from ledger.workspace import Workspace
+from node.cli._common import JsonOption, console, handle_errors, print_json
+
+
+def _table(rows: list) -> Table:
+    table = Table(title="fedledger demo", header_style="bold")
+    for column in ("round", "test accuracy", "accepted", "rejected", "gas", "global model"):
+        table.add_column(column, justify="right" if column != "global model" else "left")
+    for row in rows:
+        table.add_row(str(row.round_id), f"{row.accuracy:.4f}", str(row.accepted), str(row.rejected), f"{row.gas:,}", row.global_cid)
+    return table
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the `fedledger` app."""
+    """Add ``demo`` to the app."""
+
+    @app.command("demo")
+    @handle_errors
+    def demo(
+        participants: Annotated[int, typer.Option("--participants", min=1, max=64, help="Number of parties.")] = 4,
+        rounds: Annotated[int, typer.Option("--rounds", min=1, max=100, help="Number of rounds.")] = 5,
+        chain: Annotated[str, typer.Option("--chain", help="memory (in-process chain) or anvil (a real local node).")] = "memory",
+        workdir: Annotated[Path | None, typer.Option("--workdir", "-w", help="Workspace to create (default: a new temporary folder).")] = None,
+        strategy: Annotated[str, typer.Option("--strategy", help="fedavg, median, trimmed-mean or krum.")] = "fedavg",
+        non_iid: Annotated[float | None, typer.Option("--non-iid", help="Dirichlet alpha for a non-IID split (default IID).")] = None,
+        model: Annotated[str, typer.Option("--model", help="mlp or cnn.")] = "mlp",
+        seed: Annotated[int, typer.Option("--seed", help="Seed for data split, keys and the genesis model.")] = 0,
+        json: JsonOption = False,
+    ) -> None:
+        """Deploy, admit N parties, run R rounds of federated training on digits, audit the ledger."""
+        from node.demo import DemoOptions, default_workdir, run_demo_on_chain
+
+        if chain not in ("memory", "anvil"):
+            raise InvalidInputError(f"--chain must be memory or anvil, not {chain!r}.")
+        options = DemoOptions(
+            participants=participants, rounds=rounds, chain=chain, workdir=workdir,
+            strategy=strategy, non_iid_alpha=non_iid, model=model, seed=seed,
+        )
+        root = workdir if workdir is not None else default_workdir()
+        workspace = Workspace.init(root, rpc="memory" if chain == "memory" else None)
+        console.print(
+            f"Workspace {workspace.root}: {participants} parties, {rounds} rounds, {strategy}, "
+            f"chain {chain}, {'non-IID α=' + str(non_iid) if non_iid else 'IID'} digits.",
+            soft_wrap=True, highlight=False,
+        )
+        rows: list = []
+        live = Live(_table(rows), console=console, transient=False)
+
+        def show(row: object) -> None:
+            rows.append(row)
+            live.update(_table(rows))
+
+        if json:
+            report = run_demo_on_chain(options, workspace=workspace)
+        else:
+            with live:
+                report = run_demo_on_chain(options, workspace=workspace, on_round=show)
+        verdict = "[bold green]audit passed[/]" if report.audit_ok else "[bold red]audit FAILED[/]"
+        console.print(f"Final test accuracy {report.final_accuracy:.4f}; {verdict}.")
+        for failure in report.audit_failures:
+            console.print(f"  [red]✗[/] {failure}", soft_wrap=True, highlight=False)
+        average = report.average_gas()
+        console.print("Average gas: " + ", ".join(f"{name} {gas:,}" for name, gas in average.items()), soft_wrap=True)
+        if json:
+            print_json(report.to_json())
+        if not report.audit_ok:
+            raise typer.Exit(1)
