@@ -7,14 +7,17 @@ commands, without paying an interpreter start-up each).
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from deploy.anvil import free_port
+from deploy.anvil import free_port, rpc_chain_id
 from ledger.workspace import Workspace
-from tests.cli.conftest import PASSWORD, Outcome
+from tests.cli.conftest import FEDLEDGER, PASSWORD, Outcome
 
 pytestmark = pytest.mark.anvil
 
@@ -84,3 +87,27 @@ def test_governance_workflow_and_its_state_survive_a_chain_restart(
     assert again == members
     assert ok(cli("round", "status", "1", "--json", *w)).json() == status
     ok(fedledger("chain", "down", *w))
+
+
+def test_chain_up_in_the_foreground_saves_state_on_ctrl_c(workspace: Workspace) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(FEDLEDGER), "chain", "up", "--port", str(port), "--workdir", str(workspace.root)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while rpc_chain_id(f"http://127.0.0.1:{port}", timeout=0.5) is None:
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.1)
+        assert (workspace.chain_dir / "anvil.pid").is_file()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert "saving its state" in stderr
+    assert (workspace.chain_dir / "anvil.json").stat().st_size > 0
+    assert not (workspace.chain_dir / "anvil.pid").exists()
+    assert rpc_chain_id(f"http://127.0.0.1:{port}", timeout=0.5) is None
