@@ -13,9 +13,11 @@ import {IFederation} from "./interfaces/IFederation.sol";
  *
  * Storage holds only what the contract checks itself: the terms of each agreement version
  * (a join signature is checked against them), one packed slot per participant (status,
- * accepted version, bit index), one packed slot per round (state, deadline, minimum, and the
- * "has submitted" bits of the first {INLINE_BITS} participants) plus one bitmap word per 256
- * further participants. Update CIDs, sample counts and metrics hashes travel in events only.
+ * accepted version, bit index), one packed slot per round (state, deadline, minimum, the
+ * agreement version in force, and the "has submitted" bits of the first {INLINE_BITS}
+ * participants) plus one bitmap word per 256 further participants. Update CIDs, sample counts
+ * and metrics hashes travel in events only. A submission so reads two cold slots (its round,
+ * its sender) and writes one bit into a slot it already read.
  *
  * Roles: `DEFAULT_ADMIN_ROLE` publishes agreements and governs membership; `COORDINATOR_ROLE`
  * opens rounds; `AGGREGATOR_ROLE` finalizes them; either of the two cancels a round that cannot
@@ -30,7 +32,7 @@ contract Federation is IFederation, AccessControl, EIP712 {
         keccak256("Join(address participant,uint256 version,uint8 termsCodec,bytes32 termsDigest,uint256 deadline)");
 
     /// @dev Participants whose "has submitted" bit lives in the round's own slot.
-    uint256 public constant INLINE_BITS = 152;
+    uint256 public constant INLINE_BITS = 120;
 
     uint8 private constant _RAW = 0x55;
     uint8 private constant _DAG_PB = 0x70;
@@ -43,21 +45,28 @@ contract Federation is IFederation, AccessControl, EIP712 {
     /// @dev One slot: read once per submission.
     struct Member {
         ParticipantStatus status;
-        uint64 acceptedVersion;
+        uint32 acceptedVersion;
         uint32 index;
     }
 
-    /// @dev One slot: read and written once per submission (8 + 64 + 32 + 152 bits).
+    /**
+     * @dev One slot: read and written once per submission (8 + 64 + 32 + 32 + 120 bits).
+     * `agreementVersion` is the version in force while the round is open: set at opening and
+     * moved forward by {publishAgreement}, so a submission need not read the global version.
+     */
     struct Round {
         RoundState state;
         uint64 deadline;
         uint32 minUpdates;
-        uint152 submitted;
+        uint32 agreementVersion;
+        uint120 submitted;
     }
 
-    uint64 private _agreementVersion;
-    uint64 private _roundCount;
+    uint32 private _agreementVersion;
     uint32 private _participantCount;
+    uint64 private _roundCount;
+    /// @dev No round below this id is open: where {publishAgreement} starts updating open rounds.
+    uint64 private _firstOpenRound;
 
     mapping(uint256 version => Terms) private _terms;
     mapping(address account => Member) private _members;
@@ -74,7 +83,9 @@ contract Federation is IFederation, AccessControl, EIP712 {
 
     /**
      * @dev Publishes agreement version `agreementVersion() + 1` with the terms document's CID.
-     * Every party must join again under the new version before it can submit.
+     * Every party must join again under the new version before it can submit, in open rounds
+     * too: each open round's copy of the version in force moves forward (a loop over the rounds
+     * still open, which governance keeps few by finalizing or cancelling them).
      *
      * Requirements: caller has `DEFAULT_ADMIN_ROLE`; `termsCodec` is raw or dag-pb.
      *
@@ -86,8 +97,17 @@ contract Federation is IFederation, AccessControl, EIP712 {
         returns (uint256 version)
     {
         _checkCodec(termsCodec);
-        version = ++_agreementVersion;
+        uint32 next = ++_agreementVersion;
+        version = next;
         _terms[version] = Terms({digest: termsDigest, codec: termsCodec});
+        uint64 count = _roundCount;
+        uint64 first = _firstOpenRound;
+        while (first <= count && _rounds[first].state != RoundState.Open) ++first;
+        _firstOpenRound = first;
+        for (uint256 id = first; id <= count; ++id) {
+            Round storage r = _rounds[id];
+            if (r.state == RoundState.Open) r.agreementVersion = next;
+        }
         emit AgreementPublished(version, termsCodec, termsDigest);
     }
 
@@ -125,7 +145,7 @@ contract Federation is IFederation, AccessControl, EIP712 {
             member.status = ParticipantStatus.Pending;
             member.index = _participantCount++;
         }
-        member.acceptedVersion = uint64(version);
+        member.acceptedVersion = uint32(version);
         emit ParticipantJoined(participant, version, deadline, member.index, msg.sender, signature);
     }
 
@@ -213,9 +233,18 @@ contract Federation is IFederation, AccessControl, EIP712 {
     {
         _checkCodec(baseCodec);
         if (deadline <= block.timestamp) revert FederationInvalidDeadline(deadline);
-        roundId = ++_roundCount;
-        _rounds[roundId] = Round({state: RoundState.Open, deadline: deadline, minUpdates: minUpdates, submitted: 0});
-        emit RoundOpened(roundId, baseCodec, baseDigest, deadline, minUpdates, configHash, _agreementVersion);
+        uint64 id = ++_roundCount;
+        if (_firstOpenRound == 0) _firstOpenRound = id;
+        roundId = id;
+        uint32 version = _agreementVersion;
+        _rounds[roundId] = Round({
+            state: RoundState.Open,
+            deadline: deadline,
+            minUpdates: minUpdates,
+            agreementVersion: version,
+            submitted: 0
+        });
+        emit RoundOpened(roundId, baseCodec, baseDigest, deadline, minUpdates, configHash, version);
     }
 
     /**
@@ -238,15 +267,14 @@ contract Federation is IFederation, AccessControl, EIP712 {
 
         Member memory member = _members[msg.sender];
         if (member.status != ParticipantStatus.Admitted) revert FederationNotParticipant(msg.sender, member.status);
-        uint256 version = _agreementVersion;
-        if (member.acceptedVersion != version) {
-            revert FederationAgreementNotAccepted(msg.sender, member.acceptedVersion, version);
+        if (member.acceptedVersion != current.agreementVersion) {
+            revert FederationAgreementNotAccepted(msg.sender, member.acceptedVersion, current.agreementVersion);
         }
         _checkCodec(codec);
 
         uint256 index = member.index;
         if (index < INLINE_BITS) {
-            uint152 bit = uint152(1) << index;
+            uint120 bit = uint120(1) << index;
             if (current.submitted & bit != 0) revert FederationAlreadySubmitted(roundId, msg.sender);
             r.submitted = current.submitted | bit;
         } else {
@@ -349,7 +377,7 @@ contract Federation is IFederation, AccessControl, EIP712 {
     }
 
     /// @dev Popcount over the round's inline bits and its overflow words.
-    function _submissions(uint256 roundId, uint152 inlineBits) private view returns (uint256 count) {
+    function _submissions(uint256 roundId, uint120 inlineBits) private view returns (uint256 count) {
         count = _popcount(inlineBits);
         uint256 participants = _participantCount;
         if (participants > INLINE_BITS) {

@@ -6,6 +6,7 @@ import pytest
 
 from ledger.contract_errors import (
     AccessControlUnauthorizedAccount,
+    FederationAgreementNotAccepted,
     FederationAlreadySubmitted,
     FederationBelowMinimum,
     FederationDeadlinePassed,
@@ -15,6 +16,7 @@ from ledger.contract_errors import (
     FederationRoundStillOpen,
     FederationUnknownRound,
 )
+from ledger.federation import sign_join_message
 from tests.contracts.conftest import CONFIG, METRICS, MODEL, TERMS, UPDATE, Fed, submit
 
 
@@ -161,20 +163,50 @@ def test_the_aggregator_may_cancel_and_a_party_may_not(fed: Fed) -> None:
 
 
 def test_participants_past_the_inline_bitmap_use_overflow_words(fed: Fed) -> None:
-    """Bits of the first 152 parties live in the round slot; later ones in a separate word."""
-    relayer = fed.admin
-    keys = [fed.chain.new_account(fund_wei=0) for _ in range(154)]
+    """Bits of the first 120 parties live in the round slot; later ones in a separate word."""
+    keys = [fed.chain.new_account(fund_wei=0) for _ in range(122)]
     deadline = fed.chain.now() + 3600
-    for key in keys:
-        relayer.join(key.address, version=1, deadline=deadline, signature=relayer.sign_join(key, version=1, deadline=deadline))
+    fed.chain.rpc("evm_setAutomine", [False])  # all joins in one block: one mining round trip
+    try:
+        for key in keys:
+            signature = sign_join_message(
+                key, chain_id=fed.admin.chain_id, contract=fed.admin.address, version=1, terms_cid=TERMS, deadline=deadline
+            )
+            fed.admin.contract.functions.join(key.address, 1, deadline, signature).transact(
+                {"from": fed.admin.sender, "gas": 200_000}
+            )
+        fed.chain.rpc("evm_mine", [])
+    finally:
+        fed.chain.rpc("evm_setAutomine", [True])
+    assert fed.admin.participant_count() == 122
     round_id = fed.open_round(min_updates=3)
-    for key in (keys[151], keys[152], keys[153]):
+    for key in (keys[119], keys[120], keys[121]):
         fed.admin.approve(key.address)
         fed.chain.rpc("anvil_setBalance", [key.address, hex(10**18)])
         submit(fed.admin.with_account(key), round_id)
-    assert fed.admin.participant(keys[153].address).index == 153
-    assert [fed.admin.has_submitted(round_id, k.address) for k in keys[150:]] == [False, True, True, True]
+    assert fed.admin.participant(keys[121].address).index == 121
+    assert [fed.admin.has_submitted(round_id, k.address) for k in keys[118:]] == [False, True, True, True]
     with pytest.raises(FederationAlreadySubmitted):
-        submit(fed.admin.with_account(keys[153]), round_id)
+        submit(fed.admin.with_account(keys[121]), round_id)
     assert fed.admin.round(round_id).submissions == 3
     fed.admin.finalize_round(round_id, global_cid=MODEL, receipt_cid=TERMS)
+
+
+def test_an_agreement_published_while_rounds_are_open_binds_those_rounds(fed: Fed) -> None:
+    account, client = fed.party()
+    closed, first_open, second_open = fed.open_round(), fed.open_round(), fed.open_round()
+    submit(client, closed)
+    fed.admin.finalize_round(closed, global_cid=MODEL, receipt_cid=TERMS)
+    fed.admin.publish_agreement(UPDATE)
+    for round_id in (first_open, second_open):
+        with pytest.raises(FederationAgreementNotAccepted) as caught:
+            submit(client, round_id)
+        assert (caught.value.accepted, caught.value.current) == (1, 2)
+    fed.join(account)
+    submit(client, first_open)
+    fed.admin.publish_agreement(TERMS)
+    with pytest.raises(FederationAgreementNotAccepted):
+        submit(client, second_open)
+    fed.join(account)
+    submit(client, second_open)
+    assert fed.admin.round(second_open).agreement_version == 1  # as opened; the event records it
