@@ -17,6 +17,7 @@ the same bytes. Every read re-hashes each block against its CID.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -37,6 +38,7 @@ _WORKERS = max(2, min(4, os.cpu_count() or 2))
 _WINDOW = 4 * _WORKERS  # chunks in flight while adding or reading: bounds memory
 _MAX_DEPTH = 16  # a 174-ary tree this deep addresses far more than any file
 _STALE_TMP_SECONDS = 3600
+_binary = functools.lru_cache(maxsize=1 << 16)(cid_to_bytes)  # text -> binary CID, hot on every block read
 
 
 class EmbeddedStore:
@@ -135,7 +137,7 @@ class EmbeddedStore:
             data = self.block_path(cid).read_bytes()
         except FileNotFoundError:
             raise self._missing(cid, root) from None
-        if hashlib.sha256(data).digest() != cid_to_bytes(cid)[4:]:
+        if hashlib.sha256(data).digest() != _binary(cid)[4:]:
             raise self._tampered(cid, root)
         return data
 
@@ -145,20 +147,16 @@ class EmbeddedStore:
         if cid_to_bytes(cid)[1] == RAW:
             return data
         node = decode_node(cid, data)
-        buffer = bytearray(node.filesize)
-        view = memoryview(buffer)
-        pending: deque[Future[None]] = deque()
-        offset = 0
+        pending: deque[Future[bytes]] = deque()
+        parts: list[bytes] = []
         with ThreadPoolExecutor(_WORKERS, thread_name_prefix="store-get") as pool:
             for link in self._leaves(cid, node, 0):
-                pending.append(pool.submit(self._read_leaf_into, link, view[offset : offset + link.filesize], cid))
-                offset += link.filesize
+                pending.append(pool.submit(self._read_leaf, link, cid))
                 while len(pending) >= _WINDOW:
-                    pending.popleft().result()
+                    parts.append(pending.popleft().result())
             while pending:
-                pending.popleft().result()
-        view.release()
-        return bytes(buffer)
+                parts.append(pending.popleft().result())
+        return b"".join(parts)  # one copy; sizes were checked leaf by leaf against the parents
 
     def iter_content(self, cid: str) -> Iterator[bytes]:
         """The content of ``cid`` block by block, each checked before it is yielded."""
@@ -190,7 +188,7 @@ class EmbeddedStore:
         """The raw leaves under ``node`` in file order; inner nodes are read and checked here."""
         self._check_depth(root, depth)
         for link in node.links:
-            if cid_to_bytes(link.cid)[1] == RAW:
+            if _binary(link.cid)[1] == RAW:
                 yield link
                 continue
             child = decode_node(link.cid, self.read_block(link.cid, root=root))
@@ -198,15 +196,15 @@ class EmbeddedStore:
                 raise self._tampered(link.cid, root)
             yield from self._leaves(root, child, depth + 1)
 
-    def _read_leaf_into(self, link: Link, target: memoryview, root: Cid) -> None:
+    def _read_leaf(self, link: Link, root: Cid) -> bytes:
         try:
             with open(self.block_path(link.cid), "rb", buffering=0) as handle:
-                read = handle.readinto(target)
-                extra = handle.read(1)
+                data = handle.read()
         except FileNotFoundError:
             raise self._missing(link.cid, root) from None
-        if read != len(target) or extra or hashlib.sha256(target).digest() != cid_to_bytes(link.cid)[4:]:
+        if len(data) != link.filesize or hashlib.sha256(data).digest() != _binary(link.cid)[4:]:
             raise self._tampered(link.cid, root)
+        return data
 
     def _check_depth(self, root: Cid, depth: int) -> None:
         if depth > _MAX_DEPTH:

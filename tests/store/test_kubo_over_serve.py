@@ -106,6 +106,7 @@ def test_open_store_picks_kubo_from_the_workspace(tmp_path: Path, ipfs_server: I
     assert store.get(store.add_bytes(b"via url")) == b"via url"
 
 
+@pytest.mark.filterwarnings("ignore:The .strict. parameter:FutureWarning")  # ipfshttpclient 0.7 vs urllib3 2
 def test_server_speaks_kubo_wire_format(ipfs_server: IpfsServer) -> None:
     status, body = post(f"{ipfs_server.url}/api/v0/version", method="GET")
     assert status == 405 and body["Type"] == "error"

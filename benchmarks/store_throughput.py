@@ -1,0 +1,115 @@
+"""Content store throughput: add + verify (get) of one file against plain sha256 of the same bytes.
+
+    .venv/bin/python benchmarks/store_throughput.py [--mb 100] [--repeat 3] [--dir DIR] [--json]
+
+Measured in one run on the same bytes, best of ``--repeat``:
+  sha256        hashlib.sha256 over the whole buffer, one pass (the yardstick)
+  cid only      ledger.unixfs.cid_of_bytes: chunking, sha256 per 256 KiB chunk, dag-pb parents, no I/O
+  add           EmbeddedStore.add_bytes into an empty store (hash + write + fsync + rename per block)
+  add, no fsync the same with os.fsync stubbed out (shows what durability costs)
+  write only    the same 256 KiB blocks written to files and renamed, no hashing, no fsync (the disk floor)
+  verify (get)  EmbeddedStore.get: read every block, re-hash it against its CID, return one bytes object
+  verify stream EmbeddedStore.iter_content: the same checks block by block, nothing reassembled
+  add + verify  size / (add time + get time): the whole trip of one update through the store
+Each is reported in MB/s and as a ratio to sha256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ledger.store import EmbeddedStore  # noqa: E402
+from ledger.unixfs import cid_of_bytes  # noqa: E402
+
+
+def best_of(repeat: int, run: Callable[[], object], setup: Callable[[], None] = lambda: None) -> float:
+    times = []
+    for _ in range(repeat):
+        setup()
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def write_only(data: bytes, folder: Path) -> None:
+    """Write each 256 KiB slice to a temp file and rename it: what the store's I/O costs by itself."""
+    view = memoryview(data)
+    for number, start in enumerate(range(0, len(view), 262144)):
+        temp = folder / f".{number}.tmp"
+        with open(temp, "wb") as handle:
+            handle.write(view[start : start + 262144])
+        os.replace(temp, folder / str(number))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=100, help="file size in MiB (default 100)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best is kept")
+    parser.add_argument("--dir", type=Path, default=None, help="folder for the store (default: a temp folder)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    args = parser.parse_args()
+
+    size = args.mb * 1024 * 1024
+    data = np.random.default_rng(0).bytes(size)
+    base = Path(tempfile.mkdtemp(prefix="fedledger-bench-", dir=args.dir))
+    store_dir = base / "store"
+
+    def fresh() -> None:
+        shutil.rmtree(store_dir, ignore_errors=True)
+
+    try:
+        timings = {"sha256": best_of(args.repeat, lambda: hashlib.sha256(data).digest())}
+        timings["cid only"] = best_of(args.repeat, lambda: cid_of_bytes(data))
+        with mock.patch("os.fsync"):
+            timings["add, no fsync"] = best_of(args.repeat, lambda: EmbeddedStore(store_dir).add_bytes(data), fresh)
+        timings["add"] = best_of(args.repeat, lambda: EmbeddedStore(store_dir).add_bytes(data), fresh)
+        store = EmbeddedStore(store_dir)
+        cid = store.add_bytes(data)
+        assert store.get(cid) == data
+        timings["verify (get)"] = best_of(args.repeat, lambda: store.get(cid))
+        timings["verify stream"] = best_of(args.repeat, lambda: sum(map(len, store.iter_content(cid))))
+        floor = base / "floor"
+        timings["write only"] = best_of(args.repeat, lambda: write_only(data, floor),
+                                        lambda: (shutil.rmtree(floor, ignore_errors=True), floor.mkdir()))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    timings["add + verify"] = timings["add"] + timings["verify (get)"]
+
+    mb = size / 1e6
+    rows = {name: {"seconds": round(t, 4), "MB_per_s": round(mb / t, 1), "ratio_to_sha256": round(timings["sha256"] / t, 3)}
+            for name, t in timings.items()}
+    document = {
+        "benchmark": "store_throughput",
+        "size_bytes": size,
+        "repeat": args.repeat,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}",
+        "results": rows,
+        "cid": cid,
+    }
+    if args.json:
+        print(json.dumps(document, indent=2))
+        return
+    print(f"{args.mb} MiB, best of {args.repeat}, {document['machine']}")
+    print(f"{'':16}{'seconds':>10}{'MB/s':>10}{'x sha256':>10}")
+    for name, row in rows.items():
+        print(f"{name:16}{row['seconds']:>10.3f}{row['MB_per_s']:>10.1f}{row['ratio_to_sha256']:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The `fedledger ipfs` commands, run as the real console script."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ledger.car import read_car
+from ledger.unixfs import cid_of_bytes
+from ledger.weights import to_safetensors
+from node.models import build_model, model_layout, state_arrays
+from tests.fixtures_store import IpfsServer, run_fedledger
+
+
+def one_error_line(stderr: bytes) -> str:
+    lines = [line for line in stderr.decode().splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_add_cat_pin_export_with_a_bare_repo(tmp_path: Path) -> None:
+    data = np.random.default_rng(1).bytes(600_000)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    repo = str(tmp_path / "repo")
+    added = run_fedledger("ipfs", "add", str(path), "--repo", repo)
+    assert added.returncode == 0, added.stderr
+    cid = added.stdout.decode().strip()
+    assert cid == cid_of_bytes(data)
+    cat = run_fedledger("ipfs", "cat", cid, "--repo", repo)
+    assert cat.returncode == 0 and cat.stdout == data
+    assert run_fedledger("ipfs", "pin", "ls", "--repo", repo).stdout.decode().split() == [cid]
+    car = tmp_path / "blob.car"
+    exported = run_fedledger("ipfs", "export", cid, "-o", str(car), "--repo", repo)
+    assert exported.returncode == 0, exported.stderr
+    assert read_car(car).roots == [cid]
+
+
+def test_add_and_cat_through_the_served_api(tmp_path: Path, ipfs_server: IpfsServer) -> None:
+    path = tmp_path / "doc.txt"
+    path.write_bytes(b"agreement v1")
+    cid = run_fedledger("ipfs", "add", str(path), "--ipfs-api", ipfs_server.api).stdout.decode().strip()
+    assert cid == cid_of_bytes(b"agreement v1")
+    assert run_fedledger("ipfs", "cat", cid, "--ipfs-api", ipfs_server.url).stdout == b"agreement v1"
+
+
+def test_malformed_cid_is_one_sentence_and_a_failure(tmp_path: Path) -> None:
+    result = run_fedledger("ipfs", "cat", "bafy-nope", "--repo", str(tmp_path / "repo"))
+    assert result.returncode != 0
+    assert "is not a CID fedledger can use" in one_error_line(result.stderr)
+
+
+def test_unreachable_kubo_is_one_sentence_and_a_failure() -> None:
+    result = run_fedledger("ipfs", "cat", cid_of_bytes(b"x"), "--ipfs-api", "/ip4/127.0.0.1/tcp/9")
+    assert result.returncode != 0
+    line = one_error_line(result.stderr)
+    assert "no IPFS API answers at /ip4/127.0.0.1/tcp/9" in line and "fedledger ipfs serve" in line
+
+
+def test_file_that_is_not_safetensors_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"definitely not weights")
+    result = run_fedledger("ipfs", "add", str(path), "--weights", "--repo", str(tmp_path / "repo"))
+    assert result.returncode != 0
+    assert "is not a safetensors file" in one_error_line(result.stderr)
+    assert not (tmp_path / "repo" / "pins").exists() or not any((tmp_path / "repo" / "pins").iterdir())
+
+
+def test_tensor_of_the_wrong_shape_is_refused(tmp_path: Path) -> None:
+    arrays = state_arrays(build_model("mlp"))
+    name = sorted(model_layout("mlp"))[0]
+    arrays[name] = np.zeros((*arrays[name].shape[:-1], arrays[name].shape[-1] + 1), dtype=np.float32)
+    path = tmp_path / "update.safetensors"
+    path.write_bytes(to_safetensors(arrays))
+    result = run_fedledger("ipfs", "add", str(path), "--model", "mlp", "--repo", str(tmp_path / "repo"))
+    assert result.returncode != 0
+    line = one_error_line(result.stderr)
+    assert f"tensor '{name}'" in line and "has shape" in line
