@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
     @chain_app.command("up")
     @handle_errors
     def up(
-        port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default: [chain] anvil_port, 8545).")] = None,
+        port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default: \\[chain] anvil_port, 8545).")] = None,
         detach: Annotated[bool, typer.Option(help="Leave anvil running in the background and return.")] = False,
         workdir: WorkdirOption = None,
         json: JsonOption = False,

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from deploy.deployer import deploy_federation
@@ -40,11 +39,11 @@ from node.cli._common import JsonOption, WorkdirOption, console, handle_errors, 
 
 RpcOption = Annotated[
     str | None,
-    typer.Option("--rpc", help="RPC URL of the chain, or 'memory' (default: $FEDLEDGER_RPC, else [chain] rpc)."),
+    typer.Option("--rpc", help="RPC URL of the chain, or 'memory' (default: $FEDLEDGER_RPC, else \\[chain] rpc)."),
 ]
 KeyOption = Annotated[
     str | None,
-    typer.Option("--key", help="Signing key: a name under [keys] or a keystore file (password from $FEDLEDGER_KEY_PASSWORD or a prompt)."),
+    typer.Option("--key", help="Signing key: a name under \\[keys] or a keystore file (password from $FEDLEDGER_KEY_PASSWORD or a prompt)."),
 ]
 DEFAULT_JOIN_VALIDITY_S = 3600
 
@@ -77,13 +76,13 @@ def _chain(workdir: Path | None, rpc: str | None) -> tuple[Workspace, Web3, str]
     return workspace, connect(url), url
 
 
-def _governed(workdir: Path | None, rpc: str | None, key: str | None) -> tuple[FederationClient, LocalAccount]:
-    """The workspace's Federation with the governance signer attached."""
+def _governed(workdir: Path | None, rpc: str | None, key: str | None) -> tuple[Workspace, FederationClient]:
+    """The workspace and its Federation with the governance signer attached (checked for gas money)."""
     workspace, w3, url = _chain(workdir, rpc)
     federation = open_federation(workspace, w3=w3, rpc=url)
     signer = signing_account(workspace, key, w3=w3, rpc=url)
     require_gas_money(w3, signer.address)
-    return federation.with_account(signer), signer
+    return workspace, federation.with_account(signer)
 
 
 def _reader(workdir: Path | None, rpc: str | None) -> FederationClient:
@@ -166,7 +165,7 @@ def register(app: typer.Typer) -> None:
     @key_app.command("show")
     @handle_errors
     def key_show(
-        name: Annotated[str, typer.Argument(help="A name under [keys] or a keystore file.")],
+        name: Annotated[str, typer.Argument(help="A name under \\[keys] or a keystore file.")],
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
@@ -180,7 +179,7 @@ def register(app: typer.Typer) -> None:
     @key_app.command("fund")
     @handle_errors
     def key_fund(
-        name: Annotated[str, typer.Argument(help="A name under [keys], a keystore file, or an address.")],
+        name: Annotated[str, typer.Argument(help="A name under \\[keys], a keystore file, or an address.")],
         amount: Annotated[float, typer.Option(min=0.0, help="Ether to send.")] = 10.0,
         rpc: RpcOption = None,
         workdir: WorkdirOption = None,
@@ -214,8 +213,8 @@ def register(app: typer.Typer) -> None:
         """Add the terms document to the content store and publish its CID as the next agreement version."""
         if not terms_file.is_file():
             raise InvalidInputError(f"no terms file at {terms_file}; give the path of the agreement document.")
-        federation, _ = _governed(workdir, rpc, key)
-        cid = open_store(Workspace.find(workdir)).add_file(terms_file, pin=True)
+        workspace, federation = _governed(workdir, rpc, key)
+        cid = open_store(workspace).add_file(terms_file, pin=True)
         version, tx = federation.publish_agreement(cid)
         _report_tx(f"Published agreement version {version}, terms {cid}", tx, json, {"version": version, "terms_cid": cid})
 
@@ -239,7 +238,7 @@ def register(app: typer.Typer) -> None:
     def participant_join(
         key: Annotated[
             str | None,
-            typer.Option("--key", help=f"The joining party's key: a name under [keys] or a keystore file (default: ${PRIVATE_KEY_ENV})."),
+            typer.Option("--key", help=f"The joining party's key: a name under \\[keys] or a keystore file (default: ${PRIVATE_KEY_ENV})."),
         ] = None,
         relay: Annotated[bool, typer.Option("--relay", help="Only sign: print the signature JSON for someone else to submit with `participant relay`.")] = False,
         valid_for: Annotated[int, typer.Option(min=1, help="Seconds the signature stays valid.")] = DEFAULT_JOIN_VALIDITY_S,
@@ -286,7 +285,7 @@ def register(app: typer.Typer) -> None:
                 f"{signature_file} is not a join signature ({error.__class__.__name__}); "
                 "give the JSON printed by `fedledger participant join --relay`."
             ) from None
-        federation, _ = _governed(workdir, rpc, key)
+        _, federation = _governed(workdir, rpc, key)
         tx = federation.join(participant, version=version, deadline=deadline, signature=signature)
         _report_tx(f"Relayed the join of {participant} (agreement version {version})", tx, json, {"participant": participant})
 
@@ -301,7 +300,7 @@ def register(app: typer.Typer) -> None:
             json: JsonOption = False,
         ) -> None:
             participant = parse_address(address)
-            federation, _ = _governed(workdir, rpc, key)
+            _, federation = _governed(workdir, rpc, key)
             tx = getattr(federation, action)(participant)
             _report_tx(f"{participant} {past}", tx, json, {"participant": participant, "action": action})
 
@@ -341,8 +340,8 @@ def register(app: typer.Typer) -> None:
         """Open a round: pins the round configuration and records its sha256 with the base model CID."""
         cid = parse_cid(base_cid)
         document = _round_config(config, strategy, model)
-        federation, _ = _governed(workdir, rpc, key)
-        store = open_store(Workspace.find(workdir))
+        workspace, federation = _governed(workdir, rpc, key)
+        store = open_store(workspace)
         config_cid = store.add_bytes(document, pin=True)
         if not store.has(cid):
             console.print(f"[yellow]note:[/] the base model {cid} is not in this workspace's store; parties must be able to fetch it.", soft_wrap=True)
