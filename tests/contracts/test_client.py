@@ -1,0 +1,57 @@
+"""The Python client itself: locally signed transactions from many threads, input checks, read helpers."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from ledger.errors import InvalidInputError, MalformedCidError
+from ledger.federation import FederationClient
+from tests.contracts.conftest import CONFIG, METRICS, MODEL, TERMS, Fed, submit
+from tests.fixtures_chain import TestChain
+
+
+def test_one_local_key_sending_from_many_threads_never_reuses_a_nonce(chain: TestChain) -> None:
+    admin_key = chain.new_account()
+    admin, deployed = FederationClient.deploy(chain.w3, account=admin_key)
+    assert deployed.gas_used > 0 and admin.has_role("admin", admin_key.address)
+    admin.publish_agreement(TERMS)
+    fed = Fed(chain, admin)
+    parties = [fed.party(approve=False) for _ in range(8)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda party: admin.with_account(admin_key).approve(party[0].address), parties))
+    assert {admin.participant(key.address).status for key, _ in parties} == {"admitted"}
+    round_id = fed.open_round(min_updates=8)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda party: submit(party[1], round_id), parties))
+    assert admin.round(round_id).submissions == 8
+    assert sorted(s.participant for s in admin.submissions(round_id)) == sorted(key.address for key, _ in parties)
+
+
+def test_malformed_inputs_are_refused_before_anything_is_sent(fed: Fed) -> None:
+    with pytest.raises(InvalidInputError, match="not an Ethereum address"):
+        fed.admin.approve("0x1234")
+    with pytest.raises(MalformedCidError):
+        fed.admin.open_round(base_cid="QmNotACidV1", deadline=fed.chain.now() + 60, min_updates=1, config_hash=CONFIG)
+    with pytest.raises(InvalidInputError, match="32 bytes"):
+        fed.admin.open_round(base_cid=MODEL, deadline=fed.chain.now() + 60, min_updates=1, config_hash=b"short")
+    with pytest.raises(InvalidInputError, match="not a role"):
+        fed.admin.grant_role("owner", fed.admin.sender)
+    with pytest.raises(InvalidInputError, match="sample count"):
+        fed.admin.submit_update(1, cid=MODEL, samples=-1, metrics_hash=METRICS)
+    with pytest.raises(InvalidInputError, match="no round 9"):
+        fed.admin.round(9)
+    with pytest.raises(InvalidInputError, match="no agreement version 5"):
+        fed.admin.agreement(5)
+
+
+def test_participants_lists_every_address_that_ever_joined_in_order(fed: Fed) -> None:
+    first, _ = fed.party()
+    second, _ = fed.party(approve=False)
+    fed.admin.revoke(second.address)
+    listed = fed.admin.participants()
+    assert [(p.address, p.status, p.index) for p in listed] == [
+        (first.address, "admitted", 0),
+        (second.address, "revoked", 1),
+    ]
