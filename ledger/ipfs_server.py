@@ -220,12 +220,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(HTTPStatus.NOT_FOUND, f"{url.path} is not an endpoint of this API")
             return
         try:
-            route(self, query)
-        except (ApiError, LedgerError) as error:
-            self._drain()
-            self._send_error(HTTPStatus.INTERNAL_SERVER_ERROR, str(error))
+            try:
+                route(self, query)
+            except (ApiError, LedgerError) as error:
+                self._drain()
+                self._send_error(HTTPStatus.INTERNAL_SERVER_ERROR, str(error))
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            self.close_connection = True  # the client went away; nothing to answer
 
     # -- plumbing ---------------------------------------------------------------------------
     def _body(self) -> Any:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,7 +17,7 @@ from ledger.errors import ContentNotFoundError, IntegrityError, MalformedCidErro
 from ledger.store import ContentStore, EmbeddedStore, KuboStore, open_store
 from ledger.unixfs import CHUNK_SIZE, cid_of_bytes
 from ledger.workspace import Workspace
-from tests.fixtures_store import IpfsServer
+from tests.fixtures_store import IpfsServer, run_fedledger, start_ipfs_server
 
 
 def random_bytes(size: int, seed: int = 5) -> bytes:
@@ -125,3 +127,14 @@ def test_server_speaks_kubo_wire_format(ipfs_server: IpfsServer) -> None:
     response = client.add_bytes(b"only hash", opts={"cid-version": 1, "only-hash": True})
     assert response == cid_of_bytes(b"only hash")
     assert not KuboStore(ipfs_server.api).has(response)
+
+
+def test_serve_refuses_a_busy_port_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    server, process = start_ipfs_server(tmp_path / "repo")
+    busy = run_fedledger("ipfs", "serve", "--port", server.url.rsplit(":", 1)[1], "--repo", str(tmp_path / "other"))
+    assert busy.returncode != 0
+    assert b"cannot listen on 127.0.0.1" in busy.stderr and b"choose another --port" in busy.stderr
+    os.kill(server.pid, signal.SIGTERM)
+    assert process.wait(10) == 0
+    for stream in (process.stdout, process.stderr):
+        stream.close()  # type: ignore[union-attr]
