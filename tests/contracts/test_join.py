@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from eth_account import Account
 
 from ledger.contract_errors import (
     AccessControlUnauthorizedAccount,
@@ -114,8 +115,6 @@ def test_a_signature_by_another_key_is_refused(fed: Fed) -> None:
     impostor = fed.chain.new_account(fund_wei=0)
     deadline = fed.chain.now() + 60
     typed = fed.admin.join_typed_data(account.address, version=1, deadline=deadline)
-    from eth_account import Account
-
     forged = Account.sign_typed_data(impostor.key, typed["domain"], typed["types"], typed["message"]).signature
     with pytest.raises(FederationInvalidSignature):
         fed.admin.join(account.address, version=1, deadline=deadline, signature=bytes(forged))

@@ -236,5 +236,6 @@ def test_contract_agrees_with_the_model(chain: TestChain) -> None:
             deadline=None,
             suppress_health_check=list(HealthCheck),
             derandomize=True,
+            database=None,
         ),
     )
