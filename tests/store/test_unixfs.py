@@ -6,6 +6,8 @@ import io
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from aleph_cid import CidHasher
 
 from ledger.cid import DAG_PB, RAW, cid_codec
@@ -76,3 +78,10 @@ def test_third_level_groups_174_parents_per_node() -> None:
     assert [link.filesize for link in top.links] == [MAX_LINKS * MAX_LINKS, 1]
     lone = decode_node(top.links[1].cid, blocks[top.links[1].cid])
     assert len(lone.links) == 1 and cid_codec(lone.links[0].cid) == DAG_PB
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(min_value=0, max_value=4 * CHUNK_SIZE), seed=st.integers(min_value=0, max_value=2**16))
+def test_any_small_size_equals_kubo(size: int, seed: int) -> None:
+    data = random_bytes(size, seed)
+    assert cid_of_bytes(data) == kubo_cid(data)
