@@ -2,7 +2,7 @@
 
 ``[deployment]`` in fedledger.toml is the one place every later command reads the contract
 from, so it is written only after the deployment transaction is mined, atomically, and never
-over a recorded deployment that still has code on the chain unless the user says ``--force``.
+over a recorded deployment that may still be in use unless the user says ``--force``.
 """
 
 from __future__ import annotations
@@ -12,23 +12,39 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from ledger.chain import connect, require_gas_money, signing_account, workspace_rpc
-from ledger.errors import DeploymentError
+from ledger.chain import MEMORY, connect, require_gas_money, signing_account, workspace_rpc
+from ledger.errors import DeploymentError, InvalidInputError
+from ledger.federation import FederationClient, load_artifact
 from ledger.workspace import Workspace
 
 
-def _live_recorded_address(w3: Web3, workspace: Workspace) -> str | None:
-    """The recorded contract address when it is on this chain and still has code, else None."""
+def _refuse_to_replace(w3: Web3, workspace: Workspace) -> None:
+    """DeploymentError when ``[deployment]`` names a contract that may still be in use.
+
+    That is a contract with code on this chain, or one on another chain (which cannot be checked
+    from here). A record on this chain whose code is gone (a chain restarted without its state)
+    may be replaced silently: nothing is lost.
+    """
     recorded = workspace.config.get("deployment") or {}
     address, chain_id = recorded.get("address"), recorded.get("chain_id")
     if not address or chain_id is None:
-        return None
+        return
+    current = w3.eth.chain_id
     try:
-        if int(chain_id) != w3.eth.chain_id:
-            return None
-        return address if w3.eth.get_code(Web3.to_checksum_address(address)) else None
+        same_chain = int(chain_id) == current
+        live = same_chain and bool(w3.eth.get_code(Web3.to_checksum_address(address)))
     except (ValueError, TypeError):
-        return None
+        return  # a malformed record protects nothing
+    if live:
+        raise DeploymentError(
+            f"a Federation is already deployed at {address} on chain id {current} and recorded in "
+            f"{workspace.config_path}; keep using it, or pass --force to deploy a new one and record that instead."
+        )
+    if not same_chain:
+        raise DeploymentError(
+            f"{workspace.config_path} records a Federation at {address} on chain id {chain_id}, but this chain "
+            f"has id {current}; point --rpc at that chain, or pass --force to deploy here and replace the record."
+        )
 
 
 def deploy_federation(
@@ -46,17 +62,15 @@ def deploy_federation(
     and the compiled sources' sha256. The deployer holds the admin, coordinator and aggregator
     roles.
     """
-    from deploy.compile import load_artifact
-    from ledger.federation import FederationClient
-
     url = workspace_rpc(workspace, rpc)
-    w3 = w3 if w3 is not None else connect(url)
-    existing = _live_recorded_address(w3, workspace)
-    if existing and not force:
-        raise DeploymentError(
-            f"a Federation is already deployed at {existing} on chain id {w3.eth.chain_id} and recorded in "
-            f"{workspace.config_path}; keep using it, or pass --force to deploy a new one and record that instead."
+    if url == MEMORY and w3 is None:
+        raise InvalidInputError(
+            "the in-process chain ('memory') lives only as long as one command, so a deployment on it could not "
+            "be used later; start a chain with `fedledger chain up` (or use `fedledger demo --chain memory`)."
         )
+    w3 = w3 if w3 is not None else connect(url)
+    if not force:
+        _refuse_to_replace(w3, workspace)
     if account is None:
         account = signing_account(workspace, key, w3=w3, rpc=url)
     require_gas_money(w3, account.address)

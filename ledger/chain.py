@@ -21,6 +21,7 @@ from web3.exceptions import Web3Exception
 from ledger.errors import (
     ChainError,
     ChainUnreachableError,
+    ConfigError,
     DeploymentError,
     InvalidInputError,
     KeyLoadError,
@@ -182,6 +183,11 @@ def open_federation(
 
     recorded_deployment(workspace)  # fail before touching the network when nothing is recorded
     url = workspace_rpc(workspace, rpc)
+    if url == MEMORY and w3 is None:
+        raise ConfigError(
+            "the in-process chain ('memory') ends with each command, so it holds no deployment to open; "
+            "start a chain with `fedledger chain up` and deploy there, or pass --rpc URL."
+        )
     w3 = w3 if w3 is not None else connect(url)
     address = check_deployment(w3, workspace, rpc=url)
     block = int(workspace.config["deployment"].get("block", 0) or 0)

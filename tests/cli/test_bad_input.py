@@ -158,3 +158,20 @@ def test_chain_up_on_a_taken_port_is_refused(cli: Callable[..., Outcome], worksp
 def test_chain_down_with_nothing_running_says_so(cli: Callable[..., Outcome], workspace: Workspace) -> None:
     outcome = cli("chain", "down", "--workdir", str(workspace.root))
     assert outcome.exit_code == 0 and "nothing to stop" in outcome.stderr
+
+
+@pytest.mark.anvil
+def test_deploy_over_a_deployment_recorded_on_another_chain_needs_force(
+    cli: Callable[..., Outcome], workspace: Workspace, anvil: AnvilProcess
+) -> None:
+    before = record_deployment(workspace, rpc=anvil.rpc_url, chain_id=11155111)
+    line = refused(cli("deploy", "--workdir", str(workspace.root)))
+    assert "chain id 11155111" in line and "id 31337" in line and "--force" in line
+    assert workspace.config_path.read_bytes() == before
+
+
+def test_deploy_on_the_in_process_chain_is_refused(cli: Callable[..., Outcome], workspace: Workspace) -> None:
+    before = workspace.config_path.read_bytes()
+    line = refused(cli("deploy", "--rpc", "memory", "--workdir", str(workspace.root)))
+    assert "lives only as long as one command" in line and "fedledger chain up" in line
+    assert workspace.config_path.read_bytes() == before
