@@ -8,7 +8,6 @@ the recorded address. Each ends in a ``ledger.errors`` class with one sentence n
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import requests
@@ -27,11 +26,10 @@ from ledger.errors import (
     KeyLoadError,
     WrongChainError,
 )
+from ledger.federation import FederationClient
+from ledger.keys import PRIVATE_KEY_ENV, account_from_env, load_account
 from ledger.types import Address
 from ledger.workspace import Workspace
-
-if TYPE_CHECKING:
-    from ledger.federation import FederationClient
 
 MEMORY = "memory"
 DEFAULT_TIMEOUT_S = 5.0
@@ -179,8 +177,6 @@ def open_federation(
     rpc: str | None = None,
 ) -> FederationClient:
     """The workspace's deployed Federation, checked (deployment recorded, same chain, code present)."""
-    from ledger.federation import FederationClient
-
     recorded_deployment(workspace)  # fail before touching the network when nothing is recorded
     url = workspace_rpc(workspace, rpc)
     if url == MEMORY and w3 is None:
@@ -198,8 +194,6 @@ def signing_account(workspace: Workspace, key: str | None, *, w3: Web3, rpc: str
     """Who signs governance transactions: ``key`` (a [keys] name or keystore file), else the
     workspace's ``[keys] admin``, else ``$FEDLEDGER_PRIVATE_KEY``, else — on a local dev chain
     only — the chain's first funded dev account."""
-    from ledger.keys import PRIVATE_KEY_ENV, account_from_env, load_account
-
     if key is not None:
         return load_account(workspace, key)
     if workspace.config.get("keys", {}).get("admin"):
