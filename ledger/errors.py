@@ -73,3 +73,9 @@ class MalformedCidError(InvalidInputError):
 
 class WeightsError(LedgerError, ValueError):
     """A weights blob is not safetensors, does not match the model layout, or holds NaN/inf."""
+
+
+class AuditIndexError(LedgerError):
+    """The audit index belongs to another deployment, or the chain cannot be indexed: the audit cannot run."""
+
+    exit_code = 2

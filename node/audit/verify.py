@@ -1,0 +1,383 @@
+"""Re-check every claim the ledger makes, from the chain (through the index) and the store alone.
+
+Checks, each one a ``Check`` row (passed or failed, naming round, block, transaction and CID):
+
+- ``blob``: every CID the ledger records (terms, round configs, base models, updates, global
+  models, receipts) is in the store and hashes to its CID.
+- ``signature``: each join a submitter relied on carries a valid EIP-712 signature by that party
+  over that agreement of this deployment, not expired at the join's block.
+- ``membership``: each submitter was admitted, under the agreement version in force, at the
+  submission's block (membership replayed event by event from the index).
+- ``metrics``: the metrics in each update's metadata hash to the metrics hash recorded on chain.
+- ``receipt``: a finalized round's receipt names this round, its base, its config and its global
+  model, and lists only updates submitted in this round, with their CIDs.
+- ``strategy``: the receipt's strategy parameters equal those of the round config (fetched by the
+  config hash recorded on chain).
+- ``aggregate``: recomputing the round with the same pure code (``node.aggregator``) from the
+  updates that were eligible gives exactly the recorded global model CID and the receipt's
+  included updates and weights.
+- ``lineage``: every round's base model is the genesis model or an earlier round's global model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from ledger.audit_queries import Membership, replay, rounds
+from ledger.errors import ContentNotFoundError, IntegrityError, InvalidInputError, LedgerError
+from ledger.federation import FederationClient, RoundInfo, Submission, join_typed_data
+from ledger.index import IndexedEvent, LedgerIndex
+from ledger.store import ContentStore
+from ledger.types import Address, Cid, RoundId
+from ledger.unixfs import cid_of_bytes
+from ledger.weights import from_safetensors
+from node.aggregator import aggregate_updates
+from node.participant import metrics_hash
+from node.receipt import Receipt, RejectedUpdate
+from node.round_config import RoundConfig
+from node.strategies import strategy_from_params
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verified claim."""
+
+    check: str
+    ok: bool
+    what: str
+    round_id: int | None = None
+    block: int | None = None
+    tx_hash: str | None = None
+    cid: str | None = None
+    participant: str | None = None
+
+
+@dataclass
+class VerifyReport:
+    """Every check made, and where the index stood."""
+
+    address: str
+    chain_id: int
+    indexed_to_block: int
+    rounds: list[int]
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [check for check in self.checks if not check.ok]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "address": self.address,
+            "chain_id": self.chain_id,
+            "indexed_to_block": self.indexed_to_block,
+            "rounds": self.rounds,
+            "checked": len(self.checks),
+            "failed": len(self.failures),
+            "failures": [asdict(check) for check in self.failures],
+            "checks": [asdict(check) for check in self.checks],
+        }
+
+
+class _Blobs:
+    """Verified reads from the store, each CID fetched once; failures become ``blob`` checks."""
+
+    def __init__(self, store: ContentStore, report: VerifyReport) -> None:
+        self.store = store
+        self.report = report
+        self._cache: dict[str, bytes | None] = {}
+
+    def get(self, cid: str | None, *, what: str, **where: Any) -> bytes | None:
+        if cid is None:
+            self.report.checks.append(Check("blob", False, f"{what} has no valid CID on chain", **where))
+            return None
+        if cid not in self._cache:
+            try:
+                self._cache[cid] = self.store.get(cid)
+                self.report.checks.append(Check("blob", True, f"{what} is stored and hashes to its CID", cid=cid, **where))
+            except IntegrityError:
+                self._cache[cid] = None
+                self.report.checks.append(
+                    Check("blob", False, f"{what} was altered in the store: its bytes do not hash to {cid}", cid=cid, **where)
+                )
+            except ContentNotFoundError:
+                self._cache[cid] = None
+                self.report.checks.append(Check("blob", False, f"{what} is missing from the store", cid=cid, **where))
+        return self._cache[cid]
+
+
+def recover_join_signer(federation: FederationClient, event: IndexedEvent, terms_cid: str) -> str | None:
+    """The address that signed the EIP-712 join in ``event`` for this deployment, None if unrecoverable."""
+    typed = join_typed_data(
+        chain_id=federation.chain_id,
+        contract=federation.address,
+        participant=event.args["participant"],
+        version=int(event.args["version"]),
+        terms_cid=terms_cid,
+        deadline=int(event.args["deadline"]),
+    )
+    try:
+        message = encode_typed_data(typed["domain"], typed["types"], typed["message"])
+        return str(Account.recover_message(message, signature=bytes.fromhex(event.args["signature"][2:])))
+    except (ValueError, TypeError):
+        return None
+
+
+def _signature_check(federation: FederationClient, index: LedgerIndex, membership: Membership, event: IndexedEvent) -> Check:
+    participant, version = event.args["participant"], int(event.args["version"])
+    where = {"block": event.block, "tx_hash": event.tx_hash, "participant": participant}
+    terms = membership.terms.get(version)
+    if terms is None:
+        return Check("signature", False, f"{participant} joined agreement v{version}, which was never published", **where)
+    signer = recover_join_signer(federation, event, terms)
+    if signer != participant:
+        return Check("signature", False, f"the join signature of {participant} for v{version} was made by {signer}", cid=terms, **where)
+    if index.block_timestamp(event.block) > int(event.args["deadline"]):
+        return Check("signature", False, f"the join signature of {participant} for v{version} had expired at its block", **where)
+    return Check("signature", True, f"{participant} signed agreement v{version} ({terms})", cid=terms, **where)
+
+
+def _membership_check(membership: Membership, event: IndexedEvent, signatures: dict[tuple[str, int], Check]) -> Check:
+    participant, round_id = event.args["participant"], int(event.args["roundId"])
+    where = {"round_id": round_id, "block": event.block, "tx_hash": event.tx_hash, "cid": event.args.get("cid"), "participant": participant}
+    member = membership.members.get(participant)
+    status = member.status if member else "none"
+    accepted = member.accepted_version if member else 0
+    if status != "admitted":
+        return Check("membership", False, f"{participant} submitted while {status}", **where)
+    if accepted != membership.agreement_version:
+        return Check(
+            "membership", False,
+            f"{participant} submitted under agreement v{accepted} while v{membership.agreement_version} was in force", **where,
+        )
+    signature = signatures.get((participant, accepted))
+    if signature is None or not signature.ok:
+        return Check("membership", False, f"{participant} submitted without a valid signature for agreement v{accepted}", **where)
+    return Check("membership", True, f"{participant} was admitted under agreement v{accepted}", **where)
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not enabled,
+    )
+
+
+def verify_ledger(
+    federation: FederationClient,
+    store: ContentStore,
+    index: LedgerIndex,
+    *,
+    round_id: int | None = None,
+    progress: bool = True,
+) -> VerifyReport:
+    """Sync ``index`` and re-check the ledger (one round, or all); see the module doc for the checks."""
+    index.sync(progress=progress)
+    table = rounds(index)
+    if round_id is not None and round_id not in {row["round_id"] for row in table}:
+        raise InvalidInputError(
+            f"there is no round {round_id} in this ledger (it has {len(table)}); list them with `fedledger audit rounds`."
+        )
+    selected = [row for row in table if round_id is None or row["round_id"] == round_id]
+    report = VerifyReport(federation.address, federation.chain_id, index.last_block, [row["round_id"] for row in selected])
+    blobs = _Blobs(store, report)
+    chosen = {row["round_id"] for row in selected}
+
+    # Membership and signatures, replayed in chain order up to each submission.
+    submitters = {e.args["participant"] for e in index.events("UpdateSubmitted") if int(e.args["roundId"]) in chosen}
+    signatures: dict[tuple[str, int], Check] = {}
+    submissions: dict[int, list[tuple[IndexedEvent, Check]]] = {rid: [] for rid in chosen}
+    for event, membership in replay(index, extra=("UpdateSubmitted",)):
+        if event.name == "AgreementPublished" and round_id is None:
+            blobs.get(event.args.get("terms_cid"), what=f"agreement v{event.args['version']} terms",
+                      block=event.block, tx_hash=event.tx_hash)
+        elif event.name == "ParticipantJoined" and event.args["participant"] in submitters:
+            check = _signature_check(federation, index, membership, event)
+            signatures[(event.args["participant"], int(event.args["version"]))] = check
+            report.checks.append(check)
+        elif event.name == "UpdateSubmitted" and int(event.args["roundId"]) in chosen:
+            check = _membership_check(membership, event, signatures)
+            report.checks.append(check)
+            submissions[int(event.args["roundId"])].append((event, check))
+
+    genesis = table[0]["base_cid"] if table else None
+    earlier_globals: dict[str, int] = {}
+    with _progress(progress) as bar:
+        task = bar.add_task("verifying rounds", total=len(selected))
+        for row in table:
+            if row["round_id"] in chosen:
+                _verify_round(row, submissions[row["round_id"]], blobs, report, genesis, earlier_globals)
+                bar.advance(task)
+            if row["state"] == "finalized" and row["global_cid"]:
+                earlier_globals.setdefault(row["global_cid"], row["round_id"])
+    return report
+
+
+def _verify_round(
+    row: dict[str, Any],
+    submitted: list[tuple[IndexedEvent, Check]],
+    blobs: _Blobs,
+    report: VerifyReport,
+    genesis: str | None,
+    earlier_globals: dict[str, int],
+) -> None:
+    rid = row["round_id"]
+    opened = {"round_id": rid, "block": row["opened_block"], "tx_hash": row["opened_tx"]}
+    closed = {"round_id": rid, "block": row["closed_block"], "tx_hash": row["closed_tx"]}
+    checks = report.checks
+
+    # Lineage: the base is the genesis model or an earlier round's result.
+    base = row["base_cid"]
+    if base == genesis:
+        checks.append(Check("lineage", True, f"round {rid} starts from the genesis model", cid=base, **opened))
+    elif base in earlier_globals:
+        checks.append(Check("lineage", True, f"round {rid} starts from round {earlier_globals[base]}'s model", cid=base, **opened))
+    else:
+        checks.append(Check("lineage", False, f"round {rid} starts from a model that is neither the genesis model "
+                                              "nor an earlier round's global model", cid=base, **opened))
+
+    config_bytes = blobs.get(row["config_cid"], what=f"round {rid} config", **opened)
+    base_bytes = blobs.get(base, what=f"round {rid} base model", **opened)
+    config = None
+    if config_bytes is not None:
+        try:
+            config = RoundConfig.from_bytes(config_bytes)
+        except LedgerError as error:
+            checks.append(Check("receipt", False, f"round {rid} config is unreadable: {error}", cid=row["config_cid"], **opened))
+
+    for event, _ in submitted:
+        where = {"round_id": rid, "block": event.block, "tx_hash": event.tx_hash, "participant": event.args["participant"]}
+        data = blobs.get(event.args.get("cid"), what=f"update of {event.args['participant']} in round {rid}", **where)
+        if data is not None:
+            checks.append(_metrics_check(data, event, where))
+
+    if row["state"] != "finalized":
+        return
+    blobs.get(row["global_cid"], what=f"round {rid} global model", **closed)
+    receipt_bytes = blobs.get(row["receipt_cid"], what=f"round {rid} receipt", **closed)
+    if receipt_bytes is None:
+        return
+    try:
+        receipt = Receipt.from_bytes(receipt_bytes)
+    except LedgerError as error:
+        checks.append(Check("receipt", False, f"round {rid} receipt is unreadable: {error}", cid=row["receipt_cid"], **closed))
+        return
+    checks.extend(_receipt_checks(row, receipt, submitted, closed))
+    if config is None or base_bytes is None:
+        checks.append(Check("aggregate", False, f"round {rid} cannot be recomputed: its config or base model is unavailable",
+                            cid=row["global_cid"], **closed))
+        return
+    checks.append(_strategy_check(rid, receipt, config, row, closed))
+    checks.append(_aggregate_check(row, receipt, config, submitted, blobs, closed))
+
+
+def _metrics_check(data: bytes, event: IndexedEvent, where: dict[str, Any]) -> Check:
+    cid = event.args.get("cid")
+    try:
+        _, metadata = from_safetensors(data)
+        metrics = metadata.get("metrics")
+        recorded = bytes.fromhex(event.args["metricsHash"][2:])
+        if isinstance(metrics, dict) and metrics_hash(metrics) == recorded:
+            return Check("metrics", True, "the update's metrics match the metrics hash on chain", cid=cid, **where)
+        return Check("metrics", False, "the update's metadata metrics do not hash to the metrics hash on chain", cid=cid, **where)
+    except LedgerError as error:
+        return Check("metrics", False, f"the update is not a readable weights file: {error}", cid=cid, **where)
+
+
+def _receipt_checks(
+    row: dict[str, Any], receipt: Receipt, submitted: list[tuple[IndexedEvent, Check]], where: dict[str, Any]
+) -> Iterable[Check]:
+    rid, cid = row["round_id"], row["receipt_cid"]
+    recorded = {(e.args["participant"].lower(), e.args.get("cid")): e for e, _ in submitted}
+    fields = [
+        ("round", receipt.round_id, rid),
+        ("base model", receipt.base_cid, row["base_cid"]),
+        ("config", receipt.config_cid, row["config_cid"]),
+        ("global model", receipt.global_cid, row["global_cid"]),
+    ]
+    for name, claimed, actual in fields:
+        if claimed != actual:
+            yield Check("receipt", False, f"round {rid} receipt names {name} {claimed}, the chain {actual}", cid=cid, **where)
+    for entry, kind in [(u, "included") for u in receipt.included] + [(u, "rejected") for u in receipt.rejected]:
+        event = recorded.get((entry.participant.lower(), entry.cid))
+        if event is None:
+            yield Check("receipt", False, f"round {rid} receipt lists {kind} update {entry.cid} by {entry.participant}, "
+                                          "which was never submitted in this round", cid=entry.cid,
+                        participant=entry.participant, round_id=rid, block=where["block"], tx_hash=where["tx_hash"])
+        elif kind == "included" and entry.samples != int(event.args["samples"]):
+            yield Check("receipt", False, f"round {rid} receipt weighs {entry.participant}'s update with {entry.samples} "
+                                          f"samples, the chain records {event.args['samples']}", cid=entry.cid,
+                        participant=entry.participant, round_id=rid, block=where["block"], tx_hash=where["tx_hash"])
+    yield Check("receipt", True, f"round {rid} receipt read and compared with the chain", cid=cid, **where)
+
+
+def _strategy_check(rid: int, receipt: Receipt, config: RoundConfig, row: dict[str, Any], where: dict[str, Any]) -> Check:
+    if receipt.strategy != config.strategy:
+        return Check("strategy", False, f"round {rid} receipt says strategy {receipt.strategy}, but the round config "
+                                        f"(config hash {row['config_hash']}) says {config.strategy}",
+                     cid=row["receipt_cid"], **where)
+    return Check("strategy", True, f"round {rid} aggregated with the configured strategy {config.strategy}",
+                 cid=row["receipt_cid"], **where)
+
+
+def _aggregate_check(
+    row: dict[str, Any],
+    receipt: Receipt,
+    config: RoundConfig,
+    submitted: list[tuple[IndexedEvent, Check]],
+    blobs: _Blobs,
+    where: dict[str, Any],
+) -> Check:
+    """Repeat the aggregator's pure core on the eligible updates; compare model CID and inclusions."""
+    rid = row["round_id"]
+    info = RoundInfo(
+        round_id=RoundId(rid), base_cid=row["base_cid"], deadline=row["deadline"], min_updates=row["min_updates"],
+        config_hash=bytes.fromhex(row["config_hash"][2:]), state=row["state"], submissions=row["submissions"],
+        global_cid=row["global_cid"], receipt_cid=row["receipt_cid"], opened_block=row["opened_block"],
+        agreement_version=row["agreement_version"],
+    )
+    eligible, refused = [], []
+    for event, membership in submitted:
+        submission = Submission(
+            round_id=RoundId(rid), participant=Address(event.args["participant"]), cid=Cid(event.args["cid"]),
+            samples=int(event.args["samples"]), metrics_hash=bytes.fromhex(event.args["metricsHash"][2:]),
+            block=event.block, tx_hash=event.tx_hash,
+        )
+        if membership.ok:
+            eligible.append(submission)
+        else:
+            refused.append(RejectedUpdate(submission.participant, submission.cid, membership.what))
+    try:
+        blob, expected = aggregate_updates(
+            store=blobs.store, info=info, config=config, strategy=strategy_from_params(config.strategy),
+            submissions=eligible, pre_rejected=refused,
+        )
+    except LedgerError as error:
+        return Check("aggregate", False, f"round {rid} cannot be recomputed: {error}", cid=row["global_cid"], **where)
+    recomputed = cid_of_bytes(blob)
+    if recomputed != row["global_cid"]:
+        return Check("aggregate", False, f"round {rid} global model {row['global_cid']} is not the aggregate of its "
+                                         f"updates; recomputing gives {recomputed}", cid=row["global_cid"], **where)
+    claimed = [(u.participant.lower(), u.cid, u.weight) for u in receipt.included]
+    actual = [(u.participant.lower(), u.cid, u.weight) for u in expected.included]
+    if claimed != actual:
+        return Check("aggregate", False, f"round {rid} receipt's included updates {claimed} differ from the "
+                                         f"recomputation's {actual}", cid=row["receipt_cid"], **where)
+    return Check("aggregate", True, f"round {rid} global model recomputed exactly from {len(actual)} updates",
+                 cid=row["global_cid"], **where)
