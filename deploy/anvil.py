@@ -126,6 +126,7 @@ class AnvilProcess:
         log: Path | None = None,
         detach: bool = False,
         binary: Path | None = None,
+        extra_args: tuple[str, ...] = (),
         startup_timeout: float = 10.0,
     ) -> None:
         self.port = free_port() if port is None else port
@@ -135,6 +136,7 @@ class AnvilProcess:
         self.log = log
         self.detach = detach
         self.binary = binary
+        self.extra_args = extra_args
         self.startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -155,7 +157,7 @@ class AnvilProcess:
             command += ["--chain-id", str(self.chain_id)]
         if self.block_time is not None:
             command += ["--block-time", str(self.block_time)]
-        return command
+        return command + list(self.extra_args)
 
     def start(self) -> "AnvilProcess":
         if self._process is not None:
