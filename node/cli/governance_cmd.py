@@ -97,22 +97,27 @@ def _report_tx(what: str, tx: TxResult, json: bool, extra: dict[str, Any] | None
 
 
 def _round_config(config: Path | None, strategy: str | None, model: str) -> bytes:
-    """The round configuration document's bytes: the file as given, or one built from a strategy name."""
+    """The round configuration document's canonical bytes, from a file or built from a strategy name.
+
+    Either way the model and strategy are checked here, so a typo fails before anything is pinned
+    or sent rather than when the parties train or the aggregator aggregates.
+    """
+    from node.models import MODEL_NAMES
+    from node.round_config import RoundConfig
+    from node.strategies import make_strategy, strategy_from_params
+
     if config is not None and strategy is not None:
         raise InvalidInputError("give either --config FILE or --strategy NAME, not both.")
     if config is not None:
         if not config.is_file():
             raise InvalidInputError(f"no round configuration file at {config}; check the path given to --config.")
-        from node.round_config import RoundConfig
-
-        return RoundConfig.from_bytes(config.read_bytes()).to_bytes()
-    from node.models import MODEL_NAMES
-    from node.round_config import RoundConfig
-    from node.strategies import make_strategy
-
-    if model not in MODEL_NAMES:
-        raise InvalidInputError(f"unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)}.")
-    return RoundConfig(model=model, strategy=make_strategy(strategy or "fedavg").params()).to_bytes()
+        document = RoundConfig.from_bytes(config.read_bytes())
+        strategy_from_params(document.strategy)
+    else:
+        document = RoundConfig(model=model, strategy=make_strategy(strategy or "fedavg").params())
+    if document.model not in MODEL_NAMES:
+        raise InvalidInputError(f"unknown model {document.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
+    return document.to_bytes()
 
 
 def register(app: typer.Typer) -> None:

@@ -175,3 +175,18 @@ def test_deploy_on_the_in_process_chain_is_refused(cli: Callable[..., Outcome], 
     line = refused(cli("deploy", "--rpc", "memory", "--workdir", str(workspace.root)))
     assert "lives only as long as one command" in line and "fedledger chain up" in line
     assert workspace.config_path.read_bytes() == before
+
+
+def test_round_config_with_an_unknown_strategy_is_refused(
+    cli: Callable[..., Outcome], workspace: Workspace, tmp_path: Path
+) -> None:
+    before = record_deployment(workspace, rpc="http://127.0.0.1:9", chain_id=31337)
+    config = tmp_path / "round.json"
+    config.write_text('{"model": "mlp", "strategy": {"name": "fedmagic"}}')
+    line = refused(cli(
+        "round", "open", "--base-cid", SOME_CID, "--deadline", "60", "--min-updates", "1",
+        "--config", str(config), "--workdir", str(workspace.root),
+    ))
+    assert "unknown strategy 'fedmagic'" in line
+    assert workspace.config_path.read_bytes() == before
+    assert [path for path in workspace.store_dir.rglob("*") if path.is_file()] == []
