@@ -19,26 +19,31 @@ from node.strategies.base import AggregateResult, Arrays, Strategy, Update, scre
 
 def delta_norm(arrays: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray]) -> float:
     """L2 norm of ``arrays - base`` over all tensors, in float64, summed in name order."""
-    total = 0.0
-    for name in sorted(arrays):
-        diff = np.asarray(arrays[name], dtype=np.float64) - np.asarray(base[name], dtype=np.float64)
-        total += float(np.sum(diff * diff))
-    return math.sqrt(total)
+    return _norm(_deltas(arrays, base))
 
 
 def clip_update(
     arrays: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray], *, max_norm: float
 ) -> tuple[Arrays, float]:
     """``arrays`` with their delta from ``base`` scaled to at most ``max_norm``, and the original delta norm."""
-    norm = delta_norm(arrays, base)
+    deltas = _deltas(arrays, base)
+    norm = _norm(deltas)
     if norm <= max_norm:
         return dict(arrays), norm
     scale = max_norm / norm
-    clipped = {}
-    for name, array in arrays.items():
-        origin = np.asarray(base[name], dtype=np.float64)
-        clipped[name] = (origin + (np.asarray(array, dtype=np.float64) - origin) * scale).astype(np.asarray(array).dtype)
+    clipped = {
+        name: (np.asarray(base[name], dtype=np.float64) + deltas[name] * scale).astype(np.asarray(arrays[name]).dtype)
+        for name in arrays
+    }
     return clipped, norm
+
+
+def _deltas(arrays: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray]) -> Arrays:
+    return {name: np.asarray(arrays[name], dtype=np.float64) - np.asarray(base[name], dtype=np.float64) for name in arrays}
+
+
+def _norm(deltas: Mapping[str, np.ndarray]) -> float:
+    return math.sqrt(sum(float(np.sum(deltas[name] * deltas[name])) for name in sorted(deltas)))
 
 
 class NormClipping(Strategy):

@@ -16,10 +16,8 @@ def weighted_average(arrays: Sequence[Mapping[str, np.ndarray]], samples: Sequen
     result: Arrays = {}
     for name in arrays[0]:
         accumulator = np.zeros(np.shape(arrays[0][name]), dtype=np.float64)
-        scratch = np.empty_like(accumulator)
         for tensors, count in zip(arrays, samples, strict=True):
-            np.multiply(tensors[name], float(count), out=scratch, dtype=np.float64)
-            accumulator += scratch
+            accumulator += np.asarray(tensors[name]).astype(np.float64) * float(count)
         accumulator /= total
         result[name] = accumulator
     return result

@@ -24,8 +24,11 @@ def trimmed_mean(arrays: Sequence[Mapping[str, np.ndarray]], *, trim: int) -> Ar
         raise InvalidInputError(f"cannot trim {trim} values from each end of {n}; at least one must remain.")
     result: Arrays = {}
     for name in arrays[0]:
-        values = np.sort(np.stack([np.asarray(a[name], dtype=np.float64) for a in arrays]), axis=0)
-        result[name] = values[trim : n - trim].mean(axis=0)
+        values = np.sort(np.stack([np.asarray(a[name]) for a in arrays]), axis=0)  # exact in the input dtype
+        total = np.zeros(values.shape[1:], dtype=np.float64)
+        for row in values[trim : n - trim]:
+            total += row.astype(np.float64)
+        result[name] = total / (n - 2 * trim)
     return result
 
 
