@@ -10,12 +10,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from deploy.anvil import free_port, rpc_chain_id
+from deploy.anvil import free_port, rpc_chain_id, stop_pidfile
 from ledger.workspace import Workspace
 from tests.cli.conftest import FEDLEDGER, PASSWORD, Outcome
 
@@ -31,9 +31,21 @@ def ok(outcome: Outcome) -> Outcome:
     return outcome
 
 
+@pytest.fixture
+def fresh_dir(tmp_path: Path) -> Iterator[Path]:
+    """A folder for `fedledger init`; an anvil left running there is stopped by PID afterwards."""
+    root = tmp_path / "federation"
+    try:
+        yield root
+    finally:
+        stop_pidfile(root / "chain" / "anvil.pid")
+
+
 def test_governance_workflow_and_its_state_survive_a_chain_restart(
-    fedledger: Callable[..., Outcome], cli: Callable[..., Outcome], tmp_path: Path, workspace: Workspace
+    fedledger: Callable[..., Outcome], cli: Callable[..., Outcome], tmp_path: Path, fresh_dir: Path
 ) -> None:
+    ok(cli("init", str(fresh_dir)))
+    workspace = Workspace.load(fresh_dir)
     w = ("--workdir", str(workspace.root))
     env = {"FEDLEDGER_KEY_PASSWORD": PASSWORD}
     port = free_port()
