@@ -112,82 +112,82 @@ contract Federation is IFederation, AccessControl, EIP712 {
     }
 
     /**
-     * @dev Records that `participant` accepted agreement `version`. The EIP-712 `signature` over
-     * `Join(participant, version, termsCodec, termsDigest, deadline)` binds this chain and this
+     * @dev Records that `account` accepted agreement `version`. The EIP-712 `signature` over
+     * `Join(participant = account, version, termsCodec, termsDigest, deadline)` binds this chain and this
      * contract; anyone may relay it. A first join makes the party Pending; a later one (for a
      * new version) keeps its status.
      *
      * Requirements: an agreement is published; `version` is the current one; `deadline` has not
-     * passed; `participant` signed; it has not accepted `version` yet and is not revoked.
+     * passed; `account` signed; it has not accepted `version` yet and is not revoked.
      *
      * Emits a {ParticipantJoined} event.
      */
-    function join(address participant, uint256 version, uint256 deadline, bytes calldata signature) external {
+    function join(address account, uint256 version, uint256 deadline, bytes calldata signature) external {
         uint256 current = _agreementVersion;
         if (current == 0) revert FederationNoAgreement();
         if (version != current) revert FederationStaleAgreement(version, current);
         if (block.timestamp > deadline) revert FederationSignatureExpired(deadline);
         Terms storage terms = _terms[version];
         bytes32 digest = _hashTypedDataV4(
-            keccak256(abi.encode(JOIN_TYPEHASH, participant, version, terms.codec, terms.digest, deadline))
+            keccak256(abi.encode(JOIN_TYPEHASH, account, version, terms.codec, terms.digest, deadline))
         );
-        (address signer, ECDSA.RecoverError error,) = ECDSA.tryRecover(digest, signature);
-        if (error != ECDSA.RecoverError.NoError || signer != participant) {
-            revert FederationInvalidSignature(participant);
+        (address signer, ECDSA.RecoverError recoverError,) = ECDSA.tryRecover(digest, signature);
+        if (recoverError != ECDSA.RecoverError.NoError || signer != account) {
+            revert FederationInvalidSignature(account);
         }
 
-        Member storage member = _members[participant];
+        Member storage member = _members[account];
         if (member.status == ParticipantStatus.Revoked) {
-            revert FederationUnexpectedStatus(participant, ParticipantStatus.Revoked);
+            revert FederationUnexpectedStatus(account, ParticipantStatus.Revoked);
         }
-        if (member.acceptedVersion == version) revert FederationAlreadyAccepted(participant, version);
+        if (member.acceptedVersion == version) revert FederationAlreadyAccepted(account, version);
         if (member.status == ParticipantStatus.None) {
             member.status = ParticipantStatus.Pending;
             member.index = _participantCount++;
         }
         member.acceptedVersion = uint32(version);
-        emit ParticipantJoined(participant, version, deadline, member.index, msg.sender, signature);
+        emit ParticipantJoined(account, version, deadline, member.index, msg.sender, signature);
     }
 
     /**
-     * @dev Admits a Pending party. Requirements: caller is admin; `participant` is Pending.
+     * @dev Admits a Pending party. Requirements: caller is admin; `account` is Pending.
      * Emits a {ParticipantAdmitted} event.
      */
-    function approve(address participant) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        _transition(participant, ParticipantStatus.Pending, ParticipantStatus.Admitted);
-        emit ParticipantAdmitted(participant, msg.sender);
+    function approve(address account) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _transition(account, ParticipantStatus.Pending, ParticipantStatus.Admitted);
+        emit ParticipantAdmitted(account, msg.sender);
     }
 
     /**
      * @dev Suspends an Admitted party: it cannot submit until reinstated.
-     * Requirements: caller is admin; `participant` is Admitted. Emits a {ParticipantSuspended} event.
+     * Requirements: caller is admin; `account` is Admitted. Emits a {ParticipantSuspended} event.
      */
-    function suspend(address participant) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        _transition(participant, ParticipantStatus.Admitted, ParticipantStatus.Suspended);
-        emit ParticipantSuspended(participant, msg.sender);
+    function suspend(address account) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _transition(account, ParticipantStatus.Admitted, ParticipantStatus.Suspended);
+        emit ParticipantSuspended(account, msg.sender);
     }
 
     /**
-     * @dev Reinstates a Suspended party. Requirements: caller is admin; `participant` is Suspended.
+     * @dev Reinstates a Suspended party. Requirements: caller is admin; `account` is Suspended.
      * Emits a {ParticipantReinstated} event.
      */
-    function reinstate(address participant) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        _transition(participant, ParticipantStatus.Suspended, ParticipantStatus.Admitted);
-        emit ParticipantReinstated(participant, msg.sender);
+    function reinstate(address account) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _transition(account, ParticipantStatus.Suspended, ParticipantStatus.Admitted);
+        emit ParticipantReinstated(account, msg.sender);
     }
 
     /**
-     * @dev Revokes a party for good. Requirements: caller is admin; `participant` is Pending,
+     * @dev Revokes a party for good. Requirements: caller is admin; `account` is Pending,
      * Admitted or Suspended. Emits a {ParticipantRevoked} event.
      */
-    function revoke(address participant) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        Member storage member = _members[participant];
+    function revoke(address account) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        Member storage member = _members[account];
         ParticipantStatus status = member.status;
         if (status == ParticipantStatus.None || status == ParticipantStatus.Revoked) {
-            revert FederationUnexpectedStatus(participant, status);
+            revert FederationUnexpectedStatus(account, status);
         }
         member.status = ParticipantStatus.Revoked;
-        emit ParticipantRevoked(participant, msg.sender);
+        emit ParticipantRevoked(account, msg.sender);
     }
 
     /// @dev The agreement version in force (0 before the first one is published).
@@ -274,7 +274,7 @@ contract Federation is IFederation, AccessControl, EIP712 {
 
         uint256 index = member.index;
         if (index < INLINE_BITS) {
-            uint120 bit = uint120(1) << index;
+            uint120 bit = uint120(1 << index);
             if (current.submitted & bit != 0) revert FederationAlreadySubmitted(roundId, msg.sender);
             r.submitted = current.submitted | bit;
         } else {

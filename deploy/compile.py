@@ -19,6 +19,7 @@ import posixpath
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,11 @@ def solc_binary() -> Path:
 
 def compile_federation() -> dict[str, Any]:
     """Compile the contract and return the artifact document (not written)."""
+    return compile_with_warnings()[0]
+
+
+def compile_with_warnings() -> tuple[dict[str, Any], list[str]]:
+    """The artifact document and the compiler's warnings about our own sources."""
     sources = collect_sources()
     binary = solc_binary()
     standard = {
@@ -106,7 +112,12 @@ def compile_federation() -> dict[str, Any]:
     }
     output = solcx.compile_standard(standard, solc_binary=binary)
     contract = output["contracts"][MAIN_SOURCE][CONTRACT]
-    return {
+    warnings = [
+        error["formattedMessage"]
+        for error in output.get("errors", [])
+        if error.get("sourceLocation", {}).get("file", "").startswith("contracts/")
+    ]
+    artifact = {
         "contractName": CONTRACT,
         "abi": contract["abi"],
         "bytecode": "0x" + contract["evm"]["bytecode"]["object"],
@@ -118,6 +129,7 @@ def compile_federation() -> dict[str, Any]:
         "sourcesSha256": sources_sha256(sources),
         "sources": sorted(sources),
     }
+    return artifact, warnings
 
 
 def write_artifact(artifact: dict[str, Any]) -> Path:
@@ -128,7 +140,9 @@ def write_artifact(artifact: dict[str, Any]) -> Path:
 
 
 def main() -> None:
-    artifact = compile_federation()
+    artifact, warnings = compile_with_warnings()
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     path = write_artifact(artifact)
     size = (len(artifact["deployedBytecode"]) - 2) // 2
     print(f"wrote {path.relative_to(ROOT)} (solc {artifact['compiler']['version']}, runtime {size} bytes)")

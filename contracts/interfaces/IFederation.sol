@@ -149,16 +149,16 @@ interface IFederation {
     /// @dev Publishes the next agreement version. Only the admin.
     function publishAgreement(uint8 termsCodec, bytes32 termsDigest) external returns (uint256 version);
 
-    /// @dev Records that `participant` accepted agreement `version`, by its EIP-712 `signature`. Anyone may relay.
-    function join(address participant, uint256 version, uint256 deadline, bytes calldata signature) external;
+    /// @dev Records that `account` accepted agreement `version`, by its EIP-712 `signature`. Anyone may relay.
+    function join(address account, uint256 version, uint256 deadline, bytes calldata signature) external;
 
-    function approve(address participant) external;
+    function approve(address account) external;
 
-    function suspend(address participant) external;
+    function suspend(address account) external;
 
-    function reinstate(address participant) external;
+    function reinstate(address account) external;
 
-    function revoke(address participant) external;
+    function revoke(address account) external;
 
     function agreementVersion() external view returns (uint256);
 
