@@ -8,8 +8,8 @@ Layout under ``root``::
     tmp/                     blocks being written
 
 Crash safety and concurrency come from the file system, not from locks: a block is written to
-``tmp/``, fsynced, then renamed onto its CID name (``os.replace`` is atomic), so a reader sees a
-whole block or none. Children are written before their parents and the root last, so once a
+``tmp/``, made durable (fsync; for a large file one ``syncfs`` per 32 MiB batch), then renamed
+onto its CID name (``os.replace`` is atomic), so a reader sees a whole block or none. Children are written before their parents and the root last, so once a
 root is visible every block under it is too; a writer killed mid-file leaves only complete,
 unreferenced blocks (and a stray temp file) behind. Two processes writing the same block write
 the same bytes. Every read re-hashes each block against its CID.
@@ -17,13 +17,15 @@ the same bytes. Every read re-hashes each block against its CID.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import os
+import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -38,6 +40,8 @@ _WORKERS = max(2, min(4, os.cpu_count() or 2))
 _WINDOW = 4 * _WORKERS  # chunks in flight while adding or reading: bounds memory
 _MAX_DEPTH = 16  # a 174-ary tree this deep addresses far more than any file
 _STALE_TMP_SECONDS = 3600
+_BATCH_BYTES = 32 * 1024 * 1024  # temp bytes written before they are made durable and renamed
+_FSYNC_EACH_UP_TO = 8  # small batches fsync file by file; larger ones sync the file system once
 _binary = functools.lru_cache(maxsize=1 << 16)(cid_to_bytes)  # text -> binary CID, hot on every block read
 
 
@@ -83,45 +87,57 @@ class EmbeddedStore:
 
     def _add_chunks(self, chunks: Iterable[bytes | memoryview], *, pin: bool) -> Cid:
         builder = DagBuilder()
-        pending: deque[Future[tuple[Cid, int]]] = deque()
-        with ThreadPoolExecutor(_WORKERS, thread_name_prefix="store-add") as pool:
-            for chunk in chunks:
-                pending.append(pool.submit(self._put_leaf, chunk))
-                while len(pending) >= _WINDOW:
-                    self._put_parents(builder.push_leaf(*pending.popleft().result()))
-            while pending:
-                self._put_parents(builder.push_leaf(*pending.popleft().result()))
-        root, blocks = builder.finish()
-        self._put_parents(blocks)  # the root (or the empty block) goes last
+        batch = _Batch(self)
+        pending: deque[Future[tuple[Cid, int, Path | None]]] = deque()
+        try:
+            with ThreadPoolExecutor(_WORKERS, thread_name_prefix="store-add") as pool:
+                for chunk in chunks:
+                    pending.append(pool.submit(self._write_leaf, chunk))
+                    while len(pending) >= _WINDOW:
+                        self._take_leaf(builder, batch, *pending.popleft().result())
+                while pending:
+                    self._take_leaf(builder, batch, *pending.popleft().result())
+            root, blocks = builder.finish()
+            for cid, data in blocks:  # the root (or the empty block) goes last
+                batch.add(cid, self._write_temp(cid, data))
+            batch.commit()
+        finally:
+            batch.discard()
         if pin:
             self.pin(root)
         return root
 
-    def _put_leaf(self, chunk: bytes | memoryview) -> tuple[Cid, int]:
+    def _write_leaf(self, chunk: bytes | memoryview) -> tuple[Cid, int, Path | None]:
+        """Hash a chunk and write it to a temp file (runs on worker threads)."""
         cid = raw_cid(chunk)
-        self.put_block(cid, chunk)
-        return cid, len(chunk)
+        return cid, len(chunk), self._write_temp(cid, chunk)
 
-    def _put_parents(self, blocks: list[Block]) -> None:
-        for cid, data in blocks:
-            self.put_block(cid, data)
+    def _take_leaf(self, builder: DagBuilder, batch: _Batch, cid: Cid, size: int, temp: Path | None) -> None:
+        batch.add(cid, temp)
+        for parent, data in builder.push_leaf(cid, size):
+            batch.add(parent, self._write_temp(parent, data))
 
-    def put_block(self, cid: Cid, data: bytes | memoryview) -> None:
-        """Write one block atomically under its CID (skipped when it is already there)."""
-        path = self.block_path(cid)
-        if path.exists():
-            return
-        path.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix=f"{cid}.")
+    def _write_temp(self, cid: Cid, data: bytes | memoryview) -> Path | None:
+        """The block's bytes in a temp file, not yet durable; None when the store already has it."""
+        if self.block_path(cid).exists():
+            return None
+        fd, temp = tempfile.mkstemp(dir=self._tmp, prefix=f"{cid}.")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            Path(temp).unlink(missing_ok=True)
             raise
+        return Path(temp)
+
+    def put_block(self, cid: Cid, data: bytes | memoryview) -> None:
+        """Write one block durably and atomically under its CID (skipped when it is already there)."""
+        batch = _Batch(self)
+        try:
+            batch.add(cid, self._write_temp(cid, data))
+            batch.commit()
+        finally:
+            batch.discard()
 
     # -- reading ----------------------------------------------------------------------------
     def block_path(self, cid: str) -> Path:
@@ -252,3 +268,72 @@ class EmbeddedStore:
                     path.unlink()
             except FileNotFoundError:
                 pass
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """Linux's syncfs(2): one call makes every written file on the file system durable."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    return function  # type: ignore[no-any-return]
+
+
+_SYNCFS = _load_syncfs() if sys.platform.startswith("linux") else None
+
+
+class _Batch:
+    """Blocks written to temp files, made durable together, then renamed onto their CIDs in order.
+
+    Durability before visibility: nothing is renamed until its bytes are on disk (one ``syncfs``
+    for a large batch, where Linux offers it, else one ``fsync`` per file). Renames keep the order
+    blocks were added in, children before parents, so a visible parent implies visible children.
+    """
+
+    def __init__(self, store: EmbeddedStore) -> None:
+        self._store = store
+        self._temps: list[tuple[Cid, Path]] = []
+        self._names: set[Cid] = set()
+        self._bytes = 0
+
+    def add(self, cid: Cid, temp: Path | None) -> None:
+        if temp is None:
+            return
+        if cid in self._names:  # the same block twice in one file (e.g. runs of zeros)
+            temp.unlink(missing_ok=True)
+            return
+        self._temps.append((cid, temp))
+        self._names.add(cid)
+        self._bytes += temp.stat().st_size
+        if self._bytes >= _BATCH_BYTES:
+            self.commit()
+
+    def commit(self) -> None:
+        if not self._temps:
+            return
+        if _SYNCFS is not None and len(self._temps) > _FSYNC_EACH_UP_TO:
+            folder = os.open(self._store._tmp, os.O_RDONLY)
+            try:
+                if _SYNCFS(folder) != 0:
+                    raise OSError(ctypes.get_errno(), "syncfs failed")
+            finally:
+                os.close(folder)
+        else:
+            for _, temp in self._temps:
+                handle = os.open(temp, os.O_RDONLY)
+                try:
+                    os.fsync(handle)
+                finally:
+                    os.close(handle)
+        for cid, temp in self._temps:
+            path = self._store.block_path(cid)
+            path.parent.mkdir(exist_ok=True)
+            os.replace(temp, path)
+        self._temps, self._names, self._bytes = [], set(), 0
+
+    def discard(self) -> None:
+        """Remove temp files that were never committed (after an error)."""
+        for _, temp in self._temps:
+            temp.unlink(missing_ok=True)
+        self._temps, self._names, self._bytes = [], set(), 0
