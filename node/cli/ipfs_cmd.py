@@ -25,8 +25,7 @@ RepoOption = Annotated[
 ]
 ApiOption = Annotated[
     str | None,
-    typer.Option("--ipfs-api", help="Use the Kubo RPC API at this address (/ip4/127.0.0.1/tcp/5001 or http://…).",
-                 envvar="FEDLEDGER_IPFS_API"),
+    typer.Option("--ipfs-api", help="Use the Kubo RPC API at this address (/ip4/127.0.0.1/tcp/5001 or http://…)."),
 ]
 
 

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from ledger.car import read_car
+from ledger.store import EmbeddedStore
 from ledger.unixfs import cid_of_bytes
 from ledger.weights import to_safetensors
+from ledger.workspace import Workspace
 from node.models import build_model, model_layout, state_arrays
 from tests.fixtures_store import IpfsServer, run_fedledger
 
@@ -78,3 +80,12 @@ def test_tensor_of_the_wrong_shape_is_refused(tmp_path: Path) -> None:
     assert result.returncode != 0
     line = one_error_line(result.stderr)
     assert f"tensor '{name}'" in line and "has shape" in line
+
+
+def test_add_uses_the_workspace_store(tmp_path: Path) -> None:
+    workspace = Workspace.init(tmp_path / "ws")
+    path = tmp_path / "terms.md"
+    path.write_bytes(b"# terms\n")
+    result = run_fedledger("ipfs", "add", str(path), "--workdir", str(workspace.root))
+    assert result.returncode == 0, result.stderr
+    assert EmbeddedStore(workspace.store_dir).get(result.stdout.decode().strip()) == b"# terms\n"
