@@ -131,14 +131,14 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise InvalidInputError(
             f"data file {path} is not a readable CSV file ({error}); write {FEATURES} numeric feature columns then the label."
         ) from error
-    if rows and not _is_number(rows[0][0]):
-        rows = rows[1:]  # a header line
+    if rows and not all(_is_number(cell) for cell in rows[0]):
+        rows = rows[1:]  # a header line (column names, e.g. "p0,...,p63,label" or "0,...,63,label")
     if not rows:
         raise InvalidInputError(f"data file {path} holds no samples; add rows of {FEATURES} features then the label.")
     widths = {len(row) for row in rows}
     if widths != {FEATURES + 1}:
         raise InvalidInputError(
-            f"data file {path} has rows of {sorted(widths)} columns; each row needs {FEATURES} features then the label."
+            f"data file {path} has rows of {sorted(widths)} columns; each row needs {FEATURES} features then the label (no index column)."
         )
     try:
         table = np.asarray(rows, dtype=np.float64)

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from ledger.errors import InvalidInputError
+from ledger.weights import Layout
 
-Layout = dict[str, tuple[tuple[int, ...], str]]  # tensor name -> (shape, dtype name); same as ledger.weights
+__all__ = ["MODEL_NAMES", "DigitsCNN", "DigitsMLP", "Layout", "build_model", "load_arrays", "model_layout", "state_arrays"]
 
 MLP_HIDDEN = 64
 
