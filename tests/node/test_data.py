@@ -82,10 +82,10 @@ def test_npz_data_loads(tmp_path: Path):
     assert np.array_equal(data.x, x) and np.array_equal(data.y, y)
 
 
-@pytest.mark.parametrize("header", [True, False])
-def test_csv_data_loads_with_or_without_header(tmp_path: Path, header: bool):
+@pytest.mark.parametrize("header", [None, "p{}", "{}"])
+def test_csv_data_loads_with_or_without_header(tmp_path: Path, header: str | None):
     x, y = _sample()
-    lines = [",".join([f"p{i}" for i in range(64)] + ["label"])] if header else []
+    lines = [",".join([header.format(i) for i in range(64)] + ["label"])] if header else []
     lines += [",".join([repr(float(v)) for v in row] + [str(label)]) for row, label in zip(x, y, strict=True)]
     (tmp_path / "mine.csv").write_text("\n".join(lines) + "\n")
     data = load_local_data(tmp_path / "mine.csv")
