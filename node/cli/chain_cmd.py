@@ -69,6 +69,16 @@ def chain_up(workspace: Workspace, *, port: int | None = None, detach: bool = Fa
     return anvil
 
 
+def _announce(anvil: AnvilProcess, *, detach: bool, json: bool) -> None:
+    if json:
+        print_json({"rpc": anvil.rpc_url, "pid": anvil.pid, "state": str(anvil.state), "detached": detach})
+    console.print(f"anvil answers at [bold]{anvil.rpc_url}[/] (pid {anvil.pid}); state in {anvil.state}.", soft_wrap=True)
+    if detach:
+        console.print("Stop it with `fedledger chain down`.")
+    else:
+        console.print("Press Ctrl-C to stop it; its state is saved on the way out.")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``chain`` group to the app."""
     chain_app = typer.Typer(help="Run a local anvil testnet whose state is kept in the workspace.", no_args_is_help=True)
@@ -85,24 +95,19 @@ def register(app: typer.Typer) -> None:
         """Start anvil on 127.0.0.1 with its state in <workspace>/chain/anvil.json."""
         workspace = Workspace.find(workdir)
         anvil = chain_up(workspace, port=port, detach=detach)
-        document = {"rpc": anvil.rpc_url, "pid": anvil.pid, "state": str(anvil.state), "detached": detach}
-        if json:
-            print_json(document)
-        console.print(f"anvil answers at [bold]{anvil.rpc_url}[/] (pid {anvil.pid}); state in {anvil.state}.", soft_wrap=True)
         if detach:
-            console.print("Stop it with `fedledger chain down`.")
+            _announce(anvil, detach=True, json=json)
             return
-        console.print("Press Ctrl-C to stop it; its state is saved on the way out.")
-        pidfile = workspace.chain_dir / PID_FILE
-        try:
+        try:  # from here on, however the command ends, anvil is stopped (and so writes its state)
+            _announce(anvil, detach=False, json=json)
             while rpc_chain_id(anvil.rpc_url, timeout=1.0) is not None:
                 time.sleep(0.5)
-            console.print("[yellow]anvil stopped by itself[/]; see " + str(workspace.chain_dir / LOG_FILE))
+            console.print(f"[yellow]anvil stopped by itself[/]; see {workspace.chain_dir / LOG_FILE}.", soft_wrap=True)
         except KeyboardInterrupt:
             console.print("Stopping anvil and saving its state…")
         finally:
             anvil.stop()
-            pidfile.unlink(missing_ok=True)
+            (workspace.chain_dir / PID_FILE).unlink(missing_ok=True)
 
     @chain_app.command("down")
     @handle_errors
