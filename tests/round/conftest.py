@@ -1,0 +1,183 @@
+"""Round test helpers: the real console script as a subprocess, typer's runner in-process, and a
+federation on anvil set up through the CLI (deploy, agreement, admitted parties, a genesis model,
+round configuration documents).
+
+The actors under test (``node train``, ``aggregate``, ``demo``) always run as separate processes
+of the installed console script; the operator's setup steps run in-process through typer's runner
+(the same commands, without paying an interpreter and torch start-up for each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ledger.federation import FederationClient
+from ledger.weights import to_safetensors
+from ledger.workspace import Workspace
+from node.cli import app
+from node.models import build_model, state_arrays
+from node.round_config import RoundConfig, TrainingSettings
+from node.strategies import make_strategy
+
+FEDLEDGER = Path(sys.executable).parent / "fedledger"
+PASSWORD = "round tests password"
+QUICK_TRAINING = TrainingSettings(epochs=1, batch_size=32, lr=0.05)
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def error_line(self) -> str:
+        """The single ``error:`` line a failed command prints (asserting there is exactly one)."""
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        assert len(lines) >= 1 and lines[-1].startswith("error: "), self.stderr
+        assert sum(line.startswith("error: ") for line in lines) == 1, self.stderr
+        return lines[-1]
+
+
+def ok(outcome: Outcome) -> Outcome:
+    assert outcome.exit_code == 0, f"exit {outcome.exit_code}\n{outcome.stderr}\n{outcome.stdout}"
+    return outcome
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The test process's environment without any FEDLEDGER_ variable, plus ``extra``."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("FEDLEDGER_")}
+    env.update({"COLUMNS": "400", "NO_COLOR": "1"})
+    env.update(extra or {})
+    return env
+
+
+def fedledger(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Outcome:
+    """Run the installed console script to completion."""
+    done = subprocess.run([str(FEDLEDGER), *args], capture_output=True, text=True, env=clean_env(env), timeout=timeout)
+    return Outcome(done.returncode, done.stdout, done.stderr)
+
+
+def ipfs_cat(cid: str, *args: str) -> bytes:
+    """The bytes `fedledger ipfs cat CID` writes to stdout."""
+    done = subprocess.run([str(FEDLEDGER), "ipfs", "cat", cid, *args], capture_output=True, env=clean_env(), timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start the installed console script; collect it with :func:`finish`."""
+    return subprocess.Popen(
+        [str(FEDLEDGER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(env)
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 120) -> Outcome:
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+    return Outcome(process.returncode, stdout, stderr)
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> Outcome:
+    """Run a command in-process with typer's runner (operator setup steps)."""
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "400", "NO_COLOR": "1", **(env or {})})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Outcome(result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.fixture(autouse=True)
+def _no_fedledger_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No FEDLEDGER_ variable of the caller's shell leaks into the in-process commands."""
+    for name in list(os.environ):
+        if name.startswith("FEDLEDGER_"):
+            monkeypatch.delenv(name)
+
+
+@dataclass
+class Federation:
+    """A workspace whose federation is deployed on anvil, with an agreement and a genesis model."""
+
+    workspace: Workspace
+    genesis_cid: str
+    tmp: Path
+    parties: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> {address, env}
+
+    @property
+    def w(self) -> tuple[str, str]:
+        return ("--workdir", str(self.workspace.root))
+
+    def client(self) -> FederationClient:
+        from ledger.chain import open_federation
+
+        return open_federation(Workspace.load(self.workspace.root))
+
+    def config_file(self, name: str, *, strategy: str = "fedavg") -> Path:
+        """A round configuration document (MLP, one epoch) written to a file for `round open --config`."""
+        config = RoundConfig(model="mlp", strategy=make_strategy(strategy).params(), training=QUICK_TRAINING)
+        path = self.tmp / f"{name}.json"
+        path.write_bytes(config.to_bytes())
+        return path
+
+    def open_round(self, *, base_cid: str, min_updates: int, strategy: str = "fedavg", deadline: int = 600) -> int:
+        config = self.config_file(f"round-config-{strategy}", strategy=strategy)
+        opened = ok(cli(
+            "round", "open", "--base-cid", base_cid, "--deadline", str(deadline), "--min-updates", str(min_updates),
+            "--config", str(config), "--json", *self.w,
+        )).json()
+        return int(opened["round_id"])
+
+    def admit(self, name: str, private_key: str) -> str:
+        """A party that signs from FEDLEDGER_PRIVATE_KEY joins and is approved; returns its address."""
+        env = {"FEDLEDGER_PRIVATE_KEY": private_key}
+        address = ok(cli("participant", "join", "--json", *self.w, env=env)).json()["participant"]
+        ok(cli("participant", "approve", address, *self.w))
+        self.parties[name] = {"address": address, "env": env}  # type: ignore[dict-item]
+        return address
+
+
+def genesis_file(path: Path, *, seed: int = 0) -> Path:
+    """The genesis MLP weights as a safetensors file, as an operator would produce them."""
+    torch.manual_seed(seed)
+    path.write_bytes(to_safetensors(state_arrays(build_model("mlp")), metadata={"model": "mlp", "round": 0, "base_cid": ""}))
+    return path
+
+
+def make_federation(root: Path, *, rpc: str, store_api: str | None = None) -> Federation:
+    """init, (kubo store), deploy, publish an agreement, add the genesis model — all through the CLI."""
+    root.mkdir(parents=True, exist_ok=True)
+    ok(cli("init", str(root / "ws"), "--rpc", rpc))
+    workspace = Workspace.load(root / "ws")
+    if store_api is not None:
+        workspace.set("store", "backend", "kubo")
+        workspace.set("store", "api", store_api)
+        workspace.save()
+    w = ("--workdir", str(workspace.root))
+    ok(cli("deploy", "--json", *w))
+    terms = root / "terms.md"
+    terms.write_text("# Terms\nEach party trains on its own data only.\n")
+    ok(cli("agreement", "publish", str(terms), *w))
+    added = ok(cli("ipfs", "add", str(genesis_file(root / "genesis.safetensors")), "--model", "mlp", "--json", *w)).json()
+    return Federation(workspace=Workspace.load(workspace.root), genesis_cid=added["cid"], tmp=root)
+
+
+@pytest.fixture
+def anvil_rpc(chain: Any) -> Iterator[str]:
+    """The session anvil's URL for one test; the test's chain changes are reverted afterwards."""
+    yield chain.w3.provider.endpoint_uri

@@ -1,0 +1,70 @@
+"""Bad input to the round commands, one test each, through the real console script: one clear
+`error:` line naming cause and fix, a non-zero exit, nothing recorded on chain."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from deploy.anvil import AnvilProcess
+from tests.round.conftest import Federation, fedledger, make_federation
+
+pytestmark = pytest.mark.anvil
+
+
+@pytest.fixture(scope="module")
+def federation(anvil: AnvilProcess, anvil_keys: list[LocalAccount], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    """A fresh deployment on the session anvil with one admitted party and round 1 open (fedavg), no submissions."""
+    built = make_federation(tmp_path_factory.mktemp("round-bad-input"), rpc=anvil.rpc_url)
+    built.admit("alice", Web3.to_hex(anvil_keys[4].key))
+    built.open_round(base_cid=built.genesis_cid, min_updates=1, strategy="fedavg")
+    yield built
+
+
+def train(federation: Federation, *args: str) -> tuple[int, str, str]:
+    outcome = fedledger("node", "train", *args, *federation.w, env=federation.parties["alice"]["env"])  # type: ignore[arg-type]
+    return outcome.exit_code, outcome.stdout, outcome.error_line()
+
+
+def test_node_train_without_a_data_source_says_how_to_give_one(federation: Federation) -> None:
+    code, stdout, line = train(federation, "--round", "1")
+    assert code != 0 and stdout == ""
+    assert "no training data given" in line and "--data FILE" in line and "--shard I --of N" in line
+    assert not federation.client().has_submitted(1, federation.parties["alice"]["address"])
+
+
+def test_node_train_on_a_malformed_csv_names_the_file_and_the_problem(federation: Federation, tmp_path: Path) -> None:
+    bad = tmp_path / "mine.csv"
+    bad.write_text("p0,p1,label\n0.1,0.2,3\n0.5,0.7,1\n")
+    code, stdout, line = train(federation, "--round", "1", "--data", str(bad))
+    assert code != 0 and stdout == ""
+    assert str(bad) in line and "columns" in line and "64 features then the label" in line
+    assert not federation.client().has_submitted(1, federation.parties["alice"]["address"])
+
+
+def test_node_train_for_a_round_that_does_not_exist_is_refused(federation: Federation) -> None:
+    code, stdout, line = train(federation, "--round", "7", "--shard", "0", "--of", "2")
+    assert code != 0 and stdout == ""
+    assert "there is no round 7" in line
+    assert federation.client().round_count() == 1
+
+
+def test_aggregate_with_another_strategy_than_the_rounds_config_is_refused(federation: Federation) -> None:
+    outcome = fedledger("aggregate", "--round", "1", "--strategy", "median", *federation.w)
+    assert outcome.exit_code != 0 and outcome.stdout == ""
+    line = outcome.error_line()
+    assert "opened with strategy 'fedavg', not 'median'" in line and "drop --strategy" in line
+    assert federation.client().round(1).state == "open"
+
+
+def test_aggregate_a_round_without_submissions_finalizes_nothing(federation: Federation) -> None:
+    outcome = fedledger("aggregate", "--round", "1", *federation.w)
+    assert outcome.exit_code != 0 and outcome.stdout == ""
+    line = outcome.error_line()
+    assert "round 1 has no usable update" in line
+    info = federation.client().round(1)
+    assert (info.state, info.global_cid, info.submissions) == ("open", None, 0)
