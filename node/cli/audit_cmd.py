@@ -1,9 +1,228 @@
-"""Commands: (not yet built)."""
+"""Commands: ``audit participants|agreements|rounds|updates|provenance|verify|report``.
+
+Each opens the workspace's deployment (checked: same chain, code at the address), brings the
+audit index up to the chain's head, and answers from it. Exit codes: 0 done (for ``verify``:
+every check passed), 1 ``verify`` found failures (each listed), 2 the audit could not run (no
+workspace or deployment, wrong chain, unreachable chain or store, an index of another
+deployment, a CID or round that is not in the ledger) — with one sentence saying why.
+"""
 
 from __future__ import annotations
 
+import csv
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
 import typer
+from rich.table import Table
+
+from ledger.errors import LedgerError
+from node.cli._common import JsonOption, WorkdirOption, console, fail, print_json
+
+F = TypeVar("F", bound=Callable[..., Any])
+CANNOT_RUN = 2
+
+CsvOption = Annotated[bool, typer.Option("--csv", help="Print the table as CSV on stdout.")]
+RoundOption = Annotated[int | None, typer.Option("--round", "-r", min=1, help="Only this round.")]
+
+
+def _audit_errors(function: F) -> F:
+    """Any LedgerError means the audit could not run: one line on stderr, exit 2."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except LedgerError as error:
+            raise fail(str(error), CANNOT_RUN) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted; the index keeps what it read, run the command again.", 130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclass
+class _Ledger:
+    federation: Any
+    store: Any
+    index: Any
+
+
+@contextmanager
+def _ledger(workdir: Path | None, *, sync: bool = True) -> Iterator[_Ledger]:
+    """The workspace's checked deployment, its store, and its index synced to the head."""
+    from ledger.chain import open_federation
+    from ledger.index import LedgerIndex
+    from ledger.store import open_store
+    from ledger.workspace import Workspace
+
+    workspace = Workspace.find(workdir)
+    federation = open_federation(workspace)
+    index = LedgerIndex.for_federation(workspace.index_path, federation)
+    try:
+        if sync:
+            index.sync(progress=sys.stderr.isatty())
+        yield _Ledger(federation, open_store(workspace), index)
+    finally:
+        index.close()
+
+
+def _emit(rows: list[dict[str, Any]], columns: list[str], *, title: str, as_json: bool, as_csv: bool,
+          document: Any = None) -> None:
+    if as_json and as_csv:
+        raise fail("--json and --csv print different formats; choose one.", CANNOT_RUN)
+    if as_json:
+        print_json(rows if document is None else document)
+        return
+    if as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `fedledger` app."""
+    audit = typer.Typer(help="Index the ledger, query it, re-verify every claim, write reports.", no_args_is_help=True)
+    app.add_typer(audit, name="audit")
+
+    @audit.command("participants")
+    @_audit_errors
+    def participants_cmd(
+        workdir: WorkdirOption = None,
+        history: Annotated[bool, typer.Option("--history", help="List every join, admission, suspension, reinstatement, revocation.")] = False,
+        json: JsonOption = False,
+        csv_: CsvOption = False,
+    ) -> None:
+        """Every party: status, agreement versions accepted, when it joined (or --history)."""
+        from ledger.audit_queries import membership_history, participants
+
+        with _ledger(workdir) as ledger:
+            if history:
+                rows = membership_history(ledger.index)
+                _emit(rows, ["block", "at", "participant", "action", "version", "by", "tx_hash"],
+                      title="Membership history", as_json=json, as_csv=csv_)
+            else:
+                rows = participants(ledger.index)
+                _emit(rows, ["address", "status", "accepted_version", "versions", "joined_block", "joined_at",
+                             "updates", "join_tx"], title="Participants", as_json=json, as_csv=csv_)
+
+    @audit.command("agreements")
+    @_audit_errors
+    def agreements_cmd(workdir: WorkdirOption = None, json: JsonOption = False, csv_: CsvOption = False) -> None:
+        """Every agreement version: terms CID, when published, how many parties accepted it."""
+        from ledger.audit_queries import agreements
+
+        with _ledger(workdir) as ledger:
+            _emit(agreements(ledger.index), ["version", "terms_cid", "block", "published_at", "accepted_by", "tx_hash"],
+                  title="Agreements", as_json=json, as_csv=csv_)
+
+    @audit.command("rounds")
+    @_audit_errors
+    def rounds_cmd(workdir: WorkdirOption = None, json: JsonOption = False, csv_: CsvOption = False) -> None:
+        """Every round: state, base and global model, config, submissions."""
+        from ledger.audit_queries import rounds
+
+        with _ledger(workdir) as ledger:
+            _emit(rounds(ledger.index), ["round_id", "state", "submissions", "min_updates", "base_cid", "global_cid",
+                                         "receipt_cid", "config_cid", "opened_block", "closed_block"],
+                  title="Rounds", as_json=json, as_csv=csv_)
+
+    @audit.command("updates")
+    @_audit_errors
+    def updates_cmd(round_id: RoundOption = None, workdir: WorkdirOption = None, json: JsonOption = False,
+                    csv_: CsvOption = False) -> None:
+        """Every recorded update (or one round's)."""
+        from ledger.audit_queries import updates
+
+        with _ledger(workdir) as ledger:
+            _emit(updates(ledger.index, round_id=round_id),
+                  ["round_id", "participant", "cid", "samples", "metrics_hash", "block", "tx_hash"],
+                  title="Updates", as_json=json, as_csv=csv_)
+
+    @audit.command("provenance")
+    @_audit_errors
+    def provenance_cmd(
+        cid: Annotated[str, typer.Argument(help="CID of a model recorded in the ledger.")],
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+        csv_: CsvOption = False,
+    ) -> None:
+        """The lineage of a model back to the genesis model: rounds, parties, strategy."""
+        from ledger.audit_queries import provenance
+        from ledger.cid import parse_cid
+
+        parsed = parse_cid(cid)
+        with _ledger(workdir) as ledger:
+            lineage = provenance(ledger.index, parsed, store=ledger.store)
+        rows = [{**step, "submitters": ";".join(step["submitters"]),
+                 "included": None if step["included"] is None else ";".join(step["included"]),
+                 "strategy": step["strategy"] and sorted(step["strategy"].items())} for step in lineage["rounds"]]
+        _emit(rows, ["round_id", "model_cid", "base_cid", "strategy", "included", "submitters", "finalized_block"],
+              title=f"Provenance of {parsed} (genesis {lineage['genesis_cid']})", as_json=json, as_csv=csv_,
+              document=lineage)
+
+    @audit.command("verify")
+    @_audit_errors
+    def verify_cmd(round_id: RoundOption = None, workdir: WorkdirOption = None, json: JsonOption = False) -> None:
+        """Re-check every blob, signature, membership window, receipt and aggregate. Exit 0 all pass, 1 any fails."""
+        from node.audit.verify import verify_ledger
+
+        with _ledger(workdir, sync=False) as ledger:
+            report = verify_ledger(ledger.federation, ledger.store, ledger.index, round_id=round_id,
+                                   progress=sys.stderr.isatty())
+        if json:
+            print_json(report.to_json())
+        else:
+            _print_verdict(report)
+        if not report.ok:
+            raise typer.Exit(1)
+
+    @audit.command("report")
+    @_audit_errors
+    def report_cmd(
+        html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report to this file.")] = None,
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """The federation's story with every verification result: --html FILE and/or --json."""
+        from ledger.workspace import atomic_write_bytes
+        from node.audit.report import build_report, render_html
+        from node.audit.verify import verify_ledger
+
+        if html is None and not json:
+            raise fail("say what to write: --html FILE, --json, or both.", CANNOT_RUN)
+        with _ledger(workdir, sync=False) as ledger:
+            verified = verify_ledger(ledger.federation, ledger.store, ledger.index, progress=sys.stderr.isatty())
+            document = build_report(ledger.index, ledger.store, verified)
+        if html is not None:
+            atomic_write_bytes(html, render_html(document).encode("utf-8"))
+            console.print(f"wrote {html} ({'all checks passed' if verified.ok else f'{len(verified.failures)} checks failed'})")
+        if json:
+            print_json(document)
+
+
+def _print_verdict(report: Any) -> None:
+    for check in report.failures:
+        where = ", ".join(
+            f"{name} {value}" for name, value in
+            (("round", check.round_id), ("block", check.block), ("tx", check.tx_hash), ("cid", check.cid))
+            if value is not None
+        )
+        console.print(f"[bold red]FAIL[/] {check.check}: {check.what} ({where})", highlight=False, soft_wrap=True)
+    summary = f"{len(report.checks)} checks on rounds {report.rounds or '—'} (indexed to block {report.indexed_to_block})"
+    if report.ok:
+        console.print(f"[bold green]ok[/] {summary}: all passed", highlight=False)
+    else:
+        console.print(f"[bold red]{len(report.failures)} failed[/] of {summary}", highlight=False)

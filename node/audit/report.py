@@ -1,0 +1,251 @@
+"""The audit report: the federation's story as one JSON document and one self-contained HTML page.
+
+The HTML page needs no network to open: its CSS is inline and its plots are matplotlib PNGs
+embedded as base64 ``data:`` URLs. Accuracy is not recorded on chain; the only accuracy an
+auditor can read is what each party reported about its own local training data in its update's
+metadata (checked against the metrics hash on chain by ``verify``). The page says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ledger.audit_queries import agreements, membership_history, participants, rounds  # noqa: E402
+from ledger.errors import LedgerError  # noqa: E402
+from ledger.index import LedgerIndex  # noqa: E402
+from ledger.store import ContentStore  # noqa: E402
+from ledger.weights import from_safetensors  # noqa: E402
+from node.audit.verify import VerifyReport  # noqa: E402
+
+
+def _metadata(store: ContentStore, cid: str | None) -> dict[str, Any] | None:
+    try:
+        return from_safetensors(store.get(cid))[1] if cid else None
+    except LedgerError:
+        return None
+
+
+def _document(store: ContentStore, cid: str | None) -> dict[str, Any] | None:
+    try:
+        return json.loads(store.get(cid)) if cid else None
+    except (LedgerError, ValueError):
+        return None
+
+
+def build_report(index: LedgerIndex, store: ContentStore, verify: VerifyReport) -> dict[str, Any]:
+    """The report as one JSON document: parties, agreements, rounds (with updates and receipts), checks."""
+    round_rows = rounds(index)
+    updates_by_round: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for event in index.events("UpdateSubmitted"):
+        metadata = _metadata(store, event.args.get("cid")) or {}
+        metrics = metadata.get("metrics") if isinstance(metadata.get("metrics"), dict) else {}
+        updates_by_round[int(event.args["roundId"])].append(
+            {
+                "participant": event.args["participant"],
+                "cid": event.args.get("cid"),
+                "samples": int(event.args["samples"]),
+                "local_accuracy": metrics.get("accuracy"),
+                "local_loss": metrics.get("loss"),
+                "block": event.block,
+                "tx_hash": event.tx_hash,
+            }
+        )
+    failures_by_round: dict[int, int] = defaultdict(int)
+    for check in verify.failures:
+        if check.round_id is not None:
+            failures_by_round[check.round_id] += 1
+    story = []
+    for row in round_rows:
+        rid = row["round_id"]
+        receipt = _document(store, row["receipt_cid"])
+        config = _document(store, row["config_cid"])
+        accuracies = [u["local_accuracy"] for u in updates_by_round[rid] if isinstance(u["local_accuracy"], (int, float))]
+        story.append(
+            {
+                **row,
+                "strategy": (config or {}).get("strategy"),
+                "model": (config or {}).get("model"),
+                "updates": updates_by_round[rid],
+                "included": receipt["included"] if receipt else None,
+                "rejected": receipt["rejected"] if receipt else None,
+                "mean_local_accuracy": sum(accuracies) / len(accuracies) if accuracies else None,
+                "verified": rid in verify.rounds and failures_by_round[rid] == 0,
+                "failed_checks": failures_by_round[rid],
+            }
+        )
+    return {
+        "generated_at": datetime.now(tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "federation": {"address": verify.address, "chain_id": verify.chain_id, "indexed_to_block": verify.indexed_to_block},
+        "agreements": agreements(index),
+        "participants": participants(index),
+        "history": membership_history(index),
+        "rounds": story,
+        "contribution": _contribution(story),
+        "verify": verify.to_json(),
+    }
+
+
+def _contribution(story: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per party: rounds submitted, rounds included, samples, total aggregation weight."""
+    table: dict[str, dict[str, Any]] = {}
+    for row in story:
+        for update in row["updates"]:
+            entry = table.setdefault(update["participant"].lower(), {
+                "participant": update["participant"], "submitted": 0, "included": 0, "samples": 0, "weight": 0.0,
+            })
+            entry["submitted"] += 1
+            entry["samples"] += update["samples"]
+        for item in row["included"] or []:
+            entry = table.get(item["participant"].lower())
+            if entry is not None:
+                entry["included"] += 1
+                entry["weight"] += float(item["weight"])
+    return list(table.values())
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _png(figure: Any) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _accuracy_plot(story: list[dict[str, Any]]) -> str:
+    figure, axis = plt.subplots(figsize=(7, 3.2))
+    for row in story:
+        values = [u["local_accuracy"] for u in row["updates"] if isinstance(u["local_accuracy"], (int, float))]
+        axis.scatter([row["round_id"]] * len(values), values, color="#9bb", s=14)
+    points = [(row["round_id"], row["mean_local_accuracy"]) for row in story if row["mean_local_accuracy"] is not None]
+    if points:
+        axis.plot(*zip(*points), marker="o", color="#146", label="mean over parties")
+        axis.legend(loc="lower right")
+    axis.set_xlabel("round")
+    axis.set_ylabel("accuracy on own local data")
+    axis.set_title("Self-reported local training accuracy (not a held-out test accuracy)")
+    axis.set_ylim(0, 1.02)
+    return _png(figure)
+
+
+def _participation_plot(story: list[dict[str, Any]], contribution: list[dict[str, Any]]) -> str:
+    parties = [entry["participant"] for entry in contribution]
+    figure, axis = plt.subplots(figsize=(7, 0.5 + 0.35 * max(1, len(parties))))
+    weights = defaultdict(float)
+    left = [0.0] * len(parties)
+    for row in story:
+        for item in row["included"] or []:
+            weights[(row["round_id"], item["participant"].lower())] = float(item["weight"])
+        widths = [weights[(row["round_id"], party.lower())] for party in parties]
+        axis.barh([p[:10] + "…" for p in parties], widths, left=left, label=f"round {row['round_id']}")
+        left = [a + b for a, b in zip(left, widths)]
+    axis.set_xlabel("aggregation weight in the receipts (summed over rounds)")
+    axis.set_title("Contribution per party")
+    if story:
+        axis.legend(fontsize=7, loc="lower right")
+    return _png(figure)
+
+
+# ---------------------------------------------------------------- HTML
+
+_CSS = """
+body{font-family:system-ui,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1200px}
+h1{font-size:1.6em}h2{border-bottom:2px solid #146;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em}th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left}
+th{background:#eef3f6}code{font-size:.9em}.ok{color:#176b2c;font-weight:bold}.fail{color:#b00020;font-weight:bold}
+.banner{padding:.7em 1em;border-radius:6px;margin:1em 0}.banner.ok{background:#e5f5e8}.banner.fail{background:#fde8ea}
+.note{color:#555;font-size:.85em}
+"""
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    text = html.escape(str(value))
+    return f"<code>{text}</code>" if isinstance(value, str) and (value.startswith("0x") or value.startswith("baf")) else text
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str], *, css_id: str | None = None) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(row.get(c))}</td>" for c in columns) + "</tr>" for row in rows)
+    ident = f' id="{css_id}"' if css_id else ""
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """The report as one HTML page with inline CSS and embedded plots."""
+    verify = report["verify"]
+    story = report["rounds"]
+    status = "ok" if verify["ok"] else "fail"
+    banner = (
+        f"All {verify['checked']} checks passed." if verify["ok"]
+        else f"{verify['failed']} of {verify['checked']} checks FAILED."
+    )
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>fedledger audit report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>fedledger audit report</h1>",
+        f"<p>Federation <code>{html.escape(report['federation']['address'])}</code> on chain id "
+        f"{report['federation']['chain_id']}, indexed to block {report['federation']['indexed_to_block']}; "
+        f"generated {html.escape(report['generated_at'])}.</p>",
+        f"<div class='banner {status}' id='verdict'><span class='{status}'>{banner}</span></div>",
+        "<h2>Agreements</h2>",
+        _table(report["agreements"], ["version", "terms_cid", "block", "published_at", "accepted_by", "tx_hash"]),
+        "<h2>Parties</h2>",
+        _table(report["participants"], ["address", "status", "accepted_version", "versions", "joined_block", "updates", "join_tx"]),
+        "<h3>Membership history</h3>",
+        _table(report["history"], ["block", "participant", "action", "version", "by", "tx_hash"]),
+        "<h2>Rounds</h2>",
+        _table(
+            [{**row, "strategy": json.dumps(row["strategy"]) if row["strategy"] else None,
+              "included": len(row["included"]) if row["included"] is not None else None,
+              "rejected": len(row["rejected"]) if row["rejected"] is not None else None,
+              "verified": "yes" if row["verified"] else f"NO ({row['failed_checks']} failed)"} for row in story],
+            ["round_id", "state", "strategy", "submissions", "included", "rejected", "mean_local_accuracy",
+             "base_cid", "global_cid", "receipt_cid", "opened_block", "closed_block", "verified"],
+            css_id="rounds",
+        ),
+    ]
+    for row in story:
+        parts.append(f"<h3>Round {row['round_id']} ({html.escape(row['state'])})</h3>")
+        included = {item["participant"].lower(): item for item in row["included"] or []}
+        rejected = {item["participant"].lower(): item for item in row["rejected"] or []}
+        parts.append(_table(
+            [{**u, "weight": included.get(u["participant"].lower(), {}).get("weight"),
+              "rejected": rejected.get(u["participant"].lower(), {}).get("reason")} for u in row["updates"]],
+            ["participant", "cid", "samples", "local_accuracy", "weight", "rejected", "block", "tx_hash"],
+            css_id=f"round-{row['round_id']}",
+        ))
+    parts += [
+        "<h2>Accuracy per round</h2>",
+        "<p class='note'>Test accuracy of the global models is not recorded on the ledger. Plotted is what each party "
+        "reported about its own local data in its update's metadata (whose hash is on chain).</p>",
+        f"<img id='accuracy-plot' alt='self-reported local accuracy per round' src='{_accuracy_plot(story)}'>",
+        "<h2>Participation and contribution</h2>",
+        _table(report["contribution"], ["participant", "submitted", "included", "samples", "weight"]),
+        f"<img id='contribution-plot' alt='contribution per party' src='{_participation_plot(story, report['contribution'])}'>",
+        "<h2>Verification</h2>",
+        f"<div class='banner {status}'><span class='{status}'>{banner}</span></div>",
+        _table(
+            [{**c, "result": "pass" if c["ok"] else "FAIL"} for c in sorted(verify["checks"], key=lambda c: c["ok"])],
+            ["result", "check", "what", "round_id", "block", "tx_hash", "cid"],
+            css_id="checks",
+        ),
+        "</body></html>",
+    ]
+    return "\n".join(parts)
