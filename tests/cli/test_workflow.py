@@ -94,7 +94,7 @@ def test_governance_workflow_and_its_state_survive_a_chain_restart(
     assert (workspace.chain_dir / "anvil.json").stat().st_size > 0
 
     ok(fedledger("chain", "up", "--port", str(port), "--detach", *w))
-    again = {p["address"]: p["status"] for p in ok(fedledger("participant", "list", "--json", *w)).json()}
+    again = {p["address"]: p["status"] for p in ok(cli("participant", "list", "--json", *w)).json()}
     assert again == members
     assert ok(cli("round", "status", "1", "--json", *w)).json() == status
     ok(fedledger("chain", "down", *w))
