@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -170,29 +171,28 @@ class AnvilProcess:
         command = self.command()
         if self.state is not None:
             Path(self.state).parent.mkdir(parents=True, exist_ok=True)
-        output = open(self.log, "ab") if self.log is not None else subprocess.DEVNULL
-        try:
+        # Output goes to the log, or to an unlinked temporary file: never a pipe, which would
+        # break (EPIPE) once a detached anvil outlives the process that started it.
+        output = open(self.log, "a+b") if self.log is not None else tempfile.TemporaryFile()
+        with output:
             self._process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
-                stderr=output if self.log is not None else subprocess.PIPE,
+                stderr=output,
                 start_new_session=self.detach,
             )
-        finally:
-            if self.log is not None:
-                output.close()  # type: ignore[union-attr]
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                why = self._process.stderr.read().decode(errors="replace").strip() if self._process.stderr else ""
-                self._process = None
-                raise ChainError(f"anvil exited at start ({why or 'see its log'}); check the port and the --state file.")
-            if rpc_chain_id(self.rpc_url, timeout=0.5) is not None:
-                if self._process.stderr is not None:
-                    self._process.stderr.close()
-                return self
-            time.sleep(0.02)
+            deadline = time.monotonic() + self.startup_timeout
+            while time.monotonic() < deadline:
+                if self._process.poll() is not None:
+                    self._process = None
+                    output.seek(0)
+                    lines = output.read()[-4000:].decode(errors="replace").strip().splitlines()
+                    why = next((line for line in lines if line.startswith("error")), lines[-1] if lines else "no output")
+                    raise ChainError(f"anvil exited at start ({why}); check the port and the --state file.")
+                if rpc_chain_id(self.rpc_url, timeout=0.5) is not None:
+                    return self
+                time.sleep(0.02)
         self.stop()
         raise ChainError(f"anvil did not answer on {self.rpc_url} within {self.startup_timeout:.0f} s; see its log.")
 

@@ -36,3 +36,10 @@ def test_a_missing_binary_says_to_run_npm_ci(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr("deploy.anvil.BINARY_REL", Path("node_modules/nowhere/anvil"))
     with pytest.raises(ChainError, match="run `npm ci`"):
         find_anvil(start=tmp_path)
+
+
+def test_an_unreadable_state_file_is_reported_with_anvils_reason(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    state.write_text("not json")
+    with pytest.raises(ChainError, match="anvil exited at start \\(error: invalid value .*--state"):
+        AnvilProcess(state=state).start()
