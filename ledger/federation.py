@@ -162,8 +162,13 @@ def _account_lock(address: str) -> threading.Lock:
         return _ACCOUNT_LOCKS.setdefault(address, threading.Lock())
 
 
+def _rpc_message(error: BaseException) -> str:
+    first = error.args[0] if error.args else error
+    return str(first.get("message", first)) if isinstance(first, dict) else str(first)
+
+
 @contextmanager
-def _reverts() -> Iterator[None]:
+def _reverts(sender: str | None = None) -> Iterator[None]:
     """Turn a revert from either backend into its ledger.contract_errors class."""
     try:
         yield
@@ -171,9 +176,13 @@ def _reverts() -> Iterator[None]:
         decoded = decode_revert(error)
         if decoded is not None:
             raise decoded from None
-        if isinstance(error, Web3RPCError) and "revert" not in str(error).lower():
-            raise ChainError(f"the node refused the transaction ({error}); check the account's funds and nonce.") from None
-        raise ContractRevertError(f"the contract refused the call ({error}).") from None
+        message = _rpc_message(error)
+        if isinstance(error, Web3RPCError) and "revert" not in message.lower():
+            raise ChainError(
+                f"the node refused the transaction{f' from {sender}' if sender else ''} ({message}); "
+                "check that the account holds enough ether for gas and that no other tool uses its nonces."
+            ) from None
+        raise ContractRevertError(f"the contract refused the call ({message}).") from None
 
 
 def sender_address(w3: Web3, account: LocalAccount | str | None) -> Address:
@@ -197,7 +206,7 @@ def send_transaction(
     otherwise the node signs for its unlocked account. Reverts raise ledger.contract_errors classes.
     """
     sender = sender_address(w3, account)
-    with _reverts():
+    with _reverts(sender):
         if account is None or isinstance(account, str):
             tx_hash = call.transact({"from": sender})
         else:
@@ -271,9 +280,9 @@ class FederationClient:
     def _transact(self, name: str, *args: Any) -> TxResult:
         return self._send(getattr(self.contract.functions, name)(*args))[0]
 
-    def _call(self, name: str, *args: Any) -> Any:
+    def _call(self, name: str, *args: Any, block: int | str = "latest") -> Any:
         with _reverts():
-            return getattr(self.contract.functions, name)(*args).call()
+            return getattr(self.contract.functions, name)(*args).call(block_identifier=block)
 
     def _logs(self, event: str, **filters: Any) -> list[Any]:
         with _reverts():
@@ -291,12 +300,13 @@ class FederationClient:
         event = self.contract.events.AgreementPublished().process_receipt(receipt)[0]
         return int(event["args"]["version"]), result
 
-    def agreement_version(self) -> int:
-        return int(self._call("agreementVersion"))
+    def agreement_version(self, *, block: int | str = "latest") -> int:
+        """The agreement version in force (at ``block``, default the latest)."""
+        return int(self._call("agreementVersion", block=block))
 
-    def agreement(self, version: int | None = None) -> AgreementInfo:
-        """Agreement ``version`` (None: the one in force)."""
-        version = self.agreement_version() if version is None else version
+    def agreement(self, version: int | None = None, *, block: int | str = "latest") -> AgreementInfo:
+        """Agreement ``version`` (None: the one in force at ``block``)."""
+        version = self.agreement_version(block=block) if version is None else version
         logs = self._logs("AgreementPublished", version=version) if version > 0 else []
         if not logs:
             raise InvalidInputError(
@@ -347,9 +357,10 @@ class FederationClient:
     def revoke(self, participant: str) -> TxResult:
         return self._transact("revoke", _address(participant))
 
-    def participant(self, address: str) -> ParticipantInfo:
+    def participant(self, address: str, *, block: int | str = "latest") -> ParticipantInfo:
+        """A party's status and accepted agreement version (at ``block``, default the latest)."""
         checksummed = _address(address)
-        status, accepted, index = self._call("participant", checksummed)
+        status, accepted, index = self._call("participant", checksummed, block=block)
         return ParticipantInfo(checksummed, PARTICIPANT_STATUSES[status], int(accepted), int(index))
 
     def participants(self) -> list[ParticipantInfo]:

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ledger.errors import InvalidInputError, MalformedCidError
+from ledger.errors import ChainError, InvalidInputError, MalformedCidError
 from ledger.federation import FederationClient
 from tests.contracts.conftest import CONFIG, METRICS, MODEL, TERMS, Fed, submit
 from tests.fixtures_chain import TestChain
@@ -55,3 +55,10 @@ def test_participants_lists_every_address_that_ever_joined_in_order(fed: Fed) ->
         (first.address, "admitted", 0),
         (second.address, "revoked", 1),
     ]
+
+
+def test_a_sender_without_ether_gets_a_chain_error_naming_it(fed: Fed) -> None:
+    broke = fed.chain.new_account(fund_wei=0)
+    fed.admin.grant_role("admin", broke.address)
+    with pytest.raises(ChainError, match=f"from {broke.address} .*enough ether"):
+        fed.admin.with_account(broke).publish_agreement(TERMS)
