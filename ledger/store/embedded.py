@@ -328,8 +328,11 @@ class _Batch:
                     os.close(handle)
         for cid, temp in self._temps:
             path = self._store.block_path(cid)
-            path.parent.mkdir(exist_ok=True)
-            os.replace(temp, path)
+            try:
+                os.replace(temp, path)
+            except FileNotFoundError:  # first block in this shard folder (mkdir is slow: only when needed)
+                path.parent.mkdir(exist_ok=True)
+                os.replace(temp, path)
         self._temps, self._names, self._bytes = [], set(), 0
 
     def discard(self) -> None:
