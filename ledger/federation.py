@@ -18,16 +18,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import requests
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_tester.exceptions import TransactionFailed
 from eth_utils import is_address, keccak, to_checksum_address
 from web3 import Web3
-from web3.exceptions import ContractLogicError, Web3RPCError
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 
 from ledger.cid import cid_from_parts, cid_to_bytes
 from ledger.contract_errors import PARTICIPANT_STATUSES, ROUND_STATES, decode_revert
-from ledger.errors import ChainError, ConfigError, ContractRevertError, InvalidInputError
+from ledger.errors import ChainError, ChainUnreachableError, ConfigError, ContractRevertError, InvalidInputError
 from ledger.types import Address, Cid, RoundId
 
 ARTIFACT = Path(__file__).resolve().parent.parent / "contracts" / "build" / "Federation.json"
@@ -183,6 +184,15 @@ def _reverts(sender: str | None = None) -> Iterator[None]:
                 "check that the account holds enough ether for gas and that no other tool uses its nonces."
             ) from None
         raise ContractRevertError(f"the contract refused the call ({message}).") from None
+    except requests.exceptions.ConnectionError as error:
+        raise ChainUnreachableError(
+            f"the chain node stopped answering ({type(error).__name__}); start it (`fedledger chain up`) "
+            "or check the RPC URL in fedledger.toml."
+        ) from None
+    except TimeExhausted:
+        raise ChainError(
+            f"no receipt within {RECEIPT_TIMEOUT} s; check that the node mines blocks (anvil does on every transaction)."
+        ) from None
 
 
 def sender_address(w3: Web3, account: LocalAccount | str | None) -> Address:
