@@ -5,8 +5,10 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from web3 import Web3
 
-from ledger.errors import ChainError, InvalidInputError, MalformedCidError
+from deploy.anvil import AnvilProcess
+from ledger.errors import ChainError, ChainUnreachableError, InvalidInputError, MalformedCidError
 from ledger.federation import FederationClient
 from tests.contracts.conftest import CONFIG, METRICS, MODEL, TERMS, Fed, submit
 from tests.fixtures_chain import TestChain
@@ -62,3 +64,11 @@ def test_a_sender_without_ether_gets_a_chain_error_naming_it(fed: Fed) -> None:
     fed.admin.grant_role("admin", broke.address)
     with pytest.raises(ChainError, match=f"from {broke.address} .*enough ether"):
         fed.admin.with_account(broke).publish_agreement(TERMS)
+
+
+def test_a_node_that_stopped_answering_is_a_chain_unreachable_error() -> None:
+    with AnvilProcess() as node:
+        w3 = Web3(Web3.HTTPProvider(node.rpc_url))
+        client, _ = FederationClient.deploy(w3)
+    with pytest.raises(ChainUnreachableError, match="stopped answering"):
+        client.round_count()
