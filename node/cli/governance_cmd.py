@@ -190,7 +190,7 @@ def register(app: typer.Typer) -> None:
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
-        """Send ether from a local dev chain's first account to a key (local anvil or memory chain only)."""
+        """Send ether from a local anvil's first dev account to a key (local dev chains only)."""
         workspace = Workspace.find(workdir)
         address = parse_address(name) if name.startswith("0x") else keystore_address(key_path(workspace, name))
         url = workspace_rpc(workspace, rpc)
