@@ -11,6 +11,7 @@ Measured in one run on the same bytes, best of ``--repeat``:
   verify (get)  EmbeddedStore.get: read every block, re-hash it against its CID, return one bytes object
   verify stream EmbeddedStore.iter_content: the same checks block by block, nothing reassembled
   add + verify  size / (add time + get time): the whole trip of one update through the store
+  http add/get  with --http: KuboStore over HTTP to an in-process `fedledger ipfs serve` on the same disk
 Each is reported in MB/s and as a ratio to sha256.
 """
 
@@ -24,6 +25,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +35,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ledger.store import EmbeddedStore  # noqa: E402
+from ledger.ipfs_server import make_server  # noqa: E402
+from ledger.store import EmbeddedStore, KuboStore  # noqa: E402
 from ledger.unixfs import cid_of_bytes  # noqa: E402
 
 
@@ -57,11 +60,28 @@ def write_only(data: bytes, folder: Path) -> None:
         os.replace(temp, folder / str(number))
 
 
+def time_http(data: bytes, repo: Path, repeat: int) -> dict[str, float]:
+    """KuboStore add and get against the Kubo RPC server on 127.0.0.1 (in this process, its own threads)."""
+    server = make_server(EmbeddedStore(repo), port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = KuboStore(f"http://127.0.0.1:{server.server_address[1]}")
+        cid = client.add_bytes(data)
+        return {
+            "http add": best_of(repeat, lambda: client.add_bytes(data)),  # blocks already stored: no disk writes
+            "http get": best_of(repeat, lambda: client.get(cid)),
+        }
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=100, help="file size in MiB (default 100)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best is kept")
     parser.add_argument("--dir", type=Path, default=None, help="folder for the store (default: a temp folder)")
+    parser.add_argument("--http", action="store_true", help="also time KuboStore over HTTP to `ipfs serve`")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args()
 
@@ -87,6 +107,8 @@ def main() -> None:
         floor = base / "floor"
         timings["write only"] = best_of(args.repeat, lambda: write_only(data, floor),
                                         lambda: (shutil.rmtree(floor, ignore_errors=True), floor.mkdir()))
+        if args.http:
+            timings.update(time_http(data, base / "served", args.repeat))
     finally:
         shutil.rmtree(base, ignore_errors=True)
     timings["add + verify"] = timings["add"] + timings["verify (get)"]

@@ -34,6 +34,10 @@ def test_add_cat_pin_export_with_a_bare_repo(tmp_path: Path) -> None:
     cat = run_fedledger("ipfs", "cat", cid, "--repo", repo)
     assert cat.returncode == 0 and cat.stdout == data
     assert run_fedledger("ipfs", "pin", "ls", "--repo", repo).stdout.decode().split() == [cid]
+    assert run_fedledger("ipfs", "pin", "rm", cid, "--repo", repo).returncode == 0
+    assert EmbeddedStore(repo).pins() == []
+    assert run_fedledger("ipfs", "pin", "add", cid, "--repo", repo).returncode == 0
+    assert EmbeddedStore(repo).pins() == [cid]
     car = tmp_path / "blob.car"
     exported = run_fedledger("ipfs", "export", cid, "-o", str(car), "--repo", repo)
     assert exported.returncode == 0, exported.stderr
