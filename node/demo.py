@@ -73,6 +73,7 @@ class DemoReport:
     rounds: list[RoundReport] = field(default_factory=list)
     gas: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     audit_ok: bool = False
+    audit_checks: int = 0
     audit_failures: list[str] = field(default_factory=list)
 
     @property
@@ -89,6 +90,7 @@ class DemoReport:
             "rounds": [vars(r) for r in self.rounds],
             "final_accuracy": self.final_accuracy,
             "audit_ok": self.audit_ok,
+            "audit_checks": self.audit_checks,
             "audit_failures": self.audit_failures,
             "gas": self.average_gas(),
         }
@@ -186,7 +188,24 @@ def run_demo(
         if on_round is not None:
             on_round(row)
         base_cid = aggregated.global_cid
+
+    audit(report, federation=federation, store=store, workspace=workspace)
     return report
+
+
+def audit(report: DemoReport, *, federation: FederationClient, store: ContentStore, workspace: Workspace) -> None:
+    """Index the ledger the demo built and re-verify every claim in it, as an auditor would."""
+    from ledger.index import LedgerIndex
+    from node.audit.verify import verify_ledger
+
+    index = LedgerIndex.for_federation(workspace.index_path, federation)
+    try:
+        verdict = verify_ledger(federation, store, index, progress=False)
+    finally:
+        index.close()
+    report.audit_ok = verdict.ok
+    report.audit_checks = len(verdict.checks)
+    report.audit_failures = [f"round {c.round_id}: {c.check}: {c.what}" for c in verdict.failures]
 
 
 def default_workdir() -> Path:

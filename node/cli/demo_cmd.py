@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
             with live:
                 report = run_demo_on_chain(options, workspace=workspace, on_round=show)
         verdict = "[bold green]audit passed[/]" if report.audit_ok else "[bold red]audit FAILED[/]"
-        console.print(f"Final test accuracy {report.final_accuracy:.4f}; {verdict}.")
+        console.print(f"Final test accuracy {report.final_accuracy:.4f}; {verdict} ({report.audit_checks} checks).")
         for failure in report.audit_failures:
             console.print(f"  [red]✗[/] {failure}", soft_wrap=True, highlight=False)
         average = report.average_gas()
