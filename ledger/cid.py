@@ -61,8 +61,11 @@ def cid_to_bytes(cid: str) -> bytes:
         binary = base64.b32decode(body + "=" * (-len(body) % 8))
     except ValueError as error:
         raise _fail(cid, "invalid base32") from error
-    cid_from_bytes(binary)  # validates the header
-    if cid_from_bytes(binary) != cid:
+    try:
+        canonical = cid_from_bytes(binary)  # validates the header
+    except MalformedCidError:
+        raise _fail(cid, "not a CIDv1 with a raw or dag-pb codec and a sha2-256 hash") from None
+    if canonical != cid:
         raise _fail(cid, "not in canonical lowercase form")
     return binary
 
