@@ -72,3 +72,14 @@ def test_a_node_that_stopped_answering_is_a_chain_unreachable_error() -> None:
         client, _ = FederationClient.deploy(w3)
     with pytest.raises(ChainUnreachableError, match="stopped answering"):
         client.round_count()
+
+
+def test_reads_at_an_earlier_block_see_the_state_of_that_block(fed: Fed) -> None:
+    account, _ = fed.party(approve=False)
+    joined_block = fed.chain.w3.eth.block_number
+    fed.admin.approve(account.address)
+    fed.admin.publish_agreement(MODEL)
+    assert fed.admin.participant(account.address, block=joined_block).status == "pending"
+    assert fed.admin.participant(account.address).status == "admitted"
+    assert fed.admin.agreement(block=joined_block).version == 1
+    assert fed.admin.agreement().terms_cid == MODEL
