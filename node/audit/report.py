@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ledger.audit_queries import agreements, membership_history, participants, rounds  # noqa: E402
 from ledger.errors import LedgerError  # noqa: E402
@@ -134,6 +135,7 @@ def _accuracy_plot(story: list[dict[str, Any]]) -> str:
         axis.plot(*zip(*points), marker="o", color="#146", label="mean over parties")
         axis.legend(loc="lower right")
     axis.set_xlabel("round")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel("accuracy on own local data")
     axis.set_title("Self-reported local training accuracy (not a held-out test accuracy)")
     axis.set_ylim(0, 1.02)
@@ -166,11 +168,16 @@ h1{font-size:1.6em}h2{border-bottom:2px solid #146;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;margin:.6em 0;font-size:.85em}th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left}
 th{background:#eef3f6}code{font-size:.9em}.ok{color:#176b2c;font-weight:bold}.fail{color:#b00020;font-weight:bold}
 .banner{padding:.7em 1em;border-radius:6px;margin:1em 0}.banner.ok{background:#e5f5e8}.banner.fail{background:#fde8ea}
-.note{color:#555;font-size:.85em}
+.note{color:#555;font-size:.85em}.wide{overflow-x:auto}
 """
 
 
-def _cell(value: Any) -> str:
+_TIMES = {"published_at", "joined_at", "at"}
+
+
+def _cell(value: Any, column: str = "") -> str:
+    if column in _TIMES and isinstance(value, int):
+        return datetime.fromtimestamp(value, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     if value is None:
         return "—"
     if isinstance(value, float):
@@ -181,9 +188,9 @@ def _cell(value: Any) -> str:
 
 def _table(rows: list[dict[str, Any]], columns: list[str], *, css_id: str | None = None) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(row.get(c))}</td>" for c in columns) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(row.get(c), c)}</td>" for c in columns) + "</tr>" for row in rows)
     ident = f' id="{css_id}"' if css_id else ""
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class='wide'><table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -207,9 +214,9 @@ def render_html(report: dict[str, Any]) -> str:
         "<h2>Agreements</h2>",
         _table(report["agreements"], ["version", "terms_cid", "block", "published_at", "accepted_by", "tx_hash"]),
         "<h2>Parties</h2>",
-        _table(report["participants"], ["address", "status", "accepted_version", "versions", "joined_block", "updates", "join_tx"]),
+        _table(report["participants"], ["address", "status", "accepted_version", "versions", "joined_block", "joined_at", "updates", "join_tx"]),
         "<h3>Membership history</h3>",
-        _table(report["history"], ["block", "participant", "action", "version", "by", "tx_hash"]),
+        _table(report["history"], ["block", "at", "participant", "action", "version", "by", "tx_hash"]),
         "<h2>Rounds</h2>",
         _table(
             [{**row, "strategy": json.dumps(row["strategy"]) if row["strategy"] else None,

@@ -1,0 +1,62 @@
+"""When the audit cannot run: one sentence naming cause and fix, exit 2, through the installed console script."""
+
+from __future__ import annotations
+
+import shutil
+
+from ledger.workspace import Workspace
+
+
+def point_at(root, **deployment) -> None:
+    workspace = Workspace.load(root)
+    for key, value in deployment.items():
+        workspace.set("deployment", key, value)
+    workspace.save()
+
+
+def test_rpc_without_the_deployment_at_the_recorded_address(ledger_copy, fedledger):
+    point_at(ledger_copy.root, address="0x" + "12" * 20)
+    outcome = fedledger("audit", "verify", "--workdir", str(ledger_copy.root))
+    assert outcome.exit_code == 2
+    assert "no contract code at 0x1212121212121212121212121212121212121212" in outcome.error_line()
+
+
+def test_wrong_chain(ledger_copy, fedledger):
+    point_at(ledger_copy.root, chain_id=1)
+    outcome = fedledger("audit", "rounds", "--workdir", str(ledger_copy.root), "--json")
+    assert outcome.exit_code == 2 and outcome.stdout == ""
+    assert "has chain id 31337, but the deployment" in outcome.error_line()
+    assert "is on chain id 1;" in outcome.error_line()
+
+
+def test_index_from_another_deployment(anvil_ledger, ledger_copy, chain, fedledger, tmp_path):
+    # The honest ledger's index, copied into a workspace of a second deployment on the same chain.
+    assert fedledger("audit", "rounds", "--workdir", str(anvil_ledger.root), "--json").exit_code == 0
+    other = chain.deploy()
+    point_at(ledger_copy.root, address=other.address, block=other.from_block)
+    shutil.copy(anvil_ledger.root / "audit.sqlite", Workspace.load(ledger_copy.root).index_path)
+    outcome = fedledger("audit", "participants", "--workdir", str(ledger_copy.root))
+    assert outcome.exit_code == 2
+    line = outcome.error_line()
+    assert f"was built for contract {Workspace.load(anvil_ledger.root).config['deployment']['address']}" in line
+    assert "delete the file, it is rebuilt from the chain" in line
+
+
+def test_provenance_of_a_cid_not_in_the_ledger(anvil_ledger, fedledger):
+    stranger = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"  # "hello world"
+    outcome = fedledger("audit", "provenance", stranger, "--workdir", str(anvil_ledger.root))
+    assert outcome.exit_code == 2
+    assert f"{stranger} is not a model recorded in this ledger" in outcome.error_line()
+
+
+def test_malformed_cid_and_unknown_round(anvil_ledger, cli):
+    outcome = cli("audit", "provenance", "not-a-cid", "--workdir", str(anvil_ledger.root))
+    assert outcome.exit_code == 2 and "is not a CID fedledger can use" in outcome.error_line()
+    outcome = cli("audit", "verify", "--round", "9", "--workdir", str(anvil_ledger.root))
+    assert outcome.exit_code == 2 and "there is no round 9 in this ledger" in outcome.error_line()
+
+
+def test_no_workspace(tmp_path, cli):
+    outcome = cli("audit", "rounds", "--workdir", str(tmp_path / "nowhere"))
+    assert outcome.exit_code == 2
+    assert outcome.error_line().startswith("error: ")
