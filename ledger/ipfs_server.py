@@ -53,7 +53,12 @@ class _ChunkedReader:
         while not self._done and (size < 0 or len(out) < size):
             if self._left == 0:
                 line = self._raw.readline(1024)
-                length = int(line.split(b";")[0].strip() or b"0", 16)
+                if not line.endswith(b"\n"):
+                    raise ApiError("the request body ended early (the client went away mid-upload)")
+                try:
+                    length = int(line.split(b";")[0].strip(), 16)
+                except ValueError:
+                    raise ApiError("the request body is not valid chunked encoding") from None
                 if length == 0:
                     while self._raw.readline(1024).strip():  # trailers
                         pass

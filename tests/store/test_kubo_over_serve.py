@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
+import subprocess
+import sys
+import textwrap
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,6 +18,7 @@ import ipfshttpclient
 import numpy as np
 import pytest
 
+from ledger.cid import cid_digest
 from ledger.errors import ContentNotFoundError, IntegrityError, MalformedCidError, StoreUnreachableError
 from ledger.store import ContentStore, EmbeddedStore, KuboStore, open_store
 from ledger.unixfs import CHUNK_SIZE, cid_of_bytes
@@ -72,13 +78,17 @@ def test_tampered_object_is_refused_naming_the_cid(kubo_store: KuboStore, ipfs_s
     cid = kubo_store.add_bytes(data)
     leaf = cid_of_bytes(data[CHUNK_SIZE : 2 * CHUNK_SIZE])
     block = EmbeddedStore(ipfs_server.repo).block_path(leaf)
-    tampered = bytearray(block.read_bytes())
+    original = block.read_bytes()
+    tampered = bytearray(original)
     tampered[123] ^= 0xFF
     block.write_bytes(bytes(tampered))
-    with pytest.raises(IntegrityError, match=cid):
-        kubo_store.get(cid)
-    with pytest.raises(IntegrityError, match=leaf):
-        list(kubo_store.iter_dag(cid))
+    try:
+        with pytest.raises(IntegrityError, match=cid):
+            kubo_store.get(cid)
+        with pytest.raises(IntegrityError, match=leaf):
+            list(kubo_store.iter_dag(cid))
+    finally:
+        block.write_bytes(original)  # the server's repo is shared by the session
 
 
 def test_missing_object_is_not_found_naming_the_cid(kubo_store: KuboStore) -> None:
@@ -138,3 +148,40 @@ def test_serve_refuses_a_busy_port_and_stops_cleanly_on_sigterm(tmp_path: Path) 
     assert process.wait(10) == 0
     for stream in (process.stdout, process.stderr):
         stream.close()  # type: ignore[union-attr]
+
+
+UPLOADER = textwrap.dedent(
+    """
+    import sys, time, requests
+    def body():
+        yield b'--b\\r\\nContent-Disposition: form-data; name="file"; filename="big"\\r\\n\\r\\n'
+        for number in range(40):
+            yield bytes([number]) * 262144
+        print("sent", flush=True)
+        time.sleep(60)
+        yield b"never"
+    requests.post(sys.argv[1] + "/api/v0/add?cid-version=1", data=body(),
+                  headers={"Content-Type": "multipart/form-data; boundary=b"})
+    """
+)
+
+
+def test_client_killed_mid_upload_leaves_no_partial_object(kubo_store: KuboStore, ipfs_server: IpfsServer) -> None:
+    pins_before = kubo_store.pins()
+    uploader = subprocess.Popen([sys.executable, "-c", UPLOADER, ipfs_server.url], stdout=subprocess.PIPE)
+    assert uploader.stdout is not None and uploader.stdout.readline() == b"sent\n"
+    os.kill(uploader.pid, signal.SIGKILL)
+    uploader.wait(10)
+    uploader.stdout.close()
+
+    partial = cid_of_bytes(b"".join(bytes([number]) * 262144 for number in range(40)))
+    deadline = time.monotonic() + 10
+    while any((ipfs_server.repo / "tmp").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the server notices the closed socket and drops its temp files
+    assert not any((ipfs_server.repo / "tmp").iterdir())
+    assert not kubo_store.has(partial)
+    assert kubo_store.pins() == pins_before
+    assert kubo_store.get(kubo_store.add_bytes(b"still serving")) == b"still serving"
+    for block in (ipfs_server.repo / "blocks").rglob("*"):  # every visible block is whole
+        if block.is_file():
+            assert hashlib.sha256(block.read_bytes()).digest() == cid_digest(block.name), block.name
