@@ -16,18 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from ledger.federation import FederationClient, TxResult
 from ledger.store import ContentStore, EmbeddedStore
-from ledger.weights import from_safetensors, to_safetensors
+from ledger.weights import from_safetensors
 from ledger.workspace import Workspace
 from node.aggregator import aggregate_round
 from node.data import load_digits_split
-from node.models import build_model, load_arrays, model_layout, state_arrays
+from node.genesis import genesis_model_bytes
+from node.models import build_model, load_arrays, model_layout
 from node.participant import train_and_submit
 from node.round_config import RoundConfig, TrainingSettings, config_cid
 from node.strategies import make_strategy
@@ -109,12 +109,6 @@ def fund(w3: Web3, accounts: list[LocalAccount]) -> None:
         w3.eth.wait_for_transaction_receipt(tx)
 
 
-def genesis_model(store: ContentStore, *, model: str, seed: int) -> str:
-    torch.manual_seed(seed)
-    blob = to_safetensors(state_arrays(build_model(model)), metadata={"model": model, "round": 0, "base_cid": ""})
-    return store.add_bytes(blob, pin=True)
-
-
 def run_demo(
     options: DemoOptions,
     *,
@@ -155,7 +149,7 @@ def run_demo(
     strategy = make_strategy(options.strategy)
     config = RoundConfig(model=options.model, strategy=strategy.params(), training=options.training)
     assert store.add_bytes(config.to_bytes(), pin=True) == config_cid(config.config_hash)
-    base_cid = genesis_model(store, model=options.model, seed=options.seed)
+    base_cid = store.add_bytes(genesis_model_bytes(options.model, seed=options.seed), pin=True)
 
     for _ in range(options.rounds):
         deadline = w3.eth.get_block("latest")["timestamp"] + ROUND_SECONDS

@@ -17,6 +17,7 @@ from node.cli import (
     demo_cmd,
     governance_cmd,
     ipfs_cmd,
+    model_cmd,
     train_cmd,
     workspace_cmd,
 )
@@ -34,6 +35,7 @@ for module in (
     chain_cmd,
     governance_cmd,
     ipfs_cmd,
+    model_cmd,
     train_cmd,
     aggregate_cmd,
     audit_cmd,
