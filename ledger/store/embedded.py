@@ -91,12 +91,16 @@ class EmbeddedStore:
         pending: deque[Future[tuple[Cid, int, Path | None]]] = deque()
         try:
             with ThreadPoolExecutor(_WORKERS, thread_name_prefix="store-add") as pool:
-                for chunk in chunks:
-                    pending.append(pool.submit(self._write_leaf, chunk))
-                    while len(pending) >= _WINDOW:
+                try:
+                    for chunk in chunks:
+                        pending.append(pool.submit(self._write_leaf, chunk))
+                        while len(pending) >= _WINDOW:
+                            self._take_leaf(builder, batch, *pending.popleft().result())
+                    while pending:
                         self._take_leaf(builder, batch, *pending.popleft().result())
-                while pending:
-                    self._take_leaf(builder, batch, *pending.popleft().result())
+                except BaseException:
+                    _drop_temps(pending)  # leaves written by workers but never taken into the batch
+                    raise
             root, blocks = builder.finish()
             for cid, data in blocks:  # the root (or the empty block) goes last
                 batch.add(cid, self._write_temp(cid, data))
@@ -268,6 +272,16 @@ class EmbeddedStore:
                     path.unlink()
             except FileNotFoundError:
                 pass
+
+
+def _drop_temps(pending: Iterable[Future[tuple[Cid, int, Path | None]]]) -> None:
+    for future in pending:
+        try:
+            _, _, temp = future.result()
+        except BaseException:  # noqa: BLE001 - the first error is the one being raised
+            continue
+        if temp is not None:
+            temp.unlink(missing_ok=True)
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
