@@ -160,6 +160,16 @@ class _Pushback:
         return self._body.read(size)
 
 
+def _at_least_two(body: _Pushback, rest: bytes) -> bytes:
+    """What follows a delimiter, at least its first two bytes (``--`` ends the body, CRLF starts a part)."""
+    while len(rest) < 2:
+        more = body.read(2 - len(rest))
+        if not more:
+            raise ApiError("the multipart body ended without its closing boundary")
+        rest += more
+    return rest
+
+
 def _boundary(content_type: str) -> bytes:
     match = re.search(r'boundary="?([^";]+)"?', content_type or "")
     if not content_type.startswith("multipart/") or not match:
@@ -290,7 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
         body.unread(b"\r\n")  # the first delimiter has no leading CRLF
         while opener.read(65536):
             pass
-        rest = opener.rest()
+        rest = _at_least_two(body, opener.rest())
         while not rest.startswith(b"--"):
             headers = _read_part_headers(body, rest)
             part = _PartReader(body, boundary)
@@ -308,7 +318,7 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
             lines.append({"Name": name_match.group(1) if name_match else cid, "Hash": cid,
                           "Size": str(size if size is not None else 0)})
-            rest = part.rest()
+            rest = _at_least_two(body, part.rest())
         self._drain()
         if not lines:
             raise ApiError("add needs a multipart/form-data body with a file part")

@@ -74,12 +74,13 @@ class EmbeddedStore:
 
     def add_file(self, path: Path | str, *, pin: bool = True) -> Cid:
         try:
-            with open(path, "rb") as stream:
-                return self.add_stream(stream, pin=pin)
+            stream = open(path, "rb")
         except FileNotFoundError as error:
             raise StoreError(f"{path} does not exist; give the path of a file to add.") from error
         except IsADirectoryError as error:
             raise StoreError(f"{path} is a folder; fedledger adds single files only.") from error
+        with stream:
+            return self.add_stream(stream, pin=pin)
 
     def add_stream(self, stream: BinaryIO, *, pin: bool = True) -> Cid:
         """Add everything a binary stream yields, 256 KiB at a time."""
