@@ -67,13 +67,13 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def fedledger(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Outcome:
     """Run the installed console script to completion."""
-    done = subprocess.run([str(FEDLEDGER), *args], capture_output=True, text=True, env=clean_env(env), timeout=timeout)
+    done = subprocess.run([str(FEDLEDGER), *args], capture_output=True, text=True, env=clean_env(env), timeout=timeout, check=False)
     return Outcome(done.returncode, done.stdout, done.stderr)
 
 
 def ipfs_cat(cid: str, *args: str) -> bytes:
     """The bytes `fedledger ipfs cat CID` writes to stdout."""
-    done = subprocess.run([str(FEDLEDGER), "ipfs", "cat", cid, *args], capture_output=True, env=clean_env(), timeout=60)
+    done = subprocess.run([str(FEDLEDGER), "ipfs", "cat", cid, *args], capture_output=True, env=clean_env(), timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
