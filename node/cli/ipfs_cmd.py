@@ -41,6 +41,7 @@ def _store(workdir: Path | None, repo: Path | None, api: str | None) -> ContentS
 
 def _check_weights(path: Path, model: str | None) -> None:
     """Refuse a weights file that is not safetensors or does not fit ``model``'s layout."""
+    # Imported here: torch takes seconds to load, and only this option needs it.
     from ledger.weights import from_safetensors
 
     layout = None
