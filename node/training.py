@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -86,8 +87,7 @@ def train(
     device = pick_device(device if isinstance(device, str) or device is None else str(device))
     home = _device_of(model)
     model.to(device).train()
-    x = torch.from_numpy(data.x).to(device)
-    y = torch.from_numpy(data.y).to(device)
+    x, y = _on_device(data, device)
     n = len(data)
     shuffler = torch.Generator().manual_seed(seed)  # on the CPU: the same order on every device
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=MOMENTUM)
@@ -139,8 +139,7 @@ def evaluate(model: nn.Module, data: Dataset, *, device: torch.device | str | No
     home = _device_of(model)
     was_training = model.training
     model.to(device).eval()
-    x = torch.from_numpy(data.x).to(device)
-    y = torch.from_numpy(data.y).to(device)
+    x, y = _on_device(data, device)
     loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     for start in range(0, len(data), EVAL_BATCH):
@@ -150,6 +149,13 @@ def evaluate(model: nn.Module, data: Dataset, *, device: torch.device | str | No
         correct += (logits.argmax(dim=1) == target).sum()
     model.to(home).train(was_training)
     return {"accuracy": float(correct) / len(data), "loss": float(loss) / len(data)}
+
+
+def _on_device(data: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole data set on ``device``, moved once: batches are then index slices, not copies from the host."""
+    x = torch.from_numpy(np.ascontiguousarray(data.x, dtype=np.float32)).to(device)
+    y = torch.from_numpy(np.ascontiguousarray(data.y, dtype=np.int64)).to(device)
+    return x, y
 
 
 def _device_of(model: nn.Module) -> torch.device:
