@@ -23,7 +23,7 @@ from ledger.errors import ContentNotFoundError, IntegrityError, MalformedCidErro
 from ledger.store import ContentStore, EmbeddedStore, KuboStore, open_store
 from ledger.unixfs import CHUNK_SIZE, cid_of_bytes
 from ledger.workspace import Workspace
-from tests.fixtures_store import IpfsServer, run_fedledger, start_ipfs_server
+from tests.fixtures_store import IpfsServer, run_fedledger, start_ipfs_server, stop_ipfs_server
 
 
 def random_bytes(size: int, seed: int = 5) -> bytes:
@@ -166,22 +166,27 @@ UPLOADER = textwrap.dedent(
 )
 
 
-def test_client_killed_mid_upload_leaves_no_partial_object(kubo_store: KuboStore, ipfs_server: IpfsServer) -> None:
-    pins_before = kubo_store.pins()
-    uploader = subprocess.Popen([sys.executable, "-c", UPLOADER, ipfs_server.url], stdout=subprocess.PIPE)
-    assert uploader.stdout is not None and uploader.stdout.readline() == b"sent\n"
-    os.kill(uploader.pid, signal.SIGKILL)
-    uploader.wait(10)
-    uploader.stdout.close()
+def test_client_killed_mid_upload_leaves_no_partial_object(tmp_path: Path) -> None:
+    server, process = start_ipfs_server(tmp_path / "repo")  # its own repo: other tests tamper the shared one
+    try:
+        store = KuboStore(server.api)
+        kept = store.add_bytes(b"added before")
+        uploader = subprocess.Popen([sys.executable, "-c", UPLOADER, server.url], stdout=subprocess.PIPE)
+        assert uploader.stdout is not None and uploader.stdout.readline() == b"sent\n"
+        os.kill(uploader.pid, signal.SIGKILL)
+        uploader.wait(10)
+        uploader.stdout.close()
 
-    partial = cid_of_bytes(b"".join(bytes([number]) * 262144 for number in range(40)))
-    deadline = time.monotonic() + 10
-    while any((ipfs_server.repo / "tmp").iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.1)  # the server notices the closed socket and drops its temp files
-    assert not any((ipfs_server.repo / "tmp").iterdir())
-    assert not kubo_store.has(partial)
-    assert kubo_store.pins() == pins_before
-    assert kubo_store.get(kubo_store.add_bytes(b"still serving")) == b"still serving"
-    for block in (ipfs_server.repo / "blocks").rglob("*"):  # every visible block is whole
-        if block.is_file():
-            assert hashlib.sha256(block.read_bytes()).digest() == cid_digest(block.name), block.name
+        partial = cid_of_bytes(b"".join(bytes([number]) * 262144 for number in range(40)))
+        deadline = time.monotonic() + 10
+        while any((server.repo / "tmp").iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the server notices the closed socket and drops its temp files
+        assert not any((server.repo / "tmp").iterdir())
+        assert not store.has(partial)
+        assert store.pins() == [kept]
+        assert store.get(kept) == b"added before"
+        for block in (server.repo / "blocks").rglob("*"):  # every visible block is whole
+            if block.is_file():
+                assert hashlib.sha256(block.read_bytes()).digest() == cid_digest(block.name), block.name
+    finally:
+        stop_ipfs_server(server, process)
