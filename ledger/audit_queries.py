@@ -112,7 +112,8 @@ def agreements(index: LedgerIndex) -> list[dict[str, Any]]:
 
 
 def participants(index: LedgerIndex) -> list[dict[str, Any]]:
-    """Every party that ever joined: status now, agreement versions accepted, when it first joined."""
+    """Every party that ever joined: status now, agreement versions accepted, when it first joined,
+    and the EIP-712 signature of its latest acceptance (re-checked by ``audit verify``)."""
     membership = membership_at_end(index)
     submitted: dict[str, int] = {}
     for event in index.events("UpdateSubmitted"):
@@ -130,6 +131,7 @@ def participants(index: LedgerIndex) -> list[dict[str, Any]]:
                 "joined_at": _when(index, first.block) if first else None,
                 "join_tx": first.tx_hash if first else None,
                 "relayer": first.args.get("relayer") if first else None,
+                "signature": member.joins[-1].args.get("signature") if member.joins else None,
                 "updates": submitted.get(member.address, 0),
             }
         )

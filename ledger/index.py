@@ -23,13 +23,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import requests
 from eth_abi import decode
 from eth_utils import to_checksum_address
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from web3 import EthereumTesterProvider, Web3
 from web3.exceptions import Web3Exception
 
@@ -199,7 +205,7 @@ class LedgerIndex:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> LedgerIndex:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

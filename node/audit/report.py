@@ -13,21 +13,21 @@ import html
 import io
 import json
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
-from ledger.audit_queries import agreements, membership_history, participants, rounds  # noqa: E402
-from ledger.errors import LedgerError  # noqa: E402
-from ledger.index import LedgerIndex  # noqa: E402
-from ledger.store import ContentStore  # noqa: E402
-from ledger.weights import from_safetensors  # noqa: E402
-from node.audit.verify import VerifyReport  # noqa: E402
+from ledger.audit_queries import agreements, membership_history, participants, rounds
+from ledger.errors import LedgerError
+from ledger.index import LedgerIndex
+from ledger.store import ContentStore
+from ledger.weights import from_safetensors
+from node.audit.verify import VerifyReport
 
 
 def _metadata(store: ContentStore, cid: str | None) -> dict[str, Any] | None:
@@ -86,7 +86,7 @@ def build_report(index: LedgerIndex, store: ContentStore, verify: VerifyReport) 
             }
         )
     return {
-        "generated_at": datetime.now(tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "generated_at": datetime.now(tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "federation": {"address": verify.address, "chain_id": verify.chain_id, "indexed_to_block": verify.indexed_to_block},
         "agreements": agreements(index),
         "participants": participants(index),
@@ -177,13 +177,13 @@ _TIMES = {"published_at", "joined_at", "at"}
 
 def _cell(value: Any, column: str = "") -> str:
     if column in _TIMES and isinstance(value, int):
-        return datetime.fromtimestamp(value, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     if value is None:
         return "—"
     if isinstance(value, float):
         return f"{value:.4f}"
     text = html.escape(str(value))
-    return f"<code>{text}</code>" if isinstance(value, str) and (value.startswith("0x") or value.startswith("baf")) else text
+    return f"<code>{text}</code>" if isinstance(value, str) and value.startswith(("0x", "baf")) else text
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str], *, css_id: str | None = None) -> str:
@@ -207,9 +207,11 @@ def render_html(report: dict[str, Any]) -> str:
         "<title>fedledger audit report</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>fedledger audit report</h1>",
-        f"<p>Federation <code>{html.escape(report['federation']['address'])}</code> on chain id "
-        f"{report['federation']['chain_id']}, indexed to block {report['federation']['indexed_to_block']}; "
-        f"generated {html.escape(report['generated_at'])}.</p>",
+        (
+            f"<p>Federation <code>{html.escape(report['federation']['address'])}</code> on chain id "
+            f"{report['federation']['chain_id']}, indexed to block {report['federation']['indexed_to_block']}; "
+            f"generated {html.escape(report['generated_at'])}.</p>"
+        ),
         f"<div class='banner {status}' id='verdict'><span class='{status}'>{banner}</span></div>",
         "<h2>Agreements</h2>",
         _table(report["agreements"], ["version", "terms_cid", "block", "published_at", "accepted_by", "tx_hash"]),
@@ -240,8 +242,10 @@ def render_html(report: dict[str, Any]) -> str:
         ))
     parts += [
         "<h2>Accuracy per round</h2>",
-        "<p class='note'>Test accuracy of the global models is not recorded on the ledger. Plotted is what each party "
-        "reported about its own local data in its update's metadata (whose hash is on chain).</p>",
+        (
+            "<p class='note'>Test accuracy of the global models is not recorded on the ledger. Plotted is what each "
+            "party reported about its own local data in its update's metadata (whose hash is on chain).</p>"
+        ),
         f"<img id='accuracy-plot' alt='self-reported local accuracy per round' src='{_accuracy_plot(story)}'>",
         "<h2>Participation and contribution</h2>",
         _table(report["contribution"], ["participant", "submitted", "included", "samples", "weight"]),

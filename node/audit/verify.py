@@ -31,7 +31,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from ledger.audit_queries import Membership, replay, rounds
-from ledger.errors import ContentNotFoundError, IntegrityError, InvalidInputError, LedgerError
+from ledger.errors import (
+    ContentNotFoundError,
+    IntegrityError,
+    InvalidInputError,
+    LedgerError,
+)
 from ledger.federation import FederationClient, RoundInfo, Submission, join_typed_data
 from ledger.index import IndexedEvent, LedgerIndex
 from ledger.store import ContentStore

@@ -94,7 +94,7 @@ def _emit(rows: list[dict[str, Any]], columns: list[str], *, title: str, as_json
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `fedledger` app."""
-    audit = typer.Typer(help="Index the ledger, query it, re-verify every claim, write reports.", no_args_is_help=True)
+    audit = typer.Typer(help="Index the ledger, query it, re-verify every claim, write reports. Exit 2 (with one sentence) when the audit cannot run.", no_args_is_help=True)
     app.add_typer(audit, name="audit")
 
     @audit.command("participants")
@@ -176,7 +176,9 @@ def register(app: typer.Typer) -> None:
     @audit.command("verify")
     @_audit_errors
     def verify_cmd(round_id: RoundOption = None, workdir: WorkdirOption = None, json: JsonOption = False) -> None:
-        """Re-check every blob, signature, membership window, receipt and aggregate. Exit 0 all pass, 1 any fails."""
+        """Re-check every blob, signature, membership window, receipt and aggregate.
+
+        Exit 0 when every check passed, 1 when any failed (each listed), 2 when it could not run."""
         from node.audit.verify import verify_ledger
 
         with _ledger(workdir, sync=False) as ledger:

@@ -31,8 +31,8 @@ from ledger.federation import FederationClient
 from ledger.store import EmbeddedStore
 from ledger.weights import from_safetensors, to_safetensors
 from ledger.workspace import Workspace
-from node.cli import app
 from node.aggregator import aggregate_updates, global_model_bytes
+from node.cli import app
 from node.demo import DemoOptions, party_account, run_demo
 from node.models import model_layout
 from node.participant import metrics_hash
@@ -134,7 +134,7 @@ def fedledger() -> Callable[..., Outcome]:
     def run(*args: str) -> Outcome:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FEDLEDGER_")}
         env["COLUMNS"] = "200"
-        done = subprocess.run([str(FEDLEDGER), *args], capture_output=True, text=True, env=env, timeout=120)
+        done = subprocess.run([str(FEDLEDGER), *args], capture_output=True, text=True, env=env, timeout=120, check=False)
         return Outcome(done.returncode, done.stdout, done.stderr)
 
     return run

@@ -81,7 +81,7 @@ class _RangeLimitedRpc(BaseHTTPRequestHandler):
     limit = 4
     refused = 0
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         call = json.loads(body)
         if call.get("method") == "eth_getLogs":

@@ -17,7 +17,7 @@ def headless(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProc
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         f"--user-data-dir={profile}", *extra, page.resolve().as_uri(),
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_json_report_tells_the_story(anvil_ledger, cli):
@@ -55,7 +55,7 @@ def test_html_report_renders_in_headless_chromium(anvil_ledger, cli, tmp_path):
 
     dom = headless(page, tmp_path / "profile-dom", "--dump-dom")
     assert dom.returncode == 0, dom.stderr
-    rounds_table = re.search(r'<table id="rounds">.*?</table>', dom.stdout, re.S)
+    rounds_table = re.search(r'<table id="rounds">.*?</table>', dom.stdout, re.DOTALL)
     assert rounds_table is not None
     assert rounds_table.group(0).count("<tr>") == 3  # header + two rounds
     for plot in ("accuracy-plot", "contribution-plot"):

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from node.audit.verify import verify_ledger
 from ledger.index import LedgerIndex
+from node.audit.verify import verify_ledger
 from node.receipt import IncludedUpdate
-from tests.audit.conftest import finalize, flip_byte, honest_aggregate, not_the_aggregate, open_extra_round
+from tests.audit.conftest import (
+    finalize,
+    flip_byte,
+    honest_aggregate,
+    not_the_aggregate,
+    open_extra_round,
+)
 
 
 def failures(outcome) -> list[dict]:
