@@ -1,0 +1,57 @@
+"""`fedledger demo` through the console script: one JSON document on the in-process chain, and on
+anvil a workspace that `chain up` reopens with the deployment and its finalized round."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from deploy.anvil import stop_pidfile
+from tests.round.conftest import fedledger, ok
+
+
+def check_report(outcome, *, rounds: int) -> dict:  # type: ignore[no-untyped-def]
+    """The demo's --json document: one parseable document on stdout, an audit that passed, exit 0."""
+    assert outcome.stdout.strip(), outcome.stderr
+    report = json.loads(outcome.stdout)  # exactly one JSON document, nothing else on stdout
+    assert report["audit_ok"] is True and report["audit_failures"] == [], report
+    assert outcome.exit_code == 0, outcome.stderr
+    assert [r["round_id"] for r in report["rounds"]] == list(range(1, rounds + 1))
+    for row in report["rounds"]:
+        assert 0.0 <= row["accuracy"] <= 1.0
+        assert row["accepted"] >= 1 and row["rejected"] == 0
+    assert isinstance(report["final_accuracy"], float)
+    assert report["final_accuracy"] == report["rounds"][-1]["accuracy"]
+    assert report["gas"]["submit_update"] > 21_000
+    return report
+
+
+def test_demo_on_the_in_process_chain_prints_one_json_report() -> None:
+    outcome = fedledger("demo", "--participants", "3", "--rounds", "2", "--json", timeout=300)
+    if outcome.stdout.strip():
+        shutil.rmtree(json.loads(outcome.stdout)["workdir"], ignore_errors=True)  # the demo's temporary workspace
+    report = check_report(outcome, rounds=2)
+    assert [r["accepted"] for r in report["rounds"]] == [3, 3]
+    assert report["final_accuracy"] > 0.5  # two rounds of three parties on digits already learn
+
+
+@pytest.mark.anvil
+def test_demo_on_anvil_leaves_a_workspace_that_chain_up_reopens(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    outcome = fedledger("demo", "--chain", "anvil", "--workdir", str(workdir), "--participants", "2", "--rounds", "1",
+                        "--json", timeout=300)
+    report = check_report(outcome, rounds=1)
+    assert report["chain"] == "anvil" and Path(report["workdir"]) == workdir.resolve()
+    assert (workdir / "chain" / "anvil.json").stat().st_size > 0
+    try:
+        ok(fedledger("chain", "up", "--detach", "-w", str(workdir)))
+        status = ok(fedledger("round", "status", "1", "--json", "-w", str(workdir))).json()
+        assert status["state"] == "finalized"
+        assert status["global_cid"] == report["rounds"][0]["global_cid"]
+        assert len(status["updates"]) == 2
+        ok(fedledger("chain", "down", "-w", str(workdir)))
+    finally:
+        stop_pidfile(workdir / "chain" / "anvil.pid")
