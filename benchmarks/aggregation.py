@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.strategies import Update, make_strategy  # noqa: E402
+from node.strategies import Update, make_strategy
 
 
 def make_updates(count: int, params: int, *, seed: int = 0) -> tuple[list[Update], dict[str, np.ndarray]]:

@@ -18,6 +18,7 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,9 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.data import Dataset, load_digits_split  # noqa: E402
-from node.models import build_model  # noqa: E402
-from node.training import MOMENTUM, _autocast_dtype, pick_device, train  # noqa: E402
+from node.data import Dataset, load_digits_split
+from node.models import build_model
+from node.training import MOMENTUM, _autocast_dtype, pick_device, train
 
 
 def plain_loop(model, data: Dataset, *, epochs: int, batch_size: int, lr: float, seed: int, device: torch.device) -> None:
@@ -57,7 +58,17 @@ def plain_loop(model, data: Dataset, *, epochs: int, batch_size: int, lr: float,
     model.to("cpu")
 
 
-def _timed(fn) -> float:
+def _variants(name: str, data: Dataset, *, device: torch.device, epochs: int, batch_size: int) -> dict[str, Callable[[], object]]:
+    """The three timed runs on fresh models: the plain loop, train(), train() with its progress bar."""
+    settings = {"epochs": epochs, "batch_size": batch_size, "lr": 0.01, "seed": 0}
+    return {
+        "plain": lambda: plain_loop(build_model(name), data, device=device, **settings),
+        "train": lambda: train(build_model(name), data, device=device, progress=False, **settings),
+        "progress": lambda: train(build_model(name), data, device=device, progress=True, **settings),
+    }
+
+
+def _timed(fn: Callable[[], object]) -> float:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -89,12 +100,7 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in ("mlp", "cnn"):
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-            settings = {"epochs": args.epochs, "batch_size": batch_size, "lr": 0.01, "seed": 0}
-            runs = {
-                "plain": lambda: plain_loop(build_model(name), data, device=device, **settings),
-                "train": lambda: train(build_model(name), data, device=device, progress=False, **settings),
-                "progress": lambda: train(build_model(name), data, device=device, progress=True, **settings),
-            }
+            runs = _variants(name, data, device=device, epochs=args.epochs, batch_size=batch_size)
             times: dict[str, list[float]] = {key: [] for key in runs}
             for fn in runs.values():
                 fn()  # warm-up

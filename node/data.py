@@ -59,7 +59,7 @@ def load_digits_split(
     data = load_digits_data()
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data))
-    n_test = int(round(len(data) * test_fraction))
+    n_test = round(len(data) * test_fraction)
     test_idx, train_idx = np.sort(order[:n_test]), order[n_test:]
     if len(train_idx) < parties * MIN_SHARD:
         raise InvalidInputError(

@@ -7,7 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from node.strategies.base import AggregateResult, Arrays, Strategy, Update, cast_like, screen
+from node.strategies.base import (
+    AggregateResult,
+    Arrays,
+    Strategy,
+    Update,
+    cast_like,
+    screen,
+)
 
 
 def weighted_average(arrays: Sequence[Mapping[str, np.ndarray]], samples: Sequence[int]) -> Arrays:

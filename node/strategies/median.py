@@ -7,7 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from node.strategies.base import AggregateResult, Arrays, Strategy, Update, cast_like, screen, uniform_weights
+from node.strategies.base import (
+    AggregateResult,
+    Arrays,
+    Strategy,
+    Update,
+    cast_like,
+    screen,
+    uniform_weights,
+)
 
 
 def coordinate_median(arrays: Sequence[Mapping[str, np.ndarray]]) -> Arrays:

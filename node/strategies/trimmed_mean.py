@@ -9,7 +9,15 @@ from typing import Any
 import numpy as np
 
 from ledger.errors import InvalidInputError
-from node.strategies.base import AggregateResult, Arrays, Strategy, Update, cast_like, screen, uniform_weights
+from node.strategies.base import (
+    AggregateResult,
+    Arrays,
+    Strategy,
+    Update,
+    cast_like,
+    screen,
+    uniform_weights,
+)
 
 
 def trim_count(beta: float, n: int) -> int:

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from ledger.errors import InvalidInputError
-from node.data import MIN_SHARD, Dataset, load_digits_data, load_digits_split, load_local_data
+from node.data import (
+    MIN_SHARD,
+    Dataset,
+    load_digits_data,
+    load_digits_split,
+    load_local_data,
+)
 
 
 def _rows(*datasets: Dataset) -> Counter[bytes]:
@@ -50,7 +56,8 @@ def test_non_iid_split_skews_labels_and_stays_disjoint():
     iid, _ = load_digits_split(parties=5, seed=0)
     skewed, test = load_digits_split(parties=5, seed=0, non_iid_alpha=0.1)
     mild, _ = load_digits_split(parties=5, seed=0, non_iid_alpha=100.0)
-    assert _label_skew(skewed) > 0.4 > 0.1 > _label_skew(mild) and _label_skew(iid) < 0.1
+    assert _label_skew(skewed) > 0.4
+    assert _label_skew(mild) < 0.1 and _label_skew(iid) < 0.1
     assert _rows(*skewed, test) == _rows(load_digits_data())
 
 

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from ledger.errors import InvalidInputError
-from node.models import MODEL_NAMES, build_model, load_arrays, model_layout, state_arrays
+from node.models import (
+    MODEL_NAMES,
+    build_model,
+    load_arrays,
+    model_layout,
+    state_arrays,
+)
 
 
 def test_model_names():
