@@ -35,6 +35,8 @@ class Update:
 class AggregateResult:
     """The aggregate, who went into it with which weight, who did not and why, and any remarks.
 
+    ``included`` weights are each update's share: by sample count for FedAvg and (Multi-)Krum,
+    a nominal 1/n for median and trimmed mean (every update takes part, coordinate by coordinate).
     ``notes`` records changes made to an update that was still used (e.g. its delta was clipped).
     """
 
