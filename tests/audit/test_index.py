@@ -7,14 +7,17 @@ import json
 import threading
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from web3 import Web3
 
+from ledger.audit_queries import replay
 from ledger.cid import RAW, cid_from_parts
 from ledger.errors import AuditIndexError
 from ledger.index import LedgerIndex
+from node.audit.verify import recover_join_signer
 
 
 def terms(text: str) -> str:
@@ -152,3 +155,26 @@ def test_a_file_that_is_not_an_index_is_refused(federation, tmp_path):
     path.write_bytes(b"not a database at all" * 100)
     with pytest.raises(AuditIndexError, match="is not a fedledger audit index"):
         LedgerIndex.for_federation(path, federation)
+
+
+def test_membership_replay_and_join_signatures_from_the_index(chain, federation, tmp_path):
+    federation.publish_agreement(terms("v1"))
+    party, stranger = chain.new_account(), chain.new_account()
+    deadline = chain.now() + 600
+    federation.join(party.address, version=1, deadline=deadline,
+                    signature=federation.sign_join(party, version=1, deadline=deadline))
+    federation.approve(party.address)
+    federation.suspend(party.address)
+    with LedgerIndex.for_federation(tmp_path / "index.sqlite", federation) as index:
+        index.sync()
+        states = [(event.name, membership.members.get(party.address) and membership.members[party.address].status)
+                  for event, membership in replay(index)]
+        # Each event comes with the membership just before it.
+        assert states[1:] == [("ParticipantJoined", None), ("ParticipantAdmitted", "pending"),
+                              ("ParticipantSuspended", "admitted")]
+        (join,) = index.events("ParticipantJoined")
+        assert recover_join_signer(federation, join, terms("v1")) == party.address
+        forged = federation.sign_join(stranger, version=1, deadline=deadline)
+        tampered = replace(join, args={**join.args, "signature": Web3.to_hex(forged)})  # another key signed
+        assert recover_join_signer(federation, tampered, terms("v1")) != party.address
+        assert recover_join_signer(federation, join, terms("v2")) != party.address
