@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import os
 import sys
 import tempfile
@@ -131,7 +130,6 @@ def verify_part(args: argparse.Namespace, rows: list[tuple[str, str]]) -> None:
     from node.demo import DemoOptions, run_demo
     from node.round_config import TrainingSettings
 
-    _client_reads_at_block()
     with AnvilProcess() as anvil, tempfile.TemporaryDirectory() as folder:
         w3 = Web3(Web3.HTTPProvider(anvil.rpc_url, request_kwargs={"timeout": 60}))
         workspace = Workspace.init(Path(folder) / "ws", rpc=anvil.rpc_url)
@@ -156,14 +154,6 @@ def verify_part(args: argparse.Namespace, rows: list[tuple[str, str]]) -> None:
          ", ".join(f"{s * 1000:.0f} ms" for s in per_round) + f" (rounds 1..{args.verify_rounds})"),
         (f"verify whole ledger ({args.verify_rounds} rounds, {len(whole.checks)} checks)", f"{whole_s * 1000:.0f} ms"),
     ]
-
-
-def _client_reads_at_block() -> None:
-    """The demo's aggregator asks ``participant(..., block=)``; until the client has it, read the latest state."""
-    if "block" not in inspect.signature(FederationClient.participant).parameters:
-        participant, agreement = FederationClient.participant, FederationClient.agreement
-        FederationClient.participant = lambda self, address, block=None: participant(self, address)  # type: ignore[method-assign]
-        FederationClient.agreement = lambda self, version=None, block=None: agreement(self, version)  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> None:

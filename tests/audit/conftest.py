@@ -10,13 +10,12 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,20 +41,6 @@ from node.strategies import strategy_from_params
 
 FEDLEDGER = Path(sys.executable).parent / "fedledger"
 OPTIONS = DemoOptions(participants=3, rounds=2, training=TrainingSettings(epochs=1, batch_size=64, lr=0.05))
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _client_reads_at_block() -> Iterator[None]:
-    """The demo's aggregator asks ``participant(..., block=)``; until the client has it, read the latest state.
-
-    Only the demo (building honest ledgers) needs this; the audit code never calls it.
-    """
-    with pytest.MonkeyPatch.context() as patch:
-        if "block" not in inspect.signature(FederationClient.participant).parameters:
-            participant, agreement = FederationClient.participant, FederationClient.agreement
-            patch.setattr(FederationClient, "participant", lambda self, address, block=None: participant(self, address))
-            patch.setattr(FederationClient, "agreement", lambda self, version=None, block=None: agreement(self, version))
-        yield
 
 
 @dataclass(frozen=True)
