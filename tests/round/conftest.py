@@ -19,14 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from ledger.federation import FederationClient
-from ledger.weights import to_safetensors
 from ledger.workspace import Workspace
 from node.cli import app
-from node.models import build_model, state_arrays
 from node.round_config import RoundConfig, TrainingSettings
 from node.strategies import make_strategy
 
@@ -152,15 +149,8 @@ class Federation:
         return address
 
 
-def genesis_file(path: Path, *, seed: int = 0) -> Path:
-    """The genesis MLP weights as a safetensors file, as an operator would produce them."""
-    torch.manual_seed(seed)
-    path.write_bytes(to_safetensors(state_arrays(build_model("mlp")), metadata={"model": "mlp", "round": 0, "base_cid": ""}))
-    return path
-
-
 def make_federation(root: Path, *, rpc: str, store_api: str | None = None) -> Federation:
-    """init, (kubo store), deploy, publish an agreement, add the genesis model — all through the CLI."""
+    """init, (kubo store), deploy, publish an agreement, pin the genesis model — all through the CLI."""
     root.mkdir(parents=True, exist_ok=True)
     ok(cli("init", str(root / "ws"), "--rpc", rpc))
     workspace = Workspace.load(root / "ws")
@@ -173,8 +163,8 @@ def make_federation(root: Path, *, rpc: str, store_api: str | None = None) -> Fe
     terms = root / "terms.md"
     terms.write_text("# Terms\nEach party trains on its own data only.\n")
     ok(cli("agreement", "publish", str(terms), *w))
-    added = ok(cli("ipfs", "add", str(genesis_file(root / "genesis.safetensors")), "--model", "mlp", "--json", *w)).json()
-    return Federation(workspace=Workspace.load(workspace.root), genesis_cid=added["cid"], tmp=root)
+    genesis = ok(cli("model", "init", "--model", "mlp", "--seed", "0", "--json", *w)).json()
+    return Federation(workspace=Workspace.load(workspace.root), genesis_cid=genesis["cid"], tmp=root)
 
 
 @pytest.fixture

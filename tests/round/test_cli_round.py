@@ -10,6 +10,7 @@ names the altered update as rejected with the reason.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from web3 import Web3
 from ledger.store import open_store
 from ledger.weights import from_safetensors
 from node.models import model_layout
-from tests.fixtures_store import IpfsServer
+from tests.fixtures_store import IpfsServer, start_ipfs_server, stop_ipfs_server
 from tests.round.conftest import (
     PASSWORD,
     Federation,
@@ -74,10 +75,20 @@ def flip_a_byte(server: IpfsServer, cid: str) -> None:
     block.write_bytes(bytes(data))
 
 
+@pytest.fixture
+def private_ipfs_server(tmp_path: Path) -> Iterator[IpfsServer]:
+    """This test's own `fedledger ipfs serve` (its repo gets tampered with, so it is not the session's)."""
+    server, process = start_ipfs_server(tmp_path / "ipfs-repo")
+    try:
+        yield server
+    finally:
+        stop_ipfs_server(server, process)
+
+
 def test_two_rounds_with_concurrent_parties_an_outsider_and_a_tampered_blob(
-    anvil_rpc: str, ipfs_server: IpfsServer, tmp_path: Path
+    anvil_rpc: str, private_ipfs_server: IpfsServer, tmp_path: Path
 ) -> None:
-    federation = make_federation(tmp_path, rpc=anvil_rpc, store_api=ipfs_server.api)
+    federation = make_federation(tmp_path, rpc=anvil_rpc, store_api=private_ipfs_server.api)
     w = federation.w
     addresses = {name: add_keystore_party(federation, name) for name in PARTIES}
     outsider = Account.create()
@@ -116,7 +127,7 @@ def test_two_rounds_with_concurrent_parties_an_outsider_and_a_tampered_blob(
 
     # Bob's pinned update is altered in the server's repository before aggregation.
     tampered = updates_2["bob"]["update_cid"]
-    flip_a_byte(ipfs_server, tampered)
+    flip_a_byte(private_ipfs_server, tampered)
     aggregated_2 = ok(fedledger("aggregate", "--round", str(round_2), "--json", *w))
     document = aggregated_2.json()
     assert sorted(i["participant"] for i in document["included"]) == sorted([addresses["alice"], addresses["carol"]])
