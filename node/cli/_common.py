@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ledger.errors import LedgerError
 
@@ -30,7 +31,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON documen
 
 def fail(message: str, exit_code: int = 1) -> typer.Exit:
     """Print ``message`` as one error line on stderr and return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(exit_code)
 
 
