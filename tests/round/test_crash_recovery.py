@@ -19,7 +19,14 @@ from node.failpoints import FAILPOINT_ENV, FAILPOINT_EXIT
 from node.receipt import Receipt
 from node.round_config import RoundConfig, config_cid
 from node.strategies import strategy_from_params
-from tests.round.conftest import Federation, fedledger, make_federation, ok
+from tests.round.conftest import (
+    Federation,
+    fedledger,
+    finish,
+    make_federation,
+    ok,
+    start,
+)
 
 pytestmark = pytest.mark.anvil
 
@@ -41,7 +48,8 @@ def test_killed_participant_and_aggregator_finish_the_round_once_without_retrain
     alice_env = federation.parties["alice"]["env"]
     train = ("node", "train", "--round", str(round_id), "--of", "2", "--json", *w)
 
-    # The participant dies after pinning its update, before submitting it.
+    # Bob trains undisturbed meanwhile; Alice dies after pinning her update, before submitting it.
+    bob_run = start(*train, "--shard", "1", env=federation.parties["bob"]["env"])
     crashed = fedledger(*train, "--shard", "0", env={**alice_env, FAILPOINT_ENV: "participant:after-pin"})
     assert crashed.exit_code == FAILPOINT_EXIT, crashed.stderr
     assert crashed.stdout == ""
@@ -57,7 +65,7 @@ def test_killed_participant_and_aggregator_finish_the_round_once_without_retrain
     assert rerun["update_cid"] == pinned
     assert rerun["tx_hash"] is not None
 
-    ok(fedledger(*train, "--shard", "1", env=federation.parties["bob"]["env"]))
+    assert ok(finish(bob_run)).json()["trained"] is True
 
     # A third run after submitting does nothing.
     again = fedledger(*train, "--shard", "0", env=alice_env)
