@@ -129,7 +129,7 @@ def aggregate_round(
     admitted, refused = [], []
     for submission in submissions:
         member = federation.participant(submission.participant, block=submission.block)
-        current = federation.agreement(block=submission.block).version
+        current = federation.agreement_version(block=submission.block)  # a storage read, no log scan
         if member.status == "admitted" and member.accepted_version == current:
             admitted.append(submission)
         else:
