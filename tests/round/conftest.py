@@ -21,11 +21,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from ledger.chain import open_federation
 from ledger.federation import FederationClient
 from ledger.workspace import Workspace
 from node.cli import app
 from node.round_config import RoundConfig, TrainingSettings
 from node.strategies import make_strategy
+from tests.fixtures_chain import TestChain
 
 FEDLEDGER = Path(sys.executable).parent / "fedledger"
 PASSWORD = "round tests password"
@@ -114,15 +116,14 @@ class Federation:
     workspace: Workspace
     genesis_cid: str
     tmp: Path
-    parties: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> {address, env}
+    parties: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {address, env}
 
     @property
     def w(self) -> tuple[str, str]:
         return ("--workdir", str(self.workspace.root))
 
     def client(self) -> FederationClient:
-        from ledger.chain import open_federation
-
+        """A read-only client of the deployment, opened from the workspace as the CLI opens it."""
         return open_federation(Workspace.load(self.workspace.root))
 
     def config_file(self, name: str, *, strategy: str = "fedavg") -> Path:
@@ -145,7 +146,7 @@ class Federation:
         env = {"FEDLEDGER_PRIVATE_KEY": private_key}
         address = ok(cli("participant", "join", "--json", *self.w, env=env)).json()["participant"]
         ok(cli("participant", "approve", address, *self.w))
-        self.parties[name] = {"address": address, "env": env}  # type: ignore[dict-item]
+        self.parties[name] = {"address": address, "env": env}
         return address
 
 
@@ -168,6 +169,6 @@ def make_federation(root: Path, *, rpc: str, store_api: str | None = None) -> Fe
 
 
 @pytest.fixture
-def anvil_rpc(chain: Any) -> Iterator[str]:
+def anvil_rpc(chain: TestChain) -> Iterator[str]:
     """The session anvil's URL for one test; the test's chain changes are reverted afterwards."""
     yield chain.w3.provider.endpoint_uri

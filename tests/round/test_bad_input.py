@@ -26,7 +26,7 @@ def federation(anvil: AnvilProcess, anvil_keys: list[LocalAccount], tmp_path_fac
 
 
 def train(federation: Federation, *args: str) -> tuple[int, str, str]:
-    outcome = fedledger("node", "train", *args, *federation.w, env=federation.parties["alice"]["env"])  # type: ignore[arg-type]
+    outcome = fedledger("node", "train", *args, *federation.w, env=federation.parties["alice"]["env"])
     return outcome.exit_code, outcome.stdout, outcome.error_line()
 
 

@@ -46,7 +46,7 @@ def add_keystore_party(federation: Federation, name: str) -> str:
     ok(cli("key", "fund", name, "--amount", "1", *w))
     ok(cli("participant", "join", "--key", name, *w, env=env))
     ok(cli("participant", "approve", address, *w))
-    federation.parties[name] = {"address": address, "env": env}  # type: ignore[dict-item]
+    federation.parties[name] = {"address": address, "env": env}
     return address
 
 
@@ -55,7 +55,7 @@ def train_all(federation: Federation, round_id: int, *, outsider_env: dict[str, 
     processes = {
         name: start(
             "node", "train", "--round", str(round_id), "--key", name, "--shard", str(i), "--of", str(len(PARTIES)),
-            "--json", *federation.w, env=federation.parties[name]["env"],  # type: ignore[arg-type]
+            "--json", *federation.w, env=federation.parties[name]["env"],
         )
         for i, name in enumerate(PARTIES)
     }

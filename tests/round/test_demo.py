@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from deploy.anvil import stop_pidfile
-from tests.round.conftest import fedledger, ok
+from tests.round.conftest import Outcome, fedledger, ok
 
 
-def check_report(outcome, *, rounds: int) -> dict:  # type: ignore[no-untyped-def]
+def check_report(outcome: Outcome, *, rounds: int) -> dict[str, Any]:
     """The demo's --json document: one parseable document on stdout, an audit that passed, exit 0."""
     assert outcome.stdout.strip(), outcome.stderr
     report = json.loads(outcome.stdout)  # exactly one JSON document, nothing else on stdout
