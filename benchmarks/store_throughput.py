@@ -35,9 +35,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ledger.ipfs_server import make_server  # noqa: E402
-from ledger.store import EmbeddedStore, KuboStore  # noqa: E402
-from ledger.unixfs import cid_of_bytes  # noqa: E402
+from ledger.ipfs_server import make_server
+from ledger.store import EmbeddedStore, KuboStore
+from ledger.unixfs import cid_of_bytes
 
 
 def best_of(repeat: int, run: Callable[[], object], setup: Callable[[], None] = lambda: None) -> float:

@@ -160,7 +160,7 @@ class AnvilProcess:
             command += ["--block-time", str(self.block_time)]
         return command + list(self.extra_args)
 
-    def start(self) -> "AnvilProcess":
+    def start(self) -> AnvilProcess:
         if self._process is not None:
             return self
         if port_in_use(self.port):
@@ -208,7 +208,7 @@ class AnvilProcess:
                 process.kill()
                 process.wait()
 
-    def __enter__(self) -> "AnvilProcess":
+    def __enter__(self) -> AnvilProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -12,7 +12,13 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from ledger.chain import MEMORY, connect, require_gas_money, signing_account, workspace_rpc
+from ledger.chain import (
+    MEMORY,
+    connect,
+    require_gas_money,
+    signing_account,
+    workspace_rpc,
+)
 from ledger.errors import DeploymentError, InvalidInputError
 from ledger.federation import FederationClient, load_artifact
 from ledger.workspace import Workspace

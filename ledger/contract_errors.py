@@ -25,7 +25,7 @@ ROLE_NAMES = {
     "0x" + keccak(text="AGGREGATOR_ROLE").hex(): "aggregator",
 }
 
-_BY_SELECTOR: dict[bytes, type["FederationContractError"]] = {}
+_BY_SELECTOR: dict[bytes, type[FederationContractError]] = {}
 
 
 class FederationContractError(ContractRevertError):

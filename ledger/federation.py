@@ -24,11 +24,22 @@ from eth_account.signers.local import LocalAccount
 from eth_tester.exceptions import TransactionFailed
 from eth_utils import is_address, keccak, to_checksum_address
 from web3 import Web3
-from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+from web3.exceptions import (
+    BlockNotFound,
+    ContractLogicError,
+    TimeExhausted,
+    Web3RPCError,
+)
 
 from ledger.cid import cid_from_parts, cid_to_bytes
 from ledger.contract_errors import PARTICIPANT_STATUSES, ROUND_STATES, decode_revert
-from ledger.errors import ChainError, ChainUnreachableError, ConfigError, ContractRevertError, InvalidInputError
+from ledger.errors import (
+    ChainError,
+    ChainUnreachableError,
+    ConfigError,
+    ContractRevertError,
+    InvalidInputError,
+)
 from ledger.types import Address, Cid, RoundId
 
 ARTIFACT = Path(__file__).resolve().parent.parent / "contracts" / "build" / "Federation.json"
@@ -255,11 +266,14 @@ class FederationClient:
         self.from_block = from_block
         self.contract = w3.eth.contract(address=self.address, abi=load_artifact()["abi"])
         self._chain_id: int | None = None
+        # Round events never change once mined; the cache saves a log scan per ``round()`` call
+        # (on the in-process chain a scan costs time linear in the chain's length).
+        self._round_events: dict[tuple[str, int], Any] = {}
 
     # ---------------------------------------------------------------- construction
 
     @classmethod
-    def deploy(cls, w3: Web3, *, account: LocalAccount | str | None = None) -> tuple["FederationClient", TxResult]:
+    def deploy(cls, w3: Web3, *, account: LocalAccount | str | None = None) -> tuple[FederationClient, TxResult]:
         """Deploy a fresh contract from the committed artifact; the sender gets every role."""
         artifact = load_artifact()
         factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
@@ -267,7 +281,7 @@ class FederationClient:
         client = cls(w3, receipt["contractAddress"], account=account, from_block=result.block)
         return client, result
 
-    def with_account(self, account: LocalAccount | str | None) -> "FederationClient":
+    def with_account(self, account: LocalAccount | str | None) -> FederationClient:
         """The same contract, another sender."""
         client = FederationClient(self.w3, self.address, account=account, from_block=self.from_block)
         client._chain_id = self._chain_id
@@ -413,13 +427,13 @@ class FederationClient:
 
     def round(self, round_id: int) -> RoundInfo:
         state, deadline, min_updates, submissions = self._call("round", round_id)
-        opened = self._logs("RoundOpened", roundId=round_id) if state else []
-        if not opened:
+        opened = self._round_event("RoundOpened", round_id) if state else None
+        if opened is None:
             raise InvalidInputError(f"there is no round {round_id}; check `fedledger round status` for the rounds.")
-        args = opened[0]["args"]
+        args = opened["args"]
         global_cid = receipt_cid = None
         if ROUND_STATES[state] == "finalized":
-            final = self._logs("RoundFinalized", roundId=round_id)[0]["args"]
+            final = self._round_event("RoundFinalized", round_id)["args"]
             global_cid = cid_from_parts(final["globalCodec"], final["globalDigest"])
             receipt_cid = cid_from_parts(final["receiptCodec"], final["receiptDigest"])
         return RoundInfo(
@@ -432,9 +446,26 @@ class FederationClient:
             submissions=int(submissions),
             global_cid=global_cid,
             receipt_cid=receipt_cid,
-            opened_block=int(opened[0]["blockNumber"]),
+            opened_block=int(opened["blockNumber"]),
             agreement_version=int(args["agreementVersion"]),
         )
+
+    def _round_event(self, event: str, round_id: int) -> Any:
+        """The first ``event`` log of ``round_id``, cached while its block is still on the chain."""
+        cached = self._round_events.get((event, round_id))
+        if cached is not None and self._still_on_chain(cached):
+            return cached
+        logs = self._logs(event, roundId=round_id)
+        if not logs:
+            return None
+        self._round_events[(event, round_id)] = logs[0]
+        return logs[0]
+
+    def _still_on_chain(self, log: Any) -> bool:
+        try:
+            return bool(self.w3.eth.get_block(log["blockNumber"])["hash"] == log["blockHash"])
+        except BlockNotFound:
+            return False
 
     def submit_update(self, round_id: int, *, cid: Cid, samples: int, metrics_hash: bytes) -> TxResult:
         """Record the sender's update to ``round_id`` (one per party per round)."""

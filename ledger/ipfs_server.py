@@ -195,8 +195,7 @@ def _arg(query: dict[str, list[str]]) -> Cid:
         raise ApiError('argument "arg" is required')
     text = values[0]
     for prefix in ("/ipfs/", "ipfs/"):
-        if text.startswith(prefix):
-            text = text[len(prefix) :]
+        text = text.removeprefix(prefix)
     try:
         return parse_cid(text.rstrip("/"))
     except InvalidInputError as error:
@@ -224,9 +223,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _not_allowed(self) -> None:
         self._send_error(HTTPStatus.METHOD_NOT_ALLOWED, f"method {self.command} not allowed; the RPC API takes POST")
 
-    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = _not_allowed  # noqa: N815
+    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = _not_allowed
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         url = urlsplit(self.path)
         query = parse_qs(url.query, keep_blank_values=True)
         route = _ROUTES.get(url.path.rstrip("/"))

@@ -14,7 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ledger.errors import ContentNotFoundError, IntegrityError, InvalidInputError, WeightsError
+from ledger.errors import (
+    ContentNotFoundError,
+    IntegrityError,
+    InvalidInputError,
+    WeightsError,
+)
 from ledger.federation import FederationClient, RoundInfo, Submission, TxResult
 from ledger.store import ContentStore
 from ledger.types import Cid
@@ -22,7 +27,7 @@ from ledger.weights import from_safetensors, to_safetensors
 from node.failpoints import failpoint
 from node.journal import Journal
 from node.models import model_layout
-from node.receipt import IncludedUpdate, Receipt, RejectedUpdate
+from node.receipt import IncludedUpdate, Receipt, RejectedUpdate, UpdateNote
 from node.round_config import RoundConfig, config_cid
 from node.strategies import Strategy, Update, strategy_from_params
 
@@ -97,6 +102,7 @@ def aggregate_updates(
         strategy=strategy.params(),
         included=sorted(included, key=lambda u: u.participant.lower()),
         rejected=sorted(rejected, key=lambda u: u.participant.lower()),
+        notes=[UpdateNote(participant=p, cid=by_participant[p.lower()].cid, note=n) for p, n in result.notes],
     )
     return blob, receipt
 

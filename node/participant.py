@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ledger.federation import FederationClient, TxResult
 from ledger.errors import InvalidInputError
+from ledger.federation import FederationClient, TxResult
 from ledger.store import ContentStore
 from ledger.types import Address, Cid
 from ledger.weights import from_safetensors, to_safetensors

@@ -1,7 +1,8 @@
 """The aggregation receipt: what the aggregator did in a round, pinned beside the global model.
 
-It names the strategy and its parameters, every update it included (with its weight) and every
-update it rejected (with the reason). Canonical JSON, so the same aggregation gives the same
+It names the strategy and its parameters, every update it included (with its weight), every
+update it rejected (with the reason) and every change made to an update it still used (a
+clipped delta, with its norm). Canonical JSON, so the same aggregation gives the same
 bytes and CID on every machine; the auditor re-derives it and compares.
 """
 
@@ -30,6 +31,15 @@ class RejectedUpdate:
 
 
 @dataclass(frozen=True)
+class UpdateNote:
+    """A change the strategy made to an update it still included (e.g. its delta was clipped)."""
+
+    participant: str
+    cid: str
+    note: str
+
+
+@dataclass(frozen=True)
 class Receipt:
     round_id: int
     base_cid: str
@@ -37,6 +47,7 @@ class Receipt:
     strategy: dict[str, Any]
     included: list[IncludedUpdate] = field(default_factory=list)
     rejected: list[RejectedUpdate] = field(default_factory=list)
+    notes: list[UpdateNote] = field(default_factory=list)
     global_cid: str = ""
 
     def to_bytes(self) -> bytes:
@@ -53,6 +64,7 @@ class Receipt:
                 strategy=dict(document["strategy"]),
                 included=[IncludedUpdate(**item) for item in document["included"]],
                 rejected=[RejectedUpdate(**item) for item in document["rejected"]],
+                notes=[UpdateNote(**item) for item in document.get("notes", [])],
                 global_cid=str(document["global_cid"]),
             )
         except (UnicodeDecodeError, ValueError, KeyError, TypeError) as error:

@@ -33,7 +33,16 @@ from typing import BinaryIO
 from ledger.cid import RAW, cid_to_bytes, parse_cid
 from ledger.errors import ContentNotFoundError, IntegrityError, StoreError
 from ledger.types import Cid
-from ledger.unixfs import CHUNK_SIZE, Block, DagBuilder, Link, Node, decode_node, iter_chunks, raw_cid
+from ledger.unixfs import (
+    CHUNK_SIZE,
+    Block,
+    DagBuilder,
+    Link,
+    Node,
+    decode_node,
+    iter_chunks,
+    raw_cid,
+)
 from ledger.workspace import atomic_write_bytes
 
 _WORKERS = max(2, min(4, os.cpu_count() or 2))

@@ -21,7 +21,13 @@ import ipfshttpclient
 from ipfshttpclient import exceptions as ipfs_errors
 
 from ledger.cid import RAW, cid_to_bytes, parse_cid
-from ledger.errors import ConfigError, ContentNotFoundError, IntegrityError, StoreError, StoreUnreachableError
+from ledger.errors import (
+    ConfigError,
+    ContentNotFoundError,
+    IntegrityError,
+    StoreError,
+    StoreUnreachableError,
+)
 from ledger.types import Cid
 from ledger.unixfs import Block, cid_of_bytes, cid_of_stream, decode_node
 
@@ -152,7 +158,7 @@ class KuboStore:
 
     def pins(self) -> list[Cid]:
         listing = self._call("list pins", None, lambda: self._client.pin.ls(type="recursive"))
-        return sorted(Cid(cid) for cid in dict(listing["Keys"]).keys())
+        return sorted(Cid(cid) for cid in dict(listing["Keys"]))
 
     def iter_dag(self, cid: str) -> Iterator[Block]:
         """Every block of ``cid``'s DAG via ``block/get``, checked, root first (CAR order)."""

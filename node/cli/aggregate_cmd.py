@@ -6,10 +6,21 @@ from typing import Annotated
 
 import typer
 
-from ledger.chain import open_federation, require_gas_money, signing_account, workspace_rpc
+from ledger.chain import (
+    open_federation,
+    require_gas_money,
+    signing_account,
+    workspace_rpc,
+)
 from ledger.store import open_store
 from ledger.workspace import Workspace
-from node.cli._common import JsonOption, WorkdirOption, console, handle_errors, print_json
+from node.cli._common import (
+    JsonOption,
+    WorkdirOption,
+    console,
+    handle_errors,
+    print_json,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -43,6 +54,8 @@ def register(app: typer.Typer) -> None:
         receipt = outcome.receipt
         for item in receipt.rejected:
             console.print(f"[yellow]rejected[/] {item.participant} {item.cid}: {item.reason}", soft_wrap=True, highlight=False)
+        for note in receipt.notes:
+            console.print(f"[cyan]note[/] {note.participant} {note.cid}: {note.note}", soft_wrap=True, highlight=False)
         verb = "Finalized" if outcome.tx is not None else "Already finalized"
         console.print(
             f"{verb} round {round_id} with {receipt.strategy.get('name', '?')}: {len(receipt.included)} included, "
@@ -53,6 +66,7 @@ def register(app: typer.Typer) -> None:
             print_json({
                 "round_id": round_id, "global_cid": outcome.global_cid, "receipt_cid": outcome.receipt_cid,
                 "included": [vars(i) for i in receipt.included], "rejected": [vars(r) for r in receipt.rejected],
+                "notes": [vars(n) for n in receipt.notes],
                 "strategy": receipt.strategy, "tx_hash": outcome.tx.tx_hash if outcome.tx else None,
                 "gas_used": outcome.tx.gas_used if outcome.tx else None,
             })

@@ -17,7 +17,13 @@ import typer
 from deploy.anvil import AnvilProcess, rpc_chain_id, stop_pidfile
 from ledger.errors import ChainError
 from ledger.workspace import Workspace, atomic_write_bytes
-from node.cli._common import JsonOption, WorkdirOption, console, handle_errors, print_json
+from node.cli._common import (
+    JsonOption,
+    WorkdirOption,
+    console,
+    handle_errors,
+    print_json,
+)
 
 STATE_FILE = "anvil.json"
 PID_FILE = "anvil.pid"

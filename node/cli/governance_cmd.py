@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json as jsonlib
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,10 +32,23 @@ from ledger.chain import (
 from ledger.cid import parse_cid
 from ledger.errors import ChainError, InvalidInputError
 from ledger.federation import FederationClient, TxResult
-from ledger.keys import PRIVATE_KEY_ENV, keystore_address, key_path, load_account, new_key, read_password
+from ledger.keys import (
+    PRIVATE_KEY_ENV,
+    key_path,
+    keystore_address,
+    load_account,
+    new_key,
+    read_password,
+)
 from ledger.store import open_store
 from ledger.workspace import Workspace
-from node.cli._common import JsonOption, WorkdirOption, console, handle_errors, print_json
+from node.cli._common import (
+    JsonOption,
+    WorkdirOption,
+    console,
+    handle_errors,
+    print_json,
+)
 
 RpcOption = Annotated[
     str | None,
@@ -50,7 +63,7 @@ DEFAULT_JOIN_VALIDITY_S = 3600
 
 def _when(timestamp: int) -> str:
     """A chain timestamp as UTC text."""
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _tx_doc(tx: TxResult) -> dict[str, Any]:

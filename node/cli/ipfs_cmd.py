@@ -18,7 +18,13 @@ from ledger.cid import parse_cid
 from ledger.errors import InvalidInputError
 from ledger.store import ContentStore, EmbeddedStore, KuboStore, open_store
 from ledger.workspace import Workspace
-from node.cli._common import JsonOption, WorkdirOption, console, handle_errors, print_json
+from node.cli._common import (
+    JsonOption,
+    WorkdirOption,
+    console,
+    handle_errors,
+    print_json,
+)
 
 RepoOption = Annotated[
     Path | None, typer.Option("--repo", help="Use the embedded store in this folder (no workspace needed).")

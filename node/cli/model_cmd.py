@@ -8,7 +8,13 @@ import typer
 
 from ledger.store import open_store
 from ledger.workspace import Workspace
-from node.cli._common import JsonOption, WorkdirOption, console, handle_errors, print_json
+from node.cli._common import (
+    JsonOption,
+    WorkdirOption,
+    console,
+    handle_errors,
+    print_json,
+)
 
 
 def register(app: typer.Typer) -> None:

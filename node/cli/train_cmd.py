@@ -12,7 +12,13 @@ from ledger.errors import InvalidInputError
 from ledger.keys import load_account
 from ledger.store import open_store
 from ledger.workspace import Workspace
-from node.cli._common import JsonOption, WorkdirOption, console, handle_errors, print_json
+from node.cli._common import (
+    JsonOption,
+    WorkdirOption,
+    console,
+    handle_errors,
+    print_json,
+)
 from node.data import Dataset, load_digits_split, load_local_data
 
 

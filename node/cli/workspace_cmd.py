@@ -8,7 +8,13 @@ from typing import Annotated, Any
 import typer
 
 from ledger.workspace import Workspace
-from node.cli._common import JsonOption, WorkdirOption, console, handle_errors, print_json
+from node.cli._common import (
+    JsonOption,
+    WorkdirOption,
+    console,
+    handle_errors,
+    print_json,
+)
 
 SECRET_WORDS = ("key", "password", "secret", "token")
 

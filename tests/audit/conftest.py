@@ -10,11 +10,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +19,6 @@ from typing import Any
 import numpy as np
 import pytest
 from eth_account.signers.local import LocalAccount
-from typer.testing import CliRunner
 from web3 import Web3
 
 from ledger.federation import FederationClient
@@ -31,15 +26,14 @@ from ledger.store import EmbeddedStore
 from ledger.weights import from_safetensors, to_safetensors
 from ledger.workspace import Workspace
 from node.aggregator import aggregate_updates, global_model_bytes
-from node.cli import app
 from node.demo import DemoOptions, party_account, run_demo
 from node.models import model_layout
 from node.participant import metrics_hash
 from node.receipt import Receipt
 from node.round_config import RoundConfig, TrainingSettings, config_cid
 from node.strategies import strategy_from_params
+from tests.fixtures_cli import Outcome, run_fedledger, run_in_process
 
-FEDLEDGER = Path(sys.executable).parent / "fedledger"
 OPTIONS = DemoOptions(participants=3, rounds=2, training=TrainingSettings(epochs=1, batch_size=64, lr=0.05))
 
 
@@ -96,46 +90,16 @@ def memory_ledger_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[
     return build
 
 
-@dataclass
-class Outcome:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-    def error_line(self) -> str:
-        lines = [line for line in self.stderr.splitlines() if line.strip()]
-        assert len(lines) == 1, self.stderr
-        assert lines[0].startswith("error: "), self.stderr
-        return lines[0]
-
-
 @pytest.fixture
 def fedledger() -> Callable[..., Outcome]:
-    """Run the installed console script (FEDLEDGER_ variables removed from its environment)."""
-
-    def run(*args: str) -> Outcome:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FEDLEDGER_")}
-        env["COLUMNS"] = "200"
-        done = subprocess.run([str(FEDLEDGER), *args], capture_output=True, text=True, env=env, timeout=120, check=False)
-        return Outcome(done.returncode, done.stdout, done.stderr)
-
-    return run
+    """Run the installed console script in a FEDLEDGER_-free environment."""
+    return run_fedledger
 
 
 @pytest.fixture
 def cli() -> Callable[..., Outcome]:
-    runner = CliRunner()
-
-    def run(*args: str) -> Outcome:
-        result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        return Outcome(result.exit_code, result.stdout, result.stderr)
-
-    return run
+    """Run a command in-process with typer's runner."""
+    return run_in_process
 
 
 # ---------------------------------------------------------------- tampering

@@ -11,8 +11,8 @@ import pytest
 from deploy.anvil import AnvilProcess, free_port
 from ledger.keys import create_keystore
 from ledger.workspace import Workspace
-from tests.cli.conftest import Outcome
 from tests.fixtures_chain import TestChain
+from tests.fixtures_cli import Outcome
 
 SOME_CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 SOME_ADDRESS = "0x5FbDB2315678afecb367f032d93F642f64180aa3"

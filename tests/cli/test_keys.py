@@ -9,9 +9,16 @@ import pytest
 from eth_account import Account
 
 from ledger.errors import InvalidInputError, KeyLoadError
-from ledger.keys import PRIVATE_KEY_ENV, account_from_env, create_keystore, load_account, load_keystore, new_key
+from ledger.keys import (
+    PRIVATE_KEY_ENV,
+    account_from_env,
+    create_keystore,
+    load_account,
+    load_keystore,
+    new_key,
+)
 from ledger.workspace import Workspace
-from tests.cli.conftest import Outcome
+from tests.fixtures_cli import Outcome
 
 
 def test_keystore_round_trip_keeps_the_key(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ import pytest
 
 from deploy.anvil import free_port, rpc_chain_id, stop_pidfile
 from ledger.workspace import Workspace
-from tests.cli.conftest import FEDLEDGER, PASSWORD, Outcome
+from tests.cli.conftest import PASSWORD
+from tests.fixtures_cli import FEDLEDGER, Outcome
 
 pytestmark = pytest.mark.anvil
 

@@ -8,7 +8,12 @@ import pytest
 from web3 import Web3
 
 from deploy.anvil import AnvilProcess
-from ledger.errors import ChainError, ChainUnreachableError, InvalidInputError, MalformedCidError
+from ledger.errors import (
+    ChainError,
+    ChainUnreachableError,
+    InvalidInputError,
+    MalformedCidError,
+)
 from ledger.federation import FederationClient
 from tests.contracts.conftest import CONFIG, METRICS, MODEL, TERMS, Fed, submit
 from tests.fixtures_chain import TestChain

@@ -31,6 +31,17 @@ def test_the_coordinator_opens_numbered_rounds(fed: Fed) -> None:
     assert info.global_cid is None and info.agreement_version == 1
 
 
+def test_round_info_follows_a_reorg_that_reopens_the_round_differently(fed: Fed) -> None:
+    """The client caches a round's opening event; a reorg that replaces it must not be hidden."""
+    snapshot = fed.chain.snapshot()
+    fed.open_round()
+    assert fed.admin.round(1).base_cid == MODEL  # now cached
+    fed.chain.revert(snapshot)
+    fed.admin.open_round(base_cid=UPDATE, deadline=fed.chain.now() + 900, min_updates=2, config_hash=CONFIG)
+    info = fed.admin.round(1)
+    assert (info.base_cid, info.min_updates) == (UPDATE, 2)
+
+
 def test_others_cannot_open_a_round(fed: Fed) -> None:
     account, client = fed.party()
     with pytest.raises(AccessControlUnauthorizedAccount) as caught:

@@ -4,7 +4,16 @@ import hashlib
 
 import pytest
 
-from ledger.cid import DAG_PB, RAW, cid_codec, cid_digest, cid_from_bytes, cid_from_parts, cid_to_bytes, parse_cid
+from ledger.cid import (
+    DAG_PB,
+    RAW,
+    cid_codec,
+    cid_digest,
+    cid_from_bytes,
+    cid_from_parts,
+    cid_to_bytes,
+    parse_cid,
+)
 from ledger.errors import MalformedCidError
 
 HELLO = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"  # Kubo: `hello world`

@@ -9,65 +9,25 @@ of the installed console script; the operator's setup steps run in-process throu
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from ledger.chain import open_federation
 from ledger.federation import FederationClient
 from ledger.workspace import Workspace
-from node.cli import app
 from node.round_config import RoundConfig, TrainingSettings
 from node.strategies import make_strategy
 from tests.fixtures_chain import TestChain
+from tests.fixtures_cli import FEDLEDGER, Outcome, clean_env, ok
+from tests.fixtures_cli import run_in_process as cli
 
-FEDLEDGER = Path(sys.executable).parent / "fedledger"
 PASSWORD = "round tests password"
 QUICK_TRAINING = TrainingSettings(epochs=1, batch_size=32, lr=0.05)
-
-
-@dataclass
-class Outcome:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-    def error_line(self) -> str:
-        """The single ``error:`` line a failed command prints (asserting there is exactly one)."""
-        lines = [line for line in self.stderr.splitlines() if line.strip()]
-        assert len(lines) >= 1 and lines[-1].startswith("error: "), self.stderr
-        assert sum(line.startswith("error: ") for line in lines) == 1, self.stderr
-        return lines[-1]
-
-
-def ok(outcome: Outcome) -> Outcome:
-    assert outcome.exit_code == 0, f"exit {outcome.exit_code}\n{outcome.stderr}\n{outcome.stdout}"
-    return outcome
-
-
-def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The test process's environment without any FEDLEDGER_ variable, plus ``extra``."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("FEDLEDGER_")}
-    env.update({"COLUMNS": "400", "NO_COLOR": "1"})
-    env.update(extra or {})
-    return env
-
-
-def fedledger(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Outcome:
-    """Run the installed console script to completion."""
-    done = subprocess.run([str(FEDLEDGER), *args], capture_output=True, text=True, env=clean_env(env), timeout=timeout, check=False)
-    return Outcome(done.returncode, done.stdout, done.stderr)
 
 
 def ipfs_cat(cid: str, *args: str) -> bytes:
@@ -91,22 +51,6 @@ def finish(process: subprocess.Popen[str], timeout: float = 120) -> Outcome:
         process.kill()
         stdout, stderr = process.communicate()
     return Outcome(process.returncode, stdout, stderr)
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> Outcome:
-    """Run a command in-process with typer's runner (operator setup steps)."""
-    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "400", "NO_COLOR": "1", **(env or {})})
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return Outcome(result.exit_code, result.stdout, result.stderr)
-
-
-@pytest.fixture(autouse=True)
-def _no_fedledger_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No FEDLEDGER_ variable of the caller's shell leaks into the in-process commands."""
-    for name in list(os.environ):
-        if name.startswith("FEDLEDGER_"):
-            monkeypatch.delenv(name)
 
 
 @dataclass

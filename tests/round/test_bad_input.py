@@ -11,7 +11,8 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from deploy.anvil import AnvilProcess
-from tests.round.conftest import Federation, fedledger, make_federation
+from tests.fixtures_cli import run_fedledger as fedledger
+from tests.round.conftest import Federation, make_federation
 
 pytestmark = pytest.mark.anvil
 
@@ -27,7 +28,7 @@ def federation(anvil: AnvilProcess, anvil_keys: list[LocalAccount], tmp_path_fac
 
 def train(federation: Federation, *args: str) -> tuple[int, str, str]:
     outcome = fedledger("node", "train", *args, *federation.w, env=federation.parties["alice"]["env"])
-    return outcome.exit_code, outcome.stdout, outcome.error_line()
+    return outcome.exit_code, outcome.stdout, outcome.error_line(alone=False)  # after the "Party …: round N" banner
 
 
 def test_node_train_without_a_data_source_says_how_to_give_one(federation: Federation) -> None:

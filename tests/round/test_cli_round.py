@@ -20,16 +20,16 @@ from web3 import Web3
 from ledger.store import open_store
 from ledger.weights import from_safetensors
 from node.models import model_layout
+from tests.fixtures_cli import ok
+from tests.fixtures_cli import run_fedledger as fedledger
+from tests.fixtures_cli import run_in_process as cli
 from tests.fixtures_store import IpfsServer, start_ipfs_server, stop_ipfs_server
 from tests.round.conftest import (
     PASSWORD,
     Federation,
-    cli,
-    fedledger,
     finish,
     ipfs_cat,
     make_federation,
-    ok,
     start,
 )
 
@@ -101,7 +101,7 @@ def test_two_rounds_with_concurrent_parties_an_outsider_and_a_tampered_blob(
     outcomes = train_all(federation, round_1, outsider_env={"FEDLEDGER_PRIVATE_KEY": Web3.to_hex(outsider.key)})
     refused = outcomes.pop("outsider")
     assert refused.exit_code != 0 and refused.stdout == ""
-    line = refused.error_line()
+    line = refused.error_line(alone=False)  # after the "Party …: round N" banner
     assert outsider.address in line and "is not an admitted participant" in line, line
     updates_1 = {name: ok(outcome).json() for name, outcome in outcomes.items()}
     for name, update in updates_1.items():

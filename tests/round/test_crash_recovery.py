@@ -19,14 +19,9 @@ from node.failpoints import FAILPOINT_ENV, FAILPOINT_EXIT
 from node.receipt import Receipt
 from node.round_config import RoundConfig, config_cid
 from node.strategies import strategy_from_params
-from tests.round.conftest import (
-    Federation,
-    fedledger,
-    finish,
-    make_federation,
-    ok,
-    start,
-)
+from tests.fixtures_cli import ok
+from tests.fixtures_cli import run_fedledger as fedledger
+from tests.round.conftest import Federation, finish, make_federation, start
 
 pytestmark = pytest.mark.anvil
 

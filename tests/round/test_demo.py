@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from deploy.anvil import stop_pidfile
-from tests.round.conftest import Outcome, fedledger, ok
+from tests.fixtures_cli import Outcome, ok
+from tests.fixtures_cli import run_fedledger as fedledger
 
 
 def check_report(outcome: Outcome, *, rounds: int) -> dict[str, Any]:

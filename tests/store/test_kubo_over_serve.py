@@ -19,11 +19,21 @@ import numpy as np
 import pytest
 
 from ledger.cid import cid_digest
-from ledger.errors import ContentNotFoundError, IntegrityError, MalformedCidError, StoreUnreachableError
+from ledger.errors import (
+    ContentNotFoundError,
+    IntegrityError,
+    MalformedCidError,
+    StoreUnreachableError,
+)
 from ledger.store import ContentStore, EmbeddedStore, KuboStore, open_store
 from ledger.unixfs import CHUNK_SIZE, cid_of_bytes
 from ledger.workspace import Workspace
-from tests.fixtures_store import IpfsServer, run_fedledger, start_ipfs_server, stop_ipfs_server
+from tests.fixtures_store import (
+    IpfsServer,
+    run_fedledger,
+    start_ipfs_server,
+    stop_ipfs_server,
+)
 
 
 def random_bytes(size: int, seed: int = 5) -> bytes:

@@ -6,12 +6,21 @@ import io
 
 import numpy as np
 import pytest
+from aleph_cid import CidHasher
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from aleph_cid import CidHasher
 
 from ledger.cid import DAG_PB, RAW, cid_codec
-from ledger.unixfs import CHUNK_SIZE, MAX_LINKS, DagBuilder, cid_of_bytes, cid_of_stream, decode_node, iter_blocks, raw_cid
+from ledger.unixfs import (
+    CHUNK_SIZE,
+    MAX_LINKS,
+    DagBuilder,
+    cid_of_bytes,
+    cid_of_stream,
+    decode_node,
+    iter_blocks,
+    raw_cid,
+)
 
 
 def kubo_cid(data: bytes) -> str:
