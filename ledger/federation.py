@@ -285,6 +285,7 @@ class FederationClient:
         """The same contract, another sender."""
         client = FederationClient(self.w3, self.address, account=account, from_block=self.from_block)
         client._chain_id = self._chain_id
+        client._round_events = self._round_events  # same chain, same events
         return client
 
     @property
