@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.live import Live
@@ -13,8 +13,11 @@ from ledger.errors import InvalidInputError
 from ledger.workspace import Workspace
 from node.cli._common import JsonOption, console, handle_errors, print_json
 
+if TYPE_CHECKING:
+    from node.demo import RoundReport
 
-def _table(rows: list) -> Table:
+
+def _table(rows: list[RoundReport]) -> Table:
     table = Table(title="fedledger demo", header_style="bold")
     for column in ("round", "test accuracy", "accepted", "rejected", "gas", "global model"):
         table.add_column(column, justify="right" if column != "global model" else "left")
@@ -55,18 +58,25 @@ def register(app: typer.Typer) -> None:
             f"chain {chain}, {'non-IID α=' + str(non_iid) if non_iid else 'IID'} digits.",
             soft_wrap=True, highlight=False,
         )
-        rows: list = []
-        live = Live(_table(rows), console=console, transient=False)
-
-        def show(row: object) -> None:
-            rows.append(row)
-            live.update(_table(rows))
-
+        rows: list[RoundReport] = []
         if json:
             report = run_demo_on_chain(options, workspace=workspace)
-        else:
-            with live:
-                report = run_demo_on_chain(options, workspace=workspace, on_round=show)
+        elif console.is_terminal:  # the table grows as rounds finish
+            with Live(_table(rows), console=console) as live:
+
+                def grow(row: RoundReport) -> None:
+                    rows.append(row)
+                    live.update(_table(rows))
+
+                report = run_demo_on_chain(options, workspace=workspace, on_round=grow)
+        else:  # a log or a pipe: a line per round as it finishes, then the table
+
+            def log(row: RoundReport) -> None:
+                rows.append(row)
+                console.print(f"round {row.round_id}: test accuracy {row.accuracy:.4f}", highlight=False)
+
+            report = run_demo_on_chain(options, workspace=workspace, on_round=log)
+            console.print(_table(rows))
         verdict = "[bold green]audit passed[/]" if report.audit_ok else "[bold red]audit FAILED[/]"
         console.print(f"Final test accuracy {report.final_accuracy:.4f}; {verdict} ({report.audit_checks} checks).")
         for failure in report.audit_failures:

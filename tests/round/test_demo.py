@@ -40,6 +40,17 @@ def test_demo_on_the_in_process_chain_prints_one_json_report() -> None:
     assert report["final_accuracy"] > 0.5  # two rounds of three parties on digits already learn
 
 
+def test_demo_output_in_a_log_has_a_line_per_round_then_the_table_and_the_verdict(tmp_path: Path) -> None:
+    outcome = ok(fedledger("demo", "--participants", "2", "--rounds", "2", "--workdir", str(tmp_path / "demo"), timeout=300))
+    lines = outcome.stderr.splitlines()
+    progress = [line for line in lines if line.startswith("round ")]
+    assert [line.split(":")[0] for line in progress] == ["round 1", "round 2"], outcome.stderr
+    header = next(i for i, line in enumerate(lines) if "test accuracy" in line and "accepted" in line)
+    verdict = next(i for i, line in enumerate(lines) if line.startswith("Final test accuracy"))
+    assert lines.index(progress[-1]) < header < verdict, outcome.stderr
+    assert "audit passed" in lines[verdict], outcome.stderr  # on its own line, after the table
+
+
 @pytest.mark.anvil
 def test_demo_on_anvil_leaves_a_workspace_that_chain_up_reopens(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
