@@ -10,8 +10,6 @@ The reader accepts any CARv1 whose blocks are CIDv1 sha2-256 and checks every bl
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,18 +18,10 @@ from typing import Any, BinaryIO
 from ledger.cid import SHA2_256, cid_from_bytes, cid_to_bytes
 from ledger.errors import IntegrityError, InvalidInputError
 from ledger.types import Cid
-from ledger.unixfs import Block
+from ledger.unixfs import Block, encode_varint
+from ledger.workspace import atomic_file
 
 _CID_TAG = 42
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _cbor_head(major: int, value: int) -> bytes:
@@ -57,29 +47,18 @@ def encode_header(roots: list[str]) -> bytes:
 def write_car(root: str, blocks: Iterable[Block], out: BinaryIO) -> int:
     """Write a CARv1 of ``blocks`` rooted at ``root`` to ``out``; returns the bytes written."""
     header = encode_header([root])
-    written = out.write(_varint(len(header)) + header)
+    written = out.write(encode_varint(len(header)) + header)
     for cid, data in blocks:
         binary = cid_to_bytes(cid)
-        written += out.write(_varint(len(binary) + len(data)) + binary)
+        written += out.write(encode_varint(len(binary) + len(data)) + binary)
         written += out.write(data)
     return written
 
 
 def export_car(root: str, blocks: Iterable[Block], path: Path | str) -> int:
     """Write the CAR to ``path`` atomically: the file appears whole or not at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            written = write_car(root, blocks, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return written
+    with atomic_file(Path(path)) as handle:
+        return write_car(root, blocks, handle)
 
 
 # -- reading ------------------------------------------------------------------------------------

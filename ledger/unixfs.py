@@ -49,7 +49,8 @@ class Node:
 
 
 # -- protobuf wire format (just what dag-pb and UnixFS need) ------------------------------------
-def _varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
+    """Unsigned LEB128, the varint of protobuf, multiformats and CAR."""
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -91,11 +92,11 @@ def _fields(data: bytes | memoryview) -> Iterator[tuple[int, int, int | bytes]]:
 
 
 def _bytes_field(number: int, value: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(value)) + value
+    return encode_varint(number << 3 | 2) + encode_varint(len(value)) + value
 
 
 def _varint_field(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value)
+    return encode_varint(number << 3) + encode_varint(value)
 
 
 def encode_node(links: Iterable[Link]) -> bytes:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,18 @@ def run_in_process(*args: str, env: dict[str, str] | None = None) -> Outcome:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return Outcome(result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.fixture
+def fedledger() -> Callable[..., Outcome]:
+    """The installed console script in a subprocess; ``env`` adds variables to a FEDLEDGER_-free environment."""
+    return run_fedledger
+
+
+@pytest.fixture
+def cli() -> Callable[..., Outcome]:
+    """The same app in-process through typer's runner (same exit codes and streams, no start-up)."""
+    return run_in_process
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,6 @@ from node.participant import metrics_hash
 from node.receipt import Receipt
 from node.round_config import RoundConfig, TrainingSettings, config_cid
 from node.strategies import strategy_from_params
-from tests.fixtures_cli import Outcome, run_fedledger, run_in_process
 
 OPTIONS = DemoOptions(participants=3, rounds=2, training=TrainingSettings(epochs=1, batch_size=64, lr=0.05))
 
@@ -88,18 +87,6 @@ def memory_ledger_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[
         return build_ledger(tmp_path_factory.mktemp("memory") / "ws", w3, "memory")
 
     return build
-
-
-@pytest.fixture
-def fedledger() -> Callable[..., Outcome]:
-    """Run the installed console script in a FEDLEDGER_-free environment."""
-    return run_fedledger
-
-
-@pytest.fixture
-def cli() -> Callable[..., Outcome]:
-    """Run a command in-process with typer's runner."""
-    return run_in_process
 
 
 # ---------------------------------------------------------------- tampering

@@ -1,29 +1,16 @@
-"""CLI test helpers: the real console script in a subprocess, typer's runner in-process, a workspace."""
+"""CLI test helpers: a fresh workspace and its keystore password (`fedledger` and `cli` come from tests/fixtures_cli.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from deploy.anvil import stop_pidfile
 from ledger.workspace import Workspace
-from tests.fixtures_cli import Outcome, run_fedledger, run_in_process
 
 PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture
-def fedledger() -> Callable[..., Outcome]:
-    """Run the installed console script; ``env`` adds variables to a FEDLEDGER_-free environment."""
-    return run_fedledger
-
-
-@pytest.fixture
-def cli() -> Callable[..., Outcome]:
-    """Run a command in-process with typer's runner (fast: no interpreter start-up)."""
-    return run_in_process
 
 
 @pytest.fixture
