@@ -26,6 +26,10 @@ WorkdirOption = Annotated[
     typer.Option("--workdir", "-w", help="Workspace folder (default: nearest fedledger.toml above the current folder).",
                  envvar="FEDLEDGER_WORKDIR"),
 ]
+RpcOption = Annotated[
+    str | None,
+    typer.Option("--rpc", help="RPC URL of the chain, or 'memory' (default: $FEDLEDGER_RPC, else \\[chain] rpc)."),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")]
 
 

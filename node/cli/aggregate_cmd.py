@@ -16,6 +16,7 @@ from ledger.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import (
     JsonOption,
+    RpcOption,
     WorkdirOption,
     console,
     handle_errors,
@@ -32,7 +33,7 @@ def register(app: typer.Typer) -> None:
         round_id: Annotated[int, typer.Option("--round", min=1, help="Round to aggregate and finalize.")],
         strategy: Annotated[str | None, typer.Option("--strategy", help="fedavg, median, trimmed-mean or krum; must match the round's configuration (default: the round's).")] = None,
         key: Annotated[str | None, typer.Option("--key", help="The aggregator's key: a name under [keys] or a keystore file.")] = None,
-        rpc: Annotated[str | None, typer.Option("--rpc", help="RPC URL (default: the workspace's).")] = None,
+        rpc: RpcOption = None,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:

@@ -22,7 +22,14 @@ import typer
 from rich.table import Table
 
 from ledger.errors import LedgerError
-from node.cli._common import JsonOption, WorkdirOption, console, fail, print_json
+from node.cli._common import (
+    JsonOption,
+    RpcOption,
+    WorkdirOption,
+    console,
+    fail,
+    print_json,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 CANNOT_RUN = 2
@@ -54,7 +61,7 @@ class _Ledger:
 
 
 @contextmanager
-def _ledger(workdir: Path | None, *, sync: bool = True) -> Iterator[_Ledger]:
+def _ledger(workdir: Path | None, rpc: str | None = None, *, sync: bool = True) -> Iterator[_Ledger]:
     """The workspace's checked deployment, its store, and its index synced to the head."""
     from ledger.chain import open_federation
     from ledger.index import LedgerIndex
@@ -62,7 +69,7 @@ def _ledger(workdir: Path | None, *, sync: bool = True) -> Iterator[_Ledger]:
     from ledger.workspace import Workspace
 
     workspace = Workspace.find(workdir)
-    federation = open_federation(workspace)
+    federation = open_federation(workspace, rpc=rpc)
     index = LedgerIndex.for_federation(workspace.index_path, federation)
     try:
         if sync:
@@ -100,7 +107,7 @@ def register(app: typer.Typer) -> None:
     @audit.command("participants")
     @_audit_errors
     def participants_cmd(
-        workdir: WorkdirOption = None,
+        workdir: WorkdirOption = None, rpc: RpcOption = None,
         history: Annotated[bool, typer.Option("--history", help="List every join, admission, suspension, reinstatement, revocation.")] = False,
         json: JsonOption = False,
         csv_: CsvOption = False,
@@ -108,7 +115,7 @@ def register(app: typer.Typer) -> None:
         """Every party: status, agreement versions accepted, when it joined (or --history)."""
         from ledger.audit_queries import membership_history, participants
 
-        with _ledger(workdir) as ledger:
+        with _ledger(workdir, rpc) as ledger:
             if history:
                 rows = membership_history(ledger.index)
                 _emit(rows, ["block", "at", "participant", "action", "version", "by", "tx_hash"],
@@ -120,33 +127,33 @@ def register(app: typer.Typer) -> None:
 
     @audit.command("agreements")
     @_audit_errors
-    def agreements_cmd(workdir: WorkdirOption = None, json: JsonOption = False, csv_: CsvOption = False) -> None:
+    def agreements_cmd(workdir: WorkdirOption = None, rpc: RpcOption = None, json: JsonOption = False, csv_: CsvOption = False) -> None:
         """Every agreement version: terms CID, when published, how many parties accepted it."""
         from ledger.audit_queries import agreements
 
-        with _ledger(workdir) as ledger:
+        with _ledger(workdir, rpc) as ledger:
             _emit(agreements(ledger.index), ["version", "terms_cid", "block", "published_at", "accepted_by", "tx_hash"],
                   title="Agreements", as_json=json, as_csv=csv_)
 
     @audit.command("rounds")
     @_audit_errors
-    def rounds_cmd(workdir: WorkdirOption = None, json: JsonOption = False, csv_: CsvOption = False) -> None:
+    def rounds_cmd(workdir: WorkdirOption = None, rpc: RpcOption = None, json: JsonOption = False, csv_: CsvOption = False) -> None:
         """Every round: state, base and global model, config, submissions."""
         from ledger.audit_queries import rounds
 
-        with _ledger(workdir) as ledger:
+        with _ledger(workdir, rpc) as ledger:
             _emit(rounds(ledger.index), ["round_id", "state", "submissions", "min_updates", "base_cid", "global_cid",
                                          "receipt_cid", "config_cid", "opened_block", "closed_block"],
                   title="Rounds", as_json=json, as_csv=csv_)
 
     @audit.command("updates")
     @_audit_errors
-    def updates_cmd(round_id: RoundOption = None, workdir: WorkdirOption = None, json: JsonOption = False,
+    def updates_cmd(round_id: RoundOption = None, workdir: WorkdirOption = None, rpc: RpcOption = None, json: JsonOption = False,
                     csv_: CsvOption = False) -> None:
         """Every recorded update (or one round's)."""
         from ledger.audit_queries import updates
 
-        with _ledger(workdir) as ledger:
+        with _ledger(workdir, rpc) as ledger:
             _emit(updates(ledger.index, round_id=round_id),
                   ["round_id", "participant", "cid", "samples", "metrics_hash", "block", "tx_hash"],
                   title="Updates", as_json=json, as_csv=csv_)
@@ -155,7 +162,7 @@ def register(app: typer.Typer) -> None:
     @_audit_errors
     def provenance_cmd(
         cid: Annotated[str, typer.Argument(help="CID of a model recorded in the ledger.")],
-        workdir: WorkdirOption = None,
+        workdir: WorkdirOption = None, rpc: RpcOption = None,
         json: JsonOption = False,
         csv_: CsvOption = False,
     ) -> None:
@@ -164,7 +171,7 @@ def register(app: typer.Typer) -> None:
         from ledger.cid import parse_cid
 
         parsed = parse_cid(cid)
-        with _ledger(workdir) as ledger:
+        with _ledger(workdir, rpc) as ledger:
             lineage = provenance(ledger.index, parsed, store=ledger.store)
         rows = [{**step, "submitters": ";".join(step["submitters"]),
                  "included": None if step["included"] is None else ";".join(step["included"]),
@@ -175,13 +182,13 @@ def register(app: typer.Typer) -> None:
 
     @audit.command("verify")
     @_audit_errors
-    def verify_cmd(round_id: RoundOption = None, workdir: WorkdirOption = None, json: JsonOption = False) -> None:
+    def verify_cmd(round_id: RoundOption = None, workdir: WorkdirOption = None, rpc: RpcOption = None, json: JsonOption = False) -> None:
         """Re-check every blob, signature, membership window, receipt and aggregate.
 
         Exit 0 when every check passed, 1 when any failed (each listed), 2 when it could not run."""
         from node.audit.verify import verify_ledger
 
-        with _ledger(workdir, sync=False) as ledger:
+        with _ledger(workdir, rpc, sync=False) as ledger:
             report = verify_ledger(ledger.federation, ledger.store, ledger.index, round_id=round_id,
                                    progress=sys.stderr.isatty())
         if json:
@@ -195,7 +202,7 @@ def register(app: typer.Typer) -> None:
     @_audit_errors
     def report_cmd(
         html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report to this file.")] = None,
-        workdir: WorkdirOption = None,
+        workdir: WorkdirOption = None, rpc: RpcOption = None,
         json: JsonOption = False,
     ) -> None:
         """The federation's story with every verification result: --html FILE and/or --json."""
@@ -205,7 +212,7 @@ def register(app: typer.Typer) -> None:
 
         if html is None and not json:
             raise fail("say what to write: --html FILE, --json, or both.", CANNOT_RUN)
-        with _ledger(workdir, sync=False) as ledger:
+        with _ledger(workdir, rpc, sync=False) as ledger:
             verified = verify_ledger(ledger.federation, ledger.store, ledger.index, progress=sys.stderr.isatty())
             document = build_report(ledger.index, ledger.store, verified)
         if html is not None:

@@ -44,16 +44,13 @@ from ledger.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import (
     JsonOption,
+    RpcOption,
     WorkdirOption,
     console,
     handle_errors,
     print_json,
 )
 
-RpcOption = Annotated[
-    str | None,
-    typer.Option("--rpc", help="RPC URL of the chain, or 'memory' (default: $FEDLEDGER_RPC, else \\[chain] rpc)."),
-]
 KeyOption = Annotated[
     str | None,
     typer.Option("--key", help="Signing key: a name under \\[keys] or a keystore file (password from $FEDLEDGER_KEY_PASSWORD or a prompt)."),

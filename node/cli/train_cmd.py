@@ -14,6 +14,7 @@ from ledger.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import (
     JsonOption,
+    RpcOption,
     WorkdirOption,
     console,
     handle_errors,
@@ -55,7 +56,7 @@ def register(app: typer.Typer) -> None:
         non_iid: Annotated[float | None, typer.Option("--non-iid", help="Dirichlet alpha for a non-IID digits split (default IID).")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the digits split.")] = 0,
         device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or mps (default: the best available).")] = None,
-        rpc: Annotated[str | None, typer.Option("--rpc", help="RPC URL (default: the workspace's).")] = None,
+        rpc: RpcOption = None,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:

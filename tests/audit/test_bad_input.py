@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+from deploy.anvil import free_port
 from ledger.workspace import Workspace
 
 
@@ -27,6 +28,18 @@ def test_wrong_chain(ledger_copy, fedledger):
     assert outcome.exit_code == 2 and outcome.stdout == ""
     assert "has chain id 31337, but the deployment" in outcome.error_line()
     assert "is on chain id 1;" in outcome.error_line()
+
+
+def test_rpc_flag_overrides_the_workspace_and_an_unreachable_one_is_named(ledger_copy, anvil, fedledger):
+    port = free_port()
+    workspace = Workspace.load(ledger_copy.root)
+    workspace.set("chain", "rpc", f"http://127.0.0.1:{port}")  # nothing listens there
+    workspace.save()
+    outcome = fedledger("audit", "rounds", "--workdir", str(ledger_copy.root), "--json")
+    assert outcome.exit_code == 2 and f"127.0.0.1:{port}" in outcome.error_line()
+    rounds = fedledger("audit", "rounds", "--workdir", str(ledger_copy.root), "--rpc", anvil.rpc_url, "--json")
+    assert rounds.exit_code == 0, rounds.stderr
+    assert [row["state"] for row in rounds.json()] == ["finalized", "finalized"]
 
 
 def test_index_from_another_deployment(anvil_ledger, ledger_copy, chain, fedledger, tmp_path):
