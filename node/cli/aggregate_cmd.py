@@ -6,12 +6,6 @@ from typing import Annotated
 
 import typer
 
-from ledger.chain import (
-    open_federation,
-    require_gas_money,
-    signing_account,
-    workspace_rpc,
-)
 from ledger.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import (
@@ -41,6 +35,12 @@ def register(app: typer.Typer) -> None:
 
         Safe to rerun: aggregation is deterministic and a finalized round is never finalized twice.
         """
+        from ledger.chain import (
+            open_federation,
+            require_gas_money,
+            signing_account,
+            workspace_rpc,
+        )
         from node.aggregator import aggregate_round
 
         workspace = Workspace.find(workdir)

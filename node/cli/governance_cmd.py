@@ -13,33 +13,12 @@ import json as jsonlib
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from web3 import Web3
 
-from deploy.deployer import deploy_federation
-from ledger.chain import (
-    connect,
-    dev_account,
-    open_federation,
-    parse_address,
-    recorded_deployment,
-    require_gas_money,
-    signing_account,
-    workspace_rpc,
-)
 from ledger.cid import parse_cid
 from ledger.errors import ChainError, InvalidInputError
-from ledger.federation import FederationClient, TxResult
-from ledger.keys import (
-    PRIVATE_KEY_ENV,
-    key_path,
-    keystore_address,
-    load_account,
-    new_key,
-    read_password,
-)
 from ledger.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import (
@@ -50,6 +29,13 @@ from node.cli._common import (
     handle_errors,
     print_json,
 )
+
+# The chain and key modules (web3, eth-account) cost a second to import: commands import them when
+# they run, so that `--help`, `init`, `ipfs` and `chain` start fast.
+if TYPE_CHECKING:
+    from web3 import Web3
+
+    from ledger.federation import FederationClient, TxResult
 
 KeyOption = Annotated[
     str | None,
@@ -74,12 +60,14 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(item) for item in value]
     if isinstance(value, (bytes, bytearray)):
-        return Web3.to_hex(bytes(value))
+        return "0x" + bytes(value).hex()
     return value
 
 
 def _chain(workdir: Path | None, rpc: str | None) -> tuple[Workspace, Web3, str]:
     """The workspace and a connection to its chain, after checking a deployment is recorded."""
+    from ledger.chain import connect, recorded_deployment, workspace_rpc
+
     workspace = Workspace.find(workdir)
     recorded_deployment(workspace)
     url = workspace_rpc(workspace, rpc)
@@ -88,6 +76,8 @@ def _chain(workdir: Path | None, rpc: str | None) -> tuple[Workspace, Web3, str]
 
 def _governed(workdir: Path | None, rpc: str | None, key: str | None) -> tuple[Workspace, FederationClient]:
     """The workspace and its Federation with the governance signer attached (checked for gas money)."""
+    from ledger.chain import open_federation, require_gas_money, signing_account
+
     workspace, w3, url = _chain(workdir, rpc)
     federation = open_federation(workspace, w3=w3, rpc=url)
     signer = signing_account(workspace, key, w3=w3, rpc=url)
@@ -96,6 +86,8 @@ def _governed(workdir: Path | None, rpc: str | None, key: str | None) -> tuple[W
 
 
 def _reader(workdir: Path | None, rpc: str | None) -> FederationClient:
+    from ledger.chain import open_federation
+
     workspace, w3, url = _chain(workdir, rpc)
     return open_federation(workspace, w3=w3, rpc=url)
 
@@ -152,6 +144,8 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Deploy the Federation contract and record address, chain id and block in fedledger.toml."""
+        from deploy.deployer import deploy_federation
+
         workspace = Workspace.find(workdir)
         record = deploy_federation(workspace, rpc=rpc, key=key, force=force)
         if json:
@@ -171,6 +165,8 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Make a new key, encrypted with $FEDLEDGER_KEY_PASSWORD (or a prompted password); print its address."""
+        from ledger.keys import new_key, read_password
+
         workspace = Workspace.find(workdir)
         address = new_key(workspace, name, password=read_password(f"the new key {name!r}", confirm=True))
         if json:
@@ -185,6 +181,8 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Print a key's address (read from its keystore without decrypting it)."""
+        from ledger.keys import key_path, keystore_address
+
         workspace = Workspace.find(workdir)
         address = keystore_address(key_path(workspace, name))
         if json:
@@ -201,6 +199,11 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Send ether from a local anvil's first dev account to a key (local dev chains only)."""
+        from web3 import Web3
+
+        from ledger.chain import connect, dev_account, parse_address, workspace_rpc
+        from ledger.keys import key_path, keystore_address
+
         workspace = Workspace.find(workdir)
         address = parse_address(name) if name.startswith("0x") else keystore_address(key_path(workspace, name))
         url = workspace_rpc(workspace, rpc)
@@ -253,7 +256,7 @@ def register(app: typer.Typer) -> None:
     def participant_join(
         key: Annotated[
             str | None,
-            typer.Option("--key", help=f"The joining party's key: a name under \\[keys] or a keystore file (default: ${PRIVATE_KEY_ENV})."),
+            typer.Option("--key", help="The joining party's key: a name under \\[keys] or a keystore file (default: $FEDLEDGER_PRIVATE_KEY)."),
         ] = None,
         relay: Annotated[bool, typer.Option("--relay", help="Only sign: print the signature JSON for someone else to submit with `participant relay`.")] = False,
         valid_for: Annotated[int, typer.Option(min=1, help="Seconds the signature stays valid.")] = DEFAULT_JOIN_VALIDITY_S,
@@ -262,6 +265,9 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Accept the current agreement: sign it (EIP-712) with the party's own key and submit, or --relay."""
+        from ledger.chain import open_federation, require_gas_money
+        from ledger.keys import load_account
+
         workspace, w3, url = _chain(workdir, rpc)
         federation = open_federation(workspace, w3=w3, rpc=url)
         party = load_account(workspace, key)
@@ -270,7 +276,7 @@ def register(app: typer.Typer) -> None:
         signature = federation.sign_join(party, version=version, deadline=deadline)
         document = {
             "participant": party.address, "version": version, "deadline": deadline,
-            "signature": Web3.to_hex(signature), "contract": federation.address, "chain_id": federation.chain_id,
+            "signature": "0x" + signature.hex(), "contract": federation.address, "chain_id": federation.chain_id,
         }
         if relay:
             print_json(document)
@@ -290,6 +296,10 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Submit another party's join signature, paying the gas with --key."""
+        from web3 import Web3
+
+        from ledger.chain import parse_address
+
         try:
             signed = jsonlib.loads(signature_file.read_text(encoding="utf-8"))
             participant = parse_address(signed["participant"])
@@ -314,6 +324,8 @@ def register(app: typer.Typer) -> None:
             workdir: WorkdirOption = None,
             json: JsonOption = False,
         ) -> None:
+            from ledger.chain import parse_address
+
             participant = parse_address(address)
             _, federation = _governed(workdir, rpc, key)
             tx = getattr(federation, action)(participant)

@@ -7,9 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ledger.chain import open_federation, require_gas_money, workspace_rpc
 from ledger.errors import InvalidInputError
-from ledger.keys import load_account
 from ledger.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import (
@@ -65,6 +63,8 @@ def register(app: typer.Typer) -> None:
         Safe to rerun: a party that already submitted is told so, and an update already pinned by an
         interrupted run is submitted without training again.
         """
+        from ledger.chain import open_federation, require_gas_money, workspace_rpc
+        from ledger.keys import load_account
         from node.participant import train_and_submit
         from node.training import pick_device
 
