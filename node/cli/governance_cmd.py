@@ -405,6 +405,6 @@ def register(app: typer.Typer) -> None:
             f"{info.submissions}/{info.min_updates} updates", soft_wrap=True, highlight=False,
         )
         for s in submissions:
-            console.print(f"  {s.participant}  {s.cid}  {s.samples} samples (block {s.block})", highlight=False)
+            console.print(f"  {s.participant}  {s.cid}  {s.samples} samples (block {s.block})", soft_wrap=True, highlight=False)
         if info.global_cid:
-            console.print(f"  global model {info.global_cid}, receipt {info.receipt_cid}", highlight=False)
+            console.print(f"  global model {info.global_cid}, receipt {info.receipt_cid}", soft_wrap=True, highlight=False)
