@@ -401,16 +401,18 @@ def make_server(store: EmbeddedStore, *, port: int = 5001, host: str = "127.0.0.
     return server
 
 
-def serve(store: EmbeddedStore, *, port: int = 5001, ready: Callable[[str], None] | None = None) -> None:
+def serve(
+    store: EmbeddedStore, *, port: int = 5001, host: str = "127.0.0.1", ready: Callable[[str], None] | None = None
+) -> None:
     """Serve until SIGTERM or SIGINT; ``ready`` gets the listening multiaddr once it accepts."""
-    server = make_server(store, port=port)
+    server = make_server(store, port=port, host=host)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     worker = threading.Thread(target=server.serve_forever, name="ipfs-api", daemon=True)
     worker.start()
     try:
         if ready is not None:
-            ready(f"/ip4/127.0.0.1/tcp/{server.server_address[1]}")
+            ready(f"/ip4/{host}/tcp/{server.server_address[1]}")
         while not stop.wait(0.5):
             pass
     finally:

@@ -7,6 +7,7 @@ store with no workspace at all.
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -73,22 +74,36 @@ def register(app: typer.Typer) -> None:
     @ipfs.command("serve")
     @handle_errors
     def serve(
-        port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1 (0 picks a free one).")] = 5001,
+        port: Annotated[int, typer.Option(help="TCP port (0 picks a free one).")] = 5001,
+        host: Annotated[str, typer.Option(help="IPv4 address to listen on; 0.0.0.0 serves other machines too.")] = "127.0.0.1",
         repo: RepoOption = None,
         workdir: WorkdirOption = None,
     ) -> None:
-        """Serve the embedded store over the subset of Kubo's RPC API fedledger uses, until Ctrl-C or SIGTERM."""
+        """Serve the embedded store over the subset of Kubo's RPC API fedledger uses, until Ctrl-C or SIGTERM.
+
+        Like Kubo's RPC API it has no authentication: anyone who reaches it can add and pin content
+        (reads are still verified against their CIDs). Keep it on 127.0.0.1 unless a firewall or VPN
+        limits who can reach the host.
+        """
         from ledger.ipfs_server import serve as run_server
 
+        try:
+            address = ipaddress.IPv4Address(host)
+        except ValueError:
+            raise InvalidInputError(f"--host must be an IPv4 address such as 127.0.0.1 or 0.0.0.0, not {host!r}.") from None
         store = EmbeddedStore(repo if repo is not None else Workspace.find(workdir).store_dir)
+        if not address.is_loopback:
+            console.print(f"[yellow]note:[/] serving on {host} without authentication; anyone who can reach "
+                          f"port {port} can add and pin content.", soft_wrap=True, highlight=False)
 
-        def ready(address: str) -> None:
-            port_number = address.rsplit("/", 1)[-1]
-            sys.stdout.write(f"fedledger ipfs serve: listening on {address} (http://127.0.0.1:{port_number}), "
+        def ready(multiaddr: str) -> None:
+            port_number = multiaddr.rsplit("/", 1)[-1]
+            url_host = "127.0.0.1" if address.is_unspecified else host
+            sys.stdout.write(f"fedledger ipfs serve: listening on {multiaddr} (http://{url_host}:{port_number}), "
                              f"repo {store.root}\n")
             sys.stdout.flush()
 
-        run_server(store, port=port, ready=ready)
+        run_server(store, port=port, host=host, ready=ready)
         console.print("stopped.")
 
     @ipfs.command("add")

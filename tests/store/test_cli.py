@@ -65,6 +65,13 @@ def test_unreachable_kubo_is_one_sentence_and_a_failure() -> None:
     assert "no IPFS API answers at /ip4/127.0.0.1/tcp/9" in line and "fedledger ipfs serve" in line
 
 
+def test_serve_on_a_host_that_is_not_an_ipv4_address_is_refused(tmp_path: Path) -> None:
+    result = run_fedledger("ipfs", "serve", "--host", "localhost:5001", "--port", "0", "--repo", str(tmp_path / "repo"))
+    assert result.returncode != 0
+    assert "--host must be an IPv4 address such as 127.0.0.1 or 0.0.0.0, not 'localhost:5001'" in one_error_line(result.stderr)
+    assert not (tmp_path / "repo").exists()  # refused before the store was made
+
+
 def test_file_that_is_not_safetensors_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "weights.bin"
     path.write_bytes(b"definitely not weights")
