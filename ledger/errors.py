@@ -67,6 +67,10 @@ class IntegrityError(StoreError):
     """Bytes read back do not hash to the CID they were asked for."""
 
 
+class ContentTooLargeError(StoreError):
+    """Content is larger than the caller can accept; it was refused before being read whole."""
+
+
 class MalformedCidError(InvalidInputError):
     """A text is not a CID fedledger can use."""
 

@@ -189,6 +189,30 @@ def _flag(query: dict[str, list[str]], name: str, default: bool) -> bool:
     raise ApiError(f'invalid value "{values[-1]}" for boolean option "{name}"')
 
 
+def _length(query: dict[str, list[str]]) -> int | None:
+    """``cat``'s ``length`` parameter; None (no limit) when absent or negative, as in Kubo."""
+    if query.get("offset", ["0"])[-1] not in ("", "0"):
+        raise ApiError("this store serves cat from offset 0 only")
+    text = query.get("length", [""])[-1]
+    try:
+        value = int(text) if text else -1
+    except ValueError:
+        raise ApiError(f"length {text!r} is not an integer") from None
+    return value if value >= 0 else None
+
+
+def _first(chunks: Iterator[bytes], limit: int | None) -> Iterator[bytes]:
+    """``chunks`` up to ``limit`` bytes in all, reading no block past it."""
+    if limit is None:
+        yield from chunks
+        return
+    for chunk in chunks:
+        if limit <= 0:
+            return
+        yield chunk[:limit]
+        limit -= len(chunk)
+
+
 def _arg(query: dict[str, list[str]]) -> Cid:
     values = query.get("arg")
     if not values:
@@ -329,10 +353,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def cat(self, query: dict[str, list[str]]) -> None:
+        """The content, or its first ``length`` bytes (Kubo's "maximum number of bytes to read")."""
         cid = _arg(query)
+        limit = _length(query)
         self._drain()
-        length = sum(len(chunk) for chunk in self.store.iter_content(cid))  # verify before answering
-        self._send_stream(self.store.iter_content(cid), length)
+        length = sum(len(chunk) for chunk in _first(self.store.iter_content(cid), limit))  # verify before answering
+        self._send_stream(_first(self.store.iter_content(cid), limit), length)
 
     def block_get(self, query: dict[str, list[str]]) -> None:
         cid = _arg(query)

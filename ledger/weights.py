@@ -59,6 +59,23 @@ def layout_of(tensors: Mapping[str, torch.Tensor | np.ndarray]) -> Layout:
     return layout
 
 
+HEADER_ALLOWANCE = 1024 * 1024
+"""Room for the safetensors header (tensor names, offsets, metadata) on top of the tensor bytes."""
+
+
+def max_blob_bytes(layout: Layout) -> int:
+    """The most bytes a safetensors blob of ``layout`` can need; anything larger is not such a blob."""
+    tensor_bytes = sum(int(np.prod(shape, dtype=np.int64)) * _itemsize(dtype) for shape, dtype in layout.values())
+    return tensor_bytes + HEADER_ALLOWANCE
+
+
+def _itemsize(dtype: str) -> int:
+    try:
+        return np.dtype(dtype).itemsize
+    except TypeError:  # torch-only names such as bfloat16
+        return int(getattr(torch, dtype).itemsize)
+
+
 def _refuse_non_safetensors(data: bytes, source: str) -> dict[str, Any]:
     """The parsed safetensors header, or WeightsError saying what the bytes look like instead."""
     if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):

@@ -16,6 +16,7 @@ import numpy as np
 
 from ledger.errors import (
     ContentNotFoundError,
+    ContentTooLargeError,
     IntegrityError,
     InvalidInputError,
     WeightsError,
@@ -23,7 +24,7 @@ from ledger.errors import (
 from ledger.federation import FederationClient, RoundInfo, Submission, TxResult
 from ledger.store import ContentStore
 from ledger.types import Cid
-from ledger.weights import from_safetensors, to_safetensors
+from ledger.weights import from_safetensors, max_blob_bytes, to_safetensors
 from node.failpoints import failpoint
 from node.journal import Journal
 from node.models import model_layout
@@ -50,7 +51,9 @@ def load_update(store: ContentStore, submission: Submission, layout: dict) -> Up
         return RejectedUpdate(participant=submission.participant, cid=submission.cid, reason=reason)
 
     try:
-        arrays, _ = from_safetensors(store.get(submission.cid), layout=layout)
+        arrays, _ = from_safetensors(store.get(submission.cid, max_bytes=max_blob_bytes(layout)), layout=layout)
+    except ContentTooLargeError:
+        return reject(f"blob is larger than an update of this model can be ({max_blob_bytes(layout)} bytes at most); not read")
     except IntegrityError:
         return reject("blob does not hash to its CID (altered in the store)")
     except ContentNotFoundError:

@@ -20,8 +20,12 @@ class ContentStore(Protocol):
         """Store a file's bytes, streaming; return its CID."""
         ...
 
-    def get(self, cid: str) -> bytes:
-        """The bytes under ``cid``; IntegrityError or ContentNotFoundError naming the CID."""
+    def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
+        """The bytes under ``cid``; IntegrityError or ContentNotFoundError naming the CID.
+
+        ``max_bytes``: ContentTooLargeError, without reading the content whole, when it is larger
+        (a stranger's blob must not be able to exhaust the reader's memory).
+        """
         ...
 
     def has(self, cid: str) -> bool:

@@ -31,7 +31,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ledger.cid import RAW, cid_to_bytes, parse_cid
-from ledger.errors import ContentNotFoundError, IntegrityError, StoreError
+from ledger.errors import (
+    ContentNotFoundError,
+    ContentTooLargeError,
+    IntegrityError,
+    StoreError,
+)
 from ledger.types import Cid
 from ledger.unixfs import (
     CHUNK_SIZE,
@@ -171,12 +176,16 @@ class EmbeddedStore:
             raise self._tampered(cid, root)
         return data
 
-    def get(self, cid: str) -> bytes:
+    def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
         cid = parse_cid(cid)
         data = self.read_block(cid)
-        if cid_to_bytes(cid)[1] == RAW:
+        raw = cid_to_bytes(cid)[1] == RAW
+        node = None if raw else decode_node(cid, data)
+        size = len(data) if node is None else node.filesize
+        if max_bytes is not None and size > max_bytes:
+            raise ContentTooLargeError(f"content {cid} is {size} bytes, more than the {max_bytes} expected; it was not read.")
+        if node is None:
             return data
-        node = decode_node(cid, data)
         pending: deque[Future[bytes]] = deque()
         parts: list[bytes] = []
         with ThreadPoolExecutor(_WORKERS, thread_name_prefix="store-get") as pool:

@@ -24,6 +24,7 @@ from ledger.cid import RAW, cid_to_bytes, parse_cid
 from ledger.errors import (
     ConfigError,
     ContentNotFoundError,
+    ContentTooLargeError,
     IntegrityError,
     StoreError,
     StoreUnreachableError,
@@ -125,9 +126,14 @@ class KuboStore:
             expected = cid_of_stream(stream)
         return self._check_added(response["Hash"], expected)
 
-    def get(self, cid: str) -> bytes:
+    def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
         cid = parse_cid(cid)
-        data = self._call(f"read {cid}", cid, lambda: self._client.cat(cid))
+        length = None if max_bytes is None else max_bytes + 1  # one byte more shows it is too large
+        data = self._call(f"read {cid}", cid, lambda: self._client.cat(cid, length=length))
+        if max_bytes is not None and len(data) > max_bytes:
+            raise ContentTooLargeError(
+                f"content {cid} at the IPFS API {self.api} is more than the {max_bytes} bytes expected; it was not read."
+            )
         if cid_of_bytes(data) != cid:
             raise IntegrityError(
                 f"content {cid} from the IPFS API at {self.api} does not hash to its CID; "

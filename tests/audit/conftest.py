@@ -23,7 +23,7 @@ from web3 import Web3
 
 from ledger.federation import FederationClient
 from ledger.store import EmbeddedStore
-from ledger.weights import from_safetensors, to_safetensors
+from ledger.weights import from_safetensors, max_blob_bytes, to_safetensors
 from ledger.workspace import Workspace
 from node.aggregator import aggregate_updates, global_model_bytes
 from node.demo import DemoOptions, party_account, run_demo
@@ -92,8 +92,11 @@ def memory_ledger_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[
 # ---------------------------------------------------------------- tampering
 
 
-def open_extra_round(ledger: Ledger) -> tuple[int, list[Any]]:
-    """Open a third round on the last global model and have every party submit a (synthetic) update."""
+def open_extra_round(ledger: Ledger, *, oversized: int | None = None) -> tuple[int, list[Any]]:
+    """Open a third round on the last global model and have every party submit a (synthetic) update.
+
+    ``oversized``: the party (1-based) whose blob is instead one byte more than any update of the model.
+    """
     admin = ledger.federation()
     last = admin.round(admin.round_count())
     config = RoundConfig.from_bytes(ledger.store.get(config_cid(last.config_hash)))
@@ -106,6 +109,8 @@ def open_extra_round(ledger: Ledger) -> tuple[int, list[Any]]:
         update = {name: (value + 0.01 * number).astype(value.dtype) for name, value in arrays.items()}
         blob = to_safetensors(update, metadata={"model": config.model, "round": round_id, "base_cid": last.global_cid,
                                                 "samples": 100 * number, "metrics": metrics})
+        if number == oversized:
+            blob = bytes(max_blob_bytes(model_layout(config.model)) + 1)
         cid = ledger.store.add_bytes(blob)
         ledger.federation(party).submit_update(round_id, cid=cid, samples=100 * number, metrics_hash=metrics_hash(metrics))
     return round_id, admin.submissions(round_id)

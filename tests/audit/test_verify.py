@@ -100,6 +100,19 @@ def test_receipt_whose_strategy_differs_from_the_round_config_is_caught(ledger_c
     assert failure["cid"] == receipt_cid and "median" in failure["what"] and "fedavg" in failure["what"]
 
 
+def test_an_oversized_update_is_not_read_and_an_honest_aggregate_that_left_it_out_passes(ledger_copy, cli):
+    round_id, submissions = open_extra_round(ledger_copy, oversized=2)
+    blob, receipt, _ = honest_aggregate(ledger_copy, round_id)
+    oversized = submissions[[s.participant for s in submissions].index(ledger_copy.parties[1].address)]
+    assert [(r.participant, r.cid) for r in receipt.rejected] == [(oversized.participant, oversized.cid)]
+    finalize(ledger_copy, round_id, blob, receipt)
+
+    outcome = cli("audit", "verify", "--round", str(round_id), "--workdir", str(ledger_copy.root), "--json")
+    assert outcome.exit_code == 0, outcome.stdout
+    (check,) = [c for c in outcome.json()["checks"] if c["check"] == "blob" and c["cid"] == oversized.cid]
+    assert check["ok"] is True and "larger than it can be" in check["what"] and "not read" in check["what"]
+
+
 def test_in_process_ledger_verifies_and_catches_an_altered_global_model(memory_ledger_factory):
     ledger = memory_ledger_factory()
     federation = ledger.federation()

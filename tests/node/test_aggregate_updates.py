@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,9 @@ from ledger.errors import InvalidInputError
 from ledger.federation import RoundInfo, Submission
 from ledger.store import EmbeddedStore
 from ledger.types import Address, Cid, RoundId
-from ledger.weights import to_safetensors
+from ledger.weights import max_blob_bytes, to_safetensors
 from node.aggregator import aggregate_updates
-from node.models import build_model, state_arrays
+from node.models import build_model, model_layout, state_arrays
 from node.receipt import Receipt
 from node.round_config import RoundConfig
 from node.strategies import make_strategy
@@ -61,6 +62,19 @@ def test_an_altered_blob_is_rejected_and_the_rest_aggregated_deterministically(t
     assert [u.participant for u in first[1].included] == [ALICE, CAROL] and first[1].notes == []
     assert [(r.participant, r.reason) for r in first[1].rejected] == [
         (BOB, "blob does not hash to its CID (altered in the store)")
+    ]
+
+
+def test_a_blob_larger_than_the_model_can_be_is_rejected_unread(tmp_path: Path) -> None:
+    store, info, submissions = _setup(tmp_path, {ALICE: 0.01, BOB: 0.02})
+    limit = max_blob_bytes(model_layout("mlp"))
+    huge = Cid(store.add_bytes(bytes(limit + 1), pin=True))
+    submissions[1] = replace(submissions[1], cid=huge)
+    config = RoundConfig(model="mlp", strategy={"name": "fedavg"})
+    _, receipt = aggregate_updates(store=store, info=info, config=config, strategy=make_strategy("fedavg"), submissions=submissions)
+    assert [u.participant for u in receipt.included] == [ALICE]
+    assert [(r.participant, r.cid, r.reason) for r in receipt.rejected] == [
+        (BOB, huge, f"blob is larger than an update of this model can be ({limit} bytes at most); not read")
     ]
 
 

@@ -15,7 +15,12 @@ import numpy as np
 import pytest
 
 from ledger.cid import cid_digest
-from ledger.errors import ContentNotFoundError, IntegrityError, MalformedCidError
+from ledger.errors import (
+    ContentNotFoundError,
+    ContentTooLargeError,
+    IntegrityError,
+    MalformedCidError,
+)
 from ledger.store import ContentStore, EmbeddedStore, open_store
 from ledger.unixfs import CHUNK_SIZE, cid_of_bytes
 from ledger.workspace import Workspace
@@ -104,6 +109,20 @@ def test_missing_content_and_missing_block_are_not_found_naming_the_cid(store: E
     store.block_path(leaf).unlink()
     with pytest.raises(ContentNotFoundError, match=leaf):
         store.get(cid)
+
+
+@pytest.mark.parametrize("size", [100, 3 * CHUNK_SIZE + 5])  # one raw block; a DAG of four leaves
+def test_content_over_max_bytes_is_refused_before_it_is_read(store: EmbeddedStore, size: int) -> None:
+    data = os.urandom(size)
+    cid = store.add_bytes(data)
+    assert store.get(cid, max_bytes=size) == data
+    with pytest.raises(ContentTooLargeError, match=f"content {cid} is {size} bytes, more than the {size - 1} expected"):
+        store.get(cid, max_bytes=size - 1)
+    if size > CHUNK_SIZE:  # the size comes from the root node: a damaged leaf is never reached
+        leaf = next(p for p in (store.root / "blocks").rglob("*") if p.is_file() and p.name != cid)
+        leaf.write_bytes(b"damaged")
+        with pytest.raises(ContentTooLargeError):
+            store.get(cid, max_bytes=size - 1)
 
 
 def test_malformed_cid_is_refused(store: EmbeddedStore) -> None:

@@ -21,6 +21,7 @@ import pytest
 from ledger.cid import cid_digest
 from ledger.errors import (
     ContentNotFoundError,
+    ContentTooLargeError,
     IntegrityError,
     MalformedCidError,
     StoreUnreachableError,
@@ -99,6 +100,17 @@ def test_tampered_object_is_refused_naming_the_cid(kubo_store: KuboStore, ipfs_s
             list(kubo_store.iter_dag(cid))
     finally:
         block.write_bytes(original)  # the server's repo is shared by the session
+
+
+def test_content_over_max_bytes_is_refused_and_cat_honours_length(kubo_store: KuboStore, ipfs_server: IpfsServer) -> None:
+    data = os.urandom(2 * CHUNK_SIZE + 7)
+    cid = kubo_store.add_bytes(data)
+    assert kubo_store.get(cid, max_bytes=len(data)) == data
+    with pytest.raises(ContentTooLargeError, match=f"content {cid} at the IPFS API .* is more than the {CHUNK_SIZE} bytes"):
+        kubo_store.get(cid, max_bytes=CHUNK_SIZE)
+    client = ipfshttpclient.Client(ipfs_server.api)
+    assert client.cat(cid, length=CHUNK_SIZE + 3) == data[: CHUNK_SIZE + 3]
+    assert client.cat(cid, length=0) == b""
 
 
 def test_missing_object_is_not_found_naming_the_cid(kubo_store: KuboStore) -> None:
