@@ -96,11 +96,6 @@ def solc_binary() -> Path:
     return NODE_SCRIPT
 
 
-def compile_federation() -> dict[str, Any]:
-    """Compile the contract and return the artifact document (not written)."""
-    return compile_with_warnings()[0]
-
-
 def compile_with_warnings() -> tuple[dict[str, Any], list[str]]:
     """The artifact document and the compiler's warnings about our own sources."""
     sources = collect_sources()

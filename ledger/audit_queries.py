@@ -42,11 +42,6 @@ class Member:
     accepted_version: int = 0
     joins: list[IndexedEvent] = field(default_factory=list)  # every ParticipantJoined, in order
 
-    def join_for(self, version: int) -> IndexedEvent | None:
-        """The join event by which this party accepted ``version`` (its latest, if several)."""
-        matching = [event for event in self.joins if int(event.args["version"]) == version]
-        return matching[-1] if matching else None
-
 
 @dataclass
 class Membership:

@@ -413,9 +413,6 @@ class LedgerIndex:
         rows = self._db.execute(sql + " ORDER BY block, log_index", params).fetchall()
         return [IndexedEvent(name, block, index, tx, json.loads(args)) for name, block, index, tx, args in rows]
 
-    def event_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-
     def block_timestamp(self, number: int) -> int:
         """The timestamp of block ``number`` (read from the chain once, then kept)."""
         row = self._db.execute("SELECT timestamp FROM blocks WHERE number = ?", (number,)).fetchone()

@@ -149,15 +149,6 @@ class EmbeddedStore:
             raise
         return Path(temp)
 
-    def put_block(self, cid: Cid, data: bytes | memoryview) -> None:
-        """Write one block durably and atomically under its CID (skipped when it is already there)."""
-        batch = _Batch(self)
-        try:
-            batch.add(cid, self._write_temp(cid, data))
-            batch.commit()
-        finally:
-            batch.discard()
-
     # -- reading ----------------------------------------------------------------------------
     def block_path(self, cid: str) -> Path:
         return self._blocks / cid[-3:-1] / cid

@@ -17,11 +17,6 @@ from ledger.errors import InvalidInputError
 from node.strategies.base import AggregateResult, Arrays, Strategy, Update, screen
 
 
-def delta_norm(arrays: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray]) -> float:
-    """L2 norm of ``arrays - base`` over all tensors, in float64, summed in name order."""
-    return _norm(_deltas(arrays, base))
-
-
 def clip_update(
     arrays: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray], *, max_norm: float
 ) -> tuple[Arrays, float]:
