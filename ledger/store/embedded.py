@@ -169,14 +169,15 @@ class EmbeddedStore:
 
     def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
         cid = parse_cid(cid)
-        data = self.read_block(cid)
         raw = cid_to_bytes(cid)[1] == RAW
-        node = None if raw else decode_node(cid, data)
-        size = len(data) if node is None else node.filesize
-        if max_bytes is not None and size > max_bytes:
-            raise ContentTooLargeError(f"content {cid} is {size} bytes, more than the {max_bytes} expected; it was not read.")
-        if node is None:
+        if raw and max_bytes is not None:  # the size on disk is the content's: check it before reading
+            self._refuse_above(cid, self._stored_size(cid), max_bytes)
+        data = self.read_block(cid)
+        if raw:
             return data
+        node = decode_node(cid, data)
+        if max_bytes is not None:
+            self._refuse_above(cid, node.filesize, max_bytes)
         pending: deque[Future[bytes]] = deque()
         parts: list[bytes] = []
         with ThreadPoolExecutor(_WORKERS, thread_name_prefix="store-get") as pool:
@@ -187,6 +188,17 @@ class EmbeddedStore:
             while pending:
                 parts.append(pending.popleft().result())
         return b"".join(parts)  # one copy; sizes were checked leaf by leaf against the parents
+
+    def _stored_size(self, cid: Cid) -> int:
+        try:
+            return self.block_path(cid).stat().st_size
+        except FileNotFoundError:
+            raise self._missing(cid, None) from None
+
+    @staticmethod
+    def _refuse_above(cid: Cid, size: int, max_bytes: int) -> None:
+        if size > max_bytes:
+            raise ContentTooLargeError(f"content {cid} is {size} bytes, more than the {max_bytes} expected; it was not read.")
 
     def iter_content(self, cid: str) -> Iterator[bytes]:
         """The content of ``cid`` block by block, each checked before it is yielded."""

@@ -123,6 +123,10 @@ def test_content_over_max_bytes_is_refused_before_it_is_read(store: EmbeddedStor
         leaf.write_bytes(b"damaged")
         with pytest.raises(ContentTooLargeError):
             store.get(cid, max_bytes=size - 1)
+    else:  # the size comes from the file: a grown block is refused without being read and hashed
+        store.block_path(cid).write_bytes(os.urandom(size + 10))
+        with pytest.raises(ContentTooLargeError):
+            store.get(cid, max_bytes=size)
 
 
 def test_malformed_cid_is_refused(store: EmbeddedStore) -> None:
