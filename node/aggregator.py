@@ -79,7 +79,7 @@ def aggregate_updates(
 ) -> tuple[bytes, Receipt]:
     """Verify, aggregate, and describe: the pure core that the auditor repeats."""
     layout = model_layout(config.model)
-    base_arrays, _ = from_safetensors(store.get(info.base_cid), layout=layout)
+    base_arrays, _ = from_safetensors(store.get(info.base_cid, max_bytes=max_blob_bytes(layout)), layout=layout)
     by_participant = {s.participant.lower(): s for s in submissions}
     updates: list[Update] = []
     rejected = list(pre_rejected)

@@ -18,7 +18,7 @@ from ledger.errors import InvalidInputError
 from ledger.federation import FederationClient, TxResult
 from ledger.store import ContentStore
 from ledger.types import Address, Cid
-from ledger.weights import from_safetensors, to_safetensors
+from ledger.weights import from_safetensors, max_blob_bytes, to_safetensors
 from node.data import Dataset
 from node.failpoints import failpoint
 from node.journal import Journal
@@ -88,7 +88,7 @@ def train_and_submit(
     update_cid = journal.get("update_cid")
     trained = not (update_cid and store.has(update_cid))
     if trained:
-        base_arrays, _ = from_safetensors(store.get(info.base_cid), layout=layout)
+        base_arrays, _ = from_safetensors(store.get(info.base_cid, max_bytes=max_blob_bytes(layout)), layout=layout)
         model = build_model(config.model)
         load_arrays(model, base_arrays)
         result = train(
