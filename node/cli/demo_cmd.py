@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,7 +15,7 @@ from ledger.workspace import Workspace
 from node.cli._common import JsonOption, console, handle_errors, print_json
 
 if TYPE_CHECKING:
-    from node.demo import RoundReport
+    from node.demo import DemoOptions, DemoReport, RoundReport
 
 
 def _table(rows: list[RoundReport]) -> Table:
@@ -43,40 +44,29 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Deploy, admit N parties, run R rounds of federated training on digits, audit the ledger."""
-        from node.demo import DemoOptions, default_workdir, run_demo_on_chain
+        from node.demo import DemoOptions, default_workdir
+
+        from node.models import MODEL_NAMES
+        from node.strategies import make_strategy
 
         if chain not in ("memory", "anvil"):
             raise InvalidInputError(f"--chain must be memory or anvil, not {chain!r}.")
+        if model not in MODEL_NAMES:
+            raise InvalidInputError(f"unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)}.")
+        make_strategy(strategy)  # an unknown name fails here, before a workspace is made
         options = DemoOptions(
             participants=participants, rounds=rounds, chain=chain, workdir=workdir,
             strategy=strategy, non_iid_alpha=non_iid, model=model, seed=seed,
         )
         root = workdir if workdir is not None else default_workdir()
+        fresh = not root.exists() or not any(root.iterdir())
         workspace = Workspace.init(root, rpc="memory" if chain == "memory" else None)
-        console.print(
-            f"Workspace {workspace.root}: {participants} parties, {rounds} rounds, {strategy}, "
-            f"chain {chain}, {'non-IID α=' + str(non_iid) if non_iid else 'IID'} digits.",
-            soft_wrap=True, highlight=False,
-        )
-        rows: list[RoundReport] = []
-        if json:
-            report = run_demo_on_chain(options, workspace=workspace)
-        elif console.is_terminal:  # the table grows as rounds finish
-            with Live(_table(rows), console=console) as live:
-
-                def grow(row: RoundReport) -> None:
-                    rows.append(row)
-                    live.update(_table(rows))
-
-                report = run_demo_on_chain(options, workspace=workspace, on_round=grow)
-        else:  # a log or a pipe: a line per round as it finishes, then the table
-
-            def log(row: RoundReport) -> None:
-                rows.append(row)
-                console.print(f"round {row.round_id}: test accuracy {row.accuracy:.4f}", highlight=False)
-
-            report = run_demo_on_chain(options, workspace=workspace, on_round=log)
-            console.print(_table(rows))
+        try:
+            report = _run(options, workspace, json=json)
+        except BaseException:
+            if fresh:  # a demo that failed leaves nothing behind that would block the next try
+                shutil.rmtree(root, ignore_errors=True)
+            raise
         verdict = "[bold green]audit passed[/]" if report.audit_ok else "[bold red]audit FAILED[/]"
         console.print(f"Final test accuracy {report.final_accuracy:.4f}; {verdict} ({report.audit_checks} checks).")
         for failure in report.audit_failures:
@@ -87,3 +77,35 @@ def register(app: typer.Typer) -> None:
             print_json(report.to_json())
         if not report.audit_ok:
             raise typer.Exit(1)
+
+
+
+def _run(options: DemoOptions, workspace: Workspace, *, json: bool) -> DemoReport:
+    """Run the demo, showing its rounds as they finish (unless --json)."""
+    from node.demo import run_demo_on_chain
+
+    split = f"non-IID α={options.non_iid_alpha}" if options.non_iid_alpha else "IID"
+    console.print(
+        f"Workspace {workspace.root}: {options.participants} parties, {options.rounds} rounds, {options.strategy}, "
+        f"chain {options.chain}, {split} digits.",
+        soft_wrap=True, highlight=False,
+    )
+    rows: list[RoundReport] = []
+    if json:
+        return run_demo_on_chain(options, workspace=workspace)
+    if console.is_terminal:  # the table grows as rounds finish
+        with Live(_table(rows), console=console) as live:
+
+            def grow(row: RoundReport) -> None:
+                rows.append(row)
+                live.update(_table(rows))
+
+            return run_demo_on_chain(options, workspace=workspace, on_round=grow)
+
+    def log(row: RoundReport) -> None:  # a log or a pipe: a line per round as it finishes, then the table
+        rows.append(row)
+        console.print(f"round {row.round_id}: test accuracy {row.accuracy:.4f}", highlight=False)
+
+    report = run_demo_on_chain(options, workspace=workspace, on_round=log)
+    console.print(_table(rows))
+    return report

@@ -51,6 +51,17 @@ def test_demo_output_in_a_log_has_a_line_per_round_then_the_table_and_the_verdic
     assert "audit passed" in lines[verdict], outcome.stderr  # on its own line, after the table
 
 
+def test_demo_refuses_bad_options_and_a_failed_demo_leaves_no_workspace_behind(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    refused = fedledger("demo", "--strategy", "fedsgd", "--workdir", str(workdir))
+    assert refused.exit_code == 1 and "unknown strategy 'fedsgd'" in refused.error_line()
+    assert not workdir.exists()
+    failed = fedledger("demo", "--non-iid", "-1", "--participants", "1", "--rounds", "1", "--workdir", str(workdir))
+    assert failed.exit_code == 1
+    assert "the non-IID alpha must be a positive number" in failed.error_line(alone=False)  # after the banner
+    assert not workdir.exists()  # so the same command, corrected, can run again
+
+
 @pytest.mark.anvil
 def test_demo_on_anvil_leaves_a_workspace_that_chain_up_reopens(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
