@@ -8,6 +8,7 @@ the recorded address. Each ends in a ``ledger.errors`` class with one sentence n
 from __future__ import annotations
 
 import ipaddress
+import time
 from urllib.parse import urlsplit
 
 import requests
@@ -79,6 +80,15 @@ def connect(rpc: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> Web3:
             f"{rpc} answers but not as an Ethereum JSON-RPC node ({error.__class__.__name__}); check --rpc."
         ) from None
     return w3
+
+
+def chain_now(w3: Web3) -> int:
+    """The earliest timestamp the next block can carry: deadlines are counted from it.
+
+    The latest block's timestamp alone can be hours old on an idle or restarted local chain (anvil
+    stamps a new block with the wall clock), which would make a fresh deadline already past.
+    """
+    return max(int(w3.eth.get_block("latest")["timestamp"]), int(time.time()))
 
 
 def parse_address(text: str) -> Address:

@@ -20,6 +20,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from ledger.chain import chain_now
 from ledger.federation import FederationClient, TxResult
 from ledger.store import ContentStore, EmbeddedStore
 from ledger.weights import from_safetensors
@@ -139,7 +140,7 @@ def run_demo(
 
     version, tx = federation.publish_agreement(store.add_bytes(TERMS, pin=True))
     track("publish_agreement", tx)
-    deadline = w3.eth.get_block("latest")["timestamp"] + ROUND_SECONDS
+    deadline = chain_now(w3) + ROUND_SECONDS
     for party in parties:
         signature = federation.sign_join(party, version=version, deadline=deadline)
         track("join", federation.with_account(party).join(party.address, version=version, deadline=deadline, signature=signature))
@@ -152,7 +153,7 @@ def run_demo(
     base_cid = store.add_bytes(genesis_model_bytes(options.model, seed=options.seed), pin=True)
 
     for _ in range(options.rounds):
-        deadline = w3.eth.get_block("latest")["timestamp"] + ROUND_SECONDS
+        deadline = chain_now(w3) + ROUND_SECONDS
         round_id, tx = federation.open_round(
             base_cid=base_cid, deadline=deadline, min_updates=options.participants, config_hash=config.config_hash
         )

@@ -265,14 +265,14 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Accept the current agreement: sign it (EIP-712) with the party's own key and submit, or --relay."""
-        from ledger.chain import open_federation, require_gas_money
+        from ledger.chain import chain_now, open_federation, require_gas_money
         from ledger.keys import load_account
 
         workspace, w3, url = _chain(workdir, rpc)
         federation = open_federation(workspace, w3=w3, rpc=url)
         party = load_account(workspace, key)
         version = federation.agreement().version
-        deadline = int(w3.eth.get_block("latest")["timestamp"]) + valid_for
+        deadline = chain_now(w3) + valid_for
         signature = federation.sign_join(party, version=version, deadline=deadline)
         document = {
             "participant": party.address, "version": version, "deadline": deadline,
@@ -365,6 +365,8 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Open a round: pins the round configuration and records its sha256 with the base model CID."""
+        from ledger.chain import chain_now
+
         cid = parse_cid(base_cid)
         document = _round_config(config, strategy, model)
         workspace, federation = _governed(workdir, rpc, key)
@@ -372,7 +374,7 @@ def register(app: typer.Typer) -> None:
         config_cid = store.add_bytes(document, pin=True)
         if not store.has(cid):
             console.print(f"[yellow]note:[/] the base model {cid} is not in this workspace's store; parties must be able to fetch it.", soft_wrap=True)
-        closes = int(federation.w3.eth.get_block("latest")["timestamp"]) + deadline
+        closes = chain_now(federation.w3) + deadline
         round_id, tx = federation.open_round(
             base_cid=cid, deadline=closes, min_updates=min_updates, config_hash=hashlib.sha256(document).digest()
         )

@@ -14,6 +14,7 @@ from ledger.errors import (
     InvalidInputError,
     MalformedCidError,
 )
+from ledger.chain import chain_now
 from ledger.federation import FederationClient
 from tests.contracts.conftest import CONFIG, METRICS, MODEL, TERMS, Fed, submit
 from tests.fixtures_chain import TestChain
@@ -88,3 +89,15 @@ def test_reads_at_an_earlier_block_see_the_state_of_that_block(fed: Fed) -> None
     assert fed.admin.participant(account.address).status == "admitted"
     assert fed.admin.agreement(block=joined_block).version == 1
     assert fed.admin.agreement().terms_cid == MODEL
+
+
+def test_deadlines_count_from_the_wall_clock_when_the_chain_has_been_idle(
+    fed: Fed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle or restarted local chain's latest block can be hours old; a deadline counted from it
+    would already be past when the next block (stamped with the wall clock) arrives."""
+    latest = int(fed.chain.w3.eth.get_block("latest")["timestamp"])
+    monkeypatch.setattr("ledger.chain.time.time", lambda: latest + 7200.0)
+    assert chain_now(fed.chain.w3) == latest + 7200
+    monkeypatch.setattr("ledger.chain.time.time", lambda: latest - 7200.0)  # chain time ahead (evm_increaseTime)
+    assert chain_now(fed.chain.w3) == latest
