@@ -284,7 +284,12 @@ def register(app: typer.Typer) -> None:
             return
         require_gas_money(w3, party.address)
         tx = federation.with_account(party).join(party.address, version=version, deadline=deadline, signature=signature)
-        _report_tx(f"{party.address} accepted agreement version {version}; now pending approval", tx, json, document)
+        status = federation.participant(party.address).status
+        standing = {
+            "admitted": "still admitted",
+            "suspended": f"suspended: the admin can reinstate it with `fedledger participant reinstate {party.address}`",
+        }.get(status, f"pending: the admin approves it with `fedledger participant approve {party.address}`")
+        _report_tx(f"{party.address} accepted agreement version {version} ({standing})", tx, json, {**document, "status": status})
 
     @participant_app.command("relay")
     @handle_errors

@@ -70,8 +70,10 @@ def test_governance_workflow_and_its_state_survive_a_chain_restart(
     published = ok(cli("agreement", "publish", str(terms), "--json", *w)).json()
     assert published["version"] == 1 and published["terms_cid"].startswith("bafkrei")
 
-    joined = ok(cli("participant", "join", "--key", "alice", "--json", *w, env=env)).json()
-    assert joined["participant"] == alice and joined["version"] == 1
+    joining = ok(cli("participant", "join", "--key", "alice", "--json", *w, env=env))
+    joined = joining.json()
+    assert joined["participant"] == alice and joined["version"] == 1 and joined["status"] == "pending"
+    assert f"pending: the admin approves it with `fedledger participant approve {alice}`" in joining.stderr
     ok(cli("participant", "approve", alice, *w))
 
     signed = ok(cli("participant", "join", "--relay", *w, env={"FEDLEDGER_PRIVATE_KEY": BOB_KEY}))
@@ -81,6 +83,12 @@ def test_governance_workflow_and_its_state_survive_a_chain_restart(
 
     members = {p["address"]: p["status"] for p in ok(cli("participant", "list", "--json", *w)).json()}
     assert members == {alice: "admitted", BOB: "pending"}
+
+    terms.write_text("# Terms\nData never leaves a party. Models are shared under licence X.\n")
+    assert ok(cli("agreement", "publish", str(terms), "--json", *w)).json()["version"] == 2
+    rejoining = ok(cli("participant", "join", "--key", "alice", "--json", *w, env=env))
+    assert rejoining.json()["version"] == 2 and rejoining.json()["status"] == "admitted"
+    assert "accepted agreement version 2 (still admitted)" in rejoining.stderr
 
     opened = ok(cli(
         "round", "open", "--base-cid", published["terms_cid"], "--deadline", "600", "--min-updates", "1",
