@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import csv
 import functools
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from ledger.errors import LedgerError
@@ -91,12 +95,36 @@ def _emit(rows: list[dict[str, Any]], columns: list[str], *, title: str, as_json
         writer.writeheader()
         writer.writerows(rows)
         return
-    table = Table(title=title, title_justify="left")
+    cells = [[_cell(column, row.get(column)) for column in columns] for row in rows]
+    shortened = any(cell != ("" if row.get(c) is None else str(row.get(c))) and not c.endswith("_at")
+                    for row, line in zip(rows, cells, strict=True) for c, cell in zip(columns, line, strict=True))
+    table = Table(title=title, title_justify="left",
+                  caption="identifiers shortened: --json or --csv print them whole" if shortened else None)
     for column in columns:
         table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-    console.print(table)
+    for line in cells:
+        table.add_row(*line)
+    if console.is_terminal:
+        console.print(table)
+    else:  # a log or a pipe has no width to keep to: print each row on one line
+        natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        Console(stderr=True, width=max(console.width, natural)).print(table)
+
+
+_LONG_HEX = re.compile(r"0x[0-9a-fA-F]{20,}")
+_CID = re.compile(r"b[a-z2-7]{50,}")
+
+
+def _cell(column: str, value: Any) -> str:
+    """A value as a human table shows it: long hex and CIDs cut to their ends, times in UTC."""
+    if value is None:
+        return ""
+    if column.endswith("_at") or column == "at":
+        return datetime.fromtimestamp(int(value), tz=UTC).strftime("%Y-%m-%d %H:%M:%S") if str(value).isdigit() else str(value)
+    tokens = str(value).split(";")
+    return ";".join(
+        f"{t[:10]}…{t[-6:]}" if _LONG_HEX.fullmatch(t) else f"{t[:12]}…{t[-6:]}" if _CID.fullmatch(t) else t for t in tokens
+    )
 
 
 def register(app: typer.Typer) -> None:

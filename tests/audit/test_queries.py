@@ -24,7 +24,7 @@ def test_participants_with_versions_join_times_and_history(anvil_ledger, cli):
     assert actions == expected
 
 
-def test_agreements_rounds_and_updates(anvil_ledger, cli):
+def test_agreements_rounds_and_updates(anvil_ledger, cli, fedledger):
     agreements = cli("audit", "agreements", "--workdir", str(anvil_ledger.root), "--json").json()
     assert [(a["version"], a["accepted_by"]) for a in agreements] == [(1, 3)]
     assert anvil_ledger.store.get(agreements[0]["terms_cid"]) == TERMS
@@ -38,8 +38,13 @@ def test_agreements_rounds_and_updates(anvil_ledger, cli):
     recorded = anvil_ledger.federation().submissions(2)
     assert [(u["participant"], u["cid"], u["tx_hash"]) for u in updates] == [(s.participant, s.cid, s.tx_hash) for s in recorded]
 
-    human = cli("audit", "rounds", "--workdir", str(anvil_ledger.root))
-    assert human.exit_code == 0 and human.stdout == "" and "finalized" in human.stderr
+    human = fedledger("audit", "rounds", "--workdir", str(anvil_ledger.root))  # stderr is a pipe, not a terminal
+    assert human.exit_code == 0 and human.stdout == "", human.stderr
+    lines = human.stderr.splitlines()
+    for row in table:  # one line per round, its identifiers cut to their ends, its times readable
+        (line,) = [line for line in lines if line.startswith(f"│ {row['round_id']} ")]
+        assert "finalized" in line and f"{row['global_cid'][:12]}…{row['global_cid'][-6:]}" in line
+    assert "identifiers shortened: --json or --csv print them whole" in human.stderr
 
 
 def test_provenance_reaches_the_genesis_model_through_the_console_script(anvil_ledger, fedledger):
