@@ -76,6 +76,30 @@ def replay(index: LedgerIndex, *, extra: Iterable[str] = ()) -> Iterator[tuple[I
         membership.apply(event)
 
 
+def submission_refusal(membership: Membership, participant: str) -> str | None:
+    """Why ``participant`` was not entitled to submit under ``membership``; None when it was
+    (admitted, and its accepted agreement version is the one in force)."""
+    member = membership.members.get(participant)
+    status = member.status if member else "none"
+    accepted = member.accepted_version if member else 0
+    if status != "admitted":
+        return f"{participant} submitted while {status}"
+    if accepted != membership.agreement_version:
+        return f"{participant} submitted under agreement v{accepted} while v{membership.agreement_version} was in force"
+    return None
+
+
+def submission_refusals(index: LedgerIndex, round_id: int) -> dict[str, str | None]:
+    """Each update of ``round_id`` (by transaction hash): why its submitter was not entitled to
+    submit at that point of the chain, or None. Replayed from events, so it needs no historical
+    state from the node (a restarted anvil or a pruned node has none)."""
+    refusals: dict[str, str | None] = {}
+    for event, membership in replay(index, extra=("UpdateSubmitted",)):
+        if event.name == "UpdateSubmitted" and int(event.args["roundId"]) == round_id:
+            refusals[event.tx_hash] = submission_refusal(membership, event.args["participant"])
+    return refusals
+
+
 def membership_at_end(index: LedgerIndex) -> Membership:
     membership = Membership()
     for event in index.events(MEMBERSHIP_EVENTS):

@@ -180,8 +180,9 @@ def _rpc_message(error: BaseException) -> str:
 
 
 @contextmanager
-def _reverts(sender: str | None = None) -> Iterator[None]:
-    """Turn a revert from either backend into its ledger.contract_errors class."""
+def _reverts(sender: str | None = None, *, reading: bool = False) -> Iterator[None]:
+    """Turn a revert from either backend into its ledger.contract_errors class (``reading``: a call
+    or a log query, not a transaction)."""
     try:
         yield
     except (ContractLogicError, TransactionFailed, Web3RPCError) as error:
@@ -189,6 +190,11 @@ def _reverts(sender: str | None = None) -> Iterator[None]:
         if decoded is not None:
             raise decoded from None
         message = _rpc_message(error)
+        if isinstance(error, Web3RPCError) and "revert" not in message.lower() and reading:
+            raise ChainError(
+                f"the node refused to answer a read of the contract ({message}); point --rpc at a node "
+                "that serves this chain's state and logs."
+            ) from None
         if isinstance(error, Web3RPCError) and "revert" not in message.lower():
             raise ChainError(
                 f"the node refused the transaction{f' from {sender}' if sender else ''} ({message}); "
@@ -306,11 +312,11 @@ class FederationClient:
         return self._send(getattr(self.contract.functions, name)(*args))[0]
 
     def _call(self, name: str, *args: Any, block: int | str = "latest") -> Any:
-        with _reverts():
+        with _reverts(reading=True):
             return getattr(self.contract.functions, name)(*args).call(block_identifier=block)
 
     def _logs(self, event: str, **filters: Any) -> list[Any]:
-        with _reverts():
+        with _reverts(reading=True):
             logs = getattr(self.contract.events, event).get_logs(
                 argument_filters=filters or None, from_block=self.from_block, to_block="latest"
             )

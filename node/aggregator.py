@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ledger.audit_queries import submission_refusals
 from ledger.errors import (
     ContentNotFoundError,
     ContentTooLargeError,
@@ -22,6 +23,7 @@ from ledger.errors import (
     WeightsError,
 )
 from ledger.federation import FederationClient, RoundInfo, Submission, TxResult
+from ledger.index import LedgerIndex
 from ledger.store import ContentStore
 from ledger.types import Cid
 from ledger.weights import from_safetensors, max_blob_bytes, to_safetensors
@@ -135,15 +137,16 @@ def aggregate_round(
         )
 
     submissions = federation.submissions(round_id)
+    with LedgerIndex.for_federation(":memory:", federation) as index:  # membership replayed from events
+        index.sync()
+        refusals = submission_refusals(index, round_id)
     admitted, refused = [], []
     for submission in submissions:
-        member = federation.participant(submission.participant, block=submission.block)
-        current = federation.agreement_version(block=submission.block)  # a storage read, no log scan
-        if member.status == "admitted" and member.accepted_version == current:
+        refusal = refusals.get(submission.tx_hash, "its submission is missing from the chain's events")
+        if refusal is None:
             admitted.append(submission)
         else:
-            refused.append(RejectedUpdate(submission.participant, submission.cid,
-                                          f"submitter was {member.status} with agreement v{member.accepted_version} at block {submission.block}"))
+            refused.append(RejectedUpdate(submission.participant, submission.cid, refusal))
 
     blob, receipt = aggregate_updates(
         store=store, info=info, config=config, strategy=strategy, submissions=admitted, pre_rejected=refused

@@ -30,7 +30,7 @@ from eth_account.messages import encode_typed_data
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from ledger.audit_queries import Membership, replay, rounds
+from ledger.audit_queries import Membership, replay, rounds, submission_refusal
 from ledger.errors import (
     ContentNotFoundError,
     ContentTooLargeError,
@@ -173,16 +173,10 @@ def _signature_check(federation: FederationClient, index: LedgerIndex, membershi
 def _membership_check(membership: Membership, event: IndexedEvent, signatures: dict[tuple[str, int], Check]) -> Check:
     participant, round_id = event.args["participant"], int(event.args["roundId"])
     where = {"round_id": round_id, "block": event.block, "tx_hash": event.tx_hash, "cid": event.args.get("cid"), "participant": participant}
-    member = membership.members.get(participant)
-    status = member.status if member else "none"
-    accepted = member.accepted_version if member else 0
-    if status != "admitted":
-        return Check("membership", False, f"{participant} submitted while {status}", **where)
-    if accepted != membership.agreement_version:
-        return Check(
-            "membership", False,
-            f"{participant} submitted under agreement v{accepted} while v{membership.agreement_version} was in force", **where,
-        )
+    refusal = submission_refusal(membership, participant)
+    if refusal is not None:
+        return Check("membership", False, refusal, **where)
+    accepted = membership.members[participant].accepted_version
     signature = signatures.get((participant, accepted))
     if signature is None or not signature.ok:
         return Check("membership", False, f"{participant} submitted without a valid signature for agreement v{accepted}", **where)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from ledger.errors import InvalidInputError
 from ledger.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import (
@@ -47,6 +48,11 @@ def register(app: typer.Typer) -> None:
         url = workspace_rpc(workspace, rpc)
         federation = open_federation(workspace, rpc=url)
         signer = signing_account(workspace, key, w3=federation.w3, rpc=url)
+        if not federation.has_role("aggregator", signer.address):  # before any work is done and pinned
+            raise InvalidInputError(
+                f"{signer.address} lacks the aggregator role; aggregate with the aggregator's key (--key), "
+                "or ask the federation admin to grant this one the role."
+            )
         require_gas_money(federation.w3, signer.address)
         outcome = aggregate_round(
             federation=federation.with_account(signer), store=open_store(workspace), round_id=round_id,

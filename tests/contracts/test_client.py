@@ -8,13 +8,13 @@ import pytest
 from web3 import Web3
 
 from deploy.anvil import AnvilProcess
+from ledger.chain import chain_now
 from ledger.errors import (
     ChainError,
     ChainUnreachableError,
     InvalidInputError,
     MalformedCidError,
 )
-from ledger.chain import chain_now
 from ledger.federation import FederationClient
 from tests.contracts.conftest import CONFIG, METRICS, MODEL, TERMS, Fed, submit
 from tests.fixtures_chain import TestChain
@@ -101,3 +101,9 @@ def test_deadlines_count_from_the_wall_clock_when_the_chain_has_been_idle(
     assert chain_now(fed.chain.w3) == latest + 7200
     monkeypatch.setattr("ledger.chain.time.time", lambda: latest - 7200.0)  # chain time ahead (evm_increaseTime)
     assert chain_now(fed.chain.w3) == latest
+
+
+def test_a_read_the_node_cannot_answer_is_a_chain_error_about_the_node(fed: Fed) -> None:
+    future = int(fed.chain.w3.eth.block_number) + 1000  # like a past block a restarted or pruned node no longer holds
+    with pytest.raises(ChainError, match="the node refused to answer a read of the contract .*; point --rpc at a node"):
+        fed.admin.agreement_version(block=future)

@@ -69,3 +69,13 @@ def test_aggregate_a_round_without_submissions_finalizes_nothing(federation: Fed
     assert "round 1 has no usable update" in line
     info = federation.client().round(1)
     assert (info.state, info.global_cid, info.submissions) == ("open", None, 0)
+
+
+def test_aggregate_with_a_key_that_lacks_the_aggregator_role_is_refused_before_any_work(federation: Federation) -> None:
+    alice = federation.parties["alice"]
+    outcome = fedledger("aggregate", "--round", "1", *federation.w, env=alice["env"])
+    assert outcome.exit_code != 0 and outcome.stdout == ""
+    line = outcome.error_line()
+    assert f"{alice['address']} lacks the aggregator role" in line and "--key" in line
+    assert list(federation.workspace.journal_dir.glob("aggregator-*")) == []  # nothing was aggregated or pinned
+    assert federation.client().round(1).state == "open"
