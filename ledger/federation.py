@@ -31,7 +31,7 @@ from web3.exceptions import (
     Web3RPCError,
 )
 
-from ledger.cid import cid_from_parts, cid_to_bytes
+from ledger.cid import RAW, cid_from_parts, cid_to_bytes
 from ledger.contract_errors import PARTICIPANT_STATUSES, ROUND_STATES, decode_revert
 from ledger.errors import (
     ChainError,
@@ -480,6 +480,14 @@ class FederationClient:
         if not isinstance(samples, int) or not 0 <= samples < 2**64:
             raise InvalidInputError(f"the sample count must be a whole number from 0 to 2^64-1, not {samples!r}.")
         return self._transact("submitUpdate", round_id, codec, digest, samples, _bytes32(metrics_hash, "metrics hash"))
+
+    def check_can_submit(self, round_id: int, *, samples: int = 1) -> None:
+        """Raise the contract's own error if the sender could not submit to ``round_id`` now (not
+        admitted, stale agreement, round closed, deadline passed, already submitted): the
+        submission simulated with a placeholder update, so a party learns it before training."""
+        placeholder = (RAW, b"\0" * 32)  # the contract checks no CID
+        with _reverts(reading=True):
+            self.contract.functions.submitUpdate(round_id, *placeholder, samples, b"\0" * 32).call({"from": self.sender})
 
     def has_submitted(self, round_id: int, participant: str) -> bool:
         return bool(self._call("hasSubmitted", round_id, _address(participant)))

@@ -81,6 +81,7 @@ def train_and_submit(
         recorded = mine[0]
         return ParticipantOutcome(round_id, me, recorded.cid, recorded.samples, journal.get("metrics", {}), None, False)
 
+    federation.check_can_submit(round_id, samples=len(data))  # refused now, not after training
     info = federation.round(round_id)
     config = fetch_round_config(store, info.config_hash)
     layout = model_layout(config.model)

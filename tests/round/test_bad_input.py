@@ -79,3 +79,17 @@ def test_aggregate_with_a_key_that_lacks_the_aggregator_role_is_refused_before_a
     assert f"{alice['address']} lacks the aggregator role" in line and "--key" in line
     assert list(federation.workspace.journal_dir.glob("aggregator-*")) == []  # nothing was aggregated or pinned
     assert federation.client().round(1).state == "open"
+
+
+def test_node_train_by_a_party_the_contract_would_refuse_stops_before_training(
+    federation: Federation, anvil_keys: list[LocalAccount]
+) -> None:
+    outsider = anvil_keys[8]  # funded, never joined
+    outcome = fedledger("node", "train", "--round", "1", "--shard", "0", "--of", "2", *federation.w,
+                        env={"FEDLEDGER_PRIVATE_KEY": Web3.to_hex(outsider.key)})
+    assert outcome.exit_code != 0 and outcome.stdout == ""
+    line = outcome.error_line(alone=False)  # after the "Party …: round N" banner
+    assert f"{outsider.address} is not an admitted participant" in line
+    assert "training" not in outcome.stderr  # no progress bar: it never trained
+    journal = federation.workspace.journal_dir / f"participant-{outsider.address.lower()}-round-1.json"
+    assert not journal.exists() or "update_cid" not in journal.read_text()
