@@ -193,6 +193,12 @@ def _table(rows: list[dict[str, Any]], columns: list[str], *, css_id: str | None
     return f"<div class='wide'><table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
+def _strategy_text(params: dict[str, Any]) -> str:
+    """``{"name": "krum", "f": 1, "m": 3}`` as ``krum (f=1, m=3)``."""
+    rest = ", ".join(f"{key}={value}" for key, value in sorted(params.items()) if key != "name")
+    return f"{params.get('name', '?')} ({rest})" if rest else str(params.get("name", "?"))
+
+
 def render_html(report: dict[str, Any]) -> str:
     """The report as one HTML page with inline CSS and embedded plots."""
     verify = report["verify"]
@@ -221,7 +227,7 @@ def render_html(report: dict[str, Any]) -> str:
         _table(report["history"], ["block", "at", "participant", "action", "version", "by", "tx_hash"]),
         "<h2>Rounds</h2>",
         _table(
-            [{**row, "strategy": json.dumps(row["strategy"]) if row["strategy"] else None,
+            [{**row, "strategy": _strategy_text(row["strategy"]) if row["strategy"] else None,
               "included": len(row["included"]) if row["included"] is not None else None,
               "rejected": len(row["rejected"]) if row["rejected"] is not None else None,
               "verified": "yes" if row["verified"] else f"NO ({row['failed_checks']} failed)"} for row in story],
