@@ -41,6 +41,7 @@ def test_html_report_is_self_contained(anvil_ledger, cli, tmp_path):
     assert "http://" not in text and "https://" not in text  # nothing to fetch: no network needed
     assert len(re.findall(r"<img [^>]*src='data:image/png;base64,", text)) == 2
     assert "not a held-out test accuracy" in text or "not recorded on the ledger" in text
+    assert text.count("<td>fedavg</td>") == 2  # each round's strategy by name, not as JSON
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (Debian package `chromium`, installed by .ci/run)")
