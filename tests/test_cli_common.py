@@ -31,3 +31,12 @@ def test_an_error_class_chooses_its_exit_code():
     result = CliRunner().invoke(_app(CannotRun("no chain answers; start one.")), [])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+def test_version_prints_the_installed_package_version():
+    from importlib.metadata import version
+
+    from node.cli import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout == f"fedledger {version('fedledger')}\n"

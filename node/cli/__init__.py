@@ -8,6 +8,9 @@ Each module below owns one group of commands and adds it with ``register(app)``.
 
 from __future__ import annotations
 
+from importlib.metadata import version
+from typing import Annotated
+
 import typer
 
 from node.cli import (
@@ -29,6 +32,21 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"fedledger {version('fedledger')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """A blockchain-backed governance ledger for federated learning."""
+
 
 for module in (
     workspace_cmd,
