@@ -10,12 +10,19 @@ class below, with the decoded arguments as attributes and a sentence naming caus
 from __future__ import annotations
 
 import ast
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
 
 from ledger.errors import ContractRevertError
+
+
+def _utc(timestamp: int) -> str:
+    """A chain timestamp as people read it, with the number the chain holds."""
+    return f"{datetime.fromtimestamp(int(timestamp), tz=UTC):%Y-%m-%d %H:%M:%S} UTC (unix time {timestamp})"
+
 
 PARTICIPANT_STATUSES = ("none", "pending", "admitted", "suspended", "revoked")
 ROUND_STATES = ("none", "open", "finalized", "cancelled")
@@ -104,7 +111,7 @@ class FederationSignatureExpired(FederationContractError):
     fields = ("deadline",)
 
     def sentence(self) -> str:
-        return f"the join signature expired at unix time {self.deadline}; sign again with a later deadline."
+        return f"the join signature expired at {_utc(self.deadline)}; sign again with a later deadline."
 
 
 class FederationInvalidSignature(FederationContractError):
@@ -177,7 +184,7 @@ class FederationInvalidDeadline(FederationContractError):
     fields = ("deadline",)
 
     def sentence(self) -> str:
-        return f"the round deadline {self.deadline} (unix time) is not in the future; give a later deadline."
+        return f"the round deadline {_utc(self.deadline)} is not in the future; give a later deadline."
 
 
 class FederationUnknownRound(FederationContractError):
@@ -202,7 +209,7 @@ class FederationDeadlinePassed(FederationContractError):
 
     def sentence(self) -> str:
         return (
-            f"round {self.round_id} stopped taking updates at its deadline (unix time {self.deadline}); "
+            f"round {self.round_id} stopped taking updates at its deadline, {_utc(self.deadline)}; "
             "submit to the next round."
         )
 
@@ -232,7 +239,7 @@ class FederationRoundStillOpen(FederationContractError):
 
     def sentence(self) -> str:
         return (
-            f"round {self.round_id} takes updates until unix time {self.deadline}; "
+            f"round {self.round_id} takes updates until {_utc(self.deadline)}; "
             "it can be cancelled only after its deadline."
         )
 

@@ -127,7 +127,7 @@ def register(app: typer.Typer) -> None:
     key_app = typer.Typer(help="Create and inspect encrypted keystore files in the workspace.", no_args_is_help=True)
     agreement_app = typer.Typer(help="Publish and read the federation's agreement (terms) versions.", no_args_is_help=True)
     participant_app = typer.Typer(help="Join the federation and govern its membership.", no_args_is_help=True)
-    round_app = typer.Typer(help="Open training rounds and follow them.", no_args_is_help=True)
+    round_app = typer.Typer(help="Open training rounds, follow them, cancel one that missed its minimum.", no_args_is_help=True)
     app.add_typer(key_app, name="key")
     app.add_typer(agreement_app, name="agreement")
     app.add_typer(participant_app, name="participant")
@@ -387,6 +387,20 @@ def register(app: typer.Typer) -> None:
             f"Opened round {round_id} on {cid}, closing at {_when(closes)}", tx, json,
             {"round_id": round_id, "base_cid": cid, "deadline": closes, "min_updates": min_updates, "config_cid": config_cid},
         )
+
+    @round_app.command("cancel")
+    @handle_errors
+    def round_cancel(
+        round_id: Annotated[int, typer.Argument(min=1, help="The round to cancel.")],
+        rpc: RpcOption = None,
+        key: KeyOption = None,
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Cancel a round whose deadline passed with fewer updates than its minimum (coordinator or aggregator)."""
+        _, federation = _governed(workdir, rpc, key)
+        tx = federation.cancel_round(round_id)
+        _report_tx(f"Cancelled round {round_id}", tx, json, {"round_id": round_id})
 
     @round_app.command("status")
     @handle_errors
