@@ -229,7 +229,7 @@ class FederationBelowMinimum(FederationContractError):
     def sentence(self) -> str:
         return (
             f"round {self.round_id} holds {self.submissions} update(s), fewer than its minimum of {self.minimum}; "
-            "wait for more updates, or cancel the round once its deadline has passed."
+            f"wait for more updates, or cancel it once its deadline has passed (`fedledger round cancel {self.round_id}`)."
         )
 
 

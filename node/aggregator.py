@@ -91,7 +91,7 @@ def aggregate_updates(
     if not updates:
         raise InvalidInputError(
             f"round {info.round_id} has no usable update ({len(rejected)} rejected); "
-            "cancel the round or wait for more submissions."
+            f"wait for more submissions, or cancel it after its deadline (`fedledger round cancel {info.round_id}`)."
         )
     result = strategy.aggregate(updates, base=base_arrays)
     included = [
