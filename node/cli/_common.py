@@ -18,7 +18,7 @@ from ledger.errors import LedgerError
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Human output goes to stderr so that `--json` leaves stdout with exactly one JSON document.
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a CID or an address is never broken across lines
 stdout = Console()
 
 WorkdirOption = Annotated[

@@ -248,7 +248,7 @@ def register(app: typer.Typer) -> None:
         info = _reader(workdir, rpc).agreement(version)
         if json:
             print_json(_jsonable(asdict(info)))
-        console.print(f"Agreement version {info.version}: terms {info.terms_cid} (block {info.block}).", highlight=False)
+        console.print(f"Agreement version {info.version}: terms {info.terms_cid} (block {info.block}).", soft_wrap=True, highlight=False)
 
     # ------------------------------------------------------------------ membership
     @participant_app.command("join")
