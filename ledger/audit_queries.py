@@ -24,6 +24,8 @@ MEMBERSHIP_EVENTS = (
     "ParticipantReinstated",
     "ParticipantRevoked",
 )
+TIME_COLUMNS = frozenset({"published_at", "joined_at", "at"})
+"""The row columns below that hold a block timestamp (tables show them with ledger.utc.utc_text)."""
 ROUND_EVENTS = ("RoundOpened", "UpdateSubmitted", "RoundFinalized", "RoundCancelled")
 _TRANSITIONS = {
     "ParticipantAdmitted": "admitted",

@@ -10,18 +10,18 @@ class below, with the decoded arguments as attributes and a sentence naming caus
 from __future__ import annotations
 
 import ast
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
 
 from ledger.errors import ContractRevertError
+from ledger.utc import utc_text
 
 
 def _utc(timestamp: int) -> str:
     """A chain timestamp as people read it, with the number the chain holds."""
-    return f"{datetime.fromtimestamp(int(timestamp), tz=UTC):%Y-%m-%d %H:%M:%S} UTC (unix time {timestamp})"
+    return f"{utc_text(int(timestamp))} (unix time {timestamp})"
 
 
 PARTICIPANT_STATUSES = ("none", "pending", "admitted", "suspended", "revoked")

@@ -12,8 +12,8 @@ import base64
 import html
 import io
 import json
+import time
 from collections import defaultdict
-from datetime import UTC, datetime
 from typing import Any
 
 import matplotlib
@@ -22,10 +22,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from ledger.audit_queries import agreements, membership_history, participants, rounds
+from ledger.audit_queries import (
+    TIME_COLUMNS,
+    agreements,
+    membership_history,
+    participants,
+    rounds,
+)
 from ledger.errors import LedgerError
 from ledger.index import LedgerIndex
 from ledger.store import ContentStore
+from ledger.utc import utc_text
 from ledger.weights import from_safetensors
 from node.audit.verify import VerifyReport
 
@@ -86,7 +93,7 @@ def build_report(index: LedgerIndex, store: ContentStore, verify: VerifyReport) 
             }
         )
     return {
-        "generated_at": datetime.now(tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "generated_at": utc_text(time.time()),
         "federation": {"address": verify.address, "chain_id": verify.chain_id, "indexed_to_block": verify.indexed_to_block},
         "agreements": agreements(index),
         "participants": participants(index),
@@ -172,12 +179,9 @@ th{background:#eef3f6}code{font-size:.9em}.ok{color:#176b2c;font-weight:bold}.fa
 """
 
 
-_TIMES = {"published_at", "joined_at", "at"}
-
-
 def _cell(value: Any, column: str = "") -> str:
-    if column in _TIMES and isinstance(value, int):
-        return datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if column in TIME_COLUMNS and isinstance(value, int):
+        return utc_text(value)
     if value is None:
         return "—"
     if isinstance(value, float):

@@ -16,7 +16,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -96,8 +95,7 @@ def _emit(rows: list[dict[str, Any]], columns: list[str], *, title: str, as_json
         writer.writerows(rows)
         return
     cells = [[_cell(column, row.get(column)) for column in columns] for row in rows]
-    shortened = any(cell != ("" if row.get(c) is None else str(row.get(c))) and not c.endswith("_at")
-                    for row, line in zip(rows, cells, strict=True) for c, cell in zip(columns, line, strict=True))
+    shortened = any("…" in cell for line in cells for cell in line)
     table = Table(title=title, title_justify="left",
                   caption="identifiers shortened: --json or --csv print them whole" if shortened else None)
     for column in columns:
@@ -117,10 +115,15 @@ _CID = re.compile(r"b[a-z2-7]{50,}")
 
 def _cell(column: str, value: Any) -> str:
     """A value as a human table shows it: long hex and CIDs cut to their ends, times in UTC."""
+    from ledger.audit_queries import (
+        TIME_COLUMNS,  # imported with the command's queries already
+    )
+    from ledger.utc import utc_text
+
     if value is None:
         return ""
-    if column.endswith("_at") or column == "at":
-        return datetime.fromtimestamp(int(value), tz=UTC).strftime("%Y-%m-%d %H:%M:%S") if str(value).isdigit() else str(value)
+    if column in TIME_COLUMNS and isinstance(value, int):
+        return utc_text(value)
     tokens = str(value).split(";")
     return ";".join(
         f"{t[:10]}…{t[-6:]}" if _LONG_HEX.fullmatch(t) else f"{t[:12]}…{t[-6:]}" if _CID.fullmatch(t) else t for t in tokens

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json as jsonlib
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,6 +19,7 @@ import typer
 from ledger.cid import parse_cid
 from ledger.errors import ChainError, InvalidInputError
 from ledger.store import open_store
+from ledger.utc import utc_text
 from ledger.workspace import Workspace
 from node.cli._common import (
     JsonOption,
@@ -42,11 +42,6 @@ KeyOption = Annotated[
     typer.Option("--key", help="Signing key: a name under \\[keys] or a keystore file (password from $FEDLEDGER_KEY_PASSWORD or a prompt)."),
 ]
 DEFAULT_JOIN_VALIDITY_S = 3600
-
-
-def _when(timestamp: int) -> str:
-    """A chain timestamp as UTC text."""
-    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _tx_doc(tx: TxResult) -> dict[str, Any]:
@@ -384,7 +379,7 @@ def register(app: typer.Typer) -> None:
             base_cid=cid, deadline=closes, min_updates=min_updates, config_hash=hashlib.sha256(document).digest()
         )
         _report_tx(
-            f"Opened round {round_id} on {cid}, closing at {_when(closes)}", tx, json,
+            f"Opened round {round_id} on {cid}, closing at {utc_text(closes)}", tx, json,
             {"round_id": round_id, "base_cid": cid, "deadline": closes, "min_updates": min_updates, "config_cid": config_cid},
         )
 
@@ -422,7 +417,7 @@ def register(app: typer.Typer) -> None:
             print_json({**_jsonable(asdict(info)), "updates": [_jsonable(asdict(s)) for s in submissions]})
             return
         console.print(
-            f"Round {info.round_id}: [bold]{info.state}[/], base {info.base_cid}, closes at {_when(info.deadline)}, "
+            f"Round {info.round_id}: [bold]{info.state}[/], base {info.base_cid}, closes at {utc_text(info.deadline)}, "
             f"{info.submissions}/{info.min_updates} updates", soft_wrap=True, highlight=False,
         )
         for s in submissions:
