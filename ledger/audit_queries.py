@@ -14,7 +14,9 @@ from typing import Any
 
 from ledger.cid import RAW, cid_from_parts
 from ledger.errors import InvalidInputError, LedgerError
+from ledger.federation import Submission
 from ledger.index import IndexedEvent, LedgerIndex
+from ledger.types import Address, Cid, RoundId
 
 MEMBERSHIP_EVENTS = (
     "AgreementPublished",
@@ -91,15 +93,25 @@ def submission_refusal(membership: Membership, participant: str) -> str | None:
     return None
 
 
-def submission_refusals(index: LedgerIndex, round_id: int) -> dict[str, str | None]:
-    """Each update of ``round_id`` (by transaction hash): why its submitter was not entitled to
-    submit at that point of the chain, or None. Replayed from events, so it needs no historical
-    state from the node (a restarted anvil or a pruned node has none)."""
-    refusals: dict[str, str | None] = {}
-    for event, membership in replay(index, extra=("UpdateSubmitted",)):
-        if event.name == "UpdateSubmitted" and int(event.args["roundId"]) == round_id:
-            refusals[event.tx_hash] = submission_refusal(membership, event.args["participant"])
-    return refusals
+def submission_of(event: IndexedEvent) -> Submission:
+    """An indexed ``UpdateSubmitted`` event as the client's ``Submission``."""
+    args = event.args
+    return Submission(
+        round_id=RoundId(int(args["roundId"])), participant=Address(args["participant"]), cid=Cid(args["cid"]),
+        samples=int(args["samples"]), metrics_hash=bytes.fromhex(args["metricsHash"][2:]),
+        block=event.block, tx_hash=event.tx_hash,
+    )
+
+
+def round_submissions(index: LedgerIndex, round_id: int) -> list[tuple[Submission, str | None]]:
+    """Every update of ``round_id`` in chain order, with why its submitter was not entitled to
+    submit at that point of the chain (None when it was). Replayed from events, so it needs no
+    historical state from the node (a restarted anvil or a pruned node has none)."""
+    return [
+        (submission_of(event), submission_refusal(membership, event.args["participant"]))
+        for event, membership in replay(index, extra=("UpdateSubmitted",))
+        if event.name == "UpdateSubmitted" and int(event.args["roundId"]) == round_id
+    ]
 
 
 def membership_at_end(index: LedgerIndex) -> Membership:

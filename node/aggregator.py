@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ledger.audit_queries import submission_refusals
+from ledger.audit_queries import round_submissions
 from ledger.errors import (
     ContentNotFoundError,
     ContentTooLargeError,
@@ -52,10 +52,11 @@ def load_update(store: ContentStore, submission: Submission, layout: dict) -> Up
     def reject(reason: str) -> RejectedUpdate:
         return RejectedUpdate(participant=submission.participant, cid=submission.cid, reason=reason)
 
+    limit = max_blob_bytes(layout)
     try:
-        arrays, _ = from_safetensors(store.get(submission.cid, max_bytes=max_blob_bytes(layout)), layout=layout)
+        arrays, _ = from_safetensors(store.get(submission.cid, max_bytes=limit), layout=layout)
     except ContentTooLargeError:
-        return reject(f"blob is larger than an update of this model can be ({max_blob_bytes(layout)} bytes at most); not read")
+        return reject(f"blob is larger than an update of this model can be ({limit} bytes at most); not read")
     except IntegrityError:
         return reject("blob does not hash to its CID (altered in the store)")
     except ContentNotFoundError:
@@ -136,17 +137,11 @@ def aggregate_round(
             "drop --strategy or pass the round's own, since the receipt must match the recorded config."
         )
 
-    submissions = federation.submissions(round_id)
     with LedgerIndex.for_federation(":memory:", federation) as index:  # membership replayed from events
         index.sync()
-        refusals = submission_refusals(index, round_id)
-    admitted, refused = [], []
-    for submission in submissions:
-        refusal = refusals.get(submission.tx_hash, "its submission is missing from the chain's events")
-        if refusal is None:
-            admitted.append(submission)
-        else:
-            refused.append(RejectedUpdate(submission.participant, submission.cid, refusal))
+        submitted = round_submissions(index, round_id)
+    admitted = [submission for submission, refusal in submitted if refusal is None]
+    refused = [RejectedUpdate(s.participant, s.cid, refusal) for s, refusal in submitted if refusal is not None]
 
     blob, receipt = aggregate_updates(
         store=store, info=info, config=config, strategy=strategy, submissions=admitted, pre_rejected=refused

@@ -30,7 +30,13 @@ from eth_account.messages import encode_typed_data
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from ledger.audit_queries import Membership, replay, rounds, submission_refusal
+from ledger.audit_queries import (
+    Membership,
+    replay,
+    rounds,
+    submission_of,
+    submission_refusal,
+)
 from ledger.errors import (
     ContentNotFoundError,
     ContentTooLargeError,
@@ -38,10 +44,10 @@ from ledger.errors import (
     InvalidInputError,
     LedgerError,
 )
-from ledger.federation import FederationClient, RoundInfo, Submission, join_typed_data
+from ledger.federation import FederationClient, RoundInfo, join_typed_data
 from ledger.index import IndexedEvent, LedgerIndex
 from ledger.store import ContentStore
-from ledger.types import Address, Cid, RoundId
+from ledger.types import RoundId
 from ledger.unixfs import cid_of_bytes
 from ledger.weights import from_safetensors, max_blob_bytes
 from node.aggregator import aggregate_updates
@@ -371,11 +377,7 @@ def _aggregate_check(
     )
     eligible, refused = [], []
     for event, membership in submitted:
-        submission = Submission(
-            round_id=RoundId(rid), participant=Address(event.args["participant"]), cid=Cid(event.args["cid"]),
-            samples=int(event.args["samples"]), metrics_hash=bytes.fromhex(event.args["metricsHash"][2:]),
-            block=event.block, tx_hash=event.tx_hash,
-        )
+        submission = submission_of(event)
         if membership.ok:
             eligible.append(submission)
         else:
