@@ -190,12 +190,12 @@ def _reverts(sender: str | None = None, *, reading: bool = False) -> Iterator[No
         if decoded is not None:
             raise decoded from None
         message = _rpc_message(error)
-        if isinstance(error, Web3RPCError) and "revert" not in message.lower() and reading:
-            raise ChainError(
-                f"the node refused to answer a read of the contract ({message}); point --rpc at a node "
-                "that serves this chain's state and logs."
-            ) from None
-        if isinstance(error, Web3RPCError) and "revert" not in message.lower():
+        if isinstance(error, Web3RPCError) and "revert" not in message.lower():  # the node, not the contract
+            if reading:
+                raise ChainError(
+                    f"the node refused to answer a read of the contract ({message}); point --rpc at a node "
+                    "that serves this chain's state and logs."
+                ) from None
             raise ChainError(
                 f"the node refused the transaction{f' from {sender}' if sender else ''} ({message}); "
                 "check that the account holds enough ether for gas and that no other tool uses its nonces."
