@@ -20,6 +20,7 @@ import torch
 from safetensors.numpy import load as _st_load
 from safetensors.torch import save as _st_save
 
+from ledger.canonical_json import canonical_json
 from ledger.errors import WeightsError
 
 Layout = dict[str, tuple[tuple[int, ...], str]]
@@ -44,7 +45,7 @@ def to_safetensors(
     header = None
     if metadata is not None:
         try:
-            header = {METADATA_KEY: json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"), allow_nan=False)}
+            header = {METADATA_KEY: canonical_json(dict(metadata)).decode("utf-8")}
         except (TypeError, ValueError) as error:
             raise WeightsError(f"weights metadata must be plain JSON values ({error}); pass strings and numbers.") from error
     return bytes(_st_save({str(name): _as_torch(str(name), value) for name, value in tensors.items()}, metadata=header))

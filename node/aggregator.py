@@ -22,12 +22,12 @@ from ledger.errors import (
     InvalidInputError,
     WeightsError,
 )
+from ledger.failpoints import failpoint
 from ledger.federation import FederationClient, RoundInfo, Submission, TxResult
 from ledger.index import LedgerIndex
 from ledger.store import ContentStore
 from ledger.types import Cid
 from ledger.weights import from_safetensors, max_blob_bytes, to_safetensors
-from node.failpoints import failpoint
 from node.journal import Journal
 from node.models import model_layout
 from node.receipt import IncludedUpdate, Receipt, RejectedUpdate, UpdateNote

@@ -8,19 +8,19 @@ the update's CID, sample count and metrics hash leave the party; its data never 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ledger.errors import InvalidInputError
+from ledger.canonical_json import canonical_json
+from ledger.failpoints import failpoint
 from ledger.federation import FederationClient, TxResult
 from ledger.store import ContentStore
 from ledger.types import Address, Cid
 from ledger.weights import from_safetensors, max_blob_bytes, to_safetensors
 from node.data import Dataset
-from node.failpoints import failpoint
 from node.journal import Journal
 from node.models import build_model, load_arrays, model_layout, state_arrays
 from node.round_config import RoundConfig, config_cid
@@ -43,10 +43,6 @@ class ParticipantOutcome:
 def metrics_hash(metrics: dict[str, float]) -> bytes:
     """sha256 of the metrics as canonical JSON: what the chain records, what the update's metadata reveals."""
     return hashlib.sha256(canonical_json(metrics)).digest()
-
-
-def canonical_json(document: object) -> bytes:
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 def training_seed(participant: str, round_id: int) -> int:

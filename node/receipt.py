@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ledger.errors import InvalidInputError
+from ledger.canonical_json import canonical_json
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Receipt:
     global_cid: str = ""
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return canonical_json(asdict(self))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Receipt:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ledger.cid import RAW, cid_from_parts
+from ledger.canonical_json import canonical_json
 from ledger.errors import InvalidInputError
 from ledger.types import Cid
 
@@ -41,7 +42,7 @@ class RoundConfig:
     def to_bytes(self) -> bytes:
         """Canonical JSON (sorted keys, no whitespace): the same config gives the same hash anywhere."""
         document = {"model": self.model, "strategy": self.strategy, "training": asdict(self.training)}
-        return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return canonical_json(document)
 
     @property
     def config_hash(self) -> bytes:

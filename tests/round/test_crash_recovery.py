@@ -15,7 +15,7 @@ from web3 import Web3
 from ledger.store import EmbeddedStore
 from ledger.unixfs import cid_of_bytes
 from node.aggregator import aggregate_updates
-from node.failpoints import FAILPOINT_ENV, FAILPOINT_EXIT
+from ledger.failpoints import FAILPOINT_ENV, FAILPOINT_EXIT
 from node.receipt import Receipt
 from node.round_config import RoundConfig, config_cid
 from node.strategies import strategy_from_params
