@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
-import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {AccessControlDefaultAdminRules} from
+    "@openzeppelin/contracts/access/extensions/AccessControlDefaultAdminRules.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {IFederation} from "./interfaces/IFederation.sol";
@@ -15,15 +16,23 @@ import {IFederation} from "./interfaces/IFederation.sol";
  * (a join signature is checked against them), one packed slot per participant (status,
  * accepted version, bit index), one packed slot per round (state, deadline, minimum, the
  * agreement version in force, and the "has submitted" bits of the first {INLINE_BITS}
- * participants) plus one bitmap word per 256 further participants. Update CIDs, sample counts
- * and metrics hashes travel in events only. A submission so reads two cold slots (its round,
- * its sender) and writes one bit into a slot it already read.
+ * admitted participants) plus one bitmap word per 256 further admitted participants, and the
+ * set of open rounds. Update CIDs, sample counts and metrics hashes travel in events only. A
+ * submission so reads two cold slots (its round, its sender) and writes one bit into a slot it
+ * already read.
  *
- * Roles: `DEFAULT_ADMIN_ROLE` publishes agreements and governs membership; `COORDINATOR_ROLE`
- * opens rounds; `AGGREGATOR_ROLE` finalizes them; either of the two cancels a round that cannot
- * reach its minimum. The deployer holds all three.
+ * A party gets its bit index when it is first admitted, not when it joins: joining is open to
+ * anyone, so indexes handed out at join could be used up by spam joins, pushing real parties
+ * into overflow words and making every count of submissions longer.
+ *
+ * Roles: `DEFAULT_ADMIN_ROLE` publishes agreements, governs membership and may abort an open
+ * round with a reason; it is held by one account at a time and handed over in two steps after a
+ * delay ({AccessControlDefaultAdminRules}), so a consortium can put it behind a multisig or a
+ * timelock and see a transfer coming. `COORDINATOR_ROLE` opens rounds; `AGGREGATOR_ROLE`
+ * finalizes them; either of the two cancels a round that cannot reach its minimum. The deployer
+ * holds all three.
  */
-contract Federation is IFederation, AccessControl, EIP712 {
+contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
     bytes32 public constant COORDINATOR_ROLE = keccak256("COORDINATOR_ROLE");
     bytes32 public constant AGGREGATOR_ROLE = keccak256("AGGREGATOR_ROLE");
 
@@ -34,6 +43,9 @@ contract Federation is IFederation, AccessControl, EIP712 {
     /// @dev Participants whose "has submitted" bit lives in the round's own slot.
     uint256 public constant INLINE_BITS = 120;
 
+    /// @dev The latest deadline a round may have, counted from its opening: a round always ends.
+    uint256 public constant MAX_ROUND_DURATION = 30 days;
+
     uint8 private constant _RAW = 0x55;
     uint8 private constant _DAG_PB = 0x70;
 
@@ -42,11 +54,12 @@ contract Federation is IFederation, AccessControl, EIP712 {
         uint8 codec;
     }
 
-    /// @dev One slot: read once per submission.
+    /// @dev One slot: read once per submission. `hasIndex` is set at the first admission.
     struct Member {
         ParticipantStatus status;
         uint32 acceptedVersion;
         uint32 index;
+        bool hasIndex;
     }
 
     /**
@@ -63,18 +76,24 @@ contract Federation is IFederation, AccessControl, EIP712 {
     }
 
     uint32 private _agreementVersion;
-    uint32 private _participantCount;
+    /// @dev Parties ever admitted, each holding a bit index below this count.
+    uint32 private _indexedCount;
     uint64 private _roundCount;
-    /// @dev No round below this id is open: where {publishAgreement} starts updating open rounds.
-    uint64 private _firstOpenRound;
+    /// @dev The ids of the open rounds, in no particular order; {publishAgreement} walks only these.
+    uint256[] private _openRounds;
+    /// @dev 1 + the position of an open round in `_openRounds` (0: not open).
+    mapping(uint256 roundId => uint256 slot) private _openSlot;
 
     mapping(uint256 version => Terms) private _terms;
     mapping(address account => Member) private _members;
     mapping(uint256 roundId => Round) private _rounds;
     mapping(uint256 roundId => mapping(uint256 word => uint256 bits)) private _overflowBits;
 
-    constructor() EIP712("Federation", "1") {
-        _grantRole(DEFAULT_ADMIN_ROLE, msg.sender);
+    /**
+     * @dev The deployer becomes admin, coordinator and aggregator. `adminDelay` is how long a
+     * new admin must wait after being proposed ({beginDefaultAdminTransfer}) before accepting.
+     */
+    constructor(uint48 adminDelay) AccessControlDefaultAdminRules(adminDelay, msg.sender) EIP712("Federation", "1") {
         _grantRole(COORDINATOR_ROLE, msg.sender);
         _grantRole(AGGREGATOR_ROLE, msg.sender);
     }
@@ -85,7 +104,7 @@ contract Federation is IFederation, AccessControl, EIP712 {
      * @dev Publishes agreement version `agreementVersion() + 1` with the terms document's CID.
      * Every party must join again under the new version before it can submit, in open rounds
      * too: each open round's copy of the version in force moves forward (a loop over the rounds
-     * still open, which governance keeps few by finalizing or cancelling them).
+     * still open, never over closed ones; every round ends within {MAX_ROUND_DURATION}).
      *
      * Requirements: caller has `DEFAULT_ADMIN_ROLE`; `termsCodec` is raw or dag-pb.
      *
@@ -100,13 +119,9 @@ contract Federation is IFederation, AccessControl, EIP712 {
         uint32 next = ++_agreementVersion;
         version = next;
         _terms[version] = Terms({digest: termsDigest, codec: termsCodec});
-        uint64 count = _roundCount;
-        uint64 first = _firstOpenRound;
-        while (first <= count && _rounds[first].state != RoundState.Open) ++first;
-        _firstOpenRound = first;
-        for (uint256 id = first; id <= count; ++id) {
-            Round storage r = _rounds[id];
-            if (r.state == RoundState.Open) r.agreementVersion = next;
+        uint256 open = _openRounds.length;
+        for (uint256 i = 0; i < open; ++i) {
+            _rounds[_openRounds[i]].agreementVersion = next;
         }
         emit AgreementPublished(version, termsCodec, termsDigest);
     }
@@ -141,21 +156,23 @@ contract Federation is IFederation, AccessControl, EIP712 {
             revert FederationUnexpectedStatus(account, ParticipantStatus.Revoked);
         }
         if (member.acceptedVersion == version) revert FederationAlreadyAccepted(account, version);
-        if (member.status == ParticipantStatus.None) {
-            member.status = ParticipantStatus.Pending;
-            member.index = _participantCount++;
-        }
+        if (member.status == ParticipantStatus.None) member.status = ParticipantStatus.Pending;
         member.acceptedVersion = uint32(version);
-        emit ParticipantJoined(account, version, deadline, member.index, msg.sender, signature);
+        emit ParticipantJoined(account, version, deadline, msg.sender, signature);
     }
 
     /**
-     * @dev Admits a Pending party. Requirements: caller is admin; `account` is Pending.
-     * Emits a {ParticipantAdmitted} event.
+     * @dev Admits a Pending party; at its first admission it gets the next bit index.
+     * Requirements: caller is admin; `account` is Pending. Emits a {ParticipantAdmitted} event.
      */
     function approve(address account) external onlyRole(DEFAULT_ADMIN_ROLE) {
         _transition(account, ParticipantStatus.Pending, ParticipantStatus.Admitted);
-        emit ParticipantAdmitted(account, msg.sender);
+        Member storage member = _members[account];
+        if (!member.hasIndex) {
+            member.index = _indexedCount++;
+            member.hasIndex = true;
+        }
+        emit ParticipantAdmitted(account, msg.sender, member.index);
     }
 
     /**
@@ -211,9 +228,9 @@ contract Federation is IFederation, AccessControl, EIP712 {
         return (member.status, member.acceptedVersion, member.index);
     }
 
-    /// @dev How many addresses ever joined.
+    /// @dev How many parties were ever admitted (each holds a bit index below this count).
     function participantCount() external view returns (uint256) {
-        return _participantCount;
+        return _indexedCount;
     }
 
     // ---------------------------------------------------------------- rounds
@@ -222,7 +239,8 @@ contract Federation is IFederation, AccessControl, EIP712 {
      * @dev Opens round `roundCount() + 1` on a base model.
      *
      * Requirements: caller has `COORDINATOR_ROLE`; `baseCodec` is raw or dag-pb; `deadline`
-     * (unix seconds, the last second that takes submissions) is in the future.
+     * (unix seconds, the last second that takes submissions) is in the future and at most
+     * {MAX_ROUND_DURATION} away; `minUpdates` is at least 1.
      *
      * Emits a {RoundOpened} event.
      */
@@ -233,9 +251,13 @@ contract Federation is IFederation, AccessControl, EIP712 {
     {
         _checkCodec(baseCodec);
         if (deadline <= block.timestamp) revert FederationInvalidDeadline(deadline);
-        uint64 id = ++_roundCount;
-        if (_firstOpenRound == 0) _firstOpenRound = id;
-        roundId = id;
+        if (deadline > block.timestamp + MAX_ROUND_DURATION) {
+            revert FederationDeadlineTooFar(deadline, block.timestamp + MAX_ROUND_DURATION);
+        }
+        if (minUpdates == 0) revert FederationInvalidMinimum();
+        roundId = ++_roundCount;
+        _openRounds.push(roundId);
+        _openSlot[roundId] = _openRounds.length;
         uint32 version = _agreementVersion;
         _rounds[roundId] = Round({
             state: RoundState.Open,
@@ -310,6 +332,7 @@ contract Federation is IFederation, AccessControl, EIP712 {
         uint256 submissions = _submissions(roundId, r.submitted);
         if (submissions < r.minUpdates) revert FederationBelowMinimum(roundId, submissions, r.minUpdates);
         r.state = RoundState.Finalized;
+        _closeOpen(roundId);
         emit RoundFinalized(roundId, globalCodec, globalDigest, receiptCodec, receiptDigest, submissions);
     }
 
@@ -331,12 +354,36 @@ contract Federation is IFederation, AccessControl, EIP712 {
         uint256 submissions = _submissions(roundId, r.submitted);
         if (submissions >= r.minUpdates) revert FederationMinimumReached(roundId, submissions, r.minUpdates);
         r.state = RoundState.Cancelled;
+        _closeOpen(roundId);
         emit RoundCancelled(roundId, msg.sender, submissions);
+    }
+
+    /**
+     * @dev Governance closes open round `roundId` at once, whatever its deadline and submissions,
+     * with a `reason` that the event records for auditors (a wrong base model or config, a broken
+     * round, a round that would otherwise have to wait out its deadline).
+     *
+     * Requirements: caller has `DEFAULT_ADMIN_ROLE`; the round is open; `reason` is not empty.
+     *
+     * Emits a {RoundAborted} event.
+     */
+    function abortRound(uint256 roundId, string calldata reason) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        Round storage r = _rounds[roundId];
+        _checkOpen(roundId, r.state);
+        if (bytes(reason).length == 0) revert FederationReasonRequired();
+        r.state = RoundState.Cancelled;
+        _closeOpen(roundId);
+        emit RoundAborted(roundId, msg.sender, _submissions(roundId, r.submitted), reason);
     }
 
     /// @dev How many rounds were ever opened; round ids are 1..roundCount().
     function roundCount() external view returns (uint256) {
         return _roundCount;
+    }
+
+    /// @dev The ids of the rounds now open, in no particular order.
+    function openRounds() external view returns (uint256[] memory) {
+        return _openRounds;
     }
 
     /// @dev State, deadline, minimum and number of submissions of round `roundId`.
@@ -352,7 +399,7 @@ contract Federation is IFederation, AccessControl, EIP712 {
     /// @dev Whether `account` submitted an update to round `roundId`.
     function hasSubmitted(uint256 roundId, address account) external view returns (bool) {
         Member storage member = _members[account];
-        if (member.status == ParticipantStatus.None) return false;
+        if (!member.hasIndex) return false;
         uint256 index = member.index;
         if (index < INLINE_BITS) return (_rounds[roundId].submitted >> index) & 1 == 1;
         index -= INLINE_BITS;
@@ -367,6 +414,16 @@ contract Federation is IFederation, AccessControl, EIP712 {
         member.status = to;
     }
 
+    /// @dev Removes `roundId` from the open set (swap with the last, pop).
+    function _closeOpen(uint256 roundId) private {
+        uint256 slot = _openSlot[roundId];
+        uint256 last = _openRounds[_openRounds.length - 1];
+        _openRounds[slot - 1] = last;
+        _openSlot[last] = slot;
+        _openRounds.pop();
+        delete _openSlot[roundId];
+    }
+
     function _checkOpen(uint256 roundId, RoundState state) private pure {
         if (state == RoundState.None) revert FederationUnknownRound(roundId);
         if (state != RoundState.Open) revert FederationRoundClosed(roundId, state);
@@ -376,10 +433,10 @@ contract Federation is IFederation, AccessControl, EIP712 {
         if (codec != _RAW && codec != _DAG_PB) revert FederationInvalidCid(codec);
     }
 
-    /// @dev Popcount over the round's inline bits and its overflow words.
+    /// @dev Popcount over the round's inline bits and its overflow words (admitted parties only).
     function _submissions(uint256 roundId, uint120 inlineBits) private view returns (uint256 count) {
         count = _popcount(inlineBits);
-        uint256 participants = _participantCount;
+        uint256 participants = _indexedCount;
         if (participants > INLINE_BITS) {
             uint256 words = (participants - INLINE_BITS + 255) >> 8;
             mapping(uint256 word => uint256 bits) storage overflow = _overflowBits[roundId];

@@ -19,6 +19,7 @@ from ledger.chain import (
     signing_account,
     workspace_rpc,
 )
+from ledger.contract_constants import DEFAULT_ADMIN_DELAY
 from ledger.errors import DeploymentError, InvalidInputError
 from ledger.federation import FederationClient, load_artifact
 from ledger.workspace import Workspace
@@ -61,12 +62,13 @@ def deploy_federation(
     key: str | None = None,
     force: bool = False,
     w3: Web3 | None = None,
+    admin_delay: int = DEFAULT_ADMIN_DELAY,
 ) -> dict[str, Any]:
     """Deploy Federation with ``account`` (else the key ``key``, see ledger.chain.signing_account) and record it.
 
     Returns the recorded document: address, chain_id, block, tx_hash, gas_used, deployer, rpc
     and the compiled sources' sha256. The deployer holds the admin, coordinator and aggregator
-    roles.
+    roles; a new admin must wait ``admin_delay`` seconds after being proposed before accepting.
     """
     url = workspace_rpc(workspace, rpc)
     if url == MEMORY and w3 is None:
@@ -80,7 +82,7 @@ def deploy_federation(
     if account is None:
         account = signing_account(workspace, key, w3=w3, rpc=url)
     require_gas_money(w3, account.address)
-    client, tx = FederationClient.deploy(w3, account=account)
+    client, tx = FederationClient.deploy(w3, account=account, admin_delay=admin_delay)
     record: dict[str, Any] = {
         "address": client.address,
         "chain_id": client.chain_id,

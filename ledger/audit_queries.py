@@ -28,7 +28,7 @@ MEMBERSHIP_EVENTS = (
 )
 TIME_COLUMNS = frozenset({"published_at", "joined_at", "at"})
 """The row columns below that hold a block timestamp (tables show them with ledger.utc.utc_text)."""
-ROUND_EVENTS = ("RoundOpened", "UpdateSubmitted", "RoundFinalized", "RoundCancelled")
+ROUND_EVENTS = ("RoundOpened", "UpdateSubmitted", "RoundFinalized", "RoundCancelled", "RoundAborted")
 _TRANSITIONS = {
     "ParticipantAdmitted": "admitted",
     "ParticipantSuspended": "suspended",
@@ -212,6 +212,8 @@ def rounds(index: LedgerIndex) -> list[dict[str, Any]]:
                 "receipt_cid": None,
                 "closed_block": None,
                 "closed_tx": None,
+                "closed_by": None,
+                "abort_reason": None,  # set when governance aborted the round (RoundAborted)
             }
             continue
         row = table.get(round_id)
@@ -222,6 +224,9 @@ def rounds(index: LedgerIndex) -> list[dict[str, Any]]:
         else:
             row["state"] = "finalized" if event.name == "RoundFinalized" else "cancelled"
             row["closed_block"], row["closed_tx"] = event.block, event.tx_hash
+            row["closed_by"] = event.args.get("sender")
+            if event.name == "RoundAborted":
+                row["abort_reason"] = event.args["reason"]
             if event.name == "RoundFinalized":
                 row["global_cid"], row["receipt_cid"] = event.args.get("global_cid"), event.args.get("receipt_cid")
     return [table[key] for key in sorted(table)]
@@ -259,7 +264,10 @@ def provenance(index: LedgerIndex, cid: str, *, store: Any = None) -> dict[str, 
     """The lineage of model ``cid`` back to the genesis model: each round that produced it, its
     base, parties and strategy. InvalidInputError when ``cid`` is no model of this ledger."""
     table = rounds(index)
-    by_global = {row["global_cid"]: row for row in table if row["state"] == "finalized"}
+    by_global: dict[str, list[dict[str, Any]]] = {}  # a CID -> the rounds that produced it, latest first
+    for row in reversed(table):
+        if row["state"] == "finalized":
+            by_global.setdefault(row["global_cid"], []).append(row)
     bases = {row["base_cid"] for row in table}
     if cid not in by_global and cid not in bases:
         raise InvalidInputError(
@@ -269,10 +277,11 @@ def provenance(index: LedgerIndex, cid: str, *, store: Any = None) -> dict[str, 
     submitters: dict[int, list[str]] = {}
     for event in index.events("UpdateSubmitted"):
         submitters.setdefault(int(event.args["roundId"]), []).append(event.args["participant"])
-    steps, seen, current = [], set(), cid
-    while current in by_global and current not in seen:
-        seen.add(current)
-        row = by_global[current]
+    steps, current, before = [], cid, float("inf")
+    # A round that found no usable update keeps its base as its global model, so one CID may come
+    # from several rounds: each step goes to the latest earlier round that produced the current CID.
+    while (row := next((r for r in by_global.get(current, []) if r["round_id"] < before), None)) is not None:
+        before = row["round_id"]
         receipt = _receipt_document(store, row["receipt_cid"])
         steps.append(
             {

@@ -88,6 +88,45 @@ class AccessControlBadConfirmation(FederationContractError):
         return "a role can only be renounced by the account holding it; send it from that account."
 
 
+class AccessControlEnforcedDefaultAdminRules(FederationContractError):
+    signature = "AccessControlEnforcedDefaultAdminRules()"
+
+    def sentence(self) -> str:
+        return (
+            "the admin role is not granted or revoked directly: hand it over in two steps "
+            "(`fedledger admin transfer ADDRESS`, then `fedledger admin accept` by the new admin after the delay)."
+        )
+
+
+class AccessControlEnforcedDefaultAdminDelay(FederationContractError):
+    signature = "AccessControlEnforcedDefaultAdminDelay(uint48)"
+    fields = ("schedule",)
+
+    def sentence(self) -> str:
+        if int(self.schedule) == 0:
+            return "no admin transfer is pending; the current admin starts one with `fedledger admin transfer ADDRESS`."
+        return f"the admin transfer can be accepted from {_utc(self.schedule)} on; accept it then (`fedledger admin accept`)."
+
+
+class AccessControlInvalidDefaultAdmin(FederationContractError):
+    signature = "AccessControlInvalidDefaultAdmin(address)"
+    fields = ("account",)
+
+    def sentence(self) -> str:
+        return (
+            f"{self.account} is not the pending admin of this federation; accept with the key of the address "
+            "the current admin proposed (`fedledger admin show`)."
+        )
+
+
+class SafeCastOverflowedUintDowncast(FederationContractError):
+    signature = "SafeCastOverflowedUintDowncast(uint8,uint256)"
+    fields = ("bits", "value")
+
+    def sentence(self) -> str:
+        return f"{self.value} does not fit in {self.bits} bits; give a smaller value."
+
+
 class FederationNoAgreement(FederationContractError):
     signature = "FederationNoAgreement()"
 
@@ -187,6 +226,31 @@ class FederationInvalidDeadline(FederationContractError):
         return f"the round deadline {_utc(self.deadline)} is not in the future; give a later deadline."
 
 
+class FederationDeadlineTooFar(FederationContractError):
+    signature = "FederationDeadlineTooFar(uint256,uint256)"
+    fields = ("deadline", "latest")
+
+    def sentence(self) -> str:
+        return (
+            f"the round deadline {_utc(self.deadline)} is too far away: a round may last at most 30 days, "
+            f"so until {_utc(self.latest)}; give an earlier deadline."
+        )
+
+
+class FederationInvalidMinimum(FederationContractError):
+    signature = "FederationInvalidMinimum()"
+
+    def sentence(self) -> str:
+        return "a round must ask for at least one update; give --min-updates 1 or more."
+
+
+class FederationReasonRequired(FederationContractError):
+    signature = "FederationReasonRequired()"
+
+    def sentence(self) -> str:
+        return "aborting a round needs a reason for the record; give --reason TEXT."
+
+
 class FederationUnknownRound(FederationContractError):
     signature = "FederationUnknownRound(uint256)"
     fields = ("round_id",)
@@ -229,7 +293,8 @@ class FederationBelowMinimum(FederationContractError):
     def sentence(self) -> str:
         return (
             f"round {self.round_id} holds {self.submissions} update(s), fewer than its minimum of {self.minimum}; "
-            f"wait for more updates, or cancel it once its deadline has passed (`fedledger round cancel {self.round_id}`)."
+            f"wait for more updates, or cancel it once its deadline has passed (`fedledger round cancel {self.round_id}`)"
+            f" or, as the admin, abort it now (`fedledger round abort {self.round_id} --reason TEXT`)."
         )
 
 
@@ -239,8 +304,8 @@ class FederationRoundStillOpen(FederationContractError):
 
     def sentence(self) -> str:
         return (
-            f"round {self.round_id} takes updates until {_utc(self.deadline)}; "
-            "it can be cancelled only after its deadline."
+            f"round {self.round_id} takes updates until {_utc(self.deadline)}; it can be cancelled only after "
+            f"its deadline, or aborted now by the admin (`fedledger round abort {self.round_id} --reason TEXT`)."
         )
 
 
@@ -251,7 +316,7 @@ class FederationMinimumReached(FederationContractError):
     def sentence(self) -> str:
         return (
             f"round {self.round_id} reached its minimum ({self.submissions} of {self.minimum} updates); "
-            "finalize it instead of cancelling it."
+            f"finalize it instead (`fedledger aggregate --round {self.round_id}`)."
         )
 
 

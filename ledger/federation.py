@@ -32,6 +32,7 @@ from web3.exceptions import (
 )
 
 from ledger.cid import RAW, cid_from_parts, cid_to_bytes
+from ledger.contract_constants import DEFAULT_ADMIN_DELAY
 from ledger.contract_errors import PARTICIPANT_STATUSES, ROUND_STATES, decode_revert
 from ledger.errors import (
     ChainError,
@@ -82,6 +83,14 @@ class ParticipantInfo:
     status: str  # "none" | "pending" | "admitted" | "suspended" | "revoked"
     accepted_version: int
     index: int = 0
+
+
+@dataclass(frozen=True)
+class AdminInfo:
+    admin: Address
+    pending: Address | None  # the proposed next admin, if a transfer is under way
+    accept_after: int  # unix time from which ``pending`` may accept (0: none pending)
+    delay: int  # seconds between a proposal and its earliest acceptance
 
 
 @dataclass(frozen=True)
@@ -231,16 +240,21 @@ def send_transaction(
 
     A ``LocalAccount`` signs here, with the node's pending nonce taken under a per-address lock;
     otherwise the node signs for its unlocked account. Reverts raise ledger.contract_errors classes.
+
+    Gas is estimated against the pending block, not the latest: a node that mines on demand
+    (anvil) may have its latest block minutes old, and a call that depends on time (cancelling a
+    round after its deadline) must be judged at the time it will be mined, not then.
     """
     sender = sender_address(w3, account)
     with _reverts(sender):
+        gas = call.estimate_gas({"from": sender}, block_identifier="pending")
         if account is None or isinstance(account, str):
-            tx_hash = call.transact({"from": sender})
+            tx_hash = call.transact({"from": sender, "gas": gas})
         else:
             with _account_lock(sender):
                 nonce = w3.eth.get_transaction_count(sender, "pending")
                 chain = int(w3.eth.chain_id) if chain_id is None else chain_id
-                tx = call.build_transaction({"from": sender, "nonce": nonce, "chainId": chain})
+                tx = call.build_transaction({"from": sender, "nonce": nonce, "chainId": chain, "gas": gas})
                 signed = account.sign_transaction(tx)
                 tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
         receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT)
@@ -279,11 +293,18 @@ class FederationClient:
     # ---------------------------------------------------------------- construction
 
     @classmethod
-    def deploy(cls, w3: Web3, *, account: LocalAccount | str | None = None) -> tuple[FederationClient, TxResult]:
-        """Deploy a fresh contract from the committed artifact; the sender gets every role."""
+    def deploy(
+        cls, w3: Web3, *, account: LocalAccount | str | None = None, admin_delay: int = DEFAULT_ADMIN_DELAY
+    ) -> tuple[FederationClient, TxResult]:
+        """Deploy a fresh contract from the committed artifact; the sender gets every role.
+
+        ``admin_delay`` (seconds) is how long a proposed new admin must wait before accepting.
+        """
+        if isinstance(admin_delay, bool) or not isinstance(admin_delay, int) or not 0 <= admin_delay < 2**48:
+            raise InvalidInputError(f"the admin delay must be a whole number of seconds from 0 to 2^48-1, not {admin_delay!r}.")
         artifact = load_artifact()
         factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
-        result, receipt = send_transaction(w3, factory.constructor(), account=account)
+        result, receipt = send_transaction(w3, factory.constructor(admin_delay), account=account)
         client = cls(w3, receipt["contractAddress"], account=account, from_block=result.block)
         return client, result
 
@@ -402,6 +423,7 @@ class FederationClient:
         return [self.participant(address) for address in seen]
 
     def participant_count(self) -> int:
+        """How many parties were ever admitted (each holds a submission bit index)."""
         return int(self._call("participantCount"))
 
     def _role(self, role: str) -> bytes:
@@ -419,6 +441,30 @@ class FederationClient:
     def has_role(self, role: str, address: str) -> bool:
         return bool(self._call("hasRole", self._role(role), _address(address)))
 
+    # ---------------------------------------------------------------- the admin, handed over in two steps
+
+    def admin(self) -> AdminInfo:
+        """The admin, the proposed next one (if any) and when it may accept, and the transfer delay."""
+        pending, schedule = self._call("pendingDefaultAdmin")
+        return AdminInfo(
+            admin=Address(to_checksum_address(self._call("defaultAdmin"))),
+            pending=Address(to_checksum_address(pending)) if int(schedule) else None,
+            accept_after=int(schedule),
+            delay=int(self._call("defaultAdminDelay")),
+        )
+
+    def begin_admin_transfer(self, new_admin: str) -> TxResult:
+        """Propose ``new_admin``; it may accept once the delay has passed. Only the admin."""
+        return self._transact("beginDefaultAdminTransfer", _address(new_admin))
+
+    def accept_admin_transfer(self) -> TxResult:
+        """The proposed admin takes the role (the previous admin loses it)."""
+        return self._transact("acceptDefaultAdminTransfer")
+
+    def cancel_admin_transfer(self) -> TxResult:
+        """Withdraw a pending proposal. Only the admin."""
+        return self._transact("cancelDefaultAdminTransfer")
+
     # ---------------------------------------------------------------- rounds
 
     def open_round(self, *, base_cid: Cid, deadline: int, min_updates: int, config_hash: bytes) -> tuple[RoundId, TxResult]:
@@ -431,6 +477,10 @@ class FederationClient:
 
     def round_count(self) -> int:
         return int(self._call("roundCount"))
+
+    def open_round_ids(self) -> list[RoundId]:
+        """The rounds open now, by id."""
+        return sorted(RoundId(int(r)) for r in self._call("openRounds"))
 
     def round(self, round_id: int) -> RoundInfo:
         state, deadline, min_updates, submissions = self._call("round", round_id)
@@ -486,8 +536,10 @@ class FederationClient:
         admitted, stale agreement, round closed, deadline passed, already submitted): the
         submission simulated with a placeholder update, so a party learns it before training."""
         placeholder = (RAW, b"\0" * 32)  # the contract checks no CID
-        with _reverts(reading=True):
-            self.contract.functions.submitUpdate(round_id, *placeholder, samples, b"\0" * 32).call({"from": self.sender})
+        with _reverts(reading=True):  # judged at the pending block: the time the submission would be mined
+            self.contract.functions.submitUpdate(round_id, *placeholder, samples, b"\0" * 32).call(
+                {"from": self.sender}, block_identifier="pending"
+            )
 
     def has_submitted(self, round_id: int, participant: str) -> bool:
         return bool(self._call("hasSubmitted", round_id, _address(participant)))
@@ -513,4 +565,11 @@ class FederationClient:
         return self._transact("finalizeRound", round_id, g_codec, g_digest, r_codec, r_digest)
 
     def cancel_round(self, round_id: int) -> TxResult:
+        """Close a round that missed its minimum, after its deadline (coordinator or aggregator)."""
         return self._transact("cancelRound", round_id)
+
+    def abort_round(self, round_id: int, *, reason: str) -> TxResult:
+        """Governance closes an open round now, with a reason the event records. Only the admin."""
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidInputError("aborting a round needs a reason for the record; give --reason TEXT.")
+        return self._transact("abortRound", round_id, reason.strip())

@@ -10,6 +10,12 @@ reading new logs, the stored hashes of the recent blocks (``reorg_depth``) are c
 chain's, newest first; everything above the newest block that still matches is dropped and read
 again. A reorg deeper than that window drops the whole index, which is then rebuilt.
 
+A batch is stored only when its logs and its last block's hash come from one view of the chain:
+the hash is read before the logs and again after (a block's hash commits to all its ancestors).
+A reorg in between (the logs from one fork, the hash from another) would otherwise leave the
+old fork's events under a last block that still matches, where no later check looks. The batch
+is read again instead.
+
 An index records the contract address and chain id it was built for and refuses to serve another
 deployment. It works on any JSON-RPC URL (anvil, a public node) and on the in-process chain.
 """
@@ -47,6 +53,7 @@ SCHEMA_VERSION = "1"
 DEFAULT_BATCH = 2_000
 MAX_BATCH = 100_000
 REORG_DEPTH = 128
+MAX_VIEW_RETRIES = 8
 
 # (codec field, digest field) -> the name of the CID field the index stores instead.
 _CID_FIELDS = {
@@ -314,6 +321,17 @@ class LedgerIndex:
         ).fetchone()[0]
         return (matched + 1) if matched is not None else self.start_block
 
+    def _one_view(self, logs: list[Any], last: int, last_hash: str) -> bool:
+        """Whether ``logs`` (read for blocks up to ``last``) and ``last_hash`` show the same chain.
+
+        The last block had ``last_hash`` before the logs were read and still has it after, so every
+        block up to it (each hash commits to its parent's) was the same while the logs were read;
+        logs of the last block itself must name that hash too.
+        """
+        if self._block_hash(last) != last_hash:
+            return False
+        return all(Web3.to_hex(_bytes(log["blockHash"])) == last_hash for log in logs if _int(log["blockNumber"]) == last)
+
     def _drop_from(self, first: int) -> None:
         with self._db:
             self._db.execute("DELETE FROM events WHERE block >= ?", (first,))
@@ -361,7 +379,7 @@ class LedgerIndex:
         with self._rpc():
             head = int(self.w3.eth.block_number) if to_block is None else int(to_block)
         first = self.last_block + 1
-        events = batches = refused = 0
+        events = batches = refused = changed = 0
         size = self.batch_size
         bar = _progress(progress, total=max(0, head - first + 1))
         with bar:
@@ -369,6 +387,9 @@ class LedgerIndex:
             cursor = first
             while cursor <= head:
                 last = min(head, cursor + size - 1)
+                last_hash = self._block_hash(last)
+                if last_hash is None:  # the chain got shorter while reading: a reorg, next sync handles it
+                    break
                 try:
                     logs = self._get_logs(cursor, last)
                 except (_RangeRefused, Web3Exception, ValueError, requests.RequestException) as error:
@@ -379,9 +400,14 @@ class LedgerIndex:
                         ) from None
                     size, refused = max(1, size // 2), refused + 1
                     continue
-                last_hash = self._block_hash(last)
-                if last_hash is None:  # the chain got shorter while reading: a reorg, next sync handles it
-                    break
+                if not self._one_view(logs, last, last_hash):
+                    changed += 1
+                    if changed > MAX_VIEW_RETRIES:
+                        raise AuditIndexError(
+                            f"the chain kept reorganizing blocks {cursor}-{last} while they were read "
+                            f"({changed} tries); run the command again once the node has settled."
+                        )
+                    continue
                 events += self._store_batch(logs, last, last_hash)
                 batches += 1
                 bar.advance(task, last - cursor + 1)

@@ -59,6 +59,15 @@ interface IFederation {
     /// @dev A round's submission `deadline` is not in the future at opening.
     error FederationInvalidDeadline(uint256 deadline);
 
+    /// @dev A round's submission `deadline` is later than `latest` (opening time + MAX_ROUND_DURATION).
+    error FederationDeadlineTooFar(uint256 deadline, uint256 latest);
+
+    /// @dev A round must ask for at least one update.
+    error FederationInvalidMinimum();
+
+    /// @dev Aborting a round needs a reason for the record.
+    error FederationReasonRequired();
+
     /// @dev No round has id `roundId`.
     error FederationUnknownRound(uint256 roundId);
 
@@ -85,21 +94,13 @@ interface IFederation {
     /// @dev Agreement `version` was published; its terms document has CID (`termsCodec`, `termsDigest`).
     event AgreementPublished(uint256 indexed version, uint8 termsCodec, bytes32 termsDigest);
 
-    /**
-     * @dev `participant` accepted agreement `version` with `signature` (valid until `deadline`),
-     * sent by `relayer`. `index` is its bit position in every round's submission bitmap.
-     */
+    /// @dev `participant` accepted agreement `version` with `signature` (valid until `deadline`), sent by `relayer`.
     event ParticipantJoined(
-        address indexed participant,
-        uint256 indexed version,
-        uint256 deadline,
-        uint256 index,
-        address relayer,
-        bytes signature
+        address indexed participant, uint256 indexed version, uint256 deadline, address relayer, bytes signature
     );
 
-    /// @dev `participant` was admitted by `sender`.
-    event ParticipantAdmitted(address indexed participant, address indexed sender);
+    /// @dev `participant` was admitted by `sender`; `index` is its bit position in every round's submission bitmap.
+    event ParticipantAdmitted(address indexed participant, address indexed sender, uint256 index);
 
     /// @dev `participant` was suspended by `sender`.
     event ParticipantSuspended(address indexed participant, address indexed sender);
@@ -143,6 +144,9 @@ interface IFederation {
 
     /// @dev Round `roundId` was cancelled by `sender` with `submissions` updates.
     event RoundCancelled(uint256 indexed roundId, address indexed sender, uint256 submissions);
+
+    /// @dev Governance (`sender`) aborted open round `roundId`, holding `submissions` updates, for `reason`.
+    event RoundAborted(uint256 indexed roundId, address indexed sender, uint256 submissions, string reason);
 
     // ---------------------------------------------------------------- agreements and membership
 
@@ -189,6 +193,11 @@ interface IFederation {
     ) external;
 
     function cancelRound(uint256 roundId) external;
+
+    /// @dev Governance closes an open round at once, with a reason. Only the admin.
+    function abortRound(uint256 roundId, string calldata reason) external;
+
+    function openRounds() external view returns (uint256[] memory);
 
     function roundCount() external view returns (uint256);
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ledger.cid import parse_cid
+from ledger.contract_constants import DEFAULT_ADMIN_DELAY, MAX_ROUND_DURATION
 from ledger.errors import ChainError, InvalidInputError
 from ledger.store import open_store
 from ledger.utc import utc_text
@@ -123,10 +124,12 @@ def register(app: typer.Typer) -> None:
     agreement_app = typer.Typer(help="Publish and read the federation's agreement (terms) versions.", no_args_is_help=True)
     participant_app = typer.Typer(help="Join the federation and govern its membership.", no_args_is_help=True)
     round_app = typer.Typer(help="Open training rounds, follow them, cancel one that missed its minimum.", no_args_is_help=True)
+    admin_app = typer.Typer(help="See the federation admin; hand the role over in two steps, after the delay.", no_args_is_help=True)
     app.add_typer(key_app, name="key")
     app.add_typer(agreement_app, name="agreement")
     app.add_typer(participant_app, name="participant")
     app.add_typer(round_app, name="round")
+    app.add_typer(admin_app, name="admin")
 
     # ------------------------------------------------------------------ deploy
     @app.command("deploy")
@@ -135,6 +138,10 @@ def register(app: typer.Typer) -> None:
         rpc: RpcOption = None,
         key: KeyOption = None,
         force: Annotated[bool, typer.Option("--force", help="Deploy anew even though a live deployment is recorded.")] = False,
+        admin_delay: Annotated[int, typer.Option(
+            "--admin-delay", min=0, max=2**48 - 1,
+            help="Seconds a proposed new admin waits before it can accept the role (default one day).",
+        )] = DEFAULT_ADMIN_DELAY,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
@@ -142,7 +149,7 @@ def register(app: typer.Typer) -> None:
         from deploy.deployer import deploy_federation
 
         workspace = Workspace.find(workdir)
-        record = deploy_federation(workspace, rpc=rpc, key=key, force=force)
+        record = deploy_federation(workspace, rpc=rpc, key=key, force=force, admin_delay=admin_delay)
         if json:
             print_json(record)
         console.print(
@@ -354,7 +361,10 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def round_open(
         base_cid: Annotated[str, typer.Option("--base-cid", help="CID of the model the round starts from.")],
-        deadline: Annotated[int, typer.Option("--deadline", min=1, help="Seconds from now (chain time) until submissions close.")],
+        deadline: Annotated[int, typer.Option(
+            "--deadline", min=1, max=MAX_ROUND_DURATION,
+            help="Seconds from now (chain time) until submissions close; at most 30 days (2592000).",
+        )],
         min_updates: Annotated[int, typer.Option("--min-updates", min=1, help="Updates needed before the round can be finalized.")],
         config: Annotated[Path | None, typer.Option("--config", help="Round configuration JSON file.")] = None,
         strategy: Annotated[str | None, typer.Option("--strategy", help="Build the configuration from a strategy name (default fedavg).")] = None,
@@ -396,6 +406,66 @@ def register(app: typer.Typer) -> None:
         _, federation = _governed(workdir, rpc, key)
         tx = federation.cancel_round(round_id)
         _report_tx(f"Cancelled round {round_id}", tx, json, {"round_id": round_id})
+
+    @round_app.command("abort")
+    @handle_errors
+    def round_abort(
+        round_id: Annotated[int, typer.Argument(min=1, help="The open round to close.")],
+        reason: Annotated[str, typer.Option("--reason", help="Why, for the record (kept in the RoundAborted event).")],
+        rpc: RpcOption = None,
+        key: KeyOption = None,
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Close an open round now, whatever its deadline and submissions, with a recorded reason (admin)."""
+        _, federation = _governed(workdir, rpc, key)
+        tx = federation.abort_round(round_id, reason=reason)
+        _report_tx(f"Aborted round {round_id}", tx, json, {"round_id": round_id, "reason": reason.strip()})
+
+    # ------------------------------------------------------------------ admin
+    @admin_app.command("show")
+    @handle_errors
+    def admin_show(rpc: RpcOption = None, workdir: WorkdirOption = None, json: JsonOption = False) -> None:
+        """The admin, any proposed successor and when it may accept, and the transfer delay."""
+        info = _reader(workdir, rpc).admin()
+        if json:
+            print_json(_jsonable(asdict(info)))
+            return
+        console.print(f"Admin {info.admin}; a transfer waits {info.delay} s before it can be accepted.", highlight=False, soft_wrap=True)
+        if info.pending:
+            console.print(f"  proposed: {info.pending}, may accept from {utc_text(info.accept_after)}", highlight=False, soft_wrap=True)
+
+    @admin_app.command("transfer")
+    @handle_errors
+    def admin_transfer(
+        new_admin: Annotated[str, typer.Argument(help="Address of the next admin (e.g. a multisig or timelock contract).")],
+        rpc: RpcOption = None,
+        key: KeyOption = None,
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Propose a new admin (the current admin); it accepts with `fedledger admin accept` after the delay."""
+        _, federation = _governed(workdir, rpc, key)
+        tx = federation.begin_admin_transfer(new_admin)
+        info = federation.admin()
+        _report_tx(f"Proposed {info.pending} as admin, who may accept from {utc_text(info.accept_after)}", tx, json,
+                   {"pending": info.pending, "accept_after": info.accept_after})
+
+    @admin_app.command("accept")
+    @handle_errors
+    def admin_accept(rpc: RpcOption = None, key: KeyOption = None, workdir: WorkdirOption = None, json: JsonOption = False) -> None:
+        """Take the admin role as the proposed admin, once the delay has passed."""
+        _, federation = _governed(workdir, rpc, key)
+        tx = federation.accept_admin_transfer()
+        _report_tx(f"{federation.sender} is now the admin", tx, json, {"admin": federation.sender})
+
+    @admin_app.command("cancel")
+    @handle_errors
+    def admin_cancel(rpc: RpcOption = None, key: KeyOption = None, workdir: WorkdirOption = None, json: JsonOption = False) -> None:
+        """Withdraw a pending admin proposal (the current admin)."""
+        _, federation = _governed(workdir, rpc, key)
+        tx = federation.cancel_admin_transfer()
+        _report_tx("Withdrew the admin proposal", tx, json)
 
     @round_app.command("status")
     @handle_errors

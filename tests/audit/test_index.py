@@ -77,6 +77,35 @@ def test_reorg_to_a_shorter_chain_is_noticed(chain, federation, tmp_path):
         assert versions(index) == [(1, terms("v1"))]
 
 
+def test_reorg_between_reading_logs_and_the_last_block_leaves_no_orphaned_event(chain, federation, tmp_path, monkeypatch):
+    """The chain reorganizes after a batch's logs were read and before its last block's hash is:
+    the old fork's event must not stay in the index under a last block that matches the new fork."""
+    federation.publish_agreement(terms("v1"))
+    fork = chain.snapshot()
+    federation.publish_agreement(terms("v2 that will vanish"))
+    chain.advance(1)  # the batch's last block lies above the vanishing event's
+    height = chain.w3.eth.block_number
+    read_logs = LedgerIndex._get_logs
+    reorganized = []
+
+    def logs_then_reorg(self, first, last):
+        logs = read_logs(self, first, last)
+        if not reorganized:  # once: a new branch of empty blocks, as long as the old one
+            reorganized.append(True)
+            chain.revert(fork)
+            chain.advance(1)
+            chain.advance(1)
+            assert chain.w3.eth.block_number == height
+        return logs
+
+    monkeypatch.setattr(LedgerIndex, "_get_logs", logs_then_reorg)
+    with LedgerIndex.for_federation(tmp_path / "index.sqlite", federation) as index:
+        index.sync(to_block=height)
+        assert reorganized
+        assert versions(index) == [(1, terms("v1"))]
+        assert index.sync().reorg_from is None  # and nothing is left for a later sync to notice
+
+
 class _RangeLimitedRpc(BaseHTTPRequestHandler):
     """A JSON-RPC front for anvil that refuses eth_getLogs over more than ``limit`` blocks, as hosted nodes do."""
 
