@@ -3,12 +3,17 @@
 ``node_modules/.bin/anvil`` is a node wrapper that forwards only SIGINT/SIGTERM (a SIGKILL to it
 orphans anvil), so the native binary is spawned and signalled directly. SIGTERM makes anvil dump
 ``--state`` before it exits; SIGKILL would not, so it only follows a timeout.
+
+A PID file is never trusted alone: once anvil has ended (or after a reboot) its PID may belong to
+any process, so a process is signalled only when its command line names the anvil binary and the
+state file it was started with.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -16,7 +21,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ledger.errors import ChainError
 
@@ -77,7 +84,10 @@ def _alive(pid: int) -> bool:
 
 
 def stop_pid(pid: int, *, timeout: float = 10.0) -> bool:
-    """SIGTERM ``pid`` (anvil dumps its state), SIGKILL it after ``timeout``; False if it was gone."""
+    """SIGTERM ``pid`` (anvil dumps its state), SIGKILL it after ``timeout``; False if it was gone.
+
+    It signals whatever holds ``pid``: check first what that is (:func:`inspect_pidfile`).
+    """
     if not _alive(pid):
         return False
     os.kill(pid, signal.SIGTERM)
@@ -95,18 +105,102 @@ def stop_pid(pid: int, *, timeout: float = 10.0) -> bool:
     return True
 
 
-def stop_pidfile(pidfile: Path, *, timeout: float = 10.0) -> bool:
-    """Stop the process whose PID ``pidfile`` holds and remove the file; False if none was running."""
+def process_command(pid: int) -> list[str] | None:
+    """The command line (argv) of the live process ``pid``; None when none runs (or only a zombie).
+
+    Read from /proc (Linux, where the anvil binary fedledger runs lives). An empty list means a
+    live process whose command line cannot be read (another user's, or no /proc here).
+    """
+    proc = Path("/proc") / str(pid)
     try:
-        pid = int(Path(pidfile).read_text().strip())
-    except FileNotFoundError:
+        stat = (proc / "stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None if Path("/proc/self").is_dir() or not _alive(pid) else []
+    except PermissionError:
+        return []
+    if stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"]):  # ended; only its exit status is left
+        _alive(pid)  # reaps it if it is our child
+        return None
+    try:
+        argv = (proc / "cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except PermissionError:
+        return []
+    return [arg.decode(errors="replace") for arg in (argv[:-1] if argv[-1:] == [b""] else argv)]
+
+
+def is_anvil_on(pid: int, argv: list[str], state: Path | None) -> bool:
+    """Whether ``argv`` (process ``pid``'s) runs the anvil binary, with ``--state state`` when given."""
+    if not argv or Path(argv[0]).name != "anvil":
         return False
-    except ValueError as error:
-        Path(pidfile).unlink(missing_ok=True)
-        raise ChainError(f"{pidfile} does not hold a process id; delete it and stop anvil by hand.") from error
-    stopped = stop_pid(pid, timeout=timeout)
-    Path(pidfile).unlink(missing_ok=True)
-    return stopped
+    if state is None:
+        return True
+    given = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--state"]
+    if not given:
+        return False
+    path = Path(given[-1])
+    if not path.is_absolute():
+        try:
+            path = Path(os.readlink(f"/proc/{pid}/cwd")) / path
+        except OSError:
+            return False
+    return os.path.realpath(path) == os.path.realpath(state)
+
+
+@dataclass(frozen=True)
+class RecordedProcess:
+    """What a PID file names.
+
+    ``status``: "none" (no PID file), "anvil" (the anvil it records, alive), "gone" (no process
+    holds that PID any more, or the file holds no PID) or "other" (a live process that is not that
+    anvil: the PID was reused, e.g. after a reboot). ``command`` is the live process's command line.
+    """
+
+    pidfile: Path
+    status: Literal["none", "anvil", "gone", "other"]
+    pid: int | None = None
+    command: str = ""
+
+
+def inspect_pidfile(pidfile: Path, *, state: Path | None = None) -> RecordedProcess:
+    """What ``pidfile`` names: an anvil (on ``state`` when given), a dead PID or another program.
+
+    A PID alone proves nothing (after a reboot, or once anvil has ended, the number may belong to
+    any process), so the process's command line must name the anvil binary and the state file.
+    """
+    pidfile = Path(pidfile)
+    try:
+        text = pidfile.read_text().strip()
+    except FileNotFoundError:
+        return RecordedProcess(pidfile, "none")
+    try:
+        pid = int(text)
+    except ValueError:
+        return RecordedProcess(pidfile, "gone")
+    if pid <= 0:
+        return RecordedProcess(pidfile, "gone")
+    argv = process_command(pid)
+    if argv is None:
+        return RecordedProcess(pidfile, "gone", pid)
+    command = shlex.join(argv) if argv else "a process whose command line cannot be read"
+    return RecordedProcess(pidfile, "anvil" if is_anvil_on(pid, argv, state) else "other", pid, command)
+
+
+def stop_recorded(pidfile: Path, *, state: Path | None = None, timeout: float = 10.0) -> RecordedProcess:
+    """Stop the anvil ``pidfile`` names, only if it is that anvil (see :func:`inspect_pidfile`),
+    and remove the file whatever it named: a PID that is not that anvil's is stale."""
+    found = inspect_pidfile(pidfile, state=state)
+    if found.status == "anvil" and found.pid is not None:
+        stop_pid(found.pid, timeout=timeout)
+    if found.status != "none":
+        found.pidfile.unlink(missing_ok=True)
+    return found
+
+
+def stop_pidfile(pidfile: Path, *, state: Path | None = None, timeout: float = 10.0) -> bool:
+    """:func:`stop_recorded`, as a yes or no: whether it stopped an anvil."""
+    return stop_recorded(pidfile, state=state, timeout=timeout).status == "anvil"
 
 
 class AnvilProcess:

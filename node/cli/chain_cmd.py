@@ -2,19 +2,20 @@
 
 The state file (``chain/anvil.json``) is loaded when anvil starts and written when it stops on
 SIGTERM or SIGINT, so a stopped and restarted chain keeps every deployment and transaction.
-``chain/anvil.pid`` holds the PID of a detached anvil so that ``chain down`` can stop it.
+``chain/anvil.pid`` holds the PID of a detached anvil so that ``chain down`` can stop it; a PID is
+signalled only when that process is this workspace's anvil (its command line names the anvil binary
+and this workspace's state file), never because the number matches.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from deploy.anvil import AnvilProcess, rpc_chain_id, stop_pidfile
+from deploy.anvil import AnvilProcess, RecordedProcess, inspect_pidfile, rpc_chain_id, stop_recorded
 from ledger.errors import ChainError
 from ledger.workspace import Workspace, atomic_write_bytes
 from node.cli._common import (
@@ -30,32 +31,21 @@ PID_FILE = "anvil.pid"
 LOG_FILE = "anvil.log"
 
 
-def _running_pid(pidfile: Path) -> int | None:
-    """The PID in ``pidfile`` when that process is alive; a stale file is removed."""
-    try:
-        pid = int(pidfile.read_text().strip())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        pidfile.unlink(missing_ok=True)
-        return None
-    except PermissionError:
-        return pid
-    return pid
-
-
 def chain_up(workspace: Workspace, *, port: int | None = None, detach: bool = False) -> AnvilProcess:
     """Start anvil for ``workspace`` and record its RPC URL in ``[chain]``.
 
     Refuses when this workspace's anvil already runs or the port is taken; in both cases
-    fedledger.toml is left as it was.
+    fedledger.toml is left as it was. A stale PID file (its process ended, or the PID now belongs
+    to another program) is replaced.
     """
     pidfile = workspace.chain_dir / PID_FILE
-    running = _running_pid(pidfile)
-    if running is not None:
+    recorded = inspect_pidfile(pidfile, state=workspace.chain_dir / STATE_FILE)
+    if recorded.status == "anvil":
         raise ChainError(
-            f"anvil already runs for this workspace (pid {running}, see {pidfile}); "
+            f"anvil already runs for this workspace (pid {recorded.pid}, see {pidfile}); "
             "use it, or stop it first with `fedledger chain down`."
         )
+    pidfile.unlink(missing_ok=True)  # a PID file naming no process, or another program, is stale
     port = int(port if port is not None else workspace.get("chain", "anvil_port", 8545))
     anvil = AnvilProcess(
         port=port,
@@ -120,12 +110,29 @@ def register(app: typer.Typer) -> None:
     def down(workdir: WorkdirOption = None, json: JsonOption = False) -> None:
         """Stop this workspace's anvil (SIGTERM, so it writes its state first)."""
         workspace = Workspace.find(workdir)
-        pidfile = workspace.chain_dir / PID_FILE
-        pid = _running_pid(pidfile)
-        stopped = pid is not None and stop_pidfile(pidfile)
+        state = workspace.chain_dir / STATE_FILE
+        found = stop_recorded(workspace.chain_dir / PID_FILE, state=state)
         if json:
-            print_json({"stopped": stopped, "pid": pid})
-        if stopped:
-            console.print(f"Stopped anvil (pid {pid}); its state is in {workspace.chain_dir / STATE_FILE}.")
-        else:
-            console.print(f"No anvil runs for this workspace (no live pid in {pidfile}); nothing to stop.")
+            print_json({"stopped": found.status == "anvil", "pid": found.pid, "found": found.status, "command": found.command})
+        console.print(_down_message(found, state=state), soft_wrap=True, highlight=False, markup=False)
+
+
+def _down_message(found: RecordedProcess, *, state: Path) -> str:
+    """What ``chain down`` found behind the PID file, and what (if anything) is left to do."""
+    if found.status == "anvil":
+        return f"Stopped anvil (pid {found.pid}); its state is in {state}."
+    if found.status == "none":
+        return f"No anvil runs for this workspace (no {found.pidfile}); nothing to stop."
+    if found.status == "gone" and found.pid is None:
+        return f"{found.pidfile} held no process id; removed it, nothing to stop."
+    if found.status == "gone":
+        return (
+            f"{found.pidfile} named pid {found.pid}, which no longer runs (anvil ended without `fedledger chain down`, "
+            "or the machine restarted); removed the stale file, nothing to stop."
+        )
+    return (
+        f"{found.pidfile} named pid {found.pid}, but that process is not this workspace's anvil "
+        f"(it runs `{found.command}`; the pid was reused after anvil ended): left it running and removed the "
+        f"stale file. If this workspace's anvil still runs under another pid, find it with "
+        f"`pgrep -af {state}` and stop it with `kill PID`."
+    )

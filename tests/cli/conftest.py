@@ -20,4 +20,4 @@ def workspace(tmp_path: Path) -> Iterator[Workspace]:
     try:
         yield ws
     finally:
-        stop_pidfile(ws.chain_dir / "anvil.pid")
+        stop_pidfile(ws.chain_dir / "anvil.pid", state=ws.chain_dir / "anvil.json")

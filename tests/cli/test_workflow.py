@@ -38,7 +38,7 @@ def fresh_dir(tmp_path: Path) -> Iterator[Path]:
     try:
         yield root
     finally:
-        stop_pidfile(root / "chain" / "anvil.pid")
+        stop_pidfile(root / "chain" / "anvil.pid", state=root / "chain" / "anvil.json")
 
 
 def test_governance_workflow_and_its_state_survive_a_chain_restart(

@@ -1,0 +1,91 @@
+"""`chain up` and `chain down` never trust a PID alone: after anvil ends (or the machine restarts)
+the number in chain/anvil.pid may belong to any process, and that process must be left alone."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.anvil import AnvilProcess, free_port, rpc_chain_id
+from ledger.workspace import Workspace
+from tests.fixtures_cli import Outcome
+
+
+@pytest.fixture
+def stranger() -> Iterator[subprocess.Popen[bytes]]:
+    """An unrelated live process (as a reused PID would belong to), killed afterwards."""
+    process = subprocess.Popen(["sleep", "300"])
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def record_pid(workspace: Workspace, pid: int) -> Path:
+    pidfile = workspace.chain_dir / "anvil.pid"
+    pidfile.write_text(f"{pid}\n")
+    return pidfile
+
+
+def test_chain_down_leaves_an_unrelated_process_alone_and_says_what_it_found(
+    cli: Callable[..., Outcome], workspace: Workspace, stranger: subprocess.Popen[bytes]
+) -> None:
+    pidfile = record_pid(workspace, stranger.pid)
+    outcome = cli("chain", "down", "--json", "--workdir", str(workspace.root))
+    assert outcome.exit_code == 0, outcome.stderr
+    assert stranger.poll() is None  # not signalled
+    assert outcome.json() == {"stopped": False, "pid": stranger.pid, "found": "other", "command": "sleep 300"}
+    message = " ".join(outcome.stderr.split())
+    assert f"{pidfile} named pid {stranger.pid}, but that process is not this workspace's anvil" in message
+    assert "(it runs `sleep 300`" in message and "left it running and removed the stale file" in message
+    assert f"pgrep -af {workspace.chain_dir / 'anvil.json'}" in message
+    assert not pidfile.exists()
+
+
+@pytest.mark.anvil
+def test_chain_down_leaves_another_workspaces_anvil_alone(
+    cli: Callable[..., Outcome], workspace: Workspace, tmp_path: Path
+) -> None:
+    """The anvil binary is not enough: the process must run on this workspace's state file."""
+    with AnvilProcess(state=tmp_path / "elsewhere" / "anvil.json") as other:
+        assert other.pid is not None
+        record_pid(workspace, other.pid)
+        outcome = cli("chain", "down", "--workdir", str(workspace.root))
+        assert outcome.exit_code == 0, outcome.stderr
+        assert "is not this workspace's anvil" in outcome.stderr
+        assert rpc_chain_id(other.rpc_url) == 31337  # still answering
+
+
+def test_chain_down_removes_a_pidfile_whose_process_ended(cli: Callable[..., Outcome], workspace: Workspace) -> None:
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    pidfile = record_pid(workspace, ended.pid)
+    outcome = cli("chain", "down", "--workdir", str(workspace.root))
+    assert outcome.exit_code == 0, outcome.stderr
+    message = " ".join(outcome.stderr.split())
+    assert f"{pidfile} named pid {ended.pid}, which no longer runs" in message
+    assert "removed the stale file, nothing to stop" in message
+    assert not pidfile.exists()
+
+
+@pytest.mark.anvil
+def test_chain_up_replaces_a_pidfile_naming_an_unrelated_process(
+    fedledger: Callable[..., Outcome], cli: Callable[..., Outcome], workspace: Workspace,
+    stranger: subprocess.Popen[bytes],
+) -> None:
+    pidfile = record_pid(workspace, stranger.pid)
+    port = free_port()
+    up = fedledger("chain", "up", "--port", str(port), "--detach", "--json", "--workdir", str(workspace.root))
+    assert up.exit_code == 0, up.stderr
+    anvil_pid = up.json()["pid"]
+    assert int(pidfile.read_text()) == anvil_pid != stranger.pid
+
+    down = cli("chain", "down", "--json", "--workdir", str(workspace.root))
+    assert down.exit_code == 0, down.stderr
+    assert down.json()["stopped"] is True and down.json()["pid"] == anvil_pid
+    assert rpc_chain_id(f"http://127.0.0.1:{port}", timeout=0.5) is None
+    assert stranger.poll() is None
