@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 import tomli_w
 
 from ledger.errors import ConfigError, WorkspaceNotFoundError
+from ledger.failpoints import failpoint
 
 CONFIG_NAME = "fedledger.toml"
 
@@ -67,7 +68,9 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def atomic_file(path: Path) -> Iterator[BinaryIO]:
     """A handle whose bytes replace ``path`` durably when the block ends, and are dropped if it raises.
 
-    Readers see the old file or the new one, never a part.
+    Readers see the old file or the new one, never a part: the bytes go to a temporary file beside
+    ``path``, which is renamed over it once they are on disk. A crash before the rename (the
+    failpoint ``atomic-file:before-rename``) leaves the old file whole.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -76,6 +79,7 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        failpoint("atomic-file:before-rename")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
