@@ -9,10 +9,15 @@ Layout under ``root``::
 
 Crash safety and concurrency come from the file system, not from locks: a block is written to
 ``tmp/``, made durable (fsync; for a large file one ``syncfs`` per 32 MiB batch), then renamed
-onto its CID name (``os.replace`` is atomic), so a reader sees a whole block or none. Children are written before their parents and the root last, so once a
-root is visible every block under it is too; a writer killed mid-file leaves only complete,
-unreferenced blocks (and a stray temp file) behind. Two processes writing the same block write
-the same bytes. Every read re-hashes each block against its CID.
+onto its CID name (``os.replace`` is atomic), so a reader sees a whole block or none. Children
+are renamed before their parents and the root last, so once a root is visible every block under
+it is too; a writer killed mid-file leaves only complete, unreferenced blocks (and stray temp
+files) behind, and adding the file again completes it. Two processes writing the same block
+write the same bytes. Every read re-hashes each block against its CID.
+
+Failpoints (``ledger.failpoints``) let tests kill a writer inside a commit:
+``store:between-renames`` after the first rename of a batch, ``store:before-root-rename`` with
+every block of the file renamed but its root.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from ledger.errors import (
     IntegrityError,
     StoreError,
 )
+from ledger.failpoints import failpoint
 from ledger.types import Cid
 from ledger.unixfs import (
     CHUNK_SIZE,
@@ -117,6 +123,7 @@ class EmbeddedStore:
                     _drop_temps(pending)  # leaves written by workers but never taken into the batch
                     raise
             root, blocks = builder.finish()
+            batch.root = root
             for cid, data in blocks:  # the root (or the empty block) goes last
                 batch.add(cid, self._write_temp(cid, data))
             batch.commit()
@@ -325,10 +332,12 @@ class _Batch:
     Durability before visibility: nothing is renamed until its bytes are on disk (one ``syncfs``
     for a large batch, where Linux offers it, else one ``fsync`` per file). Renames keep the order
     blocks were added in, children before parents, so a visible parent implies visible children.
+    ``root``, set once the DAG is finished, is the block the last commit renames last.
     """
 
     def __init__(self, store: EmbeddedStore) -> None:
         self._store = store
+        self.root: Cid | None = None
         self._temps: list[tuple[Cid, Path]] = []
         self._names: set[Cid] = set()
         self._bytes = 0
@@ -362,7 +371,11 @@ class _Batch:
                     os.fsync(handle)
                 finally:
                     os.close(handle)
-        for cid, temp in self._temps:
+        for number, (cid, temp) in enumerate(self._temps):
+            if number:
+                failpoint("store:between-renames")
+            if cid == self.root:
+                failpoint("store:before-root-rename")
             path = self._store.block_path(cid)
             try:
                 os.replace(temp, path)

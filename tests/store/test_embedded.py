@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
+import random
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ledger.cid import cid_digest
+from ledger.cid import RAW, cid_digest, cid_to_bytes
 from ledger.errors import (
     ContentNotFoundError,
     ContentTooLargeError,
     IntegrityError,
     MalformedCidError,
 )
+from ledger.failpoints import FAILPOINT_ENV, FAILPOINT_EXIT
 from ledger.store import ContentStore, EmbeddedStore, open_store
-from ledger.unixfs import CHUNK_SIZE, cid_of_bytes
+from ledger.unixfs import CHUNK_SIZE, cid_of_bytes, decode_node
 from ledger.workspace import Workspace
 
 
@@ -134,51 +134,75 @@ def test_malformed_cid_is_refused(store: EmbeddedStore) -> None:
         store.get("QmNotACidv1")
 
 
-WRITER = textwrap.dedent(
+ADD_RANDOM = textwrap.dedent(
     """
-    import sys, time
+    import random, sys
     from ledger.store import EmbeddedStore
-
-    class Slow:
-        def __init__(self):
-            self.sent = 0
-        def read(self, size):
-            if self.sent >= 64 * 2**20:
-                return b""
-            if self.sent == 8 * 2**20:
-                print("writing", flush=True)
-            if self.sent >= 8 * 2**20:
-                time.sleep(0.01)
-            self.sent += size
-            return bytes([self.sent % 251]) * size
-
-    EmbeddedStore(sys.argv[1]).add_stream(Slow())
+    data = random.Random(int(sys.argv[3])).randbytes(int(sys.argv[2]))
+    print(EmbeddedStore(sys.argv[1]).add_bytes(data))
     """
 )
+SMALL = 4 * CHUNK_SIZE + 7  # five leaves and a root: one batch
+LARGE = 36 * 2**20 + 5  # 145 leaves: a first batch of 128 (32 MiB), then the other 17 and the root
 
 
-def test_writer_killed_mid_write_leaves_a_readable_store_and_no_partial_object(store: EmbeddedStore) -> None:
+def add_in_a_process(root: Path, size: int, seed: int, failpoint: str | None = None) -> subprocess.CompletedProcess[bytes]:
+    env = {key: value for key, value in os.environ.items() if key != FAILPOINT_ENV}
+    if failpoint is not None:
+        env[FAILPOINT_ENV] = failpoint
+    return subprocess.run([sys.executable, "-c", ADD_RANDOM, str(root), str(size), str(seed)],
+                          env=env, capture_output=True, timeout=120)
+
+
+def visible_blocks(store: EmbeddedStore) -> set[str]:
+    return {path.name for path in (store.root / "blocks").rglob("*") if path.is_file()}
+
+
+def assert_no_partial_object(store: EmbeddedStore) -> None:
+    """Every visible block is whole, and every visible parent's children are visible too."""
+    for name in visible_blocks(store):
+        data = store.block_path(name).read_bytes()
+        assert hashlib.sha256(data).digest() == cid_digest(name), f"block {name} is not whole"
+        if cid_to_bytes(name)[1] != RAW:
+            for link in decode_node(name, data).links:
+                assert store.has(link.cid), f"{name} is visible but its child {link.cid} is not"
+
+
+@pytest.mark.parametrize(
+    ("failpoint", "size", "renamed"),
+    [
+        ("store:between-renames", SMALL, "first leaf"),
+        ("store:before-root-rename", SMALL, "every leaf"),
+        ("store:before-root-rename", LARGE, "every leaf"),  # first batch committed, the last one but its root
+    ],
+)
+def test_writer_killed_inside_a_commit_exposes_no_partial_object_and_a_rerun_completes(
+    store: EmbeddedStore, failpoint: str, size: int, renamed: str
+) -> None:
     before = random_bytes(CHUNK_SIZE * 2 + 5)
     kept = store.add_bytes(before)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(store.root)], stdout=subprocess.PIPE)
-    assert writer.stdout is not None and writer.stdout.readline() == b"writing\n"
-    time.sleep(0.2)
-    os.kill(writer.pid, signal.SIGKILL)
-    writer.wait(10)
-    writer.stdout.close()
+    existing = visible_blocks(store)
+    data = random.Random(7).randbytes(size)
+    cid = cid_of_bytes(data)
+    leaves = [cid_of_bytes(data[start : start + CHUNK_SIZE]) for start in range(0, size, CHUNK_SIZE)]
 
-    assert store.get(kept) == before
-    chunks = [bytes([(i * CHUNK_SIZE + CHUNK_SIZE) % 251]) * CHUNK_SIZE for i in range(64 * 4)]
-    unfinished = cid_of_bytes(b"".join(chunks))
-    assert not store.has(unfinished)
-    with pytest.raises(ContentNotFoundError, match=unfinished):
-        store.get(unfinished)
+    crashed = add_in_a_process(store.root, size, 7, failpoint)
+    assert crashed.returncode == FAILPOINT_EXIT, crashed.stderr
+    # The kill landed where it was aimed: inside the commit, some blocks renamed, the root not.
+    assert visible_blocks(store) - existing == ({leaves[0]} if renamed == "first leaf" else set(leaves))
+    assert not store.has(cid)
+    with pytest.raises(ContentNotFoundError, match=cid):
+        store.get(cid)
+    assert_no_partial_object(store)
     assert store.pins() == [kept]
-    for block in (store.root / "blocks").rglob("*"):  # every visible block is whole
-        if block.is_file():
-            assert hashlib.sha256(block.read_bytes()).digest() == cid_digest(block.name), block.name
-    again = EmbeddedStore(store.root)
-    assert again.get(again.add_bytes(b"still writable")) == b"still writable"
+    assert store.get(kept) == before
+
+    rerun = add_in_a_process(store.root, size, 7)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.decode().strip() == cid
+    assert store.get(cid) == data
+    assert store.pins() == sorted([kept, cid])
+    assert_no_partial_object(store)
 
 
 ADDER = textwrap.dedent(
