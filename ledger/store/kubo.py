@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import ipfshttpclient
+import requests
 from ipfshttpclient import exceptions as ipfs_errors
 
 from ledger.cid import RAW, cid_to_bytes, parse_cid
@@ -97,6 +98,12 @@ class KuboStore:
                     "repair that store or add the content again."
                 ) from error
             raise StoreError(f"the IPFS API at {self.api} refused to {what}: {message}") from error
+        except (ipfs_errors.ProtocolError, requests.RequestException) as error:
+            # The connection dropped before or during the answer (requests raises the latter itself).
+            raise StoreError(
+                f"the IPFS API at {self.api} broke off while asked to {what} ({error.args[0] if error.args else error}); "
+                "check that it is still running (restart it if it stopped) and try again."
+            ) from error
         except ipfs_errors.Error as error:
             raise StoreError(f"the IPFS API at {self.api} failed to {what} ({error}); check that it is a Kubo RPC API.") from error
 
