@@ -38,6 +38,8 @@ def test_one_local_key_sending_from_many_threads_never_reuses_a_nonce(chain: Tes
 
 
 def test_malformed_inputs_are_refused_before_anything_is_sent(fed: Fed) -> None:
+    w3, sender = fed.chain.w3, fed.admin.sender
+    before = (w3.eth.get_transaction_count(sender, "pending"), w3.eth.block_number)
     with pytest.raises(InvalidInputError, match="not an Ethereum address"):
         fed.admin.approve("0x1234")
     with pytest.raises(MalformedCidError):
@@ -52,6 +54,8 @@ def test_malformed_inputs_are_refused_before_anything_is_sent(fed: Fed) -> None:
         fed.admin.round(9)
     with pytest.raises(InvalidInputError, match="no agreement version 5"):
         fed.admin.agreement(5)
+    # Nothing was sent: the sender's nonce (pending ones included) and the chain did not move.
+    assert (w3.eth.get_transaction_count(sender, "pending"), w3.eth.block_number) == before
 
 
 def test_participants_lists_every_address_that_ever_joined_in_order(fed: Fed) -> None:

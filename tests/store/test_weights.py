@@ -48,9 +48,15 @@ def test_round_trip_keeps_arrays_and_metadata() -> None:
 
 
 def test_views_and_shared_storage_are_saved() -> None:
+    """A transposed view (not contiguous) and a row sharing its storage (which safetensors refuses
+    as such) are saved as the values they show, the same bytes as independent copies."""
     base = torch.arange(16, dtype=torch.float32).reshape(4, 4)
-    arrays, _ = from_safetensors(to_safetensors({"t": base.t(), "row": base[1]}))
+    blob = to_safetensors({"t": base.t(), "row": base[1]})
+    arrays, _ = from_safetensors(blob)
     np.testing.assert_array_equal(arrays["t"], base.t().numpy())
+    np.testing.assert_array_equal(arrays["row"], np.array([4.0, 5.0, 6.0, 7.0], dtype=np.float32))
+    assert blob == to_safetensors({"t": np.ascontiguousarray(base.numpy().T), "row": base.numpy()[1].copy()})
+    np.testing.assert_array_equal(base.numpy(), np.arange(16, dtype=np.float32).reshape(4, 4))  # sources untouched
 
 
 def test_a_pickle_is_refused_and_never_unpickled() -> None:
