@@ -4,10 +4,12 @@
 picks one and prints it), waits for its "listening on" line, and stops it by PID at the end of
 the session. Other areas may use it for a Kubo-compatible API: ``ipfs_server.api`` is the
 multiaddr to give ``KuboStore`` or ``--ipfs-api``; ``ipfs_server.repo`` is its store folder.
+``visible_blocks`` and ``assert_no_partial_object`` inspect an embedded store after a crash.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -15,13 +17,15 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from ledger.store import KuboStore
+from ledger.cid import RAW, cid_digest, cid_to_bytes
+from ledger.store import EmbeddedStore, KuboStore
+from ledger.unixfs import decode_node
 
 
 def fedledger_command() -> list[str]:
@@ -52,11 +56,13 @@ class IpfsServer:
     pid: int
 
 
-def start_ipfs_server(repo: Path, *, timeout: float = 30) -> tuple[IpfsServer, subprocess.Popen[bytes]]:
-    """Start ``fedledger ipfs serve --port 0 --repo repo`` and wait until it listens."""
+def start_ipfs_server(
+    repo: Path, *, timeout: float = 30, env: Mapping[str, str] | None = None
+) -> tuple[IpfsServer, subprocess.Popen[bytes]]:
+    """Start ``fedledger ipfs serve --port 0 --repo repo`` and wait until it listens; ``env`` adds variables."""
     process = subprocess.Popen(
         [*fedledger_command(), "ipfs", "serve", "--port", "0", "--repo", str(repo)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "NO_COLOR": "1", **(env or {})},
     )
     line: list[bytes] = []
     reader = threading.Thread(target=lambda: line.append(process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
@@ -99,3 +105,18 @@ def ipfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IpfsServer
 def kubo_store(ipfs_server: IpfsServer) -> KuboStore:
     """A KuboStore talking to the session's ``fedledger ipfs serve`` over HTTP."""
     return KuboStore(ipfs_server.api)
+
+
+def visible_blocks(store: EmbeddedStore) -> set[str]:
+    """The CIDs of every block a reader of the store can see."""
+    return {path.name for path in (store.root / "blocks").rglob("*") if path.is_file()}
+
+
+def assert_no_partial_object(store: EmbeddedStore) -> None:
+    """Every visible block is whole, and every visible parent's children are visible too."""
+    for name in visible_blocks(store):
+        data = store.block_path(name).read_bytes()
+        assert hashlib.sha256(data).digest() == cid_digest(name), f"block {name} is not whole"
+        if cid_to_bytes(name)[1] != RAW:
+            for link in decode_node(name, data).links:
+                assert store.has(link.cid), f"{name} is visible but its child {link.cid} is not"

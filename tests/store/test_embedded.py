@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import subprocess
@@ -13,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ledger.cid import RAW, cid_digest, cid_to_bytes
 from ledger.errors import (
     ContentNotFoundError,
     ContentTooLargeError,
@@ -22,8 +20,9 @@ from ledger.errors import (
 )
 from ledger.failpoints import FAILPOINT_ENV, FAILPOINT_EXIT
 from ledger.store import ContentStore, EmbeddedStore, open_store
-from ledger.unixfs import CHUNK_SIZE, cid_of_bytes, decode_node
+from ledger.unixfs import CHUNK_SIZE, cid_of_bytes
 from ledger.workspace import Workspace
+from tests.fixtures_store import assert_no_partial_object, visible_blocks
 
 
 def random_bytes(size: int, seed: int = 11) -> bytes:
@@ -152,20 +151,6 @@ def add_in_a_process(root: Path, size: int, seed: int, failpoint: str | None = N
         env[FAILPOINT_ENV] = failpoint
     return subprocess.run([sys.executable, "-c", ADD_RANDOM, str(root), str(size), str(seed)],
                           env=env, capture_output=True, timeout=120)
-
-
-def visible_blocks(store: EmbeddedStore) -> set[str]:
-    return {path.name for path in (store.root / "blocks").rglob("*") if path.is_file()}
-
-
-def assert_no_partial_object(store: EmbeddedStore) -> None:
-    """Every visible block is whole, and every visible parent's children are visible too."""
-    for name in visible_blocks(store):
-        data = store.block_path(name).read_bytes()
-        assert hashlib.sha256(data).digest() == cid_digest(name), f"block {name} is not whole"
-        if cid_to_bytes(name)[1] != RAW:
-            for link in decode_node(name, data).links:
-                assert store.has(link.cid), f"{name} is visible but its child {link.cid} is not"
 
 
 @pytest.mark.parametrize(

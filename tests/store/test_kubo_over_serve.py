@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -12,28 +11,32 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import ipfshttpclient
 import numpy as np
 import pytest
 
-from ledger.cid import cid_digest
 from ledger.errors import (
     ContentNotFoundError,
     ContentTooLargeError,
     IntegrityError,
     MalformedCidError,
+    StoreError,
     StoreUnreachableError,
 )
+from ledger.failpoints import FAILPOINT_ENV, FAILPOINT_EXIT
 from ledger.store import ContentStore, EmbeddedStore, KuboStore, open_store
 from ledger.unixfs import CHUNK_SIZE, cid_of_bytes
 from ledger.workspace import Workspace
 from tests.fixtures_store import (
     IpfsServer,
+    assert_no_partial_object,
     run_fedledger,
     start_ipfs_server,
     stop_ipfs_server,
+    visible_blocks,
 )
 
 
@@ -177,7 +180,7 @@ UPLOADER = textwrap.dedent(
     import sys, time, requests
     def body():
         yield b'--b\\r\\nContent-Disposition: form-data; name="file"; filename="big"\\r\\n\\r\\n'
-        for number in range(40):
+        for number in range(136):  # 34 MiB: the server commits a first 32 MiB batch before the kill
             yield bytes([number]) * 262144
         print("sent", flush=True)
         time.sleep(60)
@@ -188,27 +191,71 @@ UPLOADER = textwrap.dedent(
 )
 
 
-def test_client_killed_mid_upload_leaves_no_partial_object(tmp_path: Path) -> None:
+def wait_for(condition: Callable[[], bool], seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def test_client_killed_mid_upload_leaves_committed_leaves_only_and_no_partial_object(tmp_path: Path) -> None:
     server, process = start_ipfs_server(tmp_path / "repo")  # its own repo: other tests tamper the shared one
     try:
         store = KuboStore(server.api)
         kept = store.add_bytes(b"added before")
+        served = EmbeddedStore(server.repo)
+        existing = visible_blocks(served)
+        leaves = [cid_of_bytes(bytes([number]) * 262144) for number in range(136)]
         uploader = subprocess.Popen([sys.executable, "-c", UPLOADER, server.url], stdout=subprocess.PIPE)
         assert uploader.stdout is not None and uploader.stdout.readline() == b"sent\n"
+        # The kill comes after the server renamed its first batch, so the renames are reached.
+        assert wait_for(lambda: len(visible_blocks(served) - existing) >= 128)
         os.kill(uploader.pid, signal.SIGKILL)
         uploader.wait(10)
         uploader.stdout.close()
 
-        partial = cid_of_bytes(b"".join(bytes([number]) * 262144 for number in range(40)))
-        deadline = time.monotonic() + 10
-        while any((server.repo / "tmp").iterdir()) and time.monotonic() < deadline:
-            time.sleep(0.1)  # the server notices the closed socket and drops its temp files
-        assert not any((server.repo / "tmp").iterdir())
-        assert not store.has(partial)
+        # The server notices the closed socket and drops the temp files of the unfinished batch.
+        assert wait_for(lambda: not any((server.repo / "tmp").iterdir()), 10)
+        assert visible_blocks(served) - existing == set(leaves[:128])  # no later leaf, no parent, no root
+        assert_no_partial_object(served)
         assert store.pins() == [kept]
         assert store.get(kept) == b"added before"
-        for block in (server.repo / "blocks").rglob("*"):  # every visible block is whole
-            if block.is_file():
-                assert hashlib.sha256(block.read_bytes()).digest() == cid_digest(block.name), block.name
     finally:
         stop_ipfs_server(server, process)
+
+
+@pytest.mark.parametrize(("failpoint", "renamed"), [("store:between-renames", "first leaf"),
+                                                     ("store:before-root-rename", "every leaf")])
+def test_server_killed_inside_a_commit_exposes_no_partial_object_and_a_rerun_completes(
+    tmp_path: Path, failpoint: str, renamed: str
+) -> None:
+    repo = tmp_path / "repo"
+    kept = EmbeddedStore(repo).add_bytes(b"added before")
+    existing = visible_blocks(EmbeddedStore(repo))
+    data = random_bytes(4 * CHUNK_SIZE + 7, seed=31)  # five leaves and a root: one batch
+    cid = cid_of_bytes(data)
+    leaves = [cid_of_bytes(data[start : start + CHUNK_SIZE]) for start in range(0, len(data), CHUNK_SIZE)]
+
+    server, process = start_ipfs_server(repo, env={FAILPOINT_ENV: failpoint})
+    try:
+        with pytest.raises(StoreError, match=f"the IPFS API at {server.api} broke off while asked to add content"):
+            KuboStore(server.api).add_bytes(data)
+        assert process.wait(10) == FAILPOINT_EXIT
+    finally:
+        stop_ipfs_server(server, process)
+    assert visible_blocks(EmbeddedStore(repo)) - existing == ({leaves[0]} if renamed == "first leaf" else set(leaves))
+    assert_no_partial_object(EmbeddedStore(repo))
+
+    server, process = start_ipfs_server(repo)
+    try:
+        store = KuboStore(server.api)
+        assert not store.has(cid)
+        with pytest.raises(ContentNotFoundError, match=cid):
+            store.get(cid)
+        assert store.pins() == [kept]
+        assert store.add_bytes(data) == cid
+        assert store.get(cid) == data
+        assert store.pins() == sorted([kept, cid])
+    finally:
+        stop_ipfs_server(server, process)
+    assert_no_partial_object(EmbeddedStore(repo))
