@@ -2,7 +2,8 @@
 
 ``[deployment]`` in fedledger.toml is the one place every later command reads the contract
 from, so it is written only after the deployment transaction is mined, atomically, and never
-over a recorded deployment that may still be in use unless the user says ``--force``.
+over a recorded deployment that may still be in use unless the user says ``--force``. Every refusal
+comes before the transaction is sent, including a workspace whose fedledger.toml cannot be written.
 """
 
 from __future__ import annotations
@@ -54,6 +55,16 @@ def _refuse_to_replace(w3: Web3, workspace: Workspace) -> None:
         )
 
 
+def _record(address: str, chain_id: int, block: int) -> dict[str, Any]:
+    """The ``[deployment]`` section fedledger.toml keeps."""
+    return {
+        "address": address,
+        "chain_id": int(chain_id),
+        "block": int(block),
+        "sources_sha256": load_artifact().get("sourcesSha256", ""),
+    }
+
+
 def deploy_federation(
     workspace: Workspace,
     *,
@@ -82,13 +93,13 @@ def deploy_federation(
     if account is None:
         account = signing_account(workspace, key, w3=w3, rpc=url)
     require_gas_money(w3, account.address)
+    # A deployment that cannot be recorded is lost to every later command: before sending, check
+    # that fedledger.toml can take a record as long as the real one.
+    chain = {**workspace.config.get("chain", {}), **({"rpc": url} if rpc is not None else {})}
+    placeholder = _record("0x" + "0" * 40, w3.eth.chain_id, 2**63)
+    workspace.require_writable({**workspace.config, "chain": chain, "deployment": placeholder})
     client, tx = FederationClient.deploy(w3, account=account, admin_delay=admin_delay)
-    record: dict[str, Any] = {
-        "address": client.address,
-        "chain_id": client.chain_id,
-        "block": tx.block,
-        "sources_sha256": load_artifact().get("sourcesSha256", ""),
-    }
+    record = _record(client.address, client.chain_id, tx.block)
     workspace.config["deployment"] = dict(record)
     if rpc is not None:
         workspace.set("chain", "rpc", url)

@@ -154,6 +154,30 @@ class Workspace:
         """Write ``fedledger.toml`` atomically."""
         atomic_write_bytes(self.config_path, tomli_w.dumps(self.config).encode("utf-8"))
 
+    def require_writable(self, config: dict[str, Any] | None = None) -> None:
+        """ConfigError unless ``save()`` could write ``config`` (default: the current one) now.
+
+        The bytes go to a scratch file beside fedledger.toml, synced and deleted; a read-only folder,
+        a full disk or a size limit shows here. Call it before an act whose result must be recorded
+        and cannot be taken back (a deployment): afterwards it is too late to refuse.
+        """
+        data = tomli_w.dumps(self.config if config is None else config).encode("utf-8")
+        scratch: str | None = None
+        try:
+            fd, scratch = tempfile.mkstemp(dir=self.root, prefix=f".{CONFIG_NAME}.", suffix=".probe")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            raise ConfigError(
+                f"cannot write {self.config_path} ({error.strerror or error}), so nothing was done; make the "
+                "workspace folder writable or free disk space, then run the command again."
+            ) from error
+        finally:
+            if scratch is not None:
+                Path(scratch).unlink(missing_ok=True)
+
     def get(self, section: str, key: str, default: Any = None) -> Any:
         """A setting, with ``FEDLEDGER_*`` environment variables taking precedence over the file."""
         for env, (env_section, env_key) in ENV_OVERRIDES.items():
