@@ -3,7 +3,8 @@
 Screening turns a batch of updates into the ones a strategy may use, in a canonical order (by
 participant address, lower-cased), plus the ones it may not, each with a reason. Everything after
 screening sees the same inputs in the same order whatever order they arrived in, which is what
-makes an aggregate repeatable to the bit by an auditor.
+makes an aggregate repeatable to the bit by an auditor. Screening also refuses to go on in a
+process that flushes subnormal floats to zero (see ``node.strategies.numerics``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ledger.errors import InvalidInputError
+from node.strategies.numerics import require_ieee_subnormals
 
 Arrays = dict[str, np.ndarray]
 Signature = tuple[tuple[str, tuple[int, ...], str], ...]  # (name, shape, dtype) per tensor, sorted by name
@@ -82,6 +84,7 @@ def screen(updates: Sequence[Update], *, base: Mapping[str, np.ndarray] | None =
     The reference layout is the base model's when there is one, else the layout most updates
     share (ties go to the first participant in canonical order).
     """
+    require_ieee_subnormals()
     ordered = sorted(updates, key=lambda u: u.participant.lower())
     counts = Counter(u.participant.lower() for u in ordered)
     if base is not None:
@@ -144,13 +147,8 @@ def _problem(update: Update, reference: Signature) -> str | None:
 
 
 def cast_like(arrays: Mapping[str, np.ndarray], signature: Signature) -> Arrays:
-    """``arrays`` (float64 accumulators) cast to the layout's dtypes, in the layout's name order."""
-    return {name: np.asarray(arrays[name]).astype(dtype) for name, _, dtype in signature}
-
-
-def stacked(updates: Sequence[Update], name: str) -> np.ndarray:
-    """Tensor ``name`` of every update, stacked on a new first axis, as float64."""
-    return np.stack([np.asarray(u.arrays[name], dtype=np.float64) for u in updates])
+    """``arrays`` cast (rounded once, IEEE) to the layout's dtypes, in the layout's name order."""
+    return {name: np.asarray(arrays[name]).astype(dtype, copy=False) for name, _, dtype in signature}
 
 
 def uniform_weights(updates: Sequence[Update]) -> list[tuple[str, float]]:

@@ -2,7 +2,8 @@
 
 A wrapper, not a subclass (as Flower's ``DifferentialPrivacyServerSideFixedClipping``): each
 update's delta from the base model is scaled down to L2 norm ``max_norm`` (over all tensors
-together) when it is longer, and the wrapped strategy aggregates the clipped updates.
+together, in name order, reduced by ``numerics.squared_norm``: no ``np.sum``, whose order numpy does
+not fix) when it is longer, and the wrapped strategy aggregates the clipped updates.
 """
 
 from __future__ import annotations
@@ -15,30 +16,22 @@ import numpy as np
 
 from ledger.errors import InvalidInputError
 from node.strategies.base import AggregateResult, Arrays, Strategy, Update, screen
+from node.strategies.numerics import flatten, squared_norm
 
 
 def clip_update(
     arrays: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray], *, max_norm: float
 ) -> tuple[Arrays, float]:
     """``arrays`` with their delta from ``base`` scaled to at most ``max_norm``, and the original delta norm."""
-    deltas = _deltas(arrays, base)
-    norm = _norm(deltas)
+    norm = math.sqrt(squared_norm(flatten(arrays, base=base)))
     if norm <= max_norm:
         return dict(arrays), norm
     scale = max_norm / norm
-    clipped = {
-        name: (np.asarray(base[name], dtype=np.float64) + deltas[name] * scale).astype(np.asarray(arrays[name]).dtype)
-        for name in arrays
-    }
+    clipped = {}
+    for name, array in arrays.items():
+        start = np.asarray(base[name], dtype=np.float64)
+        clipped[name] = (start + (np.asarray(array, dtype=np.float64) - start) * scale).astype(np.asarray(array).dtype)
     return clipped, norm
-
-
-def _deltas(arrays: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray]) -> Arrays:
-    return {name: np.asarray(arrays[name], dtype=np.float64) - np.asarray(base[name], dtype=np.float64) for name in arrays}
-
-
-def _norm(deltas: Mapping[str, np.ndarray]) -> float:
-    return math.sqrt(sum(float(np.sum(deltas[name] * deltas[name])) for name in sorted(deltas)))
 
 
 class NormClipping(Strategy):

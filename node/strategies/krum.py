@@ -3,11 +3,14 @@
 Each update's score is the sum of squared distances to its ``n - f - 2`` nearest other updates
 (at least one), measured on the flattened deltas from the base model when one is given. The ``m``
 lowest-scoring updates are kept and averaged by sample count (``m = 1`` is plain Krum: the chosen
-update itself); the others are rejected with their score.
+update itself); the others are rejected with their score. Distances are reduced with
+``numerics.squared_norm`` and scores with ``math.fsum`` (exactly rounded), never ``np.sum``, so the
+choice and the scores in the reasons are the same on every machine.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,25 +19,16 @@ import numpy as np
 from ledger.errors import InvalidInputError
 from node.strategies.base import AggregateResult, Strategy, Update, cast_like, screen
 from node.strategies.fedavg import weighted_average
-
-
-def flatten(arrays: Mapping[str, np.ndarray], *, base: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-    """One float64 vector of all tensors in name order, minus the base model when given."""
-    parts = []
-    for name in sorted(arrays):
-        part = np.asarray(arrays[name], dtype=np.float64).ravel()
-        parts.append(part - np.asarray(base[name], dtype=np.float64).ravel() if base is not None else part)
-    return np.concatenate(parts) if parts else np.zeros(0)
+from node.strategies.numerics import flatten, squared_norm
 
 
 def pairwise_sq_distances(vectors: Sequence[np.ndarray]) -> np.ndarray:
-    """Squared Euclidean distances between every pair, computed from explicit differences (no Gram trick)."""
+    """Squared Euclidean distances between every pair, from explicit differences (no Gram trick, no BLAS)."""
     n = len(vectors)
     distances = np.zeros((n, n), dtype=np.float64)
     for i in range(n):
         for j in range(i + 1, n):
-            diff = vectors[i] - vectors[j]
-            distances[i, j] = distances[j, i] = float(np.sum(diff * diff))
+            distances[i, j] = distances[j, i] = squared_norm(vectors[i], vectors[j])
     return distances
 
 
@@ -44,8 +38,8 @@ def krum_scores(distances: np.ndarray, *, f: int) -> np.ndarray:
     closest = max(1, n - f - 2)
     scores = np.zeros(n, dtype=np.float64)
     for i in range(n):
-        others = np.sort(np.delete(distances[i], i))
-        scores[i] = float(np.sum(others[:closest]))
+        others = np.sort(np.delete(distances[i], i))  # >= +0.0, never -0.0: the sort is unique
+        scores[i] = math.fsum(others[:closest].tolist())
     return scores
 
 

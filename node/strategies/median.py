@@ -16,18 +16,22 @@ from node.strategies.base import (
     screen,
     uniform_weights,
 )
+from node.strategies.numerics import drop_negative_zeros
 
 
 def coordinate_median(arrays: Sequence[Mapping[str, np.ndarray]]) -> Arrays:
     """Per coordinate, the median over the updates (mean of the middle two for an even count), float64.
 
     The values are sorted in their own dtype (exact, and a full sort of a few values per coordinate
-    beats a partition); only the averaging of the middle two happens in float64.
+    beats a partition) after every ``-0.0`` became ``+0.0``: sorting kernels leave equal values in
+    different places, and the two zeros compare equal, so otherwise the sign of a zero median would
+    depend on the CPU. Only the averaging of the middle two happens in float64.
     """
     n = len(arrays)
     result: Arrays = {}
     for name in arrays[0]:
-        values = np.sort(np.stack([np.asarray(a[name]) for a in arrays]), axis=0)
+        values = drop_negative_zeros(np.stack([np.asarray(a[name]) for a in arrays]))
+        values.sort(axis=0)
         upper = values[n // 2].astype(np.float64)
         result[name] = upper if n % 2 else (values[n // 2 - 1].astype(np.float64) + upper) / 2.0
     return result

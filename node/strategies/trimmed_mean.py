@@ -18,6 +18,7 @@ from node.strategies.base import (
     screen,
     uniform_weights,
 )
+from node.strategies.numerics import drop_negative_zeros
 
 
 def trim_count(beta: float, n: int) -> int:
@@ -26,13 +27,18 @@ def trim_count(beta: float, n: int) -> int:
 
 
 def trimmed_mean(arrays: Sequence[Mapping[str, np.ndarray]], *, trim: int) -> Arrays:
-    """Per coordinate, the mean of the values left after removing the ``trim`` smallest and largest."""
+    """Per coordinate, the mean of the values left after removing the ``trim`` smallest and largest.
+
+    Sorted in the input dtype with ``-0.0`` made ``+0.0`` first (so the sorted bytes are unique),
+    then summed in float64 from the smallest kept value up, one elementwise ``+=`` per rank.
+    """
     n = len(arrays)
     if not 0 <= 2 * trim < n:
         raise InvalidInputError(f"cannot trim {trim} values from each end of {n}; at least one must remain.")
     result: Arrays = {}
     for name in arrays[0]:
-        values = np.sort(np.stack([np.asarray(a[name]) for a in arrays]), axis=0)  # exact in the input dtype
+        values = drop_negative_zeros(np.stack([np.asarray(a[name]) for a in arrays]))
+        values.sort(axis=0)  # exact in the input dtype
         total = np.zeros(values.shape[1:], dtype=np.float64)
         for row in values[trim : n - trim]:
             total += row.astype(np.float64)

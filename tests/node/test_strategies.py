@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from node.strategies.clipping import clip_update
 from node.strategies.fedavg import weighted_average
 from node.strategies.krum import krum_scores, pairwise_sq_distances
 from node.strategies.median import coordinate_median
+from node.strategies.numerics import FloatingPointModeError, squared_norm
 from node.strategies.trimmed_mean import trimmed_mean
 
 
@@ -210,3 +212,64 @@ def test_every_permutation_of_a_small_batch_agrees():
     updates = [up("0xc", 0.1, 0.7, samples=3), up("0xa", 0.3, 0.2, samples=7), up("0xb", 0.9, 0.4, samples=11)]
     outputs = {FedAvg().aggregate(list(p)).arrays["w"].tobytes() for p in itertools.permutations(updates)}
     assert len(outputs) == 1
+
+
+# Bits fixed by the inputs alone (issue 11.1); tests/golden checks the same across SIMD levels and numpy versions.
+
+
+@pytest.mark.parametrize("strategy", [Median(), TrimmedMean(beta=0.2), NormClipping(Median(), max_norm=1.0)], ids=repr)
+def test_a_zero_coordinate_comes_out_as_positive_zero_whatever_the_signs_of_the_inputs(strategy):
+    base = {"w": np.zeros(3, np.float32)}
+    for count in (5, 6):
+        updates = [up(f"0x{i}", -0.0, 0.0 if i % 2 else -0.0, -0.0 if i < count - 1 else 0.0) for i in range(count)]
+        out = strategy.aggregate(updates, base=base).arrays["w"]
+        assert out.view(np.uint32).tolist() == [0, 0, 0], (count, out.view(np.uint32))
+
+
+def test_subnormal_inputs_are_averaged_exactly_not_flushed():
+    tiny = np.array([1, 2, 3], np.uint32).view(np.float32)  # 2**-149 .. 3 * 2**-149
+    updates = [Update("0xa", {"w": tiny}, 1), Update("0xb", {"w": tiny}, 3)]
+    for strategy in (FedAvg(), Median(), TrimmedMean(beta=0.0), Krum(f=0, m=2)):
+        assert strategy.aggregate(updates).arrays["w"].view(np.uint32).tolist() == [1, 2, 3], strategy
+
+
+def test_aggregation_refuses_a_process_that_flushes_subnormals_to_zero():
+    torch = pytest.importorskip("torch")
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU has no flush-to-zero mode to switch on")
+    try:
+        for strategy in STRATEGIES:
+            with pytest.raises(FloatingPointModeError, match="flushes subnormal floats to zero"):
+                strategy.aggregate([up("0xa", 1.0), up("0xb", 2.0)], base={"w": np.zeros(1, np.float32)})
+    finally:
+        torch.set_flush_denormal(False)
+    assert FedAvg().aggregate([up("0xa", 1.0), up("0xb", 2.0)]).arrays["w"].tolist() == [1.5]
+
+
+def test_squared_norm_adds_in_the_documented_pairwise_fold():
+    # squares 9 * 2**50, 1, 1, 1: the fold adds (9 * 2**50 + 1) + (1 + 1) = 9 * 2**50 + 2 exactly, where a
+    # left-to-right sum (numpy's order for short arrays) rounds each + 1 away to 9 * 2**50
+    vector = np.array([3 * 2**25, 1, 1, 1], dtype=np.float64)
+    assert squared_norm(vector) == 9 * 2**50 + 2
+    assert squared_norm(vector, np.zeros(4)) == 9 * 2**50 + 2
+    assert squared_norm(np.zeros(0)) == 0.0 and squared_norm(np.array([3.0])) == 9.0
+    _, norm = clip_update({"w": vector.astype(np.float32)}, {"w": np.zeros(4, np.float32)}, max_norm=1.0)
+    assert norm == math.sqrt(9 * 2**50 + 2) != 3 * 2**25
+
+
+def test_krum_scores_are_exactly_rounded_sums():
+    distances = np.zeros((5, 5))  # f = 0: each score sums the 3 nearest of the 4 others
+    distances[0, 1:] = distances[1:, 0] = [0.1, 0.2, 0.3, 9.0]
+    assert krum_scores(distances, f=0)[0] == 0.6 != 0.1 + 0.2 + 0.3  # exactly rounded, not left to right
+
+
+def test_fedavg_bits_do_not_depend_on_the_block_size(monkeypatch):
+    updates, _ = _random_updates(5)
+    arrays, samples = [u.arrays for u in updates], [u.samples for u in updates]
+    default = weighted_average(arrays, samples)
+    monkeypatch.setattr("node.strategies.fedavg.BLOCK", 4)
+    small = weighted_average(arrays, samples)
+    total = float(sum(samples))
+    for name, array in default.items():
+        reference = [float(sum((float(a[name].reshape(-1)[k]) * s for a, s in zip(arrays, samples)), 0.0) / total) for k in range(array.size)]
+        assert array.tobytes() == small[name].tobytes() == np.array(reference, np.float32).reshape(array.shape).tobytes()
