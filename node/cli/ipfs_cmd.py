@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,7 @@ from ledger.car import export_car
 from ledger.cid import parse_cid
 from ledger.errors import InvalidInputError
 from ledger.store import ContentStore, EmbeddedStore, KuboStore, open_store
+from ledger.types import Cid
 from ledger.workspace import Workspace
 from node.cli._common import (
     JsonOption,
@@ -36,18 +38,24 @@ ApiOption = Annotated[
 ]
 
 
-def _store(workdir: Path | None, repo: Path | None, api: str | None) -> ContentStore:
+def _store_opener(workdir: Path | None, repo: Path | None, api: str | None) -> Callable[[], ContentStore]:
+    """Check the options now; open (and for an embedded store, create) the store only when called."""
     if repo is not None and api is not None:
         raise InvalidInputError("--repo and --ipfs-api name two different stores; give only one of them.")
     if repo is not None:
-        return EmbeddedStore(repo)
+        return lambda: EmbeddedStore(repo)
     if api is not None:
-        return KuboStore(api)
-    return open_store(Workspace.find(workdir))
+        return lambda: KuboStore(api)
+    workspace = Workspace.find(workdir)
+    return lambda: open_store(workspace)
 
 
-def _check_weights(path: Path, model: str | None) -> None:
-    """Refuse a weights file that is not safetensors or does not fit ``model``'s layout."""
+def _store(workdir: Path | None, repo: Path | None, api: str | None) -> ContentStore:
+    return _store_opener(workdir, repo, api)()
+
+
+def checked_weights(path: Path, model: str | None) -> bytes:
+    """The bytes of ``path``, refused unless they are safetensors (fitting ``model``'s layout when given)."""
     # Imported here: torch takes seconds to load, and only this option needs it.
     from ledger.weights import from_safetensors
 
@@ -61,6 +69,26 @@ def _check_weights(path: Path, model: str | None) -> None:
     except OSError as error:
         raise InvalidInputError(f"cannot read {path} ({error.strerror}); give the path of a weights file.") from error
     from_safetensors(data, layout=layout, source=str(path))
+    return data
+
+
+def add_file_checked(
+    path: Path, store_opener: Callable[[], ContentStore], *, pin: bool = True, weights: bool = False,
+    model: str | None = None,
+) -> tuple[Cid, int]:
+    """Add a file; with ``weights`` or ``model``, only after it passed the check. Returns (CID, size).
+
+    Every check runs before the store is opened, so a refused file leaves no block in it (and no
+    store folder where there was none). Checked weights are stored from the very bytes that were
+    checked, not read again: a file changed in between cannot slip past the check.
+    """
+    if not path.is_file():
+        raise InvalidInputError(f"{path} is not a file; give the path of a file to add.")
+    if not weights and model is None:
+        size = path.stat().st_size
+        return store_opener().add_file(path, pin=pin), size
+    data = checked_weights(path, model)
+    return store_opener().add_bytes(data, pin=pin), len(data)
 
 
 def register(app: typer.Typer) -> None:
@@ -119,13 +147,9 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Add a file and print its CID (the one `ipfs add --cid-version=1` gives)."""
-        if not file.is_file():
-            raise InvalidInputError(f"{file} is not a file; give the path of a file to add.")
-        if weights or model is not None:
-            _check_weights(file, model)
-        cid = _store(workdir, repo, ipfs_api).add_file(file, pin=pin)
+        cid, size = add_file_checked(file, _store_opener(workdir, repo, ipfs_api), pin=pin, weights=weights, model=model)
         if json:
-            print_json({"cid": cid, "file": str(file), "size": file.stat().st_size, "pinned": pin})
+            print_json({"cid": cid, "file": str(file), "size": size, "pinned": pin})
         else:
             sys.stdout.write(cid + "\n")
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ledger.car import read_car
-from ledger.store import EmbeddedStore
+from ledger.errors import InvalidInputError, LedgerError
+from ledger.store import EmbeddedStore, KuboStore
 from ledger.unixfs import cid_of_bytes
 from ledger.weights import to_safetensors
 from ledger.workspace import Workspace
+from node.cli.ipfs_cmd import add_file_checked
 from node.models import build_model, model_layout, state_arrays
 from tests.fixtures_store import IpfsServer, run_fedledger
 
@@ -72,25 +75,120 @@ def test_serve_on_a_host_that_is_not_an_ipv4_address_is_refused(tmp_path: Path) 
     assert not (tmp_path / "repo").exists()  # refused before the store was made
 
 
-def test_file_that_is_not_safetensors_is_refused(tmp_path: Path) -> None:
+def stored_files(repo: Path) -> set[str]:
+    """Every block and pin file of an embedded store (what a refused add must leave as it was)."""
+    return {str(path.relative_to(repo)) for folder in ("blocks", "pins") for path in (repo / folder).rglob("*")}
+
+
+def test_file_that_is_not_safetensors_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:
     path = tmp_path / "weights.bin"
     path.write_bytes(b"definitely not weights")
     result = run_fedledger("ipfs", "add", str(path), "--weights", "--repo", str(tmp_path / "repo"))
     assert result.returncode != 0
     assert "is not a safetensors file" in one_error_line(result.stderr)
-    assert not (tmp_path / "repo" / "pins").exists() or not any((tmp_path / "repo" / "pins").iterdir())
+    assert not (tmp_path / "repo").exists()  # refused before the store was opened
 
 
-def test_tensor_of_the_wrong_shape_is_refused(tmp_path: Path) -> None:
+def test_tensor_of_the_wrong_shape_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    EmbeddedStore(repo).add_bytes(np.random.default_rng(2).bytes(600_000))
+    before = stored_files(repo)
     arrays = state_arrays(build_model("mlp"))
     name = sorted(model_layout("mlp"))[0]
     arrays[name] = np.zeros((*arrays[name].shape[:-1], arrays[name].shape[-1] + 1), dtype=np.float32)
     path = tmp_path / "update.safetensors"
     path.write_bytes(to_safetensors(arrays))
-    result = run_fedledger("ipfs", "add", str(path), "--model", "mlp", "--repo", str(tmp_path / "repo"))
+    result = run_fedledger("ipfs", "add", str(path), "--model", "mlp", "--repo", str(repo))
     assert result.returncode != 0
     line = one_error_line(result.stderr)
     assert f"tensor '{name}'" in line and "has shape" in line
+    assert stored_files(repo) == before
+    assert not EmbeddedStore(repo).has(cid_of_bytes(path.read_bytes()))
+
+
+def bad_file(kind: str, tmp_path: Path) -> Path:
+    """A file that ``ipfs add --weights --model mlp`` must refuse, of the given kind."""
+    arrays = state_arrays(build_model("mlp"))
+    name = sorted(arrays)[0]
+    if kind == "a folder":
+        (tmp_path / "folder").mkdir()
+        return tmp_path / "folder"
+    if kind == "a pickle":
+        data = b"\x80\x04\x95" + bytes(64)
+    elif kind == "not safetensors":
+        data = b"definitely not weights"
+    elif kind == "a tensor missing":
+        del arrays[name]
+    elif kind == "an unexpected tensor":
+        arrays["extra.weight"] = np.zeros(3, dtype=np.float32)
+    elif kind == "the wrong shape":
+        arrays[name] = np.zeros((*arrays[name].shape, 1), dtype=np.float32)
+    elif kind == "the wrong dtype":
+        arrays[name] = arrays[name].astype(np.float64)
+    elif kind == "a NaN":
+        arrays[name][(0,) * arrays[name].ndim] = np.nan
+    if kind not in ("a pickle", "not safetensors"):
+        data = to_safetensors(arrays)
+    path = tmp_path / "update.safetensors"
+    path.write_bytes(data)
+    return path
+
+
+REFUSALS = {
+    "a folder": "is not a file",
+    "a pickle": "looks like a pickle",
+    "not safetensors": "is not a safetensors file",
+    "a tensor missing": "does not match the model: it lacks",
+    "an unexpected tensor": "does not match the model: it has unexpected extra.weight",
+    "the wrong shape": "has shape",
+    "the wrong dtype": "is float64 but the model expects float32",
+    "a NaN": "holds NaN or infinite values",
+}
+
+
+@pytest.mark.parametrize("kind", REFUSALS)
+def test_every_refused_add_leaves_the_embedded_store_as_it_was(tmp_path: Path, kind: str) -> None:
+    repo = tmp_path / "repo"
+    EmbeddedStore(repo).add_bytes(b"added before")
+    before = stored_files(repo)
+    path = bad_file(kind, tmp_path)
+    with pytest.raises(LedgerError, match=REFUSALS[kind]):
+        add_file_checked(path, lambda: EmbeddedStore(repo), model="mlp")
+    assert stored_files(repo) == before
+    with pytest.raises(LedgerError, match=REFUSALS[kind]):
+        add_file_checked(path, lambda: EmbeddedStore(tmp_path / "fresh"), weights=True, model="mlp")
+    assert not (tmp_path / "fresh").exists()
+
+
+@pytest.mark.parametrize("kind", ["not safetensors", "the wrong shape", "a NaN"])
+def test_a_refused_add_sends_nothing_to_the_served_api(tmp_path: Path, ipfs_server: IpfsServer, kind: str) -> None:
+    before = stored_files(ipfs_server.repo)
+    with pytest.raises(LedgerError, match=REFUSALS[kind]):
+        add_file_checked(bad_file(kind, tmp_path), lambda: KuboStore(ipfs_server.api), model="mlp")
+    assert stored_files(ipfs_server.repo) == before
+
+
+def test_an_unknown_model_is_refused_before_the_store_is_opened(tmp_path: Path) -> None:
+    path = tmp_path / "update.safetensors"
+    path.write_bytes(to_safetensors(state_arrays(build_model("mlp"))))
+    with pytest.raises(InvalidInputError, match="unknown model 'resnet9000'"):
+        add_file_checked(path, lambda: EmbeddedStore(tmp_path / "repo"), model="resnet9000")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_checked_weights_are_stored_from_the_bytes_that_were_checked(tmp_path: Path) -> None:
+    good = to_safetensors(state_arrays(build_model("mlp")))
+    path = tmp_path / "update.safetensors"
+    path.write_bytes(good)
+    store = EmbeddedStore(tmp_path / "repo")
+
+    def open_after_the_file_changed() -> EmbeddedStore:  # someone rewrites the file between check and store
+        path.write_bytes(b"not weights at all")
+        return store
+
+    assert add_file_checked(path, open_after_the_file_changed, model="mlp") == (cid_of_bytes(good), len(good))
+    assert store.get(cid_of_bytes(good)) == good
+    assert not store.has(cid_of_bytes(b"not weights at all"))
 
 
 def test_add_uses_the_workspace_store(tmp_path: Path) -> None:
