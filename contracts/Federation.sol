@@ -218,14 +218,15 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
         return (terms.codec, terms.digest);
     }
 
-    /// @dev Membership status, accepted agreement version and bitmap index of `account`.
+    /// @dev Membership status, accepted agreement version and bitmap index of `account`
+    /// (`hasIndex` is false, and `index` 0, until it is first admitted).
     function participant(address account)
         external
         view
-        returns (ParticipantStatus status, uint256 acceptedVersion, uint256 index)
+        returns (ParticipantStatus status, uint256 acceptedVersion, uint256 index, bool hasIndex)
     {
         Member storage member = _members[account];
-        return (member.status, member.acceptedVersion, member.index);
+        return (member.status, member.acceptedVersion, member.index, member.hasIndex);
     }
 
     /// @dev How many parties were ever admitted (each holds a bit index below this count).

@@ -23,7 +23,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_tester.exceptions import TransactionFailed
 from eth_utils import is_address, keccak, to_checksum_address
-from web3 import Web3
+from web3 import EthereumTesterProvider, Web3
 from web3.exceptions import (
     BlockNotFound,
     ContractLogicError,
@@ -82,7 +82,7 @@ class ParticipantInfo:
     address: Address
     status: str  # "none" | "pending" | "admitted" | "suspended" | "revoked"
     accepted_version: int
-    index: int = 0
+    index: int | None = None  # its submission bit, given at its first admission
 
 
 @dataclass(frozen=True)
@@ -221,6 +221,13 @@ def _reverts(sender: str | None = None, *, reading: bool = False) -> Iterator[No
         ) from None
 
 
+def next_block(w3: Web3) -> str:
+    """The block tag at which a call is judged as the next transaction would be: "pending" on a
+    JSON-RPC node, "latest" on the in-process chain (which serves no pending estimates, and whose
+    clock only moves when a test moves it)."""
+    return "latest" if isinstance(w3.provider, EthereumTesterProvider) else "pending"
+
+
 def sender_address(w3: Web3, account: LocalAccount | str | None) -> Address:
     """The address a transaction from ``account`` (None: the node's first unlocked account) comes from."""
     if account is None:
@@ -247,7 +254,7 @@ def send_transaction(
     """
     sender = sender_address(w3, account)
     with _reverts(sender):
-        gas = call.estimate_gas({"from": sender}, block_identifier="pending")
+        gas = call.estimate_gas({"from": sender}, block_identifier=next_block(w3))
         if account is None or isinstance(account, str):
             tx_hash = call.transact({"from": sender, "gas": gas})
         else:
@@ -412,8 +419,8 @@ class FederationClient:
     def participant(self, address: str, *, block: int | str = "latest") -> ParticipantInfo:
         """A party's status and accepted agreement version (at ``block``, default the latest)."""
         checksummed = _address(address)
-        status, accepted, index = self._call("participant", checksummed, block=block)
-        return ParticipantInfo(checksummed, PARTICIPANT_STATUSES[status], int(accepted), int(index))
+        status, accepted, index, has_index = self._call("participant", checksummed, block=block)
+        return ParticipantInfo(checksummed, PARTICIPANT_STATUSES[status], int(accepted), int(index) if has_index else None)
 
     def participants(self) -> list[ParticipantInfo]:
         """Every address that ever joined, in the order it first joined."""
@@ -538,7 +545,7 @@ class FederationClient:
         placeholder = (RAW, b"\0" * 32)  # the contract checks no CID
         with _reverts(reading=True):  # judged at the pending block: the time the submission would be mined
             self.contract.functions.submitUpdate(round_id, *placeholder, samples, b"\0" * 32).call(
-                {"from": self.sender}, block_identifier="pending"
+                {"from": self.sender}, block_identifier=next_block(self.w3)
             )
 
     def has_submitted(self, round_id: int, participant: str) -> bool:

@@ -171,7 +171,7 @@ interface IFederation {
     function participant(address account)
         external
         view
-        returns (ParticipantStatus status, uint256 acceptedVersion, uint256 index);
+        returns (ParticipantStatus status, uint256 acceptedVersion, uint256 index, bool hasIndex);
 
     function participantCount() external view returns (uint256);
 

@@ -173,11 +173,11 @@ def test_the_aggregator_may_cancel_and_a_party_may_not(fed: Fed) -> None:
     fed.admin.with_account(aggregator_key).cancel_round(round_id)
 
 
-def test_participants_past_the_inline_bitmap_use_overflow_words(fed: Fed) -> None:
-    """Bits of the first 120 parties live in the round slot; later ones in a separate word."""
-    keys = [fed.chain.new_account(fund_wei=0) for _ in range(122)]
+def _join_many(fed: Fed, count: int, *, approve: bool) -> list:
+    """``count`` fresh keys joined (and admitted, if ``approve``) in one mined block, relayed by the admin."""
+    keys = [fed.chain.new_account(fund_wei=0) for _ in range(count)]
     deadline = fed.chain.now() + 3600
-    fed.chain.rpc("evm_setAutomine", [False])  # all joins in one block: one mining round trip
+    fed.chain.rpc("evm_setAutomine", [False])  # all in one block: one mining round trip
     try:
         for key in keys:
             signature = sign_join_message(
@@ -186,13 +186,20 @@ def test_participants_past_the_inline_bitmap_use_overflow_words(fed: Fed) -> Non
             fed.admin.contract.functions.join(key.address, 1, deadline, signature).transact(
                 {"from": fed.admin.sender, "gas": 200_000}
             )
+            if approve:
+                fed.admin.contract.functions.approve(key.address).transact({"from": fed.admin.sender, "gas": 200_000})
         fed.chain.rpc("evm_mine", [])
     finally:
         fed.chain.rpc("evm_setAutomine", [True])
+    return keys
+
+
+def test_participants_past_the_inline_bitmap_use_overflow_words(fed: Fed) -> None:
+    """Bits of the first 120 admitted parties live in the round slot; later ones in a separate word."""
+    keys = _join_many(fed, 122, approve=True)
     assert fed.admin.participant_count() == 122
     round_id = fed.open_round(min_updates=3)
     for key in (keys[119], keys[120], keys[121]):
-        fed.admin.approve(key.address)
         fed.chain.rpc("anvil_setBalance", [key.address, hex(10**18)])
         submit(fed.admin.with_account(key), round_id)
     assert fed.admin.participant(keys[121].address).index == 121
@@ -201,6 +208,28 @@ def test_participants_past_the_inline_bitmap_use_overflow_words(fed: Fed) -> Non
         submit(fed.admin.with_account(keys[121]), round_id)
     assert fed.admin.round(round_id).submissions == 3
     fed.admin.finalize_round(round_id, global_cid=MODEL, receipt_cid=TERMS)
+
+
+def _round_gas(fed: Fed, clients: list) -> tuple[list[int], int]:
+    """Gas of each client's submission to a fresh round, and of finalizing it."""
+    round_id = fed.open_round(min_updates=len(clients))
+    used = [c.submit_update(round_id, cid=UPDATE, samples=100, metrics_hash=METRICS).gas_used for c in clients]
+    return used, fed.admin.finalize_round(round_id, global_cid=MODEL, receipt_cid=TERMS).gas_used
+
+
+def test_pending_joins_take_no_bit_and_leave_submission_and_finalize_gas_unchanged(fed: Fed) -> None:
+    """Joining is open to anyone; 200 spam joins must not push admitted parties into overflow words
+    nor lengthen the count of submissions."""
+    parties = [fed.party()[1] for _ in range(2)]
+    before = _round_gas(fed, parties)
+    spam = _join_many(fed, 200, approve=False)
+    assert fed.admin.participant(spam[-1].address).index is None
+    assert fed.admin.participant_count() == 2
+    late, late_client = fed.party()  # admitted after the spam: the next bit, still inline
+    assert fed.admin.participant(late.address).index == 2
+    after = _round_gas(fed, parties)
+    assert after == before
+    assert late_client.submit_update(fed.open_round(), cid=UPDATE, samples=1, metrics_hash=METRICS).gas_used == before[0][1]
 
 
 def test_an_agreement_published_while_rounds_are_open_binds_those_rounds(fed: Fed) -> None:

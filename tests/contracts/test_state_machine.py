@@ -45,6 +45,7 @@ class Model:
     version: int = 0
     status: dict[str, str] = field(default_factory=dict)
     accepted: dict[str, int] = field(default_factory=dict)
+    index: dict[str, int] = field(default_factory=dict)  # submission bit, given at the first admission
     rounds: list[RoundModel] = field(default_factory=list)
 
     def join(self, who: str, *, version: int, deadline: int, signed_here: bool) -> Expected:
@@ -75,6 +76,14 @@ class Model:
         if status not in allowed:
             return ce.FederationUnexpectedStatus, (who, status)
         self.status[who] = allowed[status]
+        if action == "approve":
+            self.index.setdefault(who, len(self.index))
+        return None
+
+    def open_round(self, *, deadline: int, minimum: int) -> Expected:
+        if minimum == 0:
+            return ce.FederationInvalidMinimum, ()
+        self.rounds.append(RoundModel(deadline, minimum))
         return None
 
     def _round(self, round_id: int) -> tuple[RoundModel | None, Expected]:
@@ -125,6 +134,16 @@ class Model:
             return ce.FederationRoundStillOpen, (round_id, r.deadline)
         if len(r.submitted) >= r.minimum:
             return ce.FederationMinimumReached, (round_id, len(r.submitted), r.minimum)
+        r.state = "cancelled"
+        return None
+
+    def abort(self, round_id: int, *, by: str | None) -> Expected:
+        if by is not None:
+            return ce.AccessControlUnauthorizedAccount, (by, "admin")
+        r, refused = self._round(round_id)
+        if refused:
+            return refused
+        assert r is not None
         r.state = "cancelled"
         return None
 
@@ -191,8 +210,10 @@ def test_contract_agrees_with_the_model(chain: TestChain) -> None:
         @rule(steps=st.integers(1, 3), minimum=st.integers(0, PARTIES))
         def open_round(self, steps: int, minimum: int) -> None:
             deadline = self.model.now + steps * STEP + STEP // 2
-            self.admin.open_round(base_cid=MODEL, deadline=deadline, min_updates=minimum, config_hash=CONFIG)
-            self.model.rounds.append(RoundModel(deadline, minimum))
+            expected = self.model.open_round(deadline=deadline, minimum=minimum)
+            self.check(expected, lambda: self.admin.open_round(
+                base_cid=MODEL, deadline=deadline, min_updates=minimum, config_hash=CONFIG
+            ))
 
         @rule(p=st.integers(0, PARTIES - 1), pick=st.integers(0, 3))
         def submit(self, p: int, pick: int) -> None:
@@ -214,6 +235,13 @@ def test_contract_agrees_with_the_model(chain: TestChain) -> None:
             expected = self.model.cancel(round_id, by=None if by is None else keys[by].address)
             self.check(expected, lambda: client.cancel_round(round_id))
 
+        @rule(pick=st.integers(0, 2), by=st.sampled_from([None, 0]))
+        def abort(self, pick: int, by: int | None) -> None:
+            round_id = max(len(self.model.rounds) - pick, 1)
+            client = self.admin if by is None else self.parties[by]
+            expected = self.model.abort(round_id, by=None if by is None else keys[by].address)
+            self.check(expected, lambda: client.abort_round(round_id, reason="governance says so"))
+
         @rule(steps=st.integers(1, 2))
         def advance(self, steps: int) -> None:
             self.model.now += steps * STEP
@@ -226,6 +254,10 @@ def test_contract_agrees_with_the_model(chain: TestChain) -> None:
                 info = self.admin.participant(key.address)
                 assert info.status == self.model.status.get(key.address, "none")
                 assert info.accepted_version == self.model.accepted.get(key.address, 0)
+                assert info.index == self.model.index.get(key.address)
+            assert self.admin.participant_count() == len(self.model.index)
+            open_ids = [i for i, r in enumerate(self.model.rounds, start=1) if r.state == "open"]
+            assert self.admin.open_round_ids() == open_ids
             for round_id, expected in enumerate(self.model.rounds, start=1):
                 state, _, _, submissions = self.admin.contract.functions.round(round_id).call()
                 assert (state, submissions) == (
