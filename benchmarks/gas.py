@@ -87,6 +87,9 @@ def measure(parties: int) -> tuple[dict[str, list[int]], list[tuple[str, int]]]:
         clients[0].submit_update(stalled, cid=UPDATE, samples=1, metrics_hash=b"\3" * 32)
         w3.provider.make_request("evm_mine", [now + 7201])  # type: ignore[arg-type]
         record("cancelRound", admin.cancel_round(stalled).gas_used)
+        aborted, _ = admin.open_round(base_cid=MODEL, deadline=now + 9000, min_updates=2, config_hash=b"\4" * 32)
+        clients[0].submit_update(aborted, cid=UPDATE, samples=1, metrics_hash=b"\5" * 32)
+        record("abortRound (reason of 16 bytes)", admin.abort_round(aborted, reason="wrong base model").gas_used)
 
         record("suspend", admin.suspend(keys[0].address).gas_used)
         record("reinstate", admin.reinstate(keys[0].address).gas_used)
@@ -96,6 +99,7 @@ def measure(parties: int) -> tuple[dict[str, list[int]], list[tuple[str, int]]]:
         signature = admin.sign_join(keys[1], version=2, deadline=deadline)
         record("join (re-accept, relayed)", admin.join(keys[1].address, version=2, deadline=deadline, signature=signature).gas_used)
         record("revoke", admin.revoke(keys[2].address).gas_used)
+        record("beginDefaultAdminTransfer", admin.begin_admin_transfer(keys[3].address).gas_used)
     return gas, breakdown
 
 
