@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json as jsonlib
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -94,7 +94,7 @@ def _report_tx(what: str, tx: TxResult, json: bool, extra: dict[str, Any] | None
     console.print(f"{what} (block {tx.block}, gas {tx.gas_used}, tx {tx.tx_hash}).", soft_wrap=True, highlight=False)
 
 
-def _round_config(config: Path | None, strategy: str | None, model: str) -> bytes:
+def _round_config(config: Path | None, strategy: str | None, model: str, max_samples: int | None = None) -> bytes:
     """The round configuration document's canonical bytes, from a file or built from a strategy name.
 
     Either way the model and strategy are checked here, so a typo fails before anything is pinned
@@ -113,9 +113,20 @@ def _round_config(config: Path | None, strategy: str | None, model: str) -> byte
         strategy_from_params(document.strategy)
     else:
         document = RoundConfig(model=model, strategy=make_strategy(strategy or "fedavg").params())
+    if max_samples is not None:
+        document = replace(document, max_samples=max_samples)
     if document.model not in MODEL_NAMES:
         raise InvalidInputError(f"unknown model {document.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
     return document.to_bytes()
+
+
+def _operational_role(role: str) -> str:
+    if role not in ("coordinator", "aggregator"):
+        raise InvalidInputError(
+            f"{role!r} is not a role that is granted; use coordinator or aggregator "
+            "(the admin role moves with `fedledger admin transfer`)."
+        )
+    return role
 
 
 def register(app: typer.Typer) -> None:
@@ -369,6 +380,7 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Path | None, typer.Option("--config", help="Round configuration JSON file.")] = None,
         strategy: Annotated[str | None, typer.Option("--strategy", help="Build the configuration from a strategy name (default fedavg).")] = None,
         model: Annotated[str, typer.Option("--model", help="Model name for a configuration built from --strategy.")] = "mlp",
+        max_samples: Annotated[int | None, typer.Option("--max-samples", help="The most samples one party's update may count for in the weights (default 10000; 1 weighs every update equally); overrides the config file's.")] = None,
         rpc: RpcOption = None,
         key: KeyOption = None,
         workdir: WorkdirOption = None,
@@ -378,7 +390,7 @@ def register(app: typer.Typer) -> None:
         from ledger.chain import chain_now
 
         cid = parse_cid(base_cid)
-        document = _round_config(config, strategy, model)
+        document = _round_config(config, strategy, model, max_samples)
         workspace, federation = _governed(workdir, rpc, key)
         store = open_store(workspace)
         config_cid = store.add_bytes(document, pin=True)
@@ -458,6 +470,30 @@ def register(app: typer.Typer) -> None:
         _, federation = _governed(workdir, rpc, key)
         tx = federation.accept_admin_transfer()
         _report_tx(f"{federation.sender} is now the admin", tx, json, {"admin": federation.sender})
+
+    @admin_app.command("grant")
+    @handle_errors
+    def admin_grant(
+        role: Annotated[str, typer.Argument(help="coordinator (opens rounds) or aggregator (finalizes them).")],
+        address: Annotated[str, typer.Argument(help="The account that gets the role.")],
+        rpc: RpcOption = None, key: KeyOption = None, workdir: WorkdirOption = None, json: JsonOption = False,
+    ) -> None:
+        """Give an account the coordinator or aggregator role (the admin)."""
+        _, federation = _governed(workdir, rpc, key)
+        tx = federation.grant_role(_operational_role(role), address)
+        _report_tx(f"Granted the {role} role to {address}", tx, json, {"role": role, "account": address})
+
+    @admin_app.command("revoke")
+    @handle_errors
+    def admin_revoke(
+        role: Annotated[str, typer.Argument(help="coordinator or aggregator.")],
+        address: Annotated[str, typer.Argument(help="The account that loses the role.")],
+        rpc: RpcOption = None, key: KeyOption = None, workdir: WorkdirOption = None, json: JsonOption = False,
+    ) -> None:
+        """Take the coordinator or aggregator role from an account (the admin)."""
+        _, federation = _governed(workdir, rpc, key)
+        tx = federation.revoke_role(_operational_role(role), address)
+        _report_tx(f"Revoked the {role} role of {address}", tx, json, {"role": role, "account": address})
 
     @admin_app.command("cancel")
     @handle_errors
