@@ -68,6 +68,11 @@ def rpc_chain_id(url: str, *, timeout: float = 1.0) -> int | None:
         return None
 
 
+def _ended(stat: str) -> bool:
+    """Whether a /proc/PID/stat line is a zombie's (or a dead task's): only its exit status is left."""
+    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -75,11 +80,17 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie child still answers kill(0); reap it if it is ours.
+    # A zombie still answers kill(0): reap it if it is our child, else ask /proc (a detached
+    # anvil's parent has gone; whoever adopted it reaps it in its own time).
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        return True
+        try:
+            return not _ended(Path(f"/proc/{pid}/stat").read_text())
+        except (FileNotFoundError, ProcessLookupError):
+            return not Path("/proc/self").is_dir()  # gone where /proc exists; without /proc, kill(0) decides
+        except OSError:
+            return True
     return done == 0
 
 
@@ -118,7 +129,7 @@ def process_command(pid: int) -> list[str] | None:
         return None if Path("/proc/self").is_dir() or not _alive(pid) else []
     except PermissionError:
         return []
-    if stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"]):  # ended; only its exit status is left
+    if _ended(stat):
         _alive(pid)  # reaps it if it is our child
         return None
     try:

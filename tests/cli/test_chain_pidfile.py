@@ -4,12 +4,14 @@ the number in chain/anvil.pid may belong to any process, and that process must b
 from __future__ import annotations
 
 import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from deploy.anvil import AnvilProcess, free_port, rpc_chain_id
+from deploy.anvil import AnvilProcess, find_anvil, free_port, rpc_chain_id
 from ledger.workspace import Workspace
 from tests.fixtures_cli import Outcome
 
@@ -89,3 +91,34 @@ def test_chain_up_replaces_a_pidfile_naming_an_unrelated_process(
     assert down.json()["stopped"] is True and down.json()["pid"] == anvil_pid
     assert rpc_chain_id(f"http://127.0.0.1:{port}", timeout=0.5) is None
     assert stranger.poll() is None
+
+
+# Starts the command it is given and sleeps without ever reaping it, as an init that reaps late would.
+NEGLECTFUL_PARENT = "import subprocess, sys, time; child = subprocess.Popen(sys.argv[1:]); print(child.pid, flush=True); time.sleep(300)"
+
+
+@pytest.mark.anvil
+def test_chain_down_sees_an_ended_anvil_that_nobody_has_reaped_yet(
+    cli: Callable[..., Outcome], workspace: Workspace
+) -> None:
+    """A detached anvil outlives the `chain up` that started it; once it ends it stays a zombie until
+    whoever adopted it reaps it. `chain down` must count it as stopped, not wait on it forever."""
+    state, port = workspace.chain_dir / "anvil.json", free_port()
+    command = [str(find_anvil()), "--host", "127.0.0.1", "--port", str(port), "--silent", "--state", str(state)]
+    parent = subprocess.Popen([sys.executable, "-c", NEGLECTFUL_PARENT, *command], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        anvil_pid = int(parent.stdout.readline())
+        deadline = time.monotonic() + 30
+        while rpc_chain_id(f"http://127.0.0.1:{port}", timeout=0.5) is None:
+            assert time.monotonic() < deadline, "anvil did not start"
+            time.sleep(0.05)
+        record_pid(workspace, anvil_pid)
+        outcome = cli("chain", "down", "--json", "--workdir", str(workspace.root))
+        assert outcome.exit_code == 0, outcome.stderr
+        assert outcome.json()["stopped"] is True and outcome.json()["found"] == "anvil"
+        assert state.stat().st_size > 0  # it ended on SIGTERM, writing its state
+        assert (Path(f"/proc/{anvil_pid}/stat").read_text().rpartition(")")[2].split()[0]) == "Z"  # still unreaped
+    finally:
+        parent.kill()
+        parent.wait()
