@@ -4,7 +4,7 @@ Each update's score is the sum of squared distances to its ``n - f - 2`` nearest
 (at least one), measured on the flattened deltas from the base model when one is given. The ``m``
 lowest-scoring updates are kept and averaged by sample count (``m = 1`` is plain Krum: the chosen
 update itself); the others are rejected with their score. Distances are reduced with
-``numerics.squared_norm`` and scores with ``math.fsum`` (exactly rounded), never ``np.sum``, so the
+``numerics.squared_distance`` and scores with ``math.fsum`` (exactly rounded), never ``np.sum``, so the
 choice and the scores in the reasons are the same on every machine.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 from ledger.errors import InvalidInputError
 from node.strategies.base import AggregateResult, Strategy, Update, cast_like, screen
 from node.strategies.fedavg import weighted_average
-from node.strategies.numerics import flatten, squared_norm
+from node.strategies.numerics import flatten, squared_distance
 
 
 def pairwise_sq_distances(vectors: Sequence[np.ndarray]) -> np.ndarray:
@@ -28,7 +28,7 @@ def pairwise_sq_distances(vectors: Sequence[np.ndarray]) -> np.ndarray:
     distances = np.zeros((n, n), dtype=np.float64)
     for i in range(n):
         for j in range(i + 1, n):
-            distances[i, j] = distances[j, i] = squared_norm(vectors[i], vectors[j])
+            distances[i, j] = distances[j, i] = squared_distance(vectors[i], vectors[j])
     return distances
 
 

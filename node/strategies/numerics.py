@@ -8,7 +8,7 @@ equal, and each sorting kernel leaves them as it goes), and, in a process whose 
 unit flushes subnormals to zero (FTZ/DAZ), every result that touches one. So the strategies:
 
 - add across updates only with elementwise ``+=`` in canonical update order, and within a vector
-  only with :func:`squared_norm`'s fold, whose order is written here;
+  only with the fold of :func:`squared_norm`, whose order is written here;
 - sort only values whose zeros were all made ``+0.0`` first (:func:`drop_negative_zeros`), so the
   sorted bytes are unique (NaN cannot occur: screening refuses it);
 - refuse to run where subnormals are flushed (:func:`require_ieee_subnormals`).
@@ -16,7 +16,7 @@ unit flushes subnormals to zero (FTZ/DAZ), every result that touches one. So the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -68,23 +68,41 @@ def flatten(arrays: Mapping[str, np.ndarray], *, base: Mapping[str, np.ndarray] 
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def squared_norm(vector: np.ndarray, other: np.ndarray | None = None) -> float:
-    """The sum of ``(vector - other) ** 2`` (of ``vector ** 2`` without ``other``), 1-D float64, in a fixed order.
+def squared_norm(parts: Sequence[np.ndarray]) -> float:
+    """The sum of the squares of every value of ``parts`` (float64 arrays, taken in the order given), by the fold.
 
-    The squares go into a buffer padded with ``+0.0`` to a power-of-two length; then, until one
-    value is left, its upper half is added onto its lower half, element by element (a pairwise
-    fold). Every step is elementwise, so the result depends on the values alone and has the error
-    bound of pairwise summation; ``np.sum`` and ``np.linalg.norm`` promise no order at all.
+    The fold: the squares go into one buffer padded with ``+0.0`` to a power-of-two length; then,
+    until one value is left, its upper half is added onto its lower half, element by element. Each
+    step is elementwise, so the result depends on the values alone (with the error bound of pairwise
+    summation); ``np.sum`` and ``np.linalg.norm`` promise no order at all.
     """
-    width = 1 << max(vector.size - 1, 0).bit_length()
-    buffer = np.empty(width, dtype=np.float64)
-    buffer[vector.size :] = 0.0
+    buffer = _padded(sum(part.size for part in parts))
+    start = 0
+    for part in parts:
+        flat = part.reshape(-1)
+        np.multiply(flat, flat, out=buffer[start : start + flat.size])
+        start += flat.size
+    return _fold(buffer)
+
+
+def squared_distance(vector: np.ndarray, other: np.ndarray) -> float:
+    """``squared_norm([vector - other])`` for two 1-D float64 arrays, without a temporary."""
+    buffer = _padded(vector.size)
     head = buffer[: vector.size]
-    if other is None:
-        np.multiply(vector, vector, out=head)
-    else:
-        np.subtract(vector, other, out=head)
-        np.multiply(head, head, out=head)
+    np.subtract(vector, other, out=head)
+    np.multiply(head, head, out=head)
+    return _fold(buffer)
+
+
+def _padded(size: int) -> np.ndarray:
+    """A float64 buffer of the smallest power-of-two length >= ``size``, ``+0.0`` past ``size``."""
+    buffer = np.empty(1 << max(size - 1, 0).bit_length(), dtype=np.float64)
+    buffer[size:] = 0.0
+    return buffer
+
+
+def _fold(buffer: np.ndarray) -> float:
+    width = buffer.size
     while width > 1:
         width //= 2
         np.add(buffer[:width], buffer[width : 2 * width], out=buffer[:width])

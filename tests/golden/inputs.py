@@ -216,7 +216,7 @@ def reductions() -> dict[str, list[str]]:
     ordered = sorted(updates(), key=lambda u: u.participant.lower())
     vectors = [flatten(u.arrays, base=base) for u in ordered]
     return {
-        "squared_delta_norms": [float.hex(squared_norm(v)) for v in vectors],
+        "squared_delta_norms": [float.hex(squared_norm([v])) for v in vectors],
         "krum_scores": [float.hex(float(s)) for s in krum_scores(pairwise_sq_distances(vectors), f=2)],
     }
 

@@ -25,7 +25,7 @@ from node.strategies.clipping import clip_update
 from node.strategies.fedavg import weighted_average
 from node.strategies.krum import krum_scores, pairwise_sq_distances
 from node.strategies.median import coordinate_median
-from node.strategies.numerics import FloatingPointModeError, squared_norm
+from node.strategies.numerics import FloatingPointModeError, squared_distance, squared_norm
 from node.strategies.trimmed_mean import trimmed_mean
 
 
@@ -250,9 +250,9 @@ def test_squared_norm_adds_in_the_documented_pairwise_fold():
     # squares 9 * 2**50, 1, 1, 1: the fold adds (9 * 2**50 + 1) + (1 + 1) = 9 * 2**50 + 2 exactly, where a
     # left-to-right sum (numpy's order for short arrays) rounds each + 1 away to 9 * 2**50
     vector = np.array([3 * 2**25, 1, 1, 1], dtype=np.float64)
-    assert squared_norm(vector) == 9 * 2**50 + 2
-    assert squared_norm(vector, np.zeros(4)) == 9 * 2**50 + 2
-    assert squared_norm(np.zeros(0)) == 0.0 and squared_norm(np.array([3.0])) == 9.0
+    assert squared_norm([vector]) == squared_norm([vector[:1], vector[1:3].reshape(2, 1), vector[3:]]) == 9 * 2**50 + 2
+    assert squared_distance(vector, np.zeros(4)) == 9 * 2**50 + 2
+    assert squared_norm([]) == 0.0 and squared_norm([np.array([3.0])]) == 9.0
     _, norm = clip_update({"w": vector.astype(np.float32)}, {"w": np.zeros(4, np.float32)}, max_norm=1.0)
     assert norm == math.sqrt(9 * 2**50 + 2) != 3 * 2**25
 
