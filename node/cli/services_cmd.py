@@ -1,0 +1,329 @@
+"""Commands: ``node run``, ``aggregator run``, ``coordinator run`` and ``round watch`` — the long-lived services.
+
+Each command loads its key, takes the service lock, connects (retrying while the chain does not
+answer), checks at once that the key may do its job (the contract's own reason if not), then runs
+the service's steps (node.services) until its work is done, ``--once`` is done, or SIGTERM/SIGINT.
+``node run`` and ``round watch`` join the ``node`` and ``round`` groups that other modules define.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ledger.contract_constants import MAX_ROUND_DURATION
+from ledger.errors import LedgerError
+from ledger.store import open_store
+from ledger.workspace import Workspace
+from node.cli._common import RpcOption, WorkdirOption, console, handle_errors
+from node.services.lock import service_lock
+from node.services.log import ServiceLog
+from node.services.loop import Retrier, Service, StopFlag, run_service
+from node.services.metrics import ServiceMetrics
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+    from ledger.federation import FederationClient
+
+ONCE_MAX_OUTAGE_S = 60.0
+
+KeyOption = Annotated[
+    str | None,
+    typer.Option("--key", help="Signing key: a name under \\[keys] or a keystore file (password from $FEDLEDGER_KEY_PASSWORD or a prompt)."),
+]
+PollOption = Annotated[float, typer.Option("--poll-seconds", min=0.1, help="Seconds between two looks at the chain.")]
+MaxOutageOption = Annotated[
+    float | None,
+    typer.Option("--max-outage", min=1.0, help="Give up (exit 1) after this many seconds of chain or store outage "
+                 f"(default: never; {ONCE_MAX_OUTAGE_S:.0f} with --once)."),
+]
+LogJsonOption = Annotated[bool, typer.Option("--log-json", help="Log one JSON object per line on stdout instead of lines for people on stderr.")]
+MetricsPortOption = Annotated[int | None, typer.Option("--metrics-port", min=0, max=65535, help="Serve Prometheus metrics on this port (0: a free one).")]
+MetricsHostOption = Annotated[str, typer.Option("--metrics-host", help="Address the metrics endpoint listens on.")]
+
+
+def existing_group(app: typer.Typer, name: str) -> typer.Typer:
+    """The sub-app another module registered as ``name`` (so this module can add commands to it)."""
+    for group in app.registered_groups:
+        if group.name == name and group.typer_instance is not None:
+            return group.typer_instance
+    raise RuntimeError(f"no command group {name!r} is registered; register services_cmd after it")
+
+
+@dataclass
+class Runtime:
+    """What every service command sets up before its service runs."""
+
+    log: ServiceLog
+    metrics: ServiceMetrics
+    stop: StopFlag
+    retrier: Retrier
+
+
+@contextmanager
+def service_runtime(
+    service: str, *, actor: str | None, log_json: bool, max_outage: float | None, metrics_port: int | None,
+    metrics_host: str,
+) -> Iterator[Runtime]:
+    """Log, metrics (served when a port is given), the signal flag and the retrier of one service process.
+
+    A fatal error is logged as a ``failed`` event in JSON mode (people get the CLI's error line).
+    """
+    log = ServiceLog(service, actor=actor, json_lines=log_json)
+    metrics = ServiceMetrics(service, actor=actor)
+    stop = StopFlag()
+    with stop.installed():
+        server = None
+        if metrics_port is not None:
+            server = metrics.serve(metrics_port, host=metrics_host)
+            url = f"http://{metrics_host}:{server.server_port}/metrics"
+            log.info("metrics", f"Prometheus metrics at {url}.", url=url, port=server.server_port)
+        try:
+            yield Runtime(log, metrics, stop, Retrier(log=log, metrics=metrics, stop=stop, max_outage_s=max_outage))
+        except LedgerError as error:
+            if log_json:
+                log.error("failed", str(error), error=type(error).__name__)
+            raise
+        finally:
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+
+
+def _connect(workspace: Workspace, rpc: str | None, account: LocalAccount | None = None) -> Callable[[], FederationClient]:
+    from ledger.chain import open_federation, workspace_rpc
+
+    url = workspace_rpc(workspace, rpc)
+    return lambda: open_federation(workspace, account=account, rpc=url)
+
+
+def _require_role(federation: FederationClient, role: str) -> None:
+    """The contract's own refusal (AccessControlUnauthorizedAccount) when the sender lacks ``role``."""
+    from ledger.contract_errors import AccessControlUnauthorizedAccount
+
+    if not federation.has_role(role, federation.sender):
+        raise AccessControlUnauthorizedAccount(federation.sender, role)
+
+
+def _stopped_early(runtime: Runtime) -> None:
+    runtime.log.info("stopped", f"stopped on {runtime.stop.reason} before starting.", signal=runtime.stop.reason)
+
+
+def _run(runtime: Runtime, service: Service, *, poll: float, once: bool, start: Callable[[], None]) -> None:
+    """``start()`` (retried while the chain does not answer), then the service's steps."""
+    if not runtime.retrier.until_success(lambda: start() or True):
+        _stopped_early(runtime)
+        return
+    run_service(service, log=runtime.log, retrier=runtime.retrier, poll_s=poll, once=once)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``node run``, ``round watch`` and the ``aggregator`` and ``coordinator`` groups to the app."""
+    node_app = existing_group(app, "node")
+    round_app = existing_group(app, "round")
+    aggregator_app = typer.Typer(help="The aggregator service: finalize rounds as soon as they may be.", no_args_is_help=True)
+    coordinator_app = typer.Typer(help="The coordinator service: open rounds until enough are finalized.", no_args_is_help=True)
+    app.add_typer(aggregator_app, name="aggregator")
+    app.add_typer(coordinator_app, name="coordinator")
+
+    @node_app.command("run")
+    @handle_errors
+    def node_run(
+        key: KeyOption = None,
+        data: Annotated[Path | None, typer.Option("--data", help="Local training data: .npz (arrays x, y) or CSV (64 features, then the label).")] = None,
+        shard: Annotated[int | None, typer.Option("--shard", help="Train on this shard of the bundled digits set (0-based)…")] = None,
+        of: Annotated[int | None, typer.Option("--of", help="…split this many ways.")] = None,
+        non_iid: Annotated[float | None, typer.Option("--non-iid", help="Dirichlet alpha for a non-IID digits split (default IID).")] = None,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the digits split.")] = 0,
+        device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or mps (default: the best available).")] = None,
+        once: Annotated[bool, typer.Option("--once", help="Take part in the rounds open now, then exit.")] = False,
+        poll: PollOption = 2.0,
+        max_outage: MaxOutageOption = None,
+        log_json: LogJsonOption = False,
+        metrics_port: MetricsPortOption = None,
+        metrics_host: MetricsHostOption = "127.0.0.1",
+        rpc: RpcOption = None,
+        workdir: WorkdirOption = None,
+    ) -> None:
+        """A party's node: train on local data and submit to every open round it may, then wait for the next.
+
+        Safe to stop and start again: it resumes from the chain and the journal, and never submits
+        twice. One `node run` per key and workspace (a lock).
+        """
+        from ledger.chain import require_gas_money
+        from ledger.keys import load_account
+        from node.cli.train_cmd import party_data
+        from node.services.participant_service import NodeService
+        from node.training import pick_device
+
+        workspace = Workspace.find(workdir)
+        local = party_data(data, shard, of, non_iid, seed)
+        chosen = pick_device(device)
+        account = load_account(workspace, key)
+        with service_lock(workspace.journal_dir, role="node", address=account.address, command="fedledger node run"), \
+                service_runtime("node", actor=account.address, log_json=log_json, metrics_port=metrics_port,
+                                metrics_host=metrics_host,
+                                max_outage=ONCE_MAX_OUTAGE_S if once and max_outage is None else max_outage) as rt:
+            federation = rt.retrier.until_success(_connect(workspace, rpc, account))
+            if federation is None:
+                _stopped_early(rt)
+                return
+            service = NodeService(federation=federation, store=open_store(workspace), data=local,
+                                  journal_dir=workspace.journal_dir, log=rt.log, metrics=rt.metrics, device=chosen)
+
+            def start() -> None:
+                require_gas_money(federation.w3, account.address)
+                service.start()
+
+            _run(rt, service, poll=poll, once=once, start=start)
+
+    @aggregator_app.command("run")
+    @handle_errors
+    def aggregator_run(
+        key: KeyOption = None,
+        once: Annotated[bool, typer.Option("--once", help="Finalize or cancel what is due now, then exit.")] = False,
+        poll: PollOption = 2.0,
+        max_outage: MaxOutageOption = None,
+        log_json: LogJsonOption = False,
+        metrics_port: MetricsPortOption = None,
+        metrics_host: MetricsHostOption = "127.0.0.1",
+        rpc: RpcOption = None,
+        workdir: WorkdirOption = None,
+    ) -> None:
+        """Finalize each open round once it holds its minimum and every entitled party has submitted or
+        its deadline has passed; cancel a round whose deadline passed below its minimum."""
+        from ledger.chain import require_gas_money, signing_account, workspace_rpc
+        from node.services.aggregator_service import AggregatorService
+
+        workspace = Workspace.find(workdir)
+        url = workspace_rpc(workspace, rpc)
+        max_outage = ONCE_MAX_OUTAGE_S if once and max_outage is None else max_outage
+        with service_runtime("aggregator", actor=None, log_json=log_json, metrics_port=metrics_port,
+                             metrics_host=metrics_host, max_outage=max_outage) as rt:
+            reader = rt.retrier.until_success(_connect(workspace, url))
+            if reader is None:
+                _stopped_early(rt)
+                return
+            signer = signing_account(workspace, key, w3=reader.w3, rpc=url)
+            rt.log.actor = signer.address
+            federation = reader.with_account(signer)
+            with service_lock(workspace.journal_dir, role="aggregator", address=signer.address,
+                              command="fedledger aggregator run"):
+                service = AggregatorService(federation=federation, store=open_store(workspace),
+                                            journal_dir=workspace.journal_dir, log=rt.log, metrics=rt.metrics)
+
+                def start() -> None:
+                    _require_role(federation, "aggregator")
+                    require_gas_money(federation.w3, signer.address)
+                    service.start()
+
+                try:
+                    _run(rt, service, poll=poll, once=once, start=start)
+                finally:
+                    service.close()
+
+    @coordinator_app.command("run")
+    @handle_errors
+    def coordinator_run(
+        rounds: Annotated[int, typer.Option("--rounds", min=1, help="Stop (exit 0) once this many rounds of the schedule are finalized.")],
+        round_seconds: Annotated[int, typer.Option("--round-seconds", min=1, max=MAX_ROUND_DURATION, help="Each round's deadline, in seconds from its opening (at most 30 days).")],
+        min_updates: Annotated[int, typer.Option("--min-updates", min=1, help="Updates each round needs before it can be finalized.")],
+        strategy: Annotated[str | None, typer.Option("--strategy", help="fedavg, median, trimmed-mean or krum (default fedavg).")] = None,
+        model: Annotated[str, typer.Option("--model", help="Model name for a configuration built from --strategy.")] = "mlp",
+        config: Annotated[Path | None, typer.Option("--config", help="Round configuration JSON file, instead of --strategy/--model.")] = None,
+        max_samples: Annotated[int | None, typer.Option("--max-samples", help="The most samples one update may count for (default 10000).")] = None,
+        base_cid: Annotated[str | None, typer.Option("--base-cid", help="Model round 1 starts from (default: the seeded genesis model of --model).")] = None,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the genesis model (as `fedledger model init --seed`).")] = 0,
+        max_reopens: Annotated[int, typer.Option("--max-reopens", min=0, help="Give up (exit 1) after a round was cancelled and reopened this many times in a row.")] = 3,
+        key: KeyOption = None,
+        poll: PollOption = 2.0,
+        max_outage: MaxOutageOption = None,
+        log_json: LogJsonOption = False,
+        metrics_port: MetricsPortOption = None,
+        metrics_host: MetricsHostOption = "127.0.0.1",
+        rpc: RpcOption = None,
+        workdir: WorkdirOption = None,
+    ) -> None:
+        """Open round 1 on the base model, each next round on the last global model, reopen a cancelled
+        round on its base; exit 0 once --rounds rounds are finalized. Resumes its schedule after a restart."""
+        from ledger.cid import parse_cid
+        from ledger.chain import require_gas_money, signing_account, workspace_rpc
+        from node.cli.governance_cmd import _round_config as round_config_bytes
+        from node.round_config import RoundConfig
+        from node.services.coordinator_service import CoordinatorService
+
+        workspace = Workspace.find(workdir)
+        url = workspace_rpc(workspace, rpc)
+        document = RoundConfig.from_bytes(round_config_bytes(config, strategy, model, max_samples))
+        given_base = parse_cid(base_cid) if base_cid is not None else None
+        store = open_store(workspace)
+        with service_runtime("coordinator", actor=None, log_json=log_json, metrics_port=metrics_port,
+                             metrics_host=metrics_host, max_outage=max_outage) as rt:
+            reader = rt.retrier.until_success(_connect(workspace, url))
+            if reader is None:
+                _stopped_early(rt)
+                return
+            signer = signing_account(workspace, key, w3=reader.w3, rpc=url)
+            rt.log.actor = signer.address
+            federation = reader.with_account(signer)
+            with service_lock(workspace.journal_dir, role="coordinator", address=signer.address,
+                              command="fedledger coordinator run"):
+
+                def pin_base() -> str:
+                    if given_base is not None:
+                        if not store.has(given_base):
+                            rt.log.warning("base-not-in-store", f"the base model {given_base} is not in this workspace's "
+                                           "store; parties must be able to fetch it.", base_cid=given_base)
+                        return given_base
+                    from node.genesis import genesis_model_bytes
+
+                    return store.add_bytes(genesis_model_bytes(document.model, seed=seed), pin=True)
+
+                base = rt.retrier.until_success(pin_base)
+                if base is None:
+                    _stopped_early(rt)
+                    return
+                service = CoordinatorService(
+                    federation=federation, store=store, journal_dir=workspace.journal_dir, rounds=rounds,
+                    round_seconds=round_seconds, min_updates=min_updates, config=document, base_cid=base,
+                    log=rt.log, metrics=rt.metrics, max_reopens=max_reopens,
+                )
+
+                def start() -> None:
+                    _require_role(federation, "coordinator")
+                    require_gas_money(federation.w3, signer.address)
+                    service.start()
+
+                _run(rt, service, poll=poll, once=False, start=start)
+
+    @round_app.command("watch")
+    @handle_errors
+    def round_watch(
+        interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between two looks at the chain.")] = 2.0,
+        until_finalized: Annotated[int | None, typer.Option("--until-finalized", min=1, help="Exit 0 once this many rounds are finalized.")] = None,
+        history: Annotated[int, typer.Option("--history", min=0, help="Rounds shown from before the watch started.")] = 10,
+        max_outage: MaxOutageOption = None,
+        log_json: LogJsonOption = False,
+        rpc: RpcOption = None,
+        workdir: WorkdirOption = None,
+    ) -> None:
+        """Follow the federation live: a line whenever a round opens, gets an update, is finalized or closes."""
+        from node.services.watch import RoundWatcher
+
+        workspace = Workspace.find(workdir)
+        with service_runtime("watch", actor=None, log_json=log_json, metrics_port=None, metrics_host="127.0.0.1",
+                             max_outage=max_outage) as rt:
+            federation = rt.retrier.until_success(_connect(workspace, rpc))
+            if federation is None:
+                _stopped_early(rt)
+                return
+            if not log_json:
+                console.print(f"Watching Federation {federation.address} (Ctrl-C to stop).", highlight=False)
+            watcher = RoundWatcher(federation, log=rt.log, until_finalized=until_finalized, history=history)
+            run_service(watcher, log=rt.log, retrier=rt.retrier, poll_s=interval)

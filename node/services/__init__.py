@@ -1,0 +1,12 @@
+"""Long-lived services that run a federation by themselves: ``node run``, ``aggregator run``, ``coordinator run``.
+
+The chain (and the content store) is their only coordination channel: no service talks to another.
+Each step a service takes is the same idempotent function a one-shot command calls
+(``node.participant.train_and_submit``, ``node.aggregator.aggregate_round``, ``FederationClient``
+methods), so a service killed at any point and started again resumes from the chain and the
+journal with nothing doubled.
+
+Shared pieces: ``log`` (a line per action, or JSON lines), ``backoff`` (which failures are
+transient, the retry delays, an outage reported once), ``loop`` (steps until SIGTERM/SIGINT),
+``lock`` (one service per key and workspace), ``metrics`` (prometheus-client).
+"""

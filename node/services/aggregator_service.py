@@ -1,0 +1,140 @@
+"""``fedledger aggregator run``: finalize each open round as soon as it may be, cancel the ones that cannot.
+
+A round is finalized (by ``node.aggregator.aggregate_round``, the function ``fedledger aggregate``
+calls) once it holds its minimum of updates and either every party entitled to submit to it has
+submitted or its deadline has passed; a round whose deadline passed below its minimum is
+cancelled, which lets the coordinator open it again. The parties entitled to submit are those
+admitted now whose accepted agreement is the round's; the aggregator keeps them from an event
+index in memory, synced at each step (a few new logs, not a scan).
+
+A round that cannot be aggregated for a reason that will not go away by retrying (its config is
+not a round config, its base model fails verification) is reported once and left to governance,
+which can abort it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ledger.audit_queries import membership_at_end
+from ledger.chain import chain_now
+from ledger.contract_errors import (
+    FederationMinimumReached,
+    FederationRoundClosed,
+    FederationRoundStillOpen,
+)
+from ledger.errors import LedgerError
+from ledger.federation import FederationClient, RoundInfo
+from ledger.index import LedgerIndex
+from ledger.store import ContentStore
+from node.aggregator import aggregate_round
+from node.services.backoff import is_transient
+from node.services.log import ServiceLog
+from node.services.metrics import ServiceMetrics
+
+
+class AggregatorService:
+    """The steps of the aggregator (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        federation: FederationClient,
+        store: ContentStore,
+        journal_dir: Path,
+        log: ServiceLog,
+        metrics: ServiceMetrics,
+    ) -> None:
+        self.federation = federation
+        self.store = store
+        self.journal_dir = journal_dir
+        self.log = log
+        self.metrics = metrics
+        self.index = LedgerIndex.for_federation(":memory:", federation)
+        self.seen: set[int] = set()
+        self.stuck: dict[int, str] = {}  # rounds that cannot be aggregated, and why (reported once)
+
+    def start(self) -> None:
+        self.log.info("started", f"aggregator {self.federation.sender} watches for rounds to finalize or cancel.")
+
+    def close(self) -> None:
+        self.index.close()
+
+    def entitled(self, agreement_version: int) -> int:
+        """How many parties may submit to a round opened under ``agreement_version`` (as of the latest block)."""
+        self.index.sync()
+        members = membership_at_end(self.index).members.values()
+        return sum(1 for m in members if m.status == "admitted" and m.accepted_version == agreement_version)
+
+    def step(self) -> bool:
+        open_rounds = self.federation.open_round_ids()
+        now = chain_now(self.federation.w3)
+        for round_id in open_rounds:
+            if round_id not in self.seen:
+                self.seen.add(round_id)
+                self.metrics.rounds_seen.inc()
+            if round_id in self.stuck:
+                continue
+            info = self.federation.round(round_id)
+            if info.state != "open":
+                continue
+            late = now > info.deadline
+            if info.submissions >= info.min_updates:
+                entitled = self.entitled(info.agreement_version)
+                if info.submissions >= entitled:
+                    self._finalize(info, f"all {entitled} entitled parties have submitted")
+                elif late:
+                    self._finalize(info, f"its deadline passed with {info.submissions} of {entitled} entitled parties")
+            elif late:
+                self._cancel(info)
+        still_open = set(open_rounds)
+        self.seen &= still_open
+        self.stuck = {r: why for r, why in self.stuck.items() if r in still_open}
+        return False
+
+    def _finalize(self, info: RoundInfo, why: str) -> None:
+        round_id = info.round_id
+        try:
+            outcome = aggregate_round(
+                federation=self.federation, store=self.store, round_id=round_id, journal_dir=self.journal_dir
+            )
+        except FederationRoundClosed:
+            return  # finalized or cancelled by someone else since we looked
+        except LedgerError as problem:
+            if is_transient(problem):
+                raise
+            self.stuck[round_id] = str(problem)
+            self.log.error(
+                "cannot-finalize",
+                f"round {round_id}: cannot be aggregated: {problem} It stays open; governance can close it with "
+                f"`fedledger round abort {round_id} --reason TEXT`.", round=round_id,
+            )
+            return
+        if outcome.tx is None:
+            return
+        self.metrics.rounds_finalized.inc()
+        self.metrics.gas_used.inc(outcome.tx.gas_used)
+        receipt = outcome.receipt
+        self.log.info(
+            "finalized",
+            f"round {round_id}: finalized ({why}): {receipt.outcome}; global model {outcome.global_cid}, "
+            f"receipt {outcome.receipt_cid} (gas {outcome.tx.gas_used}).",
+            round=round_id, global_cid=outcome.global_cid, receipt_cid=outcome.receipt_cid,
+            included=[item.participant for item in receipt.included],
+            rejected=[item.participant for item in receipt.rejected],
+            gas_used=outcome.tx.gas_used, tx_hash=outcome.tx.tx_hash,
+        )
+
+    def _cancel(self, info: RoundInfo) -> None:
+        try:
+            tx = self.federation.cancel_round(info.round_id)
+        except (FederationRoundClosed, FederationRoundStillOpen, FederationMinimumReached):
+            return  # closed by the coordinator, not yet late at the pending block, or an update just landed
+        self.metrics.rounds_cancelled.inc()
+        self.metrics.gas_used.inc(tx.gas_used)
+        self.log.info(
+            "cancelled",
+            f"round {info.round_id}: cancelled: its deadline passed with {info.submissions} of its minimum "
+            f"{info.min_updates} updates (gas {tx.gas_used}).",
+            round=info.round_id, submissions=info.submissions, min_updates=info.min_updates, gas_used=tx.gas_used,
+        )

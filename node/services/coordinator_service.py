@@ -1,0 +1,198 @@
+"""``fedledger coordinator run``: schedule rounds until a number of them are finalized.
+
+Round 1 opens on the given base model (the genesis model by default), each next round on the
+global model of the last finalized one, and a round cancelled below its minimum is opened again on
+the same base. The schedule (the rounds this coordinator opened, in order) lives in a journal file
+of the workspace, ``journal/coordinator-<contract>-<address>.json``, so a restarted coordinator
+goes on with the same schedule; a round opened just before a crash, before the journal recorded
+it, is found on chain by its base model and config hash and adopted instead of opened twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ledger.chain import chain_now
+from ledger.contract_errors import FederationMinimumReached, FederationRoundClosed, FederationRoundStillOpen
+from ledger.errors import LedgerError
+from ledger.federation import FederationClient, RoundInfo
+from ledger.store import ContentStore
+from ledger.types import Cid
+from ledger.utc import utc_text
+from ledger.workspace import atomic_write_bytes
+from node.round_config import RoundConfig
+from node.services.log import ServiceLog
+from node.services.metrics import ServiceMetrics
+
+
+class CoordinatorGaveUpError(LedgerError):
+    """Rounds kept being cancelled below their minimum: too few parties take part."""
+
+
+@dataclass
+class Schedule:
+    """What the coordinator has opened, as its journal keeps it."""
+
+    rounds: list[int] = field(default_factory=list)
+    pending: dict[str, Any] | None = None  # a round being opened: base, config_hash, round count before
+
+    @classmethod
+    def load(cls, path: Path) -> Schedule:
+        if not path.is_file():
+            return cls()
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+            return cls(rounds=[int(r) for r in document.get("rounds", [])], pending=document.get("pending"))
+        except (OSError, ValueError, TypeError, AttributeError):
+            raise LedgerError(
+                f"the coordinator's journal {path} is unreadable; delete it to start a new schedule "
+                "(the rounds already on chain stay as they are)."
+            ) from None
+
+    def save(self, path: Path) -> None:
+        atomic_write_bytes(path, json.dumps(asdict(self), indent=2, sort_keys=True).encode("utf-8"))
+
+
+def schedule_path(journal_dir: Path, federation: FederationClient) -> Path:
+    return Path(journal_dir) / f"coordinator-{federation.address.lower()}-{federation.sender.lower()}.json"
+
+
+class CoordinatorService:
+    """The steps of the coordinator (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        federation: FederationClient,
+        store: ContentStore,
+        journal_dir: Path,
+        rounds: int,
+        round_seconds: int,
+        min_updates: int,
+        config: RoundConfig,
+        base_cid: Cid,
+        log: ServiceLog,
+        metrics: ServiceMetrics,
+        max_reopens: int = 3,
+    ) -> None:
+        self.federation = federation
+        self.store = store
+        self.rounds = rounds
+        self.round_seconds = round_seconds
+        self.min_updates = min_updates
+        self.config_bytes = config.to_bytes()
+        self.config_hash = config.config_hash
+        self.base_cid = base_cid
+        self.log = log
+        self.metrics = metrics
+        self.max_reopens = max_reopens
+        self.path = schedule_path(journal_dir, federation)
+        self.schedule = Schedule.load(self.path)
+        self.closed: dict[int, RoundInfo] = {}  # rounds of the schedule that are closed (they never change)
+
+    def start(self) -> None:
+        done = len(self.schedule.rounds)
+        resumed = f", resuming a schedule of {done} round(s) from {self.path}" if done else ""
+        self.log.info("started", f"coordinator {self.federation.sender} schedules {self.rounds} finalized round(s) of "
+                      f"{self.round_seconds} s, minimum {self.min_updates} updates{resumed}.",
+                      rounds=self.rounds, resumed=done)
+
+    def _info(self, round_id: int) -> RoundInfo:
+        if round_id in self.closed:
+            return self.closed[round_id]
+        info = self.federation.round(round_id)
+        if info.state != "open":
+            self.closed[round_id] = info
+        return info
+
+    def finalized(self) -> list[RoundInfo]:
+        return [info for info in map(self._info, self.schedule.rounds) if info.state == "finalized"]
+
+    def step(self) -> bool:
+        if self.schedule.pending is not None and self._adopt_pending():
+            return False
+        finalized = self.finalized()
+        if len(finalized) >= self.rounds:
+            self.log.info("complete", f"{len(finalized)} round(s) finalized ({', '.join(str(i.round_id) for i in finalized)}); "
+                          "the schedule is complete.", rounds=[i.round_id for i in finalized])
+            return True
+        if not self.schedule.rounds:
+            self._open(self.base_cid)
+            return False
+        last = self._info(self.schedule.rounds[-1])
+        if last.state == "open":
+            if chain_now(self.federation.w3) > last.deadline and last.submissions < last.min_updates:
+                self._cancel(last)
+            return False
+        if last.state == "finalized":
+            self.log.info("finalized", f"round {last.round_id} was finalized: global model {last.global_cid} "
+                          f"({len(finalized)} of {self.rounds}).", round=last.round_id, global_cid=last.global_cid)
+            self._open(last.global_cid)  # type: ignore[arg-type]
+            return False
+        cancelled_in_row = 0
+        for round_id in reversed(self.schedule.rounds):
+            if self._info(round_id).state != "cancelled":
+                break
+            cancelled_in_row += 1
+        if cancelled_in_row > self.max_reopens:
+            raise CoordinatorGaveUpError(
+                f"round {last.round_id} was cancelled below its minimum of {last.min_updates} updates, "
+                f"{cancelled_in_row} times in a row on base {last.base_cid}; check that enough parties run "
+                "`fedledger node run` (or lower --min-updates), then start the coordinator again."
+            )
+        self.log.warning("reopening", f"round {last.round_id} was cancelled with {last.submissions} of its minimum "
+                         f"{last.min_updates} updates; opening it again on the same base {last.base_cid}.",
+                         round=last.round_id, base_cid=last.base_cid)
+        self._open(last.base_cid)
+        return False
+
+    def _cancel(self, info: RoundInfo) -> None:
+        try:
+            tx = self.federation.cancel_round(info.round_id)
+        except (FederationRoundClosed, FederationRoundStillOpen, FederationMinimumReached):
+            return  # the aggregator got there first, or the chain does not see it late yet
+        self.metrics.rounds_cancelled.inc()
+        self.metrics.gas_used.inc(tx.gas_used)
+        self.log.info("cancelled", f"round {info.round_id}: cancelled: its deadline passed with {info.submissions} of "
+                      f"its minimum {info.min_updates} updates.", round=info.round_id, gas_used=tx.gas_used)
+
+    def _adopt_pending(self) -> bool:
+        """Adopt the round an earlier run opened but did not record; True if one was adopted."""
+        pending = self.schedule.pending or {}
+        for round_id in range(int(pending.get("after", 0)) + 1, self.federation.round_count() + 1):
+            if round_id in self.schedule.rounds:
+                continue
+            info = self.federation.round(round_id)
+            if info.base_cid == pending.get("base") and info.config_hash.hex() == pending.get("config_hash"):
+                self.schedule.rounds.append(round_id)
+                self.schedule.pending = None
+                self.schedule.save(self.path)
+                self.log.info("adopted", f"round {round_id} was opened before a restart; it continues the schedule.",
+                              round=round_id)
+                return True
+        self.schedule.pending = None
+        self.schedule.save(self.path)
+        return False
+
+    def _open(self, base: Cid) -> None:
+        federation = self.federation
+        self.store.add_bytes(self.config_bytes, pin=True)  # parties and the aggregator read it by its hash
+        self.schedule.pending = {"base": base, "config_hash": self.config_hash.hex(), "after": federation.round_count()}
+        self.schedule.save(self.path)
+        deadline = chain_now(federation.w3) + self.round_seconds
+        round_id, tx = federation.open_round(
+            base_cid=base, deadline=deadline, min_updates=self.min_updates, config_hash=self.config_hash
+        )
+        self.schedule.rounds.append(round_id)
+        self.schedule.pending = None
+        self.schedule.save(self.path)
+        self.metrics.rounds_opened.inc()
+        self.metrics.gas_used.inc(tx.gas_used)
+        self.log.info(
+            "opened", f"opened round {round_id} on {base}: minimum {self.min_updates} updates, closes at "
+            f"{utc_text(deadline)} (gas {tx.gas_used}).",
+            round=round_id, base_cid=base, deadline=deadline, min_updates=self.min_updates, gas_used=tx.gas_used,
+        )

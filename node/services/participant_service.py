@@ -1,0 +1,158 @@
+"""``fedledger node run``: a party's node, taking part in every open round it may and has not yet.
+
+Each step lists the open rounds (``FederationClient.open_round_ids``, one cheap call) and, for each
+round this party has not settled, asks the chain whether it already submitted, lets the contract
+judge a submission now (``check_can_submit``: before any training), then calls
+``node.participant.train_and_submit``, the very function ``node train`` calls. That function
+resumes from the journal (an update trained and pinned before a crash is submitted without
+training again) and asks the chain first, so a restart doubles nothing.
+
+A refusal that concerns one round (its deadline passed, it closed) settles that round and the node
+waits for the next; a refusal that concerns the party itself (not admitted, suspended, revoked, an
+agreement version it has not accepted) ends the service with the contract's own sentence: no later
+round could be submitted either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ledger.contract_errors import (
+    FederationAgreementNotAccepted,
+    FederationContractError,
+    FederationNotParticipant,
+)
+from ledger.errors import ContentNotFoundError, LedgerError
+from ledger.federation import FederationClient
+from ledger.store import ContentStore
+from ledger.types import Address
+from node.data import Dataset
+from node.participant import train_and_submit
+from node.services.backoff import is_transient
+from node.services.log import ServiceLog
+from node.services.metrics import ServiceMetrics
+
+PARTY_REFUSALS = (FederationNotParticipant, FederationAgreementNotAccepted)
+"""Contract errors about the party, not the round: no round could take its update."""
+
+
+def check_membership(federation: FederationClient, address: str) -> None:
+    """Raise the contract's own error when ``address`` could not submit to a round opened now."""
+    info = federation.participant(address)
+    if info.status != "admitted":
+        raise FederationNotParticipant(info.address, info.status)
+    current = federation.agreement_version()
+    if info.accepted_version != current:
+        raise FederationAgreementNotAccepted(info.address, info.accepted_version, current)
+
+
+class NodeService:
+    """The steps of one party's node (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        federation: FederationClient,
+        store: ContentStore,
+        data: Dataset,
+        journal_dir: Path,
+        log: ServiceLog,
+        metrics: ServiceMetrics,
+        device: torch.device | None = None,
+    ) -> None:
+        if federation.account is None or isinstance(federation.account, str):
+            raise ValueError("a node needs the party's own signing key")
+        self.federation = federation
+        self.store = store
+        self.data = data
+        self.journal_dir = journal_dir
+        self.log = log
+        self.metrics = metrics
+        self.device = device
+        self.me = Address(federation.account.address)
+        self.settled: set[int] = set()  # open rounds that need nothing more from this party
+        self.seen: set[int] = set()
+        self.waiting: set[int] = set()  # rounds whose content the store lacks (warned once)
+
+    def start(self) -> None:
+        """Refuse a key that could not submit now, with the contract's reason; log the start."""
+        check_membership(self.federation, self.me)
+        self.log.info("started", f"party {self.me} watches for open rounds with {len(self.data)} local samples.",
+                      samples=len(self.data))
+
+    def step(self) -> bool:
+        open_rounds = self.federation.open_round_ids()
+        for round_id in open_rounds:
+            if round_id not in self.seen:
+                self.seen.add(round_id)
+                self.metrics.rounds_seen.inc()
+            if round_id not in self.settled:
+                self._take_part(round_id)
+        still_open = set(open_rounds)
+        self.settled &= still_open
+        self.seen &= still_open
+        self.waiting &= still_open
+        # Suspended or revoked while no round is open: say so now, not at the next round.
+        status = self.federation.participant(self.me).status
+        if status != "admitted":
+            raise FederationNotParticipant(self.me, status)
+        return False
+
+    def _settle(self, round_id: int, event: str, message: str, *, warn: bool = False) -> None:
+        self.settled.add(round_id)
+        (self.log.warning if warn else self.log.info)(event, message, round=round_id)
+
+    def _take_part(self, round_id: int) -> None:
+        federation = self.federation
+        if federation.has_submitted(round_id, self.me):
+            self._settle(round_id, "already-submitted", f"round {round_id}: this party's update is already on chain.")
+            return
+        try:
+            federation.check_can_submit(round_id, samples=len(self.data))
+        except PARTY_REFUSALS:
+            raise
+        except FederationContractError as refusal:
+            self._settle(round_id, "not-taking-part", f"round {round_id}: not taking part: {refusal}")
+            return
+        if round_id not in self.waiting:
+            self.log.info("training", f"round {round_id}: fetching the base model and training on {len(self.data)} samples.",
+                          round=round_id, samples=len(self.data))
+        try:
+            outcome = train_and_submit(
+                federation=federation, store=self.store, round_id=round_id, data=self.data,
+                journal_dir=self.journal_dir, device=self.device, progress=False,
+            )
+        except PARTY_REFUSALS:
+            raise
+        except FederationContractError as refusal:  # e.g. the deadline passed while it trained
+            self._settle(round_id, "refused", f"round {round_id}: the submission was refused: {refusal}", warn=True)
+            return
+        except ContentNotFoundError as missing:  # the store may yet receive it; the deadline bounds the wait
+            if round_id not in self.waiting:
+                self.waiting.add(round_id)
+                self.log.warning("waiting-for-content", f"round {round_id}: {missing} Trying again at each poll.",
+                                 round=round_id)
+            return
+        except LedgerError as problem:
+            if is_transient(problem):
+                raise
+            self._settle(round_id, "cannot-take-part", f"round {round_id}: cannot take part: {problem}", warn=True)
+            return
+        self.waiting.discard(round_id)
+        self.settled.add(round_id)
+        if outcome.tx is None:
+            self.log.info("already-submitted", f"round {round_id}: this party's update {outcome.update_cid} is already on chain.",
+                          round=round_id, cid=outcome.update_cid)
+            return
+        self.metrics.submissions.inc()
+        self.metrics.gas_used.inc(outcome.tx.gas_used)
+        how = "trained, pinned and submitted" if outcome.trained else "submitted the update pinned before a restart:"
+        self.log.info(
+            "submitted",
+            f"round {round_id}: {how} {outcome.update_cid} ({outcome.samples} samples; block {outcome.tx.block}, "
+            f"gas {outcome.tx.gas_used}).",
+            round=round_id, cid=outcome.update_cid, samples=outcome.samples, trained=outcome.trained,
+            tx_hash=outcome.tx.tx_hash, block=outcome.tx.block, gas_used=outcome.tx.gas_used,
+        )
