@@ -3,7 +3,11 @@
 Throughput counts the float32 bytes of all input updates. ``aggregate()`` is timed whole: it
 screens every update (layout, dtype, finite values), orders them, accumulates in float64 and casts
 back. The baselines sum the same arrays with numpy and nothing else: in place in float32, and into
-a float64 accumulator (what the determinism rule asks for). Medians over the repeats.
+a float64 accumulator (what the determinism rule asks for). FedAvg's parts are also timed on their
+own: its screening (without the finite-values pass, which it does on its result instead), its
+weighting pass (``weighted_average``), and, for comparison, screening in full. The repeats go
+round-robin over all rows, so a burst of load from another process slows every row alike; the
+table gives medians.
 
     .venv/bin/python benchmarks/aggregation.py [--updates 16] [--params 2000000] [--repeats 5]
 """
@@ -23,6 +27,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node.strategies import Update, make_strategy
+from node.strategies.base import screen
+from node.strategies.fedavg import weighted_average
+
+
+FLOAT32 = "numpy sum, float32 in place (baseline)"
+FLOAT64 = "numpy sum, float64 accumulator (baseline)"
 
 
 def make_updates(count: int, params: int, *, seed: int = 0) -> tuple[list[Update], dict[str, np.ndarray]]:
@@ -52,14 +62,16 @@ def numpy_sum_float64(updates: list[Update]) -> None:
             total += update.arrays[name]
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def _median_seconds(runs: list[tuple[str, Callable[[], object]]], repeats: int) -> dict[str, float]:
+    for _, fn in runs:
+        fn()  # warm-up
+    times: dict[str, list[float]] = {label: [] for label, _ in runs}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for label, fn in runs:
+            start = time.perf_counter()
+            fn()
+            times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(values) for label, values in times.items()}
 
 
 def main() -> None:
@@ -73,23 +85,28 @@ def main() -> None:
     megabytes = args.updates * values * 4 / 1e6
     print(f"command: .venv/bin/python benchmarks/aggregation.py {shlex.join(sys.argv[1:])}".rstrip())
     print(f"numpy {np.__version__}; {args.updates} updates x {values:,} float32 parameters = {megabytes:.1f} MB per "
-          f"aggregation; {args.repeats} repeats (medians)\n")
+          f"aggregation; {args.repeats} repeats round-robin (medians)\n")
+    samples = [u.samples for u in updates]
     runs: list[tuple[str, Callable[[], object]]] = [
-        ("numpy sum, float32 in place (baseline)", lambda: numpy_sum_float32(updates)),
-        ("numpy sum, float64 accumulator (baseline)", lambda: numpy_sum_float64(updates)),
+        (FLOAT32, lambda: numpy_sum_float32(updates)),
+        (FLOAT64, lambda: numpy_sum_float64(updates)),
         ("FedAvg", lambda: make_strategy("fedavg").aggregate(updates, base=base)),
+        ("… its screening (`screen(finite=False)`)", lambda: screen(updates, base=base, finite=False)),
+        ("… its weighting pass (`weighted_average`)", lambda: weighted_average([u.arrays for u in updates], samples)),
+        ("screening in full (`screen`, as the other strategies do)", lambda: screen(updates, base=base)),
         ("Median", lambda: make_strategy("median").aggregate(updates, base=base)),
         ("TrimmedMean(beta=0.2)", lambda: make_strategy("trimmed-mean", beta=0.2).aggregate(updates, base=base)),
         ("Krum(f=1, m=3)", lambda: make_strategy("krum", f=1, m=3).aggregate(updates, base=base)),
         ("FedAvg + clip_norm", lambda: make_strategy("fedavg", clip_norm=1.0).aggregate(updates, base=base)),
     ]
-    print("| aggregation | seconds | MB/s | vs numpy float32 sum |")
-    print("| --- | ---: | ---: | ---: |")
-    baseline = None
-    for label, fn in runs:
-        seconds = _median_seconds(fn, args.repeats)
-        baseline = baseline or seconds
-        print(f"| {label} | {seconds:.4f} | {megabytes / seconds:,.0f} | {baseline / seconds:.2f}x |", flush=True)
+    seconds = _median_seconds(runs, args.repeats)
+    print("| aggregation | seconds | MB/s | × numpy float32 sum | × numpy float64 sum |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for label, _ in runs:
+        print(
+            f"| {label} | {seconds[label]:.4f} | {megabytes / seconds[label]:,.0f} | "
+            f"{seconds[FLOAT32] / seconds[label]:.2f} | {seconds[FLOAT64] / seconds[label]:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -78,11 +78,13 @@ def signature_of(arrays: Mapping[str, np.ndarray]) -> Signature:
     return tuple(sorted((name, tuple(np.shape(a)), np.asarray(a).dtype.name) for name, a in arrays.items()))
 
 
-def screen(updates: Sequence[Update], *, base: Mapping[str, np.ndarray] | None = None) -> Screened:
+def screen(updates: Sequence[Update], *, base: Mapping[str, np.ndarray] | None = None, finite: bool = True) -> Screened:
     """Sort by participant, refuse what cannot be aggregated, and raise if nothing is left.
 
     The reference layout is the base model's when there is one, else the layout most updates
-    share (ties go to the first participant in canonical order).
+    share (ties go to the first participant in canonical order). ``finite=False`` leaves out the
+    check that the updates' values are finite, for a caller that checks its result instead and
+    screens again in full when the result is not finite (FedAvg: see ``fedavg.FedAvg.aggregate``).
     """
     require_ieee_subnormals()
     ordered = sorted(updates, key=lambda u: u.participant.lower())
@@ -100,7 +102,9 @@ def screen(updates: Sequence[Update], *, base: Mapping[str, np.ndarray] | None =
         if counts[update.participant.lower()] > 1:
             reason = f"{counts[update.participant.lower()]} updates from the same participant; only one per round counts"
         else:
-            reason = _problem(update, reference)
+            reason = _problem(update, reference, finite=finite)
+            if reason is not None and not finite:
+                reason = _problem(update, reference)  # the first problem in full order, as a full screen names it
         if reason is None:
             kept.append(update)
         else:
@@ -123,7 +127,7 @@ def _majority_signature(ordered: Sequence[Update]) -> Signature:
     return next(s for s in signatures if counts[s] == best)
 
 
-def _problem(update: Update, reference: Signature) -> str | None:
+def _problem(update: Update, reference: Signature, *, finite: bool = True) -> str | None:
     """Why ``update`` cannot be used, or None."""
     if isinstance(update.samples, bool) or not isinstance(update.samples, (int, np.integer)) or update.samples < 1:
         return f"sample count must be a positive integer, not {update.samples!r}"
@@ -141,7 +145,7 @@ def _problem(update: Update, reference: Signature) -> str | None:
             return f"tensor {name!r} has dtype {array.dtype.name}, expected {dtype}"
         if not np.issubdtype(array.dtype, np.floating):
             return f"tensor {name!r} is not floating point ({array.dtype.name})"
-        if not np.all(np.isfinite(array)):
+        if finite and not np.all(np.isfinite(array)):
             return f"tensor {name!r} holds NaN or infinite values"
     return None
 

@@ -273,3 +273,24 @@ def test_fedavg_bits_do_not_depend_on_the_block_size(monkeypatch):
     for name, array in default.items():
         reference = [float(sum((float(a[name].reshape(-1)[k]) * s for a, s in zip(arrays, samples)), 0.0) / total) for k in range(array.size)]
         assert array.tobytes() == small[name].tobytes() == np.array(reference, np.float32).reshape(array.shape).tobytes()
+
+
+def test_fedavg_finds_non_finite_updates_through_its_result_and_names_them_as_screening_does():
+    def two(participant, a, b):
+        return Update(participant, {"a": np.array(a, np.float32), "b": np.array(b, np.float32)}, 2)
+
+    good = [two("0xa", [1, 2], [3]), two("0xb", [3, 4], [5])]
+    bad = [
+        two("0xc", [np.inf, 0], [1]),
+        two("0xd", [-np.inf, 0], [1]),  # with 0xc alone: inf + -inf, NaN in the sum
+        two("0xe", [0, 0], [np.nan]),
+        two("0xf", [np.nan, 0], [1, 2]),  # a NaN in 'a' and a wrong shape in 'b': the NaN is named first
+        two("0x1", [1, 1], [1, 2]),
+    ]
+    full = Median().aggregate(good + bad).rejected  # median screens in full before it aggregates
+    result = FedAvg().aggregate(bad + good)
+    assert result.rejected == full and result.arrays["a"].tolist() == [2.0, 3.0] and result.arrays["b"].tolist() == [4.0]
+    assert dict(full)["0xf"] == "tensor 'a' holds NaN or infinite values"
+    assert dict(full)["0x1"] == "tensor 'b' has shape (2,), expected (1,)"
+    with pytest.raises(InvalidInputError, match="no usable update .*0xc: tensor 'a' holds NaN"):
+        FedAvg().aggregate(bad)
