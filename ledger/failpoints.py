@@ -3,6 +3,9 @@
 Setting ``FEDLEDGER_FAILPOINT=<name>`` in a process's environment makes ``failpoint(name)`` end
 that process at once with exit status 99, as a power cut would: no cleanup, no flush beyond what
 was already written. Unset (always, outside tests) it does nothing.
+
+``FEDLEDGER_TRACE=<file>`` makes ``trace(event)`` append one line to that file, so a test can count
+what a process really did (how often it trained) from outside the code under test.
 """
 
 from __future__ import annotations
@@ -11,9 +14,22 @@ import os
 
 FAILPOINT_ENV = "FEDLEDGER_FAILPOINT"
 FAILPOINT_EXIT = 99
+TRACE_ENV = "FEDLEDGER_TRACE"
 
 
 def failpoint(name: str) -> None:
     """Die here if the environment names this point."""
     if os.environ.get(FAILPOINT_ENV) == name:
         os._exit(FAILPOINT_EXIT)
+
+
+def trace(event: str) -> None:
+    """Append the line ``event`` to ``$FEDLEDGER_TRACE`` if it is set (one write: whole lines, even
+    when several processes share the file)."""
+    path = os.environ.get(TRACE_ENV)
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{event}\n".encode())
+        finally:
+            os.close(fd)

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ledger.errors import InvalidInputError
+from ledger.failpoints import trace
 from node.data import Dataset
 
 EVAL_BATCH = 4096
@@ -103,6 +104,7 @@ def train(
         (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else contextlib.nullcontext
     )
     metrics: dict[str, float] = {}
+    trace(f"train seed={seed} samples={n} epochs={epochs}")
     with _progress_bar(progress, epochs) as bar:
         task = bar.add_task("training", total=epochs, loss=float("nan"))
         for epoch in range(epochs):
