@@ -2,24 +2,34 @@
 
 Every submission comes from the chain's events. Each is kept only if its submitter was an admitted
 party with the current agreement at the submission's block, its blob hashes to its CID, matches
-the model's tensor layout and holds finite values; anything else is rejected with a reason in the
-receipt, never silently dropped. Aggregation is deterministic, so a rerun after a crash (or an
-auditor) gets the same bytes and the same CIDs, and the round is finalized exactly once.
+the model's tensor layout and holds finite values, and its metadata names its submitter and this
+round (so a party that submits another party's CID, copied from its event, gets no credit for it);
+anything else is rejected with a reason in the receipt, never silently dropped. A blob the store
+does not hold is not a rejection but a fact about this store: it is listed as ``unavailable``, so an
+auditor whose store differs can still recompute the aggregate. Each claimed sample count is capped
+at the round config's ``max_samples`` before the strategy weighs it. A round whose minimum was met
+only by unusable updates is finalized with its base model as the global model and a receipt that
+says so (otherwise it could be neither aggregated nor cancelled). Aggregation is deterministic, so a
+rerun after a crash (or an auditor) gets the same bytes and the same CIDs, and the round is
+finalized exactly once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ledger.audit_queries import round_submissions
+from ledger.chain import chain_now
 from ledger.errors import (
     ContentNotFoundError,
     ContentTooLargeError,
     IntegrityError,
     InvalidInputError,
+    StoreError,
     WeightsError,
 )
 from ledger.failpoints import failpoint
@@ -27,12 +37,16 @@ from ledger.federation import FederationClient, RoundInfo, Submission, TxResult
 from ledger.index import LedgerIndex
 from ledger.store import ContentStore
 from ledger.types import Cid
+from ledger.unixfs import cid_of_bytes
+from ledger.utc import utc_text
 from ledger.weights import from_safetensors, max_blob_bytes, to_safetensors
 from node.journal import Journal
 from node.models import model_layout
-from node.receipt import IncludedUpdate, Receipt, RejectedUpdate, UpdateNote
+from node.receipt import IncludedUpdate, Receipt, RejectedUpdate, UnavailableUpdate, UpdateNote
 from node.round_config import RoundConfig, config_cid
 from node.strategies import Strategy, Update, strategy_from_params
+
+NO_USABLE_UPDATE = "no update was usable: the global model is the round's base model, unchanged"
 
 
 @dataclass(frozen=True)
@@ -46,29 +60,58 @@ class AggregationOutcome:
     tx: TxResult | None  # None when the round was already finalized before this run
 
 
-def load_update(store: ContentStore, submission: Submission, layout: dict) -> Update | RejectedUpdate:
-    """The submission's verified weights, or the reason they cannot be used."""
+def load_update(
+    store: ContentStore, submission: Submission, layout: dict
+) -> Update | RejectedUpdate | UnavailableUpdate:
+    """The submission's verified weights (with its claimed sample count), or why they cannot be used."""
 
     def reject(reason: str) -> RejectedUpdate:
         return RejectedUpdate(participant=submission.participant, cid=submission.cid, reason=reason)
 
     limit = max_blob_bytes(layout)
     try:
-        arrays, _ = from_safetensors(store.get(submission.cid, max_bytes=limit), layout=layout)
+        arrays, metadata = from_safetensors(store.get(submission.cid, max_bytes=limit), layout=layout)
+    except ContentNotFoundError:
+        return UnavailableUpdate(participant=submission.participant, cid=submission.cid)
     except ContentTooLargeError:
         return reject(f"blob is larger than an update of this model can be ({limit} bytes at most); not read")
     except IntegrityError:
         return reject("blob does not hash to its CID (altered in the store)")
-    except ContentNotFoundError:
-        return reject("blob not found in the store")
     except WeightsError as error:
         return reject(f"invalid weights: {error}")
+    problem = binding_problem(metadata, participant=submission.participant, round_id=submission.round_id)
+    if problem is not None:
+        return reject(problem)
+    if submission.samples < 1:
+        return reject(f"claims {submission.samples} samples; an update must count at least 1")
     return Update(participant=submission.participant, arrays=arrays, samples=submission.samples)
+
+
+def binding_problem(metadata: dict, *, participant: str, round_id: int) -> str | None:
+    """Why an update's metadata does not bind it to its submitter and round, or None when it does.
+
+    ``node train`` writes the party's own address and the round into the update, so the same CID
+    submitted by anyone else (copied from the first party's event) names someone other than its
+    submitter and is refused.
+    """
+    named = metadata.get("participant")
+    if not isinstance(named, str):
+        return "the update's metadata names no participant; an update must name its submitter (`fedledger node train` writes it)"
+    if named.lower() != participant.lower():
+        return f"the update's metadata names participant {named}, not its submitter: a copy of another party's update"
+    named_round = metadata.get("round")
+    if isinstance(named_round, bool) or named_round != round_id:
+        return f"the update's metadata names round {named_round!r}, not round {round_id}: an update made for another round"
+    return None
 
 
 def global_model_bytes(arrays: dict[str, np.ndarray], *, model: str, round_id: int, base_cid: str) -> bytes:
     """The global model's safetensors bytes; the metadata is fixed, so equal arrays give an equal CID."""
     return to_safetensors(arrays, metadata={"model": model, "round": round_id, "base_cid": base_cid})
+
+
+def _by_participant(entries: Iterable[object]) -> list:
+    return sorted(entries, key=lambda entry: entry.participant.lower())  # type: ignore[attr-defined]
 
 
 def aggregate_updates(
@@ -78,39 +121,92 @@ def aggregate_updates(
     config: RoundConfig,
     strategy: Strategy,
     submissions: list[Submission],
-    pre_rejected: list[RejectedUpdate] = (),  # type: ignore[assignment]
+    pre_rejected: Iterable[RejectedUpdate] = (),
+    unavailable: Iterable[tuple[str, str]] | None = None,
 ) -> tuple[bytes, Receipt]:
-    """Verify, aggregate, and describe: the pure core that the auditor repeats."""
+    """Verify, cap, aggregate, and describe: the pure core that the auditor repeats.
+
+    ``unavailable``: None for the aggregator, which finds out which blobs its store lacks; an
+    auditor passes the receipt's (participant, cid) list, so those updates are left out as the
+    aggregator left them out, and any other blob its store lacks raises ContentNotFoundError.
+    The receipt comes back complete, its ``global_cid`` the CID of the returned bytes.
+    """
     layout = model_layout(config.model)
-    base_arrays, _ = from_safetensors(store.get(info.base_cid, max_bytes=max_blob_bytes(layout)), layout=layout)
+    base_bytes = store.get(info.base_cid, max_bytes=max_blob_bytes(layout))
+    base_arrays, _ = from_safetensors(base_bytes, layout=layout)
+    given = None if unavailable is None else {(participant.lower(), cid) for participant, cid in unavailable}
     by_participant = {s.participant.lower(): s for s in submissions}
     updates: list[Update] = []
-    rejected = list(pre_rejected)
-    for submission in sorted(submissions, key=lambda s: s.participant.lower()):
+    refused = list(pre_rejected)
+    rejected = list(refused)
+    missing: list[UnavailableUpdate] = []
+    for submission in _by_participant(submissions):
+        if given is not None and (submission.participant.lower(), submission.cid) in given:
+            missing.append(UnavailableUpdate(participant=submission.participant, cid=submission.cid))
+            continue
         loaded = load_update(store, submission, layout)
-        (rejected if isinstance(loaded, RejectedUpdate) else updates).append(loaded)  # type: ignore[arg-type]
-    if not updates:
-        raise InvalidInputError(
-            f"round {info.round_id} has no usable update ({len(rejected)} rejected); "
-            f"wait for more submissions, or cancel it after its deadline (`fedledger round cancel {info.round_id}`)."
-        )
-    result = strategy.aggregate(updates, base=base_arrays)
-    included = [
-        IncludedUpdate(participant=p, cid=by_participant[p.lower()].cid, samples=by_participant[p.lower()].samples, weight=float(w))
-        for p, w in result.included
+        if isinstance(loaded, UnavailableUpdate):
+            if given is not None:
+                raise ContentNotFoundError(
+                    f"the update {submission.cid} of {submission.participant} is not in this store, though the receipt "
+                    f"does not call it unavailable; fetch it to recompute round {info.round_id}."
+                )
+            missing.append(loaded)
+        elif isinstance(loaded, RejectedUpdate):
+            rejected.append(loaded)
+        else:
+            updates.append(loaded)
+
+    cap = config.max_samples
+    notes = [
+        UpdateNote(participant=u.participant, cid=by_participant[u.participant.lower()].cid,
+                   note=f"claimed {u.samples} samples; counted {cap}, the round's max_samples")
+        for u in updates if u.samples > cap
     ]
-    rejected += [RejectedUpdate(participant=p, cid=by_participant[p.lower()].cid, reason=r) for p, r in result.rejected]
-    blob = global_model_bytes(result.arrays, model=config.model, round_id=info.round_id, base_cid=info.base_cid)
+    included: list[IncludedUpdate] = []
+    if updates:
+        result = strategy.aggregate([replace(u, samples=min(u.samples, cap)) for u in updates], base=base_arrays)
+        included = [
+            IncludedUpdate(participant=p, cid=by_participant[p.lower()].cid, samples=by_participant[p.lower()].samples,
+                           counted_samples=min(by_participant[p.lower()].samples, cap), weight=float(w))
+            for p, w in result.included
+        ]
+        rejected += [RejectedUpdate(participant=p, cid=by_participant[p.lower()].cid, reason=r) for p, r in result.rejected]
+        notes += [UpdateNote(participant=p, cid=by_participant[p.lower()].cid, note=n) for p, n in result.notes]
+        blob = global_model_bytes(result.arrays, model=config.model, round_id=info.round_id, base_cid=info.base_cid)
+        outcome = (f"aggregated {len(included)} of {len(submissions) + len(refused)} submitted updates "
+                   f"({len(rejected)} rejected, {len(missing)} unavailable)")
+    else:
+        blob = base_bytes
+        outcome = f"{NO_USABLE_UPDATE} ({len(rejected)} rejected, {len(missing)} unavailable)"
     receipt = Receipt(
         round_id=info.round_id,
         base_cid=info.base_cid,
         config_cid=config_cid(info.config_hash),
         strategy=strategy.params(),
-        included=sorted(included, key=lambda u: u.participant.lower()),
-        rejected=sorted(rejected, key=lambda u: u.participant.lower()),
-        notes=[UpdateNote(participant=p, cid=by_participant[p.lower()].cid, note=n) for p, n in result.notes],
+        max_samples=cap,
+        outcome=outcome,
+        included=_by_participant(included),
+        rejected=_by_participant(rejected),
+        unavailable=_by_participant(missing),
+        notes=_by_participant(notes),
+        global_cid=cid_of_bytes(blob),
     )
     return blob, receipt
+
+
+def below_minimum_advice(info: RoundInfo, now: int) -> str:
+    """Why a round below its minimum cannot be finalized yet, and the command that moves it on."""
+    n = info.round_id
+    held = ("has no usable update: nobody has submitted yet" if info.submissions == 0
+            else f"holds {info.submissions} update(s)")
+    if now > info.deadline:
+        return (f"round {n} {held}, fewer than its minimum of {info.min_updates}, and its deadline has passed; "
+                f"cancel it with `fedledger round cancel {n}`.")
+    return (f"round {n} {held}, fewer than its minimum of {info.min_updates}; wait for more until its deadline "
+            f"({utc_text(info.deadline)}) and run `fedledger aggregate --round {n}` again, cancel it after the "
+            f"deadline with `fedledger round cancel {n}`, or, as the admin, abort it now with "
+            f"`fedledger round abort {n} --reason TEXT`.")
 
 
 def aggregate_round(
@@ -127,7 +223,10 @@ def aggregate_round(
         receipt = Receipt.from_bytes(store.get(info.receipt_cid))  # type: ignore[arg-type]
         return AggregationOutcome(round_id, info.global_cid, info.receipt_cid, receipt, None)  # type: ignore[arg-type]
     if info.state != "open":
-        raise InvalidInputError(f"round {round_id} is {info.state}; only an open round can be aggregated.")
+        raise InvalidInputError(
+            f"round {round_id} is {info.state}; only an open round can be aggregated "
+            "(open the next one with `fedledger round open`)."
+        )
 
     config = RoundConfig.from_bytes(store.get(config_cid(info.config_hash)))
     strategy = strategy_from_params(config.strategy)
@@ -136,6 +235,8 @@ def aggregate_round(
             f"round {round_id} was opened with strategy {strategy.name!r}, not {strategy_name!r}; "
             "drop --strategy or pass the round's own, since the receipt must match the recorded config."
         )
+    if info.submissions < info.min_updates:  # the contract would refuse to finalize: stop before anything is pinned
+        raise InvalidInputError(below_minimum_advice(info, chain_now(federation.w3)))
 
     with LedgerIndex.for_federation(":memory:", federation) as index:  # membership replayed from events
         index.sync()
@@ -147,8 +248,12 @@ def aggregate_round(
         store=store, info=info, config=config, strategy=strategy, submissions=admitted, pre_rejected=refused
     )
     journal = Journal(journal_dir, role="aggregator", actor=federation.address, round_id=round_id)
-    global_cid = store.add_bytes(blob, pin=True)
-    receipt = Receipt(**{**receipt.__dict__, "global_cid": global_cid})
+    global_cid = store.add_bytes(blob, pin=True)  # the base model's own CID when no update was usable
+    if global_cid != receipt.global_cid:
+        raise StoreError(
+            f"the store added the global model as {global_cid}, but its bytes hash to {receipt.global_cid}; "
+            "use a store that adds content as CIDv1 with raw leaves (`ipfs add --cid-version=1`)."
+        )
     receipt_cid = store.add_bytes(receipt.to_bytes(), pin=True)
     journal.record(global_cid=global_cid, receipt_cid=receipt_cid)
     failpoint("aggregator:after-pin")

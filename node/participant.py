@@ -3,6 +3,11 @@
 Idempotent: the chain is asked first whether this party already submitted; a journal remembers an
 update that was trained and pinned, so a rerun after a crash submits it without retraining. Only
 the update's CID, sample count and metrics hash leave the party; its data never does.
+
+The update's metadata names the party's own address and the round: its CID is public once
+submitted, and another party that submits the same CID is refused by the aggregator and the
+auditor, because the update names someone else (re-wrapping the copied tensors under one's own
+address stays possible until updates are sealed to the aggregator).
 """
 
 from __future__ import annotations
@@ -103,6 +108,7 @@ def train_and_submit(
             state_arrays(model),
             metadata={
                 "model": config.model,
+                "participant": me,
                 "round": round_id,
                 "base_cid": info.base_cid,
                 "samples": result.samples,

@@ -4,7 +4,12 @@ The coordinator pins this JSON document to the store and records its sha256 as t
 ``config_hash``. A document of one chunk (< 256 KiB, always the case here) is stored as a single
 raw block, so its CIDv1 is ``cid_from_parts(RAW, sha256(bytes))``: the hash on chain is at once a
 commitment and an address. Participants read their training settings from it, the aggregator its
-strategy, and the auditor checks the receipt's strategy against it.
+strategy and its sample cap, and the auditor checks the receipt against it.
+
+``max_samples`` bounds what one party's self-reported sample count can weigh: the aggregator counts
+each claim as ``min(claimed, max_samples)`` before the strategy sees it (FedAvg and Multi-Krum
+weigh by it), so a party that claims 2^63 samples counts as ``max_samples``. Set it near the
+largest dataset an honest party is expected to hold; ``1`` gives every update the same weight.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from ledger.errors import InvalidInputError
 from ledger.types import Cid
 
 MAX_CONFIG_BYTES = 256 * 1024
+DEFAULT_MAX_SAMPLES = 10_000
+"""Above any party's share of the bundled digits set (1,797 images), so the demo's weights are untouched."""
+MAX_UINT64 = 2**64 - 1  # the contract records sample counts as uint64
 
 
 @dataclass(frozen=True)
@@ -38,10 +46,17 @@ class RoundConfig:
     model: str
     strategy: dict[str, Any]
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    max_samples: int = DEFAULT_MAX_SAMPLES
+
+    def __post_init__(self) -> None:
+        check_max_samples(self.max_samples)
 
     def to_bytes(self) -> bytes:
         """Canonical JSON (sorted keys, no whitespace): the same config gives the same hash anywhere."""
-        document = {"model": self.model, "strategy": self.strategy, "training": asdict(self.training)}
+        document = {
+            "model": self.model, "strategy": self.strategy, "training": asdict(self.training),
+            "max_samples": self.max_samples,
+        }
         return canonical_json(document)
 
     @property
@@ -53,12 +68,24 @@ class RoundConfig:
         try:
             document = json.loads(data.decode("utf-8"))
             training = TrainingSettings(**document.get("training", {}))
-            return cls(model=str(document["model"]), strategy=dict(document["strategy"]), training=training)
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+            model, strategy = str(document["model"]), dict(document["strategy"])
+            max_samples = document.get("max_samples", DEFAULT_MAX_SAMPLES)
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
             raise InvalidInputError(
                 f"the round configuration is not a fedledger round config ({error}); "
                 "open the round with `fedledger round open --strategy NAME` so one is written."
             ) from error
+        return cls(model=model, strategy=strategy, training=training, max_samples=max_samples)
+
+
+def check_max_samples(value: object) -> int:
+    """``value`` if it is a valid sample cap (an integer from 1 to 2^64 - 1), else InvalidInputError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_UINT64:
+        raise InvalidInputError(
+            f"max_samples must be an integer from 1 to {MAX_UINT64}, not {value!r}; "
+            "give the most samples one party's update may count for (1 weighs every update equally)."
+        )
+    return value
 
 
 def config_cid(config_hash: bytes) -> Cid:

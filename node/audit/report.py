@@ -73,6 +73,10 @@ def build_report(index: LedgerIndex, store: ContentStore, verify: VerifyReport) 
     for check in verify.failures:
         if check.round_id is not None:
             failures_by_round[check.round_id] += 1
+    unchecked_by_round: dict[int, int] = defaultdict(int)
+    for check in verify.unchecked:
+        if check.round_id is not None:
+            unchecked_by_round[check.round_id] += 1
     story = []
     for row in round_rows:
         rid = row["round_id"]
@@ -87,9 +91,12 @@ def build_report(index: LedgerIndex, store: ContentStore, verify: VerifyReport) 
                 "updates": updates_by_round[rid],
                 "included": receipt["included"] if receipt else None,
                 "rejected": receipt["rejected"] if receipt else None,
+                "unavailable": receipt.get("unavailable") if receipt else None,
+                "outcome": receipt.get("outcome") if receipt else None,
                 "mean_local_accuracy": sum(accuracies) / len(accuracies) if accuracies else None,
-                "verified": rid in verify.rounds and failures_by_round[rid] == 0,
+                "verified": rid in verify.rounds and failures_by_round[rid] == 0 and unchecked_by_round[rid] == 0,
                 "failed_checks": failures_by_round[rid],
+                "unchecked_checks": unchecked_by_round[rid],
             }
         )
     return {
@@ -208,10 +215,13 @@ def render_html(report: dict[str, Any]) -> str:
     verify = report["verify"]
     story = report["rounds"]
     status = "ok" if verify["ok"] else "fail"
-    banner = (
-        f"All {verify['checked']} checks passed." if verify["ok"]
-        else f"{verify['failed']} of {verify['checked']} checks FAILED."
-    )
+    if verify["ok"]:
+        banner = f"All {verify['checked']} checks passed."
+    elif verify["failed"]:
+        banner = f"{verify['failed']} of {verify['checked']} checks FAILED."
+    else:
+        banner = (f"None failed, but {verify['unchecked']} of {verify['checked']} checks could not be made: the store "
+                  f"lacks {', '.join(verify['missing_cids'])}.")
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<title>fedledger audit report</title>",
@@ -234,7 +244,8 @@ def render_html(report: dict[str, Any]) -> str:
             [{**row, "strategy": _strategy_text(row["strategy"]) if row["strategy"] else None,
               "included": len(row["included"]) if row["included"] is not None else None,
               "rejected": len(row["rejected"]) if row["rejected"] is not None else None,
-              "verified": "yes" if row["verified"] else f"NO ({row['failed_checks']} failed)"} for row in story],
+              "verified": "yes" if row["verified"] else f"NO ({row['failed_checks']} failed)" if row["failed_checks"]
+              else f"not fully ({row['unchecked_checks']} not checked)"} for row in story],
             ["round_id", "state", "strategy", "submissions", "included", "rejected", "mean_local_accuracy",
              "base_cid", "global_cid", "receipt_cid", "opened_block", "closed_block", "verified"],
             css_id="rounds",
@@ -244,9 +255,14 @@ def render_html(report: dict[str, Any]) -> str:
         parts.append(f"<h3>Round {row['round_id']} ({html.escape(row['state'])})</h3>")
         included = {item["participant"].lower(): item for item in row["included"] or []}
         rejected = {item["participant"].lower(): item for item in row["rejected"] or []}
+        unavailable = {item["participant"].lower() for item in row["unavailable"] or []}
+        if row["outcome"]:
+            parts.append(f"<p>{html.escape(row['outcome'])}</p>")
         parts.append(_table(
             [{**u, "weight": included.get(u["participant"].lower(), {}).get("weight"),
-              "rejected": rejected.get(u["participant"].lower(), {}).get("reason")} for u in row["updates"]],
+              "rejected": rejected.get(u["participant"].lower(), {}).get("reason")
+              or ("unavailable at aggregation" if u["participant"].lower() in unavailable else None)}
+             for u in row["updates"]],
             ["participant", "cid", "samples", "local_accuracy", "weight", "rejected", "block", "tx_hash"],
             css_id=f"round-{row['round_id']}",
         ))
@@ -263,7 +279,8 @@ def render_html(report: dict[str, Any]) -> str:
         "<h2>Verification</h2>",
         f"<div class='banner {status}'><span class='{status}'>{banner}</span></div>",
         _table(
-            [{**c, "result": "pass" if c["ok"] else "FAIL"} for c in sorted(verify["checks"], key=lambda c: c["ok"])],
+            [{**c, "result": "pass" if c["ok"] else "NOT CHECKED" if c["unchecked"] else "FAIL"}
+             for c in sorted(verify["checks"], key=lambda c: (c["ok"], c["unchecked"]))],
             ["result", "check", "what", "round_id", "block", "tx_hash", "cid"],
             css_id="checks",
         ),

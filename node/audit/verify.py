@@ -3,24 +3,31 @@
 Checks, each one a ``Check`` row (passed or failed, naming round, block, transaction and CID):
 
 - ``blob``: every CID the ledger records (terms, round configs, base models, updates, global
-  models, receipts) is in the store and hashes to its CID.
+  models, receipts) is in the store and hashes to its CID. A blob this auditor's store does not
+  hold is not a failure but a claim it could not check (``unchecked``; ``audit verify`` exits 2
+  naming the CID when nothing failed).
 - ``signature``: each join a submitter relied on carries a valid EIP-712 signature by that party
   over that agreement of this deployment, not expired at the join's block.
 - ``membership``: each submitter was admitted, under the agreement version in force, at the
   submission's block (membership replayed event by event from the index).
 - ``metrics``: the metrics in each update's metadata hash to the metrics hash recorded on chain.
 - ``receipt``: a finalized round's receipt names this round, its base, its config and its global
-  model, and lists only updates submitted in this round, with their CIDs.
+  model, and lists only updates submitted in this round, with their CIDs and claimed samples.
 - ``strategy``: the receipt's strategy parameters equal those of the round config (fetched by the
   config hash recorded on chain).
 - ``aggregate``: recomputing the round with the same pure code (``node.aggregator``) from the
-  updates that were eligible gives exactly the recorded global model CID and the receipt's
-  included updates and weights.
+  updates that were eligible gives exactly the recorded global model CID and the whole receipt
+  (so its CID): every field that differs is named (the round, base, config, global model and
+  strategy fields by the ``receipt`` and ``strategy`` checks, the rest here). The recomputation
+  takes the receipt's ``unavailable`` list as given, so it is checkable whatever this store holds.
+- ``availability``: an update the receipt calls unavailable at aggregation is not in this
+  auditor's store either; one that is names an update that exists but was left out.
 - ``lineage``: every round's base model is the genesis model or an earlier round's global model.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -37,6 +44,7 @@ from ledger.audit_queries import (
     submission_of,
     submission_refusal,
 )
+from ledger.canonical_json import canonical_json
 from ledger.errors import (
     ContentNotFoundError,
     ContentTooLargeError,
@@ -48,7 +56,6 @@ from ledger.federation import FederationClient, RoundInfo, join_typed_data
 from ledger.index import IndexedEvent, LedgerIndex
 from ledger.store import ContentStore
 from ledger.types import RoundId
-from ledger.unixfs import cid_of_bytes
 from ledger.weights import from_safetensors, max_blob_bytes
 from node.aggregator import aggregate_updates
 from node.models import model_layout
@@ -70,6 +77,7 @@ class Check:
     tx_hash: str | None = None
     cid: str | None = None
     participant: str | None = None
+    unchecked: bool = False  # not failed: this auditor lacked what it needed (a blob) to check the claim
 
 
 @dataclass
@@ -88,7 +96,17 @@ class VerifyReport:
 
     @property
     def failures(self) -> list[Check]:
-        return [check for check in self.checks if not check.ok]
+        return [check for check in self.checks if not check.ok and not check.unchecked]
+
+    @property
+    def unchecked(self) -> list[Check]:
+        """Claims that could not be checked here (``ok`` is False for them, but nothing failed)."""
+        return [check for check in self.checks if check.unchecked]
+
+    @property
+    def missing_cids(self) -> list[str]:
+        """The CIDs this auditor's store lacked, in the order first met."""
+        return list(dict.fromkeys(check.cid for check in self.unchecked if check.cid))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -100,17 +118,27 @@ class VerifyReport:
             "checked": len(self.checks),
             "failed": len(self.failures),
             "failures": [asdict(check) for check in self.failures],
+            "unchecked": len(self.unchecked),
+            "could_not_check": [asdict(check) for check in self.unchecked],
+            "missing_cids": self.missing_cids,
             "checks": [asdict(check) for check in self.checks],
         }
 
 
 class _Blobs:
-    """Verified reads from the store, each CID fetched once; failures become ``blob`` checks."""
+    """Verified reads from the store, each CID fetched once; failures become ``blob`` checks.
+
+    ``status(cid)`` says what the read found: "ok", "too large" (present, not read), "altered"
+    or "missing".
+    """
 
     def __init__(self, store: ContentStore, report: VerifyReport) -> None:
         self.store = store
         self.report = report
-        self._cache: dict[str, bytes | None] = {}
+        self._cache: dict[str, tuple[bytes | None, str]] = {}
+
+    def status(self, cid: str) -> str | None:
+        return self._cache[cid][1] if cid in self._cache else None
 
     def get(self, cid: str | None, *, what: str, max_bytes: int | None = None, **where: Any) -> bytes | None:
         if cid is None:
@@ -118,23 +146,26 @@ class _Blobs:
             return None
         if cid not in self._cache:
             try:
-                self._cache[cid] = self.store.get(cid, max_bytes=max_bytes)
+                self._cache[cid] = (self.store.get(cid, max_bytes=max_bytes), "ok")
                 self.report.checks.append(Check("blob", True, f"{what} is stored and hashes to its CID", cid=cid, **where))
             except IntegrityError:
-                self._cache[cid] = None
+                self._cache[cid] = (None, "altered")
                 self.report.checks.append(
                     Check("blob", False, f"{what} was altered in the store: its bytes do not hash to {cid}", cid=cid, **where)
                 )
             except ContentTooLargeError:  # not read: recomputing the aggregate shows whether it was left out
-                self._cache[cid] = None
+                self._cache[cid] = (None, "too large")
                 self.report.checks.append(Check(
                     "blob", True, f"{what} is larger than it can be ({max_bytes} bytes at most): not read, "
                     "so no aggregate may include it", cid=cid, **where,
                 ))
             except ContentNotFoundError:
-                self._cache[cid] = None
-                self.report.checks.append(Check("blob", False, f"{what} is missing from the store", cid=cid, **where))
-        return self._cache[cid]
+                self._cache[cid] = (None, "missing")
+                self.report.checks.append(Check(
+                    "blob", False, f"{what} is not in this auditor's store, so it could not be checked", cid=cid,
+                    unchecked=True, **where,
+                ))
+        return self._cache[cid][0]
 
 
 def _update_limit(config: RoundConfig | None) -> int | None:
@@ -302,12 +333,15 @@ def _verify_round(
         checks.append(Check("receipt", False, f"round {rid} receipt is unreadable: {error}", cid=row["receipt_cid"], **closed))
         return
     checks.extend(_receipt_checks(row, receipt, submitted, closed))
+    if config is not None:
+        checks.append(_strategy_check(rid, receipt, config, row, closed))
     if config is None or base_bytes is None:
+        lacking = [cid for cid in (row["config_cid"], base) if blobs.status(cid) == "missing"]
         checks.append(Check("aggregate", False, f"round {rid} cannot be recomputed: its config or base model is unavailable",
-                            cid=row["global_cid"], **closed))
+                            cid=lacking[0] if lacking else row["global_cid"], unchecked=bool(lacking), **closed))
         return
-    checks.append(_strategy_check(rid, receipt, config, row, closed))
-    checks.append(_aggregate_check(row, receipt, config, submitted, blobs, closed))
+    checks.extend(_availability_checks(rid, receipt, submitted, blobs, closed))
+    checks.extend(_aggregate_checks(row, receipt, receipt_bytes, config, submitted, blobs, closed))
 
 
 def _metrics_check(data: bytes, event: IndexedEvent, where: dict[str, Any]) -> Check:
@@ -337,7 +371,9 @@ def _receipt_checks(
     for name, claimed, actual in fields:
         if claimed != actual:
             yield Check("receipt", False, f"round {rid} receipt names {name} {claimed}, the chain {actual}", cid=cid, **where)
-    for entry, kind in [(u, "included") for u in receipt.included] + [(u, "rejected") for u in receipt.rejected]:
+    listed = ([(u, "included") for u in receipt.included] + [(u, "rejected") for u in receipt.rejected]
+              + [(u, "unavailable") for u in receipt.unavailable])
+    for entry, kind in listed:
         event = recorded.get((entry.participant.lower(), entry.cid))
         if event is None:
             yield Check("receipt", False, f"round {rid} receipt lists {kind} update {entry.cid} by {entry.participant}, "
@@ -359,15 +395,53 @@ def _strategy_check(rid: int, receipt: Receipt, config: RoundConfig, row: dict[s
                  cid=row["receipt_cid"], **where)
 
 
-def _aggregate_check(
+def _availability_checks(
+    rid: int, receipt: Receipt, submitted: list[tuple[IndexedEvent, Check]], blobs: _Blobs, where: dict[str, Any]
+) -> Iterable[Check]:
+    """Each update the receipt calls unavailable: is it missing here too, or does it exist after all?"""
+    recorded = {(e.args["participant"].lower(), e.args.get("cid")) for e, _ in submitted}
+    for entry in receipt.unavailable:
+        if (entry.participant.lower(), entry.cid) not in recorded:
+            continue  # named by the receipt check: never submitted in this round
+        at = {**where, "cid": entry.cid, "participant": entry.participant}
+        if blobs.status(entry.cid) in ("ok", "too large"):
+            yield Check("availability", False, f"round {rid} receipt calls the update {entry.cid} of {entry.participant} "
+                                               "unavailable at aggregation, but this auditor's store holds it: the "
+                                               "aggregate left out an update that exists (published late, or "
+                                               "withheld by the aggregator)", **at)
+        else:
+            yield Check("availability", True, f"round {rid} receipt calls the update {entry.cid} of {entry.participant} "
+                                              "unavailable at aggregation, and this auditor cannot fetch it either", **at)
+
+
+_CHECKED_ELSEWHERE = frozenset({"round_id", "base_cid", "config_cid", "global_cid", "strategy"})
+"""Receipt fields compared by the ``receipt`` check (with the chain) and the ``strategy`` check (with the config)."""
+
+
+def _difference(claimed: Any, expected: Any) -> str:
+    """How a receipt field differs from its recomputation, in words."""
+    if isinstance(claimed, list) and isinstance(expected, list):
+        parts = []
+        lacking = [entry for entry in expected if entry not in claimed]
+        extra = [entry for entry in claimed if entry not in expected]
+        if lacking:
+            parts.append(f"the receipt lacks {canonical_json(lacking).decode()}")
+        if extra:
+            parts.append(f"the receipt has {canonical_json(extra).decode()} instead")
+        return "; ".join(parts) or "the same entries in another order"
+    return f"the receipt says {canonical_json(claimed).decode()}, recomputing gives {canonical_json(expected).decode()}"
+
+
+def _aggregate_checks(
     row: dict[str, Any],
     receipt: Receipt,
+    receipt_bytes: bytes,
     config: RoundConfig,
     submitted: list[tuple[IndexedEvent, Check]],
     blobs: _Blobs,
     where: dict[str, Any],
-) -> Check:
-    """Repeat the aggregator's pure core on the eligible updates; compare model CID and inclusions."""
+) -> list[Check]:
+    """Repeat the aggregator's pure core on the eligible updates; compare the model CID and the whole receipt."""
     rid = row["round_id"]
     info = RoundInfo(
         round_id=RoundId(rid), base_cid=row["base_cid"], deadline=row["deadline"], min_updates=row["min_updates"],
@@ -375,6 +449,7 @@ def _aggregate_check(
         global_cid=row["global_cid"], receipt_cid=row["receipt_cid"], opened_block=row["opened_block"],
         agreement_version=row["agreement_version"],
     )
+    given = {(u.participant.lower(), u.cid) for u in receipt.unavailable}
     eligible, refused = [], []
     for event, membership in submitted:
         submission = submission_of(event)
@@ -382,21 +457,37 @@ def _aggregate_check(
             eligible.append(submission)
         else:
             refused.append(RejectedUpdate(submission.participant, submission.cid, membership.what))
+    lacking = [s.cid for s in eligible
+               if (s.participant.lower(), s.cid) not in given and blobs.status(s.cid) == "missing"]
+    if lacking:
+        return [Check("aggregate", False, f"round {rid} cannot be recomputed: this auditor's store lacks the "
+                                          f"update(s) {', '.join(lacking)}", cid=lacking[0], unchecked=True, **where)]
     try:
         blob, expected = aggregate_updates(
             store=blobs.store, info=info, config=config, strategy=strategy_from_params(config.strategy),
-            submissions=eligible, pre_rejected=refused,
+            submissions=eligible, pre_rejected=refused, unavailable=[(u.participant, u.cid) for u in receipt.unavailable],
         )
+    except ContentNotFoundError as error:
+        return [Check("aggregate", False, f"round {rid} cannot be recomputed: {error}", cid=row["global_cid"],
+                      unchecked=True, **where)]
     except LedgerError as error:
-        return Check("aggregate", False, f"round {rid} cannot be recomputed: {error}", cid=row["global_cid"], **where)
-    recomputed = cid_of_bytes(blob)
-    if recomputed != row["global_cid"]:
-        return Check("aggregate", False, f"round {rid} global model {row['global_cid']} is not the aggregate of its "
-                                         f"updates; recomputing gives {recomputed}", cid=row["global_cid"], **where)
-    claimed = [(u.participant.lower(), u.cid, u.weight) for u in receipt.included]
-    actual = [(u.participant.lower(), u.cid, u.weight) for u in expected.included]
-    if claimed != actual:
-        return Check("aggregate", False, f"round {rid} receipt's included updates {claimed} differ from the "
-                                         f"recomputation's {actual}", cid=row["receipt_cid"], **where)
-    return Check("aggregate", True, f"round {rid} global model recomputed exactly from {len(actual)} updates",
-                 cid=row["global_cid"], **where)
+        return [Check("aggregate", False, f"round {rid} cannot be recomputed: {error}", cid=row["global_cid"], **where)]
+    checks = []
+    if expected.global_cid != row["global_cid"]:
+        checks.append(Check("aggregate", False, f"round {rid} global model {row['global_cid']} is not the aggregate of "
+                                                f"its updates; recomputing gives {expected.global_cid}",
+                            cid=row["global_cid"], **where))
+    claimed_document = json.loads(receipt_bytes)  # readable: Receipt.from_bytes parsed it
+    expected_document = expected.document()
+    for name in sorted((set(claimed_document) | set(expected_document)) - _CHECKED_ELSEWHERE):
+        claimed, recomputed = claimed_document.get(name), expected_document.get(name)
+        if claimed != recomputed:
+            checks.append(Check("aggregate", False, f"round {rid} receipt field {name!r} differs from the recomputation: "
+                                                    f"{_difference(claimed, recomputed)}", cid=row["receipt_cid"], **where))
+    if canonical_json(claimed_document) != bytes(receipt_bytes):
+        checks.append(Check("aggregate", False, f"round {rid} receipt is not canonical JSON, so its CID is not the one "
+                                                "the recomputation gives", cid=row["receipt_cid"], **where))
+    if not checks:
+        checks.append(Check("aggregate", True, f"round {rid} global model and receipt recomputed exactly from "
+                                               f"{len(expected.included)} included update(s)", cid=row["global_cid"], **where))
+    return checks

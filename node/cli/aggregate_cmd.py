@@ -61,19 +61,23 @@ def register(app: typer.Typer) -> None:
         receipt = outcome.receipt
         for item in receipt.rejected:
             console.print(f"[yellow]rejected[/] {item.participant} {item.cid}: {item.reason}", soft_wrap=True, highlight=False)
+        for item in receipt.unavailable:
+            console.print(f"[yellow]unavailable[/] {item.participant} {item.cid}: not in this store, left out",
+                          soft_wrap=True, highlight=False)
         for note in receipt.notes:
             console.print(f"[cyan]note[/] {note.participant} {note.cid}: {note.note}", soft_wrap=True, highlight=False)
         verb = "Finalized" if outcome.tx is not None else "Already finalized"
         console.print(
-            f"{verb} round {round_id} with {receipt.strategy.get('name', '?')}: {len(receipt.included)} included, "
-            f"{len(receipt.rejected)} rejected; global model {outcome.global_cid}, receipt {outcome.receipt_cid}.",
+            f"{verb} round {round_id} with {receipt.strategy.get('name', '?')}: {receipt.outcome}; "
+            f"global model {outcome.global_cid}, receipt {outcome.receipt_cid}.",
             soft_wrap=True, highlight=False,
         )
         if json:
             print_json({
                 "round_id": round_id, "global_cid": outcome.global_cid, "receipt_cid": outcome.receipt_cid,
                 "included": [vars(i) for i in receipt.included], "rejected": [vars(r) for r in receipt.rejected],
-                "notes": [vars(n) for n in receipt.notes],
+                "unavailable": [vars(u) for u in receipt.unavailable], "notes": [vars(n) for n in receipt.notes],
+                "outcome": receipt.outcome, "max_samples": receipt.max_samples,
                 "strategy": receipt.strategy, "tx_hash": outcome.tx.tx_hash if outcome.tx else None,
                 "gas_used": outcome.tx.gas_used if outcome.tx else None,
             })

@@ -4,7 +4,9 @@ Each opens the workspace's deployment (checked: same chain, code at the address)
 audit index up to the chain's head, and answers from it. Exit codes: 0 done (for ``verify``:
 every check passed), 1 ``verify`` found failures (each listed), 2 the audit could not run (no
 workspace or deployment, wrong chain, unreachable chain or store, an index of another
-deployment, a CID or round that is not in the ledger) — with one sentence saying why.
+deployment, a CID or round that is not in the ledger) or, for ``verify``, nothing failed but
+some claims could not be checked because this store lacks their blobs (each CID named) — with
+one sentence saying why.
 """
 
 from __future__ import annotations
@@ -216,7 +218,8 @@ def register(app: typer.Typer) -> None:
     def verify_cmd(round_id: RoundOption = None, workdir: WorkdirOption = None, rpc: RpcOption = None, json: JsonOption = False) -> None:
         """Re-check every blob, signature, membership window, receipt and aggregate.
 
-        Exit 0 when every check passed, 1 when any failed (each listed), 2 when it could not run."""
+        Exit 0 when every check passed, 1 when any failed (each listed), 2 when it could not run or
+        could not check some claims because the store lacks their blobs (each CID named)."""
         from node.audit.verify import verify_ledger
 
         with _ledger(workdir, rpc, sync=False) as ledger:
@@ -226,8 +229,16 @@ def register(app: typer.Typer) -> None:
             print_json(report.to_json())
         else:
             _print_verdict(report)
-        if not report.ok:
+        if report.failures:
             raise typer.Exit(1)
+        if report.unchecked:
+            cids = report.missing_cids
+            raise fail(
+                f"{len(report.unchecked)} claims could not be checked: this store lacks {', '.join(cids)}; "
+                "add those blobs to the store (`fedledger ipfs add`) or point [store] at one that holds them, "
+                "then run `fedledger audit verify` again.",
+                CANNOT_RUN,
+            )
 
     @audit.command("report")
     @_audit_errors
@@ -255,14 +266,21 @@ def register(app: typer.Typer) -> None:
 
 def _print_verdict(report: Any) -> None:
     for check in report.failures:
-        where = ", ".join(
-            f"{name} {value}" for name, value in
-            (("round", check.round_id), ("block", check.block), ("tx", check.tx_hash), ("cid", check.cid))
-            if value is not None
-        )
-        console.print(f"[bold red]FAIL[/] {check.check}: {check.what} ({where})", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]FAIL[/] {check.check}: {check.what} ({_where(check)})", highlight=False, soft_wrap=True)
+    for check in report.unchecked:
+        console.print(f"[bold yellow]NOT CHECKED[/] {check.check}: {check.what} ({_where(check)})", highlight=False, soft_wrap=True)
     summary = f"{len(report.checks)} checks on rounds {report.rounds or '—'} (indexed to block {report.indexed_to_block})"
     if report.ok:
         console.print(f"[bold green]ok[/] {summary}: all passed", highlight=False)
-    else:
+    elif report.failures:
         console.print(f"[bold red]{len(report.failures)} failed[/] of {summary}", highlight=False)
+    else:
+        console.print(f"[bold yellow]{len(report.unchecked)} not checked[/] of {summary}; none failed", highlight=False)
+
+
+def _where(check: Any) -> str:
+    return ", ".join(
+        f"{name} {value}" for name, value in
+        (("round", check.round_id), ("block", check.block), ("tx", check.tx_hash), ("cid", check.cid))
+        if value is not None
+    )

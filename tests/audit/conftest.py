@@ -107,8 +107,8 @@ def open_extra_round(ledger: Ledger, *, oversized: int | None = None) -> tuple[i
     for number, party in enumerate(ledger.parties, start=1):
         metrics = {"accuracy": 0.5 + number / 10, "loss": 1.0 / number}
         update = {name: (value + 0.01 * number).astype(value.dtype) for name, value in arrays.items()}
-        blob = to_safetensors(update, metadata={"model": config.model, "round": round_id, "base_cid": last.global_cid,
-                                                "samples": 100 * number, "metrics": metrics})
+        blob = to_safetensors(update, metadata={"model": config.model, "participant": party.address, "round": round_id,
+                                                "base_cid": last.global_cid, "samples": 100 * number, "metrics": metrics})
         if number == oversized:
             blob = bytes(max_blob_bytes(model_layout(config.model)) + 1)
         cid = ledger.store.add_bytes(blob)

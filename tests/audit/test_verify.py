@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from ledger.index import LedgerIndex
 from node.audit.verify import verify_ledger
-from node.receipt import IncludedUpdate
+from node.receipt import IncludedUpdate, UpdateNote
 from tests.audit.conftest import (
     finalize,
     flip_byte,
@@ -61,7 +61,8 @@ def test_receipt_listing_an_update_never_submitted_in_the_round_is_caught(ledger
     blob, receipt, _ = honest_aggregate(ledger_copy, round_id)
     # Round 1's update of the first party, smuggled into round 3's receipt.
     old = ledger_copy.federation().submissions(1)[0]
-    phantom = IncludedUpdate(participant=old.participant, cid=old.cid, samples=old.samples, weight=0.0)
+    phantom = IncludedUpdate(participant=old.participant, cid=old.cid, samples=old.samples,
+                             counted_samples=old.samples, weight=0.0)
     finalize(ledger_copy, round_id, blob, replace(receipt, included=[*receipt.included, phantom]))
 
     outcome = cli("audit", "verify", "--workdir", str(ledger_copy.root), "--json")
@@ -127,3 +128,90 @@ def test_in_process_ledger_verifies_and_catches_an_altered_global_model(memory_l
     assert ("blob", global_cid, 1) in named
     # Round 2 starts from the altered model, so it cannot be recomputed either: named, not hidden.
     assert any(f.check == "aggregate" and f.round_id == 2 for f in report.failures)
+
+
+def remove_blob(ledger, cid: str) -> bytes:
+    """Delete ``cid`` (one raw block) from the ledger's embedded store; returns its bytes for putting back."""
+    path = ledger.store.block_path(cid)
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def test_every_receipt_field_that_differs_from_the_recomputation_is_named(ledger_copy, cli):
+    round_id, submissions = open_extra_round(ledger_copy, oversized=2)
+    blob, receipt, _ = honest_aggregate(ledger_copy, round_id)
+    (rejection,) = receipt.rejected
+    first = receipt.included[0]
+    forged = replace(
+        receipt,
+        rejected=[replace(rejection, reason="the party asked to be left out")],  # a reworded rejection
+        notes=[UpdateNote(participant=first.participant, cid=first.cid, note="delta norm 9 clipped to 1")],
+        included=[replace(first, weight=first.weight + 0.01), *receipt.included[1:]],
+        max_samples=7,
+        outcome="aggregated every update",
+    )
+    _, receipt_cid = finalize(ledger_copy, round_id, blob, forged)
+
+    outcome = cli("audit", "verify", "--round", str(round_id), "--workdir", str(ledger_copy.root), "--json")
+    assert outcome.exit_code == 1, outcome.stderr
+    found = failures(outcome)
+    assert {f["check"] for f in found} == {"aggregate"}
+    assert all(f["cid"] == receipt_cid and f["round_id"] == round_id for f in found)
+    named = sorted(f["what"].split("receipt field ")[1].split(" ")[0] for f in found)
+    assert named == ["'included'", "'max_samples'", "'notes'", "'outcome'", "'rejected'"]
+    (reworded,) = [f["what"] for f in found if "field 'rejected'" in f["what"]]
+    assert rejection.reason in reworded and "the party asked to be left out" in reworded
+
+
+def test_a_dropped_rejection_is_named(ledger_copy, cli):
+    round_id, _ = open_extra_round(ledger_copy, oversized=3)
+    blob, receipt, _ = honest_aggregate(ledger_copy, round_id)
+    (rejection,) = receipt.rejected
+    finalize(ledger_copy, round_id, blob, replace(receipt, rejected=[]))
+
+    outcome = cli("audit", "verify", "--round", str(round_id), "--workdir", str(ledger_copy.root), "--json")
+    assert outcome.exit_code == 1, outcome.stderr
+    (failure,) = failures(outcome)
+    assert failure["check"] == "aggregate" and "receipt field 'rejected' differs" in failure["what"]
+    assert f"the receipt lacks [{{\"cid\":\"{rejection.cid}\"" in failure["what"]
+
+
+def test_an_auditor_without_a_blob_could_not_check_and_exits_2_naming_it(ledger_copy, cli):
+    target = ledger_copy.federation().submissions(2)[0]
+    remove_blob(ledger_copy, target.cid)
+
+    outcome = cli("audit", "verify", "--workdir", str(ledger_copy.root), "--json")
+    assert outcome.exit_code == 2, outcome.stderr
+    document = outcome.json()
+    assert document["failed"] == 0 and document["ok"] is False
+    assert document["missing_cids"] == [target.cid]
+    kinds = {(c["check"], c["round_id"]) for c in document["could_not_check"]}
+    assert kinds == {("blob", 2), ("aggregate", 2)}
+    assert target.cid in outcome.error_line(alone=False) and "could not be checked" in outcome.error_line(alone=False)
+
+
+def test_an_update_unavailable_at_aggregation_is_left_out_and_one_available_after_all_is_reported(ledger_copy, cli):
+    round_id, submissions = open_extra_round(ledger_copy)
+    late = submissions[[s.participant for s in submissions].index(ledger_copy.parties[0].address)]
+    data = remove_blob(ledger_copy, late.cid)
+    blob, receipt, _ = honest_aggregate(ledger_copy, round_id)  # the aggregator's store lacks it
+    assert [(u.participant, u.cid) for u in receipt.unavailable] == [(late.participant, late.cid)]
+    assert receipt.rejected == [] and late.participant not in {u.participant for u in receipt.included}
+    finalize(ledger_copy, round_id, blob, receipt)
+
+    # Missing here too: the aggregate is still recomputed (the receipt's list taken as given); the blob is unchecked.
+    outcome = cli("audit", "verify", "--round", str(round_id), "--workdir", str(ledger_copy.root), "--json")
+    assert outcome.exit_code == 2, outcome.stderr
+    document = outcome.json()
+    assert document["failed"] == 0 and document["missing_cids"] == [late.cid]
+    checks = {c["check"]: c for c in document["checks"] if c["check"] in ("aggregate", "availability")}
+    assert checks["aggregate"]["ok"] is True and checks["availability"]["ok"] is True
+
+    # Published after all: the auditor says so, as its own finding; the aggregate still checks out.
+    ledger_copy.store.add_bytes(data)
+    outcome = cli("audit", "verify", "--round", str(round_id), "--workdir", str(ledger_copy.root), "--json")
+    assert outcome.exit_code == 1, outcome.stderr
+    (failure,) = failures(outcome)
+    assert failure["check"] == "availability" and failure["cid"] == late.cid
+    assert failure["participant"] == late.participant and "this auditor's store holds it" in failure["what"]

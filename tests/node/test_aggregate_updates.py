@@ -33,7 +33,8 @@ def _setup(tmp_path: Path, deltas: dict[Address, float]) -> tuple[EmbeddedStore,
     )
     submissions = []
     for block, (party, delta) in enumerate(deltas.items(), start=2):
-        blob = to_safetensors({k: v + np.float32(delta) for k, v in base.items()}, metadata={"model": "mlp"})
+        blob = to_safetensors({k: v + np.float32(delta) for k, v in base.items()},
+                              metadata={"model": "mlp", "participant": party, "round": 1})
         submissions.append(Submission(RoundId(1), party, Cid(store.add_bytes(blob, pin=True)), 100, b"\0" * 32, block, "0x"))
     return store, info, submissions
 
@@ -78,9 +79,11 @@ def test_a_blob_larger_than_the_model_can_be_is_rejected_unread(tmp_path: Path) 
     ]
 
 
-def test_a_round_without_a_usable_update_is_refused(tmp_path: Path) -> None:
+def test_a_round_without_a_usable_update_keeps_its_base_model_and_says_so(tmp_path: Path) -> None:
     store, info, _ = _setup(tmp_path, {ALICE: 0.01})
-    missing = Submission(RoundId(1), BOB, Cid("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"), 5, b"\0" * 32, 9, "0x")
+    junk = Submission(RoundId(1), BOB, Cid(store.add_bytes(b"not weights", pin=True)), 5, b"\0" * 32, 9, "0x")
     config = RoundConfig(model="mlp", strategy={"name": "fedavg"})
-    with pytest.raises(InvalidInputError, match="no usable update"):
-        aggregate_updates(store=store, info=info, config=config, strategy=make_strategy("fedavg"), submissions=[missing])
+    blob, receipt = aggregate_updates(store=store, info=info, config=config, strategy=make_strategy("fedavg"), submissions=[junk])
+    assert blob == store.get(info.base_cid) and receipt.global_cid == info.base_cid
+    assert receipt.included == [] and [(r.participant, r.cid) for r in receipt.rejected] == [(BOB, junk.cid)]
+    assert receipt.outcome.startswith("no update was usable: the global model is the round's base model")

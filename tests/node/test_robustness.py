@@ -4,16 +4,29 @@ Five parties train the MLP on IID digits shards from the same base model. The at
 base - 10 * (its honest delta). FedAvg follows it and collapses; median, trimmed mean and Krum
 keep the accuracy of the honest aggregate. Observed (seed 7, 10 epochs each): FedAvg 0.94 honest
 -> 0.23 attacked; median 0.93, trimmed mean 0.93, Krum 0.94, Multi-Krum 0.94 attacked.
+
+A second attack needs no large update at all: the attacker claims 2^63 samples for its
+sign-flipped update (base - its delta), and FedAvg, which weighs by the claim, follows it (0.16).
+The round config's ``max_samples`` caps what a claim counts for before the strategy sees it: with
+the cap at the largest honest shard (288) the aggregate keeps its accuracy (0.92).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from ledger.federation import RoundInfo, Submission
+from ledger.store import EmbeddedStore
+from ledger.types import Address, Cid, RoundId
+from ledger.weights import from_safetensors, to_safetensors
+from node.aggregator import aggregate_updates
 from node.data import load_digits_split
 from node.models import build_model, load_arrays, state_arrays
+from node.round_config import RoundConfig
 from node.strategies import Update, make_strategy
 from node.training import evaluate, train
 
@@ -37,6 +50,17 @@ def federation():
     poisoned = {k: (base[k] + ATTACK_SCALE * (trained[-1][k] - base[k])).astype(np.float32) for k in base}
     attacked = honest[:-1] + [Update(honest[-1].participant, poisoned, honest[-1].samples)]
     return base, honest, attacked, test
+
+
+CLAIM = 2**63
+
+
+@pytest.fixture(scope="module")
+def claim_attack(federation):
+    """The honest updates, and the attacker's sign-flipped one claiming 2^63 samples."""
+    base, honest, _, test = federation
+    flipped = {k: (base[k] - (honest[-1].arrays[k] - base[k])).astype(np.float32) for k in base}
+    return base, honest[:-1] + [Update(honest[-1].participant, flipped, CLAIM)], test
 
 
 def _accuracy(arrays, test) -> float:
@@ -75,3 +99,35 @@ def test_krum_rejects_the_attacker(federation):
     base, honest, attacked, _ = federation
     result = make_strategy("krum", f=1, m=3).aggregate(attacked, base=base)
     assert honest[-1].participant in dict(result.rejected)
+
+
+def test_fedavg_follows_a_claim_of_2_63_samples(claim_attack):
+    base, updates, test = claim_attack
+    after = _accuracy(make_strategy("fedavg").aggregate(updates, base=base).arrays, test)
+    print(f"fedavg, one party claiming 2^63 samples: {after:.3f}")
+    assert after < 0.5
+
+
+def test_the_rounds_max_samples_caps_a_claim_of_2_63_samples(claim_attack, tmp_path: Path):
+    base, updates, test = claim_attack
+    store = EmbeddedStore(tmp_path / "store")
+    round_id = RoundId(1)
+    base_cid = Cid(store.add_bytes(to_safetensors(base, metadata={"model": "mlp"}), pin=True))
+    info = RoundInfo(round_id=round_id, base_cid=base_cid, deadline=0, min_updates=1, config_hash=b"\0" * 32,
+                     state="open", submissions=len(updates), global_cid=None, receipt_cid=None, opened_block=1)
+    submissions = [
+        Submission(round_id, Address(u.participant), Cid(store.add_bytes(
+            to_safetensors(u.arrays, metadata={"model": "mlp", "participant": u.participant, "round": 1}), pin=True,
+        )), u.samples, b"\0" * 32, block, "0x")
+        for block, u in enumerate(updates, start=2)
+    ]
+    largest_honest = max(u.samples for u in updates[:-1])
+    config = RoundConfig(model="mlp", strategy={"name": "fedavg"}, max_samples=largest_honest)
+    blob, receipt = aggregate_updates(store=store, info=info, config=config, strategy=make_strategy("fedavg"),
+                                      submissions=submissions)
+    after = _accuracy(from_safetensors(blob)[0], test)
+    print(f"fedavg, one party claiming 2^63 samples, max_samples {largest_honest}: {after:.3f}")
+    assert after >= 0.88
+    attacker = next(u for u in receipt.included if u.samples == CLAIM)
+    assert (attacker.counted_samples, receipt.max_samples) == (largest_honest, largest_honest)
+    assert attacker.weight <= largest_honest / sum(u.counted_samples for u in receipt.included) + 1e-12 < 0.21
