@@ -13,11 +13,30 @@ auditor re-derives the whole receipt and compares it field by field.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TypeVar
 
 from ledger.canonical_json import canonical_json
 from ledger.errors import InvalidInputError
+
+
+_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float)}
+E = TypeVar("E")
+
+
+def _entry(cls: type[E], item: Any) -> E:
+    """One list entry of a receipt document as ``cls``, each field of its declared JSON type.
+
+    A receipt is a stranger's document: an entry whose participant is a number would otherwise
+    reach the auditor's comparisons and crash them instead of failing a check.
+    """
+    if not isinstance(item, dict):
+        raise TypeError(f"{cls.__name__} entry {item!r} is not an object")
+    for spec in fields(cls):  # type: ignore[arg-type]
+        value = item.get(spec.name)
+        if isinstance(value, bool) or not isinstance(value, _TYPES[str(spec.type)]):
+            raise TypeError(f"{cls.__name__} field {spec.name!r} is {value!r}, not a JSON {spec.type}")
+    return cls(**item)
 
 
 @dataclass(frozen=True)
@@ -85,10 +104,10 @@ class Receipt:
                 strategy=dict(document["strategy"]),
                 max_samples=int(document["max_samples"]),
                 outcome=str(document["outcome"]),
-                included=[IncludedUpdate(**item) for item in document["included"]],
-                rejected=[RejectedUpdate(**item) for item in document["rejected"]],
-                unavailable=[UnavailableUpdate(**item) for item in document["unavailable"]],
-                notes=[UpdateNote(**item) for item in document["notes"]],
+                included=[_entry(IncludedUpdate, item) for item in document["included"]],
+                rejected=[_entry(RejectedUpdate, item) for item in document["rejected"]],
+                unavailable=[_entry(UnavailableUpdate, item) for item in document["unavailable"]],
+                notes=[_entry(UpdateNote, item) for item in document["notes"]],
                 global_cid=str(document["global_cid"]),
             )
         except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
