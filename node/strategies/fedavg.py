@@ -18,7 +18,7 @@ from node.strategies.base import (
 )
 
 BLOCK = 1 << 15
-"""Coordinates per block: the float64 sum and product of a block (512 KiB) stay in a core's L2 cache
+"""Coordinates per block: the float64 sum and product of a block (512 KiB) stay in a core's cache
 while every update is added into them, instead of the whole sum streaming through memory per update."""
 
 
