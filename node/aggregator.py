@@ -9,7 +9,8 @@ does not hold is not a rejection but a fact about this store: it is listed as ``
 auditor whose store differs can still recompute the aggregate. Each claimed sample count is capped
 at the round config's ``max_samples`` before the strategy weighs it. A round whose minimum was met
 only by unusable updates is finalized with its base model as the global model and a receipt that
-says so (otherwise it could be neither aggregated nor cancelled). Aggregation is deterministic, so a
+says so (otherwise it could be neither aggregated nor cancelled); one whose updates are partly
+missing from this store is not, since the store may be at fault: the error says how to go on. Aggregation is deterministic, so a
 rerun after a crash (or an auditor) gets the same bytes and the same CIDs, and the round is
 finalized exactly once.
 """
@@ -247,6 +248,14 @@ def aggregate_round(
     blob, receipt = aggregate_updates(
         store=store, info=info, config=config, strategy=strategy, submissions=admitted, pre_rejected=refused
     )
+    if not receipt.included and receipt.unavailable:  # maybe this store, not the updates: finalize nothing yet
+        missing = ", ".join(item.cid for item in receipt.unavailable)
+        raise ContentNotFoundError(
+            f"round {round_id} has no usable update, and {len(receipt.unavailable)} of its updates are not in this "
+            f"store ({missing}); add them (`fedledger ipfs add FILE`, or point [store] at the store the parties "
+            f"pinned to) and run `fedledger aggregate --round {round_id}` again, or, if they never appear, close the "
+            f"round as the admin with `fedledger round abort {round_id} --reason TEXT`."
+        )
     journal = Journal(journal_dir, role="aggregator", actor=federation.address, round_id=round_id)
     global_cid = store.add_bytes(blob, pin=True)  # the base model's own CID when no update was usable
     if global_cid != receipt.global_cid:

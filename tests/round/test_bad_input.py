@@ -67,6 +67,7 @@ def test_aggregate_a_round_without_submissions_finalizes_nothing(federation: Fed
     assert outcome.exit_code != 0 and outcome.stdout == ""
     line = outcome.error_line()
     assert "round 1 has no usable update" in line
+    assert "`fedledger aggregate --round 1`" in line and "`fedledger round abort 1 --reason TEXT`" in line
     info = federation.client().round(1)
     assert (info.state, info.global_cid, info.submissions) == ("open", None, 0)
 
