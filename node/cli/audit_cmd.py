@@ -235,7 +235,7 @@ def register(app: typer.Typer) -> None:
             cids = report.missing_cids
             raise fail(
                 f"{len(report.unchecked)} claims could not be checked: this store lacks {', '.join(cids)}; "
-                "add those blobs to the store (`fedledger ipfs add`) or point [store] at one that holds them, "
+                "add those blobs to the store (`fedledger ipfs add FILE`) or point [store] at one that holds them, "
                 "then run `fedledger audit verify` again.",
                 CANNOT_RUN,
             )
