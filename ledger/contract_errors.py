@@ -105,7 +105,7 @@ class AccessControlEnforcedDefaultAdminDelay(FederationContractError):
     def sentence(self) -> str:
         if int(self.schedule) == 0:
             return "no admin transfer is pending; the current admin starts one with `fedledger admin transfer ADDRESS`."
-        return f"the admin transfer can be accepted from {_utc(self.schedule)} on; accept it then (`fedledger admin accept`)."
+        return f"the admin transfer can be accepted only after {_utc(self.schedule)}; accept it then (`fedledger admin accept`)."
 
 
 class AccessControlInvalidDefaultAdmin(FederationContractError):

@@ -445,7 +445,7 @@ def register(app: typer.Typer) -> None:
             return
         console.print(f"Admin {info.admin}; a transfer waits {info.delay} s before it can be accepted.", highlight=False, soft_wrap=True)
         if info.pending:
-            console.print(f"  proposed: {info.pending}, may accept from {utc_text(info.accept_after)}", highlight=False, soft_wrap=True)
+            console.print(f"  proposed: {info.pending}, may accept after {utc_text(info.accept_after)}", highlight=False, soft_wrap=True)
 
     @admin_app.command("transfer")
     @handle_errors
@@ -460,7 +460,7 @@ def register(app: typer.Typer) -> None:
         _, federation = _governed(workdir, rpc, key)
         tx = federation.begin_admin_transfer(new_admin)
         info = federation.admin()
-        _report_tx(f"Proposed {info.pending} as admin, who may accept from {utc_text(info.accept_after)}", tx, json,
+        _report_tx(f"Proposed {info.pending} as admin, who may accept after {utc_text(info.accept_after)}", tx, json,
                    {"pending": info.pending, "accept_after": info.accept_after})
 
     @admin_app.command("accept")
