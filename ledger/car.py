@@ -4,7 +4,9 @@ Format: ``varint(len(header)) | header`` where the header is the dag-cbor map
 ``{"roots": [CID], "version": 1}``, then per block ``varint(len(cid) + len(data)) | cid | data``.
 The header is one small, fixed map, so it is encoded by hand in dag-cbor's canonical form
 (keys sorted by length, the CID as tag 42 over bytes prefixed with the identity multibase 0x00).
-The reader accepts any CARv1 whose blocks are CIDv1 sha2-256 and checks every block's hash.
+CIDs are written in the version they are spelled in (a CIDv0 ``Qm…`` as its 34-byte multihash),
+as ``ipfs dag export`` writes them. The reader accepts any CARv1 whose blocks are raw or dag-pb
+with sha2-256 (CIDv0 or CIDv1), checks every block's hash, and names blocks canonically.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ledger.cid import SHA2_256, cid_from_bytes, cid_to_bytes
+from ledger.cid import DIGEST_LENGTH, SHA2_256, V0_LENGTH, binary_as_spelled, cid_from_link, cid_to_bytes
 from ledger.errors import IntegrityError, InvalidInputError
 from ledger.types import Cid
 from ledger.unixfs import Block, encode_varint
@@ -38,24 +40,28 @@ def encode_header(roots: list[str]) -> bytes:
     out = bytearray(_cbor_head(5, 2))
     out += _cbor_head(3, 5) + b"roots" + _cbor_head(4, len(roots))
     for root in roots:
-        binary = b"\x00" + cid_to_bytes(root)
+        binary = b"\x00" + binary_as_spelled(root)
         out += _cbor_head(6, _CID_TAG) + _cbor_head(2, len(binary)) + binary
     out += _cbor_head(3, 7) + b"version" + _cbor_head(0, 1)
     return bytes(out)
 
 
-def write_car(root: str, blocks: Iterable[Block], out: BinaryIO) -> int:
-    """Write a CARv1 of ``blocks`` rooted at ``root`` to ``out``; returns the bytes written."""
+def car_pieces(root: str, blocks: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:
+    """The bytes of a CARv1 of ``blocks`` (each CID as spelled, e.g. by ``walk_dag``) rooted at ``root``, piece by piece."""
     header = encode_header([root])
-    written = out.write(encode_varint(len(header)) + header)
+    yield encode_varint(len(header)) + header
     for cid, data in blocks:
-        binary = cid_to_bytes(cid)
-        written += out.write(encode_varint(len(binary) + len(data)) + binary)
-        written += out.write(data)
-    return written
+        binary = binary_as_spelled(cid)
+        yield encode_varint(len(binary) + len(data)) + binary
+        yield data
 
 
-def export_car(root: str, blocks: Iterable[Block], path: Path | str) -> int:
+def write_car(root: str, blocks: Iterable[tuple[str, bytes]], out: BinaryIO) -> int:
+    """Write the CARv1 of :func:`car_pieces` to ``out``; returns the bytes written."""
+    return sum(out.write(piece) for piece in car_pieces(root, blocks))
+
+
+def export_car(root: str, blocks: Iterable[tuple[str, bytes]], path: Path | str) -> int:
     """Write the CAR to ``path`` atomically: the file appears whole or not at all."""
     with atomic_file(Path(path)) as handle:
         return write_car(root, blocks, handle)
@@ -117,7 +123,10 @@ def _cbor_decode(data: bytes, pos: int = 0) -> tuple[Any, int]:
         raw, pos = _cbor_decode(data, pos)
         if not isinstance(raw, bytes) or raw[:1] != b"\x00":
             raise _bad("a CID link without the identity multibase prefix")
-        return cid_from_bytes(raw[1:]), pos
+        try:
+            return cid_from_link(raw[1:])[0], pos
+        except InvalidInputError:
+            raise _bad("a root that is not a raw or dag-pb sha2-256 CID") from None
     raise _bad(f"unexpected CBOR major type {major}")
 
 
@@ -130,9 +139,11 @@ class CarFile:
 
 
 def _read_cid(section: bytes) -> tuple[Cid, bytes]:
-    if len(section) < 36 or section[0] != 0x01 or section[2] != SHA2_256 or section[3] != 32:
-        raise _bad("a block without a CIDv1 sha2-256 prefix")
-    return cid_from_bytes(section[:36]), section[36:]
+    length = V0_LENGTH if section[:2] == bytes([SHA2_256, DIGEST_LENGTH]) else V0_LENGTH + 2
+    try:
+        return cid_from_link(section[:length])[0], section[length:]
+    except InvalidInputError:
+        raise _bad("a block whose CID is not a raw or dag-pb sha2-256 CID") from None
 
 
 def iter_car(stream: BinaryIO) -> tuple[list[Cid], Iterator[Block]]:

@@ -3,13 +3,21 @@
 A fedledger CID is always CIDv1 with a sha2-256 multihash: binary form is 36 bytes
 ``0x01 | codec | 0x12 0x20 | digest``. The codec is raw (0x55) for content of one chunk and
 dag-pb (0x70) for larger content, so the digest alone does not name the content: the codec
-always travels with it. Text form is ``b`` + lowercase base32 without padding.
+always travels with it. Text form is ``b`` + lowercase base32 without padding: the canonical
+spelling, the one the chain, the store and :func:`parse_cid` use.
+
+Kubo names the same blocks in other spellings too: CIDv0 (``Qm…``, base58btc of the bare
+multihash, always dag-pb) and CIDv1 in any multibase (``z…``, ``k…``, ``BAFY…``).
+:func:`read_cid` turns any of them into the canonical form and :func:`spell_cid` spells a
+canonical CID the way a Kubo client asked for; a dag-pb node links its children in one of
+the two binary forms (:func:`cid_from_link`, :func:`link_binary`).
 """
 
 from __future__ import annotations
 
 import base64
 
+from ledger import multibase
 from ledger.errors import MalformedCidError
 from ledger.types import Cid
 
@@ -19,6 +27,7 @@ DAG_PB = 0x70
 SHA2_256 = 0x12
 DIGEST_LENGTH = 32
 BINARY_LENGTH = 4 + DIGEST_LENGTH
+V0_LENGTH = 2 + DIGEST_LENGTH  # a CIDv0 is the bare multihash: 0x12 0x20 | digest
 _CODECS = (RAW, DAG_PB)
 
 
@@ -84,3 +93,96 @@ def cid_codec(cid: str) -> int:
 def cid_digest(cid: str) -> bytes:
     """The 32-byte sha2-256 digest inside a CID."""
     return cid_to_bytes(cid)[4:]
+
+
+# -- every other spelling (Kubo's clients) -------------------------------------------------------
+def _unusable(text: object, why: str) -> MalformedCidError:
+    return MalformedCidError(
+        f"{text!r} is not a CID this store can serve ({why}); give the CID as `ipfs add` printed it "
+        "(Qm… or bafy…/bafk…, in any multibase)."
+    )
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < len(data) and shift <= 63:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    raise ValueError("truncated varint")
+
+
+def _canonical_binary(binary: bytes, text: object) -> tuple[Cid, int]:
+    """The canonical CID of a binary CID in either version, and that version (0 or 1)."""
+    if len(binary) == V0_LENGTH and binary[:2] == bytes([SHA2_256, DIGEST_LENGTH]):
+        return cid_from_parts(DAG_PB, binary[2:]), 0
+    try:
+        version, pos = _varint(binary, 0)
+        codec, pos = _varint(binary, pos)
+        hash_code, pos = _varint(binary, pos)
+        length, pos = _varint(binary, pos)
+    except ValueError:
+        raise _unusable(text, "its bytes are not a CID") from None
+    if version != CIDV1:
+        raise _unusable(text, f"CID version {version}")
+    if hash_code != SHA2_256 or length != DIGEST_LENGTH or len(binary) != pos + length:
+        raise _unusable(text, "its multihash is not sha2-256 (Kubo's default hash, the only one this store keeps)")
+    if codec not in _CODECS:
+        raise _unusable(text, f"codec 0x{codec:02x}; this store holds raw (0x55) and dag-pb (0x70) blocks")
+    return cid_from_parts(codec, binary[pos:]), 1
+
+
+def read_cid_version(text: str) -> tuple[Cid, int]:
+    """Any spelling of a CID (``Qm…``, any multibase, either case prefix) as (canonical CID, its version)."""
+    if not isinstance(text, str) or not text.strip():
+        raise _unusable(text, "empty")
+    text = text.strip()
+    if len(text) == 46 and text.startswith("Qm"):  # CIDv0: base58btc without a multibase prefix
+        try:
+            binary = multibase.decode_base_x(text, multibase.BASE58_BTC)
+        except multibase.MultibaseError as error:
+            raise _unusable(text, f"invalid base58btc: {error}") from None
+    else:
+        try:
+            _, binary = multibase.decode(text)
+        except multibase.MultibaseError as error:
+            raise _unusable(text, str(error)) from None
+    return _canonical_binary(binary, text)
+
+
+def read_cid(text: str) -> Cid:
+    """Any spelling of a CID, in the canonical CIDv1 base32 form."""
+    return read_cid_version(text)[0]
+
+
+def spell_cid(cid: str, *, version: int = 1, base: str = "base32") -> str:
+    """A canonical CID spelled as a Kubo client asked: CIDv0 where ``version`` is 0 and the block is
+    dag-pb (a raw block has no CIDv0: it stays CIDv1, as in Kubo), else CIDv1 in ``base``."""
+    binary = cid_to_bytes(cid)
+    if version == 0 and binary[1] == DAG_PB:
+        return multibase.encode_base_x(binary[2:], multibase.BASE58_BTC)
+    if base == "base32":
+        return cid
+    return multibase.encode(base, binary)
+
+
+def cid_from_link(binary: bytes) -> tuple[Cid, int]:
+    """The canonical CID a dag-pb link's Hash bytes name, and the version they are written in."""
+    return _canonical_binary(bytes(binary), bytes(binary).hex())
+
+
+def link_binary(cid: str, version: int) -> bytes:
+    """The bytes a dag-pb parent of CID ``version`` uses to link ``cid`` (raw blocks are CIDv1 either way)."""
+    binary = cid_to_bytes(cid)
+    if version == 0 and binary[1] == DAG_PB:
+        return binary[2:]
+    return binary
+
+
+def binary_as_spelled(text: str) -> bytes:
+    """The binary CID a text spells, in its own version (34 bytes for ``Qm…``, else 36): what a CAR file carries."""
+    cid, version = read_cid_version(text)
+    return link_binary(cid, version)

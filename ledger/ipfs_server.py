@@ -1,278 +1,174 @@
-"""The embedded store behind the subset of Kubo's RPC API that fedledger uses.
+"""The embedded store behind Kubo's RPC API, answering as Kubo answers.
 
-``fedledger ipfs serve`` runs this so several processes (or machines) share one store without
-a Kubo install, and so the ``kubo`` backend is tested over real HTTP. It follows Kubo's wire
-format for these calls: every call is POST (anything else answers 405); ``add`` takes a
-multipart body (field ``file``) and the flags ``cid-version``, ``raw-leaves``, ``chunker``,
-``pin``, ``only-hash`` and answers NDJSON ``{"Name","Hash","Size"}`` (Size as a string);
-failures answer 500 with Kubo's body ``{"Message","Code":0,"Type":"error"}``. Booleans are
-read the way Go's ``strconv.ParseBool`` reads them, so ipfshttpclient's ``True``/``False`` work.
+``fedledger ipfs serve`` runs this so several processes (or machines) share one store without a
+Kubo install, so that IPFS clients written for Kubo (ipfshttpclient, the JS ``kubo-rpc-client``,
+curl) work against it unchanged, and so the ``kubo`` backend is tested over real HTTP.
 
-Uploads stream from the socket into the store 256 KiB at a time, so a large body is never held
-in memory; reads are verified against the CID before the first byte is sent.
+Kubo's conventions, kept here: HTTP/1.1; every call is POST (OPTIONS answers 204 and other
+methods 405, both with ``Allow: OPTIONS, POST``); an unknown path answers ``404 page not
+found``; a request Kubo refuses before running it (a missing argument, an option value of the
+wrong type) answers 400 text/plain; a command that fails answers 500 with
+``{"Message","Code":0,"Type":"error"}``. Options are read and honoured or refused by
+:mod:`ledger.kubo_rpc`. Any spelling of a CID is accepted; answers spell CIDs as Kubo would
+(CIDv0 stays ``Qm…``, ``cid-base`` picks the multibase).
+
+Uploads stream from the socket into the store, so a large body is never held in memory. Reads
+(``cat``, ``get``, ``dag/export``) are verified against the CID before the first byte is sent:
+content up to 16 MiB is read once and held, larger content is checked in a first pass and
+re-checked block by block as it is sent.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import signal
+import tarfile
 import threading
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ledger.cid import RAW, cid_to_bytes, parse_cid
-from ledger.errors import InvalidInputError, LedgerError, StoreError
+from ledger import kubo_rpc
+from ledger.car import car_pieces
+from ledger.cid import RAW, cid_to_bytes, read_cid_version, spell_cid
+from ledger.errors import LedgerError, StoreError
+from ledger.ipfs_http import BodyError, ChunkedReader, ChunkedWriter, LimitedReader, boundary_of, iter_parts
+from ledger.ipfs_identity import PeerIdentity, load_identity
+from ledger.kubo_rpc import ParseError, Refused, Request
 from ledger.store.embedded import EmbeddedStore
 from ledger.types import Cid
-from ledger.unixfs import CHUNK_SIZE, cid_of_stream, decode_node
+from ledger.unixfs import decode_node, hash_stream, walk_dag
 
 KUBO_VERSION = {"Version": "0.29.0", "Commit": "fedledger", "Repo": "15", "System": "amd64/linux", "Golang": "none"}
-_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
-_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
+AGENT_VERSION = "kubo/0.29.0/fedledger"
+HOLD_LIMIT = 16 * 1024 * 1024
+PROGRESS_STEP = 256 * 1024  # Kubo's progressReaderIncrement
+_ALLOW = "OPTIONS, POST"
+_EXPOSED = "X-Stream-Output, X-Chunked-Output, X-Content-Length"
 
 
-class ApiError(Exception):
-    """A request the API refuses; its text becomes Kubo's error Message."""
+def _json_line(document: Any) -> bytes:
+    return (json.dumps(document, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-# -- request bodies -----------------------------------------------------------------------------
-class _ChunkedReader:
-    """``Transfer-Encoding: chunked`` decoded as a plain binary stream."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self._left = 0
-        self._done = False
-
-    def read(self, size: int = -1) -> bytes:
-        out = bytearray()
-        while not self._done and (size < 0 or len(out) < size):
-            if self._left == 0:
-                line = self._raw.readline(1024)
-                if not line.endswith(b"\n"):
-                    raise ApiError("the request body ended early (the client went away mid-upload)")
-                try:
-                    length = int(line.split(b";")[0].strip(), 16)
-                except ValueError:
-                    raise ApiError("the request body is not valid chunked encoding") from None
-                if length == 0:
-                    while self._raw.readline(1024).strip():  # trailers
-                        pass
-                    self._done = True
-                    break
-                self._left = length
-            want = self._left if size < 0 else min(self._left, size - len(out))
-            piece = self._raw.read(want)
-            if not piece:
-                raise ApiError("the request body ended early")
-            out += piece
-            self._left -= len(piece)
-            if self._left == 0:
-                self._raw.readline(16)  # CRLF after each chunk
-        return bytes(out)
+def _target(text: str) -> tuple[Cid, int, str]:
+    """An ``arg`` path (``/ipfs/CID``, ``CID``, any CID spelling): canonical CID, its version, its text."""
+    path = text.strip()
+    for prefix in ("/ipfs/", "ipfs/"):
+        path = path.removeprefix(prefix)
+    path = path.rstrip("/")
+    head, _, rest = path.partition("/")
+    cid, version = read_cid_version(head)
+    if rest:
+        raise Refused(f'no link named "{rest.split("/")[0]}" under {head}')
+    return cid, version, head
 
 
-class _LimitedReader:
-    """Exactly ``length`` bytes of a stream (a Content-Length body)."""
+def _held_or_again(make: Callable[[], Iterator[bytes]]) -> tuple[Iterable[bytes], int]:
+    """The pieces ``make`` yields, all verified before this returns, and their total size. Up to
+    HOLD_LIMIT they are held from that one pass; past it they are dropped and ``make`` runs again
+    for the answer (re-checking each block)."""
+    held: list[bytes] | None = []
+    size = 0
+    for piece in make():
+        size += len(piece)
+        if held is not None:
+            held.append(piece)
+            if size > HOLD_LIMIT:
+                held = None
+    return (held if held is not None else make()), size
 
-    def __init__(self, raw: BinaryIO, length: int) -> None:
-        self._raw = raw
-        self._left = length
+
+class _Progress:
+    """A part body that reports how much of it was read, as Kubo's progressReader does."""
+
+    def __init__(self, body: Any, name: str, emit: Callable[[dict[str, Any]], None]) -> None:
+        self._body, self._name, self._emit = body, name, emit
+        self._read = self._reported = 0
+        self._ended = False
 
     def read(self, size: int = -1) -> bytes:
-        if self._left <= 0:
-            return b""
-        data = self._raw.read(self._left if size < 0 else min(size, self._left))
-        if not data:
-            raise ApiError("the request body ended early")
-        self._left -= len(data)
+        data = self._body.read(size)
+        self._read += len(data)
+        if (self._read - self._reported >= PROGRESS_STEP or not data) and not self._ended:
+            self._ended = not data
+            self._reported = self._read
+            self._emit({"Name": self._name, "Bytes": self._read} if self._read else {"Name": self._name})
         return data
 
 
-class _PartReader:
-    """The body of one multipart part: reads until the next boundary delimiter."""
-
-    def __init__(self, body: Any, boundary: bytes) -> None:
-        self._body = body
-        self._delimiter = b"\r\n--" + boundary
-        self._buffer = bytearray()
-        self._rest = b""
-        self.ended = False
-
-    def read(self, size: int = -1) -> bytes:
-        want = CHUNK_SIZE if size < 0 else size
-        while not self.ended and len(self._buffer) < want + len(self._delimiter):
-            more = self._body.read(max(65536, want))
-            if not more:
-                raise ApiError("the multipart body has no closing boundary")
-            start = max(0, len(self._buffer) - len(self._delimiter) + 1)
-            self._buffer += more
-            at = self._buffer.find(self._delimiter, start)
-            if at >= 0:
-                self._rest = bytes(self._buffer[at + len(self._delimiter) :])
-                del self._buffer[at:]
-                self.ended = True
-        out = bytes(self._buffer[:want])
-        del self._buffer[:want]
-        return out
-
-    def rest(self) -> bytes:
-        """What followed the delimiter (``--`` for the last part); valid once ``ended``."""
-        return self._rest
-
-
-def _read_part_headers(body: Any, first: bytes) -> dict[str, str]:
-    data = bytearray(first)
-    while b"\r\n\r\n" not in data:
-        more = body.read(1024)
-        if not more or len(data) > 65536:
-            raise ApiError("a multipart part has no header end")
-        data += more
-    head, _, tail = bytes(data).partition(b"\r\n\r\n")
-    body.unread(tail)
-    headers: dict[str, str] = {}
-    for line in head.decode("latin-1").split("\r\n"):
-        if ":" in line:
-            key, _, value = line.partition(":")
-            headers[key.strip().lower()] = value.strip()
-    return headers
-
-
-class _Pushback:
-    """A stream one can push bytes back onto."""
-
-    def __init__(self, body: Any) -> None:
-        self._body = body
-        self._pending = b""
-
-    def unread(self, data: bytes) -> None:
-        self._pending = data + self._pending
-
-    def read(self, size: int = -1) -> bytes:
-        if self._pending:
-            out = self._pending if size < 0 else self._pending[:size]
-            self._pending = self._pending[len(out) :]
-            return out
-        return self._body.read(size)
-
-
-def _at_least_two(body: _Pushback, rest: bytes) -> bytes:
-    """What follows a delimiter, at least its first two bytes (``--`` ends the body, CRLF starts a part)."""
-    while len(rest) < 2:
-        more = body.read(2 - len(rest))
-        if not more:
-            raise ApiError("the multipart body ended without its closing boundary")
-        rest += more
-    return rest
-
-
-def _boundary(content_type: str) -> bytes:
-    match = re.search(r'boundary="?([^";]+)"?', content_type or "")
-    if not content_type.startswith("multipart/") or not match:
-        raise ApiError("add needs a multipart/form-data body with a file part")
-    return match.group(1).encode("latin-1")
-
-
-# -- the API ------------------------------------------------------------------------------------
-def _flag(query: dict[str, list[str]], name: str, default: bool) -> bool:
-    values = query.get(name)
-    if not values:
-        return default
-    if values[-1] in _TRUE:
-        return True
-    if values[-1] in _FALSE:
-        return False
-    raise ApiError(f'invalid value "{values[-1]}" for boolean option "{name}"')
-
-
-def _length(query: dict[str, list[str]]) -> int | None:
-    """``cat``'s ``length`` parameter; None (no limit) when absent or negative, as in Kubo."""
-    if query.get("offset", ["0"])[-1] not in ("", "0"):
-        raise ApiError("this store serves cat from offset 0 only")
-    text = query.get("length", [""])[-1]
-    try:
-        value = int(text) if text else -1
-    except ValueError:
-        raise ApiError(f"length {text!r} is not an integer") from None
-    return value if value >= 0 else None
-
-
-def _first(chunks: Iterator[bytes], limit: int | None) -> Iterator[bytes]:
-    """``chunks`` up to ``limit`` bytes in all, reading no block past it."""
-    if limit is None:
-        yield from chunks
-        return
-    for chunk in chunks:
-        if limit <= 0:
-            return
-        yield chunk[:limit]
-        limit -= len(chunk)
-
-
-def _arg(query: dict[str, list[str]]) -> Cid:
-    values = query.get("arg")
-    if not values:
-        raise ApiError('argument "arg" is required')
-    text = values[0]
-    for prefix in ("/ipfs/", "ipfs/"):
-        text = text.removeprefix(prefix)
-    try:
-        return parse_cid(text.rstrip("/"))
-    except InvalidInputError as error:
-        raise ApiError(str(error)) from error
-
-
-def dag_size(store: EmbeddedStore, cid: Cid) -> int:
-    """Kubo's "Size" of an added file: every block's bytes (the root's Tsize)."""
-    data = store.read_block(cid)
-    if cid_to_bytes(cid)[1] == RAW:
-        return len(data)
-    return len(data) + sum(link.tsize for link in decode_node(cid, data).links)
-
-
 class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
     server_version = "fedledger-ipfs"
     store: EmbeddedStore  # set on the subclass made by make_server
+    identity: PeerIdentity
     quiet = True
 
     def log_message(self, format: str, *args: Any) -> None:
         if not self.quiet:
             super().log_message(format, *args)
 
-    # Kubo answers every method but POST with 405.
-    def _not_allowed(self) -> None:
-        self._send_error(HTTPStatus.METHOD_NOT_ALLOWED, f"method {self.command} not allowed; the RPC API takes POST")
+    # -- methods ----------------------------------------------------------------------------
+    def do_OPTIONS(self) -> None:
+        self._begin()
+        self._drain()
+        self.send_response(HTTPStatus.NO_CONTENT)
+        self.send_header("Allow", _ALLOW)
+        self.end_headers()
 
-    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = _not_allowed
+    def _not_allowed(self) -> None:
+        self._begin()
+        self._drain()
+        if not urlsplit(self.path).path.startswith("/api/v0/"):
+            self._send_text(HTTPStatus.NOT_FOUND, "404 page not found")
+            return
+        self._send_text(HTTPStatus.METHOD_NOT_ALLOWED, "405 - Method Not Allowed", {"Allow": _ALLOW})
+
+    do_GET = do_HEAD = do_PUT = do_DELETE = do_PATCH = _not_allowed
 
     def do_POST(self) -> None:
+        self._begin()
         url = urlsplit(self.path)
-        query = parse_qs(url.query, keep_blank_values=True)
-        route = _ROUTES.get(url.path.rstrip("/"))
-        if route is None:
+        found = _route(url.path)
+        if found is None:
             self._drain()
-            self._send_error(HTTPStatus.NOT_FOUND, f"{url.path} is not an endpoint of this API")
+            self._send_text(HTTPStatus.NOT_FOUND, "404 page not found")
             return
+        name, path_args = found
         try:
             try:
-                route(self, query)
-            except (ApiError, LedgerError) as error:
+                request = kubo_rpc.parse(name, parse_qs(url.query, keep_blank_values=True), path_args)
+                file_arg = kubo_rpc.COMMANDS[name].file_arg
+                if file_arg and boundary_of(self.headers.get("Content-Type", "")) is None:
+                    raise ParseError(f"file argument '{file_arg}' is required")
+            except ParseError as error:
                 self._drain()
-                self._send_error(HTTPStatus.INTERNAL_SERVER_ERROR, str(error))
+                self._send_text(HTTPStatus.BAD_REQUEST, str(error))
+                return
+            try:
+                kubo_rpc.check_encoding(request)
+                _ENDPOINTS[name](self, request)
+            except (Refused, LedgerError, BodyError) as error:
+                self._drain()
+                self._fail(str(error))
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away; nothing to answer
 
     # -- plumbing ---------------------------------------------------------------------------
+    def _begin(self) -> None:
+        """Per request (a connection carries several): no body stream yet, no answer started."""
+        self._body_stream: Any = None
+        self._stream: ChunkedWriter | None = None
+
     def _body(self) -> Any:
-        if getattr(self, "_body_stream", None) is None:
+        if self._body_stream is None:
             if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                self._body_stream: Any = _ChunkedReader(self.rfile)
+                self._body_stream = ChunkedReader(self.rfile)  # type: ignore[arg-type]
             else:
-                self._body_stream = _LimitedReader(self.rfile, int(self.headers.get("Content-Length") or 0))
+                self._body_stream = LimitedReader(self.rfile, int(self.headers.get("Content-Length") or 0))  # type: ignore[arg-type]
         return self._body_stream
 
     def _drain(self) -> None:
@@ -281,142 +177,346 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._body()
             while body.read(1 << 20):
                 pass
-        except (ApiError, ValueError, OSError):
+        except (BodyError, ValueError, OSError):
             self.close_connection = True
 
-    def _send_error(self, status: HTTPStatus, message: str) -> None:
-        self._send_json({"Message": message, "Code": 0, "Type": "error"}, status)
+    def _send_text(self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None) -> None:
+        """Go's ``http.Error``: the message and a newline, as text/plain."""
+        body = (message + "\n").encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _fail(self, message: str) -> None:
+        if self._stream is not None:  # the answer has begun: Kubo's error trailer ends it
+            self._stream.close(message)
+            self._stream = None
+            self.close_connection = True
+            return
+        self._send_json({"Message": message, "Code": 0, "Type": "error"}, HTTPStatus.INTERNAL_SERVER_ERROR)
 
     def _send_json(self, document: Any, status: HTTPStatus = HTTPStatus.OK) -> None:
-        body = (json.dumps(document) + "\n").encode("utf-8")
+        body = _json_line(document)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        self.send_header("Access-Control-Expose-Headers", _EXPOSED)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
-    def _send_stream(self, chunks: Iterator[bytes], length: int) -> None:
+    def _start_stream(self, content_type: str, extra: dict[str, str]) -> ChunkedWriter:
+        """Begin a chunked answer (its length unknown), as Kubo's response emitter does."""
         self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(length))
-        self.send_header("X-Content-Length", str(length))
+        self.send_header("Content-Type", content_type)
+        self.send_header("Access-Control-Expose-Headers", _EXPOSED)
+        self.send_header("Trailer", "X-Stream-Error")
+        self.send_header("Transfer-Encoding", "chunked")
+        for key, value in extra.items():
+            self.send_header(key, value)
         self.end_headers()
-        for chunk in chunks:
-            self.wfile.write(chunk)
+        self._stream = ChunkedWriter(self.wfile)  # type: ignore[arg-type]
+        return self._stream
+
+    def _end_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def _lines(self, *, before_body_ends: bool = False) -> Callable[[dict[str, Any]], None]:
+        """An emitter of NDJSON lines: the answer starts with the first line."""
+
+        def emit(document: dict[str, Any]) -> None:
+            if self._stream is None:
+                extra = {"X-Chunked-Output": "1"}
+                if before_body_ends:  # Kubo too: answering before the body is read ends the connection
+                    extra["Connection"] = "close"
+                    self.close_connection = True
+                self._start_stream("application/json", extra)
+            assert self._stream is not None
+            self._stream.write(_json_line(document))
+
+        return emit
+
+    def _send_bytes(self, pieces: Iterable[bytes], length: int, content_type: str = "text/plain") -> None:
+        """A verified byte stream of known length (Kubo's ``X-Stream-Output``)."""
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Access-Control-Expose-Headers", _EXPOSED)
+        self.send_header("X-Stream-Output", "1")
+        self.send_header("X-Content-Length", str(length))
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        sent = 0
+        try:
+            for piece in pieces:
+                self.wfile.write(piece)
+                sent += len(piece)
+        except LedgerError:  # changed on disk since the first pass: cut the answer short, never send bad bytes
+            self.close_connection = True
+            return
+        if sent != length:
+            self.close_connection = True
 
     # -- endpoints --------------------------------------------------------------------------
-    def add(self, query: dict[str, list[str]]) -> None:
-        if query.get("cid-version", [""])[-1] != "1":
-            raise ApiError("this store adds with cid-version=1 only (ipfs add --cid-version=1); pass cid-version=1")
-        if not _flag(query, "raw-leaves", True):
-            raise ApiError("this store adds with raw leaves only; pass raw-leaves=true (the CIDv1 default)")
-        if query.get("chunker", ["size-262144"])[-1] not in ("size-262144", ""):
-            raise ApiError("this store chunks with size-262144 only (Kubo's default); leave chunker unset")
-        if _flag(query, "wrap-with-directory", False) or _flag(query, "trickle", False):
-            raise ApiError("this store adds single files with the balanced layout only; drop wrap-with-directory and trickle")
-        pin, only_hash = _flag(query, "pin", True), _flag(query, "only-hash", False)
-        body = _Pushback(self._body())
-        boundary = _boundary(self.headers.get("Content-Type", ""))
-        lines: list[dict[str, str]] = []
-        # Preamble up to the first delimiter, then parts until the closing "--".
-        opener = _PartReader(body, boundary)
-        body.unread(b"\r\n")  # the first delimiter has no leading CRLF
-        while opener.read(65536):
-            pass
-        rest = _at_least_two(body, opener.rest())
-        while not rest.startswith(b"--"):
-            headers = _read_part_headers(body, rest)
-            part = _PartReader(body, boundary)
-            disposition = headers.get("content-disposition", "")
-            if "directory" in headers.get("content-type", ""):
-                raise ApiError("this store adds single files only, not directories")
-            name_match = re.search(r'filename="([^"]*)"', disposition)
-            if only_hash:
-                cid = cid_of_stream(part)  # type: ignore[arg-type]
-                size = None
+    def add(self, request: Request) -> None:
+        plan = kubo_rpc.plan_add(request)
+        boundary = boundary_of(self.headers.get("Content-Type", ""))
+        assert boundary is not None
+        emit = self._lines(before_body_ends=plan.progress)
+        added = 0
+        for part in iter_parts(self._body(), boundary):
+            if part.is_directory:
+                raise Refused("this store adds single files only, not directories; add each file on its own.")
+            body: Any = _Progress(part.body, part.filename, emit) if plan.progress else part.body
+            if plan.only_hash:
+                root = hash_stream(body, plan.layout)
             else:
-                cid = self.store.add_stream(part, pin=pin)  # type: ignore[arg-type]
-                size = dag_size(self.store, cid)
-            while part.read(65536):
-                pass
-            lines.append({"Name": name_match.group(1) if name_match else cid, "Hash": cid,
-                          "Size": str(size if size is not None else 0)})
-            rest = _at_least_two(body, part.rest())
+                root = self.store.import_stream(body, layout=plan.layout, pin=False)
+                if plan.pin:
+                    self.store.pin(root.cid, spelled=spell_cid(root.cid, version=root.version))
+            added += 1
+            if not plan.silent:
+                emit({"Name": part.filename or spell_cid(root.cid, version=root.version),
+                      "Hash": plan.encoder.spell(root.cid, root.version), "Size": str(root.tsize)})
         self._drain()
-        if not lines:
-            raise ApiError("add needs a multipart/form-data body with a file part")
-        payload = "".join(json.dumps(line) + "\n" for line in lines).encode("utf-8")
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        if not added:
+            raise Refused("expected a file argument")
+        if self._stream is None:  # silent: an empty answer
+            self._start_stream("application/json", {"X-Chunked-Output": "1"})
+        self._end_stream()
 
-    def cat(self, query: dict[str, list[str]]) -> None:
-        """The content, or its first ``length`` bytes (Kubo's "maximum number of bytes to read")."""
-        cid = _arg(query)
-        limit = _length(query)
+    def cat(self, request: Request) -> None:
+        """The content of each path in turn, from ``offset`` for at most ``length`` bytes (as Kubo reads them)."""
+        offset, length = kubo_rpc.plan_range(request)
         self._drain()
-        length = sum(len(chunk) for chunk in _first(self.store.iter_content(cid), limit))  # verify before answering
-        self._send_stream(_first(self.store.iter_content(cid), limit), length)
+        segments: list[tuple[Cid, int, int]] = []
+        total = 0
+        targets = [_target(arg)[0] for arg in request.args] if length != 0 else []
+        for cid in targets:
+            size = self.store.content_size(cid)
+            if offset > size:
+                offset -= size
+                continue
+            count = size - offset
+            if length is not None and total + count >= length:
+                segments.append((cid, offset, length - total))
+                break
+            segments.append((cid, offset, count))
+            total += count
+            offset = 0
 
-    def block_get(self, query: dict[str, list[str]]) -> None:
-        cid = _arg(query)
+        def pieces() -> Iterator[bytes]:
+            for cid, start, count in segments:
+                yield from self.store.iter_content(cid, offset=start, length=count)
+
+        held, size = _held_or_again(pieces)
+        self._send_bytes(held, size)
+
+    def get(self, request: Request) -> None:
+        """A tar of the file named as given (gzip'd on request), or with ``compress`` alone the gzip'd file."""
+        archive, level = kubo_rpc.plan_get(request)
+        cid, _, name = _target(request.args[0])
+        self._drain()
+        held, size = _held_or_again(lambda: self.store.iter_content(cid))
+        pieces: Iterable[bytes] = held
+        if archive:
+            pieces = _tar(name, size, held)
+        if level:
+            pieces = _gzip(pieces, level)
+        stream = self._start_stream("text/plain", {"X-Stream-Output": "1", "X-Content-Length": str(size)})
+        for piece in pieces:
+            stream.write(piece)
+        self._end_stream()
+
+    def dag_export(self, request: Request) -> None:
+        """The DAG as a CARv1, each block once in ``ipfs dag export``'s order, CIDs as the DAG links them."""
+        cid, version, _ = _target(request.args[0])
+        self._drain()
+        root = spell_cid(cid, version=version)
+
+        def pieces() -> Iterator[bytes]:
+            return car_pieces(root, walk_dag(cid, lambda block: self.store.read_block(block, root=cid), root_version=version))
+
+        held, size = _held_or_again(pieces)
+        self._send_bytes(held, size, "application/vnd.ipld.car")
+
+    def block_get(self, request: Request) -> None:
+        cid, _, _ = _target(request.args[0])
         self._drain()
         data = self.store.read_block(cid)
-        self._send_stream(iter([data]), len(data))
+        self._send_bytes([data], len(data))
 
-    def block_stat(self, query: dict[str, list[str]]) -> None:
-        cid = _arg(query)
+    def block_stat(self, request: Request) -> None:
+        cid, version, _ = _target(request.args[0])
+        encoder = kubo_rpc.cid_encoder(request)
         self._drain()
         if not self.store.has(cid):
-            raise ApiError(f"block {cid} was not found locally (offline)")
-        self._send_json({"Key": cid, "Size": self.store.block_path(cid).stat().st_size})
+            raise Refused(f"block {cid} was not found locally (offline)")
+        self._send_json({"Key": encoder.spell(cid, version), "Size": self.store.block_path(cid).stat().st_size})
 
-    def pin_add(self, query: dict[str, list[str]]) -> None:
-        cid = _arg(query)
+    def pin_add(self, request: Request) -> None:
+        """Pin each path once its whole DAG is here and checked (Kubo pins only what it holds whole)."""
+        kubo_rpc.plan_pin_add(request)
+        encoder = kubo_rpc.cid_encoder(request)
         self._drain()
-        self.store.pin(cid)
-        self._send_json({"Pins": [cid]})
+        targets = [_target(arg) for arg in request.args]
+        nodes = size = 0
+        for cid, _, _ in targets:
+            for _, data in walk_dag(cid, lambda block, root=cid: self.store.read_block(block, root=root)):
+                nodes, size = nodes + 1, size + len(data)
+        for cid, version, _ in targets:
+            self.store.pin(cid, spelled=spell_cid(cid, version=version))
+        pins = [encoder.spell(cid, version) for cid, version, _ in targets]
+        if not request.value("progress"):
+            self._send_json({"Pins": pins})
+            return
+        emit = self._lines()
+        emit({"Progress": nodes, "Bytes": size})
+        emit({"Pins": pins})
+        self._end_stream()
 
-    def pin_rm(self, query: dict[str, list[str]]) -> None:
-        cid = _arg(query)
+    def pin_rm(self, request: Request) -> None:
+        encoder = kubo_rpc.cid_encoder(request)
         self._drain()
-        if cid not in self.store.pins():
-            raise ApiError(f"{cid} is not pinned or pinned indirectly")
-        self.store.unpin(cid)
-        self._send_json({"Pins": [cid]})
+        targets = [_target(arg) for arg in request.args]
+        pinned = set(self.store.pins())
+        for cid, _, text in targets:
+            if cid not in pinned:
+                raise Refused(f"{text} is not pinned or pinned indirectly")
+            if not request.value("recursive"):
+                raise Refused(f"{text} is pinned recursively")
+        for cid, _, _ in targets:
+            self.store.unpin(cid)
+        self._send_json({"Pins": [encoder.spell(cid, version) for cid, version, _ in targets]})
 
-    def pin_ls(self, query: dict[str, list[str]]) -> None:
+    def pin_ls(self, request: Request) -> None:
+        kind = kubo_rpc.plan_pin_ls(request)
+        encoder = kubo_rpc.cid_encoder(request)
         self._drain()
-        pins = self.store.pins()
-        if query.get("arg"):
-            wanted = _arg(query)
-            if wanted not in pins:
-                raise ApiError(f"path '{wanted}' is not pinned")
-            pins = [wanted]
-        self._send_json({"Keys": {cid: {"Type": "recursive"} for cid in pins}})
+        entries = [] if request.value("name") else _pin_entries(self.store, kind, request.args, encoder)
+        if request.value("stream"):
+            emit = self._lines()
+            for cid_text, pin_type in entries:
+                emit({"Cid": cid_text, "Type": pin_type})
+            if self._stream is None:
+                self._start_stream("application/json", {"X-Chunked-Output": "1"})
+            self._end_stream()
+            return
+        keys = {cid_text: {"Type": pin_type, "Name": ""} for cid_text, pin_type in entries}
+        self._send_json({"Keys": keys} if keys else {})  # Kubo leaves an empty Keys out
 
-    def version(self, query: dict[str, list[str]]) -> None:
+    def id(self, request: Request) -> None:
+        self._drain()
+        base = str(request.value("peerid-base"))
+        try:
+            own = self.identity.peer_id(base)
+        except ValueError as error:
+            raise Refused(str(error)) from None
+        if request.args and request.args[0] not in (own, self.identity.peer_id()):
+            raise Refused("'ipfs id' cannot query information on remote peers without a running daemon; "
+                          "if you only want to convert --peerid-base, pass --offline option")
+        self._send_json({"ID": own, "PublicKey": self.identity.public_key_text, "Addresses": [],
+                         "AgentVersion": AGENT_VERSION, "Protocols": []})
+
+    def version(self, request: Request) -> None:
         self._drain()
         self._send_json(KUBO_VERSION)
 
 
-_ROUTES: dict[str, Callable[[_Handler, dict[str, list[str]]], None]] = {
-    "/api/v0/add": _Handler.add,
-    "/api/v0/cat": _Handler.cat,
-    "/api/v0/block/get": _Handler.block_get,
-    "/api/v0/block/stat": _Handler.block_stat,
-    "/api/v0/pin/add": _Handler.pin_add,
-    "/api/v0/pin/rm": _Handler.pin_rm,
-    "/api/v0/pin/ls": _Handler.pin_ls,
-    "/api/v0/version": _Handler.version,
+def _pin_entries(store: EmbeddedStore, kind: str, args: list[str], encoder: kubo_rpc.CidEncoder) -> list[tuple[str, str]]:
+    """(CID as spelled, pin type) for ``pin/ls``: recursive pins first, then what they hold (indirect)."""
+    pins = store.pin_spellings()
+    recursive = [(encoder.spell(cid, read_cid_version(spelled)[1]), "recursive") for cid, spelled in pins.items()]
+    if not args and kind == "recursive":
+        return recursive
+    held: dict[Cid, tuple[int, Cid]] = {}  # block -> (its link version, the pin holding it)
+    for root in pins:
+        for cid, version in _dag_members(store, root):
+            if cid not in pins:
+                held.setdefault(cid, (version, root))
+    if not args:
+        indirect = [(encoder.spell(cid, version), "indirect") for cid, (version, _) in sorted(held.items())]
+        return {"all": recursive + indirect, "indirect": indirect, "direct": []}[kind]
+    entries = []
+    for arg in args:
+        cid, version, text = _target(arg)
+        if cid in pins and kind in ("recursive", "all"):
+            entries.append((encoder.spell(cid, version), "recursive"))
+        elif cid in held and kind in ("indirect", "all"):
+            root = held[cid][1]
+            entries.append((encoder.spell(cid, version), f"indirect through {encoder.spell(root, read_cid_version(pins[root])[1])}"))
+        else:
+            raise Refused(f"path '{arg}' is not pinned")
+    return entries
+
+
+def _dag_members(store: EmbeddedStore, root: Cid) -> Iterator[tuple[Cid, int]]:
+    """Every block under ``root`` with the version it is linked by; only dag-pb blocks are read."""
+    stack, seen = [root], {root}
+    while stack:
+        cid = stack.pop()
+        if cid_to_bytes(cid)[1] == RAW:
+            continue
+        for link in decode_node(cid, store.read_block(cid, root=root)).links:
+            if link.cid not in seen:
+                seen.add(link.cid)
+                stack.append(link.cid)
+                yield link.cid, link.version
+
+
+def _tar(name: str, size: int, pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """One regular file in a tar stream, as Kubo's tar writer lays it out (mode 0644, two zero blocks at the end)."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o644, 0
+    yield info.tobuf(tarfile.PAX_FORMAT)
+    yield from pieces
+    yield b"\0" * (-size % tarfile.BLOCKSIZE) + b"\0" * (2 * tarfile.BLOCKSIZE)
+
+
+def _gzip(pieces: Iterable[bytes], level: int) -> Iterator[bytes]:
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 31)
+    for piece in pieces:
+        yield compressor.compress(piece)
+    yield compressor.flush()
+
+
+_ENDPOINTS: dict[str, Callable[[_Handler, Request], None]] = {
+    "add": _Handler.add,
+    "cat": _Handler.cat,
+    "get": _Handler.get,
+    "dag/export": _Handler.dag_export,
+    "block/get": _Handler.block_get,
+    "block/stat": _Handler.block_stat,
+    "pin/add": _Handler.pin_add,
+    "pin/rm": _Handler.pin_rm,
+    "pin/ls": _Handler.pin_ls,
+    "id": _Handler.id,
+    "version": _Handler.version,
 }
+
+
+def _route(path: str) -> tuple[str, list[str]] | None:
+    """The command a path names, and a trailing path argument (``/api/v0/cat/CID``, as Kubo allows)."""
+    if not path.startswith("/api/v0/"):
+        return None
+    name = path.removeprefix("/api/v0/").rstrip("/")
+    if name in _ENDPOINTS:
+        return name, []
+    parent, _, last = name.rpartition("/")
+    if parent in _ENDPOINTS and kubo_rpc.COMMANDS[parent].args:
+        return parent, [last]
+    return None
 
 
 def make_server(store: EmbeddedStore, *, port: int = 5001, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     """A server bound to ``host:port`` (port 0 picks a free one); call ``serve_forever`` to run it."""
-    handler = type("Handler", (_Handler,), {"store": store})
+    handler = type("Handler", (_Handler,), {"store": store, "identity": load_identity(store.root)})
     try:
         server = ThreadingHTTPServer((host, port), handler)
     except OSError as error:

@@ -1,30 +1,40 @@
-"""The UnixFS file DAG that ``ipfs add --cid-version=1`` builds, so our CIDs equal Kubo's.
+"""The UnixFS file DAG that ``ipfs add`` builds, so our CIDs equal Kubo's.
 
-Kubo's defaults with CIDv1: fixed 256 KiB chunks, each chunk a raw block (codec 0x55);
-chunks grouped left to right into dag-pb parents of at most 174 links, level by level, until
-one root remains (Kubo's "balanced" layout). A file of one chunk is its own root; the empty
-file is one empty raw block. A parent is a dag-pb ``PBNode`` whose links come first (Hash,
-empty Name, Tsize = the child's whole subtree size) followed by its Data: a UnixFS message
-``{Type=File, filesize, blocksizes of each child}``.
+fedledger's own content is added with Kubo's CIDv1 defaults (``ipfs add --cid-version=1``):
+fixed 256 KiB chunks, each chunk a raw block (codec 0x55); chunks grouped left to right into
+dag-pb parents of at most 174 links, level by level, until one root remains (Kubo's "balanced"
+layout). A file of one chunk is its own root; the empty file is one empty raw block. A parent is
+a dag-pb ``PBNode`` whose links come first (Hash, empty Name, Tsize = the child's whole subtree
+size) followed by its Data: a UnixFS message ``{Type=File, filesize, blocksizes of each child}``.
+
+Kubo's other layouts differ only at the edges, described by :class:`Layout`: with
+``raw-leaves=false`` (Kubo's default, and CIDv0's) each chunk is a dag-pb leaf
+``PBNode{Data: UnixFS{Type=File, Data=chunk, filesize}}``; with CIDv0 a parent links its dag-pb
+children by their bare multihash (raw leaves stay CIDv1); ``chunker=size-N`` and
+``max-file-links`` change the two numbers. Whatever the layout, blocks are stored and named by
+their canonical CIDv1 (:mod:`ledger.cid`): Kubo's own blockstore is keyed by multihash too.
 
 Everything streams: :class:`DagBuilder` takes leaves one by one and hands back the blocks it
-can already finish, so a file is never held in memory; at most 174 link entries per level are
-kept. :func:`decode_node` reads a parent back (for reassembly and CAR export).
+can already finish, so a file is never held in memory; at most ``max_links`` link entries per
+level are kept. :func:`decode_node` reads a node back (for reassembly and CAR export) and
+:func:`walk_dag` visits a DAG in ``ipfs dag export``'s order.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ledger.cid import DAG_PB, RAW, cid_from_bytes, cid_from_parts, cid_to_bytes
+from ledger.cid import DAG_PB, RAW, cid_from_link, cid_from_parts, cid_to_bytes, link_binary, spell_cid
 from ledger.errors import IntegrityError
 from ledger.types import Cid
 
 CHUNK_SIZE = 256 * 1024
 MAX_LINKS = 174
+MAX_DEPTH = 16  # a 174-ary tree this deep addresses far more than any file
+_UNIXFS_RAW = 0
 _UNIXFS_FILE = 2
 
 Block = tuple[Cid, bytes]
@@ -32,20 +42,40 @@ Block = tuple[Cid, bytes]
 
 
 @dataclass(frozen=True)
+class Layout:
+    """How ``ipfs add`` shapes a file's DAG: the options that change its CID."""
+
+    cid_version: int = 1
+    raw_leaves: bool = True
+    chunk_size: int = CHUNK_SIZE
+    max_links: int = MAX_LINKS
+
+
+FEDLEDGER = Layout()
+"""``ipfs add --cid-version=1``: what fedledger adds and what the chain records."""
+
+KUBO_DEFAULT = Layout(cid_version=0, raw_leaves=False)
+"""Plain ``ipfs add``: CIDv0 with dag-pb leaves."""
+
+
+@dataclass(frozen=True)
 class Link:
-    """One child of a dag-pb node: its CID, its subtree size in bytes, its file-content size."""
+    """One child of a dag-pb node: its CID, its subtree size in bytes, its file-content size, and
+    the CID version the parent links it with (0: by bare multihash)."""
 
     cid: Cid
     tsize: int
     filesize: int
+    version: int = 1
 
 
 @dataclass(frozen=True)
 class Node:
-    """A decoded dag-pb UnixFS file node."""
+    """A decoded dag-pb UnixFS file node: a parent (links) or a leaf (its bytes in ``data``)."""
 
     links: tuple[Link, ...]
     filesize: int
+    data: bytes = b""
 
 
 # -- protobuf wire format (just what dag-pb and UnixFS need) ------------------------------------
@@ -99,12 +129,13 @@ def _varint_field(number: int, value: int) -> bytes:
     return encode_varint(number << 3) + encode_varint(value)
 
 
-def encode_node(links: Iterable[Link]) -> bytes:
-    """The dag-pb bytes of a UnixFS file node over ``links`` (links first, then Data)."""
+def encode_node(links: Iterable[Link], version: int = 1) -> bytes:
+    """The dag-pb bytes of a UnixFS file node over ``links`` (links first, then Data), linking
+    dag-pb children in CID ``version``."""
     links = list(links)
     out = bytearray()
     for link in links:
-        pb_link = _bytes_field(1, cid_to_bytes(link.cid)) + _bytes_field(2, b"") + _varint_field(3, link.tsize)
+        pb_link = _bytes_field(1, link_binary(link.cid, version)) + _bytes_field(2, b"") + _varint_field(3, link.tsize)
         out += _bytes_field(2, pb_link)
     unixfs = bytearray(_varint_field(1, _UNIXFS_FILE))
     unixfs += _varint_field(3, sum(link.filesize for link in links))
@@ -114,22 +145,29 @@ def encode_node(links: Iterable[Link]) -> bytes:
     return bytes(out)
 
 
+def encode_leaf(chunk: bytes | memoryview) -> bytes:
+    """A dag-pb leaf as Kubo writes one with ``raw-leaves=false``: UnixFS File with the chunk as Data."""
+    unixfs = _varint_field(1, _UNIXFS_FILE) + (_bytes_field(2, bytes(chunk)) if len(chunk) else b"")
+    unixfs += _varint_field(3, len(chunk))
+    return _bytes_field(1, unixfs)
+
+
 def decode_node(cid: str, data: bytes | memoryview) -> Node:
-    """Parse a dag-pb UnixFS file node; IntegrityError naming ``cid`` if it is not one."""
+    """Parse a dag-pb UnixFS file node (parent or leaf); IntegrityError naming ``cid`` if it is not one."""
     try:
-        links: list[tuple[Cid, int]] = []
+        links: list[tuple[Cid, int, int]] = []
         unixfs: bytes | None = None
         for number, wire, value in _fields(data):
             if number == 2 and wire == 2:
-                link_cid, tsize = None, 0
+                link_cid, version, tsize = None, 1, 0
                 for sub, sub_wire, sub_value in _fields(value):  # type: ignore[arg-type]
                     if sub == 1 and sub_wire == 2:
-                        link_cid = cid_from_bytes(sub_value)  # type: ignore[arg-type]
+                        link_cid, version = cid_from_link(sub_value)  # type: ignore[arg-type]
                     elif sub == 3 and sub_wire == 0:
                         tsize = int(sub_value)  # type: ignore[arg-type]
                 if link_cid is None:
                     raise ValueError("link without a hash")
-                links.append((link_cid, tsize))
+                links.append((link_cid, tsize, version))
             elif number == 1 and wire == 2:
                 unixfs = value  # type: ignore[assignment]
         if unixfs is None:
@@ -144,16 +182,20 @@ def decode_node(cid: str, data: bytes | memoryview) -> Node:
                 filesize = value
             elif number == 4 and wire == 0:
                 sizes.append(int(value))  # type: ignore[arg-type]
-        if kind != _UNIXFS_FILE or inline or len(sizes) != len(links) or not links:
-            raise ValueError("not a UnixFS file node with raw leaves")
+        if not links:  # a leaf: its bytes are inline (Type=File as Kubo writes it, Raw in older trees)
+            if kind not in (_UNIXFS_FILE, _UNIXFS_RAW) or sizes or (filesize is not None and filesize != len(inline)):
+                raise ValueError("not a UnixFS file leaf")
+            return Node((), len(inline), bytes(inline))
+        if kind != _UNIXFS_FILE or inline or len(sizes) != len(links):
+            raise ValueError("not a UnixFS file node")
         if filesize != sum(sizes):
             raise ValueError("filesize does not equal the sum of blocksizes")
-    except ValueError as error:
+    except (ValueError, IntegrityError) as error:
         raise IntegrityError(
             f"block {cid} is not a UnixFS file node fedledger can read ({error}); "
-            "the content was not added with `ipfs add --cid-version=1` defaults, or it is corrupt."
+            "the content was not added as a file by `ipfs add`, or it is corrupt."
         ) from error
-    return Node(tuple(Link(c, t, s) for (c, t), s in zip(links, sizes, strict=True)), int(filesize))
+    return Node(tuple(Link(c, t, s, v) for (c, t, v), s in zip(links, sizes, strict=True)), int(filesize))
 
 
 def raw_cid(data: bytes | memoryview) -> Cid:
@@ -170,45 +212,61 @@ def block_cid(codec: int, data: bytes | memoryview) -> Cid:
 class DagBuilder:
     """Builds the balanced DAG from leaves given in order; yields finished parent blocks.
 
-    Feed each chunk's raw CID and length with :meth:`push_leaf` (hashing may happen elsewhere,
-    e.g. on worker threads), collect the parent blocks it returns, then call :meth:`finish`.
+    Make each leaf with :meth:`leaf` (or hash raw leaves elsewhere, e.g. while writing them) and
+    feed its CID and sizes to :meth:`push_leaf`; collect the parent blocks it returns, then call
+    :meth:`finish`. ``root`` is the root's :class:`Link` once finished (its ``tsize`` is Kubo's
+    "Size" of the added file).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, layout: Layout = FEDLEDGER) -> None:
+        self.layout = layout
+        self.root: Link | None = None
         self._levels: list[list[Link]] = [[]]
         self._leaves = 0
 
-    def push_leaf(self, cid: Cid, size: int) -> list[Block]:
+    def leaf(self, chunk: bytes | memoryview) -> tuple[Cid, bytes | memoryview]:
+        """The CID and block bytes of one chunk as a leaf of this layout (a raw leaf is the chunk itself)."""
+        if self.layout.raw_leaves:
+            return raw_cid(chunk), chunk
+        data = encode_leaf(chunk)
+        return block_cid(DAG_PB, data), data
+
+    def push_leaf(self, cid: Cid, size: int, block_size: int | None = None) -> list[Block]:
+        """Take the next leaf: its CID, content size and block size (the same for a raw leaf)."""
         self._leaves += 1
-        return self._push(0, Link(cid, size, size))
+        version = self.layout.cid_version if _is_dag_pb(cid) else 1
+        return self._push(0, Link(cid, size if block_size is None else block_size, size, version))
 
     def _push(self, level: int, link: Link) -> list[Block]:
         if level == len(self._levels):
             self._levels.append([])
         self._levels[level].append(link)
-        if len(self._levels[level]) < MAX_LINKS:
+        if len(self._levels[level]) < self.layout.max_links:
             return []
         # A full group never changes again: emit its parent now.
         parent, block = self._parent(self._levels[level])
         self._levels[level] = []
         return [block, *self._push(level + 1, parent)]
 
-    @staticmethod
-    def _parent(links: list[Link]) -> tuple[Link, Block]:
-        data = encode_node(links)
+    def _parent(self, links: list[Link]) -> tuple[Link, Block]:
+        data = encode_node(links, self.layout.cid_version)
         cid = block_cid(DAG_PB, data)
-        return Link(cid, len(data) + sum(link.tsize for link in links), sum(link.filesize for link in links)), (cid, data)
+        tsize = len(data) + sum(link.tsize for link in links)
+        return Link(cid, tsize, sum(link.filesize for link in links), self.layout.cid_version), (cid, data)
 
     def finish(self) -> tuple[Cid, list[Block]]:
-        """The root CID and the last parent blocks (plus the empty raw block for an empty file)."""
+        """The root CID and the last parent blocks (plus the one empty leaf for an empty file)."""
         if self._leaves == 0:
-            return raw_cid(b""), [(raw_cid(b""), b"")]
+            cid, data = self.leaf(b"")
+            self.root = Link(cid, len(data), 0, self.layout.cid_version if _is_dag_pb(cid) else 1)
+            return cid, [(cid, bytes(data))]
         blocks: list[Block] = []
         level = 0
         while True:
             links = self._levels[level]
             above = any(self._levels[level + 1 :])
             if not above and len(links) == 1:
+                self.root = links[0]
                 return links[0].cid, blocks
             if links:
                 parent, block = self._parent(links)
@@ -218,6 +276,10 @@ class DagBuilder:
                     self._levels.append([])
                 self._levels[level + 1].append(parent)  # never full: it had room before finish
             level += 1
+
+
+def _is_dag_pb(cid: str) -> bool:
+    return cid_to_bytes(cid)[1] == DAG_PB
 
 
 def iter_chunks(stream: BinaryIO, size: int = CHUNK_SIZE) -> Iterator[bytes]:
@@ -234,30 +296,61 @@ def iter_chunks(stream: BinaryIO, size: int = CHUNK_SIZE) -> Iterator[bytes]:
         yield chunk
 
 
-def iter_blocks(chunks: Iterable[bytes]) -> Iterator[Block]:
-    """Every block of the DAG over ``chunks`` (256 KiB each but the last), root last."""
-    builder = DagBuilder()
+def iter_blocks(chunks: Iterable[bytes], layout: Layout = FEDLEDGER) -> Iterator[Block]:
+    """Every block of the DAG over ``chunks`` (``layout.chunk_size`` each but the last), root last."""
+    builder = DagBuilder(layout)
     for chunk in chunks:
-        cid = raw_cid(chunk)
-        yield cid, chunk
-        yield from builder.push_leaf(cid, len(chunk))
+        cid, data = builder.leaf(chunk)
+        yield cid, data  # type: ignore[misc]
+        yield from builder.push_leaf(cid, len(chunk), len(data))
     _, blocks = builder.finish()
     yield from blocks
 
 
-def cid_of_stream(stream: BinaryIO) -> Cid:
-    """The CID Kubo gives these bytes with ``ipfs add --cid-version=1`` (nothing stored)."""
-    builder = DagBuilder()
-    for chunk in iter_chunks(stream):
-        builder.push_leaf(raw_cid(chunk), len(chunk))
-    return builder.finish()[0]
+def hash_stream(stream: BinaryIO, layout: Layout = FEDLEDGER) -> Link:
+    """The root link (CID, Kubo's "Size", file size) ``ipfs add`` with ``layout`` gives these bytes; nothing stored."""
+    builder = DagBuilder(layout)
+    for chunk in iter_chunks(stream, layout.chunk_size):
+        cid, data = builder.leaf(chunk)
+        builder.push_leaf(cid, len(chunk), len(data))
+    builder.finish()
+    assert builder.root is not None
+    return builder.root
 
 
-def cid_of_bytes(data: bytes | memoryview) -> Cid:
-    """The CID Kubo gives ``data`` with ``ipfs add --cid-version=1`` (nothing stored)."""
+def cid_of_stream(stream: BinaryIO, layout: Layout = FEDLEDGER) -> Cid:
+    """The CID Kubo gives these bytes (``ipfs add --cid-version=1`` unless ``layout`` says otherwise)."""
+    return hash_stream(stream, layout).cid
+
+
+def cid_of_bytes(data: bytes | memoryview, layout: Layout = FEDLEDGER) -> Cid:
+    """The CID Kubo gives ``data`` (``ipfs add --cid-version=1`` unless ``layout`` says otherwise)."""
     view = memoryview(data)
-    builder = DagBuilder()
-    for start in range(0, len(view), CHUNK_SIZE):
-        chunk = view[start : start + CHUNK_SIZE]
-        builder.push_leaf(raw_cid(chunk), len(chunk))
+    builder = DagBuilder(layout)
+    for start in range(0, len(view), layout.chunk_size):
+        chunk = view[start : start + layout.chunk_size]
+        cid, block = builder.leaf(chunk)
+        builder.push_leaf(cid, len(chunk), len(block))
     return builder.finish()[0]
+
+
+# -- walking ----------------------------------------------------------------------------------
+def walk_dag(root: Cid, read_block: Callable[[Cid], bytes], *, root_version: int = 1) -> Iterator[tuple[str, bytes]]:
+    """Every block of ``root``'s DAG once, in ``ipfs dag export``'s order: depth first, each block
+    where it is first seen. Each comes spelled as its parent links it (``Qm…`` for a CIDv0 link),
+    the root as ``root_version`` says. ``read_block`` returns a block's checked bytes."""
+    seen: set[Cid] = set()
+    stack: list[tuple[Cid, int, int]] = [(root, root_version, 0)]
+    while stack:
+        cid, version, depth = stack.pop()
+        if cid in seen:
+            continue
+        seen.add(cid)
+        data = read_block(cid)
+        yield spell_cid(cid, version=version), data
+        if cid_to_bytes(cid)[1] == RAW:
+            continue
+        node = decode_node(cid, data)
+        if node.links and depth >= MAX_DEPTH:
+            raise IntegrityError(f"content {root} nests deeper than any file fedledger adds; it was not made by `ipfs add`.")
+        stack.extend((link.cid, link.version, depth + 1) for link in reversed(node.links))

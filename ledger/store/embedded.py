@@ -46,19 +46,20 @@ from ledger.failpoints import failpoint
 from ledger.types import Cid
 from ledger.unixfs import (
     CHUNK_SIZE,
-    Block,
+    FEDLEDGER,
+    MAX_DEPTH,
     DagBuilder,
+    Layout,
     Link,
     Node,
     decode_node,
     iter_chunks,
-    raw_cid,
+    walk_dag,
 )
 from ledger.workspace import atomic_write_bytes
 
 _WORKERS = max(2, min(4, os.cpu_count() or 2))
 _WINDOW = 4 * _WORKERS  # chunks in flight while adding or reading: bounds memory
-_MAX_DEPTH = 16  # a 174-ary tree this deep addresses far more than any file
 _STALE_TMP_SECONDS = 3600
 _BATCH_BYTES = 32 * 1024 * 1024  # temp bytes written before they are made durable and renamed
 _FSYNC_EACH_UP_TO = 8  # small batches fsync file by file; larger ones sync the file system once
@@ -106,15 +107,22 @@ class EmbeddedStore:
         """Add everything a binary stream yields, 256 KiB at a time."""
         return self._add_chunks(iter_chunks(stream), pin=pin)
 
-    def _add_chunks(self, chunks: Iterable[bytes | memoryview], *, pin: bool) -> Cid:
-        builder = DagBuilder()
+    def import_stream(self, stream: BinaryIO, *, layout: Layout = FEDLEDGER, pin: bool = True) -> Link:
+        """Add a stream as ``ipfs add`` with ``layout`` would; the root's link (CID, Kubo's "Size", file size)."""
+        builder = DagBuilder(layout)
+        self._add_chunks(iter_chunks(stream, layout.chunk_size), pin=pin, builder=builder)
+        assert builder.root is not None
+        return builder.root
+
+    def _add_chunks(self, chunks: Iterable[bytes | memoryview], *, pin: bool, builder: DagBuilder | None = None) -> Cid:
+        builder = builder or DagBuilder()
         batch = _Batch(self)
-        pending: deque[Future[tuple[Cid, int, Path | None]]] = deque()
+        pending: deque[Future[tuple[Cid, int, int, Path | None]]] = deque()
         try:
             with ThreadPoolExecutor(_WORKERS, thread_name_prefix="store-add") as pool:
                 try:
                     for chunk in chunks:
-                        pending.append(pool.submit(self._write_leaf, chunk))
+                        pending.append(pool.submit(self._write_leaf, builder, chunk))
                         while len(pending) >= _WINDOW:
                             self._take_leaf(builder, batch, *pending.popleft().result())
                     while pending:
@@ -133,14 +141,15 @@ class EmbeddedStore:
             self.pin(root)
         return root
 
-    def _write_leaf(self, chunk: bytes | memoryview) -> tuple[Cid, int, Path | None]:
-        """Hash a chunk and write it to a temp file (runs on worker threads)."""
-        cid = raw_cid(chunk)
-        return cid, len(chunk), self._write_temp(cid, chunk)
+    def _write_leaf(self, builder: DagBuilder, chunk: bytes | memoryview) -> tuple[Cid, int, int, Path | None]:
+        """Make a chunk's leaf block, hash it and write it to a temp file (runs on worker threads)."""
+        cid, data = builder.leaf(chunk)
+        return cid, len(chunk), len(data), self._write_temp(cid, data)
 
-    def _take_leaf(self, builder: DagBuilder, batch: _Batch, cid: Cid, size: int, temp: Path | None) -> None:
+    def _take_leaf(self, builder: DagBuilder, batch: _Batch, cid: Cid, size: int, block_size: int,
+                   temp: Path | None) -> None:
         batch.add(cid, temp)
-        for parent, data in builder.push_leaf(cid, size):
+        for parent, data in builder.push_leaf(cid, size, block_size):
             batch.add(parent, self._write_temp(parent, data))
 
     def _write_temp(self, cid: Cid, data: bytes | memoryview) -> Path | None:
@@ -188,8 +197,13 @@ class EmbeddedStore:
         pending: deque[Future[bytes]] = deque()
         parts: list[bytes] = []
         with ThreadPoolExecutor(_WORKERS, thread_name_prefix="store-get") as pool:
-            for link in self._leaves(cid, node, 0):
-                pending.append(pool.submit(self._read_leaf, link, cid))
+            for _, piece in self._pieces(cid, node, 0):
+                if isinstance(piece, bytes):  # a dag-pb leaf, read and checked on the way down
+                    while pending:
+                        parts.append(pending.popleft().result())
+                    parts.append(piece)
+                    continue
+                pending.append(pool.submit(self._read_leaf, piece, cid))
                 while len(pending) >= _WINDOW:
                     parts.append(pending.popleft().result())
             while pending:
@@ -207,43 +221,58 @@ class EmbeddedStore:
         if size > max_bytes:
             raise ContentTooLargeError(f"content {cid} is {size} bytes, more than the {max_bytes} expected; it was not read.")
 
-    def iter_content(self, cid: str) -> Iterator[bytes]:
-        """The content of ``cid`` block by block, each checked before it is yielded."""
+    def iter_content(self, cid: str, *, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """The content of ``cid`` (or ``length`` bytes of it from ``offset``) block by block, each block
+        checked before its bytes are yielded; leaves wholly outside the range are not read."""
         cid = parse_cid(cid)
         data = self.read_block(cid)
-        if cid_to_bytes(cid)[1] == RAW:
-            yield data
-            return
-        for link in self._leaves(cid, decode_node(cid, data), 0):
-            leaf = self.read_block(link.cid, root=cid)
-            if len(leaf) != link.filesize:
-                raise self._tampered(link.cid, cid)
-            yield leaf
+        node = Node((), len(data), data) if cid_to_bytes(cid)[1] == RAW else decode_node(cid, data)
+        end = node.filesize if length is None else min(node.filesize, offset + length)
+        for first, piece in self._pieces(cid, node, 0, offset, end):
+            if not isinstance(piece, bytes):
+                piece = self._read_leaf(piece, cid)
+            start, stop = max(offset - first, 0), min(end - first, len(piece))
+            if start < stop:
+                yield piece if (start, stop) == (0, len(piece)) else piece[start:stop]
 
-    def iter_dag(self, cid: str) -> Iterator[Block]:
-        """Every block of ``cid``'s DAG, checked, root first then depth-first (CAR order)."""
+    def content_size(self, cid: str) -> int:
+        """The file size of ``cid``'s content, from its root block alone."""
         cid = parse_cid(cid)
-        yield from self._walk(cid, cid, 0)
+        data = self.read_block(cid)
+        return len(data) if cid_to_bytes(cid)[1] == RAW else decode_node(cid, data).filesize
 
-    def _walk(self, cid: Cid, root: Cid, depth: int) -> Iterator[Block]:
-        data = self.read_block(cid, root=root)
-        yield cid, data
-        if cid_to_bytes(cid)[1] != RAW:
-            self._check_depth(root, depth)
-            for link in decode_node(cid, data).links:
-                yield from self._walk(link.cid, root, depth + 1)
+    def iter_dag(self, cid: str, *, version: int = 1) -> Iterator[tuple[str, bytes]]:
+        """Every block of ``cid``'s DAG once, checked, in ``ipfs dag export``'s order (root first,
+        depth first, each where first seen); the root spelled in CID ``version``."""
+        cid = parse_cid(cid)
+        return walk_dag(cid, lambda block: self.read_block(block, root=cid), root_version=version)
 
-    def _leaves(self, root: Cid, node: Node, depth: int) -> Iterator[Link]:
-        """The raw leaves under ``node`` in file order; inner nodes are read and checked here."""
-        self._check_depth(root, depth)
+    def _pieces(self, root: Cid, node: Node, depth: int, start: int = 0, end: int | None = None,
+                base: int = 0) -> Iterator[tuple[int, Link | bytes]]:
+        """The content under ``node`` in file order, each piece with its offset in the file: a raw leaf
+        as its Link (still to be read and checked), a dag-pb leaf as its bytes (read and checked here,
+        like every inner node). Subtrees wholly outside ``start``–``end`` (offsets into ``node``'s
+        content) are skipped unread; a piece may reach past either end."""
+        end = node.filesize if end is None else end
+        if not node.links:
+            yield base, node.data
+            return
+        if depth > MAX_DEPTH:
+            raise IntegrityError(f"content {root} nests deeper than any file fedledger adds; it was not made by `ipfs add`.")
+        position = 0
         for link in node.links:
+            first, position = position, position + link.filesize
+            if first >= end:
+                return
+            if position <= start:
+                continue
             if _binary(link.cid)[1] == RAW:
-                yield link
+                yield base + first, link
                 continue
             child = decode_node(link.cid, self.read_block(link.cid, root=root))
             if child.filesize != link.filesize:
                 raise self._tampered(link.cid, root)
-            yield from self._leaves(root, child, depth + 1)
+            yield from self._pieces(root, child, depth + 1, max(start - first, 0), end - first, base + first)
 
     def _read_leaf(self, link: Link, root: Cid) -> bytes:
         try:
@@ -254,10 +283,6 @@ class EmbeddedStore:
         if len(data) != link.filesize or hashlib.sha256(data).digest() != _binary(link.cid)[4:]:
             raise self._tampered(link.cid, root)
         return data
-
-    def _check_depth(self, root: Cid, depth: int) -> None:
-        if depth > _MAX_DEPTH:
-            raise IntegrityError(f"content {root} nests deeper than any file fedledger adds; it was not made by `ipfs add`.")
 
     def _missing(self, cid: str, root: str | None) -> ContentNotFoundError:
         what = f"block {cid} of content {root}" if root and root != cid else f"content {cid}"
@@ -273,13 +298,14 @@ class EmbeddedStore:
         )
 
     # -- pins -------------------------------------------------------------------------------
-    def pin(self, cid: str) -> None:
+    def pin(self, cid: str, *, spelled: str | None = None) -> None:
+        """Keep ``cid``; ``spelled`` is how it is listed when not canonical (a pin made as CIDv0 ``Qm…``)."""
         cid = parse_cid(cid)
         if not self.has(cid):
             raise self._missing(cid, None)
         path = self._pins / cid
         if not path.exists():
-            atomic_write_bytes(path, b"")
+            atomic_write_bytes(path, b"" if spelled in (None, cid) else str(spelled).encode("ascii"))
 
     def unpin(self, cid: str) -> None:
         cid = parse_cid(cid)
@@ -290,6 +316,17 @@ class EmbeddedStore:
 
     def pins(self) -> list[Cid]:
         return sorted(Cid(path.name) for path in self._pins.iterdir() if not path.name.startswith("."))
+
+    def pin_spellings(self) -> dict[Cid, str]:
+        """Every pin with the spelling it was made under (the canonical CID unless recorded otherwise)."""
+        spellings = {}
+        for cid in self.pins():
+            try:
+                spelled = (self._pins / cid).read_text("ascii").strip()
+            except (FileNotFoundError, UnicodeDecodeError):
+                spelled = ""
+            spellings[cid] = spelled or cid
+        return spellings
 
     # -- housekeeping -----------------------------------------------------------------------
     def _sweep_tmp(self) -> None:
@@ -303,10 +340,10 @@ class EmbeddedStore:
                 pass
 
 
-def _drop_temps(pending: Iterable[Future[tuple[Cid, int, Path | None]]]) -> None:
+def _drop_temps(pending: Iterable[Future[tuple[Cid, int, int, Path | None]]]) -> None:
     for future in pending:
         try:
-            _, _, temp = future.result()
+            *_, temp = future.result()
         except BaseException:  # noqa: BLE001 - the first error is the one being raised
             continue
         if temp is not None:

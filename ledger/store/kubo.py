@@ -21,7 +21,7 @@ import ipfshttpclient
 import requests
 from ipfshttpclient import exceptions as ipfs_errors
 
-from ledger.cid import RAW, cid_to_bytes, parse_cid
+from ledger.cid import cid_to_bytes, parse_cid, read_cid
 from ledger.errors import (
     ConfigError,
     ContentNotFoundError,
@@ -31,7 +31,7 @@ from ledger.errors import (
     StoreUnreachableError,
 )
 from ledger.types import Cid
-from ledger.unixfs import Block, cid_of_bytes, cid_of_stream, decode_node
+from ledger.unixfs import cid_of_bytes, cid_of_stream, walk_dag
 
 T = TypeVar("T")
 _ADD_OPTIONS = {"cid-version": 1, "raw-leaves": True, "chunker": "size-262144"}
@@ -171,23 +171,22 @@ class KuboStore:
 
     def pins(self) -> list[Cid]:
         listing = self._call("list pins", None, lambda: self._client.pin.ls(type="recursive"))
-        return sorted(Cid(cid) for cid in dict(listing["Keys"]))
+        # Kubo leaves "Keys" out when nothing is pinned; a CIDv0 pin is listed as Qm…: name it canonically.
+        return sorted({read_cid(cid) for cid in dict(listing.get("Keys") or {})})
 
-    def iter_dag(self, cid: str) -> Iterator[Block]:
-        """Every block of ``cid``'s DAG via ``block/get``, checked, root first (CAR order)."""
+    def iter_dag(self, cid: str) -> Iterator[tuple[str, bytes]]:
+        """Every block of ``cid``'s DAG once via ``block/get``, checked, in ``ipfs dag export``'s order."""
         cid = parse_cid(cid)
-        stack = [cid]
-        while stack:
-            current = stack.pop()
-            data = bytes(self._call(f"read block {current}", current, lambda c=current: self._client.block.get(c)))
-            if hashlib.sha256(data).digest() != cid_to_bytes(current)[4:]:
-                raise IntegrityError(
-                    f"block {current} of content {cid} from the IPFS API at {self.api} does not hash to its CID; "
-                    "the store there is damaged or lying, so the bytes were refused."
-                )
-            yield current, data
-            if cid_to_bytes(current)[1] != RAW:
-                stack.extend(reversed([link.cid for link in decode_node(current, data).links]))
+        return walk_dag(cid, lambda block: self._checked_block(block, cid))
+
+    def _checked_block(self, block: Cid, root: Cid) -> bytes:
+        data = bytes(self._call(f"read block {block}", block, lambda: self._client.block.get(block)))
+        if hashlib.sha256(data).digest() != cid_to_bytes(block)[4:]:
+            raise IntegrityError(
+                f"block {block} of content {root} from the IPFS API at {self.api} does not hash to its CID; "
+                "the store there is damaged or lying, so the bytes were refused."
+            )
+        return data
 
     def version(self) -> dict[str, Any]:
         """Kubo's version document (also a cheap reachability check)."""

@@ -198,13 +198,17 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def export(
         cid: Annotated[str, typer.Argument(help="CID of the content.")],
-        output: Annotated[Path, typer.Option("--output", "-o", help="CAR file to write.")],
+        target: Annotated[Path | None, typer.Argument(metavar="[OUT.car]", help="CAR file to write (or -o).")] = None,
+        output: Annotated[Path | None, typer.Option("--output", "-o", help="CAR file to write.")] = None,
         repo: RepoOption = None,
         ipfs_api: ApiOption = None,
         workdir: WorkdirOption = None,
     ) -> None:
-        """Write the content's DAG as a CARv1 file (for `ipfs dag import` or a pinning service)."""
+        """Write the content's DAG as a CARv1 file, each block once in `ipfs dag export`'s order."""
         cid = parse_cid(cid)
+        if (target is None) == (output is None):
+            raise InvalidInputError("give the CAR file to write once: `fedledger ipfs export CID OUT.car` or `-o OUT.car`.")
+        output = target if output is None else output
         store = _store(workdir, repo, ipfs_api)
         iter_dag = getattr(store, "iter_dag", None)
         if iter_dag is None:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,15 +39,6 @@ from tests.fixtures_store import (
 
 def random_bytes(size: int, seed: int = 5) -> bytes:
     return np.random.default_rng(seed).bytes(size)
-
-
-def post(url: str, method: str = "POST") -> tuple[int, dict]:
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def test_kubo_store_is_a_content_store(kubo_store: KuboStore) -> None:
@@ -141,27 +129,6 @@ def test_open_store_picks_kubo_from_the_workspace(tmp_path: Path, ipfs_server: I
     store = open_store(workspace)
     assert isinstance(store, KuboStore)
     assert store.get(store.add_bytes(b"via url")) == b"via url"
-
-
-@pytest.mark.filterwarnings("ignore:The .strict. parameter:FutureWarning")  # ipfshttpclient 0.7 vs urllib3 2
-def test_server_speaks_kubo_wire_format(ipfs_server: IpfsServer) -> None:
-    status, body = post(f"{ipfs_server.url}/api/v0/version", method="GET")
-    assert status == 405 and body["Type"] == "error"
-    status, body = post(f"{ipfs_server.url}/api/v0/cat?arg=nonsense")
-    assert status == 500 and set(body) == {"Message", "Code", "Type"} and "not a CID" in body["Message"]
-    status, body = post(f"{ipfs_server.url}/api/v0/version")
-    assert status == 200 and "Version" in body
-
-    client = ipfshttpclient.Client(ipfs_server.api)  # as any ipfshttpclient user would
-    added = client.add_bytes(b"hello world", opts={"cid-version": 1})
-    assert added == "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
-    assert client.cat(added) == b"hello world"
-    assert client.pin.ls(type="recursive")["Keys"][added] == {"Type": "recursive"}
-    with pytest.raises(ipfshttpclient.exceptions.ErrorResponse, match="cid-version=1"):
-        client.add_bytes(b"cidv0 please")
-    response = client.add_bytes(b"only hash", opts={"cid-version": 1, "only-hash": True})
-    assert response == cid_of_bytes(b"only hash")
-    assert not KuboStore(ipfs_server.api).has(response)
 
 
 def test_serve_refuses_a_busy_port_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
