@@ -41,6 +41,8 @@ TERMS = b"""fedledger demo federation - terms of participation (v1)
 """
 FUNDING_WEI = Web3.to_wei(10, "ether")
 ROUND_SECONDS = 3600
+KEY_PASSWORD = "fedledger-demo"
+"""The password of the keystores a demo on anvil leaves in its workspace (demo keys, derived from the seed)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,18 @@ def party_account(seed: int, index: int) -> LocalAccount:
     return Account.from_key(hashlib.sha256(f"fedledger-demo:{seed}:{index}".encode()).digest())
 
 
+def keep_keys(workspace: Workspace, accounts: dict[str, LocalAccount]) -> None:
+    """Each account as an encrypted keystore ``keys/NAME.json`` (password KEY_PASSWORD), recorded under ``[keys]``:
+    ``admin`` then signs governance by default, as for any workspace."""
+    from ledger.keys import create_keystore
+
+    for name, account in accounts.items():
+        path = workspace.keys_dir / f"{name}.json"
+        create_keystore(path, KEY_PASSWORD, account.key)
+        workspace.set("keys", name, str(path.relative_to(workspace.root)))
+    workspace.save()
+
+
 def fund(w3: Web3, accounts: list[LocalAccount]) -> None:
     """Give each demo key gas money from the chain's first unlocked development account."""
     faucet = w3.eth.accounts[0]
@@ -137,6 +151,8 @@ def run_demo(
     workspace.set("deployment", "chain_id", federation.chain_id)
     workspace.set("deployment", "block", deploy_tx.block)
     workspace.save()
+    if options.chain == "anvil":  # a chain that outlives the demo: keep its keys, so the federation can go on
+        keep_keys(workspace, {"admin": admin, **{f"party{i + 1}": party for i, party in enumerate(parties)}})
 
     version, tx = federation.publish_agreement(store.add_bytes(TERMS, pin=True))
     track("publish_agreement", tx)

@@ -72,11 +72,19 @@ def register(app: typer.Typer) -> None:
             console.print(f"  [red]✗[/] {failure}", soft_wrap=True, highlight=False)
         average = report.average_gas()
         console.print("Average gas: " + ", ".join(f"{name} {gas:,}" for name, gas in average.items()), soft_wrap=True)
+        if chain == "anvil":
+            from node.demo import KEY_PASSWORD
+
+            console.print(
+                f"Keys admin, party1… are kept encrypted in {workspace.keys_dir} (password {KEY_PASSWORD!r}): "
+                f"`fedledger chain up -w {workspace.root} --detach`, then `FEDLEDGER_KEY_PASSWORD={KEY_PASSWORD} "
+                f"fedledger round open -w {workspace.root} …` goes on with the federation (see the README).",
+                soft_wrap=True, highlight=False,
+            )
         if json:
             print_json(report.to_json())
         if not report.audit_ok:
             raise typer.Exit(1)
-
 
 
 def _run(options: DemoOptions, workspace: Workspace, *, json: bool) -> DemoReport:

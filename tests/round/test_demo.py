@@ -76,6 +76,12 @@ def test_demo_on_anvil_leaves_a_workspace_that_chain_up_reopens(tmp_path: Path) 
         assert status["state"] == "finalized"
         assert status["global_cid"] == report["rounds"][0]["global_cid"]
         assert len(status["updates"]) == 2
+        # The demo's admin key is kept there, encrypted: the federation goes on with a next round.
+        admin = json.loads((workdir / "keys" / "admin.json").read_text())
+        assert "crypto" in admin and sorted(p.name for p in (workdir / "keys").iterdir()) == ["admin.json", "party1.json", "party2.json"]
+        opened = ok(fedledger("round", "open", "--base-cid", status["global_cid"], "--deadline", "600", "--min-updates", "2",
+                              "--json", "-w", str(workdir), env={"FEDLEDGER_KEY_PASSWORD": "fedledger-demo"})).json()
+        assert opened["round_id"] == 2
         ok(fedledger("chain", "down", "-w", str(workdir)))
     finally:
         stop_pidfile(workdir / "chain" / "anvil.pid")
