@@ -22,14 +22,16 @@ from ledger.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import RpcOption, WorkdirOption, console, handle_errors
 from node.services.lock import service_lock
-from node.services.log import ServiceLog
-from node.services.loop import Retrier, Service, StopFlag, run_service
-from node.services.metrics import ServiceMetrics
 
+# The services' modules import web3 and prometheus-client: commands import them when they run, so
+# that every other command (and --help) starts as fast as before.
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
     from ledger.federation import FederationClient
+    from node.services.log import ServiceLog
+    from node.services.loop import Retrier, Service, StopFlag
+    from node.services.metrics import ServiceMetrics
 
 ONCE_MAX_OUTAGE_S = 60.0
 
@@ -75,6 +77,10 @@ def service_runtime(
 
     A fatal error is logged as a ``failed`` event in JSON mode (people get the CLI's error line).
     """
+    from node.services.log import ServiceLog
+    from node.services.loop import Retrier, StopFlag
+    from node.services.metrics import ServiceMetrics
+
     log = ServiceLog(service, actor=actor, json_lines=log_json)
     metrics = ServiceMetrics(service, actor=actor)
     stop = StopFlag()
@@ -117,6 +123,8 @@ def _stopped_early(runtime: Runtime) -> None:
 
 def _run(runtime: Runtime, service: Service, *, poll: float, once: bool, start: Callable[[], None]) -> None:
     """``start()`` (retried while the chain does not answer), then the service's steps."""
+    from node.services.loop import run_service
+
     if not runtime.retrier.until_success(lambda: start() or True):
         _stopped_early(runtime)
         return
@@ -314,6 +322,7 @@ def register(app: typer.Typer) -> None:
         workdir: WorkdirOption = None,
     ) -> None:
         """Follow the federation live: a line whenever a round opens, gets an update, is finalized or closes."""
+        from node.services.loop import run_service
         from node.services.watch import RoundWatcher
 
         workspace = Workspace.find(workdir)

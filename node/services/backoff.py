@@ -81,7 +81,7 @@ class Backoff:
     """
 
     initial_s: float = 0.5
-    max_s: float = 30.0
+    max_s: float = 10.0
     rng: random.Random = field(default_factory=random.Random)
     attempt: int = 0
 

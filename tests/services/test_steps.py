@@ -1,0 +1,186 @@
+"""The services' steps one at a time, in this process, on a real anvil whose clock the test moves:
+what the aggregator does at and after a deadline, how the coordinator reopens a cancelled round
+and gives up on one nobody takes part in, how it adopts a round it opened just before a crash,
+and how a node settles a round it may not take part in."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from eth_account.signers.local import LocalAccount
+
+from ledger.contract_errors import FederationNotParticipant
+from ledger.federation import FederationClient
+from ledger.store import EmbeddedStore
+from node.data import Dataset, load_digits_split
+from node.demo import TERMS
+from node.genesis import genesis_model_bytes
+from node.round_config import RoundConfig, TrainingSettings
+from node.services.aggregator_service import AggregatorService
+from node.services.coordinator_service import CoordinatorGaveUpError, CoordinatorService, Schedule, schedule_path
+from node.services.log import ServiceLog
+from node.services.metrics import ServiceMetrics
+from node.services.participant_service import NodeService
+from node.strategies import make_strategy
+from tests.fixtures_chain import TestChain
+
+pytestmark = pytest.mark.anvil
+
+CONFIG = RoundConfig(model="mlp", strategy=make_strategy("fedavg").params(), training=TrainingSettings(epochs=1))
+
+
+@dataclass
+class Setup:
+    chain: TestChain
+    admin: FederationClient
+    store: EmbeddedStore
+    parties: list[LocalAccount]
+    shards: list[Dataset]
+    genesis: str
+    journal: Path
+    out: io.StringIO
+
+    def log(self, service: str) -> ServiceLog:
+        return ServiceLog(service, json_lines=True, machine=self.out)
+
+    def events(self, event: str | None = None) -> list[dict]:
+        records = [json.loads(line) for line in self.out.getvalue().splitlines()]
+        return [r for r in records if event is None or r["event"] == event]
+
+    def aggregator(self) -> AggregatorService:
+        return AggregatorService(federation=self.admin, store=self.store, journal_dir=self.journal,
+                                 log=self.log("aggregator"), metrics=ServiceMetrics("aggregator"))
+
+    def coordinator(self, *, rounds: int = 1, min_updates: int = 1, max_reopens: int = 3) -> CoordinatorService:
+        return CoordinatorService(
+            federation=self.admin, store=self.store, journal_dir=self.journal, rounds=rounds, round_seconds=600,
+            min_updates=min_updates, config=CONFIG, base_cid=self.genesis, log=self.log("coordinator"),
+            metrics=ServiceMetrics("coordinator"), max_reopens=max_reopens,
+        )
+
+    def node(self, index: int) -> NodeService:
+        return NodeService(federation=self.admin.with_account(self.parties[index]), store=self.store,
+                           data=self.shards[index], journal_dir=self.journal, log=self.log("node"),
+                           metrics=ServiceMetrics("node"))
+
+    def open_round(self, *, min_updates: int, seconds: int = 600) -> int:
+        self.store.add_bytes(CONFIG.to_bytes(), pin=True)
+        round_id, _ = self.admin.open_round(base_cid=self.genesis, deadline=self.chain.now() + seconds,
+                                            min_updates=min_updates, config_hash=CONFIG.config_hash)
+        return round_id
+
+    def past_deadline(self, round_id: int) -> None:
+        self.chain.advance(self.admin.round(round_id).deadline - self.chain.now() + 5)
+
+
+@pytest.fixture
+def setup(chain: TestChain, tmp_path: Path) -> Setup:
+    admin = FederationClient.deploy(chain.w3, account=chain.keys[0])[0]
+    store = EmbeddedStore(tmp_path / "store")
+    version, _ = admin.publish_agreement(store.add_bytes(TERMS, pin=True))
+    parties = chain.keys[5:7]
+    deadline = chain.now() + 3600
+    for party in parties:
+        signature = admin.sign_join(party, version=version, deadline=deadline)
+        admin.with_account(party).join(party.address, version=version, deadline=deadline, signature=signature)
+        admin.approve(party.address)
+    shards, _ = load_digits_split(parties=4, seed=0)
+    genesis = store.add_bytes(genesis_model_bytes("mlp", seed=0), pin=True)
+    return Setup(chain, admin, store, parties, shards[:2], genesis, tmp_path / "journal", io.StringIO())
+
+
+def test_the_aggregator_waits_for_every_entitled_party_until_the_deadline(setup: Setup) -> None:
+    round_id = setup.open_round(min_updates=1)
+    aggregator = setup.aggregator()
+    setup.node(0).step()  # one of the two entitled parties submits
+    aggregator.step()
+    assert setup.admin.round(round_id).state == "open"  # the minimum is met, but bob may still submit
+    setup.past_deadline(round_id)
+    aggregator.step()
+    assert setup.admin.round(round_id).state == "finalized"
+    [finalized] = setup.events("finalized")
+    assert "its deadline passed with 1 of 2 entitled parties" in finalized["message"]
+    assert finalized["included"] == [setup.parties[0].address]
+
+
+def test_the_aggregator_cancels_a_late_round_below_its_minimum_and_nothing_earlier(setup: Setup) -> None:
+    round_id = setup.open_round(min_updates=2)
+    aggregator = setup.aggregator()
+    setup.node(0).step()
+    aggregator.step()
+    assert setup.admin.round(round_id).state == "open" and not setup.events("cancelled")
+    setup.past_deadline(round_id)
+    aggregator.step()
+    assert setup.admin.round(round_id).state == "cancelled"
+    assert "with 1 of its minimum 2 updates" in setup.events("cancelled")[0]["message"]
+
+
+def test_the_coordinator_reopens_a_cancelled_round_on_its_base_then_finishes(setup: Setup) -> None:
+    coordinator = setup.coordinator(rounds=1, min_updates=2)
+    assert coordinator.step() is False
+    assert setup.admin.round(1).base_cid == setup.genesis
+    setup.past_deadline(1)
+    coordinator.step()  # cancels the round nobody submitted to
+    assert setup.admin.round(1).state == "cancelled"
+    coordinator.step()  # and opens it again, on the same base
+    reopened = setup.admin.round(2)
+    assert (reopened.state, reopened.base_cid, reopened.min_updates) == ("open", setup.genesis, 2)
+    assert setup.events("reopening")[0]["round"] == 1
+
+    setup.node(0).step()
+    setup.node(1).step()
+    setup.aggregator().step()
+    assert setup.admin.round(2).state == "finalized"
+    assert coordinator.step() is True
+    assert setup.events("complete")[0]["rounds"] == [2]
+    assert setup.admin.round_count() == 2
+
+    # A restarted coordinator reads its schedule from the journal: the work is done, nothing opens.
+    assert setup.coordinator(rounds=1, min_updates=2).step() is True
+    assert setup.admin.round_count() == 2
+
+
+def test_the_coordinator_gives_up_when_rounds_keep_being_cancelled(setup: Setup) -> None:
+    coordinator = setup.coordinator(rounds=1, max_reopens=1)
+    coordinator.step()
+    for round_id in (1, 2):
+        setup.past_deadline(round_id)
+        coordinator.step()  # cancel
+        if round_id == 1:
+            coordinator.step()  # reopen
+    with pytest.raises(CoordinatorGaveUpError, match="cancelled below its minimum of 1 updates, 2 times in a row"):
+        coordinator.step()
+    assert setup.admin.round_count() == 2
+
+
+def test_the_coordinator_adopts_the_round_it_opened_just_before_a_crash(setup: Setup) -> None:
+    coordinator = setup.coordinator(rounds=2)
+    # What a crash right after the open transaction leaves: the intent in the journal, the round on chain.
+    Schedule(rounds=[], pending={"base": setup.genesis, "config_hash": CONFIG.config_hash.hex(), "after": 0}).save(
+        schedule_path(setup.journal, setup.admin))
+    setup.open_round(min_updates=1)
+    restarted = setup.coordinator(rounds=2)
+    restarted.step()
+    assert setup.admin.round_count() == 1  # adopted, not opened again
+    assert Schedule.load(restarted.path).rounds == [1]
+    assert setup.events("adopted")[0]["round"] == 1
+    del coordinator
+
+
+def test_a_node_settles_a_round_it_may_not_take_part_in_and_stops_when_suspended(setup: Setup) -> None:
+    round_id = setup.open_round(min_updates=1, seconds=60)
+    setup.past_deadline(round_id)
+    node = setup.node(0)
+    node.step()
+    node.step()  # settled: not looked at again
+    [skipped] = setup.events("not-taking-part")
+    assert skipped["round"] == round_id and "stopped taking updates at its deadline" in skipped["message"]
+    assert not setup.admin.has_submitted(round_id, setup.parties[0].address)
+
+    setup.admin.suspend(setup.parties[0].address)
+    with pytest.raises(FederationNotParticipant, match="is not an admitted participant \\(it is suspended\\)"):
+        node.step()
