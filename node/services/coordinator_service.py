@@ -114,15 +114,16 @@ class CoordinatorService:
     def step(self) -> bool:
         if self.schedule.pending is not None and self._adopt_pending():
             return False
+        if not self.schedule.rounds:
+            self._open(self.base_cid)
+            return False
+        last = self._info(self.schedule.rounds[-1])
+        # Counted after ``last`` was read: a round finalized in between is counted, never reopened on.
         finalized = self.finalized()
         if len(finalized) >= self.rounds:
             self.log.info("complete", f"{len(finalized)} round(s) finalized ({', '.join(str(i.round_id) for i in finalized)}); "
                           "the schedule is complete.", rounds=[i.round_id for i in finalized])
             return True
-        if not self.schedule.rounds:
-            self._open(self.base_cid)
-            return False
-        last = self._info(self.schedule.rounds[-1])
         if last.state == "open":
             if chain_now(self.federation.w3) > last.deadline and last.submissions < last.min_updates:
                 self._cancel(last)

@@ -28,7 +28,7 @@ from tests.fixtures_cli import Outcome, ok
 from tests.fixtures_cli import run_fedledger as fedledger
 from tests.fixtures_cli import run_in_process as cli
 from tests.round.conftest import Federation
-from tests.services.harness import ServiceProcess, big_dataset
+from tests.services.harness import ServiceProcess, big_dataset, shard_files
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 
@@ -96,10 +96,11 @@ def test_services_run_three_rounds_through_a_killed_party_and_a_chain_restart(
 
         poll = ("--poll-seconds", "0.5")
         big = str(big_dataset(tmp_path / "alice.npz", copies=2))  # long enough a training to be killed in
+        shards = [str(path) for path in shard_files(tmp_path / "data", parties=3)]
         aggregator = start("aggregator", "aggregator", "run", *poll, key=AGGREGATOR)
         alice = start("alice", "node", "run", "--data", big, *poll, key=PARTIES["alice"])
-        bob = start("bob", "node", "run", "--shard", "1", "--of", "3", *poll, "--metrics-port", "0", key=PARTIES["bob"])
-        carol = start("carol", "node", "run", "--shard", "2", "--of", "3", *poll, key=PARTIES["carol"])
+        bob = start("bob", "node", "run", "--data", shards[1], *poll, "--metrics-port", "0", key=PARTIES["bob"])
+        carol = start("carol", "node", "run", "--data", shards[2], *poll, key=PARTIES["carol"])
         watch = start("watch", "round", "watch", "--until-finalized", "4", "--interval", "0.5")
         coordinator = start("coordinator", "coordinator", "run", "--rounds", "3", "--round-seconds", "90",
                             "--min-updates", "2", "--config", str(config), *poll, key=COORDINATOR)

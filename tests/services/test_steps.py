@@ -144,6 +144,28 @@ def test_the_coordinator_reopens_a_cancelled_round_on_its_base_then_finishes(set
     assert setup.admin.round_count() == 2
 
 
+def test_a_round_finalized_while_the_coordinator_looks_completes_the_schedule(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    coordinator = setup.coordinator(rounds=1)
+    coordinator.step()
+    setup.node(0).step()
+    read = setup.admin.round
+    finalized_once: list[int] = []
+
+    def read_then_finalize(round_id: int) -> object:
+        info = read(round_id)  # open when read ...
+        if not finalized_once:
+            finalized_once.append(round_id)
+            setup.aggregator().step()  # ... and finalized right after (the deadline is not needed: min 1)
+        return info
+
+    setup.past_deadline(1)  # so the aggregator finalizes with one of two entitled parties
+    monkeypatch.setattr(setup.admin, "round", read_then_finalize)
+    assert coordinator.step() is True  # counted as the last round, not a base to open one more on
+    assert setup.admin.round_count() == 1
+
+
 def test_the_coordinator_gives_up_when_rounds_keep_being_cancelled(setup: Setup) -> None:
     coordinator = setup.coordinator(rounds=1, max_reopens=1)
     coordinator.step()
