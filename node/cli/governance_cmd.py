@@ -471,29 +471,20 @@ def register(app: typer.Typer) -> None:
         tx = federation.accept_admin_transfer()
         _report_tx(f"{federation.sender} is now the admin", tx, json, {"admin": federation.sender})
 
-    @admin_app.command("grant")
-    @handle_errors
-    def admin_grant(
-        role: Annotated[str, typer.Argument(help="coordinator (opens rounds) or aggregator (finalizes them).")],
-        address: Annotated[str, typer.Argument(help="The account that gets the role.")],
-        rpc: RpcOption = None, key: KeyOption = None, workdir: WorkdirOption = None, json: JsonOption = False,
-    ) -> None:
-        """Give an account the coordinator or aggregator role (the admin)."""
-        _, federation = _governed(workdir, rpc, key)
-        tx = federation.grant_role(_operational_role(role), address)
-        _report_tx(f"Granted the {role} role to {address}", tx, json, {"role": role, "account": address})
+    def _role_command(action: str, summary: str, done: str) -> None:
+        @admin_app.command(action, help=f"{summary} (the admin).")
+        @handle_errors
+        def command(
+            role: Annotated[str, typer.Argument(help="coordinator (opens rounds) or aggregator (finalizes them).")],
+            address: Annotated[str, typer.Argument(help="The account.")],
+            rpc: RpcOption = None, key: KeyOption = None, workdir: WorkdirOption = None, json: JsonOption = False,
+        ) -> None:
+            _, federation = _governed(workdir, rpc, key)
+            tx = getattr(federation, f"{action}_role")(_operational_role(role), address)
+            _report_tx(done.format(role=role, address=address), tx, json, {"role": role, "account": address})
 
-    @admin_app.command("revoke")
-    @handle_errors
-    def admin_revoke(
-        role: Annotated[str, typer.Argument(help="coordinator or aggregator.")],
-        address: Annotated[str, typer.Argument(help="The account that loses the role.")],
-        rpc: RpcOption = None, key: KeyOption = None, workdir: WorkdirOption = None, json: JsonOption = False,
-    ) -> None:
-        """Take the coordinator or aggregator role from an account (the admin)."""
-        _, federation = _governed(workdir, rpc, key)
-        tx = federation.revoke_role(_operational_role(role), address)
-        _report_tx(f"Revoked the {role} role of {address}", tx, json, {"role": role, "account": address})
+    _role_command("grant", "Give an account the coordinator or aggregator role", "Granted the {role} role to {address}")
+    _role_command("revoke", "Take the coordinator or aggregator role from an account", "Revoked the {role} role of {address}")
 
     @admin_app.command("cancel")
     @handle_errors
