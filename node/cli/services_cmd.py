@@ -220,6 +220,7 @@ def register(app: typer.Typer) -> None:
                 return
             signer = signing_account(workspace, key, w3=reader.w3, rpc=url)
             rt.log.actor = signer.address
+            rt.metrics.set_actor(signer.address)
             federation = reader.with_account(signer)
             with service_lock(workspace.journal_dir, role="aggregator", address=signer.address,
                               command="fedledger aggregator run"):
@@ -279,6 +280,7 @@ def register(app: typer.Typer) -> None:
                 return
             signer = signing_account(workspace, key, w3=reader.w3, rpc=url)
             rt.log.actor = signer.address
+            rt.metrics.set_actor(signer.address)
             federation = reader.with_account(signer)
             with service_lock(workspace.journal_dir, role="coordinator", address=signer.address,
                               command="fedledger coordinator run"):

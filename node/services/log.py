@@ -59,6 +59,7 @@ class ServiceLog:
             self._machine.flush()
             return
         stamp = datetime.fromtimestamp(now, UTC).strftime("%H:%M:%S")
+        who = f" {self.actor[:10]}" if self.actor else ""  # enough to tell parties apart in one terminal
         style = _STYLES[level]
         text = escape(message)
-        self._human.print(f"{stamp} {self.service}: " + (f"[{style}]{text}[/]" if style else text))
+        self._human.print(f"{stamp} {self.service}{who}: " + (f"[{style}]{text}[/]" if style else text))

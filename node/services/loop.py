@@ -153,6 +153,6 @@ def run_service(
         if complete or once:
             return True
         stop.wait(poll_s)
-    log.info("stopped", f"stopped on {stop.reason} between steps; a restart resumes from the chain and the journal.",
+    log.info("stopped", f"stopped on {stop.reason} between steps, with nothing left half-done.",
              signal=stop.reason)
     return False

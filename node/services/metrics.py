@@ -11,6 +11,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, start_http_server
 
+from ledger.errors import InvalidInputError
+
 
 class ServiceMetrics:
     """Counters every service shares; each service increments the ones that fit what it does."""
@@ -18,8 +20,9 @@ class ServiceMetrics:
     def __init__(self, service: str, *, actor: str | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self.service = service
         self.info = Info("fedledger_service", "Which fedledger service this process runs, and as whom.", registry=r)
-        self.info.info({"service": service, "actor": actor or ""})
+        self.set_actor(actor)
         self.rounds_seen = Counter("fedledger_rounds_seen", "Open rounds this service has seen.", registry=r)
         self.submissions = Counter("fedledger_submissions", "Updates this party recorded on chain.", registry=r)
         self.rounds_finalized = Counter("fedledger_rounds_finalized", "Rounds this aggregator finalized.", registry=r)
@@ -31,7 +34,16 @@ class ServiceMetrics:
             "fedledger_last_success_timestamp_seconds", "Unix time at which the last step completed.", registry=r
         )
 
+    def set_actor(self, actor: str | None) -> None:
+        self.info.info({"service": self.service, "actor": actor or ""})
+
     def serve(self, port: int, *, host: str = "127.0.0.1") -> WSGIServer:
         """Serve ``/metrics`` on ``host:port`` (0: a free port, see ``server_port``) from a daemon thread."""
-        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        try:
+            server, _ = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as error:  # the port is taken, or the address is not this machine's
+            raise InvalidInputError(
+                f"cannot serve metrics on {host}:{port} ({error.strerror or error}); choose a free --metrics-port "
+                "(0 picks one) or another --metrics-host."
+            ) from None
         return server
