@@ -54,11 +54,28 @@ def cid_from_bytes(binary: bytes) -> Cid:
         raise _fail(binary.hex(), f"a binary CIDv1 has {BINARY_LENGTH} bytes, this one {len(binary)}")
     if binary[0] != CIDV1 or binary[1] not in _CODECS or binary[2:4] != bytes([SHA2_256, DIGEST_LENGTH]):
         raise _fail(binary.hex(), "not a CIDv1 with a raw or dag-pb codec and a sha2-256 hash")
-    return Cid("b" + base64.b32encode(binary).decode("ascii").rstrip("=").lower())
+    text = Cid("b" + base64.b32encode(binary).decode("ascii").rstrip("=").lower())
+    _remember(text, binary)
+    return text
+
+
+# Text ⇄ binary conversions are pure and sit on every block's path (naming it, linking it, reading
+# it): each CID made or checked here is remembered, so the next conversion of it is a lookup.
+_KNOWN: dict[str, bytes] = {}
+_KNOWN_MAX = 1 << 16
+
+
+def _remember(text: str, binary: bytes) -> None:
+    if len(_KNOWN) >= _KNOWN_MAX:
+        _KNOWN.clear()
+    _KNOWN[text] = binary
 
 
 def cid_to_bytes(cid: str) -> bytes:
     """The 36-byte binary form of a text CIDv1; raises MalformedCidError on anything else."""
+    known = _KNOWN.get(cid) if isinstance(cid, str) else None
+    if known is not None:
+        return known
     if not isinstance(cid, str) or not cid:
         raise _fail(cid, "empty")
     if cid.startswith("Qm"):

@@ -234,7 +234,7 @@ class DagBuilder:
     def push_leaf(self, cid: Cid, size: int, block_size: int | None = None) -> list[Block]:
         """Take the next leaf: its CID, content size and block size (the same for a raw leaf)."""
         self._leaves += 1
-        version = self.layout.cid_version if _is_dag_pb(cid) else 1
+        version = 1 if self.layout.raw_leaves else self.layout.cid_version  # how a parent links this leaf
         return self._push(0, Link(cid, size if block_size is None else block_size, size, version))
 
     def _push(self, level: int, link: Link) -> list[Block]:

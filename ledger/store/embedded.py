@@ -25,9 +25,10 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import itertools
 import os
 import sys
-import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -64,6 +65,7 @@ _STALE_TMP_SECONDS = 3600
 _BATCH_BYTES = 32 * 1024 * 1024  # temp bytes written before they are made durable and renamed
 _FSYNC_EACH_UP_TO = 8  # small batches fsync file by file; larger ones sync the file system once
 _binary = functools.lru_cache(maxsize=1 << 16)(cid_to_bytes)  # text -> binary CID, hot on every block read
+_TEMP_NUMBERS = itertools.count()  # next() is atomic under the GIL: unique temp names across threads
 
 
 class EmbeddedStore:
@@ -74,6 +76,7 @@ class EmbeddedStore:
         self._blocks = self.root / "blocks"
         self._pins = self.root / "pins"
         self._tmp = self.root / "tmp"
+        self._blocks_name, self._tmp_name = str(self._blocks), str(self._tmp)
         try:
             for folder in (self._blocks, self._pins, self._tmp):
                 folder.mkdir(parents=True, exist_ok=True)
@@ -117,7 +120,7 @@ class EmbeddedStore:
     def _add_chunks(self, chunks: Iterable[bytes | memoryview], *, pin: bool, builder: DagBuilder | None = None) -> Cid:
         builder = builder or DagBuilder()
         batch = _Batch(self)
-        pending: deque[Future[tuple[Cid, int, int, Path | None]]] = deque()
+        pending: deque[Future[tuple[Cid, int, int, str | None]]] = deque()
         try:
             with ThreadPoolExecutor(_WORKERS, thread_name_prefix="store-add") as pool:
                 try:
@@ -133,7 +136,7 @@ class EmbeddedStore:
             root, blocks = builder.finish()
             batch.root = root
             for cid, data in blocks:  # the root (or the empty block) goes last
-                batch.add(cid, self._write_temp(cid, data))
+                batch.add(cid, self._write_temp(cid, data), len(data))
             batch.commit()
         finally:
             batch.discard()
@@ -141,29 +144,40 @@ class EmbeddedStore:
             self.pin(root)
         return root
 
-    def _write_leaf(self, builder: DagBuilder, chunk: bytes | memoryview) -> tuple[Cid, int, int, Path | None]:
+    def _write_leaf(self, builder: DagBuilder, chunk: bytes | memoryview) -> tuple[Cid, int, int, str | None]:
         """Make a chunk's leaf block, hash it and write it to a temp file (runs on worker threads)."""
         cid, data = builder.leaf(chunk)
         return cid, len(chunk), len(data), self._write_temp(cid, data)
 
     def _take_leaf(self, builder: DagBuilder, batch: _Batch, cid: Cid, size: int, block_size: int,
-                   temp: Path | None) -> None:
-        batch.add(cid, temp)
+                   temp: str | None) -> None:
+        batch.add(cid, temp, block_size)
         for parent, data in builder.push_leaf(cid, size, block_size):
-            batch.add(parent, self._write_temp(parent, data))
+            batch.add(parent, self._write_temp(parent, data), len(data))
 
-    def _write_temp(self, cid: Cid, data: bytes | memoryview) -> Path | None:
-        """The block's bytes in a temp file, not yet durable; None when the store already has it."""
-        if self.block_path(cid).exists():
+    def _write_temp(self, cid: Cid, data: bytes | memoryview) -> str | None:
+        """The block's bytes in a temp file, not yet durable; None when the store already has it.
+
+        The temp name is unique by process, thread and count (no random names to draw), and the
+        file is written with bare system calls: this runs once per 256 KiB block."""
+        if os.path.exists(self._block_name(cid)):
             return None
-        fd, temp = tempfile.mkstemp(dir=self._tmp, prefix=f"{cid}.")
+        temp = f"{self._tmp_name}/{cid}.{os.getpid()}.{threading.get_ident()}.{next(_TEMP_NUMBERS)}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
         except BaseException:
-            Path(temp).unlink(missing_ok=True)
+            os.close(fd)
+            os.unlink(temp)
             raise
-        return Path(temp)
+        os.close(fd)
+        return temp
+
+    def _block_name(self, cid: str) -> str:
+        """``block_path`` as a string (on the write path, where Path objects cost more than the I/O)."""
+        return f"{self._blocks_name}/{cid[-3:-1]}/{cid}"
 
     # -- reading ----------------------------------------------------------------------------
     def block_path(self, cid: str) -> Path:
@@ -340,14 +354,21 @@ class EmbeddedStore:
                 pass
 
 
-def _drop_temps(pending: Iterable[Future[tuple[Cid, int, int, Path | None]]]) -> None:
+def _drop_temps(pending: Iterable[Future[tuple[Cid, int, int, str | None]]]) -> None:
     for future in pending:
         try:
             *_, temp = future.result()
         except BaseException:  # noqa: BLE001 - the first error is the one being raised
             continue
         if temp is not None:
-            temp.unlink(missing_ok=True)
+            _unlink(temp)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -375,19 +396,19 @@ class _Batch:
     def __init__(self, store: EmbeddedStore) -> None:
         self._store = store
         self.root: Cid | None = None
-        self._temps: list[tuple[Cid, Path]] = []
+        self._temps: list[tuple[Cid, str]] = []
         self._names: set[Cid] = set()
         self._bytes = 0
 
-    def add(self, cid: Cid, temp: Path | None) -> None:
+    def add(self, cid: Cid, temp: str | None, size: int) -> None:
         if temp is None:
             return
         if cid in self._names:  # the same block twice in one file (e.g. runs of zeros)
-            temp.unlink(missing_ok=True)
+            _unlink(temp)
             return
         self._temps.append((cid, temp))
         self._names.add(cid)
-        self._bytes += temp.stat().st_size
+        self._bytes += size
         if self._bytes >= _BATCH_BYTES:
             self.commit()
 
@@ -413,16 +434,16 @@ class _Batch:
                 failpoint("store:between-renames")
             if cid == self.root:
                 failpoint("store:before-root-rename")
-            path = self._store.block_path(cid)
+            path = self._store._block_name(cid)
             try:
                 os.replace(temp, path)
             except FileNotFoundError:  # first block in this shard folder (mkdir is slow: only when needed)
-                path.parent.mkdir(exist_ok=True)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
                 os.replace(temp, path)
         self._temps, self._names, self._bytes = [], set(), 0
 
     def discard(self) -> None:
         """Remove temp files that were never committed (after an error)."""
         for _, temp in self._temps:
-            temp.unlink(missing_ok=True)
+            _unlink(temp)
         self._temps, self._names, self._bytes = [], set(), 0

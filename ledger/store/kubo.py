@@ -35,6 +35,7 @@ from ledger.unixfs import cid_of_bytes, cid_of_stream, walk_dag
 
 T = TypeVar("T")
 _ADD_OPTIONS = {"cid-version": 1, "raw-leaves": True, "chunker": "size-262144"}
+_UPLOAD_PIECE = 256 * 1024  # upload pieces (ipfshttpclient sends 8 KiB by default: 13,000 HTTP chunks per 100 MiB)
 _NOT_FOUND = ("not found", "not in the store", "no link named", "could not resolve")
 _TAMPERED = ("does not hash", "integrity")
 
@@ -64,7 +65,7 @@ class KuboStore:
     def __init__(self, api: str, *, timeout: float = 120.0) -> None:
         self.api = api
         try:
-            self._client = ipfshttpclient.Client(api_multiaddr(api), timeout=timeout)
+            self._client = ipfshttpclient.Client(api_multiaddr(api), timeout=timeout, chunk_size=_UPLOAD_PIECE)
         except ipfs_errors.AddressError as error:
             raise ConfigError(
                 f"{api!r} is not an IPFS API address; give one like /ip4/127.0.0.1/tcp/5001 or http://127.0.0.1:5001."
