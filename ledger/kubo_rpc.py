@@ -12,7 +12,7 @@ Kubo has them. The README's table of endpoints and options is this module in pro
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ledger import multibase
@@ -122,7 +122,7 @@ def _convert(option: Option, key: str, text: str) -> object:
     return value
 
 
-def parse(command: str, query: Mapping[str, list[str]], path_args: list[str] = ()) -> Request:  # type: ignore[assignment]
+def parse(command: str, query: Mapping[str, list[str]], path_args: Sequence[str] = ()) -> Request:
     """The request's arguments and options, as go-ipfs-cmds would read them; ParseError in its words."""
     spec = COMMANDS[command]
     known = {name: option for option in (*GLOBAL, *spec.options) for name in option.names}
