@@ -180,7 +180,6 @@ def test_the_coordinator_gives_up_when_rounds_keep_being_cancelled(setup: Setup)
 
 
 def test_the_coordinator_adopts_the_round_it_opened_just_before_a_crash(setup: Setup) -> None:
-    coordinator = setup.coordinator(rounds=2)
     # What a crash right after the open transaction leaves: the intent in the journal, the round on chain.
     Schedule(rounds=[], pending={"base": setup.genesis, "config_hash": CONFIG.config_hash.hex(), "after": 0}).save(
         schedule_path(setup.journal, setup.admin))
@@ -190,7 +189,6 @@ def test_the_coordinator_adopts_the_round_it_opened_just_before_a_crash(setup: S
     assert setup.admin.round_count() == 1  # adopted, not opened again
     assert Schedule.load(restarted.path).rounds == [1]
     assert setup.events("adopted")[0]["round"] == 1
-    del coordinator
 
 
 def test_a_node_settles_a_round_it_may_not_take_part_in_and_stops_when_suspended(setup: Setup) -> None:
