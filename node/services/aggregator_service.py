@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ledger.audit_queries import membership_at_end
-from ledger.chain import chain_now
 from ledger.contract_errors import (
     FederationMinimumReached,
     FederationRoundClosed,
@@ -29,6 +28,7 @@ from ledger.index import LedgerIndex
 from ledger.store import ContentStore
 from node.aggregator import aggregate_round
 from node.services.backoff import is_transient
+from node.services.clock import chain_time
 from node.services.log import ServiceLog
 from node.services.metrics import ServiceMetrics
 
@@ -68,7 +68,7 @@ class AggregatorService:
 
     def step(self) -> bool:
         open_rounds = self.federation.open_round_ids()
-        now = chain_now(self.federation.w3)
+        now = chain_time(self.federation.w3)
         for round_id in open_rounds:
             if round_id not in self.seen:
                 self.seen.add(round_id)

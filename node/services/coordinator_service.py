@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ledger.chain import chain_now
 from ledger.contract_errors import FederationMinimumReached, FederationRoundClosed, FederationRoundStillOpen
 from ledger.errors import LedgerError
 from ledger.federation import FederationClient, RoundInfo
@@ -24,6 +23,7 @@ from ledger.types import Cid
 from ledger.utc import utc_text
 from ledger.workspace import atomic_write_bytes
 from node.round_config import RoundConfig
+from node.services.clock import chain_time
 from node.services.log import ServiceLog
 from node.services.metrics import ServiceMetrics
 
@@ -125,7 +125,7 @@ class CoordinatorService:
                           "the schedule is complete.", rounds=[i.round_id for i in finalized])
             return True
         if last.state == "open":
-            if chain_now(self.federation.w3) > last.deadline and last.submissions < last.min_updates:
+            if chain_time(self.federation.w3) > last.deadline and last.submissions < last.min_updates:
                 self._cancel(last)
             return False
         if last.state == "finalized":
@@ -183,7 +183,7 @@ class CoordinatorService:
         self.store.add_bytes(self.config_bytes, pin=True)  # parties and the aggregator read it by its hash
         self.schedule.pending = {"base": base, "config_hash": self.config_hash.hex(), "after": federation.round_count()}
         self.schedule.save(self.path)
-        deadline = chain_now(federation.w3) + self.round_seconds
+        deadline = chain_time(federation.w3) + self.round_seconds
         round_id, tx = federation.open_round(
             base_cid=base, deadline=deadline, min_updates=self.min_updates, config_hash=self.config_hash
         )

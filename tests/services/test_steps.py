@@ -1,4 +1,5 @@
-"""The services' steps one at a time, in this process, on a real anvil whose clock the test moves:
+"""The services' steps one at a time, in this process, on a real anvil whose clock the test moves
+(and sets an hour behind the wall clock, which must change nothing):
 what the aggregator does at and after a deadline, how the coordinator reopens a cancelled round
 and gives up on one nobody takes part in, how it adopts a round it opened just before a crash,
 and how a node settles a round it may not take part in."""
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,8 +79,15 @@ class Setup:
         self.chain.advance(self.admin.round(round_id).deadline - self.chain.now() + 5)
 
 
+LAG_S = 3600
+
+
 @pytest.fixture
 def setup(chain: TestChain, tmp_path: Path) -> Setup:
+    # The chain's clock an hour behind the wall clock, as a local chain's gets after reverted snapshots:
+    # every deadline below must be judged by the chain's clock, as the contract judges it.
+    chain.rpc("anvil_setTime", [int(time.time()) - LAG_S])
+    chain.rpc("evm_mine", [])
     admin = FederationClient.deploy(chain.w3, account=chain.keys[0])[0]
     store = EmbeddedStore(tmp_path / "store")
     version, _ = admin.publish_agreement(store.add_bytes(TERMS, pin=True))

@@ -1,0 +1,19 @@
+"""The chain's clock, by which the contract judges every deadline.
+
+Not the wall clock: a chain's clock may lag it (a local chain whose snapshots were reverted, a
+test chain set back) or lead it (one moved forward), and a deadline is a block timestamp. A
+transaction sent now is judged in the pending block (ledger.federation.next_block), so that
+block's timestamp is "now" for every decision a service takes about a deadline; on a restarted
+anvil whose latest block is old it is the wall clock, as the next block will be.
+"""
+
+from __future__ import annotations
+
+from web3 import Web3
+
+from ledger.federation import next_block
+
+
+def chain_time(w3: Web3) -> int:
+    """The timestamp a transaction sent now would be judged at."""
+    return int(w3.eth.get_block(next_block(w3))["timestamp"])
