@@ -109,6 +109,25 @@ def _connect(workspace: Workspace, rpc: str | None, account: LocalAccount | None
     return lambda: open_federation(workspace, account=account, rpc=url)
 
 
+@contextmanager
+def _signed_in(runtime: Runtime, workspace: Workspace, *, rpc: str | None, key: str | None, role: str) -> Iterator[FederationClient | None]:
+    """The federation seen through the service's key, held under its one-service-per-key lock;
+    None when the service was stopped before the chain answered."""
+    from ledger.chain import signing_account, workspace_rpc
+
+    url = workspace_rpc(workspace, rpc)
+    reader = runtime.retrier.until_success(_connect(workspace, url))
+    if reader is None:
+        _stopped_early(runtime)
+        yield None
+        return
+    signer = signing_account(workspace, key, w3=reader.w3, rpc=url)
+    runtime.log.actor = signer.address
+    runtime.metrics.set_actor(signer.address)
+    with service_lock(workspace.journal_dir, role=role, address=signer.address, command=f"fedledger {role} run"):
+        yield reader.with_account(signer)
+
+
 def _require_role(federation: FederationClient, role: str) -> None:
     """The contract's own refusal (AccessControlUnauthorizedAccount) when the sender lacks ``role``."""
     from ledger.contract_errors import AccessControlUnauthorizedAccount
@@ -206,30 +225,21 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Finalize each open round once it holds its minimum and every entitled party has submitted or
         its deadline has passed; cancel a round whose deadline passed below its minimum."""
-        from ledger.chain import require_gas_money, signing_account, workspace_rpc
+        from ledger.chain import require_gas_money
         from node.services.aggregator_service import AggregatorService
 
         workspace = Workspace.find(workdir)
-        url = workspace_rpc(workspace, rpc)
         max_outage = ONCE_MAX_OUTAGE_S if once and max_outage is None else max_outage
         with service_runtime("aggregator", actor=None, log_json=log_json, metrics_port=metrics_port,
-                             metrics_host=metrics_host, max_outage=max_outage) as rt:
-            reader = rt.retrier.until_success(_connect(workspace, url))
-            if reader is None:
-                _stopped_early(rt)
-                return
-            signer = signing_account(workspace, key, w3=reader.w3, rpc=url)
-            rt.log.actor = signer.address
-            rt.metrics.set_actor(signer.address)
-            federation = reader.with_account(signer)
-            with service_lock(workspace.journal_dir, role="aggregator", address=signer.address,
-                              command="fedledger aggregator run"):
+                             metrics_host=metrics_host, max_outage=max_outage) as rt, \
+                _signed_in(rt, workspace, rpc=rpc, key=key, role="aggregator") as federation:
+            if federation is not None:
                 service = AggregatorService(federation=federation, store=open_store(workspace),
                                             journal_dir=workspace.journal_dir, log=rt.log, metrics=rt.metrics)
 
                 def start() -> None:
                     _require_role(federation, "aggregator")
-                    require_gas_money(federation.w3, signer.address)
+                    require_gas_money(federation.w3, federation.sender)
                     service.start()
 
                 try:
@@ -262,28 +272,19 @@ def register(app: typer.Typer) -> None:
         """Open round 1 on the base model, each next round on the last global model, reopen a cancelled
         round on its base; exit 0 once --rounds rounds are finalized. Resumes its schedule after a restart."""
         from ledger.cid import parse_cid
-        from ledger.chain import require_gas_money, signing_account, workspace_rpc
+        from ledger.chain import require_gas_money
         from node.cli.governance_cmd import _round_config as round_config_bytes
         from node.round_config import RoundConfig
         from node.services.coordinator_service import CoordinatorService
 
         workspace = Workspace.find(workdir)
-        url = workspace_rpc(workspace, rpc)
         document = RoundConfig.from_bytes(round_config_bytes(config, strategy, model, max_samples))
         given_base = parse_cid(base_cid) if base_cid is not None else None
         store = open_store(workspace)
         with service_runtime("coordinator", actor=None, log_json=log_json, metrics_port=metrics_port,
-                             metrics_host=metrics_host, max_outage=max_outage) as rt:
-            reader = rt.retrier.until_success(_connect(workspace, url))
-            if reader is None:
-                _stopped_early(rt)
-                return
-            signer = signing_account(workspace, key, w3=reader.w3, rpc=url)
-            rt.log.actor = signer.address
-            rt.metrics.set_actor(signer.address)
-            federation = reader.with_account(signer)
-            with service_lock(workspace.journal_dir, role="coordinator", address=signer.address,
-                              command="fedledger coordinator run"):
+                             metrics_host=metrics_host, max_outage=max_outage) as rt, \
+                _signed_in(rt, workspace, rpc=rpc, key=key, role="coordinator") as federation:
+            if federation is not None:
 
                 def pin_base() -> str:
                     if given_base is not None:
@@ -307,7 +308,7 @@ def register(app: typer.Typer) -> None:
 
                 def start() -> None:
                     _require_role(federation, "coordinator")
-                    require_gas_money(federation.w3, signer.address)
+                    require_gas_money(federation.w3, federation.sender)
                     service.start()
 
                 _run(rt, service, poll=poll, once=False, start=start)
