@@ -23,19 +23,13 @@ from ledger.contract_errors import (
     FederationRoundClosed,
 )
 from ledger.errors import InvalidInputError
-from ledger.federation import FederationClient, send_transaction
+from ledger.federation import FederationClient, _cid_parts, send_transaction
 from ledger.index import LedgerIndex
 from tests.contracts.conftest import CONFIG, MODEL, TERMS, TERMS_2, Fed, submit
 
 
-def _codec_digest(cid: str) -> tuple[int, bytes]:
-    from ledger.cid import cid_to_bytes
-
-    binary = cid_to_bytes(cid)
-    return binary[1], binary[4:]
-
-
 def test_a_round_longer_than_the_maximum_is_refused(fed: Fed) -> None:
+    assert fed.admin.contract.functions.MAX_ROUND_DURATION().call() == MAX_ROUND_DURATION  # the CLI's copy
     now = fed.chain.now()
     with pytest.raises(FederationDeadlineTooFar) as caught:
         fed.admin.open_round(base_cid=MODEL, deadline=now + MAX_ROUND_DURATION + 60, min_updates=1, config_hash=CONFIG)
@@ -101,7 +95,7 @@ def test_publishing_an_agreement_costs_the_same_after_a_thousand_closed_rounds(f
 
     first = fed.admin.round_count() + 1
     deadline = fed.chain.now() + 3600
-    codec, digest = _codec_digest(MODEL)
+    codec, digest = _cid_parts(MODEL)
     calls = []
     for round_id in range(first, first + 1000):
         calls.append((fed.admin.contract.functions.openRound(codec, digest, deadline, 1, CONFIG), 200_000))
