@@ -5,3 +5,18 @@ MAX_ROUND_DURATION = 30 * 86_400
 
 DEFAULT_ADMIN_DELAY = 86_400
 """Seconds a proposed admin waits before it can accept the role (the contract's constructor argument)."""
+
+EPSILON_SCALE = 1_000_000
+"""The contract's EPSILON_SCALE: privacy budgets and declared ε are stored in millionths of ε."""
+
+DELTA_SCALE = 10**18
+"""The contract's DELTA_SCALE: an agreement's δ is stored in units of 1e-18."""
+
+MAX_BATCH_SIZE = 256
+"""The contract's MAX_BATCH_SIZE: the most signed updates one relayed ``submitUpdates`` call takes."""
+
+EPSILON_SCALE = 1_000_000
+"""The contract records privacy loss ε as a uint64 count of millionths: 2.5 is 2_500_000 (rounded up, never down)."""
+
+DELTA_SCALE = 10**18
+"""The contract records the agreement's δ as a uint64 count of 1e-18 units: 1e-5 is 10**13."""
