@@ -10,14 +10,23 @@ strategy and its sample cap, and the auditor checks the receipt against it.
 each claim as ``min(claimed, max_samples)`` before the strategy sees it (FedAvg and Multi-Krum
 weigh by it), so a party that claims 2^63 samples counts as ``max_samples``. Set it near the
 largest dataset an honest party is expected to hold; ``1`` gives every update the same weight.
+
+A ``dp`` section (``DpSettings``) makes the round private: each party then trains with DP-SGD,
+taking ``steps`` optimizer steps on Poisson-sampled batches (each sample drawn with probability
+``sample_rate``), clipping each sample's gradient to ``max_grad_norm`` and adding Gaussian noise of
+``noise_multiplier * max_grad_norm``; ``training.lr`` still applies, ``training.epochs`` and
+``training.batch_size`` do not. The section fixes everything the privacy loss depends on, so any
+reader of the config (the auditor included) computes each round's ε without knowing a party's data
+size. A config without one has the bytes (and hash) it had before the section existed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ledger.cid import RAW, cid_from_parts
 from ledger.canonical_json import canonical_json
@@ -39,6 +48,72 @@ class TrainingSettings:
     lr: float = 0.05
 
 
+DP_ACCOUNTANTS = ("rdp",)
+"""The privacy accountants a dp section may name; node.privacy.accountant says why RDP."""
+MAX_DP_STEPS = 1_000_000
+
+
+@dataclass(frozen=True)
+class DpSettings:
+    """The DP-SGD parameters of a private round; numbers are canonicalized (floats as floats) on creation."""
+
+    noise_multiplier: float
+    max_grad_norm: float
+    sample_rate: float
+    steps: int
+    accountant: str = "rdp"
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("accountant", "max_grad_norm", "noise_multiplier", "sample_rate", "steps")
+
+    def __post_init__(self) -> None:
+        # 1 and 1.0 must give the same bytes (and config hash): every float field is stored as a float.
+        object.__setattr__(self, "noise_multiplier", _positive("noise_multiplier", self.noise_multiplier,
+                                                               "the noise's standard deviation over the clipping norm, e.g. 1.1"))
+        object.__setattr__(self, "max_grad_norm", _positive("max_grad_norm", self.max_grad_norm,
+                                                            "the per-sample gradient clipping norm, e.g. 1.0"))
+        rate = self.sample_rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 < rate <= 1.0:
+            raise InvalidInputError(
+                f"the dp section's sample_rate must be a number in (0, 1], not {rate!r}; "
+                "give the probability that a sample joins a batch, e.g. 0.1."
+            )
+        object.__setattr__(self, "sample_rate", float(rate))
+        steps = self.steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_DP_STEPS:
+            raise InvalidInputError(
+                f"the dp section's steps must be an integer from 1 to {MAX_DP_STEPS}, not {steps!r}; "
+                "give the number of DP-SGD steps each party takes per round."
+            )
+        if self.accountant not in DP_ACCOUNTANTS:
+            raise InvalidInputError(
+                f"the dp section's accountant must be one of {', '.join(DP_ACCOUNTANTS)}, not {self.accountant!r}; "
+                "every reader of the config must compute the same ε, so one accountant is supported."
+            )
+
+    @classmethod
+    def from_document(cls, document: object) -> DpSettings:
+        """The dp section of a parsed config document; InvalidInputError naming the field at fault."""
+        if not isinstance(document, dict):
+            raise InvalidInputError(
+                f"the round config's dp section must be a JSON object, not {type(document).__name__}; "
+                f"give the fields {', '.join(cls.FIELDS)}."
+            )
+        unknown = sorted(set(document) - set(cls.FIELDS))
+        missing = sorted(set(cls.FIELDS) - {"accountant"} - set(document))
+        if unknown or missing:
+            raise InvalidInputError(
+                f"the round config's dp section has unknown fields {unknown} and lacks {missing}; "
+                f"its fields are {', '.join(cls.FIELDS)} (accountant may be left out)."
+            )
+        return cls(**document)
+
+
+def _positive(name: str, value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value < math.inf:
+        raise InvalidInputError(f"the dp section's {name} must be a positive finite number, not {value!r}; give {what}.")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class RoundConfig:
     """What a round asks of its parties and its aggregator."""
@@ -47,6 +122,7 @@ class RoundConfig:
     strategy: dict[str, Any]
     training: TrainingSettings = field(default_factory=TrainingSettings)
     max_samples: int = DEFAULT_MAX_SAMPLES
+    dp: DpSettings | None = None
 
     def __post_init__(self) -> None:
         check_max_samples(self.max_samples)
@@ -57,6 +133,8 @@ class RoundConfig:
             "model": self.model, "strategy": self.strategy, "training": asdict(self.training),
             "max_samples": self.max_samples,
         }
+        if self.dp is not None:
+            document["dp"] = asdict(self.dp)
         return canonical_json(document)
 
     @property
@@ -70,12 +148,14 @@ class RoundConfig:
             training = TrainingSettings(**document.get("training", {}))
             model, strategy = str(document["model"]), dict(document["strategy"])
             max_samples = document.get("max_samples", DEFAULT_MAX_SAMPLES)
+            dp_document = document.get("dp")
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
             raise InvalidInputError(
                 f"the round configuration is not a fedledger round config ({error}); "
                 "open the round with `fedledger round open --strategy NAME` so one is written."
             ) from error
-        return cls(model=model, strategy=strategy, training=training, max_samples=max_samples)
+        dp = None if dp_document is None else DpSettings.from_document(dp_document)
+        return cls(model=model, strategy=strategy, training=training, max_samples=max_samples, dp=dp)
 
 
 def check_max_samples(value: object) -> int:
