@@ -130,10 +130,23 @@ def encode_header(envelope: SealedEnvelope) -> bytes:
 def encode(envelope: SealedEnvelope) -> bytes:
     """The envelope's one byte encoding (see the module docstring for the layout)."""
     _check_fields(envelope)
-    return b"".join((encode_header(envelope), envelope.nonce, envelope.payload))
+    buffer, payload = envelope_buffer(encode_header(envelope), envelope.nonce, envelope.plaintext_length)
+    payload[:] = envelope.payload
+    return bytes(buffer)
 
 
-def decode(data: bytes | memoryview) -> SealedEnvelope:
+def envelope_buffer(header: bytes, nonce: bytes, plaintext_length: int) -> tuple[bytearray, memoryview]:
+    """A whole envelope's buffer with ``header`` and ``nonce`` in place, and a view of its payload slot.
+
+    Lets the sealer encrypt straight into the envelope instead of copying the payload into it.
+    """
+    buffer = bytearray(len(header) + NONCE_SIZE + plaintext_length + TAG_SIZE)
+    buffer[: len(header)] = header
+    buffer[len(header) : len(header) + NONCE_SIZE] = nonce
+    return buffer, memoryview(buffer)[len(header) + NONCE_SIZE :]
+
+
+def decode(data: bytes | bytearray | memoryview) -> SealedEnvelope:
     """Parse a sealed update, refusing anything ``encode`` would not have written.
 
     The payload is a view into ``data``, not a copy. Nothing is decrypted or authenticated here.
