@@ -5,9 +5,11 @@
 Measured in one run on the same bytes, best of ``--repeat``:
   sha256        hashlib.sha256 over the whole buffer, one pass (the yardstick)
   cid only      ledger.unixfs.cid_of_bytes: chunking, sha256 per 256 KiB chunk, dag-pb parents, no I/O
-  add           EmbeddedStore.add_bytes into an empty store (hash + write + fsync + rename per block)
-  add, no fsync the same with fsync and syncfs stubbed out (shows what durability costs)
-  write only    the same 256 KiB blocks written to files and renamed, no hashing, no fsync (the disk floor)
+  add           EmbeddedStore.add_bytes into an empty store (hash, write one pack, fdatasync, index)
+  add, no fsync the same with os.fsync and os.fdatasync stubbed out (shows what durability costs;
+                SQLite's own sync of the index stays)
+  write only    the same bytes written to one new file, no hashing, no sync (the page cache's floor)
+  durable write the same, then fdatasync (the disk's floor: what any durable add of them costs)
   verify (get)  EmbeddedStore.get: read every block, re-hash it against its CID, return one bytes object
   verify stream EmbeddedStore.iter_content: the same checks block by block, nothing reassembled (the
                 store's default read: `ipfs serve`'s cat, get and dag/export)
@@ -54,14 +56,18 @@ def best_of(repeat: int, run: Callable[[], object], setup: Callable[[], None] = 
     return min(times)
 
 
-def write_only(data: bytes, folder: Path) -> None:
-    """Write each 256 KiB slice to a temp file and rename it: what the store's I/O costs by itself."""
-    view = memoryview(data)
-    for number, start in enumerate(range(0, len(view), 262144)):
-        temp = folder / f".{number}.tmp"
-        with open(temp, "wb") as handle:
-            handle.write(view[start : start + 262144])
-        os.replace(temp, folder / str(number))
+def write_only(data: bytes, path: Path, *, durable: bool) -> None:
+    """Write the bytes to one new file (then fdatasync it if ``durable``): what the I/O costs by itself."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view[: 8 << 20]) :]
+        if durable:
+            os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def time_http(data: bytes, repo: Path, repeat: int) -> dict[str, float]:
@@ -105,7 +111,7 @@ def main() -> None:
     try:
         timings = {"sha256": best_of(args.repeat, lambda: hashlib.sha256(data).digest())}
         timings["cid only"] = best_of(args.repeat, lambda: cid_of_bytes(data))
-        with mock.patch("os.fsync"), mock.patch("ledger.store.embedded._SYNCFS", None):
+        with mock.patch("os.fsync"), mock.patch("os.fdatasync"):
             timings["add, no fsync"] = best_of(args.repeat, lambda: EmbeddedStore(store_dir).add_bytes(data), fresh)
         timings["add"] = best_of(args.repeat, lambda: EmbeddedStore(store_dir).add_bytes(data), fresh)
         store = EmbeddedStore(store_dir)
@@ -114,8 +120,8 @@ def main() -> None:
         timings["verify (get)"] = best_of(args.repeat, lambda: store.get(cid))
         timings["verify stream"] = best_of(args.repeat, lambda: sum(map(len, store.iter_content(cid))))
         floor = base / "floor"
-        timings["write only"] = best_of(args.repeat, lambda: write_only(data, floor),
-                                        lambda: (shutil.rmtree(floor, ignore_errors=True), floor.mkdir()))
+        timings["write only"] = best_of(args.repeat, lambda: write_only(data, floor, durable=False))
+        timings["durable write"] = best_of(args.repeat, lambda: write_only(data, floor, durable=True))
         if args.http:
             timings.update(time_http(data, base / "served", args.repeat))
     finally:

@@ -358,7 +358,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._drain()
         if not self.store.has(cid):
             raise Refused(f"block {cid} was not found locally (offline)")
-        self._send_json({"Key": encoder.spell(cid, version), "Size": self.store.block_path(cid).stat().st_size})
+        self._send_json({"Key": encoder.spell(cid, version), "Size": self.store.block_size(cid)})
 
     def pin_add(self, request: Request) -> None:
         """Pin each path once its whole DAG is here and checked (Kubo pins only what it holds whole)."""

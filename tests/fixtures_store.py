@@ -4,7 +4,10 @@
 picks one and prints it), waits for its "listening on" line, and stops it by PID at the end of
 the session. Other areas may use it for a Kubo-compatible API: ``ipfs_server.api`` is the
 multiaddr to give ``KuboStore`` or ``--ipfs-api``; ``ipfs_server.repo`` is its store folder.
-``visible_blocks`` and ``assert_no_partial_object`` inspect an embedded store after a crash.
+``visible_blocks`` and ``assert_no_partial_object`` inspect an embedded store after a crash;
+``stored_copy``, ``damage_block`` and ``lose_block`` find, alter and remove a block where the
+store keeps it (its own file under ``blocks/``, or a stretch of a pack named by ``index.sqlite``),
+reading the on-disk format directly rather than through the code under test.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,15 +112,57 @@ def kubo_store(ipfs_server: IpfsServer) -> KuboStore:
     return KuboStore(ipfs_server.api)
 
 
+def _index_rows(store: EmbeddedStore) -> dict[str, tuple[str, int, int]]:
+    with closing(sqlite3.connect(store.root / "index.sqlite")) as db:
+        return {cid: (pack, offset, size) for cid, pack, offset, size in db.execute("SELECT * FROM blocks")}
+
+
 def visible_blocks(store: EmbeddedStore) -> set[str]:
     """The CIDs of every block a reader of the store can see."""
-    return {path.name for path in (store.root / "blocks").rglob("*") if path.is_file()}
+    files = {path.name for path in (store.root / "blocks").rglob("*") if path.is_file()}
+    return files | set(_index_rows(store))
+
+
+def stored_copy(store: EmbeddedStore, cid: str) -> tuple[Path, int, int]:
+    """Where the store keeps block ``cid``: a file, the offset of the block in it and its length."""
+    path = store.block_path(cid)
+    if path.is_file():
+        return path, 0, path.stat().st_size
+    pack, offset, size = _index_rows(store)[cid]
+    return store.root / "packs" / f"{pack}.pack", offset, size
+
+
+def read_stored(store: EmbeddedStore, cid: str) -> bytes:
+    path, offset, size = stored_copy(store, cid)
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(size)
+
+
+def damage_block(store: EmbeddedStore, cid: str, at: int = 0) -> bytes:
+    """Flip byte ``at`` of block ``cid`` where it is stored; returns the block's bytes before."""
+    path, offset, _ = stored_copy(store, cid)
+    before = read_stored(store, cid)
+    with open(path, "r+b") as handle:
+        handle.seek(offset + at)
+        handle.write(bytes([before[at] ^ 0xFF]))
+    return before
+
+
+def lose_block(store: EmbeddedStore, cid: str) -> None:
+    """Remove block ``cid`` from the store, as a lost file or a dropped index row would."""
+    path = store.block_path(cid)
+    if path.is_file():
+        path.unlink()
+        return
+    with closing(sqlite3.connect(store.root / "index.sqlite")) as db, db:
+        db.execute("DELETE FROM blocks WHERE cid = ?", (cid,))
 
 
 def assert_no_partial_object(store: EmbeddedStore) -> None:
     """Every visible block is whole, and every visible parent's children are visible too."""
     for name in visible_blocks(store):
-        data = store.block_path(name).read_bytes()
+        data = read_stored(store, name)
         assert hashlib.sha256(data).digest() == cid_digest(name), f"block {name} is not whole"
         if cid_to_bytes(name)[1] != RAW:
             for link in decode_node(name, data).links:

@@ -1,38 +1,42 @@
 """A content-addressed block store on disk that yields the CIDs Kubo would.
 
-Layout under ``root``::
+Layout under ``root`` (format 1, recorded as ``index.sqlite``'s ``PRAGMA user_version``)::
 
-    blocks/<2 chars>/<cid>   one file per block (raw leaf or dag-pb node), sharded like Kubo's
-                             flatfs (the next-to-last two characters of the CID)
-    pins/<cid>               an empty file per pinned root
-    tmp/                     blocks being written
+    blocks/<2 chars>/<cid>   content of one block (raw leaf or dag-pb leaf), a file of its own,
+                             sharded like Kubo's flatfs (the next-to-last two characters of the CID)
+    packs/<name>.pack        the blocks of one larger add, back to back (:mod:`ledger.store.packs`)
+    index.sqlite             where each packed block lies: CID -> pack, offset, length
+    pins/<cid>               a file per pinned root (empty, or the spelling it was pinned under)
+    tmp/                     blocks and packs being written
 
-Crash safety and concurrency come from the file system, not from locks: a block is written to
-``tmp/``, made durable (fsync; for a large file one ``syncfs`` per 32 MiB batch), then renamed
-onto its CID name (``os.replace`` is atomic), so a reader sees a whole block or none. Children
-are renamed before their parents and the root last, so once a root is visible every block under
-it is too; a writer killed mid-file leaves only complete, unreferenced blocks (and stray temp
-files) behind, and adding the file again completes it. Two processes writing the same block
-write the same bytes. Every read re-hashes each block against its CID.
+Content of one block is one file, as before packs; a file of many blocks goes into one pack, so
+an add of 100 MiB creates one file instead of 400. A store made before packs (``blocks/`` only,
+no index) is read as it is, and gets its empty index when first opened; an index of another
+format is refused with a sentence naming the fix. Blocks are named and looked up by their
+canonical CIDv1, whatever layout added them.
 
-Failpoints (``ledger.failpoints``) let tests kill a writer inside a commit:
-``store:between-renames`` after the first rename of a batch, ``store:before-root-rename`` with
-every block of the file renamed but its root.
+Durability before visibility: a lone block is written to ``tmp/``, fsync-ed and renamed onto its
+CID (``os.replace`` is atomic); a pack is ``fdatasync``-ed before its rows are committed to the
+index, batch by batch (32 MiB), children before parents and the root in the last commit, so once
+a root is visible every block under it is too. A writer killed mid-file leaves only complete,
+committed batches (and bytes no row points at) behind; adding the file again completes it. Two
+processes may write the same block at once: the index keeps the first copy. Every read re-hashes
+each block against its CID; a packed copy that fails the check is dropped from the index (the
+bytes stay in the pack), so that adding the content again writes it anew.
+
+Failpoints (``ledger.failpoints``) let tests kill a writer inside a commit: ``store:before-commit``
+with a batch durable but not yet visible (the first commit of an add), ``store:before-root-commit``
+with every batch visible but the last, the one that holds the root.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import hashlib
-import itertools
 import os
-import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -44,6 +48,7 @@ from ledger.errors import (
     StoreError,
 )
 from ledger.failpoints import failpoint
+from ledger.store.packs import BATCH_BYTES, BlockIndex, Location, PackReader, PackWriter
 from ledger.types import Cid
 from ledger.unixfs import (
     CHUNK_SIZE,
@@ -59,13 +64,8 @@ from ledger.unixfs import (
 )
 from ledger.workspace import atomic_write_bytes
 
-_WORKERS = max(2, min(4, os.cpu_count() or 2))
-_WINDOW = 4 * _WORKERS  # chunks in flight while adding or reading: bounds memory
 _STALE_TMP_SECONDS = 3600
-_BATCH_BYTES = 32 * 1024 * 1024  # temp bytes written before they are made durable and renamed
-_FSYNC_EACH_UP_TO = 8  # small batches fsync file by file; larger ones sync the file system once
 _binary = functools.lru_cache(maxsize=1 << 16)(cid_to_bytes)  # text -> binary CID, hot on every block read
-_TEMP_NUMBERS = itertools.count()  # next() is atomic under the GIL: unique temp names across threads
 
 
 class EmbeddedStore:
@@ -76,15 +76,17 @@ class EmbeddedStore:
         self._blocks = self.root / "blocks"
         self._pins = self.root / "pins"
         self._tmp = self.root / "tmp"
+        self._packs = self.root / "packs"
         self._blocks_name, self._tmp_name = str(self._blocks), str(self._tmp)
         try:
-            for folder in (self._blocks, self._pins, self._tmp):
+            for folder in (self._blocks, self._pins, self._tmp, self._packs):
                 folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StoreError(
                 f"cannot use {self.root} as a content store ({error.strerror}); "
                 "choose a folder you can write to (--repo DIR, or store.path in fedledger.toml)."
             ) from error
+        self._index = BlockIndex(self.root)
         self._sweep_tmp()
 
     def __repr__(self) -> str:
@@ -119,61 +121,49 @@ class EmbeddedStore:
 
     def _add_chunks(self, chunks: Iterable[bytes | memoryview], *, pin: bool, builder: DagBuilder | None = None) -> Cid:
         builder = builder or DagBuilder()
-        batch = _Batch(self)
-        pending: deque[Future[tuple[Cid, int, int, str | None]]] = deque()
+        adding = _Add(self)
         try:
-            with ThreadPoolExecutor(_WORKERS, thread_name_prefix="store-add") as pool:
-                try:
-                    for chunk in chunks:
-                        pending.append(pool.submit(self._write_leaf, builder, chunk))
-                        while len(pending) >= _WINDOW:
-                            self._take_leaf(builder, batch, *pending.popleft().result())
-                    while pending:
-                        self._take_leaf(builder, batch, *pending.popleft().result())
-                except BaseException:
-                    _drop_temps(pending)  # leaves written by workers but never taken into the batch
-                    raise
+            for chunk in chunks:
+                cid, data = builder.leaf(chunk)
+                adding.take(cid, data)
+                for parent, block in builder.push_leaf(cid, len(chunk), len(data)):
+                    adding.take(parent, block)
             root, blocks = builder.finish()
-            batch.root = root
-            for cid, data in blocks:  # the root (or the empty block) goes last
-                batch.add(cid, self._write_temp(cid, data), len(data))
-            batch.commit()
+            for cid, block in blocks:  # the root (or the empty block) goes last
+                adding.take(cid, block)
+            adding.finish()
         finally:
-            batch.discard()
+            adding.close()
         if pin:
             self.pin(root)
         return root
 
-    def _write_leaf(self, builder: DagBuilder, chunk: bytes | memoryview) -> tuple[Cid, int, int, str | None]:
-        """Make a chunk's leaf block, hash it and write it to a temp file (runs on worker threads)."""
-        cid, data = builder.leaf(chunk)
-        return cid, len(chunk), len(data), self._write_temp(cid, data)
+    def _holds(self, cid: Cid) -> bool:
+        return os.path.exists(self._block_name(cid)) or self._index.find(cid) is not None
 
-    def _take_leaf(self, builder: DagBuilder, batch: _Batch, cid: Cid, size: int, block_size: int,
-                   temp: str | None) -> None:
-        batch.add(cid, temp, block_size)
-        for parent, data in builder.push_leaf(cid, size, block_size):
-            batch.add(parent, self._write_temp(parent, data), len(data))
-
-    def _write_temp(self, cid: Cid, data: bytes | memoryview) -> str | None:
-        """The block's bytes in a temp file, not yet durable; None when the store already has it.
-
-        The temp name is unique by process, thread and count (no random names to draw), and the
-        file is written with bare system calls: this runs once per 256 KiB block."""
-        if os.path.exists(self._block_name(cid)):
-            return None
-        temp = f"{self._tmp_name}/{cid}.{os.getpid()}.{threading.get_ident()}.{next(_TEMP_NUMBERS)}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    def _write_alone(self, cid: Cid, data: bytes | memoryview) -> None:
+        """A content of one block: its own file under blocks/, fsync-ed before it is renamed into place."""
+        temp = f"{self._tmp_name}/{cid}.{os.getpid()}.{threading.get_ident()}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            failpoint("store:before-commit")
+            failpoint("store:before-root-commit")
+            path = self._block_name(cid)
+            try:
+                os.replace(temp, path)
+            except FileNotFoundError:  # first block in this shard folder (mkdir is slow: only when needed)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                os.replace(temp, path)
         except BaseException:
-            os.close(fd)
-            os.unlink(temp)
+            _unlink(temp)
             raise
-        os.close(fd)
-        return temp
 
     def _block_name(self, cid: str) -> str:
         """``block_path`` as a string (on the write path, where Path objects cost more than the I/O)."""
@@ -181,54 +171,53 @@ class EmbeddedStore:
 
     # -- reading ----------------------------------------------------------------------------
     def block_path(self, cid: str) -> Path:
+        """The file of a block stored on its own (content of one block, or any block of a store
+        written before packs); packed blocks are in ``packs/``, found through the index."""
         return self._blocks / cid[-3:-1] / cid
 
     def has(self, cid: str) -> bool:
         cid_to_bytes(cid)
-        return self.block_path(cid).is_file()
+        return self.block_path(cid).is_file() or self._index.find(cid) is not None
+
+    def block_size(self, cid: str) -> int:
+        """The size of the block ``cid`` as stored (Kubo's ``block/stat``), without reading it."""
+        cid = parse_cid(cid)
+        try:
+            return self.block_path(cid).stat().st_size
+        except FileNotFoundError:
+            location = self._index.find(cid)
+            if location is None:
+                raise self._missing(cid, None) from None
+            return location[2]
 
     def read_block(self, cid: str, *, root: str | None = None) -> bytes:
         """One block's bytes, checked against its CID."""
+        reader = PackReader(self._packs)
         try:
-            data = self.block_path(cid).read_bytes()
+            return self._read(cid, root, reader)
+        finally:
+            reader.close()
+
+    def _read(self, cid: str, root: str | None, reader: PackReader, size: int | None = None) -> bytes:
+        """Block ``cid``, checked against its CID (and against ``size``, its parent's word on its length)."""
+        location: Location | None = None
+        try:
+            with open(self._block_name(cid), "rb", buffering=0) as handle:
+                data = handle.readall()
         except FileNotFoundError:
-            raise self._missing(cid, root) from None
-        if hashlib.sha256(data).digest() != _binary(cid)[4:]:
-            raise self._tampered(cid, root)
+            location = self._index.find(cid)
+            if location is None:
+                raise self._missing(cid, root) from None
+            data = reader.read(location)
+        if (size is not None and len(data) != size) or hashlib.sha256(data).digest() != _binary(cid)[4:]:
+            raise self._tampered(cid, root, location)
         return data
 
     def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
         cid = parse_cid(cid)
-        raw = cid_to_bytes(cid)[1] == RAW
-        if raw and max_bytes is not None:  # the size on disk is the content's: check it before reading
-            self._refuse_above(cid, self._stored_size(cid), max_bytes)
-        data = self.read_block(cid)
-        if raw:
-            return data
-        node = decode_node(cid, data)
-        if max_bytes is not None:
-            self._refuse_above(cid, node.filesize, max_bytes)
-        pending: deque[Future[bytes]] = deque()
-        parts: list[bytes] = []
-        with ThreadPoolExecutor(_WORKERS, thread_name_prefix="store-get") as pool:
-            for _, piece in self._pieces(cid, node, 0):
-                if isinstance(piece, bytes):  # a dag-pb leaf, read and checked on the way down
-                    while pending:
-                        parts.append(pending.popleft().result())
-                    parts.append(piece)
-                    continue
-                pending.append(pool.submit(self._read_leaf, piece, cid))
-                while len(pending) >= _WINDOW:
-                    parts.append(pending.popleft().result())
-            while pending:
-                parts.append(pending.popleft().result())
-        return b"".join(parts)  # one copy; sizes were checked leaf by leaf against the parents
-
-    def _stored_size(self, cid: Cid) -> int:
-        try:
-            return self.block_path(cid).stat().st_size
-        except FileNotFoundError:
-            raise self._missing(cid, None) from None
+        if max_bytes is not None:  # checked before any leaf is read
+            self._refuse_above(cid, self.content_size(cid), max_bytes)
+        return b"".join(self.iter_content(cid))  # one copy; sizes were checked leaf by leaf against the parents
 
     @staticmethod
     def _refuse_above(cid: Cid, size: int, max_bytes: int) -> None:
@@ -239,30 +228,41 @@ class EmbeddedStore:
         """The content of ``cid`` (or ``length`` bytes of it from ``offset``) block by block, each block
         checked before its bytes are yielded; leaves wholly outside the range are not read."""
         cid = parse_cid(cid)
-        data = self.read_block(cid)
-        node = Node((), len(data), data) if cid_to_bytes(cid)[1] == RAW else decode_node(cid, data)
-        end = node.filesize if length is None else min(node.filesize, offset + length)
-        for first, piece in self._pieces(cid, node, 0, offset, end):
-            if not isinstance(piece, bytes):
-                piece = self._read_leaf(piece, cid)
-            start, stop = max(offset - first, 0), min(end - first, len(piece))
-            if start < stop:
-                yield piece if (start, stop) == (0, len(piece)) else piece[start:stop]
+        reader = PackReader(self._packs)
+        try:
+            data = self._read(cid, None, reader)
+            node = Node((), len(data), data) if _binary(cid)[1] == RAW else decode_node(cid, data)
+            end = node.filesize if length is None else min(node.filesize, offset + length)
+            for first, piece in self._pieces(cid, node, reader, 0, offset, end):
+                if not isinstance(piece, bytes):
+                    piece = self._read(piece.cid, cid, reader, piece.filesize)
+                start, stop = max(offset - first, 0), min(end - first, len(piece))
+                if start < stop:
+                    yield piece if (start, stop) == (0, len(piece)) else piece[start:stop]
+        finally:
+            reader.close()
 
     def content_size(self, cid: str) -> int:
-        """The file size of ``cid``'s content, from its root block alone."""
+        """The file size of ``cid``'s content, from its root block alone (a raw block's from its size on disk)."""
         cid = parse_cid(cid)
-        data = self.read_block(cid)
-        return len(data) if cid_to_bytes(cid)[1] == RAW else decode_node(cid, data).filesize
+        if _binary(cid)[1] == RAW:
+            return self.block_size(cid)
+        return decode_node(cid, self.read_block(cid)).filesize
 
     def iter_dag(self, cid: str, *, version: int = 1) -> Iterator[tuple[str, bytes]]:
         """Every block of ``cid``'s DAG once, checked, in ``ipfs dag export``'s order (root first,
         depth first, each where first seen); the root spelled in CID ``version``."""
-        cid = parse_cid(cid)
-        return walk_dag(cid, lambda block: self.read_block(block, root=cid), root_version=version)
+        return self._walk(parse_cid(cid), version)
 
-    def _pieces(self, root: Cid, node: Node, depth: int, start: int = 0, end: int | None = None,
-                base: int = 0) -> Iterator[tuple[int, Link | bytes]]:
+    def _walk(self, cid: Cid, version: int) -> Iterator[tuple[str, bytes]]:
+        reader = PackReader(self._packs)
+        try:
+            yield from walk_dag(cid, lambda block: self._read(block, cid, reader), root_version=version)
+        finally:
+            reader.close()
+
+    def _pieces(self, root: Cid, node: Node, reader: PackReader, depth: int, start: int = 0,
+                end: int | None = None, base: int = 0) -> Iterator[tuple[int, Link | bytes]]:
         """The content under ``node`` in file order, each piece with its offset in the file: a raw leaf
         as its Link (still to be read and checked), a dag-pb leaf as its bytes (read and checked here,
         like every inner node). Subtrees wholly outside ``start``–``end`` (offsets into ``node``'s
@@ -283,20 +283,10 @@ class EmbeddedStore:
             if _binary(link.cid)[1] == RAW:
                 yield base + first, link
                 continue
-            child = decode_node(link.cid, self.read_block(link.cid, root=root))
+            child = decode_node(link.cid, self._read(link.cid, root, reader))
             if child.filesize != link.filesize:
-                raise self._tampered(link.cid, root)
-            yield from self._pieces(root, child, depth + 1, max(start - first, 0), end - first, base + first)
-
-    def _read_leaf(self, link: Link, root: Cid) -> bytes:
-        try:
-            with open(self.block_path(link.cid), "rb", buffering=0) as handle:
-                data = handle.read()
-        except FileNotFoundError:
-            raise self._missing(link.cid, root) from None
-        if len(data) != link.filesize or hashlib.sha256(data).digest() != _binary(link.cid)[4:]:
-            raise self._tampered(link.cid, root)
-        return data
+                raise self._tampered(link.cid, root, None)
+            yield from self._pieces(root, child, reader, depth + 1, max(start - first, 0), end - first, base + first)
 
     def _missing(self, cid: str, root: str | None) -> ContentNotFoundError:
         what = f"block {cid} of content {root}" if root and root != cid else f"content {cid}"
@@ -304,12 +294,15 @@ class EmbeddedStore:
             f"{what} is not in the store at {self.root}; add it again, or fetch it from the store that pinned it."
         )
 
-    def _tampered(self, cid: str, root: str | None) -> IntegrityError:
+    def _tampered(self, cid: str, root: str | None, location: Location | None) -> IntegrityError:
         what = f"block {cid} of content {root}" if root and root != cid else f"content {cid}"
-        return IntegrityError(
-            f"{what} does not hash to its CID: the store at {self.root} was altered or damaged; "
-            f"delete {self.block_path(cid)} and add the content again."
-        )
+        if location is None:
+            fix = f"delete {self.block_path(cid)} and add the content again."
+        elif self._index.forget(cid, location):
+            fix = f"its copy in {self._packs / location[0]}.pack was set aside; add the content again."
+        else:
+            fix = f"make {self._index.path} writable, then add the content again."
+        return IntegrityError(f"{what} does not hash to its CID: the store at {self.root} was altered or damaged; {fix}")
 
     # -- pins -------------------------------------------------------------------------------
     def pin(self, cid: str, *, spelled: str | None = None) -> None:
@@ -354,14 +347,47 @@ class EmbeddedStore:
                 pass
 
 
-def _drop_temps(pending: Iterable[Future[tuple[Cid, int, int, str | None]]]) -> None:
-    for future in pending:
-        try:
-            *_, temp = future.result()
-        except BaseException:  # noqa: BLE001 - the first error is the one being raised
-            continue
-        if temp is not None:
-            _unlink(temp)
+class _Add:
+    """The blocks of one add on their way to disk, in the order the DAG builder gives them.
+
+    The first block is held back until a second one comes: a content of one block is written as
+    its own file, a larger one into a pack. Blocks the store already holds are not written again.
+    """
+
+    def __init__(self, store: EmbeddedStore) -> None:
+        self._store = store
+        self._pack = PackWriter(store.root, store._index)
+        self._first: tuple[Cid, bytes | memoryview] | None = None
+        self._taken = 0
+
+    def take(self, cid: Cid, data: bytes | memoryview) -> None:
+        self._taken += 1
+        if self._taken == 1:
+            self._first = (cid, data)
+            return
+        if self._first is not None:
+            self._write(*self._first)
+            self._first = None
+        self._write(cid, data)
+
+    def _write(self, cid: Cid, data: bytes | memoryview) -> None:
+        if self._pack.holds(cid) or self._store._holds(cid):
+            return
+        if self._pack.pending >= BATCH_BYTES:  # checked before writing, so the root is in the last commit
+            self._pack.commit(last=False)
+        self._pack.write(cid, data)
+
+    def finish(self) -> None:
+        """Make every block durable, then visible, the root last."""
+        if self._first is not None:  # the whole content is this one block
+            cid, data = self._first
+            if not self._store._holds(cid):
+                self._store._write_alone(cid, data)
+            return
+        self._pack.commit(last=True)
+
+    def close(self) -> None:
+        self._pack.close()
 
 
 def _unlink(path: str) -> None:
@@ -369,81 +395,3 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _load_syncfs() -> Callable[[int], int] | None:
-    """Linux's syncfs(2): one call makes every written file on the file system durable."""
-    try:
-        function = ctypes.CDLL(None, use_errno=True).syncfs
-    except (AttributeError, OSError):
-        return None
-    function.argtypes = [ctypes.c_int]
-    return function  # type: ignore[no-any-return]
-
-
-_SYNCFS = _load_syncfs() if sys.platform.startswith("linux") else None
-
-
-class _Batch:
-    """Blocks written to temp files, made durable together, then renamed onto their CIDs in order.
-
-    Durability before visibility: nothing is renamed until its bytes are on disk (one ``syncfs``
-    for a large batch, where Linux offers it, else one ``fsync`` per file). Renames keep the order
-    blocks were added in, children before parents, so a visible parent implies visible children.
-    ``root``, set once the DAG is finished, is the block the last commit renames last.
-    """
-
-    def __init__(self, store: EmbeddedStore) -> None:
-        self._store = store
-        self.root: Cid | None = None
-        self._temps: list[tuple[Cid, str]] = []
-        self._names: set[Cid] = set()
-        self._bytes = 0
-
-    def add(self, cid: Cid, temp: str | None, size: int) -> None:
-        if temp is None:
-            return
-        if cid in self._names:  # the same block twice in one file (e.g. runs of zeros)
-            _unlink(temp)
-            return
-        self._temps.append((cid, temp))
-        self._names.add(cid)
-        self._bytes += size
-        if self._bytes >= _BATCH_BYTES:
-            self.commit()
-
-    def commit(self) -> None:
-        if not self._temps:
-            return
-        if _SYNCFS is not None and len(self._temps) > _FSYNC_EACH_UP_TO:
-            folder = os.open(self._store._tmp, os.O_RDONLY)
-            try:
-                if _SYNCFS(folder) != 0:
-                    raise OSError(ctypes.get_errno(), "syncfs failed")
-            finally:
-                os.close(folder)
-        else:
-            for _, temp in self._temps:
-                handle = os.open(temp, os.O_RDONLY)
-                try:
-                    os.fsync(handle)
-                finally:
-                    os.close(handle)
-        for number, (cid, temp) in enumerate(self._temps):
-            if number:
-                failpoint("store:between-renames")
-            if cid == self.root:
-                failpoint("store:before-root-rename")
-            path = self._store._block_name(cid)
-            try:
-                os.replace(temp, path)
-            except FileNotFoundError:  # first block in this shard folder (mkdir is slow: only when needed)
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                os.replace(temp, path)
-        self._temps, self._names, self._bytes = [], set(), 0
-
-    def discard(self) -> None:
-        """Remove temp files that were never committed (after an error)."""
-        for _, temp in self._temps:
-            _unlink(temp)
-        self._temps, self._names, self._bytes = [], set(), 0

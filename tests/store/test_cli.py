@@ -76,8 +76,9 @@ def test_serve_on_a_host_that_is_not_an_ipv4_address_is_refused(tmp_path: Path) 
 
 
 def stored_files(repo: Path) -> set[str]:
-    """Every block and pin file of an embedded store (what a refused add must leave as it was)."""
-    return {str(path.relative_to(repo)) for folder in ("blocks", "pins") for path in (repo / folder).rglob("*")}
+    """Every block, pack and pin file of an embedded store (what a refused add must leave as it was)."""
+    folders = ("blocks", "packs", "pins")
+    return {str(path.relative_to(repo)) for folder in folders for path in (repo / folder).rglob("*")}
 
 
 def test_file_that_is_not_safetensors_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from ledger.cid import cid_to_bytes, spell_cid
 from ledger.multibase import BASE58_BTC, decode_base_x, encode
 from ledger.store import EmbeddedStore, KuboStore
 from ledger.unixfs import CHUNK_SIZE, KUBO_DEFAULT, Layout, cid_of_bytes, hash_stream
-from tests.fixtures_store import IpfsServer, start_ipfs_server, stop_ipfs_server
+from tests.fixtures_store import IpfsServer, lose_block, start_ipfs_server, stop_ipfs_server, visible_blocks
 
 pytestmark = pytest.mark.filterwarnings("ignore:The .strict. parameter:FutureWarning")  # ipfshttpclient 0.7 vs urllib3 2
 
@@ -241,10 +241,10 @@ def test_only_hash_reports_the_real_size_and_stores_nothing(server: IpfsServer) 
     ],
 )
 def test_options_that_would_change_the_answer_are_refused_not_ignored(server: IpfsServer, query: str, sentence: str) -> None:
-    before = sorted((server.repo / "blocks").rglob("*"))
+    before = visible_blocks(EmbeddedStore(server.repo))
     response = post(server, f"add?{query}", files={"file": ("x", b"refused content")})
     assert_kubo_error(response, sentence)
-    assert sorted((server.repo / "blocks").rglob("*")) == before  # nothing stored
+    assert visible_blocks(EmbeddedStore(server.repo)) == before  # nothing stored
 
 
 def test_options_that_change_the_cid_are_honoured(server: IpfsServer) -> None:
@@ -315,7 +315,7 @@ def test_pin_add_needs_the_whole_dag(tmp_path: Path) -> None:
         data = random_bytes(2 * CHUNK_SIZE + 1, seed=13)
         root = add(running, data, "cid-version=1&pin=false")[-1]["Hash"]
         store = EmbeddedStore(running.repo)
-        store.block_path(cid_of_bytes(data[:CHUNK_SIZE])).unlink()
+        lose_block(store, cid_of_bytes(data[:CHUNK_SIZE]))
         assert_kubo_error(post(running, f"pin/add?arg={root}"), "is not in the store")
         assert store.pins() == []
     finally:

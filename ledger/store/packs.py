@@ -1,0 +1,227 @@
+"""Packed blocks: the blocks of one add back to back in one file, found through an on-disk index.
+
+Creating, syncing and renaming one file per 256 KiB block cost the embedded store more than
+hashing the blocks; a pack is one file per add. ``packs/<name>`` holds the blocks' bytes with
+nothing between them; ``index.sqlite`` (table ``blocks``: CID text, pack name, offset, length;
+``PRAGMA user_version`` is the format) says where each one lies. The index is SQLite in WAL
+mode with ``synchronous=FULL``: a commit is durable once it returns, several processes may
+write at once (each commit takes SQLite's lock for a moment), and readers never wait.
+
+A :class:`PackWriter` makes the blocks of one add visible batch by batch, durability before
+visibility: a batch's bytes are appended to the pack (writeback started as they go), the pack is
+``fdatasync``-ed (and, at its first commit, moved from ``tmp/`` to ``packs/`` and that folder
+synced), then the batch's rows go into the index in one transaction. A reader therefore sees a
+batch whole or not at all, and as children come before parents, a visible parent implies
+visible children. A writer killed before a commit leaves bytes no row points at (a pack in
+``tmp/``, swept later, or a tail past the last committed row); adding the content again writes
+what is missing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import secrets
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ledger.errors import StoreError
+from ledger.failpoints import failpoint
+from ledger.types import Cid
+
+INDEX_NAME = "index.sqlite"
+FORMAT = 1  # PRAGMA user_version of index.sqlite; 0 is a store made before packs (blocks/ only)
+BATCH_BYTES = 32 * 1024 * 1024  # pack bytes written before they are made durable and indexed
+_WRITEBACK_BYTES = 8 * 1024 * 1024  # start the disk on each such stretch while the next is written
+
+Location = tuple[str, int, int]
+"""Where a packed block lies: its pack's name, its offset and its length."""
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux's sync_file_range(2), to start writeback of a stretch without waiting for it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    return function  # type: ignore[no-any-return]
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+class BlockIndex:
+    """CID -> (pack, offset, length) for every packed block; one SQLite connection per thread."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / INDEX_NAME
+        self._local = threading.local()
+        self._check_format(self._db())
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+                db.execute("PRAGMA synchronous=FULL")
+            except sqlite3.Error as error:
+                raise self._unreadable(error) from error
+            self._local.db = db
+        return db
+
+    def _check_format(self, db: sqlite3.Connection) -> None:
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:  # a new store, or one made before packs: give it the index
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("CREATE TABLE IF NOT EXISTS blocks (cid TEXT PRIMARY KEY, pack TEXT NOT NULL,"
+                           " offset INTEGER NOT NULL, size INTEGER NOT NULL) WITHOUT ROWID")
+                db.execute(f"PRAGMA user_version={FORMAT}")
+                db.execute("COMMIT")
+                version = FORMAT
+        except sqlite3.Error as error:
+            raise self._unreadable(error) from error
+        if version != FORMAT:
+            raise StoreError(
+                f"the content store at {self.path.parent} has block index format {version}, which this "
+                f"fedledger (format {FORMAT}) cannot read; open it with the fedledger version that wrote it."
+            )
+
+    def _unreadable(self, error: sqlite3.Error) -> StoreError:
+        return StoreError(
+            f"the block index {self.path} cannot be used ({error}); make the folder writable, "
+            f"or restore {self.path.name} from a backup of the store."
+        )
+
+    def find(self, cid: str) -> Location | None:
+        row = self._db().execute("SELECT pack, offset, size FROM blocks WHERE cid = ?", (cid,)).fetchone()
+        return None if row is None else (row[0], row[1], row[2])
+
+    def add(self, rows: list[tuple[Cid, str, int, int]]) -> None:
+        """Make ``rows`` visible together (a block already indexed keeps its first copy)."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?)", rows)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def forget(self, cid: str, location: Location) -> bool:
+        """Drop the row of a damaged copy, so that adding the content again writes the block anew."""
+        try:
+            self._db().execute("DELETE FROM blocks WHERE cid = ? AND pack = ? AND offset = ?", (cid, *location[:2]))
+        except sqlite3.Error:  # a store the reader may not write: the advice stays to add it again
+            return False
+        return True
+
+
+class PackWriter:
+    """The new blocks of one add, appended to one pack and indexed batch by batch (see the module)."""
+
+    def __init__(self, root: Path, index: BlockIndex) -> None:
+        self._root, self._index = root, index
+        self._fd: int | None = None
+        self._temp: str | None = None  # the pack's path while it is in tmp/ (before its first commit)
+        self.name: str | None = None
+        self._size = self._committed = self._started = 0
+        self._rows: list[tuple[Cid, str, int, int]] = []
+        self._names: set[Cid] = set()
+
+    @property
+    def pending(self) -> int:
+        """Bytes written but not committed."""
+        return self._size - self._committed
+
+    def holds(self, cid: Cid) -> bool:
+        """Whether this pack already took ``cid`` (the same block twice in one file: runs of zeros)."""
+        return cid in self._names
+
+    def write(self, cid: Cid, data: bytes | memoryview) -> None:
+        if self._fd is None:
+            self.name = f"{time.time_ns():x}-{os.getpid()}-{secrets.token_hex(4)}"
+            self._temp = f"{self._root}/tmp/{self.name}.pack"
+            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        assert self.name is not None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self._rows.append((cid, self.name, self._size, len(data)))
+        self._names.add(cid)
+        self._size += len(data)
+        if _SYNC_FILE_RANGE is not None and self._size - self._started >= _WRITEBACK_BYTES:
+            _SYNC_FILE_RANGE(self._fd, self._started, self._size - self._started, _SYNC_FILE_RANGE_WRITE)
+            self._started = self._size
+
+    def commit(self, *, last: bool) -> None:
+        """Make what was written durable, then visible; ``last``: this commit holds the root."""
+        if not self._rows:
+            return
+        assert self._fd is not None and self.name is not None
+        os.fdatasync(self._fd)
+        if self._temp is not None:  # its first commit: the pack takes its place under packs/
+            packs = self._root / "packs"
+            os.replace(self._temp, packs / f"{self.name}.pack")
+            self._temp = None
+            _fsync_folder(packs)
+        failpoint("store:before-commit")
+        if last:
+            failpoint("store:before-root-commit")
+        self._index.add(self._rows)
+        self._rows, self._committed = [], self._size
+
+    def close(self) -> None:
+        """Release the pack; bytes never committed (after an error) are removed."""
+        if self._fd is None:
+            return
+        try:
+            if self._temp is not None:
+                os.unlink(self._temp)
+            elif self.pending:
+                os.ftruncate(self._fd, self._committed)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PackReader:
+    """Reads packed blocks, keeping each pack open for as long as one content is being read."""
+
+    def __init__(self, packs: Path) -> None:
+        self._packs = packs
+        self._open: dict[str, int] = {}
+
+    def read(self, location: Location) -> bytes:
+        """The bytes at ``location`` (fewer when the pack was cut short: the caller's check fails)."""
+        name, offset, size = location
+        fd = self._open.get(name)
+        if fd is None:
+            try:
+                fd = os.open(f"{self._packs}/{name}.pack", os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return b""
+            self._open[name] = fd
+        return os.pread(fd, size, offset)
+
+    def close(self) -> None:
+        for fd in self._open.values():
+            os.close(fd)
+        self._open.clear()
