@@ -6,13 +6,18 @@ written as ONE key, ``fedledger``, holding sorted-key JSON (safetensors orders m
 at random per process). Reading never unpickles anything: a pickle or a ``torch.save`` archive
 is recognised and refused with a sentence, as is anything else that is not safetensors, a
 tensor whose name, shape or dtype differs from the expected layout, and NaN or infinity.
+
+An aggregator that must not hold every update in memory at once writes each checked blob to a file
+(:meth:`WeightsFile.write`) and reads it back a range of coordinates at a time.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -158,3 +163,73 @@ def from_safetensors(
         if array.dtype.kind in "fc" and not np.isfinite(array).all():
             raise WeightsError(f"tensor {name!r} in {source} holds NaN or infinite values; the training diverged, retrain with a smaller learning rate.")
     return arrays, metadata
+
+
+class WeightsFile(Mapping[str, np.ndarray]):
+    """A checked safetensors file on disk whose tensors are read a flat range of coordinates at a time.
+
+    Made only by :meth:`write`, which checks the bytes exactly as :func:`from_safetensors` does (same
+    refusals, same sentences) before they reach the disk, so reading needs no second check. ``read``
+    uses ``pread`` on a file opened per call, not ``safetensors.safe_open``: its default mmap backend
+    leaves every page read mapped into the process (resident memory grows to the whole file), its
+    pread backend took seconds per slice of a large tensor here, and neither slices a flat range that
+    crosses rows; and no descriptor stays open, so a thousand updates need no raised file limit.
+    As a mapping, ``file[name]`` is the whole tensor.
+    """
+
+    def __init__(self, path: Path, entries: dict[str, tuple[tuple[int, ...], np.dtype, int]]) -> None:
+        self.path = path
+        self._entries = entries  # name -> (shape, dtype, offset of its first byte in the file)
+        self.layout: Layout = {name: (shape, dtype.name) for name, (shape, dtype, _) in entries.items()}
+
+    @classmethod
+    def write(
+        cls, data: bytes, path: Path | str, *, layout: Layout | None = None, source: str = "this weights blob"
+    ) -> tuple[WeightsFile, dict[str, Any]]:
+        """Check ``data`` as :func:`from_safetensors` does, write it to ``path``; the lazy file and its metadata."""
+        arrays, metadata = from_safetensors(data, layout=layout, source=source)
+        (length,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8 : 8 + length])
+        start = 8 + length
+        entries = {
+            name: (tuple(array.shape), array.dtype, start + int(header[name]["data_offsets"][0]))
+            for name, array in arrays.items()
+        }
+        del arrays
+        path = Path(path)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view) :]
+        finally:
+            os.close(descriptor)
+        return cls(path, entries), metadata
+
+    def read(self, name: str, start: int = 0, stop: int | None = None, *, out: np.ndarray | None = None) -> np.ndarray:
+        """Coordinates ``start:stop`` of tensor ``name`` in C order, as a 1-D array (into ``out`` when given)."""
+        shape, dtype, offset = self._entries[name]
+        stop = int(np.prod(shape, dtype=np.int64)) if stop is None else stop
+        if out is None:
+            out = np.empty(stop - start, dtype=dtype)
+        target = memoryview(out).cast("B")
+        position = offset + start * dtype.itemsize
+        descriptor = os.open(self.path, os.O_RDONLY)
+        try:
+            while target:
+                done = os.preadv(descriptor, [target], position)
+                if done == 0:
+                    raise WeightsError(f"{self.path} is shorter than when it was written; do not change spooled updates.")
+                target, position = target[done:], position + done
+        finally:
+            os.close(descriptor)
+        return out
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.read(name).reshape(self._entries[name][0])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -4,7 +4,9 @@ Screening turns a batch of updates into the ones a strategy may use, in a canoni
 participant address, lower-cased), plus the ones it may not, each with a reason. Everything after
 screening sees the same inputs in the same order whatever order they arrived in, which is what
 makes an aggregate repeatable to the bit by an auditor. Screening also refuses to go on in a
-process that flushes subnormal floats to zero (see ``node.strategies.numerics``).
+process that flushes subnormal floats to zero (see ``node.strategies.numerics``). It reads an
+update's layout from its header and its values a slice at a time (``node.strategies.tensors``), so
+updates spooled to disk are screened without being loaded.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from ledger.errors import InvalidInputError
 from node.strategies.numerics import require_ieee_subnormals
+from node.strategies.tensors import Tensors, layout_of, read, size_of, spans
 
 Arrays = dict[str, np.ndarray]
 Signature = tuple[tuple[str, tuple[int, ...], str], ...]  # (name, shape, dtype) per tensor, sorted by name
@@ -26,10 +29,13 @@ Signature = tuple[tuple[str, tuple[int, ...], str], ...]  # (name, shape, dtype)
 
 @dataclass(frozen=True)
 class Update:
-    """One party's trained weights for a round and the number of samples it trained on."""
+    """One party's trained weights for a round and the number of samples it trained on.
+
+    ``arrays`` is a mapping of arrays or a reader of a spooled file (``ledger.weights.WeightsFile``).
+    """
 
     participant: str
-    arrays: Arrays
+    arrays: Tensors
     samples: int
 
 
@@ -74,8 +80,8 @@ class Screened:
     signature: Signature
 
 
-def signature_of(arrays: Mapping[str, np.ndarray]) -> Signature:
-    return tuple(sorted((name, tuple(np.shape(a)), np.asarray(a).dtype.name) for name, a in arrays.items()))
+def signature_of(arrays: Tensors) -> Signature:
+    return tuple(sorted((name, shape, dtype) for name, (shape, dtype) in layout_of(arrays).items()))
 
 
 def screen(updates: Sequence[Update], *, base: Mapping[str, np.ndarray] | None = None, finite: bool = True) -> Screened:
@@ -132,22 +138,33 @@ def _problem(update: Update, reference: Signature, *, finite: bool = True) -> st
     if isinstance(update.samples, bool) or not isinstance(update.samples, (int, np.integer)) or update.samples < 1:
         return f"sample count must be a positive integer, not {update.samples!r}"
     expected = {name: (shape, dtype) for name, shape, dtype in reference}
-    if set(update.arrays) != set(expected):
-        missing = sorted(set(expected) - set(update.arrays))
-        extra = sorted(set(update.arrays) - set(expected))
+    layout = layout_of(update.arrays)
+    if set(layout) != set(expected):
+        missing = sorted(set(expected) - set(layout))
+        extra = sorted(set(layout) - set(expected))
         return f"tensor names differ from the model's (missing {missing}, unexpected {extra})"
     for name in sorted(expected):
-        array = np.asarray(update.arrays[name])
-        shape, dtype = expected[name]
-        if tuple(array.shape) != shape:
-            return f"tensor {name!r} has shape {tuple(array.shape)}, expected {shape}"
-        if array.dtype.name != dtype:
-            return f"tensor {name!r} has dtype {array.dtype.name}, expected {dtype}"
-        if not np.issubdtype(array.dtype, np.floating):
-            return f"tensor {name!r} is not floating point ({array.dtype.name})"
-        if finite and not np.all(np.isfinite(array)):
+        (shape, dtype), (has_shape, has_dtype) = expected[name], layout[name]
+        if has_shape != shape:
+            return f"tensor {name!r} has shape {has_shape}, expected {shape}"
+        if has_dtype != dtype:
+            return f"tensor {name!r} has dtype {has_dtype}, expected {dtype}"
+        if not _floating(dtype):
+            return f"tensor {name!r} is not floating point ({dtype})"
+        if finite and not _finite(update.arrays, name, size_of(shape), np.dtype(dtype).itemsize):
             return f"tensor {name!r} holds NaN or infinite values"
     return None
+
+
+def _floating(dtype: str) -> bool:
+    try:
+        return bool(np.issubdtype(np.dtype(dtype), np.floating))
+    except TypeError:  # names numpy does not parse back, such as str96: not floating point either
+        return False
+
+
+def _finite(arrays: Tensors, name: str, size: int, itemsize: int) -> bool:
+    return all(np.isfinite(read(arrays, name, start, stop)).all() for start, stop in spans(size, rows=1, itemsize=itemsize))
 
 
 def cast_like(arrays: Mapping[str, np.ndarray], signature: Signature) -> Arrays:

@@ -3,41 +3,67 @@
 A wrapper, not a subclass (as Flower's ``DifferentialPrivacyServerSideFixedClipping``): each
 update's delta from the base model is scaled down to L2 norm ``max_norm`` (over all tensors
 together, in name order, summed by the fold of ``numerics.squared_norm``: no ``np.sum``, whose order
-numpy does not fix) when it is longer, and the wrapped strategy aggregates the clipped updates.
+numpy does not fix) when it is longer, and the wrapped strategy aggregates the clipped updates,
+which are computed from the originals as it reads them (nothing clipped is stored).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ledger.errors import InvalidInputError
-from node.strategies.base import AggregateResult, Arrays, Strategy, Update, screen
-from node.strategies.numerics import squared_norm
+from node.strategies.base import AggregateResult, Strategy, Update, screen
+from node.strategies.numerics import flatten, squared_norm
+from node.strategies.tensors import Tensors, layout_of, read, size_of
 
 
-def clip_update(
-    arrays: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray], *, max_norm: float
-) -> tuple[Arrays, float]:
+def clip_update(arrays: Tensors, base: Mapping[str, np.ndarray], *, max_norm: float) -> tuple[Tensors, float]:
     """``arrays`` with their delta from ``base`` scaled to at most ``max_norm``, and the original delta norm.
 
     The delta is taken in float64, its norm over all tensors in name order; a clipped tensor is
-    ``base + delta * (max_norm / norm)`` in float64, rounded once to the tensor's dtype.
+    ``base + delta * (max_norm / norm)`` in float64, rounded once to the tensor's dtype. The norm
+    needs the whole delta (one float64 vector of the model's size, for the fold); the clipped values
+    are computed when read (:class:`Clipped`), so a spooled update stays on disk.
     """
-    names = sorted(arrays)
-    deltas = {name: np.subtract(arrays[name], base[name], dtype=np.float64) for name in names}
-    norm = math.sqrt(squared_norm([deltas[name] for name in names]))
+    norm = math.sqrt(squared_norm([flatten(arrays, base=base)]))
     if norm <= max_norm:
-        return dict(arrays), norm
-    scale = max_norm / norm
-    clipped = {}
-    for name, array in arrays.items():
-        delta = np.multiply(deltas[name], scale, out=deltas[name])
-        clipped[name] = np.add(delta, base[name], out=delta, dtype=np.float64).astype(np.asarray(array).dtype)
-    return clipped, norm
+        return arrays, norm
+    return Clipped(arrays, base, scale=max_norm / norm), norm
+
+
+class Clipped(Mapping[str, np.ndarray]):
+    """An update whose delta from ``base`` is scaled by ``scale``: a tensor reader computing each range it is asked for."""
+
+    def __init__(self, arrays: Tensors, base: Mapping[str, np.ndarray], *, scale: float) -> None:
+        self.arrays = arrays
+        self.base = base
+        self.scale = scale
+        self.layout = layout_of(arrays)
+
+    def read(self, name: str, start: int = 0, stop: int | None = None, *, out: np.ndarray | None = None) -> np.ndarray:
+        shape, dtype = self.layout[name]
+        stop = size_of(shape) if stop is None else stop
+        base = np.asarray(self.base[name], dtype=np.float64).reshape(-1)[start:stop]
+        delta = np.subtract(read(self.arrays, name, start, stop), base, dtype=np.float64)
+        np.multiply(delta, self.scale, out=delta)
+        np.add(delta, base, out=delta, dtype=np.float64)
+        if out is None:
+            return delta.astype(dtype)
+        out[...] = delta
+        return out
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.read(name).reshape(self.layout[name][0])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.layout)
+
+    def __len__(self) -> int:
+        return len(self.layout)
 
 
 class NormClipping(Strategy):

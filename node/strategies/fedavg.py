@@ -16,36 +16,37 @@ from node.strategies.base import (
     cast_like,
     screen,
 )
+from node.strategies.tensors import Tensors, layout_of, read
 
 BLOCK = 1 << 15
 """Coordinates per block: the float64 sum and product of a block (512 KiB) stay in a core's cache
 while every update is added into them, instead of the whole sum streaming through memory per update."""
 
 
-def weighted_average(arrays: Sequence[Mapping[str, np.ndarray]], samples: Sequence[int]) -> Arrays:
+def weighted_average(arrays: Sequence[Tensors], samples: Sequence[int]) -> Arrays:
     """sum(samples_i * arrays_i) / sum(samples), in each tensor's own dtype.
 
     Per coordinate: start from ``+0.0``, add ``float64(x_i) * float64(samples_i)`` for each update
     in the order given, divide by the float64 total, round once to the tensor's dtype. Every step
     is elementwise, so the bits do not depend on how coordinates are blocked: the blocks only make
-    it fast.
+    it fast, and let updates be read from disk one block of one update at a time.
     """
     weights = [float(int(s)) for s in samples]
     total = float(sum(int(s) for s in samples))
     result: Arrays = {}
-    for name in arrays[0]:
-        first = np.asarray(arrays[0][name])
-        flats = [np.asarray(tensors[name]).reshape(-1) for tensors in arrays]
-        out = np.empty(first.shape, dtype=first.dtype)
+    for name, (shape, dtype) in layout_of(arrays[0]).items():
+        out = np.empty(shape, dtype=dtype)
         flat_out = out.reshape(-1)
-        accumulator = np.empty(min(first.size, BLOCK), dtype=np.float64)
+        accumulator = np.empty(min(out.size, BLOCK), dtype=np.float64)
         product = np.empty_like(accumulator)
-        for start in range(0, first.size, BLOCK):
-            stop = min(first.size, start + BLOCK)
+        piece = np.empty(accumulator.size, dtype=dtype)  # where an update read from disk lands
+        for start in range(0, out.size, BLOCK):
+            stop = min(out.size, start + BLOCK)
             acc, prod = accumulator[: stop - start], product[: stop - start]
             acc.fill(0.0)
-            for flat, weight in zip(flats, weights, strict=True):
-                np.multiply(flat[start:stop], weight, out=prod, dtype=np.float64)
+            for tensors, weight in zip(arrays, weights, strict=True):
+                values = read(tensors, name, start, stop, out=piece[: stop - start])
+                np.multiply(values, weight, out=prod, dtype=np.float64)
                 np.add(acc, prod, out=acc)
             np.divide(acc, total, out=acc)
             flat_out[start:stop] = acc

@@ -20,15 +20,48 @@ from ledger.errors import InvalidInputError
 from node.strategies.base import AggregateResult, Strategy, Update, cast_like, screen
 from node.strategies.fedavg import weighted_average
 from node.strategies.numerics import flatten, squared_distance
+from node.strategies.tensors import Tensors, fitting, layout_of, size_of
 
 
-def pairwise_sq_distances(vectors: Sequence[np.ndarray]) -> np.ndarray:
-    """Squared Euclidean distances between every pair, from explicit differences (no Gram trick, no BLAS)."""
+class DeltaVector:
+    """One update as the float64 vector that Krum measures (``numerics.flatten``), built only when numpy asks.
+
+    The distances need whole vectors (the fold of ``numerics.squared_distance`` pairs coordinate ``k``
+    with ``k + size / 2`` first, so no slice of coordinates is a part of it that could be summed on
+    its own), so a vector is built from its update, used for a block of distances, and dropped.
+    """
+
+    def __init__(self, arrays: Tensors, base: Mapping[str, np.ndarray] | None) -> None:
+        self.arrays = arrays
+        self.base = base
+        self.size = sum(size_of(shape) for shape, _ in layout_of(arrays).values())
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        vector = flatten(self.arrays, base=self.base)
+        return vector if dtype is None else vector.astype(dtype, copy=False)
+
+
+def pairwise_sq_distances(vectors: Sequence[np.ndarray | DeltaVector]) -> np.ndarray:
+    """Squared Euclidean distances between every pair, from explicit differences (no Gram trick, no BLAS).
+
+    The vectors are taken in blocks, two blocks at a time within ``SLICE_BYTES`` (one vector per
+    block at least): a block of rows is built once and measured against itself and then against
+    each later block in turn, so vectors built on demand (:class:`DeltaVector`) are never all held
+    at once. Each distance is computed alone, so the blocks change no bit.
+    """
     n = len(vectors)
     distances = np.zeros((n, n), dtype=np.float64)
-    for i in range(n):
-        for j in range(i + 1, n):
-            distances[i, j] = distances[j, i] = squared_distance(vectors[i], vectors[j])
+    width = fitting(2 * 8 * max((v.size for v in vectors), default=1))
+    for low in range(0, n, width):
+        rows = [np.asarray(v, dtype=np.float64) for v in vectors[low : low + width]]
+        for i, row in enumerate(rows):
+            for j in range(i + 1, len(rows)):
+                distances[low + i, low + j] = distances[low + j, low + i] = squared_distance(row, rows[j])
+        for high in range(low + width, n, width):
+            columns = [np.asarray(v, dtype=np.float64) for v in vectors[high : high + width]]
+            for i, row in enumerate(rows):
+                for j, column in enumerate(columns):
+                    distances[low + i, high + j] = distances[high + j, low + i] = squared_distance(row, column)
     return distances
 
 
@@ -66,7 +99,8 @@ class Krum(Strategy):
     def aggregate(self, updates: Sequence[Update], *, base: Mapping[str, np.ndarray] | None = None) -> AggregateResult:
         screened = screen(updates, base=base)
         kept = screened.updates
-        vectors = [flatten(u.arrays, base=base) for u in kept]
+        base64 = None if base is None else {name: np.asarray(array, dtype=np.float64) for name, array in base.items()}
+        vectors = [DeltaVector(u.arrays, base64) for u in kept]
         scores = krum_scores(pairwise_sq_distances(vectors), f=self.f)
         chosen = krum_select(scores, m=self.m)
         selected = [kept[i] for i in chosen]

@@ -17,23 +17,29 @@ from node.strategies.base import (
     uniform_weights,
 )
 from node.strategies.numerics import drop_negative_zeros
+from node.strategies.tensors import Tensors, layout_of, size_of, stacked
 
 
-def coordinate_median(arrays: Sequence[Mapping[str, np.ndarray]]) -> Arrays:
+def coordinate_median(arrays: Sequence[Tensors]) -> Arrays:
     """Per coordinate, the median over the updates (mean of the middle two for an even count), float64.
 
     The values are sorted in their own dtype (exact, and a full sort of a few values per coordinate
     beats a partition) after every ``-0.0`` became ``+0.0``: sorting kernels leave equal values in
     different places, and the two zeros compare equal, so otherwise the sign of a zero median would
-    depend on the CPU. Only the averaging of the middle two happens in float64.
+    depend on the CPU. Only the averaging of the middle two happens in float64. Each coordinate is
+    its own computation, so the tensors are taken a slice of coordinates at a time (all updates'
+    values for the slice together) and the bits do not depend on the slices.
     """
     n = len(arrays)
     result: Arrays = {}
-    for name in arrays[0]:
-        values = drop_negative_zeros(np.stack([np.asarray(a[name]) for a in arrays]))
-        values.sort(axis=0)
-        upper = values[n // 2].astype(np.float64)
-        result[name] = upper if n % 2 else (values[n // 2 - 1].astype(np.float64) + upper) / 2.0
+    for name, (shape, _) in layout_of(arrays[0]).items():
+        out = np.empty(size_of(shape), dtype=np.float64)
+        for start, stop, values in stacked(arrays, name):
+            drop_negative_zeros(values)
+            values.sort(axis=0)
+            upper = values[n // 2].astype(np.float64)
+            out[start:stop] = upper if n % 2 else (values[n // 2 - 1].astype(np.float64) + upper) / 2.0
+        result[name] = out.reshape(shape)
     return result
 
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ledger.errors import LedgerError
+from node.strategies.tensors import Tensors, layout_of, read, size_of
 
 
 class FloatingPointModeError(LedgerError, RuntimeError):
@@ -59,13 +60,21 @@ def drop_negative_zeros(values: np.ndarray) -> np.ndarray:
     return np.add(values, values.dtype.type(0), out=values)
 
 
-def flatten(arrays: Mapping[str, np.ndarray], *, base: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+def flatten(arrays: Tensors, *, base: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """One float64 vector of all tensors in name order, minus the base model when given."""
-    parts = []
-    for name in sorted(arrays):
-        part = np.asarray(arrays[name], dtype=np.float64).ravel()
-        parts.append(part - np.asarray(base[name], dtype=np.float64).ravel() if base is not None else part)
-    return np.concatenate(parts) if parts else np.zeros(0)
+    layout = layout_of(arrays)
+    names = sorted(layout)
+    vector = np.empty(sum(size_of(layout[name][0]) for name in names), dtype=np.float64)
+    start = 0
+    for name in names:
+        stop = start + size_of(layout[name][0])
+        values = read(arrays, name, 0, stop - start)
+        if base is None:
+            vector[start:stop] = values
+        else:  # float64(x) - float64(base): both casts exact, one IEEE subtraction
+            np.subtract(values, np.asarray(base[name], dtype=np.float64).reshape(-1), out=vector[start:stop], dtype=np.float64)
+        start = stop
+    return vector
 
 
 def squared_norm(parts: Sequence[np.ndarray]) -> float:

@@ -19,6 +19,7 @@ from node.strategies.base import (
     uniform_weights,
 )
 from node.strategies.numerics import drop_negative_zeros
+from node.strategies.tensors import Tensors, layout_of, size_of, stacked
 
 
 def trim_count(beta: float, n: int) -> int:
@@ -26,23 +27,27 @@ def trim_count(beta: float, n: int) -> int:
     return math.floor(beta * n)
 
 
-def trimmed_mean(arrays: Sequence[Mapping[str, np.ndarray]], *, trim: int) -> Arrays:
+def trimmed_mean(arrays: Sequence[Tensors], *, trim: int) -> Arrays:
     """Per coordinate, the mean of the values left after removing the ``trim`` smallest and largest.
 
     Sorted in the input dtype with ``-0.0`` made ``+0.0`` first (so the sorted bytes are unique),
-    then summed in float64 from the smallest kept value up, one elementwise ``+=`` per rank.
+    then summed in float64 from the smallest kept value up, one elementwise ``+=`` per rank; a slice
+    of coordinates at a time, as the median (the bits do not depend on the slices).
     """
     n = len(arrays)
     if not 0 <= 2 * trim < n:
         raise InvalidInputError(f"cannot trim {trim} values from each end of {n}; at least one must remain.")
     result: Arrays = {}
-    for name in arrays[0]:
-        values = drop_negative_zeros(np.stack([np.asarray(a[name]) for a in arrays]))
-        values.sort(axis=0)  # exact in the input dtype
-        total = np.zeros(values.shape[1:], dtype=np.float64)
-        for row in values[trim : n - trim]:
-            total += row.astype(np.float64)
-        result[name] = total / (n - 2 * trim)
+    for name, (shape, _) in layout_of(arrays[0]).items():
+        out = np.empty(size_of(shape), dtype=np.float64)
+        for start, stop, values in stacked(arrays, name):
+            drop_negative_zeros(values)
+            values.sort(axis=0)  # exact in the input dtype
+            total = np.zeros(stop - start, dtype=np.float64)
+            for row in values[trim : n - trim]:
+                total += row.astype(np.float64)
+            out[start:stop] = total / (n - 2 * trim)
+        result[name] = out.reshape(shape)
     return result
 
 
