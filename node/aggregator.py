@@ -17,6 +17,7 @@ finalized exactly once.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,7 +41,7 @@ from ledger.store import ContentStore
 from ledger.types import Cid
 from ledger.unixfs import cid_of_bytes
 from ledger.utc import utc_text
-from ledger.weights import from_safetensors, max_blob_bytes, to_safetensors
+from ledger.weights import WeightsFile, from_safetensors, max_blob_bytes, to_safetensors
 from node.journal import Journal
 from node.models import model_layout
 from node.receipt import IncludedUpdate, Receipt, RejectedUpdate, UnavailableUpdate, UpdateNote
@@ -62,16 +63,21 @@ class AggregationOutcome:
 
 
 def load_update(
-    store: ContentStore, submission: Submission, layout: dict
+    store: ContentStore, submission: Submission, layout: dict, *, spool: Path
 ) -> Update | RejectedUpdate | UnavailableUpdate:
-    """The submission's verified weights (with its claimed sample count), or why they cannot be used."""
+    """The submission's verified weights (with its claimed sample count), or why they cannot be used.
+
+    The checked blob is written to the file ``spool`` and the update reads it from there a slice at a
+    time (``ledger.weights.WeightsFile``), so a round holds one update in memory at a time, not all.
+    """
 
     def reject(reason: str) -> RejectedUpdate:
+        spool.unlink(missing_ok=True)
         return RejectedUpdate(participant=submission.participant, cid=submission.cid, reason=reason)
 
     limit = max_blob_bytes(layout)
     try:
-        arrays, metadata = from_safetensors(store.get(submission.cid, max_bytes=limit), layout=layout)
+        arrays, metadata = WeightsFile.write(store.get(submission.cid, max_bytes=limit), spool, layout=layout)
     except ContentNotFoundError:
         return UnavailableUpdate(participant=submission.participant, cid=submission.cid)
     except ContentTooLargeError:
@@ -130,8 +136,29 @@ def aggregate_updates(
     ``unavailable``: None for the aggregator, which finds out which blobs its store lacks; an
     auditor passes the receipt's (participant, cid) list, so those updates are left out as the
     aggregator left them out, and any other blob its store lacks raises ContentNotFoundError.
-    The receipt comes back complete, its ``global_cid`` the CID of the returned bytes.
+    The receipt comes back complete, its ``global_cid`` the CID of the returned bytes. Each update is
+    spooled to a temporary directory (``TMPDIR``) and read back a slice at a time: memory grows with
+    the model, the disk with all the updates together.
     """
+    with tempfile.TemporaryDirectory(prefix="fedledger-spool-") as spool:  # removed, whatever happens
+        return _aggregate_spooled(
+            store=store, info=info, config=config, strategy=strategy, submissions=submissions,
+            pre_rejected=pre_rejected, unavailable=unavailable, spool=Path(spool),
+        )
+
+
+def _aggregate_spooled(
+    *,
+    store: ContentStore,
+    info: RoundInfo,
+    config: RoundConfig,
+    strategy: Strategy,
+    submissions: list[Submission],
+    pre_rejected: Iterable[RejectedUpdate],
+    unavailable: Iterable[tuple[str, str]] | None,
+    spool: Path,
+) -> tuple[bytes, Receipt]:
+    """``aggregate_updates`` with each usable update spooled to a file in the directory ``spool``."""
     layout = model_layout(config.model)
     base_bytes = store.get(info.base_cid, max_bytes=max_blob_bytes(layout))
     base_arrays, _ = from_safetensors(base_bytes, layout=layout)
@@ -141,11 +168,11 @@ def aggregate_updates(
     refused = list(pre_rejected)
     rejected = list(refused)
     missing: list[UnavailableUpdate] = []
-    for submission in _by_participant(submissions):
+    for number, submission in enumerate(_by_participant(submissions)):
         if given is not None and (submission.participant.lower(), submission.cid) in given:
             missing.append(UnavailableUpdate(participant=submission.participant, cid=submission.cid))
             continue
-        loaded = load_update(store, submission, layout)
+        loaded = load_update(store, submission, layout, spool=spool / f"{number}.safetensors")
         if isinstance(loaded, UnavailableUpdate):
             if given is not None:
                 raise ContentNotFoundError(

@@ -129,7 +129,8 @@ class _Blobs:
     """Verified reads from the store, each CID fetched once; failures become ``blob`` checks.
 
     ``status(cid)`` says what the read found: "ok", "too large" (present, not read), "altered"
-    or "missing".
+    or "missing". The bytes of a blob read with ``keep=False`` (updates: a round's together would
+    be parties x model size) are handed out and not kept; asked for again, it is read again.
     """
 
     def __init__(self, store: ContentStore, report: VerifyReport) -> None:
@@ -140,14 +141,20 @@ class _Blobs:
     def status(self, cid: str) -> str | None:
         return self._cache[cid][1] if cid in self._cache else None
 
-    def get(self, cid: str | None, *, what: str, max_bytes: int | None = None, **where: Any) -> bytes | None:
+    def get(
+        self, cid: str | None, *, what: str, max_bytes: int | None = None, keep: bool = True, **where: Any
+    ) -> bytes | None:
         if cid is None:
             self.report.checks.append(Check("blob", False, f"{what} has no valid CID on chain", **where))
             return None
+        if cid in self._cache and self._cache[cid] == (None, "ok"):  # read before and not kept
+            return self.store.get(cid, max_bytes=max_bytes)
         if cid not in self._cache:
             try:
-                self._cache[cid] = (self.store.get(cid, max_bytes=max_bytes), "ok")
+                data = self.store.get(cid, max_bytes=max_bytes)
+                self._cache[cid] = (data if keep else None, "ok")
                 self.report.checks.append(Check("blob", True, f"{what} is stored and hashes to its CID", cid=cid, **where))
+                return data
             except IntegrityError:
                 self._cache[cid] = (None, "altered")
                 self.report.checks.append(
@@ -317,7 +324,7 @@ def _verify_round(
     for event, _ in submitted:
         where = {"round_id": rid, "block": event.block, "tx_hash": event.tx_hash, "participant": event.args["participant"]}
         data = blobs.get(event.args.get("cid"), what=f"update of {event.args['participant']} in round {rid}",
-                         max_bytes=update_limit, **where)
+                         max_bytes=update_limit, keep=False, **where)
         if data is not None:
             checks.append(_metrics_check(data, event, where))
 
