@@ -102,7 +102,11 @@ def main() -> None:
     rows = {}
     for name, seconds in timings.items():
         baseline = timings["raw decrypt" if name in ("raw decrypt", "unseal") else "raw encrypt"]
-        rows[name] = {"seconds": round(seconds, 5), "MB_per_s": round(mb / seconds, 1), "ratio_to_raw_aead": round(seconds / baseline, 3)}
+        rows[name] = {
+            "seconds": round(seconds, 5),
+            "MB_per_s": round(mb / seconds, 1),
+            "ratio_to_raw_aead": round(seconds / baseline, 3),
+        }
     document = {
         "benchmark": "sealing",
         "size_bytes": size,

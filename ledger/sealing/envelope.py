@@ -61,8 +61,8 @@ from ledger.sealing.format import (
     SealedEnvelope,
     decode,
     encode_header,
-    envelope_buffer,
     encode_recipient_list,
+    envelope_buffer,
 )
 from ledger.types import Address
 
@@ -71,7 +71,9 @@ MAX_PLAINTEXT = (1 << 31) - 1 - TAG_SIZE  # cryptography's one-shot AEAD takes a
 _WRAP_LABEL = b"fedledger sealed update v1: content key\x00"
 
 
-def seal(plaintext: bytes | memoryview, recipients: Mapping[str, bytes], *, context: SealContext) -> bytearray:
+def seal(
+    plaintext: bytes | bytearray | memoryview, recipients: Mapping[str, bytes], *, context: SealContext
+) -> bytearray:
     """The update ``plaintext`` sealed to every ``recipients`` address's 32-byte X25519 public key.
 
     The result is a fresh buffer that the caller owns: the payload is encrypted straight into it,

@@ -108,7 +108,9 @@ def load_encryption_keyfile(path: Path | str, *, password: str | None = None) ->
         sealed = document["sealed_private_key"]
         params = sealed["kdfparams"]
         n, r, p = (int(params[name]) for name in ("n", "r", "p"))
-        salt, nonce, ciphertext = (bytes.fromhex(text) for text in (params["salt"], sealed["nonce"], sealed["ciphertext"]))
+        salt, nonce, ciphertext = (
+            bytes.fromhex(text) for text in (params["salt"], sealed["nonce"], sealed["ciphertext"])
+        )
         if sealed["kdf"] != "scrypt" or sealed["cipher"] != "chacha20-poly1305":
             raise ValueError("another kdf or cipher")
         if not (1 < n <= _MAX_SCRYPT_N and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):

@@ -153,6 +153,14 @@ def test_each_altered_region_gets_its_own_reason(
         unseal(bytes(sealed), pair[0].address, pair[0].key, context=claimed)
 
 
+def test_a_wrapped_key_with_a_low_order_ephemeral_key_is_caught(parties: list[Party], context: SealContext) -> None:
+    sealed = bytearray(seal(b"update", directory(parties[:1]), context=context))
+    enc_at = FIXED_SIZE + 52
+    sealed[enc_at : enc_at + 32] = bytes(32)  # X25519 with it gives an all-zero shared secret
+    with pytest.raises(TamperedEnvelopeError, match="content key wrapped for .* does not open"):
+        unseal(sealed, parties[0].address, parties[0].key, context=context)
+
+
 def test_dropping_a_recipient_from_the_envelope_is_caught(parties: list[Party], context: SealContext) -> None:
     """A reader cannot narrow the recipient set: every wrapped key and the payload are bound to the whole set."""
     pair = sorted(parties[:2], key=lambda p: bytes.fromhex(p.address[2:]))
@@ -190,7 +198,8 @@ def test_a_plaintext_update_is_refused_as_not_sealed(parties: list[Party], conte
 
 
 def test_a_recipient_that_registered_no_key_is_refused_at_sealing(parties: list[Party], context: SealContext) -> None:
-    with pytest.raises(InvalidInputError, match=f"{parties[1].address} has no encryption public key .*publish-encryption"):
+    unregistered = f"{parties[1].address} has no encryption public key .*publish-encryption"
+    with pytest.raises(InvalidInputError, match=unregistered):
         seal(b"update", {parties[0].address: parties[0].public_key, parties[1].address: bytes(32)}, context=context)
 
 
