@@ -16,7 +16,7 @@ from node.strategies import Update
 
 def weights_file(arrays: Mapping[str, np.ndarray], path: Path) -> WeightsFile:
     """``arrays`` written to ``path`` as safetensors and opened lazily, unchecked (NaN and all: screening's job)."""
-    data = safetensors.numpy.save({name: np.ascontiguousarray(array) for name, array in arrays.items()})
+    data = safetensors.numpy.save({name: np.asarray(array).copy(order="C") for name, array in arrays.items()})
     path.write_bytes(data)
     (length,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8 : 8 + length])
