@@ -200,15 +200,15 @@ class EmbeddedStore:
 
     def _read(self, cid: str, root: str | None, reader: PackReader, size: int | None = None) -> bytes:
         """Block ``cid``, checked against its CID (and against ``size``, its parent's word on its length)."""
-        location: Location | None = None
-        try:
-            with open(self._block_name(cid), "rb", buffering=0) as handle:
-                data = handle.readall()
-        except FileNotFoundError:
-            location = self._index.find(cid)
-            if location is None:
-                raise self._missing(cid, root) from None
+        location = self._index.find(cid)  # packed blocks first: they are the many leaves of large content
+        if location is not None:
             data = reader.read(location)
+        else:
+            try:
+                with open(self._block_name(cid), "rb", buffering=0) as handle:
+                    data = handle.readall()
+            except FileNotFoundError:
+                raise self._missing(cid, root) from None
         if (size is not None and len(data) != size) or hashlib.sha256(data).digest() != _binary(cid)[4:]:
             raise self._tampered(cid, root, location)
         return data
