@@ -244,8 +244,12 @@ def aggregate_round(
     round_id: int,
     journal_dir: Path,
     strategy_name: str | None = None,
+    unrecorded: Iterable[RejectedUpdate] = (),
 ) -> AggregationOutcome:
-    """Aggregate ``round_id`` and finalize it on chain, resuming whatever an earlier run finished."""
+    """Aggregate ``round_id`` and finalize it on chain, resuming whatever an earlier run finished.
+
+    ``unrecorded``: updates offered off chain (Flower replies) that the contract refused, named in the receipt.
+    """
     info = federation.round(round_id)
     if info.state == "finalized":
         receipt = Receipt.from_bytes(store.get(info.receipt_cid))  # type: ignore[arg-type]
@@ -275,6 +279,8 @@ def aggregate_round(
     blob, receipt = aggregate_updates(
         store=store, info=info, config=config, strategy=strategy, submissions=admitted, pre_rejected=refused
     )
+    if unrecorded:
+        receipt = replace(receipt, unrecorded=_by_participant(unrecorded))
     if not receipt.included and receipt.unavailable:  # maybe this store, not the updates: finalize nothing yet
         missing = ", ".join(item.cid for item in receipt.unavailable)
         raise ContentNotFoundError(

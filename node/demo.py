@@ -124,23 +124,18 @@ def fund(w3: Web3, accounts: list[LocalAccount]) -> None:
         w3.eth.wait_for_transaction_receipt(tx)
 
 
-def run_demo(
+def found_federation(
     options: DemoOptions,
     *,
     w3: Web3,
     workspace: Workspace,
-    on_round: Callable[[RoundReport], None] | None = None,
-    progress: bool = False,
-) -> DemoReport:
-    """Run the federation end to end on ``w3`` in ``workspace`` and audit it."""
-    report = DemoReport(workdir=workspace.root, chain=options.chain)
-    store = EmbeddedStore(workspace.store_dir)
+    store: ContentStore,
+    track: Callable[[str, TxResult | None], object],
+) -> tuple[FederationClient, list[LocalAccount]]:
+    """Deploy, record the deployment in ``workspace``, publish the demo terms and admit the parties.
 
-    def track(name: str, tx: TxResult | None) -> TxResult | None:
-        if tx is not None:
-            report.gas[name].append(tx.gas_used)
-        return tx
-
+    Returns the admin's client and the parties' keys; ``track`` sees every transaction by name.
+    """
     admin = party_account(options.seed, 0)
     parties = [party_account(options.seed, i + 1) for i in range(options.participants)]
     fund(w3, [admin, *parties])
@@ -161,6 +156,27 @@ def run_demo(
         signature = federation.sign_join(party, version=version, deadline=deadline)
         track("join", federation.with_account(party).join(party.address, version=version, deadline=deadline, signature=signature))
         track("approve", federation.approve(party.address))
+    return federation, parties
+
+
+def run_demo(
+    options: DemoOptions,
+    *,
+    w3: Web3,
+    workspace: Workspace,
+    on_round: Callable[[RoundReport], None] | None = None,
+    progress: bool = False,
+) -> DemoReport:
+    """Run the federation end to end on ``w3`` in ``workspace`` and audit it."""
+    report = DemoReport(workdir=workspace.root, chain=options.chain)
+    store = EmbeddedStore(workspace.store_dir)
+
+    def track(name: str, tx: TxResult | None) -> TxResult | None:
+        if tx is not None:
+            report.gas[name].append(tx.gas_used)
+        return tx
+
+    federation, parties = found_federation(options, w3=w3, workspace=workspace, store=store, track=track)
 
     shards, test_set = load_digits_split(parties=options.participants, seed=options.seed, non_iid_alpha=options.non_iid_alpha)
     strategy = make_strategy(options.strategy)

@@ -16,6 +16,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ledger.errors import InvalidInputError
@@ -54,6 +55,17 @@ def training_seed(participant: str, round_id: int) -> int:
     """A seed that depends only on who trains in which round, so a rerun trains identically."""
     digest = hashlib.sha256(f"{participant.lower()}:{round_id}".encode()).digest()
     return int.from_bytes(digest[:4], "big")
+
+
+def update_bytes(
+    arrays: dict[str, np.ndarray], *, model: str, participant: str, round_id: int, base_cid: str, samples: int,
+    metrics: dict[str, float],
+) -> bytes:
+    """An update's safetensors bytes: the arrays, with metadata naming the party and round it belongs to."""
+    return to_safetensors(arrays, metadata={
+        "model": model, "participant": participant, "round": round_id, "base_cid": base_cid, "samples": samples,
+        "metrics": metrics,
+    })
 
 
 def fetch_round_config(store: ContentStore, config_hash: bytes) -> RoundConfig:
@@ -104,16 +116,9 @@ def train_and_submit(
             progress=progress,
         )
         metrics = {name: float(value) for name, value in result.metrics.items()}
-        blob = to_safetensors(
-            state_arrays(model),
-            metadata={
-                "model": config.model,
-                "participant": me,
-                "round": round_id,
-                "base_cid": info.base_cid,
-                "samples": result.samples,
-                "metrics": metrics,
-            },
+        blob = update_bytes(
+            state_arrays(model), model=config.model, participant=me, round_id=round_id, base_cid=info.base_cid,
+            samples=result.samples, metrics=metrics,
         )
         update_cid = store.add_bytes(blob, pin=True)
         journal.record(update_cid=update_cid, samples=result.samples, metrics=metrics)

@@ -6,6 +6,9 @@ rejected (with the reason), every update whose blob it could not fetch (``unavai
 verdict on the update, a fact about the aggregator's store), every change made to an update it
 still used (a clipped delta, a capped sample count), and in ``outcome`` one plain sentence: how
 many updates were aggregated, or that none was usable and the global model is the base model.
+``unrecorded`` names updates that reached the aggregator off chain (a Flower reply) but that the
+contract refused to record, with its reason: never aggregated, and absent from the document when
+empty, so receipts without any keep their bytes and CIDs.
 Canonical JSON, so the same aggregation gives the same bytes and CID on every machine; the
 auditor re-derives the whole receipt and compares it field by field.
 """
@@ -85,10 +88,14 @@ class Receipt:
     unavailable: list[UnavailableUpdate] = field(default_factory=list)
     notes: list[UpdateNote] = field(default_factory=list)
     global_cid: str = ""
+    unrecorded: list[RejectedUpdate] = field(default_factory=list)
 
     def document(self) -> dict[str, Any]:
         """The receipt as the JSON document it is pinned as."""
-        return asdict(self)
+        document = asdict(self)
+        if not self.unrecorded:
+            del document["unrecorded"]
+        return document
 
     def to_bytes(self) -> bytes:
         return canonical_json(self.document())
@@ -109,6 +116,7 @@ class Receipt:
                 unavailable=[_entry(UnavailableUpdate, item) for item in document["unavailable"]],
                 notes=[_entry(UpdateNote, item) for item in document["notes"]],
                 global_cid=str(document["global_cid"]),
+                unrecorded=[_entry(RejectedUpdate, item) for item in document.get("unrecorded", [])],
             )
         except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise InvalidInputError(f"the blob is not a fedledger aggregation receipt ({error}).") from error

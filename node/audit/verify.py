@@ -390,6 +390,11 @@ def _receipt_checks(
             yield Check("receipt", False, f"round {rid} receipt weighs {entry.participant}'s update with {entry.samples} "
                                           f"samples, the chain records {event.args['samples']}", cid=entry.cid,
                         participant=entry.participant, round_id=rid, block=where["block"], tx_hash=where["tx_hash"])
+    for entry in receipt.unrecorded:
+        if (entry.participant.lower(), entry.cid) in recorded:
+            yield Check("receipt", False, f"round {rid} receipt says the contract refused update {entry.cid} by "
+                                          f"{entry.participant}, but the chain records it in this round", cid=entry.cid,
+                        participant=entry.participant, round_id=rid, block=where["block"], tx_hash=where["tx_hash"])
     yield Check("receipt", True, f"round {rid} receipt read and compared with the chain", cid=cid, **where)
 
 
@@ -421,8 +426,9 @@ def _availability_checks(
                                               "unavailable at aggregation, and this auditor cannot fetch it either", **at)
 
 
-_CHECKED_ELSEWHERE = frozenset({"round_id", "base_cid", "config_cid", "global_cid", "strategy"})
-"""Receipt fields compared by the ``receipt`` check (with the chain) and the ``strategy`` check (with the config)."""
+_CHECKED_ELSEWHERE = frozenset({"round_id", "base_cid", "config_cid", "global_cid", "strategy", "unrecorded"})
+"""Receipt fields compared by the ``receipt`` check (with the chain) and the ``strategy`` check (with the config);
+``unrecorded`` is the aggregator's word on what the contract refused, checked only against the chain's records."""
 
 
 def _difference(claimed: Any, expected: Any) -> str:

@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
         non_iid: Annotated[float | None, typer.Option("--non-iid", help="Dirichlet alpha for a non-IID split (default IID).")] = None,
         model: Annotated[str, typer.Option("--model", help="mlp or cnn.")] = "mlp",
         seed: Annotated[int, typer.Option("--seed", help="Seed for data split, keys and the genesis model.")] = 0,
+        engine: Annotated[str, typer.Option("--engine", help="plain (this process) or flower (the example Flower app on Flower's Deployment Engine, on anvil; needs the [flower] extra).")] = "plain",
         json: JsonOption = False,
     ) -> None:
         """Deploy, admit N parties, run R rounds of federated training on digits, audit the ledger."""
@@ -50,6 +51,12 @@ def register(app: typer.Typer) -> None:
 
         if chain not in ("memory", "anvil"):
             raise InvalidInputError(f"--chain must be memory or anvil, not {chain!r}.")
+        if engine not in ("plain", "flower"):
+            raise InvalidInputError(f"--engine must be plain or flower, not {engine!r}.")
+        if engine == "flower":
+            import node.flower  # noqa: F401 - without the [flower] extra: one sentence, before a workspace is made
+
+            chain = "anvil"  # Flower's processes share the chain: it must be a node
         if model not in MODEL_NAMES:
             raise InvalidInputError(f"unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)}.")
         make_strategy(strategy)  # an unknown name fails here, before a workspace is made
@@ -61,7 +68,7 @@ def register(app: typer.Typer) -> None:
         fresh = not root.exists() or not any(root.iterdir())
         workspace = Workspace.init(root, rpc="memory" if chain == "memory" else None)
         try:
-            report = _run(options, workspace, json=json)
+            report = _run(options, workspace, json=json, engine=engine)
         except BaseException:
             if fresh:  # a demo that failed leaves nothing behind that would block the next try
                 shutil.rmtree(root, ignore_errors=True)
@@ -87,9 +94,12 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
-def _run(options: DemoOptions, workspace: Workspace, *, json: bool) -> DemoReport:
+def _run(options: DemoOptions, workspace: Workspace, *, json: bool, engine: str = "plain") -> DemoReport:
     """Run the demo, showing its rounds as they finish (unless --json)."""
-    from node.demo import run_demo_on_chain
+    if engine == "flower":
+        from node.flower.demo import run_flower_demo as run_demo_on_chain
+    else:
+        from node.demo import run_demo_on_chain
 
     split = f"non-IID α={options.non_iid_alpha}" if options.non_iid_alpha else "IID"
     console.print(

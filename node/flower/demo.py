@@ -1,0 +1,123 @@
+"""``fedledger demo --engine flower``: the demo federation, trained by the example Flower app on
+Flower's Deployment Engine.
+
+The same federation as the plain demo (deployed on an anvil kept in the workspace, the same terms,
+parties and keys), but its rounds are driven by a SuperLink and one SuperNode per party, each a
+process of its own, started by ``flwr run``: the ServerApp opens and finalizes the ledger rounds
+with the admin key, each SuperNode records its party's update with that party's key. The report
+is read back from the chain and the store afterwards, then the ledger is audited as in the plain demo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from ledger.audit_queries import rounds, updates
+from ledger.federation import FederationClient, TxResult
+from ledger.index import LedgerIndex
+from ledger.keys import PRIVATE_KEY_ENV
+from ledger.store import ContentStore, EmbeddedStore
+from ledger.weights import from_safetensors
+from ledger.workspace import Workspace
+from node.data import Dataset, load_digits_split
+from node.demo import KEY_PASSWORD, DemoOptions, DemoReport, RoundReport, audit, found_federation
+from node.flower.deployment import EXAMPLE_APP, FlowerDeployment
+from node.models import build_model, load_arrays, model_layout
+from node.receipt import Receipt
+from node.training import evaluate
+
+RUN_TIMEOUT_S = 1800
+
+
+def flower_run_config(options: DemoOptions) -> dict[str, object]:
+    """The example app's run config for these demo options."""
+    return {
+        "num-server-rounds": options.rounds, "model": options.model, "strategy": options.strategy,
+        "epochs": options.training.epochs, "batch-size": options.training.batch_size, "lr": options.training.lr,
+        "seed": options.seed, "non-iid-alpha": options.non_iid_alpha or 0.0, "min-nodes": options.participants, "min-updates": options.participants,
+    }
+
+
+def run_parties(
+    workspace: Workspace, run_config: dict[str, object], *, parties: list[LocalAccount], timeout: float = RUN_TIMEOUT_S
+) -> str:
+    """Run the example app with one SuperNode per party, each holding only its own key (in its
+    environment, ``FEDLEDGER_PRIVATE_KEY``), and the ServerApp signing with ``[keys] admin``;
+    returns the output of ``flwr run``."""
+    env = {"FEDLEDGER_WORKDIR": str(workspace.root), "FEDLEDGER_KEY_PASSWORD": KEY_PASSWORD}
+    with FlowerDeployment(workspace.root / "flower", env=env) as flower:
+        flower.start_superlink()
+        for i, party in enumerate(parties):
+            flower.start_supernode(f"party{i + 1}", {"partition-id": i, "num-partitions": len(parties)},
+                                   env={PRIVATE_KEY_ENV: Web3.to_hex(party.key)})
+        return flower.run(EXAMPLE_APP, run_config, timeout=timeout)
+
+
+def ledger_report(
+    report: DemoReport, *, federation: FederationClient, store: ContentStore, model: str, test_set: Dataset
+) -> None:
+    """Add a row per finalized round to ``report``, read from the chain and the store, with its gas."""
+    w3: Web3 = federation.w3
+
+    def gas(tx_hash: str | None) -> int:
+        return int(w3.eth.get_transaction_receipt(tx_hash)["gasUsed"]) if tx_hash else 0
+
+    with LedgerIndex.for_federation(":memory:", federation) as index:
+        index.sync()
+        table = rounds(index)
+        recorded = {row["round_id"]: updates(index, round_id=row["round_id"]) for row in table}
+    for row in table:
+        if row["state"] != "finalized":
+            continue
+        spent = {"open_round": gas(row["opened_tx"]), "finalize_round": gas(row["closed_tx"])}
+        submitted = [gas(update["tx_hash"]) for update in recorded[row["round_id"]]]
+        for name, value in spent.items():
+            report.gas[name].append(value)
+        report.gas["submit_update"].extend(submitted)
+        receipt = Receipt.from_bytes(store.get(row["receipt_cid"]))
+        network = build_model(model)
+        arrays, _ = from_safetensors(store.get(row["global_cid"]), layout=model_layout(model))
+        load_arrays(network, arrays)
+        scores = evaluate(network, test_set)
+        report.rounds.append(RoundReport(
+            round_id=row["round_id"], accuracy=float(scores["accuracy"]), loss=float(scores["loss"]),
+            accepted=len(receipt.included), rejected=len(receipt.rejected) + len(receipt.unrecorded),
+            global_cid=row["global_cid"], gas=sum(spent.values()) + sum(submitted),
+        ))
+
+
+def run_flower_demo(
+    options: DemoOptions, *, workspace: Workspace, on_round: Callable[[RoundReport], None] | None = None
+) -> DemoReport:
+    """The demo on anvil (kept in the workspace) with its rounds run by the example Flower app."""
+    from deploy.anvil import AnvilProcess
+    from ledger.chain import connect
+
+    options = replace(options, chain="anvil")  # the Flower processes share the chain: it must be a node
+    anvil = AnvilProcess(state=workspace.chain_dir / "anvil.json").start()
+    try:
+        workspace.set("chain", "rpc", anvil.rpc_url)
+        workspace.set("chain", "anvil_port", anvil.port)
+        workspace.save()
+        report = DemoReport(workdir=workspace.root, chain="anvil")
+        store = EmbeddedStore(workspace.store_dir)
+
+        def track(name: str, tx: TxResult | None) -> None:
+            if tx is not None:
+                report.gas[name].append(tx.gas_used)
+
+        federation, parties = found_federation(options, w3=connect(anvil.rpc_url), workspace=workspace, store=store, track=track)
+        run_parties(workspace, flower_run_config(options), parties=parties)
+        _, test_set = load_digits_split(parties=options.participants, seed=options.seed, non_iid_alpha=options.non_iid_alpha)
+        ledger_report(report, federation=federation, store=store, model=options.model, test_set=test_set)
+        for row in report.rounds:
+            if on_round is not None:
+                on_round(row)
+        audit(report, federation=federation, store=store, workspace=workspace)
+        return report
+    finally:
+        anvil.stop()

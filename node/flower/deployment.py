@@ -1,0 +1,184 @@
+"""Flower's Deployment Engine as real processes on loopback: a SuperLink, SuperNodes, ``flwr run``.
+
+Every process gets a private ``FLWR_HOME``, Flower's telemetry and update check switched off, and
+no runtime dependency installation (the app runs in this environment, offline). A SuperLink or
+SuperNode starts its ``flower-superexec`` in a session of its own, which outlives it for seconds
+after SIGTERM: stopping therefore notes every descendant of the processes started here (PID and
+start time, read from /proc) before signalling, and ends those still alive afterwards by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from deploy.anvil import HOST, free_port
+from ledger.errors import LedgerError
+
+FLOWER_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+}
+EXAMPLE_APP = Path(__file__).resolve().parent / "example_app"
+CONNECTION = "fedledger-local"
+_BIN = Path(sys.executable).parent
+
+
+class FlowerRunError(LedgerError):
+    """A Flower process did not start, or the run did not finish."""
+
+
+def toml_config(values: Mapping[str, object]) -> str:
+    """``key=value`` pairs as Flower's --node-config / --run-config take them (strings quoted)."""
+    return " ".join(f"{key}={json.dumps(value)}" for key, value in values.items())
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, *, what: str, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise FlowerRunError(f"{what} exited with status {process.returncode} while starting; see {log}.")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex((HOST, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise FlowerRunError(f"{what} did not listen on {HOST}:{port} within {timeout:.0f} s; see {log}.")
+
+
+class FlowerDeployment:
+    """A SuperLink with its SuperNodes under ``home`` (logs in ``home/logs``); a context manager that stops them."""
+
+    def __init__(self, home: Path, *, env: Mapping[str, str] | None = None) -> None:
+        self.home = Path(home)
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        path = f"{_BIN}{os.pathsep}{os.environ.get('PATH', '')}"  # flower-superexec is found on PATH
+        self.env = {**os.environ, **(env or {}), **FLOWER_ENV, "FLWR_HOME": str(self.home), "PATH": path}
+        self.port: int | None = None
+        self._processes: list[subprocess.Popen] = []
+        self._logs: list[IO[bytes]] = []
+
+    def __enter__(self) -> FlowerDeployment:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
+        log = self.home / "logs" / f"{name}.log"
+        handle = log.open("ab")
+        self._logs.append(handle)
+        process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env={**self.env, **(env or {})},
+                                   cwd=self.home)
+        self._processes.append(process)
+        return process, log
+
+    def start_superlink(self, *, timeout: float = 60.0) -> int:
+        """Start the SuperLink on a free loopback port, record the connection in FLWR_HOME; returns the port."""
+        self.port = free_port()
+        process, log = self._spawn("superlink", [
+            str(_BIN / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
+            "--host", HOST, "--port", str(self.port), "--database", str(self.home / "superlink.db"),
+        ])
+        _wait_for_port(self.port, process, what="the Flower SuperLink", log=log, timeout=timeout)
+        (self.home / "config.toml").write_text(
+            f'[superlink.{CONNECTION}]\naddress = "{HOST}:{self.port}"\ninsecure = true\n', encoding="utf-8"
+        )
+        return self.port
+
+    def start_supernode(
+        self, name: str, node_config: Mapping[str, object], *, env: Mapping[str, str] | None = None, timeout: float = 60.0
+    ) -> None:
+        """Start a SuperNode connected to the SuperLink; ``env`` is its own (its party's key password)."""
+        if self.port is None:
+            raise FlowerRunError("start the SuperLink before its SuperNodes.")
+        port = free_port()
+        process, log = self._spawn(name, [
+            str(_BIN / "flower-supernode"), "--insecure", "--superlink", f"{HOST}:{self.port}",
+            "--host", HOST, "--port", str(port), "--node-config", toml_config(node_config),
+        ], env)
+        _wait_for_port(port, process, what=f"the Flower SuperNode {name}", log=log, timeout=timeout)
+
+    def run(self, app: Path, run_config: Mapping[str, object], *, timeout: float) -> str:
+        """``flwr run APP --stream`` to its end; returns its output. FlowerRunError when it fails or overruns."""
+        log = self.home / "logs" / "flwr-run.log"
+        argv = [str(_BIN / "flwr"), "run", str(app), CONNECTION, "--stream", "--run-config", toml_config(run_config)]
+        try:
+            done = subprocess.run(argv, env=self.env, cwd=self.home, capture_output=True, text=True, timeout=timeout,
+                                  check=False)
+        except subprocess.TimeoutExpired as error:
+            log.write_text(str(error.stdout or ""), encoding="utf-8")
+            raise FlowerRunError(f"`flwr run` did not finish within {timeout:.0f} s; see {log} and {self.home / 'logs'}.") from None
+        log.write_text(done.stdout + done.stderr, encoding="utf-8")
+        if done.returncode != 0:
+            raise FlowerRunError(f"`flwr run` exited with status {done.returncode}; see {log}.")
+        return done.stdout + done.stderr
+
+    def stop(self, *, grace: float = 10.0) -> None:
+        """SIGTERM the processes started here (SuperNodes first) and, after ``grace`` seconds, SIGKILL
+        whatever of them or of their descendants is still alive."""
+        started = {process.pid for process in self._processes}
+        tree = [(pid, since) for pid, since in _descendants(started).items() if pid not in started]
+        for process in reversed(self._processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in reversed(self._processes):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for pid, since in tree:
+            _end(pid, since, deadline=deadline)
+        self._processes.clear()
+        for handle in self._logs:
+            handle.close()
+        self._logs.clear()
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent PID, start time in clock ticks) of a live process, None when there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return (int(fields[1]), int(fields[19])) if fields[0] not in ("Z", "X") else None
+
+
+def _descendants(roots: set[int]) -> dict[int, int]:
+    """Every live process below ``roots`` (and the roots), as PID -> start time."""
+    parents: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+            parents.setdefault(stat[0], []).append(int(entry.name))
+            starts[int(entry.name)] = stat[1]
+    found: dict[int, int] = {}
+    todo = [pid for pid in roots if pid in starts]
+    while todo:
+        pid = todo.pop()
+        found[pid] = starts[pid]
+        todo.extend(child for child in parents.get(pid, []) if child not in found)
+    return found
+
+
+def _end(pid: int, since: int, *, deadline: float) -> None:
+    """SIGTERM, then SIGKILL at ``deadline``, the process ``pid`` if it is still the one that started at ``since``."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        while (stat := _stat(pid)) is not None and stat[1] == since and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if (stat := _stat(pid)) is None or stat[1] != since:
+            return
+        os.kill(pid, signum)
+        deadline = time.monotonic() + 2.0

@@ -1,0 +1,1 @@
+"""The digits example app for Flower's Deployment Engine, on the ledger."""

@@ -1,0 +1,28 @@
+"""ClientApp: train on this SuperNode's shard of digits, then let fedledger pin and record the update."""
+
+from __future__ import annotations
+
+from flwr.app import ArrayRecord, Context, Message
+from flwr.clientapp import ClientApp
+
+from node.data import load_digits_split
+from node.flower import arrays_of, record_update
+from node.models import build_model, load_arrays
+from node.training import train as train_locally
+
+app = ClientApp()
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    config = msg.content["config"]
+    partition, partitions = int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+    alpha = float(context.run_config["non-iid-alpha"]) or None
+    shards, _ = load_digits_split(parties=partitions, seed=int(context.run_config["seed"]), non_iid_alpha=alpha)
+    model = build_model(str(context.run_config["model"]))
+    load_arrays(model, arrays_of(msg.content["arrays"]))
+    result = train_locally(
+        model, shards[partition], epochs=int(config["epochs"]), batch_size=int(config["batch-size"]),
+        lr=float(config["lr"]), seed=1000 * int(config["server-round"]) + partition, progress=False,
+    )
+    return record_update(msg, context, ArrayRecord(model.state_dict()), samples=result.samples, metrics=result.metrics)

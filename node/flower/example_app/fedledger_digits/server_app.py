@@ -1,0 +1,36 @@
+"""ServerApp: Flower's FedAvg for sampling and configuration, wrapped so that the ledger records
+every round and fedledger's deterministic strategy aggregates only the updates the chain holds."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import torch
+from flwr.app import ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+
+from node.flower import LedgerStrategy, array_record, operator_ledger
+from node.models import build_model, state_arrays
+from node.round_config import RoundConfig, TrainingSettings
+from node.strategies import make_strategy
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    run = context.run_config
+    training = TrainingSettings(epochs=int(run["epochs"]), batch_size=int(run["batch-size"]), lr=float(run["lr"]))
+    config = RoundConfig(model=str(run["model"]), strategy=make_strategy(str(run["strategy"])).params(), training=training)
+    nodes = int(run["min-nodes"])
+    strategy = LedgerStrategy(
+        FedAvg(fraction_evaluate=0.0, min_train_nodes=nodes, min_available_nodes=nodes),
+        ledger=operator_ledger(run), config=config, min_updates=int(run["min-updates"]),
+    )
+    torch.manual_seed(int(run["seed"]))  # the genesis model: the same seed gives the same CID
+    initial = array_record(state_arrays(build_model(config.model)))
+    strategy.start(
+        grid=grid, initial_arrays=initial, num_rounds=int(run["num-server-rounds"]),
+        train_config=ConfigRecord({key.replace("_", "-"): value for key, value in asdict(training).items()}),
+    )

@@ -1,0 +1,175 @@
+"""The server's side: a Flower Message-API strategy whose every server round is a ledger round.
+
+``LedgerStrategy(FedAvg(...), ledger=..., config=RoundConfig(...))`` keeps the wrapped strategy's
+sampling, configuration and evaluation, and replaces its aggregation of arrays:
+
+1. ``configure_train`` opens a ledger round on the current global arrays (the genesis model in the
+   first round, pinned; afterwards the global model the previous round finalized) and tells the
+   parties its id in the train config.
+2. ``aggregate_train`` hands the round to ``node.aggregator.aggregate_round``, the very function
+   ``fedledger aggregate`` runs: only updates the chain records from admitted parties under the
+   current agreement, whose blobs hash to their CIDs, are aggregated, with the round config's
+   deterministic strategy, so ``fedledger audit verify`` recomputes the global model bit for bit.
+   The chain decides, not the replies: a recorded update is aggregated even if its reply was lost,
+   and a reply whose update the contract refused is named in the receipt's ``unrecorded`` list with
+   the contract's sentence. The global model and the receipt are pinned and the round finalized.
+
+A round that ends with fewer recorded updates than ``min_updates`` is aborted on chain with a
+reason, and the global model stays as it was (Flower's convention for a round without a result).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from logging import INFO, WARNING
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+from flwr.supercore import log
+
+from ledger.chain import chain_now
+from ledger.errors import InvalidInputError
+from ledger.types import Cid
+from ledger.weights import from_safetensors, max_blob_bytes
+from node.aggregator import AggregationOutcome, aggregate_round, global_model_bytes
+from node.flower.connection import Ledger
+from node.flower.records import ROUND_KEY, PartyReply, array_record, arrays_of
+from node.models import model_layout
+from node.receipt import RejectedUpdate
+from node.round_config import RoundConfig, config_cid
+
+DEFAULT_ROUND_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class _Global:
+    cid: Cid
+    arrays: dict[str, np.ndarray]
+
+
+def _same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[name], b[name]) for name in a)
+
+
+class LedgerStrategy(Strategy):
+    """Wrap ``strategy`` so that each server round is opened, verified, aggregated and finalized on the ledger."""
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        *,
+        ledger: Ledger,
+        config: RoundConfig,
+        min_updates: int = 1,
+        round_seconds: int = DEFAULT_ROUND_SECONDS,
+    ) -> None:
+        if min_updates < 1:
+            raise InvalidInputError(f"min_updates must be at least 1, not {min_updates}; a round needs an update.")
+        self.strategy = strategy
+        self.ledger = ledger
+        self.config = config
+        self.min_updates = min_updates
+        self.round_seconds = round_seconds
+        self.rounds: dict[int, int] = {}  # server round -> ledger round
+        self.outcomes: dict[int, AggregationOutcome] = {}  # ledger round -> what was finalized
+        self._global: _Global | None = None
+        self._layout = model_layout(config.model)
+
+    # ------------------------------------------------------------------ training
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        federation, store = self.ledger.federation, self.ledger.store
+        base_cid = self._base_cid(arrays_of(arrays))
+        assert store.add_bytes(self.config.to_bytes(), pin=True) == config_cid(self.config.config_hash)
+        round_id, _ = federation.open_round(
+            base_cid=base_cid, deadline=chain_now(federation.w3) + self.round_seconds,
+            min_updates=self.min_updates, config_hash=self.config.config_hash,
+        )
+        self.rounds[server_round] = round_id
+        log(INFO, "fedledger: server round %s is ledger round %s on base model %s", server_round, round_id, base_cid)
+        config[ROUND_KEY] = round_id
+        return self.strategy.configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        federation, store = self.ledger.federation, self.ledger.store
+        round_id = self.rounds[server_round]
+        replies = list(replies)
+        words = {id(message): PartyReply.from_message(message) for message in replies}
+        for message in replies:
+            if words[id(message)] is None:
+                reason = message.error.reason if message.has_error() else "the reply carries no fedledger record"
+                log(WARNING, "fedledger: node %s gave no update for round %s: %s",
+                    message.metadata.src_node_id, round_id, reason)
+        unrecorded = [RejectedUpdate(w.participant, w.cid, f"the contract refused to record it: {w.refusal}")
+                      for w in words.values() if w is not None and w.refusal is not None]
+        info = federation.round(round_id)
+        if info.submissions < self.min_updates:
+            reason = (f"Flower server round {server_round} ended with {info.submissions} recorded update(s), "
+                      f"fewer than its minimum of {self.min_updates}")
+            federation.abort_round(round_id, reason=reason)
+            log(WARNING, "fedledger: ledger round %s aborted: %s", round_id, reason)
+            return None, None
+        outcome = aggregate_round(federation=federation, store=store, round_id=round_id,
+                                  journal_dir=self.ledger.workspace.journal_dir, unrecorded=unrecorded)
+        self.outcomes[round_id] = outcome
+        blob = store.get(outcome.global_cid, max_bytes=max_blob_bytes(self._layout))
+        arrays, _ = from_safetensors(blob, layout=self._layout)
+        self._global = _Global(outcome.global_cid, arrays)
+        log(INFO, "fedledger: ledger round %s finalized: %s; global model %s, receipt %s",
+            round_id, outcome.receipt.outcome, outcome.global_cid, outcome.receipt_cid)
+        included = {entry.participant.lower() for entry in outcome.receipt.included}
+        counted = [m.content for m in replies
+                   if (w := words[id(m)]) is not None and w.refusal is None and w.participant.lower() in included]
+        return array_record(arrays), self._metrics(counted)
+
+    def _metrics(self, contents: list) -> MetricRecord | None:
+        """The included replies' metrics, aggregated as the wrapped strategy would."""
+        if not contents:
+            return None
+        aggregate = getattr(self.strategy, "train_metrics_aggr_fn", aggregate_metricrecords)
+        return aggregate(contents, getattr(self.strategy, "weighted_by_key", "num-examples"))
+
+    def _base_cid(self, arrays: dict[str, np.ndarray]) -> Cid:
+        """The CID of the model this round starts from: the last finalized global model, or a pinned genesis."""
+        if self._global is not None:
+            if not _same_arrays(arrays, self._global.arrays):
+                raise InvalidInputError(
+                    "the arrays Flower passes to this round are not the global model the ledger finalized last "
+                    f"({self._global.cid}); return the strategy's own result from aggregate_train unchanged."
+                )
+            return self._global.cid
+        federation, store = self.ledger.federation, self.ledger.store
+        latest = next((info for info in map(federation.round, range(federation.round_count(), 0, -1))
+                       if info.state == "finalized"), None)
+        if latest is None:
+            return store.add_bytes(global_model_bytes(arrays, model=self.config.model, round_id=0, base_cid=""))
+        recorded, _ = from_safetensors(store.get(latest.global_cid, max_bytes=max_blob_bytes(self._layout)),
+                                       layout=self._layout)
+        if not _same_arrays(arrays, recorded):
+            raise InvalidInputError(
+                f"the federation at {federation.address} already finalized round {latest.round_id}, and the initial "
+                f"arrays are not its global model {latest.global_cid}; start the Flower run from that model "
+                "instead, or deploy a fresh federation for this run."
+            )
+        return Cid(latest.global_cid)
+
+    # ------------------------------------------------------------------ evaluation and the rest: the wrapped strategy's
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.strategy.aggregate_evaluate(server_round, replies)
+
+    def summary(self) -> None:
+        log(INFO, "\t├──> fedledger: rounds on %s, strategy %s, at least %s recorded update(s)",
+            self.ledger.federation.address, self.config.strategy, self.min_updates)
+        self.strategy.summary()
