@@ -36,7 +36,7 @@ from ledger.types import Cid
 INDEX_NAME = "index.sqlite"
 FORMAT = 1  # PRAGMA user_version of index.sqlite; 0 is a store made before packs (blocks/ only)
 BATCH_BYTES = 32 * 1024 * 1024  # pack bytes written before they are made durable and indexed
-_WRITEBACK_BYTES = 8 * 1024 * 1024  # start the disk on each such stretch while the next is written
+_WRITEBACK_BYTES = 2 * 1024 * 1024  # start the disk on each such stretch while the next is written
 
 Location = tuple[str, int, int]
 """Where a packed block lies: its pack's name, its offset and its length."""
