@@ -4,8 +4,10 @@ Layout under ``root`` (format 1, recorded as ``index.sqlite``'s ``PRAGMA user_ve
 
     blocks/<2 chars>/<cid>   content of one block (raw leaf or dag-pb leaf), a file of its own,
                              sharded like Kubo's flatfs (the next-to-last two characters of the CID)
-    packs/<name>.pack        the blocks of one larger add, back to back (:mod:`ledger.store.packs`)
-    index.sqlite             where each packed block lies: CID -> pack, offset, length
+    packs/<name>.pack        the blocks of one larger add, back to back as CAR block sections
+                             (``varint | CID | data``: see :mod:`ledger.store.packs`)
+    index.sqlite             where each packed block lies: CID -> pack, offset, length (rebuilt
+                             from the packs when it is deleted)
     pins/<cid>               a file per pinned root (empty, or the spelling it was pinned under)
     tmp/                     blocks and packs being written
 

@@ -1,15 +1,18 @@
 """Packed blocks: the blocks of one add back to back in one file, found through an on-disk index.
 
 Creating, syncing and renaming one file per 256 KiB block cost the embedded store more than
-hashing the blocks; a pack is one file per add. ``packs/<name>`` holds the blocks' bytes with
-nothing between them; ``index.sqlite`` (table ``blocks``: CID text, pack name, offset, length;
-``PRAGMA user_version`` is the format) says where each one lies. The index is SQLite in WAL
-mode with ``synchronous=FULL``: a commit is durable once it returns, several processes may
-write at once (each commit takes SQLite's lock for a moment), and readers never wait.
+hashing the blocks; a pack is one file per add. ``packs/<name>.pack`` is a run of CARv1 block
+sections, ``varint(len(cid) + len(data)) | binary CIDv1 | data``, nothing else (a CAR file's body
+without its header). ``index.sqlite`` (table ``blocks``: CID text, pack name, offset and length
+of the data; ``PRAGMA user_version`` is the format) says where each block lies, so a read is one
+lookup and one ``pread``. The index is SQLite in WAL mode with ``synchronous=FULL``: a commit
+is durable once it returns, several processes may write at once (each commit takes SQLite's lock
+for a moment), and readers never wait. Because each section names its block, a lost index is
+rebuilt from the packs (:meth:`BlockIndex.rebuild`).
 
 A :class:`PackWriter` makes the blocks of one add visible batch by batch, durability before
-visibility: a batch's bytes are appended to the pack (writeback started as they go), the pack is
-``fdatasync``-ed (and, at its first commit, moved from ``tmp/`` to ``packs/`` and that folder
+visibility: a batch's sections are appended to the pack (writeback started as they go), the pack
+is ``fdatasync``-ed (and, at its first commit, moved from ``tmp/`` to ``packs/`` and that folder
 synced), then the batch's rows go into the index in one transaction. A reader therefore sees a
 batch whole or not at all, and as children come before parents, a visible parent implies
 visible children. A writer killed before a commit leaves bytes no row points at (a pack in
@@ -20,18 +23,22 @@ what is missing.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import secrets
 import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
+from ledger.cid import BINARY_LENGTH, CIDV1, DAG_PB, DIGEST_LENGTH, RAW, SHA2_256, cid_from_bytes, cid_to_bytes
 from ledger.errors import StoreError
 from ledger.failpoints import failpoint
 from ledger.types import Cid
+from ledger.unixfs import encode_varint
 
 INDEX_NAME = "index.sqlite"
 FORMAT = 1  # PRAGMA user_version of index.sqlite; 0 is a store made before packs (blocks/ only)
@@ -64,7 +71,13 @@ class BlockIndex:
     def __init__(self, root: Path) -> None:
         self.path = root / INDEX_NAME
         self._local = threading.local()
+        lost = not self.path.exists()
+        if lost:  # a write-ahead log left without its database belongs to no index now
+            for suffix in ("-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
         self._check_format(self._db())
+        if lost:  # a new store, one made before packs, or one whose index was deleted
+            self.rebuild(root / "packs")
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -98,24 +111,37 @@ class BlockIndex:
 
     def _unreadable(self, error: sqlite3.Error) -> StoreError:
         return StoreError(
-            f"the block index {self.path} cannot be used ({error}); make the folder writable, "
-            f"or restore {self.path.name} from a backup of the store."
+            f"the block index {self.path} cannot be used ({error}); if {self.path.parent} is writable, delete "
+            f"{self.path.name} and its -wal and -shm files: the store rebuilds the index from its packs when next opened."
         )
 
     def find(self, cid: str) -> Location | None:
-        row = self._db().execute("SELECT pack, offset, size FROM blocks WHERE cid = ?", (cid,)).fetchone()
+        try:
+            row = self._db().execute("SELECT pack, offset, size FROM blocks WHERE cid = ?", (cid,)).fetchone()
+        except sqlite3.Error as error:
+            raise self._unreadable(error) from error
         return None if row is None else (row[0], row[1], row[2])
 
     def add(self, rows: list[tuple[Cid, str, int, int]]) -> None:
         """Make ``rows`` visible together (a block already indexed keeps its first copy)."""
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?)", rows)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?)", rows)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise self._unreadable(error) from error
+
+    def rebuild(self, packs: Path) -> None:
+        """Index every whole block of every pack: each pack's sections up to the first that is cut
+        short or does not hash to its CID (bytes a killed writer never made durable). Children come
+        before parents in a pack, so a parent found whole has its children found too."""
+        for path in sorted(packs.glob("*.pack")):
+            self.add(list(_sections(path)))
 
     def forget(self, cid: str, location: Location) -> bool:
         """Drop the row of a damaged copy, so that adding the content again writes the block anew."""
@@ -153,12 +179,15 @@ class PackWriter:
             self._temp = f"{self._root}/tmp/{self.name}.pack"
             self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         assert self.name is not None
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
-        self._rows.append((cid, self.name, self._size, len(data)))
+        binary = cid_to_bytes(cid)
+        header = encode_varint(len(binary) + len(data)) + binary
+        for piece in (header, data):
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        self._rows.append((cid, self.name, self._size + len(header), len(data)))
         self._names.add(cid)
-        self._size += len(data)
+        self._size += len(header) + len(data)
         if _SYNC_FILE_RANGE is not None and self._size - self._started >= _WRITEBACK_BYTES:
             _SYNC_FILE_RANGE(self._fd, self._started, self._size - self._started, _SYNC_FILE_RANGE_WRITE)
             self._started = self._size
@@ -192,6 +221,36 @@ class PackWriter:
         finally:
             os.close(self._fd)
             self._fd = None
+
+
+def _sections(path: Path) -> Iterator[tuple[Cid, str, int, int]]:
+    """The index rows of a pack's whole sections, in order, up to the first that is not whole."""
+    name = path.name.removesuffix(".pack")
+    with open(path, "rb") as handle:
+        while (length := _read_varint(handle)) is not None and length >= BINARY_LENGTH:
+            binary = handle.read(BINARY_LENGTH)
+            if binary[:1] != bytes([CIDV1]) or binary[1:2] not in (bytes([RAW]), bytes([DAG_PB])):
+                return
+            if binary[2:4] != bytes([SHA2_256, DIGEST_LENGTH]):
+                return
+            offset = handle.tell()
+            data = handle.read(length - BINARY_LENGTH)
+            if hashlib.sha256(data).digest() != binary[4:] or len(data) != length - BINARY_LENGTH:
+                return
+            yield cid_from_bytes(binary), name, offset, len(data)
+
+
+def _read_varint(handle: BinaryIO) -> int | None:
+    """A section's length; None at the end of the pack or where the varint is cut short."""
+    value = 0
+    for shift in range(0, 64, 7):
+        byte = handle.read(1)
+        if not byte:
+            return None
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+    return None
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -15,8 +15,10 @@ import requests
 from ledger.errors import IntegrityError, StoreError
 from ledger.store import EmbeddedStore
 from ledger.store.packs import BATCH_BYTES
-from ledger.unixfs import CHUNK_SIZE, cid_of_bytes, iter_blocks
-from tests.fixtures_store import IpfsServer, run_fedledger, stored_copy, visible_blocks
+from ledger.car import encode_header, iter_car
+from ledger.cid import cid_to_bytes
+from ledger.unixfs import CHUNK_SIZE, cid_of_bytes, encode_varint, iter_blocks
+from tests.fixtures_store import IpfsServer, damage_block, run_fedledger, stored_copy, visible_blocks
 
 
 def random_bytes(size: int, seed: int = 3) -> bytes:
@@ -39,9 +41,13 @@ def test_a_file_of_many_blocks_is_one_pack_with_a_row_per_block(tmp_path: Path) 
     blocks = list(iter_blocks(data[start : start + CHUNK_SIZE] for start in range(0, len(data), CHUNK_SIZE)))
     assert files(store.root / "blocks") == []
     (pack,) = files(store.root / "packs")
-    assert pack.read_bytes() == b"".join(block for _, block in blocks)  # back to back, root last
+    sections = [encode_varint(len(cid_to_bytes(name)) + len(block)) + cid_to_bytes(name) + block for name, block in blocks]
+    assert pack.read_bytes() == b"".join(sections)  # CAR block sections back to back, root last
     assert visible_blocks(store) == {name for name, _ in blocks}
     assert stored_copy(store, cid) == (pack, pack.stat().st_size - len(blocks[-1][1]), len(blocks[-1][1]))
+    header = encode_header([cid])
+    roots, car_blocks = iter_car(io.BytesIO(encode_varint(len(header)) + header + pack.read_bytes()))  # a CAR's body
+    assert roots == [cid] and list(car_blocks) == blocks
 
 
 def test_content_of_one_block_is_a_file_of_its_own(tmp_path: Path) -> None:
@@ -56,7 +62,10 @@ def test_repeated_blocks_and_content_added_again_are_not_written_again(tmp_path:
     zeros = bytes(10 * CHUNK_SIZE)  # ten identical leaves
     cid = store.add_bytes(zeros)
     (pack,) = files(store.root / "packs")
-    assert pack.stat().st_size == CHUNK_SIZE + store.block_size(cid)  # one leaf, one root
+    leaf = cid_of_bytes(bytes(CHUNK_SIZE))
+    assert [stored_copy(store, block)[0] for block in (leaf, cid)] == [pack, pack]
+    assert stored_copy(store, cid)[1] + store.block_size(cid) == pack.stat().st_size  # one leaf, then the root
+    assert stored_copy(store, leaf)[1] + CHUNK_SIZE + 2 + 36 == stored_copy(store, cid)[1]
     assert store.add_bytes(zeros) == cid
     assert files(store.root / "packs") == [pack]  # nothing written the second time
     assert store.get(cid) == zeros
@@ -86,7 +95,8 @@ def test_an_add_broken_off_after_a_batch_keeps_that_batch_and_removes_the_rest(t
     first_batch = {cid_of_bytes(bytes([number]) * CHUNK_SIZE) for number in range(BATCH_BYTES // CHUNK_SIZE)}
     assert visible_blocks(store) == first_batch
     (pack,) = files(store.root / "packs")
-    assert pack.stat().st_size == BATCH_BYTES  # the uncommitted leaves were cut off
+    last = cid_of_bytes(bytes([BATCH_BYTES // CHUNK_SIZE - 1]) * CHUNK_SIZE)
+    assert pack.stat().st_size == stored_copy(store, last)[1] + CHUNK_SIZE  # the uncommitted leaves were cut off
     assert files(store.root / "tmp") == []
 
 
@@ -137,8 +147,42 @@ def test_a_damaged_index_is_refused_naming_the_file(tmp_path: Path) -> None:
     for leftover in store.root.glob("index.sqlite-*"):
         leftover.unlink()
     (store.root / "index.sqlite").write_bytes(b"not a database" * 100)
-    with pytest.raises(StoreError, match=f"the block index {store.root / 'index.sqlite'} cannot be used"):
+    with pytest.raises(StoreError, match=f"the block index {store.root / 'index.sqlite'} cannot be used") as caught:
         EmbeddedStore(store.root)
+    assert str(caught.value).endswith("the store rebuilds the index from its packs when next opened.")
+
+
+def forget_the_index(root: Path) -> None:
+    for path in root.glob("index.sqlite*"):
+        path.unlink()
+
+
+def test_a_deleted_index_is_rebuilt_from_the_packs(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "store")
+    contents = [random_bytes(size, seed) for seed, size in enumerate([2 * CHUNK_SIZE + 1, 5 * CHUNK_SIZE])]
+    cids = [store.add_bytes(data) for data in contents]
+    visible = visible_blocks(store)
+    forget_the_index(store.root)
+    rebuilt = EmbeddedStore(store.root)
+    assert visible_blocks(rebuilt) == visible
+    assert [rebuilt.get(cid) for cid in cids] == contents
+
+
+def test_a_rebuild_stops_at_the_first_section_that_is_not_whole(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "store")
+    data = random_bytes(4 * CHUNK_SIZE + 3)
+    cid = store.add_bytes(data)
+    leaves = [cid_of_bytes(data[start : start + CHUNK_SIZE]) for start in range(0, len(data), CHUNK_SIZE)]
+    damage_block(store, leaves[2], 77)  # as if the writer's third leaf never reached the disk
+    (pack,) = files(store.root / "packs")
+    with open(pack, "ab") as handle:
+        handle.write(encode_varint(1000) + cid_to_bytes(leaves[0])[:10])  # a section cut short
+    forget_the_index(store.root)
+    rebuilt = EmbeddedStore(store.root)
+    assert visible_blocks(rebuilt) == set(leaves[:2])  # not the damaged leaf, nor what follows it
+    assert not rebuilt.has(cid)
+    assert rebuilt.add_bytes(data) == cid
+    assert rebuilt.get(cid) == data
 
 
 def test_a_pack_cut_short_is_an_integrity_error_naming_the_block(tmp_path: Path) -> None:
@@ -146,8 +190,9 @@ def test_a_pack_cut_short_is_an_integrity_error_naming_the_block(tmp_path: Path)
     store = EmbeddedStore(tmp_path / "store")
     cid = store.add_bytes(data)
     (pack,) = files(store.root / "packs")
+    second = stored_copy(store, cid_of_bytes(data[CHUNK_SIZE : 2 * CHUNK_SIZE]))
     with open(pack, "r+b") as handle:
-        handle.truncate(CHUNK_SIZE + 10)  # the second leaf half gone, the third and the root lost
+        handle.truncate(second[1] + 10)  # the second leaf cut short, the third and the root lost
     with pytest.raises(IntegrityError, match=cid):
         store.get(cid)
     assert b"".join(store.iter_content(cid_of_bytes(data[:CHUNK_SIZE]))) == data[:CHUNK_SIZE]
