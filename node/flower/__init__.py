@@ -18,6 +18,6 @@ if find_spec("flwr") is None:
 from node.flower.client import record_update  # noqa: E402 - after the check above
 from node.flower.connection import operator_ledger, party_ledger  # noqa: E402
 from node.flower.records import array_record, arrays_of  # noqa: E402
-from node.flower.strategy import LedgerStrategy  # noqa: E402
+from node.flower.strategy import LedgerStrategy, latest_global  # noqa: E402
 
-__all__ = ["LedgerStrategy", "array_record", "arrays_of", "operator_ledger", "party_ledger", "record_update"]
+__all__ = ["LedgerStrategy", "array_record", "arrays_of", "latest_global", "operator_ledger", "party_ledger", "record_update"]

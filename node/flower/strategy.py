@@ -33,6 +33,7 @@ from flwr.supercore import log
 
 from ledger.chain import chain_now
 from ledger.errors import InvalidInputError
+from ledger.federation import RoundInfo
 from ledger.types import Cid
 from ledger.weights import from_safetensors, max_blob_bytes
 from node.aggregator import AggregationOutcome, aggregate_round, global_model_bytes
@@ -53,6 +54,19 @@ class _Global:
 
 def _same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[name], b[name]) for name in a)
+
+
+def latest_global(ledger: Ledger, *, model: str) -> tuple[RoundInfo, dict[str, np.ndarray]] | None:
+    """The federation's latest finalized round and its global model's arrays (None before any): where a
+    Flower run on a federation that already has rounds starts, so the lineage goes on unbroken."""
+    federation, layout = ledger.federation, model_layout(model)
+    for round_id in range(federation.round_count(), 0, -1):
+        info = federation.round(round_id)
+        if info.state == "finalized":
+            arrays, _ = from_safetensors(ledger.store.get(info.global_cid, max_bytes=max_blob_bytes(layout)),  # type: ignore[arg-type]
+                                         layout=layout)
+            return info, arrays
+    return None
 
 
 class LedgerStrategy(Strategy):
@@ -145,20 +159,18 @@ class LedgerStrategy(Strategy):
                     f"({self._global.cid}); return the strategy's own result from aggregate_train unchanged."
                 )
             return self._global.cid
-        federation, store = self.ledger.federation, self.ledger.store
-        latest = next((info for info in map(federation.round, range(federation.round_count(), 0, -1))
-                       if info.state == "finalized"), None)
+        latest = latest_global(self.ledger, model=self.config.model)
         if latest is None:
-            return store.add_bytes(global_model_bytes(arrays, model=self.config.model, round_id=0, base_cid=""))
-        recorded, _ = from_safetensors(store.get(latest.global_cid, max_bytes=max_blob_bytes(self._layout)),
-                                       layout=self._layout)
+            blob = global_model_bytes(arrays, model=self.config.model, round_id=0, base_cid="")
+            return self.ledger.store.add_bytes(blob, pin=True)
+        info, recorded = latest
         if not _same_arrays(arrays, recorded):
             raise InvalidInputError(
-                f"the federation at {federation.address} already finalized round {latest.round_id}, and the initial "
-                f"arrays are not its global model {latest.global_cid}; start the Flower run from that model "
-                "instead, or deploy a fresh federation for this run."
+                f"the federation at {self.ledger.federation.address} already finalized round {info.round_id}, and the "
+                f"initial arrays are not its global model {info.global_cid}; start the Flower run from that model "
+                "(node.flower.latest_global), or deploy a fresh federation for this run."
             )
-        return Cid(latest.global_cid)
+        return Cid(info.global_cid)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ evaluation and the rest: the wrapped strategy's
     def configure_evaluate(

@@ -29,7 +29,7 @@ from node.demo import DemoOptions, found_federation  # noqa: E402
 from node.flower.client import ledger_round, submit_arrays  # noqa: E402
 from node.flower.connection import Ledger  # noqa: E402
 from node.flower.records import REPLY_KEY, PartyReply, array_record, arrays_of  # noqa: E402
-from node.flower.strategy import LedgerStrategy  # noqa: E402
+from node.flower.strategy import LedgerStrategy, latest_global  # noqa: E402
 from node.models import build_model, state_arrays  # noqa: E402
 from node.round_config import RoundConfig  # noqa: E402
 from tests.fixtures_chain import TestChain  # noqa: E402
@@ -174,6 +174,10 @@ def test_arrays_other_than_the_last_global_model_cannot_start_a_round(memory_cha
     with pytest.raises(InvalidInputError, match="already finalized round 1, and the initial arrays are not its global"):
         list(fresh.configure_train(1, arrays, ConfigRecord(), NodeIds(1)))
     assert f.admin.round_count() == 1
+    latest = latest_global(f.operator, model="mlp")
+    assert latest is not None and latest[0].round_id == 1
+    list(fresh.configure_train(1, array_record(latest[1]), ConfigRecord(), NodeIds(1)))
+    assert f.admin.round(2).base_cid == f.admin.round(1).global_cid
 
 
 def test_a_train_message_without_a_ledger_round_is_refused_with_the_fix() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord, Context, Message
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from node.data import load_digits_split
@@ -25,4 +25,8 @@ def train(msg: Message, context: Context) -> Message:
         model, shards[partition], epochs=int(config["epochs"]), batch_size=int(config["batch-size"]),
         lr=float(config["lr"]), seed=1000 * int(config["server-round"]) + partition, progress=False,
     )
-    return record_update(msg, context, ArrayRecord(model.state_dict()), samples=result.samples, metrics=result.metrics)
+    arrays = ArrayRecord(model.state_dict())
+    if context.run_config["ledger"]:  # the one change on the client: pin and record the update, reply with its CID
+        return record_update(msg, context, arrays, samples=result.samples, metrics=result.metrics)
+    metrics = MetricRecord({**result.metrics, "num-examples": result.samples})
+    return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
