@@ -148,17 +148,22 @@ def noise_multiplier_for(target_epsilon: float, *, sample_rate: float, steps: in
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise InvalidInputError(f"the number of rounds must be an integer >= 1, not {rounds!r}.")
 
-    def spent(sigma: float) -> float:
-        dp = DpSettings(noise_multiplier=sigma, max_grad_norm=1.0, sample_rate=sample_rate, steps=steps)
-        return cumulative_epsilon([dp] * rounds, delta)
+    def fits(thousandths: int) -> bool:
+        dp = DpSettings(noise_multiplier=thousandths / 1000, max_grad_norm=1.0, sample_rate=sample_rate, steps=steps)
+        return cumulative_epsilon([dp] * rounds, delta) <= target_epsilon
 
-    if spent(MAX_NOISE_MULTIPLIER) > target_epsilon:
-        raise InvalidInputError(
-            f"no noise multiplier up to {MAX_NOISE_MULTIPLIER:g} keeps {rounds} rounds of {steps} steps at sample rate "
-            f"{sample_rate:g} within ε = {target_epsilon:g}; take fewer steps or rounds, or a lower sample rate."
-        )
-    low, high = 0.0, MAX_NOISE_MULTIPLIER  # spent(high) <= target < spent(low) = inf
-    while high - low > 1e-4:
-        middle = (low + high) / 2
-        low, high = (low, middle) if spent(middle) <= target_epsilon else (middle, high)
-    return math.ceil(high * 1000) / 1000  # up, so still within the target: ε falls as the noise grows
+    # Bracket low < high (in thousandths) with fits(high) and not fits(low) by doubling from 1.0, then
+    # bisect: ε falls as the noise grows, so the answer is the least grid point that fits.
+    largest = round(MAX_NOISE_MULTIPLIER * 1000)
+    low, high = 0, 1000
+    while not fits(high):
+        if high == largest:
+            raise InvalidInputError(
+                f"no noise multiplier up to {MAX_NOISE_MULTIPLIER:g} keeps {rounds} rounds of {steps} steps at sample "
+                f"rate {sample_rate:g} within ε = {target_epsilon:g}; take fewer steps or rounds, or a lower sample rate."
+            )
+        low, high = high, min(2 * high, largest)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if fits(middle) else (middle, high)
+    return high / 1000
