@@ -19,7 +19,7 @@ canonical CIDv1, whatever layout added them.
 
 Durability before visibility: a lone block is written to ``tmp/``, fsync-ed and renamed onto its
 CID (``os.replace`` is atomic); a pack is ``fdatasync``-ed before its rows are committed to the
-index, batch by batch (32 MiB), children before parents and the root in the last commit, so once
+index, batch by batch (8 MiB), children before parents and the root in the last commit, so once
 a root is visible every block under it is too. A writer killed mid-file leaves only complete,
 committed batches (and bytes no row points at) behind; adding the file again completes it. Two
 processes may write the same block at once: the index keeps the first copy. Every read re-hashes

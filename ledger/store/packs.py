@@ -10,10 +10,11 @@ is durable once it returns, several processes may write at once (each commit tak
 for a moment), and readers never wait. Because each section names its block, a lost index is
 rebuilt from the packs (:meth:`BlockIndex.rebuild`).
 
-A :class:`PackWriter` makes the blocks of one add visible batch by batch, durability before
-visibility: a batch's sections are appended to the pack (writeback started as they go), the pack
-is ``fdatasync``-ed (and, at its first commit, moved from ``tmp/`` to ``packs/`` and that folder
-synced), then the batch's rows go into the index in one transaction. A reader therefore sees a
+A :class:`PackWriter` makes the blocks of one add visible batch by batch (8 MiB), durability
+before visibility: a batch's sections are appended to the pack, the pack is ``fdatasync``-ed
+(and, at its first commit, moved from ``tmp/`` to ``packs/`` and that folder synced), then the
+batch's rows go into the index in one transaction; this runs on a thread of its own while the
+next batch is hashed and written. A reader therefore sees a
 batch whole or not at all, and as children come before parents, a visible parent implies
 visible children. A writer killed before a commit leaves bytes no row points at (a pack in
 ``tmp/``, swept later, or a tail past the last committed row); adding the content again writes
@@ -22,15 +23,14 @@ what is missing.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 import secrets
 import sqlite3
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -42,27 +42,10 @@ from ledger.unixfs import encode_varint
 
 INDEX_NAME = "index.sqlite"
 FORMAT = 1  # PRAGMA user_version of index.sqlite; 0 is a store made before packs (blocks/ only)
-BATCH_BYTES = 32 * 1024 * 1024  # pack bytes written before they are made durable and indexed
-_WRITEBACK_BYTES = 2 * 1024 * 1024  # start the disk on each such stretch while the next is written
+BATCH_BYTES = 8 * 1024 * 1024  # pack bytes written before they are handed over to be made durable and indexed
 
 Location = tuple[str, int, int]
 """Where a packed block lies: its pack's name, its offset and its length."""
-
-
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """Linux's sync_file_range(2), to start writeback of a stretch without waiting for it."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (AttributeError, OSError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-    return function  # type: ignore[no-any-return]
-
-
-_SYNC_FILE_RANGE = _load_sync_file_range()
-_SYNC_FILE_RANGE_WRITE = 2
 
 
 class BlockIndex:
@@ -153,21 +136,29 @@ class BlockIndex:
 
 
 class PackWriter:
-    """The new blocks of one add, appended to one pack and indexed batch by batch (see the module)."""
+    """The new blocks of one add, appended to one pack and indexed batch by batch (see the module).
+
+    A batch is made durable and visible on a thread of its own while the caller hashes and writes
+    the next one, so the disk's flush overlaps the CPU's work instead of following it (the wait is
+    I/O, not a core: this pays on two cores too). At most one batch is in flight; the last commit
+    (the root's) is waited for, and ``close`` waits for any commit still running.
+    """
 
     def __init__(self, root: Path, index: BlockIndex) -> None:
         self._root, self._index = root, index
         self._fd: int | None = None
         self._temp: str | None = None  # the pack's path while it is in tmp/ (before its first commit)
         self.name: str | None = None
-        self._size = self._committed = self._started = 0
+        self._size = self._handed = self._committed = 0
         self._rows: list[tuple[Cid, str, int, int]] = []
         self._names: set[Cid] = set()
+        self._committer: ThreadPoolExecutor | None = None
+        self._in_flight: Future[None] | None = None
 
     @property
     def pending(self) -> int:
-        """Bytes written but not committed."""
-        return self._size - self._committed
+        """Bytes written since the last batch was handed over to be committed."""
+        return self._size - self._handed
 
     def holds(self, cid: Cid) -> bool:
         """Whether this pack already took ``cid`` (the same block twice in one file: runs of zeros)."""
@@ -188,16 +179,26 @@ class PackWriter:
         self._rows.append((cid, self.name, self._size + len(header), len(data)))
         self._names.add(cid)
         self._size += len(header) + len(data)
-        if _SYNC_FILE_RANGE is not None and self._size - self._started >= _WRITEBACK_BYTES:
-            _SYNC_FILE_RANGE(self._fd, self._started, self._size - self._started, _SYNC_FILE_RANGE_WRITE)
-            self._started = self._size
 
     def commit(self, *, last: bool) -> None:
-        """Make what was written durable, then visible; ``last``: this commit holds the root."""
+        """Hand what was written over to be made durable, then visible; ``last``: this batch holds
+        the root, and the call returns once it is visible."""
+        if self._in_flight is not None:  # one batch at a time: its error, if any, is raised here
+            self._in_flight.result()
+            self._in_flight = None
         if not self._rows:
             return
+        rows, self._rows, self._handed = self._rows, [], self._size
+        if last:
+            self._make_visible(rows, self._size, last=True)
+            return
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix="store-commit")
+        self._in_flight = self._committer.submit(self._make_visible, rows, self._size, last=False)
+
+    def _make_visible(self, rows: list[tuple[Cid, str, int, int]], size: int, *, last: bool) -> None:
         assert self._fd is not None and self.name is not None
-        os.fdatasync(self._fd)
+        os.fdatasync(self._fd)  # everything written so far, this batch included
         if self._temp is not None:  # its first commit: the pack takes its place under packs/
             packs = self._root / "packs"
             os.replace(self._temp, packs / f"{self.name}.pack")
@@ -206,17 +207,19 @@ class PackWriter:
         failpoint("store:before-commit")
         if last:
             failpoint("store:before-root-commit")
-        self._index.add(self._rows)
-        self._rows, self._committed = [], self._size
+        self._index.add(rows)
+        self._committed = size
 
     def close(self) -> None:
-        """Release the pack; bytes never committed (after an error) are removed."""
+        """Release the pack once no commit is running; bytes never committed (after an error) are removed."""
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)  # a failed commit's error was raised by commit, or another is
         if self._fd is None:
             return
         try:
             if self._temp is not None:
                 os.unlink(self._temp)
-            elif self.pending:
+            elif self._committed < self._size:
                 os.ftruncate(self._fd, self._committed)
         finally:
             os.close(self._fd)

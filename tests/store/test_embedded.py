@@ -144,7 +144,7 @@ ADD_RANDOM = textwrap.dedent(
     """
 )
 SMALL = 4 * CHUNK_SIZE + 7  # five leaves and a root: one batch
-LARGE = 36 * 2**20 + 5  # 145 leaves: a first batch of 128 (32 MiB), then the other 17 and the root
+LARGE = 36 * 2**20 + 5  # 145 leaves: four batches of 32 (8 MiB each), then the other 17 and the root
 ONE_BLOCK = CHUNK_SIZE  # its own file, not a pack
 
 
@@ -163,7 +163,7 @@ def add_in_a_process(root: Path, size: int, seed: int, failpoint: str | None = N
         ("store:before-commit", SMALL, 0),  # every block durable in the pack, none indexed
         ("store:before-commit", LARGE, 0),
         ("store:before-root-commit", SMALL, 0),
-        ("store:before-root-commit", LARGE, 128),  # the first batch committed, the last (with the root) not
+        ("store:before-root-commit", LARGE, 128),  # four batches committed, the last (with the root) not
     ],
 )
 def test_writer_killed_inside_a_commit_exposes_no_partial_object_and_a_rerun_completes(

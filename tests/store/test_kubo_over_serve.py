@@ -144,7 +144,7 @@ UPLOADER = textwrap.dedent(
     import sys, time, requests
     def body():
         yield b'--b\\r\\nContent-Disposition: form-data; name="file"; filename="big"\\r\\n\\r\\n'
-        for number in range(136):  # 34 MiB: the server commits a first 32 MiB batch before the kill
+        for number in range(136):  # 34 MiB: the server commits four 8 MiB batches before the kill
             yield bytes([number]) * 262144
         print("sent", flush=True)
         time.sleep(60)
