@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -32,6 +33,7 @@ FLOWER_ENV = {
 EXAMPLE_APP = Path(__file__).resolve().parent / "example_app"
 CONNECTION = "fedledger-local"
 _BIN = Path(sys.executable).parent
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class FlowerRunError(LedgerError):
@@ -119,10 +121,14 @@ class FlowerDeployment:
         except subprocess.TimeoutExpired as error:
             log.write_text(str(error.stdout or ""), encoding="utf-8")
             raise FlowerRunError(f"`flwr run` did not finish within {timeout:.0f} s; see {log} and {self.home / 'logs'}.") from None
-        log.write_text(done.stdout + done.stderr, encoding="utf-8")
-        if done.returncode != 0:
-            raise FlowerRunError(f"`flwr run` exited with status {done.returncode}; see {log}.")
-        return done.stdout + done.stderr
+        output = done.stdout + done.stderr
+        log.write_text(output, encoding="utf-8")
+        if done.returncode != 0 or "ERROR" in output:
+            lines = [_ANSI.sub("", line).strip() for line in output.splitlines() if line.strip()]
+            errors = [line for line in lines if "ERROR" in line] or lines[-1:]
+            raise FlowerRunError(f"the Flower run failed ({errors[0] if errors else f'exit status {done.returncode}'}); "
+                                 f"the whole output is in {log}.")
+        return output
 
     def stop(self, *, grace: float = 10.0) -> None:
         """SIGTERM the processes started here (SuperNodes first) and, after ``grace`` seconds, SIGKILL
