@@ -34,6 +34,7 @@ EXAMPLE_APP = Path(__file__).resolve().parent / "example_app"
 CONNECTION = "fedledger-local"
 _BIN = Path(sys.executable).parent
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception): (.+)$")  # the last line of a traceback: its sentence
 
 
 class FlowerRunError(LedgerError):
@@ -125,9 +126,9 @@ class FlowerDeployment:
         log.write_text(output, encoding="utf-8")
         if done.returncode != 0 or "ERROR" in output:
             lines = [_ANSI.sub("", line).strip() for line in output.splitlines() if line.strip()]
-            errors = [line for line in lines if "ERROR" in line] or lines[-1:]
-            raise FlowerRunError(f"the Flower run failed ({errors[0] if errors else f'exit status {done.returncode}'}); "
-                                 f"the whole output is in {log}.")
+            raised = [found.group(1) for line in lines if (found := _RAISED.match(line))]
+            errors = raised or [line for line in lines if "ERROR" in line] or lines[-1:] or [f"exit status {done.returncode}"]
+            raise FlowerRunError(f"the Flower run failed: {errors[0].rstrip('.')}; the whole output is in {log}.")
         return output
 
     def stop(self, *, grace: float = 10.0) -> None:
