@@ -35,7 +35,7 @@ from ledger.cid import RAW, cid_from_parts
 from ledger.federation import FederationClient
 from ledger.index import LedgerIndex
 
-SUBMIT = function_signature_to_4byte_selector("submitUpdate(uint256,uint8,bytes32,uint64,bytes32)")
+SUBMIT = function_signature_to_4byte_selector("submitUpdate(uint256,uint8,bytes32,uint64,bytes32,uint64)")
 OPEN = function_signature_to_4byte_selector("openRound(uint8,bytes32,uint64,uint32,bytes32)")
 PER_BLOCK = 250
 GAS = 100_000  # a block holds what its 30M gas limit allows by gas *limit*: 300 of these
@@ -83,8 +83,8 @@ def fill(anvil_url: str, w3: Web3, *, events: int, parties: int) -> tuple[Federa
     for r in range(rounds):
         for p, key in enumerate(keys):
             digest = hashlib.sha256(f"{r}:{p}".encode()).digest()
-            data = SUBMIT + encode(["uint256", "uint8", "bytes32", "uint64", "bytes32"],
-                                   [first_round + r, RAW, digest, 100 + p, digest])
+            data = SUBMIT + encode(["uint256", "uint8", "bytes32", "uint64", "bytes32", "uint64"],
+                                   [first_round + r, RAW, digest, 100 + p, digest, 0])
             submits.append({"from": key.address, "to": federation.address, "data": Web3.to_hex(data), "gas": hex(GAS), "nonce": hex(r)})
     send_all(anvil_url, submits)
     rpc_batch(anvil_url, [("evm_setAutomine", [True])])

@@ -12,14 +12,30 @@ import {IFederation} from "./interfaces/IFederation.sol";
  * @dev Who may take part in a federated-learning federation, what each party agreed to, and
  * which update each party submitted in each round.
  *
- * Storage holds only what the contract checks itself: the terms of each agreement version
- * (a join signature is checked against them), one packed slot per participant (status,
- * accepted version, bit index), one packed slot per round (state, deadline, minimum, the
- * agreement version in force, and the "has submitted" bits of the first {INLINE_BITS}
- * admitted participants) plus one bitmap word per 256 further admitted participants, and the
- * set of open rounds. Update CIDs, sample counts and metrics hashes travel in events only. A
- * submission so reads two cold slots (its round, its sender) and writes one bit into a slot it
- * already read.
+ * Storage holds only what the contract checks itself: the terms and privacy budget of each
+ * agreement version (a join signature is checked against them), one packed slot per participant
+ * (status, accepted version, bit index, the privacy budget of its accepted version and the
+ * cumulative privacy loss it last declared), one packed slot per round (state, deadline, minimum,
+ * the agreement version in force, the "has submitted" bits of the first {INLINE_BITS} admitted
+ * participants and a count of the others' submissions) plus one bitmap word per 256 further
+ * admitted participants, the set of open rounds, and each account's encryption public key. Update CIDs,
+ * sample counts and metrics hashes travel in events only. A submission so reads two cold slots
+ * (its round, its sender) and writes into those two slots only; the sender's slot only when its
+ * declared privacy loss grows.
+ *
+ * Privacy budget: ε and δ are fixed point, ε in millionths ({EPSILON_SCALE}) and δ in units of
+ * 1e-18 ({DELTA_SCALE}). An agreement may carry a budget (ε > 0, 0 < δ < 1); a party copies it
+ * into its own slot when it joins that version. With every submission the party declares its
+ * cumulative ε over all rounds it took part in; the contract keeps the latest declaration and
+ * refuses one that goes down or past the budget of the version in force. An agreement without a
+ * budget (ε = δ = 0) still keeps declarations from going down. Auditors recompute the figure
+ * from the round configurations.
+ *
+ * Relayed submissions: {submitUpdates} lets any account record many parties' updates to one
+ * round in one transaction, each item carrying the party's EIP-712 signature over `Update(...)`
+ * ({UPDATE_TYPEHASH}). Every item passes exactly the checks of a direct submission (the same
+ * code); an item that fails is skipped, never recorded, and an {UpdateRejected} event carries the
+ * ABI-encoded error of the rule it broke, so one bad or raced item does not waste the batch.
  *
  * A party gets its bit index when it is first admitted, not when it joins: joining is open to
  * anyone, so indexes handed out at join could be used up by spam joins, pushing real parties
@@ -40,38 +56,64 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
     bytes32 public constant JOIN_TYPEHASH =
         keccak256("Join(address participant,uint256 version,uint8 termsCodec,bytes32 termsDigest,uint256 deadline)");
 
+    /// @dev EIP-712 type of the message a party signs to have a relayer record its update.
+    bytes32 public constant UPDATE_TYPEHASH = keccak256(
+        "Update(address participant,uint256 roundId,uint8 codec,bytes32 digest,uint64 samples,bytes32 metricsHash,uint64 epsilon,uint256 deadline)"
+    );
+
     /// @dev Participants whose "has submitted" bit lives in the round's own slot.
     uint256 public constant INLINE_BITS = 120;
+
+    /// @dev The most items one {submitUpdates} call takes.
+    uint256 public constant MAX_BATCH_SIZE = 256;
+
+    /// @dev Fixed point of ε (millionths) and δ (1e-18) in budgets and declarations.
+    uint256 public constant EPSILON_SCALE = 1e6;
+    uint256 public constant DELTA_SCALE = 1e18;
 
     /// @dev The latest deadline a round may have, counted from its opening: a round always ends.
     uint256 public constant MAX_ROUND_DURATION = 30 days;
 
     uint8 private constant _RAW = 0x55;
     uint8 private constant _DAG_PB = 0x70;
+    /// @dev The batch position that marks a direct submission in {_record}.
+    uint256 private constant _DIRECT = type(uint256).max;
 
+    /// @dev Two slots: the digest, then codec and privacy budget (read together by {join}).
     struct Terms {
         bytes32 digest;
         uint8 codec;
+        uint64 epsilonBudget;
+        uint64 delta;
     }
 
-    /// @dev One slot: read once per submission. `hasIndex` is set at the first admission.
+    /**
+     * @dev One slot (8 + 32 + 32 + 8 + 64 + 64 bits): read once per submission, written when the
+     * declared ε grows. `hasIndex` is set at the first admission; `epsilonBudget` is the budget of
+     * the accepted version, copied at join so a submission need not read the terms.
+     */
     struct Member {
         ParticipantStatus status;
         uint32 acceptedVersion;
         uint32 index;
         bool hasIndex;
+        uint64 epsilonBudget;
+        uint64 epsilonSpent;
     }
 
     /**
-     * @dev One slot: read and written once per submission (8 + 64 + 32 + 32 + 120 bits).
+     * @dev One slot: read and written once per submission (8 + 40 + 32 + 32 + 24 + 120 bits).
      * `agreementVersion` is the version in force while the round is open: set at opening and
      * moved forward by {publishAgreement}, so a submission need not read the global version.
+     * `overflowSubmissions` counts the updates of parties whose bit lives in an overflow word, so
+     * counting a round's updates reads no bitmap words (a popcount of `submitted` plus it).
      */
     struct Round {
         RoundState state;
-        uint64 deadline;
+        uint40 deadline;
         uint32 minUpdates;
         uint32 agreementVersion;
+        uint24 overflowSubmissions;
         uint120 submitted;
     }
 
@@ -88,6 +130,7 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
     mapping(address account => Member) private _members;
     mapping(uint256 roundId => Round) private _rounds;
     mapping(uint256 roundId => mapping(uint256 word => uint256 bits)) private _overflowBits;
+    mapping(address account => bytes32 publicKey) private _encryptionKeys;
 
     /**
      * @dev The deployer becomes admin, coordinator and aggregator. `adminDelay` is how long a
@@ -101,36 +144,43 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
     // ---------------------------------------------------------------- agreements and membership
 
     /**
-     * @dev Publishes agreement version `agreementVersion() + 1` with the terms document's CID.
-     * Every party must join again under the new version before it can submit, in open rounds
-     * too: each open round's copy of the version in force moves forward (a loop over the rounds
-     * still open, never over closed ones; every round ends within {MAX_ROUND_DURATION}).
+     * @dev Publishes agreement version `agreementVersion() + 1` with the terms document's CID and
+     * its privacy budget (`epsilonBudget` in millionths of ε, `delta` in units of 1e-18; both 0
+     * for no budget). Every party must join again under the new version before it can submit, in
+     * open rounds too: each open round's copy of the version in force moves forward (a loop over
+     * the rounds still open, never over closed ones; every round ends within {MAX_ROUND_DURATION}).
      *
-     * Requirements: caller has `DEFAULT_ADMIN_ROLE`; `termsCodec` is raw or dag-pb.
+     * Requirements: caller has `DEFAULT_ADMIN_ROLE`; `termsCodec` is raw or dag-pb; either both
+     * budget figures are 0, or `epsilonBudget` > 0 and 0 < `delta` < {DELTA_SCALE}.
      *
      * Emits an {AgreementPublished} event.
      */
-    function publishAgreement(uint8 termsCodec, bytes32 termsDigest)
+    function publishAgreement(uint8 termsCodec, bytes32 termsDigest, uint64 epsilonBudget, uint64 delta)
         external
         onlyRole(DEFAULT_ADMIN_ROLE)
         returns (uint256 version)
     {
         _checkCodec(termsCodec);
+        bool noBudget = epsilonBudget == 0 && delta == 0;
+        if (!noBudget && (epsilonBudget == 0 || delta == 0 || delta >= DELTA_SCALE)) {
+            revert FederationInvalidPrivacyBudget(epsilonBudget, delta);
+        }
         uint32 next = ++_agreementVersion;
         version = next;
-        _terms[version] = Terms({digest: termsDigest, codec: termsCodec});
+        _terms[version] = Terms({digest: termsDigest, codec: termsCodec, epsilonBudget: epsilonBudget, delta: delta});
         uint256 open = _openRounds.length;
         for (uint256 i = 0; i < open; ++i) {
             _rounds[_openRounds[i]].agreementVersion = next;
         }
-        emit AgreementPublished(version, termsCodec, termsDigest);
+        emit AgreementPublished(version, termsCodec, termsDigest, epsilonBudget, delta);
     }
 
     /**
      * @dev Records that `account` accepted agreement `version`. The EIP-712 `signature` over
      * `Join(participant = account, version, termsCodec, termsDigest, deadline)` binds this chain and this
      * contract; anyone may relay it. A first join makes the party Pending; a later one (for a
-     * new version) keeps its status.
+     * new version) keeps its status. The version's privacy budget becomes the party's; the ε it
+     * declared so far stays.
      *
      * Requirements: an agreement is published; `version` is the current one; `deadline` has not
      * passed; `account` signed; it has not accepted `version` yet and is not revoked.
@@ -158,6 +208,7 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
         if (member.acceptedVersion == version) revert FederationAlreadyAccepted(account, version);
         if (member.status == ParticipantStatus.None) member.status = ParticipantStatus.Pending;
         member.acceptedVersion = uint32(version);
+        member.epsilonBudget = terms.epsilonBudget;
         emit ParticipantJoined(account, version, deadline, msg.sender, signature);
     }
 
@@ -212,10 +263,14 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
         return _agreementVersion;
     }
 
-    /// @dev The terms CID of agreement `version` (codec 0 when no such version).
-    function agreement(uint256 version) external view returns (uint8 termsCodec, bytes32 termsDigest) {
+    /// @dev The terms CID and privacy budget of agreement `version` (codec 0 when no such version).
+    function agreement(uint256 version)
+        external
+        view
+        returns (uint8 termsCodec, bytes32 termsDigest, uint64 epsilonBudget, uint64 delta)
+    {
         Terms storage terms = _terms[version];
-        return (terms.codec, terms.digest);
+        return (terms.codec, terms.digest, terms.epsilonBudget, terms.delta);
     }
 
     /// @dev Membership status, accepted agreement version and bitmap index of `account`
@@ -232,6 +287,32 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
     /// @dev How many parties were ever admitted (each holds a bit index below this count).
     function participantCount() external view returns (uint256) {
         return _indexedCount;
+    }
+
+    /// @dev The cumulative ε `account` last declared and the budget of the version it accepted
+    /// (both in millionths; budget 0: that version has none).
+    function privacy(address account) external view returns (uint64 epsilonSpent, uint64 epsilonBudget) {
+        Member storage member = _members[account];
+        return (member.epsilonSpent, member.epsilonBudget);
+    }
+
+    // ---------------------------------------------------------------- encryption keys
+
+    /**
+     * @dev Registers (or replaces) the caller's encryption public key: an X25519 key for HPKE
+     * (RFC 9180, DHKEM(X25519, HKDF-SHA256)), to which parties seal updates for the rounds that
+     * name the caller as a recipient. The chain is the key directory: only an account itself can
+     * set its key. Requirements: `publicKey` is not zero. Emits an {EncryptionKeyPublished} event.
+     */
+    function publishEncryptionKey(bytes32 publicKey) external {
+        if (publicKey == bytes32(0)) revert FederationInvalidEncryptionKey();
+        _encryptionKeys[msg.sender] = publicKey;
+        emit EncryptionKeyPublished(msg.sender, publicKey);
+    }
+
+    /// @dev The encryption public key `account` registered (zero when none).
+    function encryptionKey(address account) external view returns (bytes32) {
+        return _encryptionKeys[account];
     }
 
     // ---------------------------------------------------------------- rounds
@@ -262,53 +343,75 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
         uint32 version = _agreementVersion;
         _rounds[roundId] = Round({
             state: RoundState.Open,
-            deadline: deadline,
+            deadline: uint40(deadline), // fits: at most now + MAX_ROUND_DURATION
             minUpdates: minUpdates,
             agreementVersion: version,
+            overflowSubmissions: 0,
             submitted: 0
         });
         emit RoundOpened(roundId, baseCodec, baseDigest, deadline, minUpdates, configHash, version);
     }
 
     /**
-     * @dev Records the caller's update to round `roundId`: sets its bit and emits the CID,
-     * sample count and metrics hash.
+     * @dev Records the caller's update to round `roundId`: sets its bit, emits the CID, sample
+     * count and metrics hash, and keeps its declared cumulative privacy loss `epsilon` (millionths
+     * of ε over every round it took part in, this one included), emitting it when it grew.
      *
      * Requirements: the round is open and its deadline has not passed; the caller is Admitted
      * and accepted the current agreement; `codec` is raw or dag-pb; the caller has not
-     * submitted to this round yet.
+     * submitted to this round yet; `epsilon` is at least the caller's last declaration and, when
+     * the agreement has a budget, at most that budget.
      *
-     * Emits an {UpdateSubmitted} event.
+     * Emits an {UpdateSubmitted} event, and a {PrivacyLossDeclared} event when `epsilon` is
+     * above the caller's last declaration.
      */
-    function submitUpdate(uint256 roundId, uint8 codec, bytes32 digest, uint64 samples, bytes32 metricsHash)
-        external
-    {
-        Round storage r = _rounds[roundId];
-        Round memory current = r;
-        _checkOpen(roundId, current.state);
-        if (block.timestamp > current.deadline) revert FederationDeadlinePassed(roundId, current.deadline);
+    function submitUpdate(
+        uint256 roundId,
+        uint8 codec,
+        bytes32 digest,
+        uint64 samples,
+        bytes32 metricsHash,
+        uint64 epsilon
+    ) external {
+        Round memory current = _rounds[roundId];
+        (uint120 bitsBefore, uint24 overflowBefore) = (current.submitted, current.overflowSubmissions);
+        _checkTakesUpdates(roundId, current);
+        _record(roundId, current, _DIRECT, msg.sender, codec, digest, samples, metricsHash, epsilon);
+        _storeRound(roundId, current, bitsBefore, overflowBefore);
+    }
 
-        Member memory member = _members[msg.sender];
-        if (member.status != ParticipantStatus.Admitted) revert FederationNotParticipant(msg.sender, member.status);
-        if (member.acceptedVersion != current.agreementVersion) {
-            revert FederationAgreementNotAccepted(msg.sender, member.acceptedVersion, current.agreementVersion);
+    /**
+     * @dev Records `updates` to round `roundId` on behalf of the parties that signed them; any
+     * account may send it. Each item is checked like a direct submission by its signer, after
+     * its signature: the EIP-712 `Update(participant, roundId, codec, digest, samples,
+     * metricsHash, epsilon, deadline)` over this chain and contract, made by `participant`, with
+     * `deadline` not passed. An item that fails any check is skipped and named in an
+     * {UpdateRejected} event with the error it would have reverted with; later items of the
+     * same party in the batch are checked against what the earlier ones recorded.
+     *
+     * Requirements: 1 to {MAX_BATCH_SIZE} items; the round is open and its deadline has not
+     * passed (else nothing could be recorded and the call reverts).
+     *
+     * Emits an {UpdateSubmitted} event per recorded item, an {UpdateRejected} event per skipped
+     * one, and one {UpdatesRelayed} event.
+     */
+    function submitUpdates(uint256 roundId, SignedUpdate[] calldata updates) external returns (uint256 recorded) {
+        uint256 count = updates.length;
+        if (count == 0 || count > MAX_BATCH_SIZE) revert FederationInvalidBatchSize(count, MAX_BATCH_SIZE);
+        Round memory current = _rounds[roundId];
+        (uint120 bitsBefore, uint24 overflowBefore) = (current.submitted, current.overflowSubmissions);
+        _checkTakesUpdates(roundId, current);
+        for (uint256 i = 0; i < count; ++i) {
+            SignedUpdate calldata u = updates[i];
+            if (
+                _checkSignature(roundId, i, u)
+                    && _record(roundId, current, i, u.participant, u.codec, u.digest, u.samples, u.metricsHash, u.epsilon)
+            ) {
+                ++recorded;
+            }
         }
-        _checkCodec(codec);
-
-        uint256 index = member.index;
-        if (index < INLINE_BITS) {
-            uint120 bit = uint120(1 << index);
-            if (current.submitted & bit != 0) revert FederationAlreadySubmitted(roundId, msg.sender);
-            r.submitted = current.submitted | bit;
-        } else {
-            index -= INLINE_BITS;
-            mapping(uint256 word => uint256 bits) storage words = _overflowBits[roundId];
-            uint256 bits = words[index >> 8];
-            uint256 bit = 1 << (index & 0xff);
-            if (bits & bit != 0) revert FederationAlreadySubmitted(roundId, msg.sender);
-            words[index >> 8] = bits | bit;
-        }
-        emit UpdateSubmitted(roundId, msg.sender, codec, digest, samples, metricsHash);
+        _storeRound(roundId, current, bitsBefore, overflowBefore);
+        emit UpdatesRelayed(roundId, msg.sender, recorded, count - recorded);
     }
 
     /**
@@ -330,7 +433,7 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
         _checkOpen(roundId, r.state);
         _checkCodec(globalCodec);
         _checkCodec(receiptCodec);
-        uint256 submissions = _submissions(roundId, r.submitted);
+        uint256 submissions = _submissions(r);
         if (submissions < r.minUpdates) revert FederationBelowMinimum(roundId, submissions, r.minUpdates);
         r.state = RoundState.Finalized;
         _closeOpen(roundId);
@@ -352,7 +455,7 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
         Round storage r = _rounds[roundId];
         _checkOpen(roundId, r.state);
         if (block.timestamp <= r.deadline) revert FederationRoundStillOpen(roundId, r.deadline);
-        uint256 submissions = _submissions(roundId, r.submitted);
+        uint256 submissions = _submissions(r);
         if (submissions >= r.minUpdates) revert FederationMinimumReached(roundId, submissions, r.minUpdates);
         r.state = RoundState.Cancelled;
         _closeOpen(roundId);
@@ -374,7 +477,7 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
         if (bytes(reason).length == 0) revert FederationReasonRequired();
         r.state = RoundState.Cancelled;
         _closeOpen(roundId);
-        emit RoundAborted(roundId, msg.sender, _submissions(roundId, r.submitted), reason);
+        emit RoundAborted(roundId, msg.sender, _submissions(r), reason);
     }
 
     /// @dev How many rounds were ever opened; round ids are 1..roundCount().
@@ -394,7 +497,7 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
         returns (RoundState state, uint64 deadline, uint32 minUpdates, uint256 submissions)
     {
         Round storage r = _rounds[roundId];
-        return (r.state, r.deadline, r.minUpdates, _submissions(roundId, r.submitted));
+        return (r.state, r.deadline, r.minUpdates, _submissions(r));
     }
 
     /// @dev Whether `account` submitted an update to round `roundId`.
@@ -434,17 +537,134 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
         if (codec != _RAW && codec != _DAG_PB) revert FederationInvalidCid(codec);
     }
 
-    /// @dev Popcount over the round's inline bits and its overflow words (admitted parties only).
-    function _submissions(uint256 roundId, uint120 inlineBits) private view returns (uint256 count) {
-        count = _popcount(inlineBits);
-        uint256 participants = _indexedCount;
-        if (participants > INLINE_BITS) {
-            uint256 words = (participants - INLINE_BITS + 255) >> 8;
-            mapping(uint256 word => uint256 bits) storage overflow = _overflowBits[roundId];
-            for (uint256 w = 0; w < words; ++w) {
-                count += _popcount(overflow[w]);
+    /// @dev Reverts unless round `roundId` (read into `current`) is open and before its deadline.
+    function _checkTakesUpdates(uint256 roundId, Round memory current) private view {
+        _checkOpen(roundId, current.state);
+        if (block.timestamp > current.deadline) revert FederationDeadlinePassed(roundId, current.deadline);
+    }
+
+    /// @dev Whether relayed item `item` carries an unexpired signature by its participant; if not,
+    /// it is rejected (see {_reject}).
+    function _checkSignature(uint256 roundId, uint256 item, SignedUpdate calldata u) private returns (bool) {
+        if (block.timestamp > u.deadline) {
+            return _reject(roundId, item, u.participant, abi.encodeWithSelector(FederationSignatureExpired.selector, u.deadline));
+        }
+        bytes32 digest = _hashTypedDataV4(
+            keccak256(
+                abi.encode(
+                    UPDATE_TYPEHASH,
+                    u.participant,
+                    roundId,
+                    u.codec,
+                    u.digest,
+                    u.samples,
+                    u.metricsHash,
+                    u.epsilon,
+                    u.deadline
+                )
+            )
+        );
+        (address signer, ECDSA.RecoverError recoverError,) = ECDSA.tryRecover(digest, u.signature);
+        if (recoverError != ECDSA.RecoverError.NoError || signer != u.participant) {
+            return _reject(roundId, item, u.participant, abi.encodeWithSelector(FederationInvalidSignature.selector, u.participant));
+        }
+        return true;
+    }
+
+    /**
+     * @dev Checks and records `party`'s update to the open round `current` (its bit in memory or
+     * in an overflow word, the party's ε in storage) and emits {UpdateSubmitted}; the one set of
+     * rules for direct and relayed submissions. A submission that breaks a rule changes nothing
+     * and is rejected (see {_reject}): `item` is its index in a relayed batch, or {_DIRECT}.
+     */
+    function _record(
+        uint256 roundId,
+        Round memory current,
+        uint256 item,
+        address party,
+        uint8 codec,
+        bytes32 digest,
+        uint64 samples,
+        bytes32 metricsHash,
+        uint64 epsilon
+    ) private returns (bool) {
+        Member memory member = _members[party];
+        if (member.status != ParticipantStatus.Admitted) {
+            return _reject(roundId, item, party, abi.encodeWithSelector(FederationNotParticipant.selector, party, member.status));
+        }
+        if (member.acceptedVersion != current.agreementVersion) {
+            return _reject(roundId, item, party, abi.encodeWithSelector(
+                FederationAgreementNotAccepted.selector, party, member.acceptedVersion, current.agreementVersion
+            ));
+        }
+        if (codec != _RAW && codec != _DAG_PB) {
+            return _reject(roundId, item, party, abi.encodeWithSelector(FederationInvalidCid.selector, codec));
+        }
+        if (epsilon < member.epsilonSpent) {
+            return _reject(roundId, item, party, abi.encodeWithSelector(
+                FederationPrivacyLossDecreased.selector, party, epsilon, member.epsilonSpent
+            ));
+        }
+        if (member.epsilonBudget != 0 && epsilon > member.epsilonBudget) {
+            return _reject(roundId, item, party, abi.encodeWithSelector(
+                FederationPrivacyBudgetExceeded.selector, party, epsilon, member.epsilonBudget
+            ));
+        }
+
+        uint256 index = member.index;
+        if (index < INLINE_BITS) {
+            uint120 bit = uint120(1 << index);
+            if (current.submitted & bit != 0) {
+                return _reject(roundId, item, party, abi.encodeWithSelector(FederationAlreadySubmitted.selector, roundId, party));
+            }
+            current.submitted |= bit;
+        } else {
+            if (!_setOverflowBit(roundId, index - INLINE_BITS)) {
+                return _reject(roundId, item, party, abi.encodeWithSelector(FederationAlreadySubmitted.selector, roundId, party));
+            }
+            ++current.overflowSubmissions;
+        }
+        emit UpdateSubmitted(roundId, party, codec, digest, samples, metricsHash);
+        if (epsilon != member.epsilonSpent) {
+            _members[party].epsilonSpent = epsilon;
+            emit PrivacyLossDeclared(roundId, party, epsilon);
+        }
+        return true;
+    }
+
+    /// @dev Sets bit `index` of round `roundId`'s overflow words; false (and nothing set) when it was set.
+    function _setOverflowBit(uint256 roundId, uint256 index) private returns (bool) {
+        mapping(uint256 word => uint256 bits) storage words = _overflowBits[roundId];
+        uint256 bits = words[index >> 8];
+        uint256 bit = 1 << (index & 0xff);
+        if (bits & bit != 0) return false;
+        words[index >> 8] = bits | bit;
+        return true;
+    }
+
+    /// @dev A submission broke the rule whose ABI-encoded custom error is `failure`: a direct one
+    /// reverts with it; relayed item `item` is skipped with an {UpdateRejected} event (returns false).
+    function _reject(uint256 roundId, uint256 item, address party, bytes memory failure) private returns (bool) {
+        if (item == _DIRECT) {
+            assembly ("memory-safe") {
+                revert(add(failure, 0x20), mload(failure))
             }
         }
+        emit UpdateRejected(roundId, item, party, failure);
+        return false;
+    }
+
+    /// @dev Writes back the fields of the round's slot that {_record} changed in memory (a direct
+    /// submission changes one of them: the inline bits, or the overflow count).
+    function _storeRound(uint256 roundId, Round memory current, uint120 bitsBefore, uint24 overflowBefore) private {
+        Round storage r = _rounds[roundId];
+        if (current.submitted != bitsBefore) r.submitted = current.submitted;
+        if (current.overflowSubmissions != overflowBefore) r.overflowSubmissions = current.overflowSubmissions;
+    }
+
+    /// @dev How many updates round `r` holds: its inline bits plus its overflow count.
+    function _submissions(Round storage r) private view returns (uint256) {
+        return _popcount(r.submitted) + r.overflowSubmissions;
     }
 
     function _popcount(uint256 x) private pure returns (uint256) {

@@ -36,6 +36,7 @@ NODE_SCRIPT = ROOT / "deploy" / "solc_standard_json.js"
 SETTINGS: dict[str, Any] = {
     "evmVersion": "cancun",
     "optimizer": {"enabled": True, "runs": 10_000},
+    "viaIR": True,
     "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
 }
 

@@ -150,7 +150,7 @@ class FederationSignatureExpired(FederationContractError):
     fields = ("deadline",)
 
     def sentence(self) -> str:
-        return f"the join signature expired at {_utc(self.deadline)}; sign again with a later deadline."
+        return f"the signature (of a join or a relayed update) expired at {_utc(self.deadline)}; sign again with a later deadline."
 
 
 class FederationInvalidSignature(FederationContractError):
@@ -159,8 +159,9 @@ class FederationInvalidSignature(FederationContractError):
 
     def sentence(self) -> str:
         return (
-            f"the join signature was not made by {self.participant} for this contract, chain and agreement "
-            "version; sign again with that participant's key against this deployment."
+            f"the signature was not made by {self.participant} over this message for this contract and chain "
+            "(a join for the agreement version in force, or an update for this round); sign again with that "
+            "participant's key against this deployment."
         )
 
 
@@ -318,6 +319,54 @@ class FederationMinimumReached(FederationContractError):
             f"round {self.round_id} reached its minimum ({self.submissions} of {self.minimum} updates); "
             f"finalize it instead (`fedledger aggregate --round {self.round_id}`)."
         )
+
+
+class FederationInvalidPrivacyBudget(FederationContractError):
+    signature = "FederationInvalidPrivacyBudget(uint256,uint256)"
+    fields = ("epsilon_budget", "delta")
+
+    def sentence(self) -> str:
+        return (
+            f"the privacy budget (ε {self.epsilon_budget / 1e6:g}, δ {self.delta / 1e18:g}) is not valid: give both "
+            "--epsilon-budget above 0 and --delta between 0 and 1, or neither for an agreement without a budget."
+        )
+
+
+class FederationPrivacyBudgetExceeded(FederationContractError):
+    signature = "FederationPrivacyBudgetExceeded(address,uint256,uint256)"
+    fields = ("party", "declared", "budget")
+
+    def sentence(self) -> str:
+        return (
+            f"{self.party} would reach a cumulative ε of {self.declared / 1e6:g}, past the agreement's privacy budget "
+            f"of {self.budget / 1e6:g}; it cannot take part in more rounds under this agreement (its budget is spent)."
+        )
+
+
+class FederationPrivacyLossDecreased(FederationContractError):
+    signature = "FederationPrivacyLossDecreased(address,uint256,uint256)"
+    fields = ("party", "declared", "recorded")
+
+    def sentence(self) -> str:
+        return (
+            f"{self.party} declared a cumulative ε of {self.declared / 1e6:g}, below the {self.recorded / 1e6:g} it "
+            "declared before; privacy loss only adds up: declare the total over every round it took part in."
+        )
+
+
+class FederationInvalidEncryptionKey(FederationContractError):
+    signature = "FederationInvalidEncryptionKey()"
+
+    def sentence(self) -> str:
+        return "an encryption public key of 32 zero bytes is not a key; publish the key of `fedledger key new-encryption`."
+
+
+class FederationInvalidBatchSize(FederationContractError):
+    signature = "FederationInvalidBatchSize(uint256,uint256)"
+    fields = ("size", "maximum")
+
+    def sentence(self) -> str:
+        return f"a relayed batch of {self.size} updates is refused: send 1 to {self.maximum} updates per batch."
 
 
 _ENUMS = {"status": PARTICIPANT_STATUSES, "state": ROUND_STATES}

@@ -20,6 +20,8 @@ from typing import Any
 
 import requests
 from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_keys.exceptions import BadSignature
 from eth_account.signers.local import LocalAccount
 from eth_tester.exceptions import TransactionFailed
 from eth_utils import is_address, keccak, to_checksum_address
@@ -33,7 +35,9 @@ from web3.exceptions import (
 
 from ledger.cid import RAW, cid_from_parts, cid_to_bytes
 from ledger.contract_constants import DEFAULT_ADMIN_DELAY
-from ledger.contract_errors import PARTICIPANT_STATUSES, ROUND_STATES, decode_revert
+from ledger import contract_errors
+from ledger.contract_errors import PARTICIPANT_STATUSES, ROUND_STATES, decode_revert, error_from_data
+from ledger.fixed_point import budget_to_micros, delta_to_units, micros_to_epsilon, units_to_delta
 from ledger.errors import (
     ChainError,
     ChainUnreachableError,
@@ -60,6 +64,18 @@ JOIN_TYPES = {
         {"name": "deadline", "type": "uint256"},
     ]
 }
+UPDATE_TYPES = {
+    "Update": [
+        {"name": "participant", "type": "address"},
+        {"name": "roundId", "type": "uint256"},
+        {"name": "codec", "type": "uint8"},
+        {"name": "digest", "type": "bytes32"},
+        {"name": "samples", "type": "uint64"},
+        {"name": "metricsHash", "type": "bytes32"},
+        {"name": "epsilon", "type": "uint64"},
+        {"name": "deadline", "type": "uint256"},
+    ]
+}
 RECEIPT_TIMEOUT = 120
 
 
@@ -75,6 +91,17 @@ class AgreementInfo:
     version: int
     terms_cid: Cid
     block: int
+    epsilon_budget_micros: int = 0  # the privacy budget in the contract's units; 0 and 0: none
+    delta_units: int = 0
+
+    @property
+    def epsilon_budget(self) -> float | None:
+        """The agreement's ε budget, None when it has none."""
+        return micros_to_epsilon(self.epsilon_budget_micros) if self.epsilon_budget_micros else None
+
+    @property
+    def delta(self) -> float | None:
+        return units_to_delta(self.delta_units) if self.delta_units else None
 
 
 @dataclass(frozen=True)
@@ -117,6 +144,40 @@ class Submission:
     metrics_hash: bytes
     block: int
     tx_hash: str
+    epsilon_micros: int = 0  # the party's declared cumulative ε, in millionths
+
+
+@dataclass(frozen=True)
+class SignedUpdate:
+    """One party's update as a relayer sends it: the fields of a submission and the party's
+    EIP-712 signature over them (valid until ``deadline``, unix seconds)."""
+
+    participant: Address
+    cid: Cid
+    samples: int
+    metrics_hash: bytes
+    epsilon_micros: int
+    deadline: int
+    signature: bytes
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The contract's ``SignedUpdate`` struct."""
+        codec, digest = _cid_parts(self.cid)
+        return (self.participant, codec, digest, self.samples, self.metrics_hash, self.epsilon_micros,
+                self.deadline, self.signature)
+
+
+@dataclass(frozen=True)
+class RelayOutcome:
+    """What a relayed batch did: the transaction, and for each item its index in the batch and
+    either None (recorded) or the contract error that kept it out."""
+
+    tx: TxResult
+    results: list[tuple[int, Address, ContractRevertError | None]]
+
+    @property
+    def recorded(self) -> list[int]:
+        return [i for i, _, error in self.results if error is None]
 
 
 @lru_cache(maxsize=1)
@@ -150,6 +211,41 @@ def join_typed_data(
     }
 
 
+def update_typed_data(
+    *,
+    chain_id: int,
+    contract: str,
+    participant: str,
+    round_id: int,
+    cid: str,
+    samples: int,
+    metrics_hash: bytes,
+    epsilon_micros: int,
+    deadline: int,
+) -> dict[str, Any]:
+    """The EIP-712 document a party signs to have a relayer record its update to ``round_id``."""
+    codec, digest = _cid_parts(cid)
+    return {
+        "domain": {
+            "name": EIP712_NAME,
+            "version": EIP712_VERSION,
+            "chainId": chain_id,
+            "verifyingContract": to_checksum_address(contract),
+        },
+        "types": UPDATE_TYPES,
+        "message": {
+            "participant": to_checksum_address(participant),
+            "roundId": round_id,
+            "codec": codec,
+            "digest": digest,
+            "samples": _uint64(samples, "sample count"),
+            "metricsHash": _bytes32(metrics_hash, "metrics hash"),
+            "epsilon": _uint64(epsilon_micros, "declared ε (millionths)"),
+            "deadline": deadline,
+        },
+    }
+
+
 def sign_join_message(account: LocalAccount, **fields: Any) -> bytes:
     """Sign :func:`join_typed_data` (same keywords, participant = the account) with ``account``."""
     typed = join_typed_data(participant=account.address, **fields)
@@ -166,6 +262,12 @@ def _address(value: str, what: str = "address") -> Address:
 def _cid_parts(cid: str) -> tuple[int, bytes]:
     binary = cid_to_bytes(cid)
     return binary[1], binary[4:]
+
+
+def _uint64(value: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
+        raise InvalidInputError(f"the {what} must be a whole number from 0 to 2^64-1, not {value!r}.")
+    return value
 
 
 def _bytes32(value: bytes, what: str) -> bytes:
@@ -352,10 +454,18 @@ class FederationClient:
 
     # ---------------------------------------------------------------- agreements and membership
 
-    def publish_agreement(self, terms_cid: Cid) -> tuple[int, TxResult]:
-        """Publish the next agreement version; returns it."""
+    def publish_agreement(
+        self, terms_cid: Cid, *, epsilon_budget: float | None = None, delta: float | None = None
+    ) -> tuple[int, TxResult]:
+        """Publish the next agreement version, with a privacy budget (ε, δ) or none; returns it."""
         codec, digest = _cid_parts(terms_cid)
-        result, receipt = self._send(self.contract.functions.publishAgreement(codec, digest))
+        if (epsilon_budget is None) != (delta is None):
+            raise InvalidInputError(
+                "a privacy budget needs both ε and δ; give --epsilon-budget E and --delta D together, or neither."
+            )
+        budget = 0 if epsilon_budget is None else budget_to_micros(epsilon_budget)
+        delta_units = 0 if delta is None else delta_to_units(delta)
+        result, receipt = self._send(self.contract.functions.publishAgreement(codec, digest, budget, delta_units))
         event = self.contract.events.AgreementPublished().process_receipt(receipt)[0]
         return int(event["args"]["version"]), result
 
@@ -372,11 +482,17 @@ class FederationClient:
                 f"there is no agreement version {version}; publish one with `fedledger agreement publish`."
             )
         args = logs[0]["args"]
-        return AgreementInfo(version, cid_from_parts(args["termsCodec"], args["termsDigest"]), logs[0]["blockNumber"])
+        return AgreementInfo(
+            version,
+            cid_from_parts(args["termsCodec"], args["termsDigest"]),
+            logs[0]["blockNumber"],
+            int(args["epsilonBudget"]),
+            int(args["delta"]),
+        )
 
     def terms_cid(self, version: int) -> Cid:
         """The terms CID of agreement ``version``, read from storage (no log scan)."""
-        codec, digest = self._call("agreement", version)
+        codec, digest, _budget, _delta = self._call("agreement", version)
         if codec == 0:
             raise InvalidInputError(
                 f"there is no agreement version {version}; publish one with `fedledger agreement publish`."
@@ -432,6 +548,22 @@ class FederationClient:
     def participant_count(self) -> int:
         """How many parties were ever admitted (each holds a submission bit index)."""
         return int(self._call("participantCount"))
+
+    def privacy(self, address: str, *, block: int | str = "latest") -> tuple[int, int]:
+        """(cumulative ε last declared, budget of its accepted version), both in millionths (budget 0: none)."""
+        spent, budget = self._call("privacy", _address(address), block=block)
+        return int(spent), int(budget)
+
+    # ---------------------------------------------------------------- encryption keys
+
+    def publish_encryption_key(self, public_key: bytes) -> TxResult:
+        """Register the sender's X25519 public key (32 bytes) as its encryption key."""
+        return self._transact("publishEncryptionKey", _bytes32(public_key, "encryption public key"))
+
+    def encryption_key(self, address: str, *, block: int | str = "latest") -> bytes | None:
+        """The encryption public key ``address`` registered, None when it has none."""
+        key = bytes(self._call("encryptionKey", _address(address), block=block))
+        return None if key == b"\0" * 32 else key
 
     def _role(self, role: str) -> bytes:
         if role not in ROLES:
@@ -531,28 +663,127 @@ class FederationClient:
         except BlockNotFound:
             return False
 
-    def submit_update(self, round_id: int, *, cid: Cid, samples: int, metrics_hash: bytes) -> TxResult:
-        """Record the sender's update to ``round_id`` (one per party per round)."""
+    def submit_update(
+        self, round_id: int, *, cid: Cid, samples: int, metrics_hash: bytes, epsilon_micros: int = 0
+    ) -> TxResult:
+        """Record the sender's update to ``round_id`` (one per party per round), declaring its
+        cumulative privacy loss ``epsilon_micros`` (millionths of ε; 0 for a party without DP)."""
         codec, digest = _cid_parts(cid)
-        if not isinstance(samples, int) or not 0 <= samples < 2**64:
-            raise InvalidInputError(f"the sample count must be a whole number from 0 to 2^64-1, not {samples!r}.")
-        return self._transact("submitUpdate", round_id, codec, digest, samples, _bytes32(metrics_hash, "metrics hash"))
+        return self._transact(
+            "submitUpdate",
+            round_id,
+            codec,
+            digest,
+            _uint64(samples, "sample count"),
+            _bytes32(metrics_hash, "metrics hash"),
+            _uint64(epsilon_micros, "declared ε (millionths)"),
+        )
 
-    def check_can_submit(self, round_id: int, *, samples: int = 1) -> None:
+    def check_can_submit(self, round_id: int, *, samples: int = 1, epsilon_micros: int = 0) -> None:
         """Raise the contract's own error if the sender could not submit to ``round_id`` now (not
-        admitted, stale agreement, round closed, deadline passed, already submitted): the
-        submission simulated with a placeholder update, so a party learns it before training."""
+        admitted, stale agreement, round closed, deadline passed, already submitted, ``epsilon_micros``
+        past its budget or below its last declaration): the submission simulated with a placeholder
+        update, so a party learns it before training."""
         placeholder = (RAW, b"\0" * 32)  # the contract checks no CID
         with _reverts(reading=True):  # judged at the pending block: the time the submission would be mined
-            self.contract.functions.submitUpdate(round_id, *placeholder, samples, b"\0" * 32).call(
+            self.contract.functions.submitUpdate(round_id, *placeholder, samples, b"\0" * 32, epsilon_micros).call(
                 {"from": self.sender}, block_identifier=next_block(self.w3)
             )
+
+    def sign_update(
+        self,
+        account: LocalAccount,
+        round_id: int,
+        *,
+        cid: Cid,
+        samples: int,
+        metrics_hash: bytes,
+        epsilon_micros: int = 0,
+        deadline: int,
+    ) -> SignedUpdate:
+        """``account``'s signed update for a relayer to record (its key signs; it sends nothing)."""
+        typed = update_typed_data(
+            chain_id=self.chain_id,
+            contract=self.address,
+            participant=account.address,
+            round_id=round_id,
+            cid=cid,
+            samples=samples,
+            metrics_hash=metrics_hash,
+            epsilon_micros=epsilon_micros,
+            deadline=deadline,
+        )
+        signed = Account.sign_typed_data(account.key, typed["domain"], typed["types"], typed["message"])
+        return SignedUpdate(
+            Address(account.address), cid, samples, bytes(metrics_hash), epsilon_micros, deadline, bytes(signed.signature)
+        )
+
+    def check_signed_update(self, round_id: int, update: SignedUpdate) -> ContractRevertError | None:
+        """The contract error that would keep ``update`` out if it were relayed to ``round_id`` now,
+        alone (None: it would be recorded): its signature and deadline checked here as the
+        contract checks them, then its submission simulated from its signer at the pending block."""
+        pending = self.w3.eth.get_block(next_block(self.w3))
+        if int(pending["timestamp"]) > update.deadline:
+            return contract_errors.FederationSignatureExpired(update.deadline)
+        typed = update_typed_data(
+            chain_id=self.chain_id,
+            contract=self.address,
+            participant=update.participant,
+            round_id=round_id,
+            cid=update.cid,
+            samples=update.samples,
+            metrics_hash=update.metrics_hash,
+            epsilon_micros=update.epsilon_micros,
+            deadline=update.deadline,
+        )
+        message = encode_typed_data(typed["domain"], typed["types"], typed["message"])
+        try:
+            signer = Account.recover_message(message, signature=update.signature)
+        except (ValueError, TypeError, BadSignature):
+            signer = None
+        if signer != update.participant:
+            return contract_errors.FederationInvalidSignature(update.participant)
+        codec, digest = _cid_parts(update.cid)
+        try:
+            with _reverts(reading=True):
+                self.contract.functions.submitUpdate(
+                    round_id, codec, digest, update.samples, update.metrics_hash, update.epsilon_micros
+                ).call({"from": update.participant}, block_identifier=next_block(self.w3))
+        except ContractRevertError as error:
+            return error
+        return None
+
+    def submit_updates(self, round_id: int, updates: list[SignedUpdate]) -> RelayOutcome:
+        """Relay ``updates`` to ``round_id`` in one transaction (any sender; the parties need no
+        gas). Items the contract skips come back with the error of the rule they broke."""
+        result, receipt = self._send(
+            self.contract.functions.submitUpdates(round_id, [u.as_tuple() for u in updates])
+        )
+        rejected: dict[int, ContractRevertError] = {}
+        for event in self.contract.events.UpdateRejected().process_receipt(receipt):
+            reason = bytes(event["args"]["reason"])
+            rejected[int(event["args"]["item"])] = error_from_data(reason) or ContractRevertError(
+                f"the contract skipped the update (undecoded reason 0x{reason.hex()})."
+            )
+        return RelayOutcome(result, [(i, u.participant, rejected.get(i)) for i, u in enumerate(updates)])
 
     def has_submitted(self, round_id: int, participant: str) -> bool:
         return bool(self._call("hasSubmitted", round_id, _address(participant)))
 
     def submissions(self, round_id: int) -> list[Submission]:
-        """Every update recorded for ``round_id``, in chain order."""
+        """Every update recorded for ``round_id``, in chain order, each with the cumulative ε its
+        party had declared by then (its last ``PrivacyLossDeclared``, the submission's own included; 0 if none)."""
+        declarations: dict[str, list[tuple[tuple[int, int], int]]] = {}
+        for log in self._logs("PrivacyLossDeclared"):
+            position = (int(log["blockNumber"]), int(log["logIndex"]))
+            declarations.setdefault(log["args"]["participant"], []).append((position, int(log["args"]["epsilon"])))
+
+        def declared(log: Any) -> int:
+            # A submission's own declaration is the log right after its UpdateSubmitted.
+            position = (int(log["blockNumber"]), int(log["logIndex"]) + 1)
+            figures = [eps for at, eps in declarations.get(log["args"]["participant"], []) if at <= position]
+            return figures[-1] if figures else 0
+
         return [
             Submission(
                 round_id=RoundId(round_id),
@@ -562,6 +793,7 @@ class FederationClient:
                 metrics_hash=bytes(log["args"]["metricsHash"]),
                 block=int(log["blockNumber"]),
                 tx_hash=Web3.to_hex(log["transactionHash"]),
+                epsilon_micros=declared(log),
             )
             for log in self._logs("UpdateSubmitted", roundId=round_id)
         ]

@@ -27,6 +27,22 @@ interface IFederation {
         Cancelled
     }
 
+    /**
+     * @dev One relayed submission: the fields of {submitUpdate} for `participant`, the last
+     * second its `signature` may be used (`deadline`), and its EIP-712 signature over
+     * `Update(participant, roundId, codec, digest, samples, metricsHash, epsilon, deadline)`.
+     */
+    struct SignedUpdate {
+        address participant;
+        uint8 codec;
+        bytes32 digest;
+        uint64 samples;
+        bytes32 metricsHash;
+        uint64 epsilon;
+        uint256 deadline;
+        bytes signature;
+    }
+
     // ---------------------------------------------------------------- errors
 
     /// @dev No agreement has been published yet, so nobody can join.
@@ -89,10 +105,28 @@ interface IFederation {
     /// @dev Round `roundId` reached its minimum (`submissions` >= `minimum`): finalize it instead of cancelling.
     error FederationMinimumReached(uint256 roundId, uint256 submissions, uint256 minimum);
 
+    /// @dev An agreement's privacy budget must be ε = δ = 0 (none) or ε > 0 with 0 < δ < 1.
+    error FederationInvalidPrivacyBudget(uint256 epsilonBudget, uint256 delta);
+
+    /// @dev `party` declared cumulative ε `declared`, past its agreement's budget `budget` (millionths).
+    error FederationPrivacyBudgetExceeded(address party, uint256 declared, uint256 budget);
+
+    /// @dev `party` declared cumulative ε `declared`, below the `recorded` figure it declared before (millionths).
+    error FederationPrivacyLossDecreased(address party, uint256 declared, uint256 recorded);
+
+    /// @dev An encryption public key may not be zero.
+    error FederationInvalidEncryptionKey();
+
+    /// @dev A relayed batch holds `size` items; it must hold 1 to `maximum`.
+    error FederationInvalidBatchSize(uint256 size, uint256 maximum);
+
     // ---------------------------------------------------------------- events
 
-    /// @dev Agreement `version` was published; its terms document has CID (`termsCodec`, `termsDigest`).
-    event AgreementPublished(uint256 indexed version, uint8 termsCodec, bytes32 termsDigest);
+    /// @dev Agreement `version` was published; its terms document has CID (`termsCodec`, `termsDigest`);
+    /// its privacy budget is (`epsilonBudget` millionths of ε, `delta` 1e-18 units), 0 and 0 for none.
+    event AgreementPublished(
+        uint256 indexed version, uint8 termsCodec, bytes32 termsDigest, uint64 epsilonBudget, uint64 delta
+    );
 
     /// @dev `participant` accepted agreement `version` with `signature` (valid until `deadline`), sent by `relayer`.
     event ParticipantJoined(
@@ -132,6 +166,21 @@ interface IFederation {
         bytes32 metricsHash
     );
 
+    /// @dev With its update to round `roundId`, `participant` declared a cumulative privacy loss of `epsilon`
+    /// (millionths of ε, over every round it took part in), above its previous declaration. A submission
+    /// that declares the same figure emits no such event: the party's loss stands at its last one.
+    event PrivacyLossDeclared(uint256 indexed roundId, address indexed participant, uint64 epsilon);
+
+    /// @dev Item `item` of a relayed batch to round `roundId`, signed for `participant`, was not recorded:
+    /// `reason` is the ABI-encoded custom error of the rule it broke.
+    event UpdateRejected(uint256 indexed roundId, uint256 item, address indexed participant, bytes reason);
+
+    /// @dev `relayer` sent a batch to round `roundId`: `recorded` items recorded, `rejected` skipped.
+    event UpdatesRelayed(uint256 indexed roundId, address indexed relayer, uint256 recorded, uint256 rejected);
+
+    /// @dev `account` registered encryption public key `publicKey` (X25519, for HPKE).
+    event EncryptionKeyPublished(address indexed account, bytes32 publicKey);
+
     /// @dev Round `roundId` was finalized with a global model and a receipt, from `submissions` updates.
     event RoundFinalized(
         uint256 indexed roundId,
@@ -151,7 +200,9 @@ interface IFederation {
     // ---------------------------------------------------------------- agreements and membership
 
     /// @dev Publishes the next agreement version. Only the admin.
-    function publishAgreement(uint8 termsCodec, bytes32 termsDigest) external returns (uint256 version);
+    function publishAgreement(uint8 termsCodec, bytes32 termsDigest, uint64 epsilonBudget, uint64 delta)
+        external
+        returns (uint256 version);
 
     /// @dev Records that `account` accepted agreement `version`, by its EIP-712 `signature`. Anyone may relay.
     function join(address account, uint256 version, uint256 deadline, bytes calldata signature) external;
@@ -166,7 +217,10 @@ interface IFederation {
 
     function agreementVersion() external view returns (uint256);
 
-    function agreement(uint256 version) external view returns (uint8 termsCodec, bytes32 termsDigest);
+    function agreement(uint256 version)
+        external
+        view
+        returns (uint8 termsCodec, bytes32 termsDigest, uint64 epsilonBudget, uint64 delta);
 
     function participant(address account)
         external
@@ -175,14 +229,30 @@ interface IFederation {
 
     function participantCount() external view returns (uint256);
 
+    function privacy(address account) external view returns (uint64 epsilonSpent, uint64 epsilonBudget);
+
+    /// @dev Registers the caller's X25519 encryption public key (the chain is the key directory).
+    function publishEncryptionKey(bytes32 publicKey) external;
+
+    function encryptionKey(address account) external view returns (bytes32);
+
     // ---------------------------------------------------------------- rounds
 
     function openRound(uint8 baseCodec, bytes32 baseDigest, uint64 deadline, uint32 minUpdates, bytes32 configHash)
         external
         returns (uint256 roundId);
 
-    function submitUpdate(uint256 roundId, uint8 codec, bytes32 digest, uint64 samples, bytes32 metricsHash)
-        external;
+    function submitUpdate(
+        uint256 roundId,
+        uint8 codec,
+        bytes32 digest,
+        uint64 samples,
+        bytes32 metricsHash,
+        uint64 epsilon
+    ) external;
+
+    /// @dev Records parties' signed updates to round `roundId`, skipping (and naming) those that break a rule.
+    function submitUpdates(uint256 roundId, SignedUpdate[] calldata updates) external returns (uint256 recorded);
 
     function finalizeRound(
         uint256 roundId,

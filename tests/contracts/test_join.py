@@ -32,7 +32,7 @@ def test_admin_publishes_numbered_versions_and_others_are_refused(fed: Fed) -> N
 
 
 def test_publishing_a_cid_with_an_unknown_codec_is_refused(fed: Fed) -> None:
-    call = fed.admin.contract.functions.publishAgreement(0x99, b"\1" * 32)
+    call = fed.admin.contract.functions.publishAgreement(0x99, b"\1" * 32, 0, 0)
     with pytest.raises(FederationInvalidCid) as caught:
         send_transaction(fed.chain.w3, call, account=None)
     assert caught.value.codec == 0x99

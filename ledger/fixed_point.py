@@ -1,0 +1,59 @@
+"""ε and δ as the contract stores them: whole numbers of millionths of ε and of 1e-18 for δ.
+
+Conversions go through ``Decimal(repr(x))`` so that a figure typed as ``4`` or ``1e-5`` maps to
+exactly ``4_000_000`` or ``10_000_000_000_000`` units, not to a neighbour of its binary float. A
+party's declared loss is rounded up (a declaration never under-states what it spent); a budget
+or δ that does not fall on the grid is refused rather than silently moved.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_CEILING, Decimal
+
+from ledger.contract_constants import DELTA_SCALE, EPSILON_SCALE
+from ledger.errors import InvalidInputError
+
+_UINT64 = 2**64
+
+
+def _units(value: float, scale: int, rounding: str | None) -> Decimal:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise InvalidInputError(f"{value!r} is not a finite, non-negative number.")
+    scaled = Decimal(repr(value)) * scale
+    return scaled.to_integral_value(rounding=rounding) if rounding else scaled
+
+
+def epsilon_to_micros(epsilon: float) -> int:
+    """A declared cumulative ε in the contract's units, rounded up."""
+    micros = int(_units(epsilon, EPSILON_SCALE, ROUND_CEILING))
+    if micros >= _UINT64:
+        raise InvalidInputError(f"ε = {epsilon} is too large for the contract (at most {(_UINT64 - 1) / EPSILON_SCALE:g}).")
+    return micros
+
+
+def budget_to_micros(epsilon_budget: float) -> int:
+    """An agreement's ε budget in the contract's units; it must be a whole number of millionths."""
+    scaled = _units(epsilon_budget, EPSILON_SCALE, None)
+    if scaled != scaled.to_integral_value() or not 0 < scaled < _UINT64:
+        raise InvalidInputError(
+            f"the ε budget {epsilon_budget!r} must be above 0, below {(_UINT64 - 1) / EPSILON_SCALE:g} and have at "
+            "most 6 decimal places (the contract stores millionths)."
+        )
+    return int(scaled)
+
+
+def delta_to_units(delta: float) -> int:
+    """An agreement's δ in the contract's units (1e-18); 0 < δ < 1, on the 1e-18 grid."""
+    scaled = _units(delta, DELTA_SCALE, None)
+    if scaled != scaled.to_integral_value() or not 0 < scaled < DELTA_SCALE:
+        raise InvalidInputError(f"δ = {delta!r} must be above 0 and below 1, a multiple of 1e-18 (e.g. 1e-5).")
+    return int(scaled)
+
+
+def micros_to_epsilon(micros: int) -> float:
+    return micros / EPSILON_SCALE
+
+
+def units_to_delta(units: int) -> float:
+    return float(Decimal(units) / DELTA_SCALE)
