@@ -14,9 +14,3 @@ DELTA_SCALE = 10**18
 
 MAX_BATCH_SIZE = 256
 """The contract's MAX_BATCH_SIZE: the most signed updates one relayed ``submitUpdates`` call takes."""
-
-EPSILON_SCALE = 1_000_000
-"""The contract records privacy loss ε as a uint64 count of millionths: 2.5 is 2_500_000 (rounded up, never down)."""
-
-DELTA_SCALE = 10**18
-"""The contract records the agreement's δ as a uint64 count of 1e-18 units: 1e-5 is 10**13."""
