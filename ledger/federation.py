@@ -188,18 +188,23 @@ def load_artifact() -> dict[str, Any]:
     return json.loads(ARTIFACT.read_text(encoding="utf-8"))
 
 
+def _domain(chain_id: int, contract: str) -> dict[str, Any]:
+    """The EIP-712 domain of one deployment: what binds a signature to this chain and contract."""
+    return {
+        "name": EIP712_NAME,
+        "version": EIP712_VERSION,
+        "chainId": chain_id,
+        "verifyingContract": to_checksum_address(contract),
+    }
+
+
 def join_typed_data(
     *, chain_id: int, contract: str, participant: str, version: int, terms_cid: str, deadline: int
 ) -> dict[str, Any]:
     """The EIP-712 document a party signs to accept agreement ``version`` of one deployment."""
     binary = cid_to_bytes(terms_cid)
     return {
-        "domain": {
-            "name": EIP712_NAME,
-            "version": EIP712_VERSION,
-            "chainId": chain_id,
-            "verifyingContract": to_checksum_address(contract),
-        },
+        "domain": _domain(chain_id, contract),
         "types": JOIN_TYPES,
         "message": {
             "participant": to_checksum_address(participant),
@@ -226,12 +231,7 @@ def update_typed_data(
     """The EIP-712 document a party signs to have a relayer record its update to ``round_id``."""
     codec, digest = _cid_parts(cid)
     return {
-        "domain": {
-            "name": EIP712_NAME,
-            "version": EIP712_VERSION,
-            "chainId": chain_id,
-            "verifyingContract": to_checksum_address(contract),
-        },
+        "domain": _domain(chain_id, contract),
         "types": UPDATE_TYPES,
         "message": {
             "participant": to_checksum_address(participant),
