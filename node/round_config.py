@@ -18,6 +18,11 @@ taking ``steps`` optimizer steps on Poisson-sampled batches (each sample drawn w
 ``training.batch_size`` do not. The section fixes everything the privacy loss depends on, so any
 reader of the config (the auditor included) computes each round's ε without knowing a party's data
 size. A config without one has the bytes (and hash) it had before the section existed.
+
+``seal_to`` makes the round sealed: each party seals its update to these addresses' encryption keys
+as registered on chain at the round's opening block (``ledger.sealing.recipients``), so only they
+(the aggregator, any auditors) can read it. Addresses are kept checksummed, unique and in ascending
+order, so the same recipients give the same hash; a config without it keeps its old bytes.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+from eth_utils import to_canonical_address
+
+from ledger.chain import parse_address
 from ledger.cid import RAW, cid_from_parts
 from ledger.canonical_json import canonical_json
 from ledger.errors import InvalidInputError
@@ -123,9 +131,12 @@ class RoundConfig:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     max_samples: int = DEFAULT_MAX_SAMPLES
     dp: DpSettings | None = None
+    seal_to: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         check_max_samples(self.max_samples)
+        if self.seal_to is not None:
+            object.__setattr__(self, "seal_to", recipient_addresses(self.seal_to))
 
     def to_bytes(self) -> bytes:
         """Canonical JSON (sorted keys, no whitespace): the same config gives the same hash anywhere."""
@@ -135,6 +146,8 @@ class RoundConfig:
         }
         if self.dp is not None:
             document["dp"] = asdict(self.dp)
+        if self.seal_to is not None:
+            document["seal_to"] = list(self.seal_to)
         return canonical_json(document)
 
     @property
@@ -149,13 +162,31 @@ class RoundConfig:
             model, strategy = str(document["model"]), dict(document["strategy"])
             max_samples = document.get("max_samples", DEFAULT_MAX_SAMPLES)
             dp_document = document.get("dp")
+            seal_to = document.get("seal_to")
+            if seal_to is not None and not isinstance(seal_to, list):
+                raise TypeError(f"seal_to is {type(seal_to).__name__}, not a list of addresses")
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
             raise InvalidInputError(
                 f"the round configuration is not a fedledger round config ({error}); "
                 "open the round with `fedledger round open --strategy NAME` so one is written."
             ) from error
         dp = None if dp_document is None else DpSettings.from_document(dp_document)
-        return cls(model=model, strategy=strategy, training=training, max_samples=max_samples, dp=dp)
+        return cls(model=model, strategy=strategy, training=training, max_samples=max_samples, dp=dp,
+                   seal_to=None if seal_to is None else tuple(seal_to))
+
+
+def recipient_addresses(addresses: object) -> tuple[str, ...]:
+    """A round's sealing recipients: 1 or more distinct addresses, checksummed, in ascending byte order."""
+    if isinstance(addresses, str) or not isinstance(addresses, list | tuple) or not addresses:
+        raise InvalidInputError(
+            f"seal_to must be a non-empty list of addresses, not {addresses!r}; name the round's aggregator "
+            "(and any auditors), e.g. --seal-to 0xAGGREGATOR,0xAUDITOR."
+        )
+    parsed = [parse_address(str(address)) for address in addresses]
+    twice = sorted({address for address in parsed if parsed.count(address) > 1})
+    if twice:
+        raise InvalidInputError(f"seal_to names {', '.join(twice)} more than once; name each recipient once.")
+    return tuple(sorted(parsed, key=to_canonical_address))
 
 
 def check_max_samples(value: object) -> int:

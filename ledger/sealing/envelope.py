@@ -115,10 +115,7 @@ def unseal(
     keys the round names, which must be exactly those sealed to. Each failure is one
     ``ledger.sealing.errors`` class with a sentence naming the cause.
     """
-    envelope = decode(sealed)
-    _check_context(envelope.context, context)
-    if recipients is not None:
-        _check_recipients(envelope, _recipient_pairs(recipients))
+    envelope = check_envelope(sealed, context=context, recipients=recipients)
     me = parse_address(address)
     slot = next((slot for slot in envelope.recipients if slot.address == me), None)
     if slot is None:
@@ -141,6 +138,21 @@ def unseal(
         return ChaCha20Poly1305(content_key).decrypt(envelope.nonce, envelope.payload, encode_header(envelope))
     except InvalidTag:
         raise _tampered("its header or payload fails authentication") from None
+
+
+def check_envelope(
+    sealed: bytes | bytearray | memoryview, *, context: SealContext, recipients: Mapping[str, bytes] | None = None
+) -> SealedEnvelope:
+    """The parsed envelope, after checking, without any key, that it is for ``context`` and ``recipients``.
+
+    What anyone can check of a sealed update: its layout, what it is for, and (when given) that it is
+    sealed to exactly the round's recipients' registered keys. Nothing is decrypted or authenticated.
+    """
+    envelope = decode(sealed)
+    _check_context(envelope.context, context)
+    if recipients is not None:
+        _check_recipients(envelope, _recipient_pairs(recipients))
+    return envelope
 
 
 def _recipient_pairs(recipients: Mapping[str, bytes]) -> list[tuple[Address, bytes]]:

@@ -135,6 +135,11 @@ def encode(envelope: SealedEnvelope) -> bytes:
     return bytes(buffer)
 
 
+def envelope_size(plaintext_length: int, recipient_count: int) -> int:
+    """The length of the envelope of a ``plaintext_length``-byte update sealed to ``recipient_count`` recipients."""
+    return FIXED_SIZE + recipient_count * SLOT_SIZE + NONCE_SIZE + plaintext_length + TAG_SIZE
+
+
 def envelope_buffer(header: bytes, nonce: bytes, plaintext_length: int) -> tuple[bytearray, memoryview]:
     """A whole envelope's buffer with ``header`` and ``nonce`` in place, and a view of its payload slot.
 

@@ -94,7 +94,9 @@ def _report_tx(what: str, tx: TxResult, json: bool, extra: dict[str, Any] | None
     console.print(f"{what} (block {tx.block}, gas {tx.gas_used}, tx {tx.tx_hash}).", soft_wrap=True, highlight=False)
 
 
-def _round_config(config: Path | None, strategy: str | None, model: str, max_samples: int | None = None) -> bytes:
+def _round_config(
+    config: Path | None, strategy: str | None, model: str, max_samples: int | None = None, seal_to: str | None = None
+) -> bytes:
     """The round configuration document's canonical bytes, from a file or built from a strategy name.
 
     Either way the model and strategy are checked here, so a typo fails before anything is pinned
@@ -115,6 +117,8 @@ def _round_config(config: Path | None, strategy: str | None, model: str, max_sam
         document = RoundConfig(model=model, strategy=make_strategy(strategy or "fedavg").params())
     if max_samples is not None:
         document = replace(document, max_samples=max_samples)
+    if seal_to is not None:
+        document = replace(document, seal_to=tuple(part for part in seal_to.split(",") if part.strip()))
     if document.model not in MODEL_NAMES:
         raise InvalidInputError(f"unknown model {document.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
     return document.to_bytes()
@@ -201,6 +205,48 @@ def register(app: typer.Typer) -> None:
         if json:
             print_json({"name": name, "address": address})
         console.print(f"Key [bold]{name}[/] is {address}.", highlight=False)
+
+    @key_app.command("new-encryption")
+    @handle_errors
+    def key_new_encryption(
+        name: Annotated[str, typer.Argument(help="Key name; the key is written to keys/encryption/NAME.json.")],
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Make a new X25519 encryption key (for sealed updates), encrypted with $FEDLEDGER_KEY_PASSWORD or a prompt."""
+        from ledger.keys import read_password
+        from ledger.sealing.keys import new_encryption_key
+
+        workspace = Workspace.find(workdir)
+        public = new_encryption_key(workspace, name, password=read_password(f"the new encryption key {name!r}", confirm=True))
+        if json:
+            print_json({"name": name, "public_key": "0x" + public.hex()})
+        console.print(f"Encryption key [bold]{name}[/] has public key 0x{public.hex()}; register it with "
+                      f"`fedledger key publish-encryption --key {name} --from SIGNER`.", highlight=False, soft_wrap=True)
+
+    @key_app.command("publish-encryption")
+    @handle_errors
+    def key_publish_encryption(
+        key: Annotated[str, typer.Option("--key", help="The encryption key: a name under \\[encryption_keys] or its file.")],
+        signer: Annotated[str | None, typer.Option(
+            "--from", help="The account that registers it: a name under \\[keys] or a keystore file (default $FEDLEDGER_PRIVATE_KEY).",
+        )] = None,
+        rpc: RpcOption = None,
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Register an encryption key's public half on chain for the --from account (rounds then seal to it)."""
+        from ledger.chain import open_federation, require_gas_money
+        from ledger.keys import load_account
+        from ledger.sealing.keys import encryption_key_path, read_encryption_public_key
+
+        workspace, w3, url = _chain(workdir, rpc)
+        public = read_encryption_public_key(encryption_key_path(workspace, key))  # no password: only the public half
+        account = load_account(workspace, signer)
+        require_gas_money(w3, account.address)
+        tx = open_federation(workspace, w3=w3, rpc=url).with_account(account).publish_encryption_key(public)
+        _report_tx(f"{account.address} registered encryption key 0x{public.hex()}", tx, json,
+                   {"account": account.address, "public_key": "0x" + public.hex()})
 
     @key_app.command("fund")
     @handle_errors
@@ -381,6 +427,7 @@ def register(app: typer.Typer) -> None:
         strategy: Annotated[str | None, typer.Option("--strategy", help="Build the configuration from a strategy name (default fedavg).")] = None,
         model: Annotated[str, typer.Option("--model", help="Model name for a configuration built from --strategy.")] = "mlp",
         max_samples: Annotated[int | None, typer.Option("--max-samples", help="The most samples one party's update may count for in the weights (default 10000; 1 weighs every update equally); overrides the config file's.")] = None,
+        seal_to: Annotated[str | None, typer.Option("--seal-to", help="Seal the round's updates to these addresses (ADDR[,ADDR...]: the aggregator, any auditors), each with an encryption key registered on chain; overrides the config file's.")] = None,
         rpc: RpcOption = None,
         key: KeyOption = None,
         workdir: WorkdirOption = None,
@@ -388,10 +435,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Open a round: pins the round configuration and records its sha256 with the base model CID."""
         from ledger.chain import chain_now
+        from node.round_config import RoundConfig
 
         cid = parse_cid(base_cid)
-        document = _round_config(config, strategy, model, max_samples)
+        document = _round_config(config, strategy, model, max_samples, seal_to)
         workspace, federation = _governed(workdir, rpc, key)
+        recipients = RoundConfig.from_bytes(document).seal_to
+        if recipients is not None:  # refused now, before anything is pinned, rather than when parties seal
+            from ledger.sealing.recipients import registered_keys
+
+            registered_keys(federation, recipients)
         store = open_store(workspace)
         config_cid = store.add_bytes(document, pin=True)
         if not store.has(cid):
