@@ -19,8 +19,8 @@ Mechanism's RDP, Mironov et al. 2019, converted to (ε, δ) by Balle et al. 2020
 Determinism: the orders are fixed here (not Opacus' default list, which a release may change); the
 RDP of one step is computed once per (sample_rate, noise_multiplier) and scaled by the integer
 total of steps taken with those parameters; the per-order sums use ``math.fsum`` (exactly rounded,
-so the order in which rounds are listed does not matter). ``to_micros`` rounds the float up,
-exactly, to the contract's fixed point. Opacus is pinned to 1.6.0 in pyproject.toml: a different
+so the order in which rounds are listed does not matter). ``ledger.fixed_point.epsilon_to_micros``
+rounds the float up, exactly, to the contract's fixed point. Opacus is pinned to 1.6.0 in pyproject.toml: a different
 release could move the last bits, and so a figure, by one millionth.
 """
 
@@ -31,11 +31,10 @@ import math
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from decimal import Decimal, InvalidOperation
-from fractions import Fraction
 
-from ledger.contract_constants import DELTA_SCALE, EPSILON_SCALE
+from ledger.contract_constants import EPSILON_SCALE
 from ledger.errors import InvalidInputError, LedgerError
+from ledger.fixed_point import epsilon_to_micros
 from node.round_config import DpSettings
 
 RDP_ORDERS: tuple[float, ...] = (
@@ -87,41 +86,6 @@ def _rdp_per_step(sample_rate: float, noise_multiplier: float) -> tuple[float, .
     return tuple(float(v) for v in values)
 
 
-def to_micros(epsilon: float) -> int:
-    """``epsilon`` in the contract's millionths, rounded up (exactly: the float's own value, not a product)."""
-    if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not 0 <= epsilon < math.inf:
-        raise InvalidInputError(
-            f"ε must be a finite number >= 0, not {epsilon!r}; "
-            "a round without noise has no finite ε: give its dp section a noise_multiplier > 0."
-        )
-    micros = math.ceil(Fraction(epsilon) * EPSILON_SCALE)
-    if micros > MAX_UINT64:
-        raise InvalidInputError(
-            f"ε = {epsilon:g} is too large for the contract ({MAX_UINT64} millionths at most); add noise to the rounds."
-        )
-    return micros
-
-
-def to_delta_units(delta: float | str) -> int:
-    """δ in the contract's 1e-18 units, exactly as written (``1e-5`` is 10**13); refused if it needs finer units."""
-    try:
-        units = Decimal(str(delta)) * DELTA_SCALE
-    except InvalidOperation:
-        raise InvalidInputError(f"δ must be a number, not {delta!r}; give a probability such as 1e-5.") from None
-    if not units.is_finite() or not 0 < units < DELTA_SCALE or units != units.to_integral_value():
-        raise InvalidInputError(
-            f"δ must lie strictly between 0 and 1 in steps of 1e-18, not {delta!r}; give a probability such as 1e-5."
-        )
-    return int(units)
-
-
-def delta_from_units(units: int) -> float:
-    """The δ recorded on chain as a float: every party and the auditor compute ε at this same value."""
-    if isinstance(units, bool) or not isinstance(units, int) or not 0 < units < DELTA_SCALE:
-        raise InvalidInputError(f"δ in 1e-18 units must be an integer from 1 to {DELTA_SCALE - 1}, not {units!r}.")
-    return units / DELTA_SCALE  # int / int: correctly rounded, the same float everywhere
-
-
 def check_budget(taken: Sequence[DpSettings], next_round: DpSettings, *, delta: float, budget_micros: int) -> int:
     """The cumulative ε (millionths) a party declares after ``next_round``, or PrivacyBudgetExceededError.
 
@@ -130,8 +94,8 @@ def check_budget(taken: Sequence[DpSettings], next_round: DpSettings, *, delta: 
     """
     if isinstance(budget_micros, bool) or not isinstance(budget_micros, int) or not 0 <= budget_micros <= MAX_UINT64:
         raise InvalidInputError(f"the ε budget must be an integer count of millionths from 0 to {MAX_UINT64}, not {budget_micros!r}.")
-    before = to_micros(cumulative_epsilon(taken, delta))
-    after = to_micros(cumulative_epsilon([*taken, next_round], delta))
+    before = epsilon_to_micros(cumulative_epsilon(taken, delta))
+    after = epsilon_to_micros(cumulative_epsilon([*taken, next_round], delta))
     if after > budget_micros:
         raise PrivacyBudgetExceededError(
             f"taking part in this round would bring this party's cumulative ε from {before / EPSILON_SCALE:.6f} "
