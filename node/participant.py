@@ -13,6 +13,7 @@ address stays possible until updates are sealed to the aggregator).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,8 +83,14 @@ def train_and_submit(
     journal_dir: Path,
     device: torch.device | None = None,
     progress: bool = True,
+    submit: Callable[..., TxResult] | None = None,
 ) -> ParticipantOutcome:
-    """Run this party's part of ``round_id`` to the end, resuming whatever an earlier run finished."""
+    """Run this party's part of ``round_id`` to the end, resuming whatever an earlier run finished.
+
+    ``submit`` records the update: ``federation.submit_update`` (the party's own transaction) by
+    default, or one with its keywords that records it another way (``node.relay_client``: signed,
+    sent by a relayer).
+    """
     if federation.account is None:
         raise InvalidInputError("training needs the participant's own key; pass --key NAME or set FEDLEDGER_PRIVATE_KEY.")
     me = Address(federation.account.address)
@@ -126,6 +133,6 @@ def train_and_submit(
 
     samples = int(journal.get("samples"))
     metrics = dict(journal.get("metrics"))
-    tx = federation.submit_update(round_id, cid=update_cid, samples=samples, metrics_hash=metrics_hash(metrics))
+    tx = (submit or federation.submit_update)(round_id, cid=update_cid, samples=samples, metrics_hash=metrics_hash(metrics))
     journal.record(submitted_tx=tx.tx_hash, submitted_block=tx.block)
     return ParticipantOutcome(round_id, me, Cid(update_cid), samples, metrics, tx, trained)
