@@ -21,6 +21,7 @@ from node.cli import (
     governance_cmd,
     ipfs_cmd,
     model_cmd,
+    relay_cmd,
     services_cmd,
     train_cmd,
     workspace_cmd,
@@ -59,6 +60,7 @@ for module in (
     aggregate_cmd,
     audit_cmd,
     demo_cmd,
+    relay_cmd,
     services_cmd,  # adds to the node and round groups registered above
 ):
     module.register(app)

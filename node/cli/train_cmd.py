@@ -54,6 +54,7 @@ def register(app: typer.Typer) -> None:
         non_iid: Annotated[float | None, typer.Option("--non-iid", help="Dirichlet alpha for a non-IID digits split (default IID).")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the digits split.")] = 0,
         device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or mps (default: the best available).")] = None,
+        relay: Annotated[str | None, typer.Option("--relay", help="URL of a `fedledger relay serve`: sign the update and have the relay send it (the party needs no ether).")] = None,
         rpc: RpcOption = None,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
@@ -73,12 +74,20 @@ def register(app: typer.Typer) -> None:
         chosen = pick_device(device)
         account = load_account(workspace, key)
         federation = open_federation(workspace, account=account, rpc=workspace_rpc(workspace, rpc))
-        require_gas_money(federation.w3, account.address)
+        submit = None
+        if relay is None:
+            require_gas_money(federation.w3, account.address)
+        else:  # the party signs, the relay pays: checked before any training
+            from node.relay_client import RelayClient
+
+            relay_client = RelayClient(relay, federation=federation, account=account)
+            relay_client.check()
+            submit = relay_client.submit_update
         store = open_store(workspace)
         console.print(f"Party {account.address}: round {round_id}, {len(local)} local samples, device {chosen}.")
         outcome = train_and_submit(
             federation=federation, store=store, round_id=round_id, data=local,
-            journal_dir=workspace.journal_dir, device=chosen, progress=not json,
+            journal_dir=workspace.journal_dir, device=chosen, progress=not json, submit=submit,
         )
         if outcome.tx is None:
             console.print(f"Already submitted {outcome.update_cid} to round {round_id}; nothing to do.")
@@ -89,10 +98,14 @@ def register(app: typer.Typer) -> None:
                 f"({outcome.samples} samples; block {outcome.tx.block}, gas {outcome.tx.gas_used}).",
                 soft_wrap=True, highlight=False,
             )
+            if getattr(outcome.tx, "relayer", None):
+                console.print(f"Relayed by {outcome.tx.relayer} in transaction {outcome.tx.tx_hash}.", highlight=False)
         if json:
             print_json({
                 "round_id": round_id, "participant": outcome.participant, "update_cid": outcome.update_cid,
                 "samples": outcome.samples, "metrics": outcome.metrics, "trained": outcome.trained,
                 "tx_hash": outcome.tx.tx_hash if outcome.tx else None,
                 "gas_used": outcome.tx.gas_used if outcome.tx else None,
+                "block": outcome.tx.block if outcome.tx else None,
+                "relayed_by": getattr(outcome.tx, "relayer", None),
             })

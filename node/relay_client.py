@@ -1,0 +1,115 @@
+"""A party's side of ``fedledger relay serve``: sign the update, POST it, read the relay's answer.
+
+The party's key signs here and never leaves the node; the relay pays the gas. :meth:`RelayClient.
+submit_update` has the shape of ``FederationClient.submit_update``, so ``train_and_submit`` takes
+it as its ``submit`` step. Before any training :meth:`RelayClient.check` asks the relay's health
+endpoint, so a wrong URL or a relay for another deployment is found before the work, not after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from eth_account.signers.local import LocalAccount
+
+from ledger.errors import InvalidInputError, LedgerError
+from ledger.federation import FederationClient, TxResult
+from ledger.types import Cid
+from node.services.clock import chain_time
+from node.services.relay_service import HEALTH_PATH, PATH, request_document
+
+SIGNATURE_TTL_S = 900  # how long a signed update stays valid (chain seconds)
+HEALTH_TIMEOUT_S = 10.0
+SUBMIT_TIMEOUT_S = 300.0  # above the relay's own bound on how long a request waits for its batch
+
+
+class RelayError(LedgerError):
+    """The relay could not be reached, or answered something that is not a relay's answer."""
+
+
+class RelayRefusedError(LedgerError):
+    """The relay (at check time) or the contract (in the batch) refused the update; ``reason`` is the error's name."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RelayedTx(TxResult):
+    """The transaction that recorded a relayed update, and who sent (and paid for) it."""
+
+    relayer: str = ""
+
+
+def check_relay_url(url: str) -> str:
+    """``url`` without a trailing slash; InvalidInputError unless it is an http(s) URL with a host."""
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except (ValueError, AttributeError):
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise InvalidInputError(
+            f"--relay {url!r} is not a relay URL; give http://HOST:PORT as printed by `fedledger relay serve`."
+        )
+    return url.strip().rstrip("/")
+
+
+class RelayClient:
+    """One relay, used by one party (``account``) of one deployment (``federation``)."""
+
+    def __init__(self, url: str, *, federation: FederationClient, account: LocalAccount) -> None:
+        self.url = check_relay_url(url)
+        self.federation = federation
+        self.account = account
+
+    def _request(self, method: str, path: str, *, timeout: float, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        try:
+            response = requests.request(method, self.url + path, json=body, timeout=timeout)
+        except requests.exceptions.Timeout:
+            raise RelayError(f"the relay at {self.url} did not answer within {timeout:.0f} s; check that it runs "
+                             "and that its chain mines blocks, then run the command again.") from None
+        except requests.exceptions.RequestException as error:
+            raise RelayError(f"cannot reach the relay at {self.url} ({type(error).__name__}); start it with "
+                             "`fedledger relay serve` or check the --relay URL.") from None
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            raise RelayError(f"{self.url} answered HTTP {response.status_code} without JSON, so it is not a fedledger "
+                             "relay; check the --relay URL.") from None
+
+    def check(self) -> dict[str, Any]:
+        """The relay's health, after checking it relays for this party's deployment."""
+        status, health = self._request("GET", HEALTH_PATH, timeout=HEALTH_TIMEOUT_S)
+        if status != 200 or not isinstance(health, dict) or "contract" not in health:
+            raise RelayError(f"{self.url} is not a fedledger relay (GET {HEALTH_PATH} answered HTTP {status}); "
+                             "check the --relay URL.")
+        if str(health["contract"]).lower() != self.federation.address.lower() or health.get("chain_id") != self.federation.chain_id:
+            raise RelayError(
+                f"the relay at {self.url} relays for contract {health['contract']} on chain id {health.get('chain_id')}, "
+                f"not this workspace's {self.federation.address} on chain id {self.federation.chain_id}; use its own relay."
+            )
+        return health
+
+    def submit_update(
+        self, round_id: int, *, cid: Cid, samples: int, metrics_hash: bytes, epsilon_micros: int = 0
+    ) -> RelayedTx:
+        """Sign the update with the party's key, have the relay record it, return the transaction."""
+        signed = self.federation.sign_update(
+            self.account, round_id, cid=cid, samples=samples, metrics_hash=metrics_hash,
+            epsilon_micros=epsilon_micros, deadline=chain_time(self.federation.w3) + SIGNATURE_TTL_S,
+        )
+        status, answer = self._request("POST", PATH, timeout=SUBMIT_TIMEOUT_S, body=request_document(round_id, signed))
+        if not isinstance(answer, dict):
+            raise RelayError(f"the relay at {self.url} answered HTTP {status} with something else than a JSON object.")
+        if status != 200 or not answer.get("recorded"):
+            reason = str(answer.get("error", f"HTTP {status}"))
+            raise RelayRefusedError(
+                f"the relay at {self.url} did not record the update ({reason}): {answer.get('message', 'no reason given')}",
+                reason,
+            )
+        return RelayedTx(str(answer["tx_hash"]), int(answer["block"]), int(answer["gas_used"]), str(answer["relayer"]))

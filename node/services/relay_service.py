@@ -1,0 +1,384 @@
+"""``fedledger relay serve``: record parties' signed updates on chain in batches, paying their gas.
+
+A party that holds no ether signs its update (EIP-712, ``FederationClient.sign_update``) and POSTs
+it here. The relay checks it at once (the request's shape and CID, the blob in the workspace's
+store, then the signature, deadline, membership and round through
+``FederationClient.check_signed_update``), queues it, and one sender thread sends the queue as
+``submitUpdates`` batches of up to ``batch_size`` items, or whatever is queued ``max_wait_s`` after
+the oldest item arrived. Each request blocks until its batch is mined (bounded), then gets the
+transaction and block, or the contract error that kept its item out (``UpdateRejected``).
+
+The request (``POST /updates``, JSON)::
+
+    {"participant": "0x…", "round": 1, "cid": "bafkrei…", "samples": 120,
+     "metrics_hash": "0x<64 hex>", "epsilon_micros": 0, "deadline": 1767225600,
+     "signature": "0x<130 hex>"}
+
+Answers: 200 ``{"recorded": true, "tx_hash", "block", "gas_used", "relayer", "round",
+"participant", "cid", "item", "batch"}``; a refusal ``{"recorded": false, "error": NAME,
+"message": SENTENCE}`` with 400 (malformed request), 422 (the blob or a rule of the contract),
+503 (the chain or store failed) or 504 (no receipt in time). ``GET /health``: the relay's settings
+and counts. Like every fedledger server it has no authentication and listens on 127.0.0.1 unless
+told otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from web3 import Web3
+
+from ledger.chain import parse_address
+from ledger.cid import parse_cid
+from ledger.contract_constants import MAX_BATCH_SIZE
+from ledger.errors import ChainError, ContentNotFoundError, ContractRevertError, InvalidInputError, LedgerError, StoreError
+from ledger.federation import RECEIPT_TIMEOUT, FederationClient, SignedUpdate, TxResult
+from ledger.store import ContentStore
+from node.services.log import ServiceLog
+
+PATH = "/updates"
+HEALTH_PATH = "/health"
+MAX_BODY_BYTES = 16 * 1024  # a request is a few hundred bytes
+FIELDS = ("participant", "round", "cid", "samples", "metrics_hash", "epsilon_micros", "deadline", "signature")
+
+
+class RelayTimeoutError(ChainError):
+    """The item's batch was not mined within the time a request waits."""
+
+
+def request_document(round_id: int, update: SignedUpdate) -> dict[str, Any]:
+    """The JSON a party POSTs for ``update`` to ``round_id``."""
+    return {
+        "participant": update.participant, "round": round_id, "cid": update.cid, "samples": update.samples,
+        "metrics_hash": Web3.to_hex(update.metrics_hash), "epsilon_micros": update.epsilon_micros,
+        "deadline": update.deadline, "signature": Web3.to_hex(update.signature),
+    }
+
+
+def _whole(document: dict[str, Any], name: str) -> int:
+    value = document[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**256:
+        raise InvalidInputError(f"the field {name!r} must be a whole number from 0, not {value!r}; fix the request.")
+    return value
+
+
+def _hex(document: dict[str, Any], name: str, *, length: int) -> bytes:
+    value = document[name]
+    try:
+        if not isinstance(value, str) or not value.startswith("0x"):
+            raise ValueError
+        raw = bytes.fromhex(value[2:])
+    except ValueError:
+        raw = None
+    if raw is None or len(raw) != length:
+        raise InvalidInputError(
+            f"the field {name!r} must be 0x and {2 * length} hex digits ({length} bytes), not {value!r}; fix the request."
+        )
+    return raw
+
+
+def parse_request(body: bytes) -> tuple[int, SignedUpdate]:
+    """The round and signed update a request body carries; InvalidInputError naming what is wrong."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInputError("the request body is not JSON; POST one JSON object with the fields " + ", ".join(FIELDS) + ".") from None
+    if not isinstance(document, dict):
+        raise InvalidInputError("the request body must be one JSON object with the fields " + ", ".join(FIELDS) + ".")
+    missing = [name for name in FIELDS if name not in document]
+    if missing:
+        raise InvalidInputError(f"the request lacks the field(s) {', '.join(missing)}; send all of " + ", ".join(FIELDS) + ".")
+    if not isinstance(document["cid"], str):
+        raise InvalidInputError(f"the field 'cid' must be a CID text, not {document['cid']!r}; fix the request.")
+    update = SignedUpdate(
+        participant=parse_address(document["participant"]),
+        cid=parse_cid(document["cid"]),
+        samples=_whole(document, "samples"),
+        metrics_hash=_hex(document, "metrics_hash", length=32),
+        epsilon_micros=_whole(document, "epsilon_micros"),
+        deadline=_whole(document, "deadline"),
+        signature=_hex(document, "signature", length=65),
+    )
+    round_id = _whole(document, "round")
+    if update.samples >= 2**64 or update.epsilon_micros >= 2**64:
+        raise InvalidInputError("the fields 'samples' and 'epsilon_micros' must be below 2^64; fix the request.")
+    return round_id, update
+
+
+@dataclass
+class _Item:
+    """One queued update and, once its batch is mined, what became of it."""
+
+    round_id: int
+    update: SignedUpdate
+    queued_at: float
+    done: threading.Event = field(default_factory=threading.Event)
+    answer: dict[str, Any] | None = None
+    error: LedgerError | None = None
+
+
+@dataclass
+class RelayCounts:
+    batches: int = 0
+    recorded: int = 0
+    rejected: int = 0  # at check time and by the contract
+    gas_used: int = 0
+
+
+class Relay:
+    """The queue and the sender thread; :meth:`submit` is what one request does."""
+
+    def __init__(
+        self,
+        *,
+        federation: FederationClient,
+        store: ContentStore,
+        batch_size: int,
+        max_wait_s: float,
+        log: ServiceLog,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        check_batch_size(batch_size)
+        if max_wait_s < 0:
+            raise InvalidInputError(f"--max-wait must be 0 seconds or more, not {max_wait_s}.")
+        self.federation = federation
+        self.store = store
+        self.batch_size = batch_size
+        self.max_wait_s = max_wait_s
+        self.log = log
+        self.counts = RelayCounts()
+        self._clock = clock
+        self._queue: list[_Item] = []
+        self._changed = threading.Condition()
+        self._closing = False
+        self._sender = threading.Thread(target=self._send_loop, name="relay-sender", daemon=True)
+
+    @property
+    def answer_timeout_s(self) -> float:
+        """How long a request waits for its batch: the batching wait, then a receipt, with a margin."""
+        return self.max_wait_s + RECEIPT_TIMEOUT + 30
+
+    def start(self) -> Relay:
+        self._sender.start()
+        return self
+
+    def close(self) -> None:
+        """Send what is queued, then stop the sender."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        if self._sender.is_alive():
+            self._sender.join(self.answer_timeout_s)
+
+    def status(self) -> dict[str, Any]:
+        with self._changed:
+            queued = len(self._queue)
+        return {
+            "status": "ok", "relayer": self.federation.sender, "contract": self.federation.address,
+            "chain_id": self.federation.chain_id, "batch_size": self.batch_size, "max_wait": self.max_wait_s,
+            "queued": queued, "batches": self.counts.batches, "recorded": self.counts.recorded,
+            "rejected": self.counts.rejected, "gas_used": self.counts.gas_used,
+        }
+
+    def submit(self, round_id: int, update: SignedUpdate) -> dict[str, Any]:
+        """Check, queue and wait for ``update``; the answer when recorded, else the LedgerError why not."""
+        try:
+            self._check(round_id, update)
+        except LedgerError:
+            with self._changed:
+                self.counts.rejected += 1
+            raise
+        item = _Item(round_id, update, self._clock())
+        with self._changed:
+            if self._closing:
+                raise ChainError("the relay is shutting down; send the update again to a running relay.")
+            self._queue.append(item)
+            self._changed.notify_all()
+        if not item.done.wait(self.answer_timeout_s):
+            raise RelayTimeoutError(
+                f"the batch holding this update was not mined within {self.answer_timeout_s:.0f} s; check the "
+                "chain, then ask the relay again (an update already recorded is refused as FederationAlreadySubmitted)."
+            )
+        if item.error is not None:
+            raise item.error
+        assert item.answer is not None
+        return item.answer
+
+    def _check(self, round_id: int, update: SignedUpdate) -> None:
+        if not self.store.has(update.cid):
+            raise ContentNotFoundError(
+                f"the update {update.cid} is not in the relay's store, so the aggregator could not fetch it; "
+                "pin it to the federation's store (`fedledger ipfs add`) before asking the relay."
+            )
+        error = self.federation.check_signed_update(round_id, update)
+        if error is not None:
+            raise error
+
+    # ---------------------------------------------------------------- the sender thread
+
+    def _next_batch(self) -> list[_Item] | None:
+        """Wait for a batch to be due and take it off the queue (None: closing with nothing left).
+
+        A batch holds items of one round (``submitUpdates`` takes one round id): the oldest item's
+        round, up to ``batch_size`` of its items, due when that many are queued, when the oldest has
+        waited ``max_wait_s``, or at close.
+        """
+        with self._changed:
+            while True:
+                if self._queue:
+                    round_id = self._queue[0].round_id
+                    same = [item for item in self._queue if item.round_id == round_id][: self.batch_size]
+                    waited = self._clock() - self._queue[0].queued_at
+                    if len(same) >= self.batch_size or waited >= self.max_wait_s or self._closing:
+                        taken = {id(item) for item in same}
+                        self._queue = [item for item in self._queue if id(item) not in taken]
+                        return same
+                    self._changed.wait(self.max_wait_s - waited)
+                elif self._closing:
+                    return None
+                else:
+                    self._changed.wait()
+
+    def _send_loop(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            self._send(batch)
+
+    def _send(self, batch: list[_Item]) -> None:
+        round_id = batch[0].round_id
+        try:
+            outcome = self.federation.submit_updates(round_id, [item.update for item in batch])
+        except LedgerError as error:  # the whole batch reverted (round closed, deadline passed) or the chain failed
+            self.log.warning("batch-failed", f"the batch of {len(batch)} update(s) to round {round_id} was not "
+                             f"recorded: {error}", round=round_id, items=len(batch), error=type(error).__name__)
+            self._fail(batch, error)
+            return
+        except Exception as error:  # noqa: BLE001 - every waiting party gets an answer, and the sender goes on
+            self.log.error("batch-failed", f"the relay failed to send a batch to round {round_id}: {error!r}",
+                           round=round_id, items=len(batch), error=type(error).__name__)
+            self._fail(batch, ChainError(f"the relay failed to send the batch ({type(error).__name__}); ask again later."))
+            return
+        self._answer(batch, outcome.tx, outcome.results)
+
+    def _fail(self, batch: list[_Item], error: LedgerError) -> None:
+        with self._changed:
+            self.counts.rejected += len(batch)
+        for item in batch:
+            item.error = error
+            item.done.set()
+
+    def _answer(self, batch: list[_Item], tx: TxResult, results: list[tuple[int, Any, ContractRevertError | None]]) -> None:
+        round_id = batch[0].round_id
+        recorded = sum(error is None for _, _, error in results)
+        with self._changed:
+            self.counts.batches += 1
+            self.counts.recorded += recorded
+            self.counts.rejected += len(batch) - recorded
+            self.counts.gas_used += tx.gas_used
+        self.log.info(
+            "relayed", f"round {round_id}: {recorded} of {len(batch)} update(s) recorded in block {tx.block} "
+            f"({tx.tx_hash}, gas {tx.gas_used}).", round=round_id, recorded=recorded, rejected=len(batch) - recorded,
+            tx_hash=tx.tx_hash, block=tx.block, gas_used=tx.gas_used,
+        )
+        for (index, participant, error), item in zip(results, batch):
+            if error is not None:
+                self.log.warning("skipped", f"the contract skipped {participant}'s update to round {round_id}: {error}",
+                                 round=round_id, participant=participant, error=type(error).__name__)
+                item.error = error
+            else:
+                item.answer = {
+                    "recorded": True, "round": round_id, "participant": participant, "cid": item.update.cid,
+                    "tx_hash": tx.tx_hash, "block": tx.block, "gas_used": tx.gas_used,
+                    "relayer": self.federation.sender, "item": index, "batch": len(batch),
+                }
+            item.done.set()
+
+
+def check_batch_size(batch_size: int) -> None:
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise InvalidInputError(
+            f"--batch-size must be from 1 to {MAX_BATCH_SIZE} (the contract's MAX_BATCH_SIZE), not {batch_size}."
+        )
+
+
+def _status_code(error: LedgerError) -> int:
+    if isinstance(error, InvalidInputError):
+        return 400
+    if isinstance(error, RelayTimeoutError):
+        return 504
+    if isinstance(error, (ContractRevertError, ContentNotFoundError)):
+        return 422
+    if isinstance(error, (ChainError, StoreError)):
+        return 503
+    return 422
+
+
+class _Handler(BaseHTTPRequestHandler):
+    relay: Relay
+    server_version = "fedledger-relay"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the service log says what matters
+        pass
+
+    def _reply(self, status: int, document: dict[str, Any]) -> None:
+        body = json.dumps(document, sort_keys=True).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _refuse(self, status: int, error: str, message: str) -> None:
+        self._reply(status, {"recorded": False, "error": error, "message": message})
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.path.rstrip("/") == HEALTH_PATH:
+            self._reply(200, self.relay.status())
+        else:
+            self._refuse(404, "NotFound", f"no such endpoint {self.path!r}; POST {PATH} or GET {HEALTH_PATH}.")
+
+    def do_POST(self) -> None:  # noqa: N802
+        if self.path.rstrip("/") != PATH:
+            self._refuse(404, "NotFound", f"no such endpoint {self.path!r}; POST {PATH} or GET {HEALTH_PATH}.")
+            return
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self._refuse(411, "LengthRequired", "the request has no Content-Length; send the JSON body with its length.")
+            return
+        if not 0 < length <= MAX_BODY_BYTES:
+            self.close_connection = True
+            self._refuse(413, "RequestTooLarge", f"the request body must be 1 to {MAX_BODY_BYTES} bytes, not {length}.")
+            return
+        body = self.rfile.read(length)
+        participant = "?"
+        try:
+            round_id, update = parse_request(body)
+            participant = update.participant
+            answer = self.relay.submit(round_id, update)
+        except LedgerError as error:
+            self.relay.log.info("refused", f"refused the update of {participant}: {error}", participant=participant,
+                                error=type(error).__name__)
+            self._refuse(_status_code(error), type(error).__name__, str(error))
+            return
+        self._reply(200, answer)
+
+
+def make_server(relay: Relay, *, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """The relay's HTTP server bound to ``host:port`` (0: a free port); run ``serve_forever``."""
+    handler = type("Handler", (_Handler,), {"relay": relay})
+    try:
+        server = ThreadingHTTPServer((host, port), handler)
+    except OSError as error:
+        raise InvalidInputError(
+            f"cannot listen on {host}:{port} ({error.strerror or error}); choose another --port (0 picks a free one) "
+            "or stop what uses it."
+        ) from None
+    server.daemon_threads = True
+    return server
