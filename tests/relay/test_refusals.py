@@ -1,0 +1,189 @@
+"""The relay refuses every bad submission with the contract error (or input error) that names it, on a
+real anvil and over real HTTP; its own settings and the party's --relay URL are checked too."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from eth_account import Account
+from web3 import Web3
+
+from deploy.anvil import free_port
+from ledger.federation import FederationClient
+from ledger.store import EmbeddedStore
+from node.services.log import ServiceLog
+from node.services.relay_service import PATH, Relay, make_server, request_document
+from tests.fixtures_chain import TestChain
+from tests.fixtures_cli import Outcome
+from tests.relay.conftest import Federation, make_federation
+
+pytestmark = pytest.mark.anvil
+
+
+@dataclass
+class RelayUnderTest:
+    federation: Federation
+    store: EmbeddedStore
+    relay: Relay
+    url: str
+
+    def post(self, document: Any, *, raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
+        response = requests.post(self.url + PATH, data=raw, json=None if raw is not None else document, timeout=60)
+        return response.status_code, response.json()
+
+    def pinned(self, party: Any, **fields: Any) -> dict[str, Any]:
+        """The request for ``party``'s update, its blob pinned in the relay's store."""
+        cid = self.store.add_bytes(f"update of {party.address}".encode())
+        return request_document(self.federation.round_id, self.federation.signed(party, cid=cid, **fields))
+
+
+def start_relay(federation: Federation, tmp_path: Path, *, batch_size: int = 64, max_wait_s: float = 0.05) -> Iterator[RelayUnderTest]:
+    store = EmbeddedStore(tmp_path / "store")
+    relay = Relay(federation=federation.admin, store=store, batch_size=batch_size, max_wait_s=max_wait_s,
+                  log=ServiceLog("relay")).start()
+    server = make_server(relay, port=0)
+    worker = threading.Thread(target=server.serve_forever, daemon=True)
+    worker.start()
+    try:
+        yield RelayUnderTest(federation, store, relay, f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        relay.close()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def relayed(chain: TestChain, tmp_path: Path) -> Iterator[RelayUnderTest]:
+    yield from start_relay(make_federation(chain), tmp_path)
+
+
+def test_a_valid_update_is_answered_with_its_transaction_and_block(relayed: RelayUnderTest) -> None:
+    party = relayed.federation.gasless_party()
+    status, answer = relayed.post(relayed.pinned(party))
+    assert status == 200 and answer["recorded"] is True, answer
+    assert answer["relayer"] == relayed.federation.admin.sender and answer["participant"] == party.address
+    receipt = relayed.federation.chain.w3.eth.get_transaction_receipt(answer["tx_hash"])
+    assert receipt["blockNumber"] == answer["block"] and receipt["status"] == 1
+    assert relayed.federation.admin.has_submitted(relayed.federation.round_id, party.address)
+    assert relayed.relay.status()["recorded"] == 1
+
+
+def _forged(relayed: RelayUnderTest) -> dict[str, Any]:
+    party = relayed.federation.gasless_party()
+    document = relayed.pinned(party)
+    other = relayed.federation.gasless_party()  # a member's signature, claimed for another member
+    document["signature"] = request_document(1, relayed.federation.signed(other))["signature"]
+    return document
+
+
+def _replayed(relayed: RelayUnderTest) -> dict[str, Any]:
+    document = relayed.pinned(relayed.federation.gasless_party())
+    assert relayed.post(document)[0] == 200
+    return document
+
+
+def _signed_elsewhere(relayed: RelayUnderTest, *, chain_id: int | None = None, contract: str | None = None) -> dict[str, Any]:
+    admin = relayed.federation.admin
+    party = relayed.federation.gasless_party()
+    elsewhere = FederationClient(admin.w3, contract or admin.address)
+    elsewhere._chain_id = chain_id or admin.chain_id  # noqa: SLF001 - a signature for another domain
+    cid = relayed.store.add_bytes(b"update signed for another deployment")
+    signed = elsewhere.sign_update(party, relayed.federation.round_id, cid=cid, samples=10, metrics_hash=b"\x44" * 32,
+                                   deadline=2**40)
+    return request_document(relayed.federation.round_id, signed)
+
+
+def _suspended(relayed: RelayUnderTest) -> dict[str, Any]:
+    party = relayed.federation.gasless_party()
+    relayed.federation.admin.suspend(party.address)
+    return relayed.pinned(party)
+
+
+def _expired(relayed: RelayUnderTest) -> dict[str, Any]:
+    return relayed.pinned(relayed.federation.gasless_party(), deadline=relayed.federation.chain.now() - 1)
+
+
+def _not_in_store(relayed: RelayUnderTest) -> dict[str, Any]:
+    return request_document(relayed.federation.round_id, relayed.federation.signed(relayed.federation.gasless_party()))
+
+
+def _bad_cid(relayed: RelayUnderTest) -> dict[str, Any]:
+    return {**relayed.pinned(relayed.federation.gasless_party()), "cid": "bafy-not-a-cid"}
+
+
+CASES: dict[str, tuple[Callable[[RelayUnderTest], dict[str, Any]], int, str]] = {
+    "forged signature": (_forged, 422, "FederationInvalidSignature"),
+    "replayed": (_replayed, 422, "FederationAlreadySubmitted"),
+    "another chain id": (lambda r: _signed_elsewhere(r, chain_id=r.federation.admin.chain_id + 1), 422, "FederationInvalidSignature"),
+    "another contract": (lambda r: _signed_elsewhere(r, contract=Account.create().address), 422, "FederationInvalidSignature"),
+    "suspended signer": (_suspended, 422, "FederationNotParticipant"),
+    "non-member signer": (lambda r: r.pinned(r.federation.gasless_party(admit=False)), 422, "FederationNotParticipant"),
+    "expired deadline": (_expired, 422, "FederationSignatureExpired"),
+    "blob not in store": (_not_in_store, 422, "ContentNotFoundError"),
+    "malformed CID": (_bad_cid, 400, "MalformedCidError"),
+    "missing field": (lambda r: {"participant": Account.create().address}, 400, "InvalidInputError"),
+    "bad signature hex": (lambda r: {**r.pinned(r.federation.gasless_party()), "signature": "0x12"}, 400, "InvalidInputError"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_bad_submission_is_refused_with_its_named_reason(relayed: RelayUnderTest, case: str) -> None:
+    make, status, error = CASES[case]
+    got_status, answer = relayed.post(make(relayed))
+    assert (got_status, answer["error"], answer["recorded"]) == (status, error, False), answer
+    assert answer["message"].endswith(".") and "\n" not in answer["message"]
+
+
+def test_a_body_that_is_not_json_is_refused(relayed: RelayUnderTest) -> None:
+    status, answer = relayed.post(None, raw=b"{not json")
+    assert (status, answer["error"]) == (400, "InvalidInputError") and "not JSON" in answer["message"]
+
+
+def test_a_duplicate_inside_one_batch_records_the_first_copy_only(chain: TestChain, tmp_path: Path) -> None:
+    for relayed in start_relay(make_federation(chain), tmp_path, batch_size=2, max_wait_s=30):
+        document = relayed.pinned(relayed.federation.gasless_party())
+        with ThreadPoolExecutor(2) as pool:  # both queued before the batch of two is due
+            answers = list(pool.map(lambda _: relayed.post(document), range(2)))
+        assert sorted(status for status, _ in answers) == [200, 422], answers
+        [(_, refused)] = [a for a in answers if a[0] == 422]
+        [(_, recorded)] = [a for a in answers if a[0] == 200]
+        assert refused["error"] == "FederationAlreadySubmitted"
+        assert recorded["batch"] == 2  # one transaction carried both
+        assert relayed.relay.status()["batches"] == 1
+
+
+def test_relay_serve_refuses_a_batch_size_over_the_contracts_limit(cli: Callable[..., Outcome], tmp_path: Path) -> None:
+    outcome = cli("relay", "serve", "--key", "relayer", "--batch-size", "257", "--workdir", str(tmp_path))
+    assert outcome.exit_code == 1
+    assert "--batch-size must be from 1 to 256" in outcome.error_line()
+
+
+@pytest.mark.parametrize("url, words", [
+    ("localhost:8650", "is not a relay URL"),
+    ("http://127.0.0.1:{port}", "cannot reach the relay"),
+])
+def test_node_train_refuses_a_bad_or_unreachable_relay(
+    relay_workspace: Path, cli: Callable[..., Outcome], url: str, words: str
+) -> None:
+    party = Account.create()
+    outcome = cli("node", "train", "--round", "1", "--shard", "0", "--of", "2", "--relay", url.format(port=free_port()),
+                  "--workdir", str(relay_workspace), env={"FEDLEDGER_PRIVATE_KEY": Web3.to_hex(party.key)})
+    assert outcome.exit_code == 1
+    assert words in outcome.error_line()
+
+
+@pytest.fixture
+def relay_workspace(chain: TestChain, tmp_path: Path, cli: Callable[..., Outcome]) -> Path:
+    """A workspace whose deployment is on the session's anvil."""
+    root = tmp_path / "ws"
+    assert cli("init", str(root), "--rpc", chain.w3.provider.endpoint_uri).exit_code == 0  # type: ignore[attr-defined]
+    assert cli("deploy", "--workdir", str(root)).exit_code == 0
+    return root
+
