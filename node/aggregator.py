@@ -13,12 +13,19 @@ says so (otherwise it could be neither aggregated nor cancelled); one whose upda
 missing from this store is not, since the store may be at fault: the error says how to go on. Aggregation is deterministic, so a
 rerun after a crash (or an auditor) gets the same bytes and the same CIDs, and the round is
 finalized exactly once.
+
+A sealed round (its config's ``seal_to``) is opened with one recipient's encryption key: each
+envelope is fetched and checked against its CID first (tampering is caught before decryption),
+opened into the spool, and its plaintext checked like any update; one sealed to other keys, that
+does not open, or whose plaintext fails is rejected with the sealing library's sentence. The
+receipt's ``sealed`` list commits to the sha256 of every plaintext opened.
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -37,6 +44,8 @@ from ledger.errors import (
 from ledger.failpoints import failpoint
 from ledger.federation import FederationClient, RoundInfo, Submission, TxResult
 from ledger.index import LedgerIndex
+from ledger.sealing.errors import SealingError
+from ledger.sealing.recipients import RoundOpener, RoundSeal
 from ledger.store import ContentStore
 from ledger.types import Cid
 from ledger.unixfs import cid_of_bytes
@@ -44,7 +53,7 @@ from ledger.utc import utc_text
 from ledger.weights import WeightsFile, from_safetensors, max_blob_bytes, to_safetensors
 from node.journal import Journal
 from node.models import model_layout
-from node.receipt import IncludedUpdate, Receipt, RejectedUpdate, UnavailableUpdate, UpdateNote
+from node.receipt import IncludedUpdate, Receipt, RejectedUpdate, SealedUpdate, UnavailableUpdate, UpdateNote
 from node.round_config import RoundConfig, config_cid
 from node.strategies import Strategy, Update, strategy_from_params
 
@@ -63,12 +72,15 @@ class AggregationOutcome:
 
 
 def load_update(
-    store: ContentStore, submission: Submission, layout: dict, *, spool: Path
+    store: ContentStore, submission: Submission, layout: dict, *, spool: Path,
+    opener: RoundOpener | None = None, opened: list[SealedUpdate] | None = None,
 ) -> Update | RejectedUpdate | UnavailableUpdate:
     """The submission's verified weights (with its claimed sample count), or why they cannot be used.
 
     The checked blob is written to the file ``spool`` and the update reads it from there a slice at a
     time (``ledger.weights.WeightsFile``), so a round holds one update in memory at a time, not all.
+    With an ``opener`` (a sealed round) the blob is an envelope: its plaintext is what is spooled,
+    and its sha256 is appended to ``opened``.
     """
 
     def reject(reason: str) -> RejectedUpdate:
@@ -76,14 +88,24 @@ def load_update(
         return RejectedUpdate(participant=submission.participant, cid=submission.cid, reason=reason)
 
     limit = max_blob_bytes(layout)
+    fetch_limit = limit if opener is None else opener.round_seal.max_sealed_bytes(limit)
     try:
-        arrays, metadata = WeightsFile.write(store.get(submission.cid, max_bytes=limit), spool, layout=layout)
+        data = store.get(submission.cid, max_bytes=fetch_limit)
     except ContentNotFoundError:
         return UnavailableUpdate(participant=submission.participant, cid=submission.cid)
     except ContentTooLargeError:
-        return reject(f"blob is larger than an update of this model can be ({limit} bytes at most); not read")
+        return reject(f"blob is larger than an update of this model can be ({fetch_limit} bytes at most); not read")
     except IntegrityError:
         return reject("blob does not hash to its CID (altered in the store)")
+    if opener is not None:
+        try:
+            data = opener.open(data, sender=submission.participant)
+        except SealingError as error:
+            return reject(str(error))
+        if opened is not None:
+            opened.append(SealedUpdate(submission.participant, submission.cid, hashlib.sha256(data).hexdigest()))
+    try:
+        arrays, metadata = WeightsFile.write(data, spool, layout=layout)
     except WeightsError as error:
         return reject(f"invalid weights: {error}")
     problem = binding_problem(metadata, participant=submission.participant, round_id=submission.round_id)
@@ -130,8 +152,11 @@ def aggregate_updates(
     submissions: list[Submission],
     pre_rejected: Iterable[RejectedUpdate] = (),
     unavailable: Iterable[tuple[str, str]] | None = None,
+    opener: RoundOpener | None = None,
 ) -> tuple[bytes, Receipt]:
     """Verify, cap, aggregate, and describe: the pure core that the auditor repeats.
+
+    ``opener``: a recipient's key for a sealed round (required there, ignored otherwise).
 
     ``unavailable``: None for the aggregator, which finds out which blobs its store lacks; an
     auditor passes the receipt's (participant, cid) list, so those updates are left out as the
@@ -143,7 +168,7 @@ def aggregate_updates(
     with tempfile.TemporaryDirectory(prefix="fedledger-spool-") as spool:  # removed, whatever happens
         return _aggregate_spooled(
             store=store, info=info, config=config, strategy=strategy, submissions=submissions,
-            pre_rejected=pre_rejected, unavailable=unavailable, spool=Path(spool),
+            pre_rejected=pre_rejected, unavailable=unavailable, spool=Path(spool), opener=opener,
         )
 
 
@@ -157,8 +182,17 @@ def _aggregate_spooled(
     pre_rejected: Iterable[RejectedUpdate],
     unavailable: Iterable[tuple[str, str]] | None,
     spool: Path,
+    opener: RoundOpener | None,
 ) -> tuple[bytes, Receipt]:
     """``aggregate_updates`` with each usable update spooled to a file in the directory ``spool``."""
+    if config.seal_to is None:
+        opener = None
+    elif opener is None or opener.round_seal.round_id != info.round_id:
+        raise InvalidInputError(
+            f"round {info.round_id} is sealed to {', '.join(config.seal_to)}; its updates open only with one "
+            "recipient's encryption key, so give it (`--encryption-key NAME`, `audit verify --key NAME`)."
+        )
+    opened: list[SealedUpdate] = []
     layout = model_layout(config.model)
     base_bytes = store.get(info.base_cid, max_bytes=max_blob_bytes(layout))
     base_arrays, _ = from_safetensors(base_bytes, layout=layout)
@@ -172,7 +206,7 @@ def _aggregate_spooled(
         if given is not None and (submission.participant.lower(), submission.cid) in given:
             missing.append(UnavailableUpdate(participant=submission.participant, cid=submission.cid))
             continue
-        loaded = load_update(store, submission, layout, spool=spool / f"{number}.safetensors")
+        loaded = load_update(store, submission, layout, spool=spool / f"{number}.safetensors", opener=opener, opened=opened)
         if isinstance(loaded, UnavailableUpdate):
             if given is not None:
                 raise ContentNotFoundError(
@@ -219,6 +253,7 @@ def _aggregate_spooled(
         unavailable=_by_participant(missing),
         notes=_by_participant(notes),
         global_cid=cid_of_bytes(blob),
+        sealed=_by_participant(opened),
     )
     return blob, receipt
 
@@ -245,10 +280,12 @@ def aggregate_round(
     journal_dir: Path,
     strategy_name: str | None = None,
     unrecorded: Iterable[RejectedUpdate] = (),
+    opener_for: Callable[[RoundSeal], RoundOpener] | None = None,
 ) -> AggregationOutcome:
     """Aggregate ``round_id`` and finalize it on chain, resuming whatever an earlier run finished.
 
     ``unrecorded``: updates offered off chain (Flower replies) that the contract refused, named in the receipt.
+    ``opener_for``: in a sealed round, gives the recipient key that opens its updates (asked only then).
     """
     info = federation.round(round_id)
     if info.state == "finalized":
@@ -276,8 +313,18 @@ def aggregate_round(
     admitted = [submission for submission, refusal in submitted if refusal is None]
     refused = [RejectedUpdate(s.participant, s.cid, refusal) for s, refusal in submitted if refusal is not None]
 
+    opener = None
+    if config.seal_to is not None:
+        round_seal = RoundSeal.read(federation, round_id, config.seal_to, opened_block=info.opened_block)
+        if opener_for is None:
+            raise InvalidInputError(
+                f"round {round_id} is sealed to {', '.join(config.seal_to)}; aggregate it with one recipient's "
+                "encryption key (`fedledger aggregate --encryption-key NAME`)."
+            )
+        opener = opener_for(round_seal)
     blob, receipt = aggregate_updates(
-        store=store, info=info, config=config, strategy=strategy, submissions=admitted, pre_rejected=refused
+        store=store, info=info, config=config, strategy=strategy, submissions=admitted, pre_rejected=refused,
+        opener=opener,
     )
     if unrecorded:
         receipt = replace(receipt, unrecorded=_by_participant(unrecorded))

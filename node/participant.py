@@ -2,7 +2,9 @@
 
 Idempotent: the chain is asked first whether this party already submitted; a journal remembers an
 update that was trained and pinned, so a rerun after a crash submits it without retraining. Only
-the update's CID, sample count and metrics hash leave the party; its data never does.
+the update's CID, sample count and metrics hash leave the party; its data never does. In a sealed
+round (the config's ``seal_to``) what is pinned, and recorded by CID, is the update sealed to the
+recipients' keys registered on chain: the store holds nothing a non-recipient can read.
 
 The update's metadata names the party's own address and the round: its CID is public once
 submitted, and another party that submits the same CID is refused by the aggregator and the
@@ -24,6 +26,7 @@ from ledger.errors import InvalidInputError
 from ledger.canonical_json import canonical_json
 from ledger.failpoints import failpoint
 from ledger.federation import FederationClient, TxResult
+from ledger.sealing.recipients import RoundSeal
 from ledger.store import ContentStore
 from ledger.types import Address, Cid
 from ledger.weights import from_safetensors, max_blob_bytes, to_safetensors
@@ -105,6 +108,9 @@ def train_and_submit(
     info = federation.round(round_id)
     config = fetch_round_config(store, info.config_hash)
     layout = model_layout(config.model)
+    sealing = None if config.seal_to is None else RoundSeal.read(  # keys from the chain, never from files
+        federation, round_id, config.seal_to, opened_block=info.opened_block
+    )
 
     update_cid = journal.get("update_cid")
     trained = not (update_cid and store.has(update_cid))
@@ -127,6 +133,8 @@ def train_and_submit(
             state_arrays(model), model=config.model, participant=me, round_id=round_id, base_cid=info.base_cid,
             samples=result.samples, metrics=metrics,
         )
+        if sealing is not None:  # only the envelope is pinned: its CID is what the chain records
+            blob = sealing.seal(blob, sender=me)
         update_cid = store.add_bytes(blob, pin=True)
         journal.record(update_cid=update_cid, samples=result.samples, metrics=metrics)
     failpoint("participant:after-pin")

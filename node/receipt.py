@@ -9,6 +9,9 @@ many updates were aggregated, or that none was usable and the global model is th
 ``unrecorded`` names updates that reached the aggregator off chain (a Flower reply) but that the
 contract refused to record, with its reason: never aggregated, and absent from the document when
 empty, so receipts without any keep their bytes and CIDs.
+``sealed``, in a sealed round only (absent otherwise, likewise), commits to each update that the
+aggregator opened: the sha256 of its plaintext (safetensors) bytes, so an auditor holding a
+recipient key checks that what was aggregated is what was sealed.
 Canonical JSON, so the same aggregation gives the same bytes and CID on every machine; the
 auditor re-derives the whole receipt and compares it field by field.
 """
@@ -76,6 +79,15 @@ class UpdateNote:
 
 
 @dataclass(frozen=True)
+class SealedUpdate:
+    """A sealed update the aggregator opened, and the sha256 (hex) of the plaintext it found inside."""
+
+    participant: str
+    cid: str
+    plaintext_sha256: str
+
+
+@dataclass(frozen=True)
 class Receipt:
     round_id: int
     base_cid: str
@@ -89,12 +101,14 @@ class Receipt:
     notes: list[UpdateNote] = field(default_factory=list)
     global_cid: str = ""
     unrecorded: list[RejectedUpdate] = field(default_factory=list)
+    sealed: list[SealedUpdate] = field(default_factory=list)
 
     def document(self) -> dict[str, Any]:
         """The receipt as the JSON document it is pinned as."""
         document = asdict(self)
-        if not self.unrecorded:
-            del document["unrecorded"]
+        for optional in ("unrecorded", "sealed"):
+            if not document[optional]:
+                del document[optional]
         return document
 
     def to_bytes(self) -> bytes:
@@ -117,6 +131,7 @@ class Receipt:
                 notes=[_entry(UpdateNote, item) for item in document["notes"]],
                 global_cid=str(document["global_cid"]),
                 unrecorded=[_entry(RejectedUpdate, item) for item in document.get("unrecorded", [])],
+                sealed=[_entry(SealedUpdate, item) for item in document.get("sealed", [])],
             )
         except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise InvalidInputError(f"the blob is not a fedledger aggregation receipt ({error}).") from error

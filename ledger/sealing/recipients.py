@@ -17,8 +17,15 @@ from ledger.errors import InvalidInputError
 from ledger.federation import FederationClient
 from ledger.sealing.envelope import check_envelope, seal, unseal
 from ledger.sealing.format import SealContext, envelope_size
-from ledger.sealing.keys import public_key_bytes
+from ledger.sealing.keys import (
+    CONFIG_TABLE,
+    encryption_key_path,
+    load_encryption_key,
+    public_key_bytes,
+    read_encryption_public_key,
+)
 from ledger.types import Address
+from ledger.workspace import Workspace
 
 
 def registered_keys(
@@ -92,3 +99,30 @@ class RoundOpener:
         """The plaintext of ``sender``'s sealed update, or the sealing error naming why it will not open."""
         return unseal(sealed, self.address, self.private_key, context=self.round_seal.context(sender),
                       recipients=self.round_seal.recipients)
+
+
+def recipient_opener(workspace: Workspace, round_seal: RoundSeal, name: str | None = None) -> RoundOpener:
+    """The opener of ``round_seal``'s updates with the workspace's encryption key ``name``.
+
+    Without a name, the workspace's encryption key whose public half a recipient registered is used.
+    Public halves are read without a password, so only the chosen key's password is asked for.
+    """
+    rid, recipients = round_seal.round_id, ", ".join(round_seal.recipients)
+    registered = set(round_seal.recipients.values())
+    if name is None:
+        name = next((candidate for candidate in workspace.config.get(CONFIG_TABLE, {})
+                     if read_encryption_public_key(encryption_key_path(workspace, candidate)) in registered), None)
+        if name is None:
+            raise InvalidInputError(
+                f"round {rid} is sealed to {recipients}, and no encryption key in this workspace is one they registered; "
+                "give a recipient's encryption key with --encryption-key NAME (or copy its key file to keys/encryption/)."
+            )
+    public = read_encryption_public_key(encryption_key_path(workspace, name))
+    if public not in registered:
+        raise InvalidInputError(
+            f"the encryption key {name!r} (public key 0x{public.hex()}) is not the key any recipient of round {rid} "
+            f"registered on chain ({recipients}); give the encryption key of one of them."
+        )
+    opener = round_seal.opener(load_encryption_key(workspace, name))
+    assert opener is not None  # its public half is a recipient's, and the loader checked the pair
+    return opener

@@ -23,6 +23,13 @@ Checks, each one a ``Check`` row (passed or failed, naming round, block, transac
 - ``availability``: an update the receipt calls unavailable at aggregation is not in this
   auditor's store either; one that is names an update that exists but was left out.
 - ``lineage``: every round's base model is the genesis model or an earlier round's global model.
+- ``envelope`` (sealed rounds, no key needed): each update is an envelope of its submitter for this
+  round, sealed to exactly the recipients' keys registered on chain at the round's opening block;
+  one that is not passes only if the receipt does not include it.
+- ``sealed``: a sealed round whose aggregate this auditor could not recompute, because it holds no
+  recipient's key (``verify_ledger(decryption_key=...)``, ``audit verify --key NAME``): a plain
+  statement, not a failure. With a recipient's key the round is opened and recomputed like any other
+  (the receipt's plaintext hashes included) and the metrics check runs on the plaintexts.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from rich.console import Console
@@ -54,6 +62,9 @@ from ledger.errors import (
 )
 from ledger.federation import FederationClient, RoundInfo, join_typed_data
 from ledger.index import IndexedEvent, LedgerIndex
+from ledger.sealing.errors import SealingError
+from ledger.sealing.keys import public_key_bytes
+from ledger.sealing.recipients import RoundOpener, RoundSeal
 from ledger.store import ContentStore
 from ledger.types import RoundId
 from ledger.weights import from_safetensors, max_blob_bytes
@@ -89,6 +100,7 @@ class VerifyReport:
     indexed_to_block: int
     rounds: list[int]
     checks: list[Check] = field(default_factory=list)
+    not_recomputed: list[int] = field(default_factory=list)  # sealed rounds this auditor holds no recipient key for
 
     @property
     def ok(self) -> bool:
@@ -121,6 +133,7 @@ class VerifyReport:
             "unchecked": len(self.unchecked),
             "could_not_check": [asdict(check) for check in self.unchecked],
             "missing_cids": self.missing_cids,
+            "not_recomputed": self.not_recomputed,
             "checks": [asdict(check) for check in self.checks],
         }
 
@@ -238,6 +251,31 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
+@dataclass
+class _Sealing:
+    """The auditor's side of sealed rounds: the chain's key directory and, maybe, one recipient's key."""
+
+    federation: FederationClient
+    key: X25519PrivateKey | None
+    sealed_rounds: list[int] = field(default_factory=list)
+    opened_rounds: list[int] = field(default_factory=list)
+
+    def check_key_used(self) -> None:
+        """InvalidInputError when a key was given but is no recipient's registered key in any round checked."""
+        if self.key is None or self.opened_rounds:
+            return
+        public = f"public key 0x{public_key_bytes(self.key).hex()}"
+        if not self.sealed_rounds:
+            raise InvalidInputError(
+                f"no round checked here is sealed, so the encryption key given ({public}) opens nothing; drop --key."
+            )
+        raise InvalidInputError(
+            f"the encryption key given ({public}) is not one that a recipient of sealed round(s) "
+            f"{', '.join(map(str, self.sealed_rounds))} registered on chain; give a recipient's encryption key "
+            "(the one its address registered), or drop --key to check everything but the aggregates."
+        )
+
+
 def verify_ledger(
     federation: FederationClient,
     store: ContentStore,
@@ -245,8 +283,13 @@ def verify_ledger(
     *,
     round_id: int | None = None,
     progress: bool = True,
+    decryption_key: X25519PrivateKey | None = None,
 ) -> VerifyReport:
-    """Sync ``index`` and re-check the ledger (one round, or all); see the module doc for the checks."""
+    """Sync ``index`` and re-check the ledger (one round, or all); see the module doc for the checks.
+
+    ``decryption_key``: a recipient's encryption key, to open and recompute the sealed rounds it
+    is a recipient of; InvalidInputError when it is no recipient's in any round checked.
+    """
     index.sync(progress=progress)
     table = rounds(index)
     if round_id is not None and round_id not in {row["round_id"] for row in table}:
@@ -277,14 +320,16 @@ def verify_ledger(
 
     genesis = table[0]["base_cid"] if table else None
     earlier_globals: dict[str, int] = {}
+    sealing = _Sealing(federation, decryption_key)
     with _progress(progress) as bar:
         task = bar.add_task("verifying rounds", total=len(selected))
         for row in table:
             if row["round_id"] in chosen:
-                _verify_round(row, submissions[row["round_id"]], blobs, report, genesis, earlier_globals)
+                _verify_round(row, submissions[row["round_id"]], blobs, report, genesis, earlier_globals, sealing)
                 bar.advance(task)
             if row["state"] == "finalized" and row["global_cid"]:
                 earlier_globals.setdefault(row["global_cid"], row["round_id"])
+    sealing.check_key_used()
     return report
 
 
@@ -295,6 +340,7 @@ def _verify_round(
     report: VerifyReport,
     genesis: str | None,
     earlier_globals: dict[str, int],
+    sealing: _Sealing,
 ) -> None:
     rid = row["round_id"]
     opened = {"round_id": rid, "block": row["opened_block"], "tx_hash": row["opened_tx"]}
@@ -321,10 +367,28 @@ def _verify_round(
             checks.append(Check("receipt", False, f"round {rid} config is unreadable: {error}", cid=row["config_cid"], **opened))
 
     update_limit = _update_limit(config)
+    round_seal: RoundSeal | None = None
+    opener: RoundOpener | None = None
+    if config is not None and config.seal_to is not None:
+        sealing.sealed_rounds.append(rid)
+        try:
+            round_seal = RoundSeal.read(sealing.federation, rid, config.seal_to, opened_block=row["opened_block"])
+        except LedgerError as error:
+            checks.append(Check("envelope", False, f"round {rid} is sealed to recipients without keys: {error}",
+                                cid=row["config_cid"], **opened))
+            return
+        opener = None if sealing.key is None else round_seal.opener(sealing.key)
+        if opener is not None:
+            sealing.opened_rounds.append(rid)
+        if update_limit is not None:
+            update_limit = round_seal.max_sealed_bytes(update_limit)
+    badly_sealed: dict[tuple[str, str], str] = {}
     for event, _ in submitted:
         where = {"round_id": rid, "block": event.block, "tx_hash": event.tx_hash, "participant": event.args["participant"]}
         data = blobs.get(event.args.get("cid"), what=f"update of {event.args['participant']} in round {rid}",
                          max_bytes=update_limit, keep=False, **where)
+        if data is not None and round_seal is not None:
+            data = _open_envelope(data, event, round_seal, opener, checks, badly_sealed, where)
         if data is not None:
             checks.append(_metrics_check(data, event, where))
 
@@ -340,6 +404,13 @@ def _verify_round(
         checks.append(Check("receipt", False, f"round {rid} receipt is unreadable: {error}", cid=row["receipt_cid"], **closed))
         return
     checks.extend(_receipt_checks(row, receipt, submitted, closed))
+    for entry in receipt.included:
+        problem = badly_sealed.get((entry.participant.lower(), entry.cid))
+        if problem is not None:
+            checks.append(Check("envelope", False, f"round {rid} receipt includes the update {entry.cid} of "
+                                                   f"{entry.participant}, which is not sealed as the round requires: "
+                                                   f"{problem}", cid=entry.cid, participant=entry.participant,
+                                round_id=rid, block=closed["block"], tx_hash=closed["tx_hash"]))
     if config is not None:
         checks.append(_strategy_check(rid, receipt, config, row, closed))
     if config is None or base_bytes is None:
@@ -348,7 +419,46 @@ def _verify_round(
                             cid=lacking[0] if lacking else row["global_cid"], unchecked=bool(lacking), **closed))
         return
     checks.extend(_availability_checks(rid, receipt, submitted, blobs, closed))
-    checks.extend(_aggregate_checks(row, receipt, receipt_bytes, config, submitted, blobs, closed))
+    if round_seal is not None and opener is None:
+        report.not_recomputed.append(rid)
+        checks.append(Check("sealed", True, f"round {rid}: the aggregate was not recomputed because its updates are "
+                                            f"sealed to {', '.join(round_seal.recipients)}; everything else was "
+                                            "checked (`fedledger audit verify --key NAME` with a recipient's "
+                                            "encryption key recomputes it)", cid=row["global_cid"], **closed))
+        return
+    checks.extend(_aggregate_checks(row, receipt, receipt_bytes, config, submitted, blobs, closed, opener))
+
+
+def _open_envelope(
+    data: bytes,
+    event: IndexedEvent,
+    round_seal: RoundSeal,
+    opener: RoundOpener | None,
+    checks: list[Check],
+    badly_sealed: dict[tuple[str, str], str],
+    where: dict[str, Any],
+) -> bytes | None:
+    """Check a sealed update's envelope (no key needed); its plaintext when ``opener`` opens it, else None.
+
+    An envelope sealed wrongly is recorded in ``badly_sealed``: it is the party's fault, not the
+    ledger's, unless the receipt includes it.
+    """
+    participant, cid = event.args["participant"], event.args.get("cid")
+    try:
+        round_seal.check(data, sender=participant)
+    except SealingError as error:
+        badly_sealed[(participant.lower(), cid)] = str(error)
+        checks.append(Check("envelope", True, f"the update of {participant} is not sealed as the round requires "
+                                              f"({error}); it may not be aggregated", cid=cid, **where))
+        return None
+    checks.append(Check("envelope", True, f"the update of {participant} is sealed for this round and sender to the "
+                                          "recipients' registered keys", cid=cid, **where))
+    if opener is None:
+        return None
+    try:
+        return opener.open(data, sender=participant)
+    except SealingError:
+        return None  # the recomputed receipt must reject it with this reason
 
 
 def _metrics_check(data: bytes, event: IndexedEvent, where: dict[str, Any]) -> Check:
@@ -453,6 +563,7 @@ def _aggregate_checks(
     submitted: list[tuple[IndexedEvent, Check]],
     blobs: _Blobs,
     where: dict[str, Any],
+    opener: RoundOpener | None = None,
 ) -> list[Check]:
     """Repeat the aggregator's pure core on the eligible updates; compare the model CID and the whole receipt."""
     rid = row["round_id"]
@@ -479,6 +590,7 @@ def _aggregate_checks(
         blob, expected = aggregate_updates(
             store=blobs.store, info=info, config=config, strategy=strategy_from_params(config.strategy),
             submissions=eligible, pre_rejected=refused, unavailable=[(u.participant, u.cid) for u in receipt.unavailable],
+            opener=opener,
         )
     except ContentNotFoundError as error:
         return [Check("aggregate", False, f"round {rid} cannot be recomputed: {error}", cid=row["global_cid"],

@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         round_id: Annotated[int, typer.Option("--round", min=1, help="Round to aggregate and finalize.")],
         strategy: Annotated[str | None, typer.Option("--strategy", help="fedavg, median, trimmed-mean or krum; must match the round's configuration (default: the round's).")] = None,
         key: Annotated[str | None, typer.Option("--key", help="The aggregator's key: a name under [keys] or a keystore file.")] = None,
+        encryption_key: Annotated[str | None, typer.Option("--encryption-key", help="Sealed rounds: a recipient's encryption key, a name under [encryption_keys] or its file (default: the workspace's key that a recipient registered on chain).")] = None,
         rpc: RpcOption = None,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
@@ -42,6 +43,7 @@ def register(app: typer.Typer) -> None:
             signing_account,
             workspace_rpc,
         )
+        from ledger.sealing.recipients import recipient_opener
         from node.aggregator import aggregate_round
 
         workspace = Workspace.find(workdir)
@@ -57,6 +59,7 @@ def register(app: typer.Typer) -> None:
         outcome = aggregate_round(
             federation=federation.with_account(signer), store=open_store(workspace), round_id=round_id,
             journal_dir=workspace.journal_dir, strategy_name=strategy,
+            opener_for=lambda round_seal: recipient_opener(workspace, round_seal, encryption_key),
         )
         receipt = outcome.receipt
         for item in receipt.rejected:
@@ -77,6 +80,7 @@ def register(app: typer.Typer) -> None:
                 "round_id": round_id, "global_cid": outcome.global_cid, "receipt_cid": outcome.receipt_cid,
                 "included": [vars(i) for i in receipt.included], "rejected": [vars(r) for r in receipt.rejected],
                 "unavailable": [vars(u) for u in receipt.unavailable], "notes": [vars(n) for n in receipt.notes],
+                "sealed": [vars(u) for u in receipt.sealed],
                 "outcome": receipt.outcome, "max_samples": receipt.max_samples,
                 "strategy": receipt.strategy, "tx_hash": outcome.tx.tx_hash if outcome.tx else None,
                 "gas_used": outcome.tx.gas_used if outcome.tx else None,

@@ -4,16 +4,23 @@ sealing, aggregate opening, audit verify with and without a recipient's key, and
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from ledger.errors import WeightsError
+from ledger.sealing.format import MAGIC
+from ledger.store import open_store
+from ledger.weights import from_safetensors
+from node.receipt import Receipt
+from node.round_config import RoundConfig, config_cid
 from tests.fixtures_chain import TestChain
 from tests.fixtures_cli import Outcome, ok
 from tests.fixtures_cli import run_in_process as cli
-from tests.round.conftest import Federation, make_federation
+from tests.round.conftest import Federation, finish, make_federation, start
 
 pytestmark = pytest.mark.anvil
 
@@ -60,3 +67,81 @@ def test_round_open_refuses_a_recipient_without_a_registered_key(
     line = refused.error_line()
     assert f"{lacking} has no encryption key registered on chain" in line and "publish-encryption" in line, line
     assert federation.client().round_count() == 0
+
+
+# ---------------------------------------------------------------------------------------------- a sealed round
+
+PARTIES = ("alice", "bob")
+
+
+@dataclass
+class SealedRound:
+    federation: Federation
+    round_id: int
+    parties: dict[str, LocalAccount]
+    aggregator: LocalAccount
+    auditor: LocalAccount
+
+
+def open_sealed_round(tmp_path: Path, rpc: str, keys: list[LocalAccount], *, min_updates: int = 2) -> SealedRound:
+    """A federation with alice and bob admitted, the aggregator (the admin) and an auditor holding
+    registered encryption keys, and round 1 open and sealed to both."""
+    federation = make_federation(tmp_path, rpc=rpc)
+    parties = {name: keys[4 + i] for i, name in enumerate(PARTIES)}
+    for name, account in parties.items():
+        federation.admit(name, Web3.to_hex(account.key))
+    aggregator, auditor = keys[0], keys[6]
+    for name, account in (("aggregator", aggregator), ("auditor", auditor)):
+        new_encryption_key(federation, name)
+        ok(publish_encryption_key(federation, name, account))
+    opened = ok(cli(
+        "round", "open", "--base-cid", federation.genesis_cid, "--deadline", "600", "--min-updates", str(min_updates),
+        "--config", str(federation.config_file("sealed")), "--seal-to", f"{auditor.address},{aggregator.address}",
+        "--json", *federation.w,
+    )).json()
+    return SealedRound(federation, int(opened["round_id"]), parties, aggregator, auditor)
+
+
+def with_password(*args: str) -> Outcome:
+    return cli(*args, env={"FEDLEDGER_KEY_PASSWORD": ENC_PASSWORD})
+
+
+@pytest.mark.slow
+def test_a_sealed_round_end_to_end(anvil_rpc: str, anvil_keys: list[LocalAccount], tmp_path: Path) -> None:
+    sealed = open_sealed_round(tmp_path, anvil_rpc, anvil_keys)
+    federation, rid, w = sealed.federation, sealed.round_id, sealed.federation.w
+    config = RoundConfig.from_bytes(open_store(federation.workspace).get(config_cid(federation.client().round(rid).config_hash)))
+    assert config.seal_to == tuple(sorted([sealed.auditor.address, sealed.aggregator.address], key=str.lower))
+
+    processes = [start("node", "train", "--round", str(rid), "--shard", str(i), "--of", "2", "--json", *w,
+                       env=federation.parties[name]["env"]) for i, name in enumerate(PARTIES)]
+    trained = [ok(finish(process, timeout=180)).json() for process in processes]
+
+    # Nobody without a recipient key reads an update: the store holds envelopes, not safetensors.
+    store = open_store(federation.workspace)
+    recorded = {s.participant: s.cid for s in federation.client().submissions(rid)}
+    assert recorded == {t["participant"]: t["update_cid"] for t in trained}
+    for cid in recorded.values():
+        blob = store.get(cid)
+        assert blob.startswith(MAGIC)
+        with pytest.raises(WeightsError):
+            from_safetensors(blob)
+
+    aggregated = ok(with_password("aggregate", "--round", str(rid), "--json", *w)).json()
+    assert aggregated["rejected"] == [] and len(aggregated["included"]) == 2
+    assert {(u["participant"], u["cid"]) for u in aggregated["sealed"]} == set(recorded.items())
+    receipt = Receipt.from_bytes(store.get(aggregated["receipt_cid"]))
+    assert [len(u.plaintext_sha256) for u in receipt.sealed] == [64, 64]
+
+    recomputed = with_password("audit", "verify", "--key", "auditor", "--json", *w)
+    assert recomputed.exit_code == 0, recomputed.stdout
+    checks = recomputed.json()["checks"]
+    assert any(c["check"] == "aggregate" and c["ok"] and "recomputed exactly" in c["what"] for c in checks)
+    assert recomputed.json()["not_recomputed"] == []
+
+    unkeyed = cli("audit", "verify", *w)
+    assert unkeyed.exit_code == 0, unkeyed.stderr
+    assert f"round {rid}: the aggregate was not recomputed because its updates are sealed" in unkeyed.stderr
+    document = ok(cli("audit", "verify", "--json", *w)).json()
+    assert document["not_recomputed"] == [rid] and document["failed"] == 0
+    assert sum(c["check"] == "envelope" and c["ok"] for c in document["checks"]) == 2
