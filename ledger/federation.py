@@ -27,6 +27,7 @@ from eth_tester.exceptions import TransactionFailed
 from eth_utils import is_address, keccak, to_checksum_address
 from eth_utils.exceptions import ValidationError as EvmValidationError
 from web3 import EthereumTesterProvider, Web3
+from web3.logs import DISCARD
 from web3.exceptions import (
     BlockNotFound,
     ContractLogicError,
@@ -783,7 +784,7 @@ class FederationClient:
             self.contract.functions.submitUpdates(round_id, [u.as_tuple() for u in updates])
         )
         rejected: dict[int, ContractRevertError] = {}
-        for event in self.contract.events.UpdateRejected().process_receipt(receipt):
+        for event in self.contract.events.UpdateRejected().process_receipt(receipt, errors=DISCARD):  # the batch's other events
             reason = bytes(event["args"]["reason"])
             rejected[int(event["args"]["item"])] = error_from_data(reason) or ContractRevertError(
                 f"the contract skipped the update (undecoded reason 0x{reason.hex()})."

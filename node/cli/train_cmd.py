@@ -69,6 +69,10 @@ def register(app: typer.Typer) -> None:
         from node.participant import train_and_submit
         from node.training import pick_device
 
+        if relay is not None:  # a mistyped URL is told before anything is loaded
+            from node.relay_client import check_relay_url
+
+            check_relay_url(relay)
         workspace = Workspace.find(workdir)
         local = party_data(data, shard, of, non_iid, seed)
         chosen = pick_device(device)
