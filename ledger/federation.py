@@ -822,6 +822,11 @@ class FederationClient:
             for log in self._logs("UpdateSubmitted", roundId=round_id)
         ]
 
+    def rounds_submitted(self, participant: str) -> list[RoundId]:
+        """The rounds ``participant`` has an update recorded in, in chain order (one log query)."""
+        logs = self._logs("UpdateSubmitted", participant=_address(participant))
+        return list(dict.fromkeys(RoundId(int(log["args"]["roundId"])) for log in logs))
+
     def finalize_round(self, round_id: int, *, global_cid: Cid, receipt_cid: Cid) -> TxResult:
         g_codec, g_digest = _cid_parts(global_cid)
         r_codec, r_digest = _cid_parts(receipt_cid)

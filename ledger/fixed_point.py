@@ -20,9 +20,10 @@ from ledger.errors import InvalidInputError
 _UINT64 = 2**64
 
 
-def _units(value: float, scale: int) -> Decimal:
+def _units(value: float, scale: int, refusal: str) -> Decimal:
+    """``value`` times ``scale``, exactly; InvalidInputError(``refusal``) if it is not a finite number >= 0."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-        raise InvalidInputError(f"{value!r} is not a finite, non-negative number.")
+        raise InvalidInputError(refusal)
     return Decimal(repr(value)) * scale
 
 
@@ -41,20 +42,22 @@ def epsilon_to_micros(epsilon: float) -> int:
 
 def budget_to_micros(epsilon_budget: float) -> int:
     """An agreement's ε budget in the contract's units; it must be a whole number of millionths."""
-    scaled = _units(epsilon_budget, EPSILON_SCALE)
+    refusal = (
+        f"the ε budget {epsilon_budget!r} must be above 0, below {(_UINT64 - 1) / EPSILON_SCALE:g} and have at "
+        "most 6 decimal places (the contract stores millionths); give one such as 8 or 2.5."
+    )
+    scaled = _units(epsilon_budget, EPSILON_SCALE, refusal)
     if scaled != scaled.to_integral_value() or not 0 < scaled < _UINT64:
-        raise InvalidInputError(
-            f"the ε budget {epsilon_budget!r} must be above 0, below {(_UINT64 - 1) / EPSILON_SCALE:g} and have at "
-            "most 6 decimal places (the contract stores millionths)."
-        )
+        raise InvalidInputError(refusal)
     return int(scaled)
 
 
 def delta_to_units(delta: float) -> int:
     """An agreement's δ in the contract's units (1e-18); 0 < δ < 1, on the 1e-18 grid."""
-    scaled = _units(delta, DELTA_SCALE)
+    refusal = f"δ = {delta!r} must be above 0 and below 1, a multiple of 1e-18; give one such as 1e-5."
+    scaled = _units(delta, DELTA_SCALE, refusal)
     if scaled != scaled.to_integral_value() or not 0 < scaled < DELTA_SCALE:
-        raise InvalidInputError(f"δ = {delta!r} must be above 0 and below 1, a multiple of 1e-18 (e.g. 1e-5).")
+        raise InvalidInputError(refusal)
     return int(scaled)
 
 

@@ -6,6 +6,10 @@ the update's CID, sample count and metrics hash leave the party; its data never 
 round (the config's ``seal_to``) what is pinned, and recorded by CID, is the update sealed to the
 recipients' keys registered on chain: the store holds nothing a non-recipient can read.
 
+In a private round (the config's ``dp`` section) the party first works out the cumulative ε it
+would declare (``node.privacy.budget``) and is refused, before training, when that passes its
+budget on chain; it then trains with DP-SGD (``train_private``) and declares that ε with the update.
+
 The update's metadata names the party's own address and the round: its CID is public once
 submitted, and another party that submits the same CID is refused by the aggregator and the
 auditor, because the update names someone else (re-wrapping the copied tensors under one's own
@@ -33,6 +37,8 @@ from ledger.weights import from_safetensors, max_blob_bytes, to_safetensors
 from node.data import Dataset
 from node.journal import Journal
 from node.models import build_model, load_arrays, model_layout, state_arrays
+from node.privacy.budget import epsilon_to_declare
+from node.privacy.dp_training import train_private
 from node.round_config import RoundConfig, config_cid
 from node.training import train
 
@@ -48,6 +54,7 @@ class ParticipantOutcome:
     metrics: dict[str, float]
     tx: TxResult | None  # None when the submission was already on chain before this run
     trained: bool  # False when a pinned update from an earlier run was reused
+    epsilon_micros: int = 0  # the cumulative ε declared with the update (millionths; 0 outside private rounds)
 
 
 def metrics_hash(metrics: dict[str, float]) -> bytes:
@@ -102,12 +109,18 @@ def train_and_submit(
     if federation.has_submitted(round_id, me):
         mine = [s for s in federation.submissions(round_id) if s.participant.lower() == me.lower()]
         recorded = mine[0]
-        return ParticipantOutcome(round_id, me, recorded.cid, recorded.samples, journal.get("metrics", {}), None, False)
+        return ParticipantOutcome(round_id, me, recorded.cid, recorded.samples, journal.get("metrics", {}), None, False,
+                                  recorded.epsilon_micros)
 
-    federation.check_can_submit(round_id, samples=len(data))  # refused now, not after training
+    declared = federation.privacy(me)[0]  # ε only adds up: its last declaration is always one the contract takes
+    federation.check_can_submit(round_id, samples=len(data), epsilon_micros=declared)  # refused now, not after training
     info = federation.round(round_id)
     config = fetch_round_config(store, info.config_hash)
     layout = model_layout(config.model)
+    epsilon_micros = 0
+    if config.dp is not None:  # refused now, by this party's own accounting and then by the contract's rule
+        epsilon_micros = epsilon_to_declare(federation, store, me, round_id, config.dp)
+        federation.check_can_submit(round_id, samples=len(data), epsilon_micros=epsilon_micros)
     sealing = None if config.seal_to is None else RoundSeal.read(  # keys from the chain, never from files
         federation, round_id, config.seal_to, opened_block=info.opened_block
     )
@@ -118,16 +131,19 @@ def train_and_submit(
         base_arrays, _ = from_safetensors(store.get(info.base_cid, max_bytes=max_blob_bytes(layout)), layout=layout)
         model = build_model(config.model)
         load_arrays(model, base_arrays)
-        result = train(
-            model,
-            data,
-            epochs=config.training.epochs,
-            batch_size=config.training.batch_size,
-            lr=config.training.lr,
-            seed=training_seed(me, round_id),
-            device=device,
-            progress=progress,
-        )
+        if config.dp is not None:  # its noise is seeded by the OS, not by the public training_seed
+            result = train_private(model, data, dp=config.dp, lr=config.training.lr, device=device, progress=progress)
+        else:
+            result = train(
+                model,
+                data,
+                epochs=config.training.epochs,
+                batch_size=config.training.batch_size,
+                lr=config.training.lr,
+                seed=training_seed(me, round_id),
+                device=device,
+                progress=progress,
+            )
         metrics = {name: float(value) for name, value in result.metrics.items()}
         blob = update_bytes(
             state_arrays(model), model=config.model, participant=me, round_id=round_id, base_cid=info.base_cid,
@@ -141,6 +157,8 @@ def train_and_submit(
 
     samples = int(journal.get("samples"))
     metrics = dict(journal.get("metrics"))
-    tx = (submit or federation.submit_update)(round_id, cid=update_cid, samples=samples, metrics_hash=metrics_hash(metrics))
+    tx = (submit or federation.submit_update)(
+        round_id, cid=update_cid, samples=samples, metrics_hash=metrics_hash(metrics), epsilon_micros=epsilon_micros
+    )
     journal.record(submitted_tx=tx.tx_hash, submitted_block=tx.block)
-    return ParticipantOutcome(round_id, me, Cid(update_cid), samples, metrics, tx, trained)
+    return ParticipantOutcome(round_id, me, Cid(update_cid), samples, metrics, tx, trained, epsilon_micros)

@@ -23,6 +23,9 @@ Checks, each one a ``Check`` row (passed or failed, naming round, block, transac
 - ``availability``: an update the receipt calls unavailable at aggregation is not in this
   auditor's store either; one that is names an update that exists but was left out.
 - ``lineage``: every round's base model is the genesis model or an earlier round's global model.
+- ``privacy``: under an agreement with a privacy budget, each update's declared cumulative ε is at
+  least the ε recomputed from the configs of every private round its party took part in, rounded up
+  to millionths, and that recomputation is within the budget (``node.audit.privacy``).
 - ``envelope`` (sealed rounds, no key needed): each update is an envelope of its submitter for this
   round, sealed to exactly the recipients' keys registered on chain at the round's opening block;
   one that is not passes only if the receipt does not include it.
@@ -69,6 +72,7 @@ from ledger.store import ContentStore
 from ledger.types import RoundId
 from ledger.weights import from_safetensors, max_blob_bytes
 from node.aggregator import aggregate_updates
+from node.audit.privacy import privacy_problem, privacy_rows
 from node.models import model_layout
 from node.participant import metrics_hash
 from node.receipt import Receipt, RejectedUpdate
@@ -329,6 +333,8 @@ def verify_ledger(
                 bar.advance(task)
             if row["state"] == "finalized" and row["global_cid"]:
                 earlier_globals.setdefault(row["global_cid"], row["round_id"])
+    report.checks.extend(_privacy_check(row) for row in privacy_rows(index, store)
+                         if row["round_id"] in chosen and row["recomputed_micros"] is not None)
     sealing.check_key_used()
     return report
 
@@ -459,6 +465,18 @@ def _open_envelope(
         return opener.open(data, sender=participant)
     except SealingError:
         return None  # the recomputed receipt must reject it with this reason
+
+
+def _privacy_check(row: dict[str, Any]) -> Check:
+    where = {"round_id": row["round_id"], "block": row["block"], "tx_hash": row["tx_hash"], "participant": row["participant"]}
+    if row["unknown_config"] is not None:
+        return Check("privacy", False, f"{row['participant']}'s cumulative ε cannot be recomputed: this store lacks "
+                                       "the config of a round it took part in", cid=row["unknown_config"], unchecked=True, **where)
+    problem = privacy_problem(row)
+    if problem is not None:
+        return Check("privacy", False, problem, **where)
+    return Check("privacy", True, f"{row['participant']} declared ε = {row['epsilon_declared']:.6f}, at least the "
+                                  f"{row['epsilon_recomputed']:.6f} recomputed, within its budget", **where)
 
 
 def _metrics_check(data: bytes, event: IndexedEvent, where: dict[str, Any]) -> Check:

@@ -1,4 +1,4 @@
-"""Commands: ``audit participants|agreements|rounds|updates|provenance|verify|report``.
+"""Commands: ``audit participants|agreements|rounds|updates|privacy|provenance|verify|report``.
 
 Each opens the workspace's deployment (checked: same chain, code at the address), brings the
 audit index up to the chain's head, and answers from it. Exit codes: 0 done (for ``verify``:
@@ -190,6 +190,21 @@ def register(app: typer.Typer) -> None:
             _emit(updates(ledger.index, round_id=round_id),
                   ["round_id", "participant", "cid", "samples", "metrics_hash", "block", "tx_hash"],
                   title="Updates", as_json=json, as_csv=csv_)
+
+    @audit.command("privacy")
+    @_audit_errors
+    def privacy_cmd(round_id: RoundOption = None, workdir: WorkdirOption = None, rpc: RpcOption = None,
+                    json: JsonOption = False, csv_: CsvOption = False) -> None:
+        """ε per party per round: the round's ε, the cumulative ε recomputed and declared, and the budget.
+
+        Recomputed from the round configs (RDP, at the δ of the agreement each party accepted);
+        `audit verify` fails a declaration below its recomputation. Rows without a budget have no figures.
+        """
+        from node.audit.privacy import COLUMNS, privacy_rows
+
+        with _ledger(workdir, rpc) as ledger:
+            rows = [row for row in privacy_rows(ledger.index, ledger.store) if round_id is None or row["round_id"] == round_id]
+        _emit(rows, COLUMNS, title="Privacy loss (ε) per party per round", as_json=json, as_csv=csv_)
 
     @audit.command("provenance")
     @_audit_errors

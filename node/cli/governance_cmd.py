@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from web3 import Web3
 
     from ledger.federation import FederationClient, TxResult
+    from node.round_config import DpSettings
 
 KeyOption = Annotated[
     str | None,
@@ -95,7 +96,8 @@ def _report_tx(what: str, tx: TxResult, json: bool, extra: dict[str, Any] | None
 
 
 def _round_config(
-    config: Path | None, strategy: str | None, model: str, max_samples: int | None = None, seal_to: str | None = None
+    config: Path | None, strategy: str | None, model: str, max_samples: int | None = None, seal_to: str | None = None,
+    dp: DpSettings | None = None,
 ) -> bytes:
     """The round configuration document's canonical bytes, from a file or built from a strategy name.
 
@@ -119,9 +121,45 @@ def _round_config(
         document = replace(document, max_samples=max_samples)
     if seal_to is not None:
         document = replace(document, seal_to=tuple(part for part in seal_to.split(",") if part.strip()))
+    if dp is not None:
+        document = replace(document, dp=dp)
     if document.model not in MODEL_NAMES:
         raise InvalidInputError(f"unknown model {document.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
     return document.to_bytes()
+
+
+def _dp_settings(
+    federation: FederationClient, noise: float | None, target_epsilon: float | None, clip: float | None,
+    sample_rate: float | None, steps: int | None,
+) -> DpSettings | None:
+    """The dp section the --dp-* options ask for (None when none is given); defaults from the demo's settings.
+
+    --dp-target-epsilon picks the least noise (to 3 decimals) that keeps this one round within that
+    ε at the δ of the agreement in force, so it needs an agreement with a privacy budget.
+    """
+    from node.privacy import demo_settings
+    from node.privacy.accountant import noise_multiplier_for
+    from node.round_config import DpSettings
+
+    if noise is None and target_epsilon is None:
+        if (clip, sample_rate, steps) != (None, None, None):
+            raise InvalidInputError("--dp-clip, --dp-sample-rate and --dp-steps need --dp-noise S or --dp-target-epsilon E.")
+        return None
+    if noise is not None and target_epsilon is not None:
+        raise InvalidInputError("give either --dp-noise S or --dp-target-epsilon E, not both.")
+    clip = demo_settings.MAX_GRAD_NORM if clip is None else clip
+    sample_rate = demo_settings.SAMPLE_RATE if sample_rate is None else sample_rate
+    steps = demo_settings.STEPS if steps is None else steps
+    if target_epsilon is not None:
+        delta = federation.agreement().delta
+        if delta is None:
+            raise InvalidInputError(
+                "--dp-target-epsilon needs the agreement in force to carry a privacy budget (its δ); publish one with "
+                "`fedledger agreement publish TERMS --epsilon-budget E --delta D`, or give --dp-noise S."
+            )
+        DpSettings(noise_multiplier=1.0, max_grad_norm=clip, sample_rate=sample_rate, steps=steps)  # the other fields' refusals first
+        noise = noise_multiplier_for(target_epsilon, sample_rate=sample_rate, steps=steps, delta=delta)
+    return DpSettings(noise_multiplier=noise, max_grad_norm=clip, sample_rate=sample_rate, steps=steps)
 
 
 def _operational_role(role: str) -> str:
@@ -282,18 +320,37 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def agreement_publish(
         terms_file: Annotated[Path, typer.Argument(help="The terms document (any file); it is added to the content store.")],
+        epsilon_budget: Annotated[float | None, typer.Option(
+            "--epsilon-budget", help="Each party's privacy budget ε over all private rounds (> 0, at most 6 decimals); needs --delta.",
+        )] = None,
+        delta: Annotated[float | None, typer.Option(
+            "--delta", help="The δ every party's ε is stated at (0 < δ < 1, e.g. 1e-5); needs --epsilon-budget.",
+        )] = None,
         rpc: RpcOption = None,
         key: KeyOption = None,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
-        """Add the terms document to the content store and publish its CID as the next agreement version."""
+        """Add the terms document to the content store and publish its CID as the next agreement version.
+
+        With --epsilon-budget and --delta the version carries a privacy budget: a party that accepts it
+        may declare a cumulative ε of at most the budget over the private rounds it takes part in.
+        """
+        from ledger.fixed_point import budget_to_micros, delta_to_units
+
+        if (epsilon_budget is None) != (delta is None):
+            raise InvalidInputError("a privacy budget needs both --epsilon-budget E and --delta D; give both, or neither.")
+        if epsilon_budget is not None and delta is not None:  # checked before anything is pinned or sent
+            budget_to_micros(epsilon_budget)
+            delta_to_units(delta)
         if not terms_file.is_file():
             raise InvalidInputError(f"no terms file at {terms_file}; give the path of the agreement document.")
         workspace, federation = _governed(workdir, rpc, key)
         cid = open_store(workspace).add_file(terms_file, pin=True)
-        version, tx = federation.publish_agreement(cid)
-        _report_tx(f"Published agreement version {version}, terms {cid}", tx, json, {"version": version, "terms_cid": cid})
+        version, tx = federation.publish_agreement(cid, epsilon_budget=epsilon_budget, delta=delta)
+        budget = "" if epsilon_budget is None else f", privacy budget ε = {epsilon_budget:g} at δ = {delta:g}"
+        _report_tx(f"Published agreement version {version}, terms {cid}{budget}", tx, json,
+                   {"version": version, "terms_cid": cid, "epsilon_budget": epsilon_budget, "delta": delta})
 
     @agreement_app.command("show")
     @handle_errors
@@ -306,8 +363,10 @@ def register(app: typer.Typer) -> None:
         """Print an agreement version and the CID of its terms."""
         info = _reader(workdir, rpc).agreement(version)
         if json:
-            print_json(_jsonable(asdict(info)))
-        console.print(f"Agreement version {info.version}: terms {info.terms_cid} (block {info.block}).", soft_wrap=True, highlight=False)
+            print_json(_jsonable({**asdict(info), "epsilon_budget": info.epsilon_budget, "delta": info.delta}))
+        budget = "no privacy budget" if info.epsilon_budget is None else f"privacy budget ε = {info.epsilon_budget:g} at δ = {info.delta:g}"
+        console.print(f"Agreement version {info.version}: terms {info.terms_cid}, {budget} (block {info.block}).",
+                      soft_wrap=True, highlight=False)
 
     # ------------------------------------------------------------------ membership
     @participant_app.command("join")
@@ -428,6 +487,11 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str, typer.Option("--model", help="Model name for a configuration built from --strategy.")] = "mlp",
         max_samples: Annotated[int | None, typer.Option("--max-samples", help="The most samples one party's update may count for in the weights (default 10000; 1 weighs every update equally); overrides the config file's.")] = None,
         seal_to: Annotated[str | None, typer.Option("--seal-to", help="Seal the round's updates to these addresses (ADDR[,ADDR...]: the aggregator, any auditors), each with an encryption key registered on chain; overrides the config file's.")] = None,
+        dp_noise: Annotated[float | None, typer.Option("--dp-noise", help="Make the round private (DP-SGD) with this noise multiplier σ; overrides the config file's dp section.")] = None,
+        dp_target_epsilon: Annotated[float | None, typer.Option("--dp-target-epsilon", help="Make the round private with the least noise that keeps this one round within ε (at the agreement's δ).")] = None,
+        dp_clip: Annotated[float | None, typer.Option("--dp-clip", help="Per-sample gradient clipping norm of a private round (default 1.0).")] = None,
+        dp_sample_rate: Annotated[float | None, typer.Option("--dp-sample-rate", help="Poisson sampling rate of a private round's batches (default 0.2).")] = None,
+        dp_steps: Annotated[int | None, typer.Option("--dp-steps", help="DP-SGD steps each party takes in a private round (default 20).")] = None,
         rpc: RpcOption = None,
         key: KeyOption = None,
         workdir: WorkdirOption = None,
@@ -438,8 +502,10 @@ def register(app: typer.Typer) -> None:
         from node.round_config import RoundConfig
 
         cid = parse_cid(base_cid)
-        document = _round_config(config, strategy, model, max_samples, seal_to)
+        _round_config(config, strategy, model, max_samples, seal_to)  # a bad config is refused before the chain is asked
         workspace, federation = _governed(workdir, rpc, key)
+        dp = _dp_settings(federation, dp_noise, dp_target_epsilon, dp_clip, dp_sample_rate, dp_steps)
+        document = _round_config(config, strategy, model, max_samples, seal_to, dp)
         recipients = RoundConfig.from_bytes(document).seal_to
         if recipients is not None:  # refused now, before anything is pinned, rather than when parties seal
             from ledger.sealing.recipients import registered_keys

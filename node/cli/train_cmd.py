@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ledger.errors import InvalidInputError
+from ledger.fixed_point import micros_to_epsilon
 from ledger.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import (
@@ -62,7 +63,9 @@ def register(app: typer.Typer) -> None:
         """Fetch the round's base model, train on local data, pin the update and record it on chain.
 
         Safe to rerun: a party that already submitted is told so, and an update already pinned by an
-        interrupted run is submitted without training again.
+        interrupted run is submitted without training again. A round whose config has a dp section is
+        trained with DP-SGD, after checking (before any training) that the party's cumulative ε stays
+        within its budget on chain; the update then declares that ε.
         """
         from ledger.chain import open_federation, require_gas_money, workspace_rpc
         from ledger.keys import load_account
@@ -104,9 +107,12 @@ def register(app: typer.Typer) -> None:
             )
             if getattr(outcome.tx, "relayer", None):
                 console.print(f"Relayed by {outcome.tx.relayer} in transaction {outcome.tx.tx_hash}.", highlight=False)
+        if outcome.epsilon_micros:
+            console.print(f"Declared cumulative ε = {micros_to_epsilon(outcome.epsilon_micros):.6f}.", highlight=False)
         if json:
             print_json({
                 "round_id": round_id, "participant": outcome.participant, "update_cid": outcome.update_cid,
+                "epsilon": micros_to_epsilon(outcome.epsilon_micros),
                 "samples": outcome.samples, "metrics": outcome.metrics, "trained": outcome.trained,
                 "tx_hash": outcome.tx.tx_hash if outcome.tx else None,
                 "gas_used": outcome.tx.gas_used if outcome.tx else None,

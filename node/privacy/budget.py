@@ -1,0 +1,68 @@
+"""A party's privacy budget as the chain records it, and the ε it must declare for its next round.
+
+The budget (ε in millionths) is the party's member slot, copied from the agreement it accepted;
+δ is that agreement's. Under an agreement without a budget (0/0) nothing is accounted: a private
+round still trains with DP-SGD, but declares ε = 0 (there is no δ to state an ε at).
+
+The ε a party declares is the RDP composition of every round it has an update recorded in whose
+config carries a dp section (read from the chain and the store, as the auditor reads them), plus
+the round it is about to train: the same function, over the same configs, that ``audit verify``
+recomputes, rounded up to millionths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ledger.federation import FederationClient
+from ledger.store import ContentStore
+from ledger.types import Address, RoundId
+from node.privacy.accountant import check_budget
+from node.round_config import DpSettings, RoundConfig, config_cid
+
+
+@dataclass(frozen=True)
+class PrivacyTerms:
+    """What the chain says about one party's privacy: its budget (millionths; 0: none), its δ, its declared ε."""
+
+    budget_micros: int
+    delta: float | None
+    spent_micros: int
+
+    @property
+    def accounted(self) -> bool:
+        return self.budget_micros > 0 and self.delta is not None
+
+
+def privacy_terms(federation: FederationClient, party: str) -> PrivacyTerms:
+    """The budget in ``party``'s member slot, the δ of the agreement it accepted, and what it has declared."""
+    spent, budget = federation.privacy(party)
+    version = federation.participant(party).accepted_version
+    delta = federation.agreement(version).delta if version else None
+    return PrivacyTerms(budget, delta, spent)
+
+
+def rounds_taken(federation: FederationClient, store: ContentStore, party: str, *, excluding: int) -> list[tuple[RoundId, DpSettings]]:
+    """The dp sections of the rounds ``party`` has an update recorded in (other than ``excluding``), in chain order."""
+    taken = []
+    for round_id in federation.rounds_submitted(party):
+        if round_id == excluding:
+            continue
+        config = RoundConfig.from_bytes(store.get(config_cid(federation.round(round_id).config_hash)))
+        if config.dp is not None:
+            taken.append((round_id, config.dp))
+    return taken
+
+
+def epsilon_to_declare(federation: FederationClient, store: ContentStore, party: Address, round_id: int, dp: DpSettings) -> int:
+    """The cumulative ε (millionths) ``party`` declares with its update to private round ``round_id``.
+
+    Raises PrivacyBudgetExceededError (naming both figures and the budget) when that would pass
+    the party's budget: called before training, so an overspending round costs nothing.
+    """
+    terms = privacy_terms(federation, party)
+    if not terms.accounted or terms.delta is None:
+        return 0
+    taken = [settings for _, settings in rounds_taken(federation, store, party, excluding=round_id)]
+    after = check_budget(taken, dp, delta=terms.delta, budget_micros=terms.budget_micros)
+    return max(after, terms.spent_micros)  # the contract refuses a declaration below the last one
