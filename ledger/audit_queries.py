@@ -232,8 +232,15 @@ def rounds(index: LedgerIndex) -> list[dict[str, Any]]:
     return [table[key] for key in sorted(table)]
 
 
+def relayers(index: LedgerIndex) -> dict[str, str]:
+    """The relayer of each relayed batch, by transaction hash (the UpdatesRelayed event of its transaction)."""
+    return {event.tx_hash: event.args["relayer"] for event in index.events("UpdatesRelayed")}
+
+
 def updates(index: LedgerIndex, *, round_id: int | None = None) -> list[dict[str, Any]]:
-    """Every recorded update (of one round, or all)."""
+    """Every recorded update (of one round, or all); ``relayed_by`` is the relayer that sent it, None
+    when its party sent it itself."""
+    relayed = relayers(index)
     return [
         {
             "round_id": int(event.args["roundId"]),
@@ -243,6 +250,7 @@ def updates(index: LedgerIndex, *, round_id: int | None = None) -> list[dict[str
             "metrics_hash": event.args["metricsHash"],
             "block": event.block,
             "tx_hash": event.tx_hash,
+            "relayed_by": relayed.get(event.tx_hash),
         }
         for event in index.events("UpdateSubmitted", round_id=round_id)
     ]

@@ -188,7 +188,7 @@ def register(app: typer.Typer) -> None:
 
         with _ledger(workdir, rpc) as ledger:
             _emit(updates(ledger.index, round_id=round_id),
-                  ["round_id", "participant", "cid", "samples", "metrics_hash", "block", "tx_hash"],
+                  ["round_id", "participant", "cid", "samples", "metrics_hash", "block", "tx_hash", "relayed_by"],
                   title="Updates", as_json=json, as_csv=csv_)
 
     @audit.command("privacy")
@@ -295,6 +295,12 @@ def _print_verdict(report: Any) -> None:
     for check in report.checks:
         if check.check == "sealed":  # a sealed round this auditor holds no recipient key for: said, not failed
             console.print(f"[bold cyan]NOTE[/] {check.what}", highlight=False, soft_wrap=True)
+    relayed: dict[tuple[int, str], int] = {}  # (round, relayer) -> membership checks of updates it sent
+    for check in report.checks:
+        if check.check == "membership" and getattr(check, "relayer", None):
+            relayed[(check.round_id, check.relayer)] = relayed.get((check.round_id, check.relayer), 0) + 1
+    for (round_id, relayer), count in sorted(relayed.items()):
+        console.print(f"[bold cyan]RELAYED[/] round {round_id}: {count} update(s) sent by relayer {relayer}", highlight=False)
     summary = f"{len(report.checks)} checks on rounds {report.rounds or '—'} (indexed to block {report.indexed_to_block})"
     if report.ok:
         console.print(f"[bold green]ok[/] {summary}: all passed", highlight=False)
