@@ -9,7 +9,8 @@ Checks, each one a ``Check`` row (passed or failed, naming round, block, transac
 - ``signature``: each join a submitter relied on carries a valid EIP-712 signature by that party
   over that agreement of this deployment, not expired at the join's block.
 - ``membership``: each submitter was admitted, under the agreement version in force, at the
-  submission's block (membership replayed event by event from the index).
+  submission's block (membership replayed event by event from the index). A submission relayed in
+  a batch (``submitUpdates``) names its relayer (``relayer``, from the transaction's UpdatesRelayed).
 - ``metrics``: the metrics in each update's metadata hash to the metrics hash recorded on chain.
 - ``receipt``: a finalized round's receipt names this round, its base, its config and its global
   model, and lists only updates submitted in this round, with their CIDs and claimed samples.
@@ -39,7 +40,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -50,6 +51,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from ledger.audit_queries import (
     Membership,
+    relayers,
     replay,
     rounds,
     submission_of,
@@ -93,6 +95,7 @@ class Check:
     cid: str | None = None
     participant: str | None = None
     unchecked: bool = False  # not failed: this auditor lacked what it needed (a blob) to check the claim
+    relayer: str | None = None  # who sent a relayed submission (membership checks)
 
 
 @dataclass
@@ -309,6 +312,7 @@ def verify_ledger(
     submitters = {e.args["participant"] for e in index.events("UpdateSubmitted") if int(e.args["roundId"]) in chosen}
     signatures: dict[tuple[str, int], Check] = {}
     submissions: dict[int, list[tuple[IndexedEvent, Check]]] = {rid: [] for rid in chosen}
+    relayed = relayers(index)
     for event, membership in replay(index, extra=("UpdateSubmitted",)):
         if event.name == "AgreementPublished" and round_id is None:
             blobs.get(event.args.get("terms_cid"), what=f"agreement v{event.args['version']} terms",
@@ -319,6 +323,8 @@ def verify_ledger(
             report.checks.append(check)
         elif event.name == "UpdateSubmitted" and int(event.args["roundId"]) in chosen:
             check = _membership_check(membership, event, signatures)
+            if event.tx_hash in relayed:
+                check = replace(check, relayer=relayed[event.tx_hash])
             report.checks.append(check)
             submissions[int(event.args["roundId"])].append((event, check))
 
