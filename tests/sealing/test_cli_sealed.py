@@ -4,19 +4,27 @@ sealing, aggregate opening, audit verify with and without a recipient's key, and
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from ledger.errors import WeightsError
 from ledger.sealing.format import MAGIC
+from ledger.sealing.keys import new_encryption_key as make_encryption_key
+from ledger.sealing.keys import public_key_bytes
+from ledger.sealing.recipients import RoundSeal
 from ledger.store import open_store
 from ledger.weights import from_safetensors
+from ledger.workspace import Workspace
+from node.models import model_layout
+from node.participant import metrics_hash, update_bytes
 from node.receipt import Receipt
 from node.round_config import RoundConfig, config_cid
+from tests.audit.conftest import flip_byte
 from tests.fixtures_chain import TestChain
 from tests.fixtures_cli import Outcome, ok
 from tests.fixtures_cli import run_in_process as cli
@@ -83,16 +91,22 @@ class SealedRound:
     auditor: LocalAccount
 
 
-def open_sealed_round(tmp_path: Path, rpc: str, keys: list[LocalAccount], *, min_updates: int = 2) -> SealedRound:
+def open_sealed_round(
+    tmp_path: Path, rpc: str, keys: list[LocalAccount], *, min_updates: int = 2, cli_keys: bool = False
+) -> SealedRound:
     """A federation with alice and bob admitted, the aggregator (the admin) and an auditor holding
-    registered encryption keys, and round 1 open and sealed to both."""
+    registered encryption keys, and round 1 open and sealed to both. The keys are made by
+    `key new-encryption` when ``cli_keys``, else by the library at a test's scrypt cost."""
     federation = make_federation(tmp_path, rpc=rpc)
     parties = {name: keys[4 + i] for i, name in enumerate(PARTIES)}
     for name, account in parties.items():
         federation.admit(name, Web3.to_hex(account.key))
     aggregator, auditor = keys[0], keys[6]
     for name, account in (("aggregator", aggregator), ("auditor", auditor)):
-        new_encryption_key(federation, name)
+        if cli_keys:
+            new_encryption_key(federation, name)
+        else:
+            make_encryption_key(Workspace.load(federation.workspace.root), name, password=ENC_PASSWORD, iterations=16)
         ok(publish_encryption_key(federation, name, account))
     opened = ok(cli(
         "round", "open", "--base-cid", federation.genesis_cid, "--deadline", "600", "--min-updates", str(min_updates),
@@ -108,7 +122,7 @@ def with_password(*args: str) -> Outcome:
 
 @pytest.mark.slow
 def test_a_sealed_round_end_to_end(anvil_rpc: str, anvil_keys: list[LocalAccount], tmp_path: Path) -> None:
-    sealed = open_sealed_round(tmp_path, anvil_rpc, anvil_keys)
+    sealed = open_sealed_round(tmp_path, anvil_rpc, anvil_keys, cli_keys=True)
     federation, rid, w = sealed.federation, sealed.round_id, sealed.federation.w
     config = RoundConfig.from_bytes(open_store(federation.workspace).get(config_cid(federation.client().round(rid).config_hash)))
     assert config.seal_to == tuple(sorted([sealed.auditor.address, sealed.aggregator.address], key=str.lower))
@@ -145,3 +159,69 @@ def test_a_sealed_round_end_to_end(anvil_rpc: str, anvil_keys: list[LocalAccount
     document = ok(cli("audit", "verify", "--json", *w)).json()
     assert document["not_recomputed"] == [rid] and document["failed"] == 0
     assert sum(c["check"] == "envelope" and c["ok"] for c in document["checks"]) == 2
+
+
+def submit_by_hand(sealed: SealedRound, name: str, *, other_keys: bool = False) -> str:
+    """Party ``name`` seals a copy of the base model as its update (to other keys than the registered
+    ones when ``other_keys``), pins it and records it with its own key; returns the CID."""
+    client, rid, account = sealed.federation.client(), sealed.round_id, sealed.parties[name]
+    info = client.round(rid)
+    store = open_store(sealed.federation.workspace)
+    config = RoundConfig.from_bytes(store.get(config_cid(info.config_hash)))
+    arrays, _ = from_safetensors(store.get(info.base_cid), layout=model_layout("mlp"))
+    metrics = {"loss": 1.0}
+    blob = update_bytes(arrays, model="mlp", participant=account.address, round_id=rid, base_cid=info.base_cid,
+                        samples=10, metrics=metrics)
+    round_seal = RoundSeal.read(client, rid, config.seal_to or (), opened_block=info.opened_block)
+    if other_keys:
+        round_seal = replace(round_seal, recipients={a: public_key_bytes(X25519PrivateKey.generate()) for a in round_seal.recipients})
+    cid = store.add_bytes(round_seal.seal(blob, sender=account.address))
+    client.with_account(account).submit_update(rid, cid=cid, samples=10, metrics_hash=metrics_hash(metrics))
+    return cid
+
+
+def test_an_update_sealed_to_other_keys_is_rejected_in_the_receipt(
+    anvil_rpc: str, anvil_keys: list[LocalAccount], tmp_path: Path
+) -> None:
+    sealed = open_sealed_round(tmp_path, anvil_rpc, anvil_keys, min_updates=1)
+    w = sealed.federation.w
+    good = submit_by_hand(sealed, "alice")
+    bad = submit_by_hand(sealed, "bob", other_keys=True)
+    document = ok(with_password("aggregate", "--round", str(sealed.round_id), "--json", *w)).json()
+    assert [(u["participant"], u["cid"]) for u in document["included"]] == [(sealed.parties["alice"].address, good)]
+    [rejected] = document["rejected"]
+    assert (rejected["participant"], rejected["cid"]) == (sealed.parties["bob"].address, bad)
+    assert rejected["reason"].startswith("the update is sealed to other keys than") and "registered" in rejected["reason"]
+    assert [u["cid"] for u in document["sealed"]] == [good]  # only what was opened is committed to
+    # The auditor agrees, with and without a recipient key: rejecting it was right.
+    assert ok(cli("audit", "verify", *w)).exit_code == 0
+    assert ok(with_password("audit", "verify", "--key", "auditor", *w)).exit_code == 0
+
+
+def test_a_tampered_envelope_is_caught_by_its_cid_before_decryption(
+    anvil_rpc: str, anvil_keys: list[LocalAccount], tmp_path: Path
+) -> None:
+    sealed = open_sealed_round(tmp_path, anvil_rpc, anvil_keys, min_updates=1)
+    submit_by_hand(sealed, "alice")
+    tampered = submit_by_hand(sealed, "bob")
+    flip_byte(sealed.federation.workspace.root / "store", tampered)
+    document = ok(with_password("aggregate", "--round", str(sealed.round_id), "--json", *sealed.federation.w)).json()
+    assert [(r["cid"], r["reason"]) for r in document["rejected"]] == [
+        (tampered, "blob does not hash to its CID (altered in the store)")
+    ]
+    assert len(document["included"]) == 1
+
+
+def test_audit_verify_refuses_a_key_that_no_recipient_registered(
+    anvil_rpc: str, anvil_keys: list[LocalAccount], tmp_path: Path
+) -> None:
+    sealed = open_sealed_round(tmp_path, anvil_rpc, anvil_keys, min_updates=1)
+    w = sealed.federation.w
+    submit_by_hand(sealed, "alice")
+    ok(with_password("aggregate", "--round", str(sealed.round_id), *w))
+    stranger = "0x" + make_encryption_key(Workspace.load(sealed.federation.workspace.root), "stranger",
+                                          password=ENC_PASSWORD, iterations=16).hex()
+    refused = with_password("audit", "verify", "--key", "stranger", *w)
+    assert refused.exit_code == 2
+    line = refused.error_line()
+    assert f"the encryption key given (public key {stranger}) is not one that a recipient of sealed round(s) 1" in line, line
