@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -61,10 +60,13 @@ def request_document(round_id: int, update: SignedUpdate) -> dict[str, Any]:
     }
 
 
-def _whole(document: dict[str, Any], name: str) -> int:
+def _whole(document: dict[str, Any], name: str, *, bits: int) -> int:
+    """A JSON integer field that fits the contract's ``uint<bits>``."""
     value = document[name]
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**256:
-        raise InvalidInputError(f"the field {name!r} must be a whole number from 0, not {value!r}; fix the request.")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**bits:
+        raise InvalidInputError(
+            f"the field {name!r} must be a whole number from 0 to 2^{bits}-1, not {value!r}; fix the request."
+        )
     return value
 
 
@@ -99,16 +101,13 @@ def parse_request(body: bytes) -> tuple[int, SignedUpdate]:
     update = SignedUpdate(
         participant=parse_address(document["participant"]),
         cid=parse_cid(document["cid"]),
-        samples=_whole(document, "samples"),
+        samples=_whole(document, "samples", bits=64),
         metrics_hash=_hex(document, "metrics_hash", length=32),
-        epsilon_micros=_whole(document, "epsilon_micros"),
-        deadline=_whole(document, "deadline"),
+        epsilon_micros=_whole(document, "epsilon_micros", bits=64),
+        deadline=_whole(document, "deadline", bits=256),
         signature=_hex(document, "signature", length=65),
     )
-    round_id = _whole(document, "round")
-    if update.samples >= 2**64 or update.epsilon_micros >= 2**64:
-        raise InvalidInputError("the fields 'samples' and 'epsilon_micros' must be below 2^64; fix the request.")
-    return round_id, update
+    return _whole(document, "round", bits=256), update
 
 
 @dataclass
@@ -142,7 +141,6 @@ class Relay:
         batch_size: int,
         max_wait_s: float,
         log: ServiceLog,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         check_batch_size(batch_size)
         if max_wait_s < 0:
@@ -153,7 +151,6 @@ class Relay:
         self.max_wait_s = max_wait_s
         self.log = log
         self.counts = RelayCounts()
-        self._clock = clock
         self._queue: list[_Item] = []
         self._changed = threading.Condition()
         self._closing = False
@@ -194,7 +191,7 @@ class Relay:
             with self._changed:
                 self.counts.rejected += 1
             raise
-        item = _Item(round_id, update, self._clock())
+        item = _Item(round_id, update, time.monotonic())
         with self._changed:
             if self._closing:
                 raise ChainError("the relay is shutting down; send the update again to a running relay.")
@@ -234,7 +231,7 @@ class Relay:
                 if self._queue:
                     round_id = self._queue[0].round_id
                     same = [item for item in self._queue if item.round_id == round_id][: self.batch_size]
-                    waited = self._clock() - self._queue[0].queued_at
+                    waited = time.monotonic() - self._queue[0].queued_at
                     if len(same) >= self.batch_size or waited >= self.max_wait_s or self._closing:
                         taken = {id(item) for item in same}
                         self._queue = [item for item in self._queue if id(item) not in taken]

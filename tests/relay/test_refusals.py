@@ -110,6 +110,12 @@ def _expired(relayed: RelayUnderTest) -> dict[str, Any]:
     return relayed.pinned(relayed.federation.gasless_party(), deadline=relayed.federation.chain.now() - 1)
 
 
+def _closed_round(relayed: RelayUnderTest) -> dict[str, Any]:
+    document = relayed.pinned(relayed.federation.gasless_party())
+    relayed.federation.admin.abort_round(relayed.federation.round_id, reason="closed for the test")
+    return document
+
+
 def _not_in_store(relayed: RelayUnderTest) -> dict[str, Any]:
     return request_document(relayed.federation.round_id, relayed.federation.signed(relayed.federation.gasless_party()))
 
@@ -126,9 +132,11 @@ CASES: dict[str, tuple[Callable[[RelayUnderTest], dict[str, Any]], int, str]] = 
     "suspended signer": (_suspended, 422, "FederationNotParticipant"),
     "non-member signer": (lambda r: r.pinned(r.federation.gasless_party(admit=False)), 422, "FederationNotParticipant"),
     "expired deadline": (_expired, 422, "FederationSignatureExpired"),
+    "closed round": (_closed_round, 422, "FederationRoundClosed"),
     "blob not in store": (_not_in_store, 422, "ContentNotFoundError"),
     "malformed CID": (_bad_cid, 400, "MalformedCidError"),
     "missing field": (lambda r: {"participant": Account.create().address}, 400, "InvalidInputError"),
+    "samples over uint64": (lambda r: {**r.pinned(r.federation.gasless_party()), "samples": 2**64}, 400, "InvalidInputError"),
     "bad signature hex": (lambda r: {**r.pinned(r.federation.gasless_party()), "signature": "0x12"}, 400, "InvalidInputError"),
 }
 
