@@ -297,7 +297,7 @@ def _print_verdict(report: Any) -> None:
             console.print(f"[bold cyan]NOTE[/] {check.what}", highlight=False, soft_wrap=True)
     relayed: dict[tuple[int, str], int] = {}  # (round, relayer) -> membership checks of updates it sent
     for check in report.checks:
-        if check.check == "membership" and getattr(check, "relayer", None):
+        if check.check == "membership" and check.relayer:
             relayed[(check.round_id, check.relayer)] = relayed.get((check.round_id, check.relayer), 0) + 1
     for (round_id, relayer), count in sorted(relayed.items()):
         console.print(f"[bold cyan]RELAYED[/] round {round_id}: {count} update(s) sent by relayer {relayer}", highlight=False)
