@@ -59,6 +59,8 @@ def test_a_party_without_ether_takes_part_through_the_relay_and_the_audit_names_
         assert receipt["blockNumber"] == update["block"] and receipt["from"] == relayer
         assert f"Relayed by {relayer}" in trained.stderr
         relay.wait_for("relayed", timeout=30, where=lambda r: r["recorded"] == 1)
+        assert relay.terminate() == 0  # SIGTERM: a clean stop
+        assert relay.wait_for("stopped", timeout=5)["signal"] == "SIGTERM"
     finally:
         relay.stop()
     assert chain.w3.eth.get_balance(party.address) == 0  # it never paid anything
