@@ -22,7 +22,7 @@ from node.services.log import ServiceLog
 from node.services.relay_service import PATH, Relay, make_server, request_document
 from tests.fixtures_chain import TestChain
 from tests.fixtures_cli import Outcome
-from tests.relay.conftest import Federation, make_federation
+from tests.relay.conftest import BASE, Federation, make_federation
 
 pytestmark = pytest.mark.anvil
 
@@ -195,3 +195,20 @@ def relay_workspace(chain: TestChain, tmp_path: Path, cli: Callable[..., Outcome
     assert cli("deploy", "--workdir", str(root)).exit_code == 0
     return root
 
+
+
+def test_updates_to_two_rounds_go_in_one_batch_per_round(chain: TestChain, tmp_path: Path) -> None:
+    federation = make_federation(chain)
+    second, _ = federation.admin.open_round(base_cid=BASE, deadline=chain.now() + 3600, min_updates=1,
+                                            config_hash=b"\x55" * 32)
+    for relayed in start_relay(federation, tmp_path, max_wait_s=1.0):
+        party = federation.gasless_party()
+        first_round = relayed.pinned(party)
+        second_round = request_document(second, federation.signed(party, cid=relayed.store.add_bytes(b"r2"), round_id=second))
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(relayed.post, [first_round, second_round]))
+        assert [(status, answer["round"], answer["batch"]) for status, answer in answers] == [
+            (200, federation.round_id, 1), (200, second, 1)
+        ], answers
+        assert answers[0][1]["tx_hash"] != answers[1][1]["tx_hash"]
+        assert relayed.relay.status()["batches"] == 2
