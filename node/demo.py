@@ -4,6 +4,12 @@ Deploys the contracts, publishes an agreement, has N parties sign it and be admi
 rounds (each party trains locally and submits; the aggregator verifies, aggregates and finalizes)
 and ends by auditing everything it built. Parties train one after another in this process; the
 integration tests run the same steps as separate processes through the CLI.
+
+``private``: the agreement carries a privacy budget (ε = 8 at δ = 1e-5, node.privacy.demo_settings),
+every round is a DP-SGD round whose noise keeps all the demo's rounds within it, and updates are
+sealed to the aggregator (the admin) and an auditor, each with an X25519 key registered on chain
+(derived from the seed, like the demo's signing keys); the audit opens the rounds with the
+auditor's key and recomputes every party's ε.
 """
 
 from __future__ import annotations
@@ -12,16 +18,19 @@ import hashlib
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from ledger.chain import chain_now
 from ledger.federation import FederationClient, TxResult
+from ledger.fixed_point import micros_to_epsilon
+from ledger.sealing.keys import public_key_bytes
 from ledger.store import ContentStore, EmbeddedStore
 from ledger.weights import from_safetensors
 from ledger.workspace import Workspace
@@ -30,6 +39,7 @@ from node.data import load_digits_split
 from node.genesis import genesis_model_bytes
 from node.models import build_model, load_arrays, model_layout
 from node.participant import train_and_submit
+from node.privacy import demo_settings
 from node.round_config import RoundConfig, TrainingSettings, config_cid
 from node.strategies import make_strategy
 from node.training import evaluate
@@ -56,6 +66,7 @@ class DemoOptions:
     model: str = "mlp"
     seed: int = 0
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    private: bool = False
 
 
 @dataclass
@@ -78,6 +89,7 @@ class DemoReport:
     audit_ok: bool = False
     audit_checks: int = 0
     audit_failures: list[str] = field(default_factory=list)
+    privacy: dict[str, Any] | None = None  # --private: budget, δ, each party's declared ε, whether sealed
 
     @property
     def final_accuracy(self) -> float:
@@ -96,6 +108,7 @@ class DemoReport:
             "audit_checks": self.audit_checks,
             "audit_failures": self.audit_failures,
             "gas": self.average_gas(),
+            **({"privacy": self.privacy} if self.privacy is not None else {}),
         }
 
 
@@ -114,6 +127,11 @@ def keep_keys(workspace: Workspace, accounts: dict[str, LocalAccount]) -> None:
         create_keystore(path, KEY_PASSWORD, account.key)
         workspace.set("keys", name, str(path.relative_to(workspace.root)))
     workspace.save()
+
+
+def demo_encryption_key(seed: int, name: str) -> X25519PrivateKey:
+    """A demo recipient's X25519 key, derived from the seed like the demo's signing keys."""
+    return X25519PrivateKey.from_private_bytes(hashlib.sha256(f"fedledger-demo-encryption:{seed}:{name}".encode()).digest())
 
 
 def fund(w3: Web3, accounts: list[LocalAccount]) -> None:
@@ -149,7 +167,8 @@ def found_federation(
     if options.chain == "anvil":  # a chain that outlives the demo: keep its keys, so the federation can go on
         keep_keys(workspace, {"admin": admin, **{f"party{i + 1}": party for i, party in enumerate(parties)}})
 
-    version, tx = federation.publish_agreement(store.add_bytes(TERMS, pin=True))
+    budget = {"epsilon_budget": demo_settings.EPSILON_BUDGET, "delta": demo_settings.DELTA} if options.private else {}
+    version, tx = federation.publish_agreement(store.add_bytes(TERMS, pin=True), **budget)
     track("publish_agreement", tx)
     deadline = chain_now(w3) + ROUND_SECONDS
     for party in parties:
@@ -181,6 +200,11 @@ def run_demo(
     shards, test_set = load_digits_split(parties=options.participants, seed=options.seed, non_iid_alpha=options.non_iid_alpha)
     strategy = make_strategy(options.strategy)
     config = RoundConfig(model=options.model, strategy=strategy.params(), training=options.training)
+    aggregator_key = auditor_key = None
+    if options.private:
+        dp, training = demo_settings.private_demo_settings(options.rounds)
+        aggregator_key, auditor_key, seal_to = _register_recipients(options, w3=w3, federation=federation, track=track)
+        config = replace(config, training=training, dp=dp, seal_to=seal_to)
     assert store.add_bytes(config.to_bytes(), pin=True) == config_cid(config.config_hash)
     base_cid = store.add_bytes(genesis_model_bytes(options.model, seed=options.seed), pin=True)
 
@@ -198,7 +222,10 @@ def run_demo(
             )
             track("submit_update", outcome.tx)
             round_gas += outcome.tx.gas_used if outcome.tx else 0
-        aggregated = aggregate_round(federation=federation, store=store, round_id=round_id, journal_dir=workspace.journal_dir)
+        aggregated = aggregate_round(
+            federation=federation, store=store, round_id=round_id, journal_dir=workspace.journal_dir,
+            opener_for=None if aggregator_key is None else lambda round_seal: round_seal.opener(aggregator_key),
+        )
         track("finalize_round", aggregated.tx)
         round_gas += aggregated.tx.gas_used if aggregated.tx else 0
 
@@ -216,18 +243,39 @@ def run_demo(
             on_round(row)
         base_cid = aggregated.global_cid
 
-    audit(report, federation=federation, store=store, workspace=workspace)
+    audit(report, federation=federation, store=store, workspace=workspace, decryption_key=auditor_key)
+    if options.private:
+        report.privacy = {
+            "epsilon_budget": demo_settings.EPSILON_BUDGET, "delta": demo_settings.DELTA,
+            "epsilon_spent": {party.address: micros_to_epsilon(federation.privacy(party.address)[0]) for party in parties},
+            "sealed": config.seal_to is not None,
+        }
     return report
 
 
-def audit(report: DemoReport, *, federation: FederationClient, store: ContentStore, workspace: Workspace) -> None:
+def _register_recipients(
+    options: DemoOptions, *, w3: Web3, federation: FederationClient, track: Callable[[str, TxResult | None], object]
+) -> tuple[X25519PrivateKey, X25519PrivateKey, tuple[str, ...]]:
+    """The aggregator's (the admin's) and an auditor's encryption keys, registered on chain; the round's seal_to."""
+    auditor = party_account(options.seed, options.participants + 1)
+    fund(w3, [auditor])
+    keys = {"aggregator": demo_encryption_key(options.seed, "aggregator"), "auditor": demo_encryption_key(options.seed, "auditor")}
+    for name, client in (("aggregator", federation), ("auditor", federation.with_account(auditor))):
+        track("publish_encryption_key", client.publish_encryption_key(public_key_bytes(keys[name])))
+    return keys["aggregator"], keys["auditor"], (party_account(options.seed, 0).address, auditor.address)
+
+
+def audit(
+    report: DemoReport, *, federation: FederationClient, store: ContentStore, workspace: Workspace,
+    decryption_key: X25519PrivateKey | None = None,
+) -> None:
     """Index the ledger the demo built and re-verify every claim in it, as an auditor would."""
     from ledger.index import LedgerIndex
     from node.audit.verify import verify_ledger
 
     index = LedgerIndex.for_federation(workspace.index_path, federation)
     try:
-        verdict = verify_ledger(federation, store, index, progress=False)
+        verdict = verify_ledger(federation, store, index, progress=False, decryption_key=decryption_key)
     finally:
         index.close()
     report.audit_ok = verdict.ok

@@ -3,7 +3,9 @@
 The HTML page needs no network to open: its CSS is inline and its plots are matplotlib PNGs
 embedded as base64 ``data:`` URLs. Accuracy is not recorded on chain; the only accuracy an
 auditor can read is what each party reported about its own local training data in its update's
-metadata (checked against the metrics hash on chain by ``verify``). The page says so.
+metadata (checked against the metrics hash on chain by ``verify``). The page says so. Under an
+agreement with a privacy budget the page also plots each party's cumulative ε over the rounds, as
+the auditor recomputes it from the round configs and as the party declared it, against its budget.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from ledger.index import LedgerIndex
 from ledger.store import ContentStore
 from ledger.utc import utc_text
 from ledger.weights import from_safetensors
+from node.audit.privacy import COLUMNS as PRIVACY_COLUMNS
+from node.audit.privacy import privacy_rows
 from node.audit.verify import VerifyReport
 
 
@@ -107,6 +111,7 @@ def build_report(index: LedgerIndex, store: ContentStore, verify: VerifyReport) 
         "history": membership_history(index),
         "rounds": story,
         "contribution": _contribution(story),
+        "privacy": privacy_rows(index, store),
         "verify": verify.to_json(),
     }
 
@@ -154,6 +159,45 @@ def _accuracy_plot(story: list[dict[str, Any]]) -> str:
     axis.set_title("Self-reported local training accuracy (not a held-out test accuracy)")
     axis.set_ylim(0, 1.02)
     return _png(figure)
+
+
+def _privacy_plot(rows: list[dict[str, Any]]) -> str:
+    """Cumulative ε per party over rounds (recomputed: solid, declared: dotted) against each budget (dashed)."""
+    figure, axis = plt.subplots(figsize=(7, 3.2))
+    by_party: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_party[row["participant"]].append(row)
+    for party, mine in by_party.items():
+        line = axis.plot([r["round_id"] for r in mine], [r["epsilon_recomputed"] for r in mine], marker="o",
+                         label=f"{party[:10]}…")[0]
+        axis.plot([r["round_id"] for r in mine], [r["epsilon_declared"] for r in mine], linestyle=":",
+                  color=line.get_color())
+    for budget in sorted({row["epsilon_budget"] for row in rows}):
+        axis.axhline(budget, linestyle="--", color="#b00020", linewidth=1)
+        axis.annotate(f"budget ε = {budget:g}", (0.01, budget), xycoords=("axes fraction", "data"),
+                      va="bottom", fontsize=8, color="#b00020")
+    axis.set_xlabel("round")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_ylabel("cumulative ε")
+    axis.set_ylim(bottom=0)
+    axis.set_title("Privacy loss per party: recomputed (solid), declared (dotted), budget (dashed)")
+    axis.legend(fontsize=7, loc="lower right")
+    return _png(figure)
+
+
+def _privacy_section(rows: list[dict[str, Any]]) -> list[str]:
+    """The page's privacy section, only when some update falls under a privacy budget."""
+    accounted = [row for row in rows if row["epsilon_recomputed"] is not None]
+    if not accounted:
+        return []
+    return [
+        "<h2>Privacy loss (ε)</h2>",
+        ("<p class='note'>Each party's cumulative ε after each of its updates: recomputed by this auditor from the "
+         "dp sections of the round configs (RDP, at the agreement's δ) and as the party declared it on chain. "
+         "<code>audit verify</code> fails a declaration below the recomputation.</p>"),
+        _table(accounted, PRIVACY_COLUMNS, css_id="privacy"),
+        f"<img id='privacy-plot' alt='cumulative ε per party against the budget' src='{_privacy_plot(accounted)}'>",
+    ]
 
 
 def _participation_plot(story: list[dict[str, Any]], contribution: list[dict[str, Any]]) -> str:
@@ -276,6 +320,7 @@ def render_html(report: dict[str, Any]) -> str:
         "<h2>Participation and contribution</h2>",
         _table(report["contribution"], ["participant", "submitted", "included", "samples", "weight"]),
         f"<img id='contribution-plot' alt='contribution per party' src='{_participation_plot(story, report['contribution'])}'>",
+        *_privacy_section(report["privacy"]),
         "<h2>Verification</h2>",
         f"<div class='banner {status}'><span class='{status}'>{banner}</span></div>",
         _table(

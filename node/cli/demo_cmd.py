@@ -42,6 +42,7 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str, typer.Option("--model", help="mlp or cnn.")] = "mlp",
         seed: Annotated[int, typer.Option("--seed", help="Seed for data split, keys and the genesis model.")] = 0,
         engine: Annotated[str, typer.Option("--engine", help="plain (this process) or flower (the example Flower app on Flower's Deployment Engine, on anvil; needs the [flower] extra).")] = "plain",
+        private: Annotated[bool, typer.Option("--private", help="Differential privacy (DP-SGD within a budget of ε = 8 at δ = 1e-5) and updates sealed to the aggregator and an auditor.")] = False,
         json: JsonOption = False,
     ) -> None:
         """Deploy, admit N parties, run R rounds of federated training on digits, audit the ledger."""
@@ -53,6 +54,8 @@ def register(app: typer.Typer) -> None:
             raise InvalidInputError(f"--chain must be memory or anvil, not {chain!r}.")
         if engine not in ("plain", "flower"):
             raise InvalidInputError(f"--engine must be plain or flower, not {engine!r}.")
+        if private and engine == "flower":
+            raise InvalidInputError("--private runs on the plain engine only; drop --engine flower or --private.")
         if engine == "flower":
             import node.flower  # noqa: F401 - without the [flower] extra: one sentence, before a workspace is made
 
@@ -62,7 +65,7 @@ def register(app: typer.Typer) -> None:
         make_strategy(strategy)  # an unknown name fails here, before a workspace is made
         options = DemoOptions(
             participants=participants, rounds=rounds, chain=chain, workdir=workdir,
-            strategy=strategy, non_iid_alpha=non_iid, model=model, seed=seed,
+            strategy=strategy, non_iid_alpha=non_iid, model=model, seed=seed, private=private,
         )
         root = workdir if workdir is not None else default_workdir()
         fresh = not root.exists() or not any(root.iterdir())
@@ -77,6 +80,12 @@ def register(app: typer.Typer) -> None:
         console.print(f"Final test accuracy {report.final_accuracy:.4f}; {verdict} ({report.audit_checks} checks).")
         for failure in report.audit_failures:
             console.print(f"  [red]✗[/] {failure}", soft_wrap=True, highlight=False)
+        if report.privacy is not None:
+            spent = max(report.privacy["epsilon_spent"].values(), default=0.0)
+            sealed = "sealed to the aggregator and an auditor" if report.privacy["sealed"] else "not sealed"
+            console.print(f"Privacy: each party spent at most ε = {spent:.4f} of its budget ε = "
+                          f"{report.privacy['epsilon_budget']:g} (δ = {report.privacy['delta']:g}); updates {sealed}.",
+                          highlight=False)
         average = report.average_gas()
         console.print("Average gas: " + ", ".join(f"{name} {gas:,}" for name, gas in average.items()), soft_wrap=True)
         if chain == "anvil":

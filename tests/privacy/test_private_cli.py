@@ -139,3 +139,9 @@ def test_private_rounds_declare_refuse_past_the_budget_and_the_audit_catches_an_
     assert privacy[1]["round_id"] == first
     assert (f"{bob} declared a cumulative ε of 0.000001 with its update to round {first}, "
             f"below the {one / 1e6:.6f} recomputed") in privacy[1]["what"]
+
+    page = tmp_path / "report.html"
+    ok(cli("audit", "report", "--html", str(page), *w))
+    text = page.read_text()
+    assert "<h2>Privacy loss (ε)</h2>" in text and "id='privacy-plot'" in text and "budget" in text
+    assert [row["participant"] for row in ok(cli("audit", "report", "--json", *w)).json()["privacy"]] == [alice, bob]
