@@ -68,7 +68,7 @@ def test_a_party_without_ether_takes_part_through_the_relay_and_the_audit_names_
     aggregated = ok(fedledger("aggregate", "--round", str(round_id), "--json", *w)).json()
     assert [item["participant"] for item in aggregated["included"]] == [party.address]
 
-    verified = ok(fedledger("audit", "verify", *w))
+    verified = ok(cli("audit", "verify", *w))
     assert f"RELAYED round {round_id}: 1 update(s) sent by relayer {relayer}" in verified.stderr
     document = ok(cli("audit", "verify", "--json", *w)).json()
     [membership] = [c for c in document["checks"] if c["check"] == "membership"]
