@@ -23,7 +23,7 @@ from node.services.relay_service import HEALTH_PATH, PATH, request_document
 
 SIGNATURE_TTL_S = 900  # how long a signed update stays valid (chain seconds)
 HEALTH_TIMEOUT_S = 10.0
-SUBMIT_TIMEOUT_S = 300.0  # above the relay's own bound on how long a request waits for its batch
+SUBMIT_MARGIN_S = 180.0  # past the relay's --max-wait: above its own bound on how long a request waits (+150 s)
 
 
 class RelayError(LedgerError):
@@ -66,6 +66,7 @@ class RelayClient:
         self.url = check_relay_url(url)
         self.federation = federation
         self.account = account
+        self._submit_timeout_s = SUBMIT_MARGIN_S  # raised by the relay's --max-wait once check() has read it
 
     def _request(self, method: str, path: str, *, timeout: float, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         try:
@@ -93,6 +94,9 @@ class RelayClient:
                 f"the relay at {self.url} relays for contract {health['contract']} on chain id {health.get('chain_id')}, "
                 f"not this workspace's {self.federation.address} on chain id {self.federation.chain_id}; use its own relay."
             )
+        max_wait = health.get("max_wait")
+        if isinstance(max_wait, (int, float)) and max_wait >= 0:
+            self._submit_timeout_s = SUBMIT_MARGIN_S + float(max_wait)
         return health
 
     def submit_update(
@@ -103,7 +107,7 @@ class RelayClient:
             self.account, round_id, cid=cid, samples=samples, metrics_hash=metrics_hash,
             epsilon_micros=epsilon_micros, deadline=chain_time(self.federation.w3) + SIGNATURE_TTL_S,
         )
-        status, answer = self._request("POST", PATH, timeout=SUBMIT_TIMEOUT_S, body=request_document(round_id, signed))
+        status, answer = self._request("POST", PATH, timeout=self._submit_timeout_s, body=request_document(round_id, signed))
         if not isinstance(answer, dict):
             raise RelayError(f"the relay at {self.url} answered HTTP {status} with something else than a JSON object.")
         if status != 200 or not answer.get("recorded"):

@@ -1,16 +1,26 @@
 """Relay test helpers: a deployment with an agreement, parties admitted without ever holding ether
-(their join signature relayed by the admin), an open round, and signed updates."""
+(their join signature relayed by the admin), an open round, signed updates, and a relay serving
+them over real HTTP in this process (the same Relay and server that `relay serve` runs)."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import requests
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
 from ledger.cid import RAW, cid_from_parts
 from ledger.federation import FederationClient, SignedUpdate
+from ledger.store import EmbeddedStore
+from node.services.log import ServiceLog
+from node.services.relay_service import PATH, Relay, make_server, request_document
 from ledger.types import Cid
 from tests.fixtures_chain import TestChain
 
@@ -53,3 +63,39 @@ def make_federation(chain: TestChain) -> Federation:
     admin.publish_agreement(TERMS)
     round_id, _ = admin.open_round(base_cid=BASE, deadline=chain.now() + 3600, min_updates=1, config_hash=CONFIG_HASH)
     return Federation(chain, admin, round_id)
+
+
+@dataclass
+class RelayUnderTest:
+    """A running relay, its store, and requests to it."""
+
+    federation: Federation
+    store: EmbeddedStore
+    relay: Relay
+    url: str
+
+    def post(self, document: Any, *, raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
+        response = requests.post(self.url + PATH, data=raw, json=None if raw is not None else document, timeout=60)
+        return response.status_code, response.json()
+
+    def pinned(self, party: Any, **fields: Any) -> dict[str, Any]:
+        """The request for ``party``'s update, its blob pinned in the relay's store."""
+        cid = self.store.add_bytes(f"update of {party.address}".encode())
+        return request_document(self.federation.round_id, self.federation.signed(party, cid=cid, **fields))
+
+
+@contextmanager
+def running_relay(federation: Federation, tmp_path: Path, *, batch_size: int = 64, max_wait_s: float = 0.05) -> Iterator[RelayUnderTest]:
+    """A relay for ``federation`` (sent by its admin) with its own store, serving on a free port."""
+    store = EmbeddedStore(tmp_path / "store")
+    relay = Relay(federation=federation.admin, store=store, batch_size=batch_size, max_wait_s=max_wait_s,
+                  log=ServiceLog("relay")).start()
+    server = make_server(relay, port=0)
+    worker = threading.Thread(target=server.serve_forever, daemon=True)
+    worker.start()
+    try:
+        yield RelayUnderTest(federation, store, relay, f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        relay.close()
+        server.shutdown()
+        server.server_close()

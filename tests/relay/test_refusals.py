@@ -3,65 +3,29 @@ real anvil and over real HTTP; its own settings and the party's --relay URL are 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from eth_account import Account
 from web3 import Web3
 
 from deploy.anvil import free_port
 from ledger.federation import FederationClient
-from ledger.store import EmbeddedStore
-from node.services.log import ServiceLog
-from node.services.relay_service import PATH, Relay, make_server, request_document
+from node.services.relay_service import request_document
 from tests.fixtures_chain import TestChain
 from tests.fixtures_cli import Outcome
-from tests.relay.conftest import BASE, Federation, make_federation
+from tests.relay.conftest import BASE, RelayUnderTest, make_federation, running_relay
 
 pytestmark = pytest.mark.anvil
 
 
-@dataclass
-class RelayUnderTest:
-    federation: Federation
-    store: EmbeddedStore
-    relay: Relay
-    url: str
-
-    def post(self, document: Any, *, raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
-        response = requests.post(self.url + PATH, data=raw, json=None if raw is not None else document, timeout=60)
-        return response.status_code, response.json()
-
-    def pinned(self, party: Any, **fields: Any) -> dict[str, Any]:
-        """The request for ``party``'s update, its blob pinned in the relay's store."""
-        cid = self.store.add_bytes(f"update of {party.address}".encode())
-        return request_document(self.federation.round_id, self.federation.signed(party, cid=cid, **fields))
-
-
-def start_relay(federation: Federation, tmp_path: Path, *, batch_size: int = 64, max_wait_s: float = 0.05) -> Iterator[RelayUnderTest]:
-    store = EmbeddedStore(tmp_path / "store")
-    relay = Relay(federation=federation.admin, store=store, batch_size=batch_size, max_wait_s=max_wait_s,
-                  log=ServiceLog("relay")).start()
-    server = make_server(relay, port=0)
-    worker = threading.Thread(target=server.serve_forever, daemon=True)
-    worker.start()
-    try:
-        yield RelayUnderTest(federation, store, relay, f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        relay.close()
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def relayed(chain: TestChain, tmp_path: Path) -> Iterator[RelayUnderTest]:
-    yield from start_relay(make_federation(chain), tmp_path)
+    with running_relay(make_federation(chain), tmp_path) as relay:
+        yield relay
 
 
 def test_a_valid_update_is_answered_with_its_transaction_and_block(relayed: RelayUnderTest) -> None:
@@ -155,7 +119,7 @@ def test_a_body_that_is_not_json_is_refused(relayed: RelayUnderTest) -> None:
 
 
 def test_a_duplicate_inside_one_batch_records_the_first_copy_only(chain: TestChain, tmp_path: Path) -> None:
-    for relayed in start_relay(make_federation(chain), tmp_path, batch_size=2, max_wait_s=30):
+    with running_relay(make_federation(chain), tmp_path, batch_size=2, max_wait_s=30) as relayed:
         document = relayed.pinned(relayed.federation.gasless_party())
         with ThreadPoolExecutor(2) as pool:  # both queued before the batch of two is due
             answers = list(pool.map(lambda _: relayed.post(document), range(2)))
@@ -201,7 +165,7 @@ def test_updates_to_two_rounds_go_in_one_batch_per_round(chain: TestChain, tmp_p
     federation = make_federation(chain)
     second, _ = federation.admin.open_round(base_cid=BASE, deadline=chain.now() + 3600, min_updates=1,
                                             config_hash=b"\x55" * 32)
-    for relayed in start_relay(federation, tmp_path, max_wait_s=1.0):
+    with running_relay(federation, tmp_path, max_wait_s=1.0) as relayed:
         party = federation.gasless_party()
         first_round = relayed.pinned(party)
         second_round = request_document(second, federation.signed(party, cid=relayed.store.add_bytes(b"r2"), round_id=second))
