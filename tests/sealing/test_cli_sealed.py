@@ -98,7 +98,7 @@ def open_sealed_round(
     registered encryption keys, and round 1 open and sealed to both. The keys are made by
     `key new-encryption` when ``cli_keys``, else by the library at a test's scrypt cost."""
     federation = make_federation(tmp_path, rpc=rpc)
-    parties = {name: keys[4 + i] for i, name in enumerate(PARTIES)}
+    parties = {name: keys[4 + i] for i, name in enumerate(PARTIES)} | {"carol": keys[8]}
     for name, account in parties.items():
         federation.admit(name, Web3.to_hex(account.key))
     aggregator, auditor = keys[0], keys[6]
@@ -161,9 +161,9 @@ def test_a_sealed_round_end_to_end(anvil_rpc: str, anvil_keys: list[LocalAccount
     assert sum(c["check"] == "envelope" and c["ok"] for c in document["checks"]) == 2
 
 
-def submit_by_hand(sealed: SealedRound, name: str, *, other_keys: bool = False) -> str:
-    """Party ``name`` seals a copy of the base model as its update (to other keys than the registered
-    ones when ``other_keys``), pins it and records it with its own key; returns the CID."""
+def submit_by_hand(sealed: SealedRound, name: str, *, other_keys: bool = False, plaintext: bytes | None = None) -> str:
+    """Party ``name`` seals a copy of the base model as its update (or ``plaintext``; to other keys
+    than the registered ones when ``other_keys``), pins it and records it with its own key; returns the CID."""
     client, rid, account = sealed.federation.client(), sealed.round_id, sealed.parties[name]
     info = client.round(rid)
     store = open_store(sealed.federation.workspace)
@@ -175,27 +175,34 @@ def submit_by_hand(sealed: SealedRound, name: str, *, other_keys: bool = False) 
     round_seal = RoundSeal.read(client, rid, config.seal_to or (), opened_block=info.opened_block)
     if other_keys:
         round_seal = replace(round_seal, recipients={a: public_key_bytes(X25519PrivateKey.generate()) for a in round_seal.recipients})
-    cid = store.add_bytes(round_seal.seal(blob, sender=account.address))
+    cid = store.add_bytes(round_seal.seal(blob if plaintext is None else plaintext, sender=account.address))
     client.with_account(account).submit_update(rid, cid=cid, samples=10, metrics_hash=metrics_hash(metrics))
     return cid
 
 
-def test_an_update_sealed_to_other_keys_is_rejected_in_the_receipt(
+def test_updates_sealed_to_other_keys_or_holding_no_valid_update_are_rejected_in_the_receipt(
     anvil_rpc: str, anvil_keys: list[LocalAccount], tmp_path: Path
 ) -> None:
     sealed = open_sealed_round(tmp_path, anvil_rpc, anvil_keys, min_updates=1)
     w = sealed.federation.w
     good = submit_by_hand(sealed, "alice")
     bad = submit_by_hand(sealed, "bob", other_keys=True)
+    junk = submit_by_hand(sealed, "carol", plaintext=b"not an update")
     document = ok(with_password("aggregate", "--round", str(sealed.round_id), "--json", *w)).json()
     assert [(u["participant"], u["cid"]) for u in document["included"]] == [(sealed.parties["alice"].address, good)]
-    [rejected] = document["rejected"]
-    assert (rejected["participant"], rejected["cid"]) == (sealed.parties["bob"].address, bad)
-    assert rejected["reason"].startswith("the update is sealed to other keys than") and "registered" in rejected["reason"]
-    assert [u["cid"] for u in document["sealed"]] == [good]  # only what was opened is committed to
-    # The auditor agrees, with and without a recipient key: rejecting it was right.
+    reasons = {(r["participant"], r["cid"]): r["reason"] for r in document["rejected"]}
+    assert reasons.keys() == {(sealed.parties["bob"].address, bad), (sealed.parties["carol"].address, junk)}
+    other = reasons[(sealed.parties["bob"].address, bad)]
+    assert other.startswith("the update is sealed to other keys than") and "registered" in other
+    assert reasons[(sealed.parties["carol"].address, junk)].startswith("invalid weights: ")
+    assert {u["cid"] for u in document["sealed"]} == {good, junk}  # what was opened is committed to
+    # Without a key the auditor finds nothing wrong; with one it recomputes the same rejections, and,
+    # as for a plaintext round, names carol's metrics hash as unbacked by any update.
     assert ok(cli("audit", "verify", *w)).exit_code == 0
-    assert ok(with_password("audit", "verify", "--key", "auditor", *w)).exit_code == 0
+    keyed = with_password("audit", "verify", "--key", "auditor", "--json", *w)
+    assert keyed.exit_code == 1
+    failures = keyed.json()["failures"]
+    assert [(f["check"], f["participant"]) for f in failures] == [("metrics", sealed.parties["carol"].address)], failures
 
 
 def test_a_tampered_envelope_is_caught_by_its_cid_before_decryption(
