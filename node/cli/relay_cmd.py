@@ -60,9 +60,9 @@ def register(app: typer.Typer) -> None:
                 _stopped_early(rt)
                 return
             require_gas_money(federation.w3, account.address)
-            relay = Relay(federation=federation, store=store, batch_size=batch_size, max_wait_s=max_wait,
-                          log=rt.log).start()
-            server = make_server(relay, port=port, host=host)
+            relay = Relay(federation=federation, store=store, batch_size=batch_size, max_wait_s=max_wait, log=rt.log)
+            server = make_server(relay, port=port, host=host)  # a port in use is refused before anything runs
+            relay.start()
             worker = threading.Thread(target=server.serve_forever, name="relay-http", daemon=True)
             worker.start()
             url = f"http://{host}:{server.server_address[1]}"

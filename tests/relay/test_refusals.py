@@ -3,6 +3,7 @@ real anvil and over real HTTP; its own settings and the party's --relay URL are 
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +15,8 @@ from web3 import Web3
 
 from deploy.anvil import free_port
 from ledger.federation import FederationClient
+from ledger.keys import create_keystore
+from ledger.workspace import Workspace
 from node.services.relay_service import request_document
 from tests.fixtures_chain import TestChain
 from tests.fixtures_cli import Outcome
@@ -176,3 +179,28 @@ def test_updates_to_two_rounds_go_in_one_batch_per_round(chain: TestChain, tmp_p
         ], answers
         assert answers[0][1]["tx_hash"] != answers[1][1]["tx_hash"]
         assert relayed.relay.status()["batches"] == 2
+
+
+def test_relay_serve_refuses_a_key_without_ether(relay_workspace: Path, tmp_path: Path, cli: Callable[..., Outcome]) -> None:
+    keystore = tmp_path / "poor.json"
+    create_keystore(keystore, "pw", iterations=2)
+    outcome = cli("relay", "serve", "--key", str(keystore), "--port", "0", "--workdir", str(relay_workspace),
+                  env={"FEDLEDGER_KEY_PASSWORD": "pw"})
+    assert outcome.exit_code == 1
+    assert "holds no ether" in outcome.error_line()
+
+
+def test_relay_serve_refuses_a_port_in_use(relay_workspace: Path, tmp_path: Path, cli: Callable[..., Outcome]) -> None:
+    keystore = tmp_path / "relayer.json"
+    relayer = create_keystore(keystore, "pw", iterations=2)
+    Web3(Web3.HTTPProvider(Workspace.load(relay_workspace).get("chain", "rpc"))).provider.make_request(
+        "anvil_setBalance", [relayer, hex(10**18)]  # type: ignore[arg-type]
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        outcome = cli("relay", "serve", "--key", str(keystore), "--port", str(port),
+                      "--workdir", str(relay_workspace), env={"FEDLEDGER_KEY_PASSWORD": "pw"})
+    assert outcome.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in outcome.error_line()
