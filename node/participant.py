@@ -9,6 +9,7 @@ recipients' keys registered on chain: the store holds nothing a non-recipient ca
 In a private round (the config's ``dp`` section) the party first works out the cumulative ε it
 would declare (``node.privacy.budget``) and is refused, before training, when that passes its
 budget on chain; it then trains with DP-SGD (``train_private``) and declares that ε with the update.
+A party whose agreement carries a budget is refused a round without DP.
 
 The update's metadata names the party's own address and the round: its CID is public once
 submitted, and another party that submits the same CID is refused by the aggregator and the
@@ -117,9 +118,9 @@ def train_and_submit(
     info = federation.round(round_id)
     config = fetch_round_config(store, info.config_hash)
     layout = model_layout(config.model)
-    epsilon_micros = 0
-    if config.dp is not None:  # refused now, by this party's own accounting and then by the contract's rule
-        epsilon_micros = epsilon_to_declare(federation, store, me, round_id, config.dp)
+    # Refused now, by this party's own accounting (under a budget, a round without DP too), then by the contract's rule.
+    epsilon_micros = epsilon_to_declare(federation, store, me, round_id, config.dp)
+    if epsilon_micros != declared:
         federation.check_can_submit(round_id, samples=len(data), epsilon_micros=epsilon_micros)
     sealing = None if config.seal_to is None else RoundSeal.read(  # keys from the chain, never from files
         federation, round_id, config.seal_to, opened_block=info.opened_block

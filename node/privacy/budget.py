@@ -2,7 +2,8 @@
 
 The budget (ε in millionths) is the party's member slot, copied from the agreement it accepted;
 δ is that agreement's. Under an agreement without a budget (0/0) nothing is accounted: a private
-round still trains with DP-SGD, but declares ε = 0 (there is no δ to state an ε at).
+round still trains with DP-SGD, but declares no new ε (there is no δ to state one at). Under a
+budget, a round without a dp section is refused: it has no finite ε.
 
 The ε a party declares is the RDP composition of every round it has an update recorded in whose
 config carries a dp section (read from the chain and the store, as the auditor reads them), plus
@@ -15,9 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ledger.federation import FederationClient
+from ledger.fixed_point import micros_to_epsilon
 from ledger.store import ContentStore
 from ledger.types import Address, RoundId
-from node.privacy.accountant import check_budget
+from node.privacy.accountant import PrivacyBudgetExceededError, check_budget
 from node.round_config import DpSettings, RoundConfig, config_cid
 
 
@@ -37,9 +39,10 @@ class PrivacyTerms:
 def privacy_terms(federation: FederationClient, party: str) -> PrivacyTerms:
     """The budget in ``party``'s member slot, the δ of the agreement it accepted, and what it has declared."""
     spent, budget = federation.privacy(party)
+    if not budget:  # nothing accounted: no need to look the agreement up (a log scan)
+        return PrivacyTerms(0, None, spent)
     version = federation.participant(party).accepted_version
-    delta = federation.agreement(version).delta if version else None
-    return PrivacyTerms(budget, delta, spent)
+    return PrivacyTerms(budget, federation.agreement(version).delta if version else None, spent)
 
 
 def rounds_taken(federation: FederationClient, store: ContentStore, party: str, *, excluding: int) -> list[tuple[RoundId, DpSettings]]:
@@ -54,15 +57,25 @@ def rounds_taken(federation: FederationClient, store: ContentStore, party: str, 
     return taken
 
 
-def epsilon_to_declare(federation: FederationClient, store: ContentStore, party: Address, round_id: int, dp: DpSettings) -> int:
-    """The cumulative ε (millionths) ``party`` declares with its update to private round ``round_id``.
+def epsilon_to_declare(
+    federation: FederationClient, store: ContentStore, party: Address, round_id: int, dp: DpSettings | None
+) -> int:
+    """The cumulative ε (millionths) ``party`` declares with its update to round ``round_id`` (dp: its dp section).
 
-    Raises PrivacyBudgetExceededError (naming both figures and the budget) when that would pass
-    the party's budget: called before training, so an overspending round costs nothing.
+    Called before training, so a refused round costs nothing. Raises PrivacyBudgetExceededError
+    (naming both figures and the budget) when the round would pass the party's budget, and when a
+    party whose agreement bounds its ε is asked to take part in a round without DP (no finite ε).
+    Outside any budget the declaration stays where it was: the contract refuses one that goes down.
     """
     terms = privacy_terms(federation, party)
     if not terms.accounted or terms.delta is None:
-        return 0
+        return terms.spent_micros
+    if dp is None:
+        raise PrivacyBudgetExceededError(
+            f"round {round_id} has no dp section, so taking part would release this party's update without any "
+            f"bound on its privacy loss, while its agreement bounds it to ε = {micros_to_epsilon(terms.budget_micros):g}; "
+            "sit this round out, or ask the coordinator for a private round (`fedledger round open ... --dp-noise S`)."
+        )
     taken = [settings for _, settings in rounds_taken(federation, store, party, excluding=round_id)]
     after = check_budget(taken, dp, delta=terms.delta, budget_micros=terms.budget_micros)
     return max(after, terms.spent_micros)  # the contract refuses a declaration below the last one

@@ -124,6 +124,12 @@ def test_private_rounds_declare_refuse_past_the_budget_and_the_audit_catches_an_
     assert f"from {one / 1e6:.6f} to {two / 1e6:.6f}, past the agreement's budget of {budget / 1e6:.6f}" in line
     assert "DP-SGD" not in refused.stderr  # refused before training
     assert sorted(open_store(federation.workspace).pins()) == pins and not client.has_submitted(second, alice)
+    plain = open_round(federation)  # no dp section: under a budget, no finite ε
+    refused = cli("node", "train", "--round", str(plain), "--shard", "0", "--of", "2", *w,
+                  env=federation.parties["alice"]["env"])
+    assert refused.exit_code == 1
+    assert f"round {plain} has no dp section" in refused.error_line(alone=False)
+    assert not client.has_submitted(plain, alice)
 
     rows = ok(cli("audit", "privacy", "--json", *w)).json()
     assert [(r["round_id"], r["participant"], r["declared_micros"], r["recomputed_micros"]) for r in rows] == [
