@@ -1,31 +1,39 @@
-"""Random sequences of governance and round operations: the contract and a small model of its rules agree.
+"""Random sequences of governance, round, privacy-budget, relay and key-registry operations: the
+contract and a small model of its rules agree.
 
 Runs on the session's anvil; every example starts from the same snapshot (a fresh deployment,
 funded parties) and is reverted at teardown. Time moves in steps of 1,000 s and every deadline
-sits 500 s between steps, so the second or two that blocks take never decide a rule.
+sits 500 s between steps, so the second or two that blocks take never decide a rule. Declared ε
+and budgets are drawn from a few whole figures (millionths) so that equal, growing, decreasing and
+over-budget declarations all occur.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     rule,
     run_state_machine_as_test,
 )
 
 from ledger import contract_errors as ce
-from ledger.federation import FederationClient, sign_join_message
+from ledger.cid import cid_to_bytes
+from ledger.contract_constants import MAX_BATCH_SIZE
+from ledger.federation import FederationClient, SignedUpdate, send_transaction, sign_join_message
 from tests.contracts.conftest import CONFIG, METRICS, MODEL, TERMS, TERMS_2, UPDATE
 from tests.fixtures_chain import TestChain
 
 PARTIES = 3
 STEP = 1000
+EPSILONS = (0, 1_000_000, 2_000_000, 3_000_000, 5_000_000)
+BUDGETS = {"none": (0, 0), "budget": (3_000_000, 10**13), "invalid": (0, 10**13)}
 Expected = tuple[type[ce.FederationContractError], tuple[Any, ...]] | None
 
 
@@ -47,6 +55,23 @@ class Model:
     accepted: dict[str, int] = field(default_factory=dict)
     index: dict[str, int] = field(default_factory=dict)  # submission bit, given at the first admission
     rounds: list[RoundModel] = field(default_factory=list)
+    budgets: dict[int, int] = field(default_factory=dict)  # ε budget of each agreement version (0: none)
+    budget: dict[str, int] = field(default_factory=dict)  # each party's, copied at join
+    spent: dict[str, int] = field(default_factory=dict)  # each party's last declared cumulative ε
+    keys: dict[str, bytes] = field(default_factory=dict)  # encryption keys
+
+    def publish(self, epsilon_budget: int, delta: int) -> Expected:
+        if (epsilon_budget == 0) != (delta == 0):
+            return ce.FederationInvalidPrivacyBudget, (epsilon_budget, delta)
+        self.version += 1
+        self.budgets[self.version] = epsilon_budget
+        return None
+
+    def publish_key(self, who: str, key: bytes) -> Expected:
+        if key == b"\0" * 32:
+            return ce.FederationInvalidEncryptionKey, ()
+        self.keys[who] = key
+        return None
 
     def join(self, who: str, *, version: int, deadline: int, signed_here: bool) -> Expected:
         if self.version == 0:
@@ -63,6 +88,7 @@ class Model:
             return ce.FederationAlreadyAccepted, (who, version)
         self.status.setdefault(who, "pending")
         self.accepted[who] = version
+        self.budget[who] = self.budgets[version]
         return None
 
     def govern(self, action: str, who: str) -> Expected:
@@ -94,22 +120,57 @@ class Model:
             return r, (ce.FederationRoundClosed, (round_id, r.state))
         return r, None
 
-    def submit(self, who: str, round_id: int) -> Expected:
+    def _taking_updates(self, round_id: int) -> tuple[RoundModel | None, Expected]:
         r, refused = self._round(round_id)
         if refused:
-            return refused
+            return None, refused
         assert r is not None
         if self.now > r.deadline:
-            return ce.FederationDeadlinePassed, (round_id, r.deadline)
+            return None, (ce.FederationDeadlinePassed, (round_id, r.deadline))
+        return r, None
+
+    def _record(self, r: RoundModel, round_id: int, who: str, epsilon: int) -> Expected:
+        """The rules of one submission to an open round, in the contract's order."""
         status = self.status.get(who, "none")
         if status != "admitted":
             return ce.FederationNotParticipant, (who, status)
         if self.accepted[who] != self.version:
             return ce.FederationAgreementNotAccepted, (who, self.accepted[who], self.version)
+        spent, budget = self.spent.get(who, 0), self.budget.get(who, 0)
+        if epsilon < spent:
+            return ce.FederationPrivacyLossDecreased, (who, epsilon, spent)
+        if budget and epsilon > budget:
+            return ce.FederationPrivacyBudgetExceeded, (who, epsilon, budget)
         if who in r.submitted:
             return ce.FederationAlreadySubmitted, (round_id, who)
         r.submitted.add(who)
+        self.spent[who] = epsilon
         return None
+
+    def submit(self, who: str, round_id: int, epsilon: int) -> Expected:
+        r, refused = self._taking_updates(round_id)
+        if refused:
+            return refused
+        assert r is not None
+        return self._record(r, round_id, who, epsilon)
+
+    def relay(self, round_id: int, items: list[tuple[str, int, str, int]]) -> Expected | list[Expected]:
+        """A batch of (party, ε, kind, signature deadline): the batch's own refusal, or each item's verdict."""
+        if not 1 <= len(items) <= MAX_BATCH_SIZE:
+            return ce.FederationInvalidBatchSize, (len(items), MAX_BATCH_SIZE)
+        r, refused = self._taking_updates(round_id)
+        if refused:
+            return refused
+        assert r is not None
+        verdicts: list[Expected] = []
+        for who, epsilon, kind, deadline in items:
+            if self.now > deadline:
+                verdicts.append((ce.FederationSignatureExpired, (deadline,)))
+            elif kind == "forged":
+                verdicts.append((ce.FederationInvalidSignature, (who,)))
+            else:
+                verdicts.append(self._record(r, round_id, who, epsilon))
+        return verdicts
 
     def finalize(self, round_id: int, *, by: str | None) -> Expected:
         if by is not None:
@@ -180,10 +241,24 @@ def test_contract_agrees_with_the_model(chain: TestChain) -> None:
         def check(self, expected: Expected, action: Any) -> None:
             assert outcome(action) == expected
 
-        @rule()
-        def publish(self) -> None:
-            self.admin.publish_agreement(terms_for(self.model.version + 1))
-            self.model.version += 1
+        @initialize(start=st.sampled_from(["bare", "members"]))
+        def start(self, start: str) -> None:
+            """Half the runs start with an agreement with a budget and every party admitted and a round open, so
+            that short runs reach submissions, declarations and relayed batches that are recorded."""
+            if start == "members":
+                self.publish("budget")
+                for p in range(PARTIES):
+                    self.join(p, "current")
+                    self.govern(p, "approve")
+                self.open_round(3, 1)
+
+        @rule(budget=st.sampled_from(list(BUDGETS)))
+        def publish(self, budget: str) -> None:
+            epsilon_budget, delta = BUDGETS[budget]
+            binary = cid_to_bytes(terms_for(self.model.version + 1))
+            call = self.admin.contract.functions.publishAgreement(binary[1], binary[4:], epsilon_budget, delta)
+            expected = self.model.publish(epsilon_budget, delta)  # the client would refuse "invalid" itself
+            self.check(expected, lambda: send_transaction(chain.w3, call, account=None))
 
         @rule(p=st.integers(0, PARTIES - 1), kind=st.sampled_from(["current", "stale", "expired", "other-chain"]))
         def join(self, p: int, kind: str) -> None:
@@ -215,11 +290,52 @@ def test_contract_agrees_with_the_model(chain: TestChain) -> None:
                 base_cid=MODEL, deadline=deadline, min_updates=minimum, config_hash=CONFIG
             ))
 
-        @rule(p=st.integers(0, PARTIES - 1), pick=st.integers(0, 3))
-        def submit(self, p: int, pick: int) -> None:
+        @rule(p=st.integers(0, PARTIES - 1), pick=st.integers(0, 3), epsilon=st.sampled_from(EPSILONS))
+        def submit(self, p: int, pick: int, epsilon: int) -> None:
             round_id = max(len(self.model.rounds) - pick, 1) if pick < 3 else len(self.model.rounds) + 1
-            expected = self.model.submit(keys[p].address, round_id)
-            self.check(expected, lambda: self.parties[p].submit_update(round_id, cid=UPDATE, samples=10, metrics_hash=METRICS))
+            expected = self.model.submit(keys[p].address, round_id, epsilon)
+            self.check(expected, lambda: self.parties[p].submit_update(
+                round_id, cid=UPDATE, samples=10, metrics_hash=METRICS, epsilon_micros=epsilon
+            ))
+
+        @rule(
+            pick=st.integers(0, 3),
+            items=st.lists(
+                st.tuples(
+                    st.integers(0, PARTIES - 1),
+                    st.sampled_from(EPSILONS),
+                    st.sampled_from(["signed", "signed", "forged", "expired"]),
+                ),
+                max_size=4,
+            ),
+        )
+        def relay(self, pick: int, items: list[tuple[int, int, str]]) -> None:
+            round_id = max(len(self.model.rounds) - pick, 1) if pick < 3 else len(self.model.rounds) + 1
+            batch: list[SignedUpdate] = []
+            plan: list[tuple[str, int, str, int]] = []
+            for p, epsilon, kind in items:
+                deadline = self.model.now - 500 if kind == "expired" else self.model.now + 100 * STEP
+                signer = keys[(p + 1) % PARTIES] if kind == "forged" else keys[p]
+                item = self.admin.sign_update(
+                    signer, round_id, cid=UPDATE, samples=10, metrics_hash=METRICS, epsilon_micros=epsilon,
+                    deadline=deadline,
+                )
+                batch.append(replace(item, participant=keys[p].address))  # forged: signed by another key
+                plan.append((keys[p].address, epsilon, kind, deadline))
+            expected = self.model.relay(round_id, plan)
+            try:
+                relayed = self.admin.submit_updates(round_id, batch)
+            except ce.FederationContractError as error:
+                assert (type(error), error.args_tuple) == expected
+                return
+            got = [None if error is None else (type(error), error.args_tuple) for _, _, error in relayed.results]
+            assert got == expected
+
+        @rule(p=st.integers(0, PARTIES - 1), zero=st.booleans())
+        def publish_key(self, p: int, zero: bool) -> None:
+            key = b"\0" * 32 if zero else bytes([p + 1, len(self.model.keys)]) * 16
+            expected = self.model.publish_key(keys[p].address, key)
+            self.check(expected, lambda: self.parties[p].publish_encryption_key(key))
 
         @rule(pick=st.integers(0, 2), by=st.sampled_from([None, 0]))
         def finalize(self, pick: int, by: int | None) -> None:
@@ -255,6 +371,10 @@ def test_contract_agrees_with_the_model(chain: TestChain) -> None:
                 assert info.status == self.model.status.get(key.address, "none")
                 assert info.accepted_version == self.model.accepted.get(key.address, 0)
                 assert info.index == self.model.index.get(key.address)
+                assert self.admin.privacy(key.address) == (
+                    self.model.spent.get(key.address, 0), self.model.budget.get(key.address, 0)
+                )
+                assert self.admin.encryption_key(key.address) == self.model.keys.get(key.address)
             assert self.admin.participant_count() == len(self.model.index)
             open_ids = [i for i, r in enumerate(self.model.rounds, start=1) if r.state == "open"]
             assert self.admin.open_round_ids() == open_ids
