@@ -267,20 +267,19 @@ def register(app: typer.Typer) -> None:
     def key_publish_encryption(
         key: Annotated[str, typer.Option("--key", help="The encryption key: a name under \\[encryption_keys] or its file.")],
         signer: Annotated[str | None, typer.Option(
-            "--from", help="The account that registers it: a name under \\[keys] or a keystore file (default $FEDLEDGER_PRIVATE_KEY).",
+            "--from", help="The account it is registered for: a name under \\[keys] or a keystore file (default as for governance: \\[keys] admin, $FEDLEDGER_PRIVATE_KEY, a local chain's dev account).",
         )] = None,
         rpc: RpcOption = None,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
         """Register an encryption key's public half on chain for the --from account (rounds then seal to it)."""
-        from ledger.chain import open_federation, require_gas_money
-        from ledger.keys import load_account
+        from ledger.chain import open_federation, require_gas_money, signing_account
         from ledger.sealing.keys import encryption_key_path, read_encryption_public_key
 
         workspace, w3, url = _chain(workdir, rpc)
         public = read_encryption_public_key(encryption_key_path(workspace, key))  # no password: only the public half
-        account = load_account(workspace, signer)
+        account = signing_account(workspace, signer, w3=w3, rpc=url)
         require_gas_money(w3, account.address)
         tx = open_federation(workspace, w3=w3, rpc=url).with_account(account).publish_encryption_key(public)
         _report_tx(f"{account.address} registered encryption key 0x{public.hex()}", tx, json,
