@@ -11,9 +11,10 @@ from eth_utils import to_canonical_address
 from ledger.errors import InvalidInputError
 from ledger.sealing.errors import RecipientMismatchError
 from ledger.sealing.keys import new_encryption_key
-from ledger.sealing.recipients import RoundSeal, recipient_opener
+from ledger.sealing.recipients import RoundSeal, recipient_opener, registered_keys
 from ledger.workspace import Workspace
 from node.round_config import RoundConfig
+from tests.fixtures_chain import TestChain
 
 PASSWORD = "round seal tests"
 CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -65,3 +66,17 @@ def test_the_workspace_key_a_recipient_registered_opens_the_round(tmp_path: Path
     stranger = RoundSeal(31337, CONTRACT, 4, {recipient: bytes(range(32))})
     with pytest.raises(InvalidInputError, match="no encryption key in this workspace is one they registered"):
         recipient_opener(workspace, stranger)
+
+
+def test_a_round_takes_the_keys_registered_at_its_opening_block(memory_chain: TestChain) -> None:
+    federation = memory_chain.deploy()
+    first, second = bytes(range(1, 33)), bytes(range(2, 34))
+    federation.publish_encryption_key(first)
+    opened_block = memory_chain.w3.eth.block_number
+    federation.publish_encryption_key(second)  # a later rotation changes nothing for that round
+    me = federation.sender
+    assert RoundSeal.read(federation, 1, [me], opened_block=opened_block).recipients == {me: first}
+    assert registered_keys(federation, [me]) == {me: second}
+    nobody = Account.create().address
+    with pytest.raises(InvalidInputError, match=f"{nobody} has no encryption key registered on chain"):
+        registered_keys(federation, [me, nobody])
