@@ -220,12 +220,14 @@ def register(app: typer.Typer) -> None:
         log_json: LogJsonOption = False,
         metrics_port: MetricsPortOption = None,
         metrics_host: MetricsHostOption = "127.0.0.1",
+        encryption_key: Annotated[str | None, typer.Option("--encryption-key", help="Sealed rounds: a recipient's encryption key, a name under [encryption_keys] or its file (default: the workspace's key that a recipient registered on chain).")] = None,
         rpc: RpcOption = None,
         workdir: WorkdirOption = None,
     ) -> None:
         """Finalize each open round once it holds its minimum and every entitled party has submitted or
         its deadline has passed; cancel a round whose deadline passed below its minimum."""
         from ledger.chain import require_gas_money
+        from ledger.sealing.recipients import recipient_opener
         from node.services.aggregator_service import AggregatorService
 
         workspace = Workspace.find(workdir)
@@ -234,8 +236,11 @@ def register(app: typer.Typer) -> None:
                              metrics_host=metrics_host, max_outage=max_outage) as rt, \
                 _signed_in(rt, workspace, rpc=rpc, key=key, role="aggregator") as federation:
             if federation is not None:
-                service = AggregatorService(federation=federation, store=open_store(workspace),
-                                            journal_dir=workspace.journal_dir, log=rt.log, metrics=rt.metrics)
+                service = AggregatorService(
+                    federation=federation, store=open_store(workspace), journal_dir=workspace.journal_dir,
+                    log=rt.log, metrics=rt.metrics,
+                    opener_for=lambda round_seal: recipient_opener(workspace, round_seal, encryption_key),
+                )
 
                 def start() -> None:
                     _require_role(federation, "aggregator")

@@ -9,11 +9,13 @@ index in memory, synced at each step (a few new logs, not a scan).
 
 A round that cannot be aggregated for a reason that will not go away by retrying (its config is
 not a round config, its base model fails verification) is reported once and left to governance,
-which can abort it.
+which can abort it. A sealed round is opened with the recipient key ``opener_for`` gives (``aggregator
+run`` uses the workspace's encryption key that a recipient registered, or ``--encryption-key``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ledger.audit_queries import membership_at_end
@@ -25,6 +27,7 @@ from ledger.contract_errors import (
 from ledger.errors import LedgerError
 from ledger.federation import FederationClient, RoundInfo
 from ledger.index import LedgerIndex
+from ledger.sealing.recipients import RoundOpener, RoundSeal
 from ledger.store import ContentStore
 from node.aggregator import aggregate_round
 from node.services.backoff import is_transient
@@ -44,8 +47,10 @@ class AggregatorService:
         journal_dir: Path,
         log: ServiceLog,
         metrics: ServiceMetrics,
+        opener_for: Callable[[RoundSeal], RoundOpener] | None = None,
     ) -> None:
         self.federation = federation
+        self.opener_for = opener_for  # a sealed round's recipient key (node.aggregator.aggregate_round)
         self.store = store
         self.journal_dir = journal_dir
         self.log = log
@@ -96,7 +101,8 @@ class AggregatorService:
         round_id = info.round_id
         try:
             outcome = aggregate_round(
-                federation=self.federation, store=self.store, round_id=round_id, journal_dir=self.journal_dir
+                federation=self.federation, store=self.store, round_id=round_id, journal_dir=self.journal_dir,
+                opener_for=self.opener_for,
             )
         except FederationRoundClosed:
             return  # finalized or cancelled by someone else since we looked
