@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     @handle_errors
     def demo(
-        participants: Annotated[int, typer.Option("--participants", min=1, max=64, help="Number of parties.")] = 4,
+        participants: Annotated[int, typer.Option("--participants", min=1, max=200, help="Number of parties.")] = 4,
         rounds: Annotated[int, typer.Option("--rounds", min=1, max=100, help="Number of rounds.")] = 5,
         chain: Annotated[str, typer.Option("--chain", help="memory (in-process chain) or anvil (a real local node).")] = "memory",
         workdir: Annotated[Path | None, typer.Option("--workdir", "-w", help="Workspace to create (default: a new temporary folder).")] = None,
