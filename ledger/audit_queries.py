@@ -15,6 +15,7 @@ from typing import Any
 from ledger.cid import RAW, cid_from_parts
 from ledger.errors import InvalidInputError, LedgerError
 from ledger.federation import Submission
+from ledger.fixed_point import micros_to_epsilon, units_to_delta
 from ledger.index import IndexedEvent, LedgerIndex
 from ledger.types import Address, Cid, RoundId
 
@@ -129,7 +130,7 @@ def _when(index: LedgerIndex, block: int) -> int:
 
 
 def agreements(index: LedgerIndex) -> list[dict[str, Any]]:
-    """Every agreement version: terms CID, when published, how many parties accepted it."""
+    """Every agreement version: terms CID, when published, how many parties accepted it, its privacy budget (ε, δ; None: none)."""
     joins = index.events("ParticipantJoined")
     return [
         {
@@ -139,6 +140,8 @@ def agreements(index: LedgerIndex) -> list[dict[str, Any]]:
             "published_at": _when(index, event.block),
             "tx_hash": event.tx_hash,
             "accepted_by": len({j.args["participant"] for j in joins if j.args["version"] == event.args["version"]}),
+            "epsilon_budget": micros_to_epsilon(int(event.args["epsilonBudget"])) if int(event.args["epsilonBudget"]) else None,
+            "delta": units_to_delta(int(event.args["delta"])) if int(event.args["delta"]) else None,
         }
         for event in index.events("AgreementPublished")
     ]

@@ -161,11 +161,12 @@ def register(app: typer.Typer) -> None:
     @audit.command("agreements")
     @_audit_errors
     def agreements_cmd(workdir: WorkdirOption = None, rpc: RpcOption = None, json: JsonOption = False, csv_: CsvOption = False) -> None:
-        """Every agreement version: terms CID, when published, how many parties accepted it."""
+        """Every agreement version: terms CID, when published, how many parties accepted it, its privacy budget."""
         from ledger.audit_queries import agreements
 
         with _ledger(workdir, rpc) as ledger:
-            _emit(agreements(ledger.index), ["version", "terms_cid", "block", "published_at", "accepted_by", "tx_hash"],
+            _emit(agreements(ledger.index), ["version", "terms_cid", "block", "published_at", "accepted_by", "epsilon_budget",
+                                             "delta", "tx_hash"],
                   title="Agreements", as_json=json, as_csv=csv_)
 
     @audit.command("rounds")

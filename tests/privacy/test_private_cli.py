@@ -70,6 +70,8 @@ def test_agreement_budget_is_published_and_shown_and_dp_options_checked(anvil_rp
     assert (shown["epsilon_budget"], shown["delta"], shown["epsilon_budget_micros"], shown["delta_units"]) == (
         8.0, 1e-5, 8_000_000, 10**13)
     assert "privacy budget ε = 8 at δ = 1e-05" in ok(cli("agreement", "show", *w)).stderr
+    listed = ok(cli("audit", "agreements", "--json", *w)).json()
+    assert [(row["epsilon_budget"], row["delta"]) for row in listed] == [(None, None), (8.0, 1e-5)]
 
     for flags, words in [
         (("--dp-clip", "1.0"), "need --dp-noise S or --dp-target-epsilon E"),
