@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import statistics
@@ -65,7 +66,8 @@ from node.strategies import make_strategy, strategy_from_params
 ROUND_SECONDS = 3 * 3600
 SHARDS = 50  # digits shards; party i trains on shard i mod SHARDS (1,437 samples cannot give 1,000 parties a shard each)
 BATCH = 256
-GAS = 200_000
+GAS = 100_000  # enough for a join or an approval; ``send_all`` puts 250 in a block of 30M gas (by limit)
+ADMIT_CHUNK = 100
 STRATEGIES: dict[str, dict[str, Any]] = {
     "fedavg": make_strategy("fedavg").params(),
     "median": make_strategy("median").params(),
@@ -108,15 +110,17 @@ def admit(url: str, federation: FederationClient, keys: list[LocalAccount]) -> N
     version = federation.agreement_version()
     deadline = int(w3.eth.get_block("latest")["timestamp"]) + ROUND_SECONDS
     rpc_batch(url, [("evm_setAutomine", [False])] + [("anvil_setBalance", [k.address, hex(10**20)]) for k in keys])
-    nonce = w3.eth.get_transaction_count(admin)
-    calls = [
-        federation.contract.functions.join(
-            key.address, version, deadline, federation.sign_join(key, version=version, deadline=deadline)
-        )._encode_transaction_data()
-        for key in keys
-    ] + [federation.contract.functions.approve(key.address)._encode_transaction_data() for key in keys]
-    send_all(url, [{"from": admin, "to": federation.address, "data": data, "gas": hex(GAS), "nonce": hex(nonce + i)}
-                   for i, data in enumerate(calls)])
+    for first in range(0, len(keys), ADMIT_CHUNK):
+        chunk = keys[first : first + ADMIT_CHUNK]
+        nonce = w3.eth.get_transaction_count(admin)
+        calls = [
+            federation.contract.functions.join(
+                key.address, version, deadline, federation.sign_join(key, version=version, deadline=deadline)
+            )._encode_transaction_data()
+            for key in chunk
+        ] + [federation.contract.functions.approve(key.address)._encode_transaction_data() for key in chunk]
+        send_all(url, [{"from": admin, "to": federation.address, "data": data, "gas": hex(GAS), "nonce": hex(nonce + i)}
+                       for i, data in enumerate(calls)])
     rpc_batch(url, [("evm_setAutomine", [True])])
     if federation.participant_count() != len(keys):
         raise RuntimeError(f"{federation.participant_count()} of {len(keys)} parties were admitted")
@@ -221,24 +225,28 @@ def measure(size: int, *, krum_max: int) -> dict[str, Any]:
 
 
 def growth(values: list[float], sizes: list[int]) -> str:
-    """Flat, linear or worse, from the first and last size: the ratio of the values against that of the sizes."""
-    if len(values) < 2 or values[0] <= 0:
-        return ""
-    ratio, size_ratio = values[-1] / values[0], sizes[-1] / sizes[0]
-    return f"x{ratio:.2f} for x{size_ratio:g} parties"
+    """Each size step's ratio of the values, beside that of the sizes: flat, linear or worse."""
+    steps = [f"x{b / a:.2f} (x{m / n:g})" for a, b, n, m in zip(values, values[1:], sizes, sizes[1:]) if a > 0]
+    return ", ".join(steps)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 300, 1000])
     parser.add_argument("--krum-max", type=int, default=300, help="largest size at which Krum (quadratic) is run")
+    parser.add_argument("--from-logs", type=Path, nargs="+", help="print the tables of earlier runs' stderr instead of measuring")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # a tiny model: threads only add contention on a loaded machine
     command = " ".join([os.path.basename(sys.executable), "-m", "benchmarks.scale", *(argv if argv is not None else sys.argv[1:])])
     results = []
-    for size in args.sizes:
+    if args.from_logs:
+        for log in args.from_logs:
+            lines = log.read_text(encoding="utf-8").splitlines()
+            results += [json.loads(line[line.index("{"):]) for line in lines if line.startswith("size ")]
+        results.sort(key=lambda r: r["parties"])
+    for size in [] if args.from_logs else args.sizes:
         result, seconds = timed(lambda size=size: measure(size, krum_max=args.krum_max))
-        print(f"size {size}: {seconds:.0f} s", file=sys.stderr, flush=True)
+        print(f"size {size}: {seconds:.0f} s {json.dumps(result)}", file=sys.stderr, flush=True)
         results.append(result)
     sizes = [r["parties"] for r in results]
 
@@ -255,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         ("audit: index sync from empty (s)", "sync_s", "{:.2f}"),
         ("audit: verify both rounds (s)", "verify_s", "{:.1f}"),
     ]
-    print("| measurement | " + " | ".join(f"{n:,} parties" for n in sizes) + " | growth |")
+    print("| measurement | " + " | ".join(f"{n:,} parties" for n in sizes) + " | growth per step (parties) |")
     print("| --- | " + " | ".join("---:" for _ in sizes) + " | --- |")
     for label, key, fmt in rows:
         values = [r[key] for r in results]
