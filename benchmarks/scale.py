@@ -226,7 +226,7 @@ def measure(size: int, *, krum_max: int) -> dict[str, Any]:
 
 def growth(values: list[float], sizes: list[int]) -> str:
     """Each size step's ratio of the values, beside that of the sizes: flat, linear or worse."""
-    steps = [f"x{b / a:.2f} (x{m / n:g})" for a, b, n, m in zip(values, values[1:], sizes, sizes[1:]) if a > 0]
+    steps = [f"x{b / a:.2f} (x{m / n:.3g})" for a, b, n, m in zip(values, values[1:], sizes, sizes[1:]) if a > 0]
     return ", ".join(steps)
 
 
