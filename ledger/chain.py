@@ -28,6 +28,7 @@ from ledger.errors import (
     WrongChainError,
 )
 from ledger.federation import FederationClient
+from ledger.in_process_chain import in_process_web3
 from ledger.keys import PRIVATE_KEY_ENV, account_from_env, load_account
 from ledger.types import Address
 from ledger.workspace import Workspace
@@ -65,7 +66,7 @@ def connect(rpc: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> Web3:
     """
     rpc = check_rpc_url(rpc)
     if rpc == MEMORY:
-        return Web3(EthereumTesterProvider())
+        return in_process_web3()
     provider = HTTPProvider(rpc, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
     w3 = Web3(provider)
     try:

@@ -19,6 +19,7 @@ from web3 import EthereumTesterProvider, Web3
 
 from deploy.anvil import AnvilProcess
 from ledger.federation import FederationClient
+from ledger.in_process_chain import in_process_web3
 
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
 
@@ -118,4 +119,4 @@ def federation(chain: TestChain) -> FederationClient:
 
 @pytest.fixture
 def memory_chain() -> TestChain:
-    return TestChain(Web3(EthereumTesterProvider()))
+    return TestChain(in_process_web3())

@@ -22,6 +22,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from ledger.federation import FederationClient
+from ledger.in_process_chain import in_process_web3
 from ledger.store import EmbeddedStore
 from ledger.weights import from_safetensors, max_blob_bytes, to_safetensors
 from ledger.workspace import Workspace
@@ -83,7 +84,7 @@ def ledger_copy(anvil_ledger: Ledger, chain: Any, tmp_path: Path) -> Ledger:
 @pytest.fixture(scope="session")
 def memory_ledger_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], Ledger]:
     def build() -> Ledger:
-        w3 = Web3(Web3.EthereumTesterProvider())
+        w3 = in_process_web3()
         return build_ledger(tmp_path_factory.mktemp("memory") / "ws", w3, "memory")
 
     return build
