@@ -15,7 +15,7 @@ import typer
 from ledger.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import RpcOption, WorkdirOption, handle_errors
-from node.cli.services_cmd import LogJsonOption, MaxOutageOption, _connect, _stopped_early, service_runtime
+from node.cli.services_cmd import LogJsonOption, MaxOutageOption, federation_connector, log_stopped_early, service_runtime
 from node.services.lock import service_lock
 
 DEFAULT_PORT = 8650
@@ -55,9 +55,9 @@ def register(app: typer.Typer) -> None:
         with service_lock(workspace.journal_dir, role="relay", address=account.address, command="fedledger relay serve"), \
                 service_runtime("relay", actor=account.address, log_json=log_json, metrics_port=None,
                                 metrics_host=host, max_outage=max_outage) as rt:
-            federation = rt.retrier.until_success(_connect(workspace, rpc, account))
+            federation = rt.retrier.until_success(federation_connector(workspace, rpc, account))
             if federation is None:
-                _stopped_early(rt)
+                log_stopped_early(rt)
                 return
             require_gas_money(federation.w3, account.address)
             relay = Relay(federation=federation, store=store, batch_size=batch_size, max_wait_s=max_wait, log=rt.log)

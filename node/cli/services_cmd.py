@@ -102,7 +102,8 @@ def service_runtime(
                 server.server_close()
 
 
-def _connect(workspace: Workspace, rpc: str | None, account: LocalAccount | None = None) -> Callable[[], FederationClient]:
+def federation_connector(workspace: Workspace, rpc: str | None, account: LocalAccount | None = None) -> Callable[[], FederationClient]:
+    """A call that opens the workspace's federation (for a retrier: services start before their chain)."""
     from ledger.chain import open_federation, workspace_rpc
 
     url = workspace_rpc(workspace, rpc)
@@ -116,9 +117,9 @@ def _signed_in(runtime: Runtime, workspace: Workspace, *, rpc: str | None, key: 
     from ledger.chain import signing_account, workspace_rpc
 
     url = workspace_rpc(workspace, rpc)
-    reader = runtime.retrier.until_success(_connect(workspace, url))
+    reader = runtime.retrier.until_success(federation_connector(workspace, url))
     if reader is None:
-        _stopped_early(runtime)
+        log_stopped_early(runtime)
         yield None
         return
     signer = signing_account(workspace, key, w3=reader.w3, rpc=url)
@@ -136,7 +137,8 @@ def _require_role(federation: FederationClient, role: str) -> None:
         raise AccessControlUnauthorizedAccount(federation.sender, role)
 
 
-def _stopped_early(runtime: Runtime) -> None:
+def log_stopped_early(runtime: Runtime) -> None:
+    """Log that the service was stopped (a signal) before its chain first answered."""
     runtime.log.info("stopped", f"stopped on {runtime.stop.reason} before starting.", signal=runtime.stop.reason)
 
 
@@ -145,7 +147,7 @@ def _run(runtime: Runtime, service: Service, *, poll: float, once: bool, start: 
     from node.services.loop import run_service
 
     if not runtime.retrier.until_success(lambda: start() or True):
-        _stopped_early(runtime)
+        log_stopped_early(runtime)
         return
     run_service(service, log=runtime.log, retrier=runtime.retrier, poll_s=poll, once=once)
 
@@ -197,9 +199,9 @@ def register(app: typer.Typer) -> None:
                 service_runtime("node", actor=account.address, log_json=log_json, metrics_port=metrics_port,
                                 metrics_host=metrics_host,
                                 max_outage=ONCE_MAX_OUTAGE_S if once and max_outage is None else max_outage) as rt:
-            federation = rt.retrier.until_success(_connect(workspace, rpc, account))
+            federation = rt.retrier.until_success(federation_connector(workspace, rpc, account))
             if federation is None:
-                _stopped_early(rt)
+                log_stopped_early(rt)
                 return
             service = NodeService(federation=federation, store=open_store(workspace), data=local,
                                   journal_dir=workspace.journal_dir, log=rt.log, metrics=rt.metrics, device=chosen)
@@ -303,7 +305,7 @@ def register(app: typer.Typer) -> None:
 
                 base = rt.retrier.until_success(pin_base)
                 if base is None:
-                    _stopped_early(rt)
+                    log_stopped_early(rt)
                     return
                 service = CoordinatorService(
                     federation=federation, store=store, journal_dir=workspace.journal_dir, rounds=rounds,
@@ -336,9 +338,9 @@ def register(app: typer.Typer) -> None:
         workspace = Workspace.find(workdir)
         with service_runtime("watch", actor=None, log_json=log_json, metrics_port=None, metrics_host="127.0.0.1",
                              max_outage=max_outage) as rt:
-            federation = rt.retrier.until_success(_connect(workspace, rpc))
+            federation = rt.retrier.until_success(federation_connector(workspace, rpc))
             if federation is None:
-                _stopped_early(rt)
+                log_stopped_early(rt)
                 return
             if not log_json:
                 console.print(f"Watching Federation {federation.address} (Ctrl-C to stop).", highlight=False)
