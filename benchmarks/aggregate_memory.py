@@ -36,10 +36,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ledger.federation import RoundInfo, Submission  # noqa: E402
-from ledger.store import EmbeddedStore  # noqa: E402
+from ledger.chain.federation import RoundInfo, Submission  # noqa: E402
+from ledger.ipfs.store import EmbeddedStore  # noqa: E402
 from ledger.types import Address, Cid, RoundId  # noqa: E402
-from ledger.unixfs import cid_of_bytes  # noqa: E402
+from ledger.ipfs.unixfs import cid_of_bytes  # noqa: E402
 from ledger.weights import from_safetensors, to_safetensors  # noqa: E402
 from node import aggregator  # noqa: E402
 from node.round_config import RoundConfig  # noqa: E402

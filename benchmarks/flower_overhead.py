@@ -26,9 +26,9 @@ from pathlib import Path
 from web3 import Web3
 
 from deploy.anvil import AnvilProcess
-from ledger.chain import connect
-from ledger.keys import PRIVATE_KEY_ENV
-from ledger.store import EmbeddedStore
+from ledger.chain.connection import connect
+from ledger.chain.keys import PRIVATE_KEY_ENV
+from ledger.ipfs.store import EmbeddedStore
 from ledger.workspace import Workspace
 from node.demo import KEY_PASSWORD, DemoOptions, found_federation
 from node.flower.demo import flower_run_config

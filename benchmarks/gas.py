@@ -18,7 +18,7 @@ from eth_account import Account
 from web3 import Web3
 
 from deploy.anvil import AnvilProcess
-from ledger.federation import FederationClient, load_artifact
+from ledger.chain.federation import FederationClient, load_artifact
 
 TERMS = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
 MODEL = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"

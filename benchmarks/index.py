@@ -31,9 +31,9 @@ from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
 
 from deploy.anvil import AnvilProcess
-from ledger.cid import RAW, cid_from_parts
-from ledger.federation import FederationClient
-from ledger.index import LedgerIndex
+from ledger.ipfs.cid import RAW, cid_from_parts
+from ledger.chain.federation import FederationClient
+from ledger.index.index import LedgerIndex
 
 SUBMIT = function_signature_to_4byte_selector("submitUpdate(uint256,uint8,bytes32,uint64,bytes32,uint64)")
 OPEN = function_signature_to_4byte_selector("openRound(uint8,bytes32,uint64,uint32,bytes32)")
@@ -124,7 +124,7 @@ def index_part(args: argparse.Namespace, rows: list[tuple[str, str]]) -> None:
 
 
 def verify_part(args: argparse.Namespace, rows: list[tuple[str, str]]) -> None:
-    from ledger.store import EmbeddedStore
+    from ledger.ipfs.store import EmbeddedStore
     from ledger.workspace import Workspace
     from node.audit.verify import verify_ledger
     from node.demo import DemoOptions, run_demo

@@ -30,9 +30,9 @@ from web3 import Web3
 
 import node.participant
 from deploy.anvil import AnvilProcess
-from ledger.chain import connect
-from ledger.federation import FederationClient
-from ledger.store import EmbeddedStore
+from ledger.chain.connection import connect
+from ledger.chain.federation import FederationClient
+from ledger.ipfs.store import EmbeddedStore
 from node.aggregator import aggregate_round
 from node.data import load_digits_split
 from node.demo import TERMS, fund, party_account

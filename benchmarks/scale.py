@@ -50,9 +50,9 @@ from benchmarks.index import rpc_batch, send_all
 import node.participant
 from benchmarks.ledger_overhead import TrainingClock
 from deploy.anvil import AnvilProcess
-from ledger.federation import FederationClient
-from ledger.index import LedgerIndex
-from ledger.store import EmbeddedStore
+from ledger.chain.federation import FederationClient
+from ledger.index.index import LedgerIndex
+from ledger.ipfs.store import EmbeddedStore
 from ledger.weights import from_safetensors
 from node.aggregator import aggregate_round, aggregate_updates
 from node.audit.verify import verify_ledger

@@ -42,8 +42,8 @@ from web3 import Web3
 from benchmarks.ledger_overhead import run_rounds
 from deploy.anvil import AnvilProcess
 from deploy.deployer import deploy_federation
-from ledger.chain import open_federation
-from ledger.store import open_store
+from ledger.chain.connection import open_federation
+from ledger.ipfs.store import open_store
 from ledger.workspace import Workspace
 from node.data import load_digits_split
 from node.demo import TERMS, party_account

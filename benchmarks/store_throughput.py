@@ -4,7 +4,7 @@
 
 Measured in one run on the same bytes, best of ``--repeat``:
   sha256        hashlib.sha256 over the whole buffer, one pass (the yardstick)
-  cid only      ledger.unixfs.cid_of_bytes: chunking, sha256 per 256 KiB chunk, dag-pb parents, no I/O
+  cid only      ledger.ipfs.unixfs.cid_of_bytes: chunking, sha256 per 256 KiB chunk, dag-pb parents, no I/O
   add           EmbeddedStore.add_bytes into an empty store (hash, write one pack, fdatasync, index)
   add, no fsync the same with os.fsync and os.fdatasync stubbed out (shows what durability costs;
                 SQLite's own sync of the index stays)
@@ -41,9 +41,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ledger.ipfs_server import make_server
-from ledger.store import EmbeddedStore, KuboStore
-from ledger.unixfs import cid_of_bytes
+from ledger.ipfs.server import make_server
+from ledger.ipfs.store import EmbeddedStore, KuboStore
+from ledger.ipfs.unixfs import cid_of_bytes
 
 
 def best_of(repeat: int, run: Callable[[], object], setup: Callable[[], None] = lambda: None) -> float:

@@ -26,7 +26,7 @@ from typing import Any
 import solcx
 
 from ledger.errors import ConfigError
-from ledger.federation import ARTIFACT, load_artifact
+from ledger.chain.federation import ARTIFACT, load_artifact
 from ledger.workspace import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent

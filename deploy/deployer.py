@@ -13,7 +13,7 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from ledger.chain import (
+from ledger.chain.connection import (
     MEMORY,
     connect,
     require_gas_money,
@@ -22,7 +22,7 @@ from ledger.chain import (
 )
 from ledger.contract_constants import DEFAULT_ADMIN_DELAY
 from ledger.errors import DeploymentError, InvalidInputError
-from ledger.federation import FederationClient, load_artifact
+from ledger.chain.federation import FederationClient, load_artifact
 from ledger.workspace import Workspace
 
 
@@ -75,7 +75,7 @@ def deploy_federation(
     w3: Web3 | None = None,
     admin_delay: int = DEFAULT_ADMIN_DELAY,
 ) -> dict[str, Any]:
-    """Deploy Federation with ``account`` (else the key ``key``, see ledger.chain.signing_account) and record it.
+    """Deploy Federation with ``account`` (else the key ``key``, see ledger.chain.connection.signing_account) and record it.
 
     Returns the recorded document: address, chain_id, block, tx_hash, gas_used, deployer, rpc
     and the compiled sources' sha256. The deployer holds the admin, coordinator and aggregator

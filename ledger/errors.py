@@ -48,7 +48,7 @@ class KeyLoadError(LedgerError):
 
 
 class ContractRevertError(LedgerError):
-    """Base of the Python classes that mirror the contract's custom errors (see ledger.contract_errors)."""
+    """Base of the Python classes that mirror the contract's custom errors (see ledger.chain.contract_errors)."""
 
 
 class StoreError(LedgerError):

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ledger.audit_queries import round_submissions
-from ledger.chain import chain_now
+from ledger.index.queries import round_submissions
+from ledger.chain.connection import chain_now
 from ledger.errors import (
     ContentNotFoundError,
     ContentTooLargeError,
@@ -42,13 +42,13 @@ from ledger.errors import (
     WeightsError,
 )
 from ledger.failpoints import failpoint
-from ledger.federation import FederationClient, RoundInfo, Submission, TxResult
-from ledger.index import LedgerIndex
+from ledger.chain.federation import FederationClient, RoundInfo, Submission, TxResult
+from ledger.index.index import LedgerIndex
 from ledger.sealing.errors import SealingError
 from ledger.sealing.recipients import RoundOpener, RoundSeal
-from ledger.store import ContentStore
+from ledger.ipfs.store import ContentStore
 from ledger.types import Cid
-from ledger.unixfs import cid_of_bytes
+from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.utc import utc_text
 from ledger.weights import WeightsFile, from_safetensors, max_blob_bytes, to_safetensors
 from node.journal import Journal

@@ -27,11 +27,11 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from ledger.chain import chain_now
-from ledger.federation import FederationClient, TxResult
+from ledger.chain.connection import chain_now
+from ledger.chain.federation import FederationClient, TxResult
 from ledger.fixed_point import micros_to_epsilon
 from ledger.sealing.keys import public_key_bytes
-from ledger.store import ContentStore, EmbeddedStore
+from ledger.ipfs.store import ContentStore, EmbeddedStore
 from ledger.weights import from_safetensors
 from ledger.workspace import Workspace
 from node.aggregator import aggregate_round
@@ -120,7 +120,7 @@ def party_account(seed: int, index: int) -> LocalAccount:
 def keep_keys(workspace: Workspace, accounts: dict[str, LocalAccount]) -> None:
     """Each account as an encrypted keystore ``keys/NAME.json`` (password KEY_PASSWORD), recorded under ``[keys]``:
     ``admin`` then signs governance by default, as for any workspace."""
-    from ledger.keys import create_keystore
+    from ledger.chain.keys import create_keystore
 
     for name, account in accounts.items():
         path = workspace.keys_dir / f"{name}.json"
@@ -270,7 +270,7 @@ def audit(
     decryption_key: X25519PrivateKey | None = None,
 ) -> None:
     """Index the ledger the demo built and re-verify every claim in it, as an auditor would."""
-    from ledger.index import LedgerIndex
+    from ledger.index.index import LedgerIndex
     from node.audit.verify import verify_ledger
 
     index = LedgerIndex.for_federation(workspace.index_path, federation)
@@ -296,7 +296,7 @@ def run_demo_on_chain(
     """Run the demo on the chain ``options.chain`` names: the in-process chain, or an anvil whose
     state is kept in the workspace (so `fedledger chain up` reopens it afterwards)."""
     from deploy.anvil import AnvilProcess
-    from ledger.chain import connect
+    from ledger.chain.connection import connect
 
     if options.chain == "memory":
         return run_demo(options, w3=connect("memory"), workspace=workspace, on_round=on_round)

@@ -30,9 +30,9 @@ import torch
 from ledger.errors import InvalidInputError
 from ledger.canonical_json import canonical_json
 from ledger.failpoints import failpoint
-from ledger.federation import FederationClient, TxResult
+from ledger.chain.federation import FederationClient, TxResult
 from ledger.sealing.recipients import RoundSeal
-from ledger.store import ContentStore
+from ledger.ipfs.store import ContentStore
 from ledger.types import Address, Cid
 from ledger.weights import from_safetensors, max_blob_bytes, to_safetensors
 from node.data import Dataset

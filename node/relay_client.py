@@ -16,7 +16,7 @@ import requests
 from eth_account.signers.local import LocalAccount
 
 from ledger.errors import InvalidInputError, LedgerError
-from ledger.federation import FederationClient, TxResult
+from ledger.chain.federation import FederationClient, TxResult
 from ledger.types import Cid
 from node.services.clock import chain_time
 from node.services.relay_service import HEALTH_PATH, PATH, request_document

@@ -35,8 +35,8 @@ from typing import Any, ClassVar
 
 from eth_utils import to_canonical_address
 
-from ledger.chain import parse_address
-from ledger.cid import RAW, cid_from_parts
+from ledger.chain.connection import parse_address
+from ledger.ipfs.cid import RAW, cid_from_parts
 from ledger.canonical_json import canonical_json
 from ledger.errors import InvalidInputError
 from ledger.types import Cid

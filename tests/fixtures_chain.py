@@ -18,8 +18,8 @@ from eth_account.signers.local import LocalAccount
 from web3 import EthereumTesterProvider, Web3
 
 from deploy.anvil import AnvilProcess
-from ledger.federation import FederationClient
-from ledger.in_process_chain import in_process_web3
+from ledger.chain.federation import FederationClient
+from ledger.chain.in_process_chain import in_process_web3
 
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
 

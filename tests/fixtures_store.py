@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger.cid import RAW, cid_digest, cid_to_bytes
-from ledger.store import EmbeddedStore, KuboStore
-from ledger.unixfs import decode_node
+from ledger.ipfs.cid import RAW, cid_digest, cid_to_bytes
+from ledger.ipfs.store import EmbeddedStore, KuboStore
+from ledger.ipfs.unixfs import decode_node
 
 
 def fedledger_command() -> list[str]:

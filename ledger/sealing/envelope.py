@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from eth_utils import to_canonical_address
 
-from ledger.chain import parse_address
+from ledger.chain.connection import parse_address
 from ledger.errors import InvalidInputError
 from ledger.sealing.errors import (
     NotARecipientError,

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from eth_utils import to_canonical_address, to_checksum_address
 
-from ledger.chain import parse_address
+from ledger.chain.connection import parse_address
 from ledger.errors import InvalidInputError
 from ledger.sealing.errors import (
     NotSealedError,

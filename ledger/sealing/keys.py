@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ledger.errors import InvalidInputError, KeyLoadError
-from ledger.keys import PASSWORD_ENV, read_password
+from ledger.chain.keys import PASSWORD_ENV, read_password
 from ledger.workspace import Workspace, atomic_write_bytes
 
 KIND = "fedledger-encryption-key"
@@ -44,7 +44,7 @@ FOLDER = "encryption"
 DEFAULT_SCRYPT_N = 1 << 18  # eth-account's default for signing keystores: about a second per load
 _MAX_SCRYPT_N = 1 << 20  # a file may not make a load take gigabytes of memory
 _SCRYPT_R, _SCRYPT_P = 8, 1
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # the rule ledger.keys applies to signing key names
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # the rule ledger.chain.keys applies to signing key names
 
 
 def public_key_bytes(private_key: X25519PrivateKey) -> bytes:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ledger.errors import InvalidInputError
-from ledger.federation import FederationClient
+from ledger.chain.federation import FederationClient
 from ledger.sealing.envelope import check_envelope, seal, unseal
 from ledger.sealing.format import SealContext, envelope_size
 from ledger.sealing.keys import (

@@ -8,7 +8,7 @@ its budget. A declaration below the recomputation, rounded up to the contract's 
 under-declared ε; a recomputation past the budget is an overspent one. Under an agreement without
 a budget nothing is accounted (no δ): such rows carry no figures.
 
-Rows are plain dicts of JSON values, like ``ledger.audit_queries``'s, so the CLI prints them as a
+Rows are plain dicts of JSON values, like ``ledger.index.queries``'s, so the CLI prints them as a
 table, JSON or CSV unchanged.
 """
 
@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger.audit_queries import replay, rounds
+from ledger.index.queries import replay, rounds
 from ledger.errors import LedgerError
 from ledger.fixed_point import epsilon_to_micros, micros_to_epsilon, units_to_delta
-from ledger.index import LedgerIndex
-from ledger.store import ContentStore
+from ledger.index.index import LedgerIndex
+from ledger.ipfs.store import ContentStore
 from node.privacy.accountant import cumulative_epsilon, round_epsilon
 from node.round_config import DpSettings, RoundConfig
 

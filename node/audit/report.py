@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from ledger.audit_queries import (
+from ledger.index.queries import (
     TIME_COLUMNS,
     agreements,
     membership_history,
@@ -32,8 +32,8 @@ from ledger.audit_queries import (
     rounds,
 )
 from ledger.errors import LedgerError
-from ledger.index import LedgerIndex
-from ledger.store import ContentStore
+from ledger.index.index import LedgerIndex
+from ledger.ipfs.store import ContentStore
 from ledger.utc import utc_text
 from ledger.weights import from_safetensors
 from node.audit.privacy import COLUMNS as PRIVACY_COLUMNS

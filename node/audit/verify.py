@@ -49,7 +49,7 @@ from eth_account.messages import encode_typed_data
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from ledger.audit_queries import (
+from ledger.index.queries import (
     Membership,
     relayers,
     replay,
@@ -65,12 +65,12 @@ from ledger.errors import (
     InvalidInputError,
     LedgerError,
 )
-from ledger.federation import FederationClient, RoundInfo, join_typed_data
-from ledger.index import IndexedEvent, LedgerIndex
+from ledger.chain.federation import FederationClient, RoundInfo, join_typed_data
+from ledger.index.index import IndexedEvent, LedgerIndex
 from ledger.sealing.errors import SealingError
 from ledger.sealing.keys import public_key_bytes
 from ledger.sealing.recipients import RoundOpener, RoundSeal
-from ledger.store import ContentStore
+from ledger.ipfs.store import ContentStore
 from ledger.types import RoundId
 from ledger.weights import from_safetensors, max_blob_bytes
 from node.aggregator import aggregate_updates

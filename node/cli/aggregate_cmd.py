@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ledger.errors import InvalidInputError
-from ledger.store import open_store
+from ledger.ipfs.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import (
     JsonOption,
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
 
         Safe to rerun: aggregation is deterministic and a finalized round is never finalized twice.
         """
-        from ledger.chain import (
+        from ledger.chain.connection import (
             open_federation,
             require_gas_money,
             signing_account,

@@ -68,9 +68,9 @@ class _Ledger:
 @contextmanager
 def _ledger(workdir: Path | None, rpc: str | None = None, *, sync: bool = True) -> Iterator[_Ledger]:
     """The workspace's checked deployment, its store, and its index synced to the head."""
-    from ledger.chain import open_federation
-    from ledger.index import LedgerIndex
-    from ledger.store import open_store
+    from ledger.chain.connection import open_federation
+    from ledger.index.index import LedgerIndex
+    from ledger.ipfs.store import open_store
     from ledger.workspace import Workspace
 
     workspace = Workspace.find(workdir)
@@ -117,7 +117,7 @@ _CID = re.compile(r"b[a-z2-7]{50,}")
 
 def _cell(column: str, value: Any) -> str:
     """A value as a human table shows it: long hex and CIDs cut to their ends, times in UTC."""
-    from ledger.audit_queries import (
+    from ledger.index.queries import (
         TIME_COLUMNS,  # imported with the command's queries already
     )
     from ledger.utc import utc_text
@@ -146,7 +146,7 @@ def register(app: typer.Typer) -> None:
         csv_: CsvOption = False,
     ) -> None:
         """Every party: status, agreement versions accepted, when it joined (or --history)."""
-        from ledger.audit_queries import membership_history, participants
+        from ledger.index.queries import membership_history, participants
 
         with _ledger(workdir, rpc) as ledger:
             if history:
@@ -162,7 +162,7 @@ def register(app: typer.Typer) -> None:
     @_audit_errors
     def agreements_cmd(workdir: WorkdirOption = None, rpc: RpcOption = None, json: JsonOption = False, csv_: CsvOption = False) -> None:
         """Every agreement version: terms CID, when published, how many parties accepted it, its privacy budget."""
-        from ledger.audit_queries import agreements
+        from ledger.index.queries import agreements
 
         with _ledger(workdir, rpc) as ledger:
             _emit(agreements(ledger.index), ["version", "terms_cid", "block", "published_at", "accepted_by", "epsilon_budget",
@@ -173,7 +173,7 @@ def register(app: typer.Typer) -> None:
     @_audit_errors
     def rounds_cmd(workdir: WorkdirOption = None, rpc: RpcOption = None, json: JsonOption = False, csv_: CsvOption = False) -> None:
         """Every round: state, base and global model, config, submissions."""
-        from ledger.audit_queries import rounds
+        from ledger.index.queries import rounds
 
         with _ledger(workdir, rpc) as ledger:
             _emit(rounds(ledger.index), ["round_id", "state", "submissions", "min_updates", "base_cid", "global_cid",
@@ -185,7 +185,7 @@ def register(app: typer.Typer) -> None:
     def updates_cmd(round_id: RoundOption = None, workdir: WorkdirOption = None, rpc: RpcOption = None, json: JsonOption = False,
                     csv_: CsvOption = False) -> None:
         """Every recorded update (or one round's)."""
-        from ledger.audit_queries import updates
+        from ledger.index.queries import updates
 
         with _ledger(workdir, rpc) as ledger:
             _emit(updates(ledger.index, round_id=round_id),
@@ -216,8 +216,8 @@ def register(app: typer.Typer) -> None:
         csv_: CsvOption = False,
     ) -> None:
         """The lineage of a model back to the genesis model: rounds, parties, strategy."""
-        from ledger.audit_queries import provenance
-        from ledger.cid import parse_cid
+        from ledger.index.queries import provenance
+        from ledger.ipfs.cid import parse_cid
 
         parsed = parse_cid(cid)
         with _ledger(workdir, rpc) as ledger:

@@ -1,7 +1,7 @@
 """Commands: ``deploy``, ``key``, ``agreement``, ``participant`` and ``round`` — governing a federation.
 
 Each command resolves the workspace, connects to its chain, checks the recorded deployment
-(ledger.chain.open_federation) and calls one FederationClient method. Governance transactions are
+(ledger.chain.connection.open_federation) and calls one FederationClient method. Governance transactions are
 signed by ``--key`` (a name under ``[keys]`` or a keystore file), else ``[keys] admin``, else
 ``$FEDLEDGER_PRIVATE_KEY``, else, on a local dev chain, its first funded account.
 """
@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ledger.cid import parse_cid
+from ledger.ipfs.cid import parse_cid
 from ledger.contract_constants import DEFAULT_ADMIN_DELAY, MAX_ROUND_DURATION
 from ledger.errors import ChainError, InvalidInputError
-from ledger.store import open_store
+from ledger.ipfs.store import open_store
 from ledger.utc import utc_text
 from ledger.workspace import Workspace
 from node.cli._common import (
@@ -36,7 +36,7 @@ from node.cli._common import (
 if TYPE_CHECKING:
     from web3 import Web3
 
-    from ledger.federation import FederationClient, TxResult
+    from ledger.chain.federation import FederationClient, TxResult
     from node.round_config import DpSettings
 
 KeyOption = Annotated[
@@ -63,7 +63,7 @@ def _jsonable(value: Any) -> Any:
 
 def _chain(workdir: Path | None, rpc: str | None) -> tuple[Workspace, Web3, str]:
     """The workspace and a connection to its chain, after checking a deployment is recorded."""
-    from ledger.chain import connect, recorded_deployment, workspace_rpc
+    from ledger.chain.connection import connect, recorded_deployment, workspace_rpc
 
     workspace = Workspace.find(workdir)
     recorded_deployment(workspace)
@@ -73,7 +73,7 @@ def _chain(workdir: Path | None, rpc: str | None) -> tuple[Workspace, Web3, str]
 
 def _governed(workdir: Path | None, rpc: str | None, key: str | None) -> tuple[Workspace, FederationClient]:
     """The workspace and its Federation with the governance signer attached (checked for gas money)."""
-    from ledger.chain import open_federation, require_gas_money, signing_account
+    from ledger.chain.connection import open_federation, require_gas_money, signing_account
 
     workspace, w3, url = _chain(workdir, rpc)
     federation = open_federation(workspace, w3=w3, rpc=url)
@@ -83,7 +83,7 @@ def _governed(workdir: Path | None, rpc: str | None, key: str | None) -> tuple[W
 
 
 def _reader(workdir: Path | None, rpc: str | None) -> FederationClient:
-    from ledger.chain import open_federation
+    from ledger.chain.connection import open_federation
 
     workspace, w3, url = _chain(workdir, rpc)
     return open_federation(workspace, w3=w3, rpc=url)
@@ -220,7 +220,7 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Make a new key, encrypted with $FEDLEDGER_KEY_PASSWORD (or a prompted password); print its address."""
-        from ledger.keys import new_key, read_password
+        from ledger.chain.keys import new_key, read_password
 
         workspace = Workspace.find(workdir)
         address = new_key(workspace, name, password=read_password(f"the new key {name!r}", confirm=True))
@@ -236,7 +236,7 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Print a key's address (read from its keystore without decrypting it)."""
-        from ledger.keys import key_path, keystore_address
+        from ledger.chain.keys import key_path, keystore_address
 
         workspace = Workspace.find(workdir)
         address = keystore_address(key_path(workspace, name))
@@ -252,7 +252,7 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Make a new X25519 encryption key (for sealed updates), encrypted with $FEDLEDGER_KEY_PASSWORD or a prompt."""
-        from ledger.keys import read_password
+        from ledger.chain.keys import read_password
         from ledger.sealing.keys import new_encryption_key
 
         workspace = Workspace.find(workdir)
@@ -274,7 +274,7 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Register an encryption key's public half on chain for the --from account (rounds then seal to it)."""
-        from ledger.chain import open_federation, require_gas_money, signing_account
+        from ledger.chain.connection import open_federation, require_gas_money, signing_account
         from ledger.sealing.keys import encryption_key_path, read_encryption_public_key
 
         workspace, w3, url = _chain(workdir, rpc)
@@ -297,8 +297,8 @@ def register(app: typer.Typer) -> None:
         """Send ether from a local anvil's first dev account to a key (local dev chains only)."""
         from web3 import Web3
 
-        from ledger.chain import connect, dev_account, parse_address, workspace_rpc
-        from ledger.keys import key_path, keystore_address
+        from ledger.chain.connection import connect, dev_account, parse_address, workspace_rpc
+        from ledger.chain.keys import key_path, keystore_address
 
         workspace = Workspace.find(workdir)
         address = parse_address(name) if name.startswith("0x") else keystore_address(key_path(workspace, name))
@@ -382,8 +382,8 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Accept the current agreement: sign it (EIP-712) with the party's own key and submit, or --relay."""
-        from ledger.chain import chain_now, open_federation, require_gas_money
-        from ledger.keys import load_account
+        from ledger.chain.connection import chain_now, open_federation, require_gas_money
+        from ledger.chain.keys import load_account
 
         workspace, w3, url = _chain(workdir, rpc)
         federation = open_federation(workspace, w3=w3, rpc=url)
@@ -420,7 +420,7 @@ def register(app: typer.Typer) -> None:
         """Submit another party's join signature, paying the gas with --key."""
         from web3 import Web3
 
-        from ledger.chain import parse_address
+        from ledger.chain.connection import parse_address
 
         try:
             signed = jsonlib.loads(signature_file.read_text(encoding="utf-8"))
@@ -446,7 +446,7 @@ def register(app: typer.Typer) -> None:
             workdir: WorkdirOption = None,
             json: JsonOption = False,
         ) -> None:
-            from ledger.chain import parse_address
+            from ledger.chain.connection import parse_address
 
             participant = parse_address(address)
             _, federation = _governed(workdir, rpc, key)
@@ -497,7 +497,7 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Open a round: pins the round configuration and records its sha256 with the base model CID."""
-        from ledger.chain import chain_now
+        from ledger.chain.connection import chain_now
         from node.round_config import RoundConfig
 
         cid = parse_cid(base_cid)

@@ -15,10 +15,10 @@ from typing import Annotated
 
 import typer
 
-from ledger.car import export_car
-from ledger.cid import parse_cid
+from ledger.ipfs.car import export_car
+from ledger.ipfs.cid import parse_cid
 from ledger.errors import InvalidInputError
-from ledger.store import ContentStore, EmbeddedStore, KuboStore, open_store
+from ledger.ipfs.store import ContentStore, EmbeddedStore, KuboStore, open_store
 from ledger.types import Cid
 from ledger.workspace import Workspace
 from node.cli._common import (
@@ -113,7 +113,7 @@ def register(app: typer.Typer) -> None:
         (reads are still verified against their CIDs). Keep it on 127.0.0.1 unless a firewall or VPN
         limits who can reach the host.
         """
-        from ledger.ipfs_server import serve as run_server
+        from ledger.ipfs.server import serve as run_server
 
         try:
             address = ipaddress.IPv4Address(host)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ledger.store import open_store
+from ledger.ipfs.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import (
     JsonOption,

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from ledger.store import open_store
+from ledger.ipfs.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import RpcOption, WorkdirOption, handle_errors
 from node.cli.services_cmd import LogJsonOption, MaxOutageOption, federation_connector, log_stopped_early, service_runtime
@@ -44,8 +44,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Take signed updates on POST /updates, check them, send them in batches, answer each party
         with its transaction and block or the reason it was refused; GET /health shows the counts."""
-        from ledger.chain import require_gas_money
-        from ledger.keys import load_account
+        from ledger.chain.connection import require_gas_money
+        from ledger.chain.keys import load_account
         from node.services.relay_service import Relay, check_batch_size, make_server
 
         check_batch_size(batch_size)  # refused before anything starts

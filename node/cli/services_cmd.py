@@ -18,7 +18,7 @@ import typer
 
 from ledger.contract_constants import MAX_ROUND_DURATION
 from ledger.errors import LedgerError
-from ledger.store import open_store
+from ledger.ipfs.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import RpcOption, WorkdirOption, console, handle_errors
 from node.services.lock import service_lock
@@ -28,7 +28,7 @@ from node.services.lock import service_lock
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
-    from ledger.federation import FederationClient
+    from ledger.chain.federation import FederationClient
     from node.services.log import ServiceLog
     from node.services.loop import Retrier, Service, StopFlag
     from node.services.metrics import ServiceMetrics
@@ -104,7 +104,7 @@ def service_runtime(
 
 def federation_connector(workspace: Workspace, rpc: str | None, account: LocalAccount | None = None) -> Callable[[], FederationClient]:
     """A call that opens the workspace's federation (for a retrier: services start before their chain)."""
-    from ledger.chain import open_federation, workspace_rpc
+    from ledger.chain.connection import open_federation, workspace_rpc
 
     url = workspace_rpc(workspace, rpc)
     return lambda: open_federation(workspace, account=account, rpc=url)
@@ -114,7 +114,7 @@ def federation_connector(workspace: Workspace, rpc: str | None, account: LocalAc
 def _signed_in(runtime: Runtime, workspace: Workspace, *, rpc: str | None, key: str | None, role: str) -> Iterator[FederationClient | None]:
     """The federation seen through the service's key, held under its one-service-per-key lock;
     None when the service was stopped before the chain answered."""
-    from ledger.chain import signing_account, workspace_rpc
+    from ledger.chain.connection import signing_account, workspace_rpc
 
     url = workspace_rpc(workspace, rpc)
     reader = runtime.retrier.until_success(federation_connector(workspace, url))
@@ -131,7 +131,7 @@ def _signed_in(runtime: Runtime, workspace: Workspace, *, rpc: str | None, key: 
 
 def _require_role(federation: FederationClient, role: str) -> None:
     """The contract's own refusal (AccessControlUnauthorizedAccount) when the sender lacks ``role``."""
-    from ledger.contract_errors import AccessControlUnauthorizedAccount
+    from ledger.chain.contract_errors import AccessControlUnauthorizedAccount
 
     if not federation.has_role(role, federation.sender):
         raise AccessControlUnauthorizedAccount(federation.sender, role)
@@ -185,8 +185,8 @@ def register(app: typer.Typer) -> None:
         Safe to stop and start again: it resumes from the chain and the journal, and never submits
         twice. One `node run` per key and workspace (a lock).
         """
-        from ledger.chain import require_gas_money
-        from ledger.keys import load_account
+        from ledger.chain.connection import require_gas_money
+        from ledger.chain.keys import load_account
         from node.cli.train_cmd import party_data
         from node.services.participant_service import NodeService
         from node.training import pick_device
@@ -228,7 +228,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Finalize each open round once it holds its minimum and every entitled party has submitted or
         its deadline has passed; cancel a round whose deadline passed below its minimum."""
-        from ledger.chain import require_gas_money
+        from ledger.chain.connection import require_gas_money
         from ledger.sealing.recipients import recipient_opener
         from node.services.aggregator_service import AggregatorService
 
@@ -278,8 +278,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Open round 1 on the base model, each next round on the last global model, reopen a cancelled
         round on its base; exit 0 once --rounds rounds are finalized. Resumes its schedule after a restart."""
-        from ledger.cid import parse_cid
-        from ledger.chain import require_gas_money
+        from ledger.ipfs.cid import parse_cid
+        from ledger.chain.connection import require_gas_money
         from node.cli.governance_cmd import _round_config as round_config_bytes
         from node.round_config import RoundConfig
         from node.services.coordinator_service import CoordinatorService

@@ -9,7 +9,7 @@ import typer
 
 from ledger.errors import InvalidInputError
 from ledger.fixed_point import micros_to_epsilon
-from ledger.store import open_store
+from ledger.ipfs.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import (
     JsonOption,
@@ -67,8 +67,8 @@ def register(app: typer.Typer) -> None:
         trained with DP-SGD, after checking (before any training) that the party's cumulative ε stays
         within its budget on chain; the update then declares that ε.
         """
-        from ledger.chain import open_federation, require_gas_money, workspace_rpc
-        from ledger.keys import load_account
+        from ledger.chain.connection import open_federation, require_gas_money, workspace_rpc
+        from ledger.chain.keys import load_account
         from node.participant import train_and_submit
         from node.training import pick_device
 

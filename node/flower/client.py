@@ -16,7 +16,7 @@ import numpy as np
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 
 from ledger.errors import ContractRevertError, InvalidInputError, WeightsError
-from ledger.unixfs import cid_of_bytes
+from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.weights import from_safetensors
 from node.flower.connection import Ledger, party_ledger
 from node.flower.records import REPLY_KEY, ROUND_KEY, PartyReply, arrays_of

@@ -12,10 +12,10 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ledger.chain import open_federation, signing_account, workspace_rpc
-from ledger.federation import FederationClient
-from ledger.keys import load_account
-from ledger.store import ContentStore, open_store
+from ledger.chain.connection import open_federation, signing_account, workspace_rpc
+from ledger.chain.federation import FederationClient
+from ledger.chain.keys import load_account
+from ledger.ipfs.store import ContentStore, open_store
 from ledger.workspace import Workspace
 
 WORKDIR_KEY = "fedledger-workdir"

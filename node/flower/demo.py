@@ -16,11 +16,11 @@ from dataclasses import replace
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from ledger.audit_queries import rounds, updates
-from ledger.federation import FederationClient, TxResult
-from ledger.index import LedgerIndex
-from ledger.keys import PRIVATE_KEY_ENV
-from ledger.store import ContentStore, EmbeddedStore
+from ledger.index.queries import rounds, updates
+from ledger.chain.federation import FederationClient, TxResult
+from ledger.index.index import LedgerIndex
+from ledger.chain.keys import PRIVATE_KEY_ENV
+from ledger.ipfs.store import ContentStore, EmbeddedStore
 from ledger.weights import from_safetensors
 from ledger.workspace import Workspace
 from node.data import Dataset, load_digits_split
@@ -95,7 +95,7 @@ def run_flower_demo(
 ) -> DemoReport:
     """The demo on anvil (kept in the workspace) with its rounds run by the example Flower app."""
     from deploy.anvil import AnvilProcess
-    from ledger.chain import connect
+    from ledger.chain.connection import connect
 
     options = replace(options, chain="anvil")  # the Flower processes share the chain: it must be a node
     anvil = AnvilProcess(state=workspace.chain_dir / "anvil.json").start()

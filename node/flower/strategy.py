@@ -31,9 +31,9 @@ from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from flwr.supercore import log
 
-from ledger.chain import chain_now
+from ledger.chain.connection import chain_now
 from ledger.errors import InvalidInputError
-from ledger.federation import RoundInfo
+from ledger.chain.federation import RoundInfo
 from ledger.types import Cid
 from ledger.weights import from_safetensors, max_blob_bytes
 from node.aggregator import AggregationOutcome, aggregate_round, global_model_bytes

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger.federation import FederationClient
+from ledger.chain.federation import FederationClient
 from ledger.fixed_point import micros_to_epsilon
-from ledger.store import ContentStore
+from ledger.ipfs.store import ContentStore
 from ledger.types import Address, RoundId
 from node.privacy.accountant import PrivacyBudgetExceededError, check_budget
 from node.round_config import DpSettings, RoundConfig, config_cid

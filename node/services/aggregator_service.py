@@ -18,17 +18,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ledger.audit_queries import membership_at_end
-from ledger.contract_errors import (
+from ledger.index.queries import membership_at_end
+from ledger.chain.contract_errors import (
     FederationMinimumReached,
     FederationRoundClosed,
     FederationRoundStillOpen,
 )
 from ledger.errors import LedgerError
-from ledger.federation import FederationClient, RoundInfo
-from ledger.index import LedgerIndex
+from ledger.chain.federation import FederationClient, RoundInfo
+from ledger.index.index import LedgerIndex
 from ledger.sealing.recipients import RoundOpener, RoundSeal
-from ledger.store import ContentStore
+from ledger.ipfs.store import ContentStore
 from node.aggregator import aggregate_round
 from node.services.backoff import is_transient
 from node.services.clock import chain_time

@@ -2,7 +2,7 @@
 
 Not the wall clock: a chain's clock may lag it (a local chain whose snapshots were reverted, a
 test chain set back) or lead it (one moved forward), and a deadline is a block timestamp. A
-transaction sent now is judged in the pending block (ledger.federation.next_block), so that
+transaction sent now is judged in the pending block (ledger.chain.federation.next_block), so that
 block's timestamp is "now" for every decision a service takes about a deadline; on a restarted
 anvil whose latest block is old it is the wall clock, as the next block will be.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from web3 import Web3
 
-from ledger.federation import next_block
+from ledger.chain.federation import next_block
 
 
 def chain_time(w3: Web3) -> int:

@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ledger.contract_errors import FederationMinimumReached, FederationRoundClosed, FederationRoundStillOpen
+from ledger.chain.contract_errors import FederationMinimumReached, FederationRoundClosed, FederationRoundStillOpen
 from ledger.errors import LedgerError
-from ledger.federation import FederationClient, RoundInfo
-from ledger.store import ContentStore
+from ledger.chain.federation import FederationClient, RoundInfo
+from ledger.ipfs.store import ContentStore
 from ledger.types import Cid
 from ledger.utc import utc_text
 from ledger.workspace import atomic_write_bytes

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch
 
-from ledger.contract_errors import (
+from ledger.chain.contract_errors import (
     FederationAgreementNotAccepted,
     FederationContractError,
     FederationNotParticipant,
 )
 from ledger.errors import ContentNotFoundError, LedgerError
-from ledger.federation import FederationClient
-from ledger.store import ContentStore
+from ledger.chain.federation import FederationClient
+from ledger.ipfs.store import ContentStore
 from ledger.types import Address
 from node.data import Dataset
 from node.participant import train_and_submit

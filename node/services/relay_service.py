@@ -33,12 +33,12 @@ from typing import Any
 
 from web3 import Web3
 
-from ledger.chain import parse_address
-from ledger.cid import parse_cid
+from ledger.chain.connection import parse_address
+from ledger.ipfs.cid import parse_cid
 from ledger.contract_constants import MAX_BATCH_SIZE
 from ledger.errors import ChainError, ContentNotFoundError, ContractRevertError, InvalidInputError, LedgerError, StoreError
-from ledger.federation import RECEIPT_TIMEOUT, FederationClient, SignedUpdate, TxResult
-from ledger.store import ContentStore
+from ledger.chain.federation import RECEIPT_TIMEOUT, FederationClient, SignedUpdate, TxResult
+from ledger.ipfs.store import ContentStore
 from node.services.log import ServiceLog
 
 PATH = "/updates"

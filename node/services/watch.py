@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger.federation import FederationClient, RoundInfo
+from ledger.chain.federation import FederationClient, RoundInfo
 from ledger.utc import utc_text
 from node.services.log import ServiceLog
 

@@ -21,9 +21,9 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from ledger.federation import FederationClient
-from ledger.in_process_chain import in_process_web3
-from ledger.store import EmbeddedStore
+from ledger.chain.federation import FederationClient
+from ledger.chain.in_process_chain import in_process_web3
+from ledger.ipfs.store import EmbeddedStore
 from ledger.weights import from_safetensors, max_blob_bytes, to_safetensors
 from ledger.workspace import Workspace
 from node.aggregator import aggregate_updates, global_model_bytes

@@ -22,7 +22,7 @@ from eth_abi import decode, encode
 from eth_utils import to_checksum_address
 from web3 import Web3
 
-from ledger.federation import Submission, TxResult, load_artifact
+from ledger.chain.federation import Submission, TxResult, load_artifact
 from ledger.weights import from_safetensors, to_safetensors
 from node.models import model_layout
 from node.participant import metrics_hash

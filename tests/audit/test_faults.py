@@ -16,7 +16,7 @@ from dataclasses import asdict, replace
 
 import pytest
 
-from ledger.federation import Submission, sign_join_message
+from ledger.chain.federation import Submission, sign_join_message
 from ledger.types import RoundId
 from node.aggregator import aggregate_updates
 from node.receipt import Receipt

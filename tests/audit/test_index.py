@@ -13,10 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from web3 import Web3
 
-from ledger.audit_queries import replay
-from ledger.cid import RAW, cid_from_parts
+from ledger.index.queries import replay
+from ledger.ipfs.cid import RAW, cid_from_parts
 from ledger.errors import AuditIndexError
-from ledger.index import LedgerIndex
+from ledger.index.index import LedgerIndex
 from node.audit.verify import recover_join_signer
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ledger.index import LedgerIndex
+from ledger.index.index import LedgerIndex
 from node.audit.verify import verify_ledger
 from node.receipt import IncludedUpdate, UpdateNote
 from tests.audit.conftest import (

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from deploy.anvil import AnvilProcess, free_port
-from ledger.keys import create_keystore
+from ledger.chain.keys import create_keystore
 from ledger.workspace import Workspace
 from tests.fixtures_chain import TestChain
 from tests.fixtures_cli import Outcome

@@ -15,7 +15,7 @@ from eth_account import Account
 from web3 import Web3
 
 from deploy.anvil import AnvilProcess
-from ledger.keys import create_keystore
+from ledger.chain.keys import create_keystore
 from ledger.workspace import Workspace
 from tests.fixtures_chain import TestChain
 from tests.fixtures_cli import FEDLEDGER, Outcome, clean_env

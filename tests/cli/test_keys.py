@@ -9,7 +9,7 @@ import pytest
 from eth_account import Account
 
 from ledger.errors import InvalidInputError, KeyLoadError
-from ledger.keys import (
+from ledger.chain.keys import (
     PRIVATE_KEY_ENV,
     account_from_env,
     create_keystore,

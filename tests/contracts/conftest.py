@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from ledger.federation import FederationClient
+from ledger.chain.federation import FederationClient
 from tests.fixtures_chain import TestChain
 
 TERMS = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"

@@ -9,7 +9,7 @@ from web3 import Web3
 
 from deploy.anvil import AnvilProcess, find_anvil, rpc_chain_id, stop_pidfile
 from ledger.errors import ChainError
-from ledger.federation import FederationClient
+from ledger.chain.federation import FederationClient
 
 
 def test_a_taken_port_is_refused_with_a_clear_error(anvil: AnvilProcess) -> None:

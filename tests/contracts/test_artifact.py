@@ -7,8 +7,8 @@ from eth_abi import encode
 from eth_utils import keccak
 
 from deploy.compile import collect_sources, compile_with_warnings, sources_sha256
-from ledger import contract_errors
-from ledger.federation import load_artifact
+from ledger.chain import contract_errors
+from ledger.chain.federation import load_artifact
 
 # Reachable only from a constructor given an over-long EIP-712 name, which ours is not.
 UNREACHABLE = {"InvalidShortString()", "StringTooLong(string)"}

@@ -8,14 +8,14 @@ import pytest
 from web3 import Web3
 
 from deploy.anvil import AnvilProcess
-from ledger.chain import chain_now
+from ledger.chain.connection import chain_now
 from ledger.errors import (
     ChainError,
     ChainUnreachableError,
     InvalidInputError,
     MalformedCidError,
 )
-from ledger.federation import FederationClient
+from ledger.chain.federation import FederationClient
 from tests.contracts.conftest import CONFIG, METRICS, MODEL, TERMS, Fed, submit
 from tests.fixtures_chain import TestChain
 
@@ -101,9 +101,9 @@ def test_deadlines_count_from_the_wall_clock_when_the_chain_has_been_idle(
     """An idle or restarted local chain's latest block can be hours old; a deadline counted from it
     would already be past when the next block (stamped with the wall clock) arrives."""
     latest = int(fed.chain.w3.eth.get_block("latest")["timestamp"])
-    monkeypatch.setattr("ledger.chain.time.time", lambda: latest + 7200.0)
+    monkeypatch.setattr("ledger.chain.connection.time.time", lambda: latest + 7200.0)
     assert chain_now(fed.chain.w3) == latest + 7200
-    monkeypatch.setattr("ledger.chain.time.time", lambda: latest - 7200.0)  # chain time ahead (evm_increaseTime)
+    monkeypatch.setattr("ledger.chain.connection.time.time", lambda: latest - 7200.0)  # chain time ahead (evm_increaseTime)
     assert chain_now(fed.chain.w3) == latest
 
 

@@ -25,7 +25,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from ledger.contract_constants import MAX_BATCH_SIZE
-from ledger.federation import FederationClient, TxResult
+from ledger.chain.federation import FederationClient, TxResult
 from tests.contracts.conftest import CONFIG, METRICS, MODEL, TERMS, TERMS_2, UPDATE
 from tests.fixtures_chain import TestChain
 

@@ -11,9 +11,9 @@ from web3 import Web3
 from web3.exceptions import TransactionNotFound
 
 from deploy.anvil import AnvilProcess
-from ledger.audit_queries import rounds
+from ledger.index.queries import rounds
 from ledger.contract_constants import MAX_ROUND_DURATION
-from ledger.contract_errors import (
+from ledger.chain.contract_errors import (
     AccessControlEnforcedDefaultAdminDelay,
     AccessControlEnforcedDefaultAdminRules,
     AccessControlUnauthorizedAccount,
@@ -23,8 +23,8 @@ from ledger.contract_errors import (
     FederationRoundClosed,
 )
 from ledger.errors import InvalidInputError
-from ledger.federation import FederationClient, _cid_parts, send_transaction
-from ledger.index import LedgerIndex
+from ledger.chain.federation import FederationClient, _cid_parts, send_transaction
+from ledger.index.index import LedgerIndex
 from tests.contracts.conftest import CONFIG, MODEL, TERMS, TERMS_2, Fed, submit
 
 

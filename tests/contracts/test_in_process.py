@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.contract_errors import (
+from ledger.chain.contract_errors import (
     AccessControlUnauthorizedAccount,
     FederationDeadlinePassed,
     FederationInvalidSignature,

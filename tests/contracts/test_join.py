@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from eth_account import Account
 
-from ledger.contract_errors import (
+from ledger.chain.contract_errors import (
     AccessControlUnauthorizedAccount,
     FederationAlreadyAccepted,
     FederationInvalidCid,
@@ -15,7 +15,7 @@ from ledger.contract_errors import (
     FederationStaleAgreement,
     FederationUnexpectedStatus,
 )
-from ledger.federation import send_transaction, sign_join_message
+from ledger.chain.federation import send_transaction, sign_join_message
 from tests.contracts.conftest import TERMS, TERMS_2, Fed, make_fed
 
 

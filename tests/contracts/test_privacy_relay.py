@@ -1,5 +1,5 @@
 """The contract's privacy budget, declared ε, encryption-key registry and relayed batches, both
-ways (accepted, and refused with the named error decoded by ledger.contract_errors), on anvil."""
+ways (accepted, and refused with the named error decoded by ledger.chain.contract_errors), on anvil."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from eth_account.signers.local import LocalAccount
 
 from ledger.contract_constants import DELTA_SCALE, MAX_BATCH_SIZE
-from ledger.contract_errors import (
+from ledger.chain.contract_errors import (
     FederationAlreadySubmitted,
     FederationDeadlinePassed,
     FederationInvalidBatchSize,
@@ -20,8 +20,8 @@ from ledger.contract_errors import (
     FederationRoundClosed,
     FederationSignatureExpired,
 )
-from ledger.cid import cid_to_bytes
-from ledger.federation import FederationClient, SignedUpdate, send_transaction
+from ledger.ipfs.cid import cid_to_bytes
+from ledger.chain.federation import FederationClient, SignedUpdate, send_transaction
 from tests.contracts.conftest import METRICS, MODEL, TERMS, TERMS_2, UPDATE, Fed
 from tests.fixtures_chain import TestChain
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.contract_errors import (
+from ledger.chain.contract_errors import (
     AccessControlUnauthorizedAccount,
     FederationAgreementNotAccepted,
     FederationAlreadySubmitted,
@@ -16,7 +16,7 @@ from ledger.contract_errors import (
     FederationRoundStillOpen,
     FederationUnknownRound,
 )
-from ledger.federation import sign_join_message
+from ledger.chain.federation import sign_join_message
 from tests.contracts.conftest import CONFIG, METRICS, MODEL, TERMS, UPDATE, Fed, submit
 
 

@@ -23,10 +23,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from ledger import contract_errors as ce
-from ledger.cid import cid_to_bytes
+from ledger.chain import contract_errors as ce
+from ledger.ipfs.cid import cid_to_bytes
 from ledger.contract_constants import MAX_BATCH_SIZE
-from ledger.federation import FederationClient, SignedUpdate, send_transaction, sign_join_message
+from ledger.chain.federation import FederationClient, SignedUpdate, send_transaction, sign_join_message
 from tests.contracts.conftest import CONFIG, METRICS, MODEL, TERMS, TERMS_2, UPDATE
 from tests.fixtures_chain import TestChain
 

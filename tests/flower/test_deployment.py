@@ -16,8 +16,8 @@ from web3 import Web3
 pytest.importorskip("flwr")
 
 from deploy.anvil import AnvilProcess  # noqa: E402
-from ledger.keys import PRIVATE_KEY_ENV, create_keystore  # noqa: E402
-from ledger.store import EmbeddedStore  # noqa: E402
+from ledger.chain.keys import PRIVATE_KEY_ENV, create_keystore  # noqa: E402
+from ledger.ipfs.store import EmbeddedStore  # noqa: E402
 from ledger.workspace import Workspace  # noqa: E402
 from node.demo import KEY_PASSWORD, DemoOptions, found_federation  # noqa: E402
 from node.flower.demo import flower_run_config  # noqa: E402

@@ -20,8 +20,8 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 from flwr.serverapp.strategy import FedAvg  # noqa: E402
 
 from ledger.errors import InvalidInputError  # noqa: E402
-from ledger.index import LedgerIndex  # noqa: E402
-from ledger.store import EmbeddedStore  # noqa: E402
+from ledger.index.index import LedgerIndex  # noqa: E402
+from ledger.ipfs.store import EmbeddedStore  # noqa: E402
 from ledger.weights import from_safetensors  # noqa: E402
 from ledger.workspace import Workspace  # noqa: E402
 from node.audit.verify import verify_ledger  # noqa: E402

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ledger.index import LedgerIndex
-from ledger.store import EmbeddedStore
+from ledger.index.index import LedgerIndex
+from ledger.ipfs.store import EmbeddedStore
 from ledger.workspace import Workspace
 from node.aggregator import aggregate_round, global_model_bytes
 from node.audit.verify import verify_ledger

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from ledger.store import EmbeddedStore
+from ledger.ipfs.store import EmbeddedStore
 from ledger.weights import from_safetensors
 from ledger.workspace import Workspace
 from node.models import model_layout

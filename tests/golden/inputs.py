@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from ledger.unixfs import cid_of_bytes
+from ledger.ipfs.unixfs import cid_of_bytes
 from node.strategies import AggregateResult, Update, strategy_from_params
 from node.strategies.krum import krum_scores, pairwise_sq_distances
 from node.strategies.numerics import flatten, squared_norm

@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from ledger.cid import (
+from ledger.ipfs.cid import (
     DAG_PB,
     RAW,
     cid_codec,

@@ -6,7 +6,7 @@ import pytest
 from eth_tester.backends.pyevm import main as backend
 from web3.exceptions import TransactionNotFound
 
-from ledger.in_process_chain import in_process_web3
+from ledger.chain.in_process_chain import in_process_web3
 
 
 def test_transactions_of_old_blocks_are_found_where_the_walk_finds_them() -> None:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from ledger.errors import InvalidInputError
-from ledger.federation import RoundInfo, Submission
-from ledger.store import EmbeddedStore
+from ledger.chain.federation import RoundInfo, Submission
+from ledger.ipfs.store import EmbeddedStore
 from ledger.types import Address, Cid, RoundId
 from ledger.weights import max_blob_bytes, to_safetensors
 from node.aggregator import aggregate_updates

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from ledger.errors import ContentNotFoundError
-from ledger.federation import RoundInfo, Submission
-from ledger.store import EmbeddedStore
+from ledger.chain.federation import RoundInfo, Submission
+from ledger.ipfs.store import EmbeddedStore
 from ledger.types import Address, Cid, RoundId
 from ledger.weights import to_safetensors
 from node.aggregator import aggregate_updates
@@ -55,7 +55,7 @@ class Round:
 
 
 def _cid_only(blob: bytes) -> str:
-    from ledger.unixfs import cid_of_bytes
+    from ledger.ipfs.unixfs import cid_of_bytes
 
     return cid_of_bytes(blob)
 

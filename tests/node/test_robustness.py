@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from ledger.federation import RoundInfo, Submission
-from ledger.store import EmbeddedStore
+from ledger.chain.federation import RoundInfo, Submission
+from ledger.ipfs.store import EmbeddedStore
 from ledger.types import Address, Cid, RoundId
 from ledger.weights import from_safetensors, to_safetensors
 from node.aggregator import aggregate_updates

@@ -13,7 +13,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from ledger.fixed_point import epsilon_to_micros
-from ledger.store import open_store
+from ledger.ipfs.store import open_store
 from node.privacy.accountant import cumulative_epsilon, noise_multiplier_for, round_epsilon
 from node.round_config import DpSettings, RoundConfig, config_cid
 from tests.fixtures_cli import ok

@@ -16,9 +16,9 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
-from ledger.cid import RAW, cid_from_parts
-from ledger.federation import FederationClient, SignedUpdate
-from ledger.store import EmbeddedStore
+from ledger.ipfs.cid import RAW, cid_from_parts
+from ledger.chain.federation import FederationClient, SignedUpdate
+from ledger.ipfs.store import EmbeddedStore
 from node.services.log import ServiceLog
 from node.services.relay_service import PATH, Relay, make_server, request_document
 from ledger.types import Cid

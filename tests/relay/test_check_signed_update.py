@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger import contract_errors
+from ledger.chain import contract_errors
 from ledger.errors import ContractRevertError
 from tests.fixtures_chain import TestChain
 from tests.relay.conftest import make_federation

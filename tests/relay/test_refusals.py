@@ -14,8 +14,8 @@ from eth_account import Account
 from web3 import Web3
 
 from deploy.anvil import free_port
-from ledger.federation import FederationClient
-from ledger.keys import create_keystore
+from ledger.chain.federation import FederationClient
+from ledger.chain.keys import create_keystore
 from ledger.workspace import Workspace
 from node.services.relay_service import request_document
 from tests.fixtures_chain import TestChain

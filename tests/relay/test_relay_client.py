@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.cid import RAW, cid_from_parts
+from ledger.ipfs.cid import RAW, cid_from_parts
 from node.relay_client import RelayClient, RelayedTx, RelayError, RelayRefusedError
 from tests.fixtures_chain import TestChain
 from tests.relay.conftest import METRICS_HASH, make_federation, running_relay

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from ledger.chain import open_federation
-from ledger.federation import FederationClient
+from ledger.chain.connection import open_federation
+from ledger.chain.federation import FederationClient
 from ledger.workspace import Workspace
 from node.round_config import RoundConfig, TrainingSettings
 from node.strategies import make_strategy

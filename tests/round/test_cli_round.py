@@ -17,7 +17,7 @@ import pytest
 from eth_account import Account
 from web3 import Web3
 
-from ledger.store import open_store
+from ledger.ipfs.store import open_store
 from ledger.weights import from_safetensors
 from node.models import model_layout
 from tests.fixtures_cli import ok

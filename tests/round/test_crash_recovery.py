@@ -17,7 +17,7 @@ from safetensors.numpy import load as load_safetensors
 from web3 import Web3
 
 from ledger.failpoints import FAILPOINT_ENV, FAILPOINT_EXIT, TRACE_ENV
-from ledger.store import EmbeddedStore
+from ledger.ipfs.store import EmbeddedStore
 from node.receipt import Receipt
 from node.round_config import RoundConfig, config_cid
 from tests.fixtures_cli import ok

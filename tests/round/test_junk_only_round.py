@@ -22,7 +22,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from deploy.anvil import free_port, stop_pidfile
-from ledger.federation import FederationClient
+from ledger.chain.federation import FederationClient
 from ledger.weights import from_safetensors, to_safetensors
 from ledger.workspace import Workspace
 from node.genesis import genesis_model_bytes

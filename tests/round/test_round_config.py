@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.store import open_store
+from ledger.ipfs.store import open_store
 from node.round_config import DEFAULT_MAX_SAMPLES, RoundConfig
 from tests.fixtures_cli import ok
 from tests.fixtures_cli import run_in_process as cli

@@ -10,8 +10,8 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from ledger.store import open_store
-from ledger.unixfs import cid_of_bytes
+from ledger.ipfs.store import open_store
+from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.weights import from_safetensors, to_safetensors
 from node.models import model_layout
 from node.participant import metrics_hash

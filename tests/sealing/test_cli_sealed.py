@@ -17,7 +17,7 @@ from ledger.sealing.format import MAGIC
 from ledger.sealing.keys import new_encryption_key as make_encryption_key
 from ledger.sealing.keys import public_key_bytes
 from ledger.sealing.recipients import RoundSeal
-from ledger.store import open_store
+from ledger.ipfs.store import open_store
 from ledger.weights import from_safetensors
 from ledger.workspace import Workspace
 from node.models import model_layout

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ledger.errors import InvalidInputError, KeyLoadError
-from ledger.keys import PASSWORD_ENV, load_account, load_keystore, new_key
+from ledger.chain.keys import PASSWORD_ENV, load_account, load_keystore, new_key
 from ledger.sealing import SealContext, seal, unseal
 from ledger.sealing.keys import (
     create_encryption_keyfile,

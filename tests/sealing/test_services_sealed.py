@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from ledger.federation import FederationClient
+from ledger.chain.federation import FederationClient
 from ledger.sealing.format import MAGIC
 from ledger.sealing.keys import public_key_bytes
-from ledger.store import EmbeddedStore
+from ledger.ipfs.store import EmbeddedStore
 from node.data import load_digits_split
 from node.demo import TERMS
 from node.genesis import genesis_model_bytes

@@ -18,7 +18,7 @@ import pytest
 import requests
 from web3.exceptions import Web3RPCError
 
-from ledger.contract_errors import FederationNotParticipant
+from ledger.chain.contract_errors import FederationNotParticipant
 from ledger.errors import ChainError, ChainUnreachableError, IntegrityError, StoreError
 from node.services.backoff import Backoff, Outage, is_transient
 from node.services.lock import ServiceLockedError, service_lock

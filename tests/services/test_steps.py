@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from ledger.contract_errors import FederationNotParticipant
-from ledger.federation import FederationClient
-from ledger.store import EmbeddedStore
+from ledger.chain.contract_errors import FederationNotParticipant
+from ledger.chain.federation import FederationClient
+from ledger.ipfs.store import EmbeddedStore
 from node.data import Dataset, load_digits_split
 from node.demo import TERMS
 from node.genesis import genesis_model_bytes

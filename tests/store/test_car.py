@@ -8,10 +8,10 @@ import aleph_cid
 import numpy as np
 import pytest
 
-from ledger.car import encode_header, export_car, read_car
+from ledger.ipfs.car import encode_header, export_car, read_car
 from ledger.errors import IntegrityError, InvalidInputError
-from ledger.store import EmbeddedStore
-from ledger.unixfs import CHUNK_SIZE, decode_node
+from ledger.ipfs.store import EmbeddedStore
+from ledger.ipfs.unixfs import CHUNK_SIZE, decode_node
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from ledger.car import read_car
-from ledger.store import EmbeddedStore
-from ledger.unixfs import CHUNK_SIZE, MAX_LINKS, cid_of_bytes, decode_node
+from ledger.ipfs.car import read_car
+from ledger.ipfs.store import EmbeddedStore
+from ledger.ipfs.unixfs import CHUNK_SIZE, MAX_LINKS, cid_of_bytes, decode_node
 from tests.fixtures_store import IpfsServer, run_fedledger
 
 ZEROS = bytes(MAX_LINKS * CHUNK_SIZE + 1)  # the file: 174 references to one zero leaf, then one byte

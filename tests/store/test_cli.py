@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ledger.car import read_car
+from ledger.ipfs.car import read_car
 from ledger.errors import InvalidInputError, LedgerError
-from ledger.store import EmbeddedStore, KuboStore
-from ledger.unixfs import cid_of_bytes
+from ledger.ipfs.store import EmbeddedStore, KuboStore
+from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.weights import to_safetensors
 from ledger.workspace import Workspace
 from node.cli.ipfs_cmd import add_file_checked

@@ -19,8 +19,8 @@ from ledger.errors import (
     MalformedCidError,
 )
 from ledger.failpoints import FAILPOINT_ENV, FAILPOINT_EXIT
-from ledger.store import ContentStore, EmbeddedStore, open_store
-from ledger.unixfs import CHUNK_SIZE, cid_of_bytes
+from ledger.ipfs.store import ContentStore, EmbeddedStore, open_store
+from ledger.ipfs.unixfs import CHUNK_SIZE, cid_of_bytes
 from ledger.workspace import Workspace
 from tests.fixtures_store import assert_no_partial_object, damage_block, lose_block, stored_copy, visible_blocks
 
@@ -138,7 +138,7 @@ def test_malformed_cid_is_refused(store: EmbeddedStore) -> None:
 ADD_RANDOM = textwrap.dedent(
     """
     import random, sys
-    from ledger.store import EmbeddedStore
+    from ledger.ipfs.store import EmbeddedStore
     data = random.Random(int(sys.argv[3])).randbytes(int(sys.argv[2]))
     print(EmbeddedStore(sys.argv[1]).add_bytes(data))
     """
@@ -198,7 +198,7 @@ def test_writer_killed_inside_a_commit_exposes_no_partial_object_and_a_rerun_com
 ADDER = textwrap.dedent(
     """
     import sys
-    from ledger.store import EmbeddedStore
+    from ledger.ipfs.store import EmbeddedStore
     data = bytes(range(256)) * (4 * 4096 + int(sys.argv[2]))
     print(EmbeddedStore(sys.argv[1]).add_bytes(data))
     """

@@ -11,9 +11,9 @@ from pathlib import Path
 import aleph_cid
 import numpy as np
 
-from ledger.car import read_car
-from ledger.cid import read_cid
-from ledger.unixfs import CHUNK_SIZE, Layout, cid_of_bytes, hash_stream
+from ledger.ipfs.car import read_car
+from ledger.ipfs.cid import read_cid
+from ledger.ipfs.unixfs import CHUNK_SIZE, Layout, cid_of_bytes, hash_stream
 from tests.fixtures_store import start_ipfs_server, stop_ipfs_server
 
 SCRIPT = Path(__file__).parent / "js" / "kubo_client.mjs"

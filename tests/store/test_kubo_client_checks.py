@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from ledger.errors import IntegrityError, StoreError
-from ledger.store import EmbeddedStore, KuboStore
-from ledger.unixfs import CHUNK_SIZE, cid_of_bytes
+from ledger.ipfs.store import EmbeddedStore, KuboStore
+from ledger.ipfs.unixfs import CHUNK_SIZE, cid_of_bytes
 
 Lie = Callable[[bytes], bytes]
 MADE_UP_CID = cid_of_bytes(b"what the server claims it stored")

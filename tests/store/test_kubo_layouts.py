@@ -13,8 +13,8 @@ import aleph_cid
 import numpy as np
 import pytest
 
-from ledger.cid import spell_cid
-from ledger.unixfs import CHUNK_SIZE, MAX_LINKS, Layout, cid_of_bytes
+from ledger.ipfs.cid import spell_cid
+from ledger.ipfs.unixfs import CHUNK_SIZE, MAX_LINKS, Layout, cid_of_bytes
 
 SCRIPT = Path(__file__).parent / "js" / "importer_cids.mjs"
 LAYOUTS = {"v0": Layout(0, False), "v1": Layout(1, True), "v1pb": Layout(1, False), "v0raw": Layout(0, True)}

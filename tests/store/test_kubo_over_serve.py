@@ -24,8 +24,8 @@ from ledger.errors import (
     StoreUnreachableError,
 )
 from ledger.failpoints import FAILPOINT_ENV, FAILPOINT_EXIT
-from ledger.store import ContentStore, EmbeddedStore, KuboStore, open_store
-from ledger.unixfs import CHUNK_SIZE, cid_of_bytes
+from ledger.ipfs.store import ContentStore, EmbeddedStore, KuboStore, open_store
+from ledger.ipfs.unixfs import CHUNK_SIZE, cid_of_bytes
 from ledger.workspace import Workspace
 from tests.fixtures_store import (
     IpfsServer,

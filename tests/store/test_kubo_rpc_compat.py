@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import requests
 
-from ledger.car import iter_car
-from ledger.cid import cid_to_bytes, spell_cid
-from ledger.multibase import BASE58_BTC, decode_base_x, encode
-from ledger.store import EmbeddedStore, KuboStore
-from ledger.unixfs import CHUNK_SIZE, KUBO_DEFAULT, Layout, cid_of_bytes, hash_stream
+from ledger.ipfs.car import iter_car
+from ledger.ipfs.cid import cid_to_bytes, spell_cid
+from ledger.ipfs.multibase import BASE58_BTC, decode_base_x, encode
+from ledger.ipfs.store import EmbeddedStore, KuboStore
+from ledger.ipfs.unixfs import CHUNK_SIZE, KUBO_DEFAULT, Layout, cid_of_bytes, hash_stream
 from tests.fixtures_store import IpfsServer, lose_block, start_ipfs_server, stop_ipfs_server, visible_blocks
 
 pytestmark = pytest.mark.filterwarnings("ignore:The .strict. parameter:FutureWarning")  # ipfshttpclient 0.7 vs urllib3 2

@@ -13,11 +13,11 @@ import pytest
 import requests
 
 from ledger.errors import IntegrityError, StoreError
-from ledger.store import EmbeddedStore
-from ledger.store.packs import BATCH_BYTES
-from ledger.car import encode_header, iter_car
-from ledger.cid import cid_to_bytes
-from ledger.unixfs import CHUNK_SIZE, cid_of_bytes, encode_varint, iter_blocks
+from ledger.ipfs.store import EmbeddedStore
+from ledger.ipfs.store.packs import BATCH_BYTES
+from ledger.ipfs.car import encode_header, iter_car
+from ledger.ipfs.cid import cid_to_bytes
+from ledger.ipfs.unixfs import CHUNK_SIZE, cid_of_bytes, encode_varint, iter_blocks
 from tests.fixtures_store import IpfsServer, damage_block, run_fedledger, stored_copy, visible_blocks
 
 

@@ -10,8 +10,8 @@ from aleph_cid import CidHasher
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.cid import DAG_PB, RAW, cid_codec
-from ledger.unixfs import (
+from ledger.ipfs.cid import DAG_PB, RAW, cid_codec
+from ledger.ipfs.unixfs import (
     CHUNK_SIZE,
     MAX_LINKS,
     DagBuilder,

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ledger.errors import WeightsError
-from ledger.unixfs import cid_of_bytes
+from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.weights import from_safetensors, layout_of, to_safetensors
 
 TENSORS = {"fc.weight": np.arange(12, dtype=np.float32).reshape(3, 4), "fc.bias": np.ones(3, dtype=np.float32)}
@@ -30,7 +30,7 @@ def test_same_tensors_same_bytes_whatever_the_order() -> None:
 def test_same_bytes_in_another_process() -> None:
     """safetensors orders metadata keys at random per process; ours must not depend on it."""
     script = (
-        "import sys, numpy as np; from ledger.weights import to_safetensors; from ledger.unixfs import cid_of_bytes;"
+        "import sys, numpy as np; from ledger.weights import to_safetensors; from ledger.ipfs.unixfs import cid_of_bytes;"
         "t = {'fc.weight': np.arange(12, dtype=np.float32).reshape(3, 4), 'fc.bias': np.ones(3, dtype=np.float32)};"
         "print(cid_of_bytes(to_safetensors(t, metadata={'round': 3, 'model': 'mlp', "
         "'base_cid': 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku'})))"

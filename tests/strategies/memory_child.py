@@ -17,10 +17,10 @@ import resource
 import sys
 from pathlib import Path
 
-from ledger.federation import RoundInfo, Submission
-from ledger.store import EmbeddedStore
+from ledger.chain.federation import RoundInfo, Submission
+from ledger.ipfs.store import EmbeddedStore
 from ledger.types import Address, Cid, RoundId
-from ledger.unixfs import cid_of_bytes
+from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.weights import from_safetensors
 from node import aggregator
 from node.round_config import RoundConfig

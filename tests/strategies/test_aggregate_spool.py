@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from ledger.errors import ContentNotFoundError
-from ledger.federation import RoundInfo, Submission
-from ledger.store import EmbeddedStore
+from ledger.chain.federation import RoundInfo, Submission
+from ledger.ipfs.store import EmbeddedStore
 from ledger.types import Address, Cid, RoundId
-from ledger.unixfs import cid_of_bytes
+from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.weights import WeightsFile, to_safetensors
 from node.aggregator import aggregate_updates, global_model_bytes
 from node.models import build_model, state_arrays

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ledger.store import EmbeddedStore
+from ledger.ipfs.store import EmbeddedStore
 from ledger.weights import to_safetensors
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ledger.errors import InvalidInputError
-from ledger.unixfs import cid_of_bytes
+from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.weights import to_safetensors
 from node.strategies import AggregateResult, Update, strategy_from_params
 from tests.golden.inputs import CASES, arrays_cid, base_model, outcome, updates

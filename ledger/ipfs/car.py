@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ledger.cid import DIGEST_LENGTH, SHA2_256, V0_LENGTH, binary_as_spelled, cid_from_link, cid_to_bytes
+from ledger.ipfs.cid import DIGEST_LENGTH, SHA2_256, V0_LENGTH, binary_as_spelled, cid_from_link, cid_to_bytes
 from ledger.errors import IntegrityError, InvalidInputError
 from ledger.types import Cid
-from ledger.unixfs import Block, encode_varint
+from ledger.ipfs.unixfs import Block, encode_varint
 from ledger.workspace import atomic_file
 
 _CID_TAG = 42

@@ -34,11 +34,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
-from ledger.cid import BINARY_LENGTH, CIDV1, DAG_PB, DIGEST_LENGTH, RAW, SHA2_256, cid_from_bytes, cid_to_bytes
+from ledger.ipfs.cid import BINARY_LENGTH, CIDV1, DAG_PB, DIGEST_LENGTH, RAW, SHA2_256, cid_from_bytes, cid_to_bytes
 from ledger.errors import StoreError
 from ledger.failpoints import failpoint
 from ledger.types import Cid
-from ledger.unixfs import encode_varint
+from ledger.ipfs.unixfs import encode_varint
 
 INDEX_NAME = "index.sqlite"
 FORMAT = 1  # PRAGMA user_version of index.sqlite; 0 is a store made before packs (blocks/ only)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ledger.errors import ConfigError
-from ledger.store.base import ContentStore
-from ledger.store.embedded import EmbeddedStore
-from ledger.store.kubo import KuboStore
+from ledger.ipfs.store.base import ContentStore
+from ledger.ipfs.store.embedded import EmbeddedStore
+from ledger.ipfs.store.kubo import KuboStore
 from ledger.workspace import Workspace
 
 

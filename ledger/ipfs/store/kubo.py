@@ -21,7 +21,7 @@ import ipfshttpclient
 import requests
 from ipfshttpclient import exceptions as ipfs_errors
 
-from ledger.cid import cid_to_bytes, parse_cid, read_cid
+from ledger.ipfs.cid import cid_to_bytes, parse_cid, read_cid
 from ledger.errors import (
     ConfigError,
     ContentNotFoundError,
@@ -31,7 +31,7 @@ from ledger.errors import (
     StoreUnreachableError,
 )
 from ledger.types import Cid
-from ledger.unixfs import cid_of_bytes, cid_of_stream, walk_dag
+from ledger.ipfs.unixfs import cid_of_bytes, cid_of_stream, walk_dag
 
 T = TypeVar("T")
 _ADD_OPTIONS = {"cid-version": 1, "raw-leaves": True, "chunker": "size-262144"}

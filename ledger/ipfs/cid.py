@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 
-from ledger import multibase
+from ledger.ipfs import multibase
 from ledger.errors import MalformedCidError
 from ledger.types import Cid
 

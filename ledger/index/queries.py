@@ -12,11 +12,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.cid import RAW, cid_from_parts
+from ledger.ipfs.cid import RAW, cid_from_parts
 from ledger.errors import InvalidInputError, LedgerError
-from ledger.federation import Submission
+from ledger.chain.federation import Submission
 from ledger.fixed_point import micros_to_epsilon, units_to_delta
-from ledger.index import IndexedEvent, LedgerIndex
+from ledger.index.index import IndexedEvent, LedgerIndex
 from ledger.types import Address, Cid, RoundId
 
 MEMBERSHIP_EVENTS = (

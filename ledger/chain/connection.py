@@ -27,9 +27,9 @@ from ledger.errors import (
     KeyLoadError,
     WrongChainError,
 )
-from ledger.federation import FederationClient
-from ledger.in_process_chain import in_process_web3
-from ledger.keys import PRIVATE_KEY_ENV, account_from_env, load_account
+from ledger.chain.federation import FederationClient
+from ledger.chain.in_process_chain import in_process_web3
+from ledger.chain.keys import PRIVATE_KEY_ENV, account_from_env, load_account
 from ledger.types import Address
 from ledger.workspace import Workspace
 

@@ -5,7 +5,7 @@ Layout under ``root`` (format 1, recorded as ``index.sqlite``'s ``PRAGMA user_ve
     blocks/<2 chars>/<cid>   content of one block (raw leaf or dag-pb leaf), a file of its own,
                              sharded like Kubo's flatfs (the next-to-last two characters of the CID)
     packs/<name>.pack        the blocks of one larger add, back to back as CAR block sections
-                             (``varint | CID | data``: see :mod:`ledger.store.packs`)
+                             (``varint | CID | data``: see :mod:`ledger.ipfs.store.packs`)
     index.sqlite             where each packed block lies: CID -> pack, offset, length (rebuilt
                              from the packs when it is deleted)
     pins/<cid>               a file per pinned root (empty, or the spelling it was pinned under)
@@ -42,7 +42,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from ledger.cid import RAW, cid_to_bytes, parse_cid
+from ledger.ipfs.cid import RAW, cid_to_bytes, parse_cid
 from ledger.errors import (
     ContentNotFoundError,
     ContentTooLargeError,
@@ -50,9 +50,9 @@ from ledger.errors import (
     StoreError,
 )
 from ledger.failpoints import failpoint
-from ledger.store.packs import BATCH_BYTES, BlockIndex, Location, PackReader, PackWriter
+from ledger.ipfs.store.packs import BATCH_BYTES, BlockIndex, Location, PackReader, PackWriter
 from ledger.types import Cid
-from ledger.unixfs import (
+from ledger.ipfs.unixfs import (
     CHUNK_SIZE,
     FEDLEDGER,
     MAX_DEPTH,

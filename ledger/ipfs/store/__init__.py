@@ -4,9 +4,9 @@ Two backends behind :class:`ContentStore`: :class:`EmbeddedStore` (blocks on dis
 workspace, the default) and :class:`KuboStore` (Kubo's RPC API, or ``fedledger ipfs serve``).
 """
 
-from ledger.store.base import ContentStore
-from ledger.store.embedded import EmbeddedStore
-from ledger.store.factory import open_store
-from ledger.store.kubo import KuboStore
+from ledger.ipfs.store.base import ContentStore
+from ledger.ipfs.store.embedded import EmbeddedStore
+from ledger.ipfs.store.factory import open_store
+from ledger.ipfs.store.kubo import KuboStore
 
 __all__ = ["ContentStore", "EmbeddedStore", "KuboStore", "open_store"]

@@ -4,7 +4,7 @@ Transactions are signed here with a ``LocalAccount`` when one is given (nonces t
 node's pending count under a per-address lock, so several clients and threads in one process
 never reuse one), or sent from an unlocked node account otherwise (the in-process chain and
 anvil's dev accounts). Every transaction waits for its receipt. A revert becomes the class of
-ledger.contract_errors named after the contract's custom error.
+ledger.chain.contract_errors named after the contract's custom error.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from web3.exceptions import (
     Web3RPCError,
 )
 
-from ledger.cid import RAW, cid_from_parts, cid_to_bytes
+from ledger.ipfs.cid import RAW, cid_from_parts, cid_to_bytes
 from ledger.contract_constants import DEFAULT_ADMIN_DELAY
-from ledger import contract_errors
-from ledger.contract_errors import PARTICIPANT_STATUSES, ROUND_STATES, decode_revert, error_from_data
+from ledger.chain import contract_errors
+from ledger.chain.contract_errors import PARTICIPANT_STATUSES, ROUND_STATES, decode_revert, error_from_data
 from ledger.fixed_point import budget_to_micros, delta_to_units, micros_to_epsilon, units_to_delta
 from ledger.errors import (
     ChainError,
@@ -294,7 +294,7 @@ def _rpc_message(error: BaseException) -> str:
 
 @contextmanager
 def _reverts(sender: str | None = None, *, reading: bool = False) -> Iterator[None]:
-    """Turn a revert from either backend into its ledger.contract_errors class (``reading``: a call
+    """Turn a revert from either backend into its ledger.chain.contract_errors class (``reading``: a call
     or a log query, not a transaction)."""
     try:
         yield
@@ -350,7 +350,7 @@ def send_transaction(
     """Send ``call`` (a contract function or constructor call) and wait for its receipt.
 
     A ``LocalAccount`` signs here, with the node's pending nonce taken under a per-address lock;
-    otherwise the node signs for its unlocked account. Reverts raise ledger.contract_errors classes.
+    otherwise the node signs for its unlocked account. Reverts raise ledger.chain.contract_errors classes.
 
     Gas is estimated against the pending block, not the latest: a node that mines on demand
     (anvil) may have its latest block minutes old, and a call that depends on time (cancelling a

@@ -45,9 +45,9 @@ from rich.progress import (
 from web3 import EthereumTesterProvider, Web3
 from web3.exceptions import Web3Exception
 
-from ledger.cid import cid_from_parts
+from ledger.ipfs.cid import cid_from_parts
 from ledger.errors import AuditIndexError, ChainUnreachableError, LedgerError
-from ledger.federation import load_artifact
+from ledger.chain.federation import load_artifact
 
 SCHEMA_VERSION = "1"
 DEFAULT_BATCH = 2_000

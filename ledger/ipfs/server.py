@@ -9,7 +9,7 @@ methods 405, both with ``Allow: OPTIONS, POST``); an unknown path answers ``404 
 found``; a request Kubo refuses before running it (a missing argument, an option value of the
 wrong type) answers 400 text/plain; a command that fails answers 500 with
 ``{"Message","Code":0,"Type":"error"}``. Options are read and honoured or refused by
-:mod:`ledger.kubo_rpc`. Any spelling of a CID is accepted; answers spell CIDs as Kubo would
+:mod:`ledger.ipfs.kubo_rpc`. Any spelling of a CID is accepted; answers spell CIDs as Kubo would
 (CIDv0 stays ``Qm…``, ``cid-base`` picks the multibase).
 
 Uploads stream from the socket into the store, so a large body is never held in memory. Reads
@@ -31,16 +31,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ledger import kubo_rpc
-from ledger.car import car_pieces
-from ledger.cid import RAW, cid_to_bytes, read_cid_version, spell_cid
+from ledger.ipfs import kubo_rpc
+from ledger.ipfs.car import car_pieces
+from ledger.ipfs.cid import RAW, cid_to_bytes, read_cid_version, spell_cid
 from ledger.errors import LedgerError, StoreError
-from ledger.ipfs_http import BodyError, ChunkedReader, ChunkedWriter, LimitedReader, boundary_of, iter_parts
-from ledger.ipfs_identity import PeerIdentity, load_identity
-from ledger.kubo_rpc import ParseError, Refused, Request
-from ledger.store.embedded import EmbeddedStore
+from ledger.ipfs.http import BodyError, ChunkedReader, ChunkedWriter, LimitedReader, boundary_of, iter_parts
+from ledger.ipfs.identity import PeerIdentity, load_identity
+from ledger.ipfs.kubo_rpc import ParseError, Refused, Request
+from ledger.ipfs.store.embedded import EmbeddedStore
 from ledger.types import Cid
-from ledger.unixfs import decode_node, hash_stream, walk_dag
+from ledger.ipfs.unixfs import decode_node, hash_stream, walk_dag
 
 KUBO_VERSION = {"Version": "0.29.0", "Commit": "fedledger", "Repo": "15", "System": "amd64/linux", "Golang": "none"}
 AGENT_VERSION = "kubo/0.29.0/fedledger"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import coincurve
 
-from ledger import multibase
+from ledger.ipfs import multibase
 from ledger.errors import StoreError
 
 _SECP256K1 = 2  # libp2p crypto.pb KeyType

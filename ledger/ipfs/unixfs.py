@@ -12,7 +12,7 @@ Kubo's other layouts differ only at the edges, described by :class:`Layout`: wit
 ``PBNode{Data: UnixFS{Type=File, Data=chunk, filesize}}``; with CIDv0 a parent links its dag-pb
 children by their bare multihash (raw leaves stay CIDv1); ``chunker=size-N`` and
 ``max-file-links`` change the two numbers. Whatever the layout, blocks are stored and named by
-their canonical CIDv1 (:mod:`ledger.cid`): Kubo's own blockstore is keyed by multihash too.
+their canonical CIDv1 (:mod:`ledger.ipfs.cid`): Kubo's own blockstore is keyed by multihash too.
 
 Everything streams: :class:`DagBuilder` takes leaves one by one and hands back the blocks it
 can already finish, so a file is never held in memory; at most ``max_links`` link entries per
@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ledger.cid import DAG_PB, RAW, cid_from_link, cid_from_parts, cid_to_bytes, link_binary, spell_cid
+from ledger.ipfs.cid import DAG_PB, RAW, cid_from_link, cid_from_parts, cid_to_bytes, link_binary, spell_cid
 from ledger.errors import IntegrityError
 from ledger.types import Cid
 

@@ -15,10 +15,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ledger import multibase
-from ledger.cid import spell_cid
+from ledger.ipfs import multibase
+from ledger.ipfs.cid import spell_cid
 from ledger.types import Cid
-from ledger.unixfs import CHUNK_SIZE, MAX_LINKS, Layout
+from ledger.ipfs.unixfs import CHUNK_SIZE, MAX_LINKS, Layout
 
 CHUNK_SIZE_LIMIT = 2 * 1024 * 1024 - 256  # boxo's chunker limit: 2 MiB blocks less framing
 INLINE_LIMIT_MAX = 128  # boxo verifcid.DefaultMaxIdentityDigestSize
