@@ -9,6 +9,7 @@ and this workspace's state file), never because the number matches.
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -75,6 +76,32 @@ def _announce(anvil: AnvilProcess, *, detach: bool, json: bool) -> None:
         console.print("Press Ctrl-C to stop it; its state is saved on the way out.")
 
 
+def _wait_for_stop_signal(anvil: AnvilProcess, *, poll_s: float = 0.5) -> bool:
+    """Wait until SIGINT (Ctrl-C) or SIGTERM arrives (True) or anvil stops answering (False).
+
+    The signals set a flag instead of raising KeyboardInterrupt: Python raises a handler's exception
+    wherever the main thread happens to be, and one raised inside a finalizer (``__del__`` of the
+    HTTP response or socket each health check drops) is printed as "Exception ignored" and lost, so a
+    Ctrl-C could leave ``chain up`` running. A flag cannot be lost; ``time.sleep`` returns early on a
+    signal, so the flag is seen within ``poll_s / 5``.
+    """
+    stopped: list[int] = []
+    handlers = {number: signal.signal(number, lambda received, _frame: stopped.append(received))
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        next_check = 0.0
+        while not stopped:
+            if time.monotonic() >= next_check:
+                if rpc_chain_id(anvil.rpc_url, timeout=1.0) is None and not stopped:
+                    return False
+                next_check = time.monotonic() + poll_s
+            time.sleep(poll_s / 5)
+        return True
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``chain`` group to the app."""
     chain_app = typer.Typer(help="Run a local anvil testnet whose state is kept in the workspace.", no_args_is_help=True)
@@ -96,11 +123,10 @@ def register(app: typer.Typer) -> None:
             return
         try:  # from here on, however the command ends, anvil is stopped (and so writes its state)
             _announce(anvil, detach=False, json=json)
-            while rpc_chain_id(anvil.rpc_url, timeout=1.0) is not None:
-                time.sleep(0.5)
-            console.print(f"[yellow]anvil stopped by itself[/]; see {workspace.chain_dir / LOG_FILE}.", soft_wrap=True)
-        except KeyboardInterrupt:
-            console.print("Stopping anvil and saving its state…")
+            if _wait_for_stop_signal(anvil):
+                console.print("Stopping anvil and saving its state…")
+            else:
+                console.print(f"[yellow]anvil stopped by itself[/]; see {workspace.chain_dir / LOG_FILE}.", soft_wrap=True)
         finally:
             anvil.stop()
             (workspace.chain_dir / PID_FILE).unlink(missing_ok=True)

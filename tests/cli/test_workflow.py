@@ -109,7 +109,8 @@ def test_governance_workflow_and_its_state_survive_a_chain_restart(
     ok(fedledger("chain", "down", *w))
 
 
-def test_chain_up_in_the_foreground_saves_state_on_ctrl_c(workspace: Workspace) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_chain_up_in_the_foreground_saves_state_on_ctrl_c(workspace: Workspace, stop_signal: signal.Signals) -> None:
     port = free_port()
     pidfile = workspace.chain_dir / "anvil.pid"
     process = subprocess.Popen(
@@ -124,7 +125,7 @@ def test_chain_up_in_the_foreground_saves_state_on_ctrl_c(workspace: Workspace) 
             assert line, seen
             seen += line
         assert pidfile.is_file() and rpc_chain_id(f"http://127.0.0.1:{port}") == 31337
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop_signal)
         _, rest = process.communicate(timeout=30)
         stderr = seen + rest
     finally:
