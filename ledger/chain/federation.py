@@ -49,7 +49,7 @@ from ledger.errors import (
 )
 from ledger.types import Address, Cid, RoundId
 
-ARTIFACT = Path(__file__).resolve().parent.parent / "contracts" / "build" / "Federation.json"
+ARTIFACT = Path(__file__).resolve().parents[2] / "contracts" / "build" / "Federation.json"
 EIP712_NAME = "Federation"
 EIP712_VERSION = "1"
 ROLES = {
