@@ -18,7 +18,7 @@ from node.cli import (
     audit_cmd,
     chain_cmd,
     demo_cmd,
-    governance_cmd,
+    round_cmd,
     ipfs_cmd,
     model_cmd,
     relay_cmd,
@@ -53,7 +53,7 @@ def _options(
 for module in (
     workspace_cmd,
     chain_cmd,
-    governance_cmd,
+    round_cmd,
     ipfs_cmd,
     model_cmd,
     train_cmd,
