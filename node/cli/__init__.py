@@ -14,14 +14,19 @@ from typing import Annotated
 import typer
 
 from node.cli import (
+    admin_cmd,
     aggregate_cmd,
+    agreement_cmd,
     audit_cmd,
     chain_cmd,
     demo_cmd,
-    round_cmd,
+    deploy_cmd,
     ipfs_cmd,
+    key_cmd,
     model_cmd,
+    participant_cmd,
     relay_cmd,
+    round_cmd,
     services_cmd,
     train_cmd,
     workspace_cmd,
@@ -53,7 +58,12 @@ def _options(
 for module in (
     workspace_cmd,
     chain_cmd,
+    deploy_cmd,
+    key_cmd,
+    agreement_cmd,
+    participant_cmd,
     round_cmd,
+    admin_cmd,
     ipfs_cmd,
     model_cmd,
     train_cmd,

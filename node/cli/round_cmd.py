@@ -1,27 +1,22 @@
-"""Commands: ``deploy``, ``key``, ``agreement``, ``participant`` and ``round`` — governing a federation.
+"""Commands: ``round open``, ``cancel``, ``abort`` and ``status`` — training rounds (``round watch`` is in services_cmd).
 
-Each command resolves the workspace, connects to its chain, checks the recorded deployment
-(ledger.chain.connection.open_federation) and calls one FederationClient method. Governance transactions are
-signed by ``--key`` (a name under ``[keys]`` or a keystore file), else ``[keys] admin``, else
-``$FEDLEDGER_PRIVATE_KEY``, else, on a local dev chain, its first funded account.
+Also the round configuration document (``round_config``) that ``coordinator run`` builds too.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json as jsonlib
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ledger.ipfs.cid import parse_cid
-from ledger.contract_constants import DEFAULT_ADMIN_DELAY, MAX_ROUND_DURATION
-from ledger.errors import ChainError, InvalidInputError
+from ledger.contract_constants import MAX_ROUND_DURATION
+from ledger.errors import InvalidInputError
 from ledger.ipfs.store import open_store
 from ledger.utc import utc_text
-from ledger.workspace import Workspace
 from node.cli._common import (
     JsonOption,
     RpcOption,
@@ -30,72 +25,15 @@ from node.cli._common import (
     handle_errors,
     print_json,
 )
+from node.cli.governance_common import KeyOption, governed, jsonable, reader, report_tx
 
-# The chain and key modules (web3, eth-account) cost a second to import: commands import them when
-# they run, so that `--help`, `init`, `ipfs` and `chain` start fast.
+# The chain modules (web3) cost a second to import: commands import them when they run.
 if TYPE_CHECKING:
-    from web3 import Web3
-
-    from ledger.chain.federation import FederationClient, TxResult
+    from ledger.chain.federation import FederationClient
     from node.round_config import DpSettings
 
-KeyOption = Annotated[
-    str | None,
-    typer.Option("--key", help="Signing key: a name under \\[keys] or a keystore file (password from $FEDLEDGER_KEY_PASSWORD or a prompt)."),
-]
-DEFAULT_JOIN_VALIDITY_S = 3600
 
-
-def _tx_doc(tx: TxResult) -> dict[str, Any]:
-    return {"tx_hash": tx.tx_hash, "block": tx.block, "gas_used": tx.gas_used}
-
-
-def _jsonable(value: Any) -> Any:
-    """Dataclass documents with bytes as 0x-hex, ready for print_json."""
-    if isinstance(value, dict):
-        return {name: _jsonable(item) for name, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, (bytes, bytearray)):
-        return "0x" + bytes(value).hex()
-    return value
-
-
-def _chain(workdir: Path | None, rpc: str | None) -> tuple[Workspace, Web3, str]:
-    """The workspace and a connection to its chain, after checking a deployment is recorded."""
-    from ledger.chain.connection import connect, recorded_deployment, workspace_rpc
-
-    workspace = Workspace.find(workdir)
-    recorded_deployment(workspace)
-    url = workspace_rpc(workspace, rpc)
-    return workspace, connect(url), url
-
-
-def _governed(workdir: Path | None, rpc: str | None, key: str | None) -> tuple[Workspace, FederationClient]:
-    """The workspace and its Federation with the governance signer attached (checked for gas money)."""
-    from ledger.chain.connection import open_federation, require_gas_money, signing_account
-
-    workspace, w3, url = _chain(workdir, rpc)
-    federation = open_federation(workspace, w3=w3, rpc=url)
-    signer = signing_account(workspace, key, w3=w3, rpc=url)
-    require_gas_money(w3, signer.address)
-    return workspace, federation.with_account(signer)
-
-
-def _reader(workdir: Path | None, rpc: str | None) -> FederationClient:
-    from ledger.chain.connection import open_federation
-
-    workspace, w3, url = _chain(workdir, rpc)
-    return open_federation(workspace, w3=w3, rpc=url)
-
-
-def _report_tx(what: str, tx: TxResult, json: bool, extra: dict[str, Any] | None = None) -> None:
-    if json:
-        print_json({**(extra or {}), **_tx_doc(tx)})
-    console.print(f"{what} (block {tx.block}, gas {tx.gas_used}, tx {tx.tx_hash}).", soft_wrap=True, highlight=False)
-
-
-def _round_config(
+def round_config(
     config: Path | None, strategy: str | None, model: str, max_samples: int | None = None, seal_to: str | None = None,
     dp: DpSettings | None = None,
 ) -> bytes:
@@ -162,316 +100,11 @@ def _dp_settings(
     return DpSettings(noise_multiplier=noise, max_grad_norm=clip, sample_rate=sample_rate, steps=steps)
 
 
-def _operational_role(role: str) -> str:
-    if role not in ("coordinator", "aggregator"):
-        raise InvalidInputError(
-            f"{role!r} is not a role that is granted; use coordinator or aggregator "
-            "(the admin role moves with `fedledger admin transfer`)."
-        )
-    return role
-
-
 def register(app: typer.Typer) -> None:
-    """Add ``deploy`` and the ``key``, ``agreement``, ``participant`` and ``round`` groups to the app."""
-    key_app = typer.Typer(help="Create and inspect encrypted keystore files in the workspace.", no_args_is_help=True)
-    agreement_app = typer.Typer(help="Publish and read the federation's agreement (terms) versions.", no_args_is_help=True)
-    participant_app = typer.Typer(help="Join the federation and govern its membership.", no_args_is_help=True)
+    """Add the ``round`` group to the app."""
     round_app = typer.Typer(help="Open training rounds, follow them, cancel one that missed its minimum.", no_args_is_help=True)
-    admin_app = typer.Typer(help="See the federation admin; hand the role over in two steps, after the delay.", no_args_is_help=True)
-    app.add_typer(key_app, name="key")
-    app.add_typer(agreement_app, name="agreement")
-    app.add_typer(participant_app, name="participant")
     app.add_typer(round_app, name="round")
-    app.add_typer(admin_app, name="admin")
 
-    # ------------------------------------------------------------------ deploy
-    @app.command("deploy")
-    @handle_errors
-    def deploy(
-        rpc: RpcOption = None,
-        key: KeyOption = None,
-        force: Annotated[bool, typer.Option("--force", help="Deploy anew even though a live deployment is recorded.")] = False,
-        admin_delay: Annotated[int, typer.Option(
-            "--admin-delay", min=0, max=2**48 - 1,
-            help="Seconds a proposed new admin waits before it can accept the role (default one day).",
-        )] = DEFAULT_ADMIN_DELAY,
-        workdir: WorkdirOption = None,
-        json: JsonOption = False,
-    ) -> None:
-        """Deploy the Federation contract and record address, chain id and block in fedledger.toml."""
-        from deploy.deployer import deploy_federation
-
-        workspace = Workspace.find(workdir)
-        record = deploy_federation(workspace, rpc=rpc, key=key, force=force, admin_delay=admin_delay)
-        if json:
-            print_json(record)
-        console.print(
-            f"Deployed Federation at [bold]{record['address']}[/] on chain id {record['chain_id']} "
-            f"(block {record['block']}, gas {record['gas_used']}); recorded in {workspace.config_path}.",
-            soft_wrap=True, highlight=False,
-        )
-
-    # ------------------------------------------------------------------ keys
-    @key_app.command("new")
-    @handle_errors
-    def key_new(
-        name: Annotated[str, typer.Argument(help="Key name; the keystore is written to keys/NAME.json.")],
-        workdir: WorkdirOption = None,
-        json: JsonOption = False,
-    ) -> None:
-        """Make a new key, encrypted with $FEDLEDGER_KEY_PASSWORD (or a prompted password); print its address."""
-        from ledger.chain.keys import new_key, read_password
-
-        workspace = Workspace.find(workdir)
-        address = new_key(workspace, name, password=read_password(f"the new key {name!r}", confirm=True))
-        if json:
-            print_json({"name": name, "address": address})
-        console.print(f"Key [bold]{name}[/] is {address}.", highlight=False)
-
-    @key_app.command("show")
-    @handle_errors
-    def key_show(
-        name: Annotated[str, typer.Argument(help="A name under \\[keys] or a keystore file.")],
-        workdir: WorkdirOption = None,
-        json: JsonOption = False,
-    ) -> None:
-        """Print a key's address (read from its keystore without decrypting it)."""
-        from ledger.chain.keys import key_path, keystore_address
-
-        workspace = Workspace.find(workdir)
-        address = keystore_address(key_path(workspace, name))
-        if json:
-            print_json({"name": name, "address": address})
-        console.print(f"Key [bold]{name}[/] is {address}.", highlight=False)
-
-    @key_app.command("new-encryption")
-    @handle_errors
-    def key_new_encryption(
-        name: Annotated[str, typer.Argument(help="Key name; the key is written to keys/encryption/NAME.json.")],
-        workdir: WorkdirOption = None,
-        json: JsonOption = False,
-    ) -> None:
-        """Make a new X25519 encryption key (for sealed updates), encrypted with $FEDLEDGER_KEY_PASSWORD or a prompt."""
-        from ledger.chain.keys import read_password
-        from ledger.sealing.keys import new_encryption_key
-
-        workspace = Workspace.find(workdir)
-        public = new_encryption_key(workspace, name, password=read_password(f"the new encryption key {name!r}", confirm=True))
-        if json:
-            print_json({"name": name, "public_key": "0x" + public.hex()})
-        console.print(f"Encryption key [bold]{name}[/] has public key 0x{public.hex()}; register it with "
-                      f"`fedledger key publish-encryption --key {name} --from SIGNER`.", highlight=False, soft_wrap=True)
-
-    @key_app.command("publish-encryption")
-    @handle_errors
-    def key_publish_encryption(
-        key: Annotated[str, typer.Option("--key", help="The encryption key: a name under \\[encryption_keys] or its file.")],
-        signer: Annotated[str | None, typer.Option(
-            "--from", help="The account it is registered for: a name under \\[keys] or a keystore file (default as for governance: \\[keys] admin, $FEDLEDGER_PRIVATE_KEY, a local chain's dev account).",
-        )] = None,
-        rpc: RpcOption = None,
-        workdir: WorkdirOption = None,
-        json: JsonOption = False,
-    ) -> None:
-        """Register an encryption key's public half on chain for the --from account (rounds then seal to it)."""
-        from ledger.chain.connection import open_federation, require_gas_money, signing_account
-        from ledger.sealing.keys import encryption_key_path, read_encryption_public_key
-
-        workspace, w3, url = _chain(workdir, rpc)
-        public = read_encryption_public_key(encryption_key_path(workspace, key))  # no password: only the public half
-        account = signing_account(workspace, signer, w3=w3, rpc=url)
-        require_gas_money(w3, account.address)
-        tx = open_federation(workspace, w3=w3, rpc=url).with_account(account).publish_encryption_key(public)
-        _report_tx(f"{account.address} registered encryption key 0x{public.hex()}", tx, json,
-                   {"account": account.address, "public_key": "0x" + public.hex()})
-
-    @key_app.command("fund")
-    @handle_errors
-    def key_fund(
-        name: Annotated[str, typer.Argument(help="A name under \\[keys], a keystore file, or an address.")],
-        amount: Annotated[float, typer.Option(min=0.0, help="Ether to send.")] = 10.0,
-        rpc: RpcOption = None,
-        workdir: WorkdirOption = None,
-        json: JsonOption = False,
-    ) -> None:
-        """Send ether from a local anvil's first dev account to a key (local dev chains only)."""
-        from web3 import Web3
-
-        from ledger.chain.connection import connect, dev_account, parse_address, workspace_rpc
-        from ledger.chain.keys import key_path, keystore_address
-
-        workspace = Workspace.find(workdir)
-        address = parse_address(name) if name.startswith("0x") else keystore_address(key_path(workspace, name))
-        url = workspace_rpc(workspace, rpc)
-        w3 = connect(url)
-        source = dev_account(w3, url)
-        if source is None:
-            raise ChainError(f"{url} is not a local dev chain with a funded dev account; fund {address} from a wallet instead.")
-        tx_hash = w3.eth.send_transaction({"from": source.address, "to": address, "value": Web3.to_wei(amount, "ether")})
-        receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
-        balance = Web3.from_wei(w3.eth.get_balance(address), "ether")
-        if json:
-            print_json({"address": address, "tx_hash": Web3.to_hex(tx_hash), "block": receipt["blockNumber"], "balance_ether": str(balance)})
-        console.print(f"Sent {amount} ether to {address}; it now holds {balance} ether.", highlight=False)
-
-    # ------------------------------------------------------------------ agreements
-    @agreement_app.command("publish")
-    @handle_errors
-    def agreement_publish(
-        terms_file: Annotated[Path, typer.Argument(help="The terms document (any file); it is added to the content store.")],
-        epsilon_budget: Annotated[float | None, typer.Option(
-            "--epsilon-budget", help="Each party's privacy budget ε over all private rounds (> 0, at most 6 decimals); needs --delta.",
-        )] = None,
-        delta: Annotated[float | None, typer.Option(
-            "--delta", help="The δ every party's ε is stated at (0 < δ < 1, e.g. 1e-5); needs --epsilon-budget.",
-        )] = None,
-        rpc: RpcOption = None,
-        key: KeyOption = None,
-        workdir: WorkdirOption = None,
-        json: JsonOption = False,
-    ) -> None:
-        """Add the terms document to the content store and publish its CID as the next agreement version.
-
-        With --epsilon-budget and --delta the version carries a privacy budget: a party that accepts it
-        may declare a cumulative ε of at most the budget over the private rounds it takes part in.
-        """
-        from ledger.fixed_point import budget_to_micros, delta_to_units
-
-        if (epsilon_budget is None) != (delta is None):
-            raise InvalidInputError("a privacy budget needs both --epsilon-budget E and --delta D; give both, or neither.")
-        if epsilon_budget is not None and delta is not None:  # checked before anything is pinned or sent
-            budget_to_micros(epsilon_budget)
-            delta_to_units(delta)
-        if not terms_file.is_file():
-            raise InvalidInputError(f"no terms file at {terms_file}; give the path of the agreement document.")
-        workspace, federation = _governed(workdir, rpc, key)
-        cid = open_store(workspace).add_file(terms_file, pin=True)
-        version, tx = federation.publish_agreement(cid, epsilon_budget=epsilon_budget, delta=delta)
-        budget = "" if epsilon_budget is None else f", privacy budget ε = {epsilon_budget:g} at δ = {delta:g}"
-        _report_tx(f"Published agreement version {version}, terms {cid}{budget}", tx, json,
-                   {"version": version, "terms_cid": cid, "epsilon_budget": epsilon_budget, "delta": delta})
-
-    @agreement_app.command("show")
-    @handle_errors
-    def agreement_show(
-        version: Annotated[int | None, typer.Argument(min=1, help="Agreement version (default: the current one).")] = None,
-        rpc: RpcOption = None,
-        workdir: WorkdirOption = None,
-        json: JsonOption = False,
-    ) -> None:
-        """Print an agreement version and the CID of its terms."""
-        info = _reader(workdir, rpc).agreement(version)
-        if json:
-            print_json(_jsonable({**asdict(info), "epsilon_budget": info.epsilon_budget, "delta": info.delta}))
-        budget = "no privacy budget" if info.epsilon_budget is None else f"privacy budget ε = {info.epsilon_budget:g} at δ = {info.delta:g}"
-        console.print(f"Agreement version {info.version}: terms {info.terms_cid}, {budget} (block {info.block}).",
-                      soft_wrap=True, highlight=False)
-
-    # ------------------------------------------------------------------ membership
-    @participant_app.command("join")
-    @handle_errors
-    def participant_join(
-        key: Annotated[
-            str | None,
-            typer.Option("--key", help="The joining party's key: a name under \\[keys] or a keystore file (default: $FEDLEDGER_PRIVATE_KEY)."),
-        ] = None,
-        relay: Annotated[bool, typer.Option("--relay", help="Only sign: print the signature JSON for someone else to submit with `participant relay`.")] = False,
-        valid_for: Annotated[int, typer.Option(min=1, help="Seconds the signature stays valid.")] = DEFAULT_JOIN_VALIDITY_S,
-        rpc: RpcOption = None,
-        workdir: WorkdirOption = None,
-        json: JsonOption = False,
-    ) -> None:
-        """Accept the current agreement: sign it (EIP-712) with the party's own key and submit, or --relay."""
-        from ledger.chain.connection import chain_now, open_federation, require_gas_money
-        from ledger.chain.keys import load_account
-
-        workspace, w3, url = _chain(workdir, rpc)
-        federation = open_federation(workspace, w3=w3, rpc=url)
-        party = load_account(workspace, key)
-        version = federation.agreement().version
-        deadline = chain_now(w3) + valid_for
-        signature = federation.sign_join(party, version=version, deadline=deadline)
-        document = {
-            "participant": party.address, "version": version, "deadline": deadline,
-            "signature": "0x" + signature.hex(), "contract": federation.address, "chain_id": federation.chain_id,
-        }
-        if relay:
-            print_json(document)
-            console.print(f"Signed agreement version {version} for {party.address}; submit with `fedledger participant relay FILE`.", highlight=False)
-            return
-        require_gas_money(w3, party.address)
-        tx = federation.with_account(party).join(party.address, version=version, deadline=deadline, signature=signature)
-        status = federation.participant(party.address).status
-        standing = {
-            "admitted": "still admitted",
-            "suspended": f"suspended: the admin can reinstate it with `fedledger participant reinstate {party.address}`",
-        }.get(status, f"pending: the admin approves it with `fedledger participant approve {party.address}`")
-        _report_tx(f"{party.address} accepted agreement version {version} ({standing})", tx, json, {**document, "status": status})
-
-    @participant_app.command("relay")
-    @handle_errors
-    def participant_relay(
-        signature_file: Annotated[Path, typer.Argument(help="The JSON printed by `participant join --relay`.")],
-        rpc: RpcOption = None,
-        key: KeyOption = None,
-        workdir: WorkdirOption = None,
-        json: JsonOption = False,
-    ) -> None:
-        """Submit another party's join signature, paying the gas with --key."""
-        from web3 import Web3
-
-        from ledger.chain.connection import parse_address
-
-        try:
-            signed = jsonlib.loads(signature_file.read_text(encoding="utf-8"))
-            participant = parse_address(signed["participant"])
-            version, deadline = int(signed["version"]), int(signed["deadline"])
-            signature = bytes(Web3.to_bytes(hexstr=signed["signature"]))
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise InvalidInputError(
-                f"{signature_file} is not a join signature ({error.__class__.__name__}); "
-                "give the JSON printed by `fedledger participant join --relay`."
-            ) from None
-        _, federation = _governed(workdir, rpc, key)
-        tx = federation.join(participant, version=version, deadline=deadline, signature=signature)
-        _report_tx(f"Relayed the join of {participant} (agreement version {version})", tx, json, {"participant": participant})
-
-    def _governance_command(action: str, past: str) -> None:
-        @participant_app.command(action)
-        @handle_errors
-        def command(
-            address: Annotated[str, typer.Argument(help="The participant's address (0x…).")],
-            rpc: RpcOption = None,
-            key: KeyOption = None,
-            workdir: WorkdirOption = None,
-            json: JsonOption = False,
-        ) -> None:
-            from ledger.chain.connection import parse_address
-
-            participant = parse_address(address)
-            _, federation = _governed(workdir, rpc, key)
-            tx = getattr(federation, action)(participant)
-            _report_tx(f"{participant} {past}", tx, json, {"participant": participant, "action": action})
-
-        command.__doc__ = f"Governance: {action} a participant (signed by --key, default the admin key)."
-
-    for action, past in (("approve", "admitted"), ("suspend", "suspended"), ("reinstate", "reinstated"), ("revoke", "revoked for good")):
-        _governance_command(action, past)
-
-    @participant_app.command("list")
-    @handle_errors
-    def participant_list(rpc: RpcOption = None, workdir: WorkdirOption = None, json: JsonOption = False) -> None:
-        """List every address that ever joined, with its status and accepted agreement version."""
-        participants = _reader(workdir, rpc).participants()
-        if json:
-            print_json([_jsonable(asdict(p)) for p in participants])
-            return
-        if not participants:
-            console.print("Nobody has joined yet.")
-        for p in participants:
-            console.print(f"{p.address}  {p.status:<9}  accepted version {p.accepted_version}", highlight=False)
-
-    # ------------------------------------------------------------------ rounds
     @round_app.command("open")
     @handle_errors
     def round_open(
@@ -501,10 +134,10 @@ def register(app: typer.Typer) -> None:
         from node.round_config import RoundConfig
 
         cid = parse_cid(base_cid)
-        _round_config(config, strategy, model, max_samples, seal_to)  # a bad config is refused before the chain is asked
-        workspace, federation = _governed(workdir, rpc, key)
+        round_config(config, strategy, model, max_samples, seal_to)  # a bad config is refused before the chain is asked
+        workspace, federation = governed(workdir, rpc, key)
         dp = _dp_settings(federation, dp_noise, dp_target_epsilon, dp_clip, dp_sample_rate, dp_steps)
-        document = _round_config(config, strategy, model, max_samples, seal_to, dp)
+        document = round_config(config, strategy, model, max_samples, seal_to, dp)
         recipients = RoundConfig.from_bytes(document).seal_to
         if recipients is not None:  # refused now, before anything is pinned, rather than when parties seal
             from ledger.sealing.recipients import registered_keys
@@ -518,7 +151,7 @@ def register(app: typer.Typer) -> None:
         round_id, tx = federation.open_round(
             base_cid=cid, deadline=closes, min_updates=min_updates, config_hash=hashlib.sha256(document).digest()
         )
-        _report_tx(
+        report_tx(
             f"Opened round {round_id} on {cid}, closing at {utc_text(closes)}", tx, json,
             {"round_id": round_id, "base_cid": cid, "deadline": closes, "min_updates": min_updates, "config_cid": config_cid},
         )
@@ -533,9 +166,9 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Cancel a round whose deadline passed with fewer updates than its minimum (coordinator or aggregator)."""
-        _, federation = _governed(workdir, rpc, key)
+        _, federation = governed(workdir, rpc, key)
         tx = federation.cancel_round(round_id)
-        _report_tx(f"Cancelled round {round_id}", tx, json, {"round_id": round_id})
+        report_tx(f"Cancelled round {round_id}", tx, json, {"round_id": round_id})
 
     @round_app.command("abort")
     @handle_errors
@@ -548,69 +181,9 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Close an open round now, whatever its deadline and submissions, with a recorded reason (admin)."""
-        _, federation = _governed(workdir, rpc, key)
+        _, federation = governed(workdir, rpc, key)
         tx = federation.abort_round(round_id, reason=reason)
-        _report_tx(f"Aborted round {round_id}", tx, json, {"round_id": round_id, "reason": reason.strip()})
-
-    # ------------------------------------------------------------------ admin
-    @admin_app.command("show")
-    @handle_errors
-    def admin_show(rpc: RpcOption = None, workdir: WorkdirOption = None, json: JsonOption = False) -> None:
-        """The admin, any proposed successor and when it may accept, and the transfer delay."""
-        info = _reader(workdir, rpc).admin()
-        if json:
-            print_json(_jsonable(asdict(info)))
-            return
-        console.print(f"Admin {info.admin}; a transfer waits {info.delay} s before it can be accepted.", highlight=False, soft_wrap=True)
-        if info.pending:
-            console.print(f"  proposed: {info.pending}, may accept after {utc_text(info.accept_after)}", highlight=False, soft_wrap=True)
-
-    @admin_app.command("transfer")
-    @handle_errors
-    def admin_transfer(
-        new_admin: Annotated[str, typer.Argument(help="Address of the next admin (e.g. a multisig or timelock contract).")],
-        rpc: RpcOption = None,
-        key: KeyOption = None,
-        workdir: WorkdirOption = None,
-        json: JsonOption = False,
-    ) -> None:
-        """Propose a new admin (the current admin); it accepts with `fedledger admin accept` after the delay."""
-        _, federation = _governed(workdir, rpc, key)
-        tx = federation.begin_admin_transfer(new_admin)
-        info = federation.admin()
-        _report_tx(f"Proposed {info.pending} as admin, who may accept after {utc_text(info.accept_after)}", tx, json,
-                   {"pending": info.pending, "accept_after": info.accept_after})
-
-    @admin_app.command("accept")
-    @handle_errors
-    def admin_accept(rpc: RpcOption = None, key: KeyOption = None, workdir: WorkdirOption = None, json: JsonOption = False) -> None:
-        """Take the admin role as the proposed admin, once the delay has passed."""
-        _, federation = _governed(workdir, rpc, key)
-        tx = federation.accept_admin_transfer()
-        _report_tx(f"{federation.sender} is now the admin", tx, json, {"admin": federation.sender})
-
-    def _role_command(action: str, summary: str, done: str) -> None:
-        @admin_app.command(action, help=f"{summary} (the admin).")
-        @handle_errors
-        def command(
-            role: Annotated[str, typer.Argument(help="coordinator (opens rounds) or aggregator (finalizes them).")],
-            address: Annotated[str, typer.Argument(help="The account.")],
-            rpc: RpcOption = None, key: KeyOption = None, workdir: WorkdirOption = None, json: JsonOption = False,
-        ) -> None:
-            _, federation = _governed(workdir, rpc, key)
-            tx = getattr(federation, f"{action}_role")(_operational_role(role), address)
-            _report_tx(done.format(role=role, address=address), tx, json, {"role": role, "account": address})
-
-    _role_command("grant", "Give an account the coordinator or aggregator role", "Granted the {role} role to {address}")
-    _role_command("revoke", "Take the coordinator or aggregator role from an account", "Revoked the {role} role of {address}")
-
-    @admin_app.command("cancel")
-    @handle_errors
-    def admin_cancel(rpc: RpcOption = None, key: KeyOption = None, workdir: WorkdirOption = None, json: JsonOption = False) -> None:
-        """Withdraw a pending admin proposal (the current admin)."""
-        _, federation = _governed(workdir, rpc, key)
-        tx = federation.cancel_admin_transfer()
-        _report_tx("Withdrew the admin proposal", tx, json)
+        report_tx(f"Aborted round {round_id}", tx, json, {"round_id": round_id, "reason": reason.strip()})
 
     @round_app.command("status")
     @handle_errors
@@ -621,7 +194,7 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Show a round: state, deadline, submissions so far, and the global model once finalized."""
-        federation = _reader(workdir, rpc)
+        federation = reader(workdir, rpc)
         if round_id is None:
             round_id = federation.round_count()
             if round_id == 0:
@@ -629,7 +202,7 @@ def register(app: typer.Typer) -> None:
         info = federation.round(round_id)
         submissions = federation.submissions(round_id)
         if json:
-            print_json({**_jsonable(asdict(info)), "updates": [_jsonable(asdict(s)) for s in submissions]})
+            print_json({**jsonable(asdict(info)), "updates": [jsonable(asdict(s)) for s in submissions]})
             return
         console.print(
             f"Round {info.round_id}: [bold]{info.state}[/], base {info.base_cid}, closes at {utc_text(info.deadline)}, "

@@ -280,7 +280,7 @@ def register(app: typer.Typer) -> None:
         round on its base; exit 0 once --rounds rounds are finalized. Resumes its schedule after a restart."""
         from ledger.ipfs.cid import parse_cid
         from ledger.chain.connection import require_gas_money
-        from node.cli.governance_cmd import _round_config as round_config_bytes
+        from node.cli.round_cmd import round_config as round_config_bytes
         from node.round_config import RoundConfig
         from node.services.coordinator_service import CoordinatorService
 
