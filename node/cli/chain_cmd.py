@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -76,30 +78,40 @@ def _announce(anvil: AnvilProcess, *, detach: bool, json: bool) -> None:
         console.print("Press Ctrl-C to stop it; its state is saved on the way out.")
 
 
-def _wait_for_stop_signal(anvil: AnvilProcess, *, poll_s: float = 0.5) -> bool:
-    """Wait until SIGINT (Ctrl-C) or SIGTERM arrives (True) or anvil stops answering (False).
+@contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """While inside, SIGINT (Ctrl-C) and SIGTERM are appended to the yielded list instead of acting.
 
-    The signals set a flag instead of raising KeyboardInterrupt: Python raises a handler's exception
-    wherever the main thread happens to be, and one raised inside a finalizer (``__del__`` of the
-    HTTP response or socket each health check drops) is printed as "Exception ignored" and lost, so a
-    Ctrl-C could leave ``chain up`` running. A flag cannot be lost; ``time.sleep`` returns early on a
-    signal, so the flag is seen within ``poll_s / 5``.
+    A flag instead of KeyboardInterrupt: Python raises a handler's exception wherever the main thread
+    happens to be, and one raised inside a finalizer (``__del__`` of the HTTP response or socket each
+    health check drops) is printed as "Exception ignored" and lost, so a Ctrl-C could leave ``chain
+    up`` running. A flag cannot be lost. Installed before anything is announced, so a signal sent as
+    soon as the prompt shows is never met by the default action (SIGTERM would kill the process and
+    leave anvil running with its state unsaved).
     """
-    stopped: list[int] = []
-    handlers = {number: signal.signal(number, lambda received, _frame: stopped.append(received))
+    received: list[int] = []
+    handlers = {number: signal.signal(number, lambda number, _frame: received.append(number))
                 for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        next_check = 0.0
-        while not stopped:
-            if time.monotonic() >= next_check:
-                if rpc_chain_id(anvil.rpc_url, timeout=1.0) is None and not stopped:
-                    return False
-                next_check = time.monotonic() + poll_s
-            time.sleep(poll_s / 5)
-        return True
+        yield received
     finally:
         for number, handler in handlers.items():
             signal.signal(number, handler)
+
+
+def _wait_for_stop_signal(anvil: AnvilProcess, received: list[int], *, poll_s: float = 0.5) -> bool:
+    """Wait until a stop signal is in ``received`` (True) or anvil stops answering (False).
+
+    ``time.sleep`` returns early on a signal, so a signal is seen within ``poll_s / 5``.
+    """
+    next_check = 0.0
+    while not received:
+        if time.monotonic() >= next_check:
+            if rpc_chain_id(anvil.rpc_url, timeout=1.0) is None and not received:
+                return False
+            next_check = time.monotonic() + poll_s
+        time.sleep(poll_s / 5)
+    return True
 
 
 def register(app: typer.Typer) -> None:
@@ -122,8 +134,10 @@ def register(app: typer.Typer) -> None:
             _announce(anvil, detach=True, json=json)
             return
         try:  # from here on, however the command ends, anvil is stopped (and so writes its state)
-            _announce(anvil, detach=False, json=json)
-            if _wait_for_stop_signal(anvil):
+            with _stop_signals() as received:
+                _announce(anvil, detach=False, json=json)
+                stopped_by_signal = _wait_for_stop_signal(anvil, received)
+            if stopped_by_signal:
                 console.print("Stopping anvil and saving its state…")
             else:
                 console.print(f"[yellow]anvil stopped by itself[/]; see {workspace.chain_dir / LOG_FILE}.", soft_wrap=True)
