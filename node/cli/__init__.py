@@ -28,6 +28,7 @@ from node.cli import (
     relay_cmd,
     round_cmd,
     services_cmd,
+    task_cmd,
     train_cmd,
     workspace_cmd,
 )
@@ -66,6 +67,7 @@ for module in (
     admin_cmd,
     ipfs_cmd,
     model_cmd,
+    task_cmd,
     train_cmd,
     aggregate_cmd,
     audit_cmd,

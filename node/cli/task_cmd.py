@@ -1,0 +1,137 @@
+"""Commands: ``task new|pack|show`` — a party's own model, data and training code as a task bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ledger.errors import MalformedCidError
+from ledger.ipfs.cid import parse_cid
+from ledger.ipfs.store import open_store
+from ledger.ipfs.unixfs import cid_of_bytes
+from ledger.workspace import Workspace
+from node.cli._common import JsonOption, WorkdirOption, console, handle_errors, print_json, stdout
+from node.tasks.bundle import DEFAULT_MAX_BYTES, pack_task, read_bundle
+from node.tasks.errors import TaskError
+from node.tasks.manifest import TaskManifest
+from node.tasks.spec import effective_settings
+from node.tasks.template import write_template
+
+MaxMibOption = Annotated[int, typer.Option("--max-mib", min=1, help="Refuse a bundle larger than this many MiB.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``task`` group to the app."""
+    task_app = typer.Typer(help="Tasks: your own model, data and training code, packed for a federation.",
+                           no_args_is_help=True)
+    app.add_typer(task_app, name="task")
+
+    @task_app.command("new")
+    @handle_errors
+    def new(
+        folder: Annotated[Path, typer.Argument(help="A new or empty folder for the task.")],
+        name: Annotated[str | None, typer.Option("--name", help="The task's name (default: from the folder's name).")] = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Write a working task (a small MLP on CSV data, or scikit-learn's breast-cancer data) to start from."""
+        written = write_template(folder, name=name)
+        chosen = _declared_name(written[0])
+        console.print(
+            f"Wrote task [bold]{escape(chosen)}[/] in {escape(str(folder))}: "
+            f"{', '.join(escape(path.name) for path in written)}. Pack it with: fedledger task pack {escape(str(folder))}",
+            highlight=False,
+        )
+        if json:
+            print_json({"folder": str(folder), "name": chosen, "files": [path.name for path in written]})
+
+    @task_app.command("pack")
+    @handle_errors
+    def pack(
+        folder: Annotated[Path, typer.Argument(help="The task's folder (holding its pyproject.toml).")],
+        max_mib: MaxMibOption = DEFAULT_MAX_BYTES // 2**20,
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Pack the task into a deterministic bundle, pin it to the workspace's store, print its CID."""
+        workspace = Workspace.find(workdir)
+        data = pack_task(folder, max_bytes=max_mib * 2**20)
+        manifest, _ = read_bundle(data, max_bytes=max_mib * 2**20)
+        cid = open_store(workspace).add_bytes(data, pin=True)
+        console.print(
+            f"Task {escape(manifest.name)} ({len(manifest.files)} files, {len(data)} bytes): {cid}",
+            soft_wrap=True, highlight=False,
+        )
+        if json:
+            print_json({"cid": cid, "name": manifest.name, "module": manifest.module,
+                        "files": len(manifest.files), "bytes": len(data)})
+        else:
+            typer.echo(cid)
+
+    @task_app.command("show")
+    @handle_errors
+    def show(
+        target: Annotated[str, typer.Argument(metavar="CID_OR_DIR", help="A task bundle's CID, or a task's folder.")],
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """Print a task's manifest (each file's sha256 and size) and its declared settings."""
+        folder = Path(target)
+        if folder.is_dir():
+            data, source = pack_task(folder), "folder"
+        else:
+            try:
+                cid = parse_cid(target)
+            except MalformedCidError:
+                raise TaskError(
+                    f"{target!r} is neither a task folder nor a CID; give the folder of a task or the CID that "
+                    "'fedledger task pack' printed."
+                ) from None
+            data = open_store(Workspace.find(workdir)).get(cid, max_bytes=DEFAULT_MAX_BYTES)
+            source = "store"
+        manifest, _ = read_bundle(data, source=f"bundle {target}" if source == "store" else f"the bundle of {target}")
+        document = _describe(manifest, cid=cid_of_bytes(data), size=len(data), source=source)
+        if json:
+            print_json(document)
+        else:
+            _print(document)
+
+
+def _declared_name(pyproject: Path) -> str:
+    from node.tasks.spec import read_spec
+
+    return read_spec(pyproject.parent).name
+
+
+def _describe(manifest: TaskManifest, *, cid: str, size: int, source: str) -> dict[str, Any]:
+    document = manifest.to_document()
+    return {
+        **document,
+        "cid": cid,
+        "bytes": size,
+        "source": source,
+        "effective_settings": effective_settings(manifest.settings, None, task=manifest.name),
+    }
+
+
+def _print(document: dict[str, Any]) -> None:
+    settings = document["settings"]
+    effective = document["effective_settings"]
+    lines = [
+        f"[bold]task[/]          {escape(document['name'])} (module {escape(document['module'])}, format {document['format']})",
+        f"[bold]cid[/]           {document['cid']}" + (" (not pinned: packed from the folder)" if document["source"] == "folder" else ""),
+        f"[bold]bytes[/]         {document['bytes']}",
+        "[bold]settings[/]      " + ", ".join(
+            f"{key}={effective[key]}" + ("" if key in settings else " (default)") for key in sorted(effective)
+        ),
+        "[bold]dependencies[/]  " + (escape(", ".join(document["dependencies"])) or "none declared"),
+    ]
+    for line in lines:
+        stdout.print(line, highlight=False, soft_wrap=True)
+    table = Table("file", "size", "sha256", box=None, pad_edge=False)
+    for path, entry in document["files"].items():
+        table.add_row(escape(path), str(entry["size"]), entry["sha256"])
+    stdout.print(table)

@@ -1,0 +1,244 @@
+"""fedledger's training and evaluation loop for any task: what runs when a task brings no ``train``/``evaluate``.
+
+Data comes as a ``torch.utils.data.Dataset`` whose items are ``(input, target)`` pairs, or as an
+``(x, y)`` pair of arrays or tensors (floating ``x`` becomes float32, integer ``y`` int64). Training
+is SGD with momentum 0.9 under the round's ``epochs``/``batch_size``/``lr``, batches shuffled by a
+generator seeded from the round's seed (on the CPU, so the order is the same on every device); the
+same seed gives the same weights bit for bit on the CPU. On CUDA the forward pass runs under
+autocast (bf16 where the GPU has it, else fp16 with a gradient scaler).
+
+This module runs inside the task process (:mod:`node.tasks.worker`), never in the node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, Sampler, SequentialSampler
+
+MOMENTUM = 0.9
+EVAL_BATCH = 1024
+
+LossFunction = Callable[[Any, Any], torch.Tensor]
+
+
+class InvalidData(ValueError):
+    """The data a task gave cannot be used; the message is a clause naming what and why."""
+
+
+class PairDataset(Dataset):
+    """An ``(x, y)`` pair as a Dataset whose index may be a list: one indexing per batch, not per sample."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def __getitem__(self, index: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[index], self.y[index]
+
+
+def _tensor(value: Any, *, what: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach()
+    else:
+        try:
+            tensor = torch.as_tensor(np.asarray(value))
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise InvalidData(f"{what} cannot become a tensor ({error})") from error
+    if tensor.is_floating_point():
+        return tensor.to(torch.float32)
+    if tensor.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
+        return tensor.to(torch.int64)
+    return tensor
+
+
+def as_dataset(data: Any, *, what: str) -> Dataset:
+    """``data`` as a Dataset: itself, or a :class:`PairDataset` of an ``(x, y)`` pair."""
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = _tensor(data[0], what=f"{what}'s x"), _tensor(data[1], what=f"{what}'s y")
+        if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
+            raise InvalidData(
+                f"{what} pairs x of shape {tuple(x.shape)} with y of shape {tuple(y.shape)}; give one label per sample"
+            )
+        return PairDataset(x, y)
+    raise InvalidData(f"{what} is a {type(data).__name__}, not a torch Dataset or an (x, y) pair of arrays")
+
+
+def size_of(data: Any) -> int | None:
+    """How many samples ``data`` holds, where it says (None for a Dataset without a length)."""
+    try:
+        return len(as_dataset(data, what="the data"))
+    except (TypeError, InvalidData):
+        return None
+
+
+class Shuffled(Sampler[int]):
+    """One ``torch.randperm(n, generator)`` per epoch and no other draw (``RandomSampler`` draws a
+    second permutation per epoch): the same order as ``node.training``, so a built-in task trains
+    bit for bit as ``fedledger node train`` does."""
+
+    def __init__(self, size: int, generator: torch.Generator) -> None:
+        self.size, self.generator = size, generator
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(torch.randperm(self.size, generator=self.generator).tolist())
+
+
+def _batches(dataset: Dataset, *, batch_size: int, generator: torch.Generator | None, device: torch.device) -> Iterator[Any]:
+    """Batches of ``dataset``, shuffled by ``generator`` when given (the DataLoader itself gets no generator:
+    it would draw from it too)."""
+    pin = device.type == "cuda"
+    if isinstance(dataset, IterableDataset):  # streams in its own order: no sampler may touch it
+        return iter(DataLoader(dataset, batch_size=batch_size, pin_memory=pin))
+    if generator is not None:
+        sampler: Sampler[int] = Shuffled(len(dataset), generator)  # type: ignore[arg-type]
+    else:
+        sampler = SequentialSampler(dataset)  # type: ignore[arg-type]
+    if isinstance(dataset, PairDataset):  # one indexing per batch
+        batched = BatchSampler(sampler, batch_size=batch_size, drop_last=False)
+        return iter(DataLoader(dataset, sampler=batched, batch_size=None, pin_memory=pin))
+    return iter(DataLoader(dataset, batch_size=batch_size, sampler=sampler, pin_memory=pin))
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, Mapping):
+        return {key: _to(item, device) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to(item, device) for item in value)
+    return value
+
+
+def _pair(batch: Any, *, what: str) -> tuple[Any, Any]:
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise InvalidData(f"{what}'s items are {type(batch).__name__}s, not (input, target) pairs")
+    return batch[0], batch[1]
+
+
+def _count(targets: Any) -> int:
+    if isinstance(targets, torch.Tensor) and targets.ndim > 0:
+        return int(targets.shape[0])
+    return len(targets)
+
+
+def _correct(outputs: Any, targets: Any) -> torch.Tensor | None:
+    """How many outputs pick their target class, when this looks like classification (else None)."""
+    if (
+        isinstance(outputs, torch.Tensor)
+        and isinstance(targets, torch.Tensor)
+        and outputs.ndim == 2
+        and targets.ndim == 1
+        and not targets.is_floating_point()
+        and outputs.shape[0] == targets.shape[0]
+    ):
+        return (outputs.detach().argmax(dim=1) == targets).sum()
+    return None
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The reduced precision of the forward pass on ``device``; None (float32) off CUDA."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def train(
+    model: nn.Module,
+    data: Any,
+    *,
+    settings: Mapping[str, Any],
+    device: torch.device,
+    seed: int,
+    loss: LossFunction | None = None,
+) -> tuple[int, dict[str, float]]:
+    """Train ``model`` in place on ``device``; (samples per epoch, last epoch's mean ``loss`` and ``accuracy``)."""
+    dataset = as_dataset(data, what="the training data")
+    loss_fn = loss or F.cross_entropy
+    epochs, batch_size, lr = int(settings["epochs"]), int(settings["batch_size"]), float(settings["lr"])
+    model.to(device).train()
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    if not trainable:
+        raise InvalidData("the model has no parameter with requires_grad=True, so there is nothing to train")
+    optimizer = torch.optim.SGD(trainable, lr=lr, momentum=MOMENTUM)
+    amp = autocast_dtype(device)
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    shuffler = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # dropout and any other draw the model makes
+    samples = correct = judged = 0
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for _ in range(epochs):
+        samples, judged = 0, 0
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        correct_t = torch.zeros((), dtype=torch.int64, device=device)
+        for batch in _batches(dataset, batch_size=batch_size, generator=shuffler, device=device):
+            inputs, targets = _pair(batch, what="the training data")
+            inputs, targets = _to(inputs, device), _to(targets, device)
+            with torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext():
+                outputs = model(inputs)
+                value = loss_fn(outputs, targets)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is None:
+                value.backward()
+                optimizer.step()
+            else:
+                scaler.scale(value).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            count = _count(targets)
+            samples += count
+            total += value.detach().double() * count
+            hits = _correct(outputs, targets)
+            if hits is not None:
+                correct_t += hits
+                judged += count
+        correct = int(correct_t)
+    if samples == 0:
+        raise InvalidData("the training data holds no samples")
+    metrics = {"loss": float(total) / samples}
+    if judged == samples:
+        metrics["accuracy"] = correct / samples
+    return samples, metrics
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Any, *, device: torch.device, loss: LossFunction | None = None) -> dict[str, float]:
+    """Mean ``loss`` (the task's loss, else cross-entropy) and, for classification, ``accuracy``, in float32."""
+    dataset = as_dataset(data, what="the validation data")
+    loss_fn = loss or F.cross_entropy
+    was_training = model.training
+    model.to(device).eval()
+    samples, judged = 0, 0
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for batch in _batches(dataset, batch_size=EVAL_BATCH, generator=None, device=device):
+        inputs, targets = _pair(batch, what="the validation data")
+        inputs, targets = _to(inputs, device), _to(targets, device)
+        outputs = model(inputs)
+        count = _count(targets)
+        samples += count
+        total += loss_fn(outputs, targets).double() * count
+        hits = _correct(outputs, targets)
+        if hits is not None:
+            correct += hits
+            judged += count
+    model.train(was_training)
+    if samples == 0:
+        raise InvalidData("the validation data holds no samples")
+    metrics = {"loss": float(total) / samples}
+    if judged == samples:
+        metrics["accuracy"] = float(correct) / samples
+    return metrics
