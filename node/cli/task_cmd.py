@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from ledger.errors import MalformedCidError
 from ledger.ipfs.cid import parse_cid
@@ -131,7 +130,12 @@ def _print(document: dict[str, Any]) -> None:
     ]
     for line in lines:
         stdout.print(line, highlight=False, soft_wrap=True)
-    table = Table("file", "size", "sha256", box=None, pad_edge=False)
-    for path, entry in document["files"].items():
-        table.add_row(escape(path), str(entry["size"]), entry["sha256"])
-    stdout.print(table)
+    # Plain aligned lines, not a table: a table fits the terminal's width by cutting the hashes short,
+    # and a hash is only worth showing whole (to compare with `sha256sum`).
+    files = document["files"]
+    path_width = max((len(path) for path in files), default=4)
+    size_width = max((len(str(entry["size"])) for entry in files.values()), default=4)
+    stdout.print(f"[bold]{'file'.ljust(path_width)}  {'size'.rjust(size_width)}  sha256[/]", highlight=False, soft_wrap=True)
+    for path, entry in files.items():
+        stdout.print(f"{escape(path.ljust(path_width))}  {str(entry['size']).rjust(size_width)}  {entry['sha256']}",
+                     highlight=False, soft_wrap=True)
