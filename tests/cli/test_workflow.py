@@ -41,6 +41,7 @@ def fresh_dir(tmp_path: Path) -> Iterator[Path]:
         stop_pidfile(root / "chain" / "anvil.pid", state=root / "chain" / "anvil.json")
 
 
+@pytest.mark.slow
 def test_governance_workflow_and_its_state_survive_a_chain_restart(
     fedledger: Callable[..., Outcome], cli: Callable[..., Outcome], tmp_path: Path, fresh_dir: Path
 ) -> None:

@@ -14,6 +14,7 @@ from ledger.chain.federation import load_artifact
 UNREACHABLE = {"InvalidShortString()", "StringTooLong(string)"}
 
 
+@pytest.mark.slow
 def test_committed_artifact_matches_a_fresh_compile() -> None:
     committed = load_artifact()
     assert committed["sourcesSha256"] == sources_sha256(collect_sources()), (

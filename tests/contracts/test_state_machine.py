@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -221,6 +222,7 @@ def outcome(action: Any) -> Expected:
     return None
 
 
+@pytest.mark.slow
 def test_contract_agrees_with_the_model(chain: TestChain) -> None:
     base_admin = chain.deploy()
     keys = [chain.new_account() for _ in range(PARTIES)]

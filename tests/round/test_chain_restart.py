@@ -20,6 +20,7 @@ from tests.round.conftest import Federation
 pytestmark = pytest.mark.anvil
 
 
+@pytest.mark.slow
 def test_a_round_opened_before_a_chain_restart_is_aggregated_after_it(tmp_path: Path, anvil_keys: list[LocalAccount]) -> None:
     root = tmp_path / "ws"
     w = ("--workdir", str(root))

@@ -85,6 +85,7 @@ def private_ipfs_server(tmp_path: Path) -> Iterator[IpfsServer]:
         stop_ipfs_server(server, process)
 
 
+@pytest.mark.slow
 def test_two_rounds_with_concurrent_parties_an_outsider_and_a_tampered_blob(
     anvil_rpc: str, private_ipfs_server: IpfsServer, tmp_path: Path
 ) -> None:

@@ -46,6 +46,7 @@ def fedavg_by_hand(updates: list[tuple[dict[str, np.ndarray], int]]) -> dict[str
     }
 
 
+@pytest.mark.slow
 def test_killed_participant_and_aggregator_finish_the_round_once_without_retraining(
     anvil_rpc: str, anvil_keys: list[LocalAccount], tmp_path: Path
 ) -> None:

@@ -40,6 +40,7 @@ def test_demo_on_the_in_process_chain_prints_one_json_report() -> None:
     assert report["final_accuracy"] > 0.5  # two rounds of three parties on digits already learn
 
 
+@pytest.mark.slow
 def test_demo_output_in_a_log_has_a_line_per_round_then_the_table_and_the_verdict(tmp_path: Path) -> None:
     outcome = ok(fedledger("demo", "--participants", "2", "--rounds", "2", "--workdir", str(tmp_path / "demo"), timeout=300))
     lines = outcome.stderr.splitlines()
@@ -51,6 +52,7 @@ def test_demo_output_in_a_log_has_a_line_per_round_then_the_table_and_the_verdic
     assert "audit passed" in lines[verdict], outcome.stderr  # on its own line, after the table
 
 
+@pytest.mark.slow
 def test_demo_refuses_bad_options_and_a_failed_demo_leaves_no_workspace_behind(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     refused = fedledger("demo", "--strategy", "fedsgd", "--workdir", str(workdir))
@@ -62,6 +64,7 @@ def test_demo_refuses_bad_options_and_a_failed_demo_leaves_no_workspace_behind(t
     assert not workdir.exists()  # so the same command, corrected, can run again
 
 
+@pytest.mark.slow
 @pytest.mark.anvil
 def test_demo_on_anvil_leaves_a_workspace_that_chain_up_reopens(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"

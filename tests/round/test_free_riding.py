@@ -20,6 +20,7 @@ from tests.round.conftest import ipfs_cat, make_federation
 pytestmark = pytest.mark.anvil
 
 
+@pytest.mark.slow
 def test_a_party_that_submits_another_partys_cid_is_rejected_and_the_audit_agrees(
     anvil_rpc: str, anvil_keys: list[LocalAccount], tmp_path: Path
 ) -> None:

@@ -58,6 +58,7 @@ def submit(client: FederationClient, store_cli: tuple[str, ...], tmp_path: Path,
     return cid
 
 
+@pytest.mark.slow
 def test_a_round_met_only_by_junk_is_finalized_on_its_base_with_the_commands_the_errors_name(
     tmp_path: Path, anvil_keys: list[LocalAccount]
 ) -> None:

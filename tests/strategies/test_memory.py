@@ -64,6 +64,7 @@ def _child(root: Path, strategy: str, limit: int) -> tuple[dict, str]:
     return printed, done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["fedavg", "median"])
 def test_200_updates_aggregate_under_a_limit_that_the_all_in_memory_method_exceeds(stored_round, strategy):
     root, total = stored_round

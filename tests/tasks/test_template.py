@@ -17,6 +17,7 @@ from node.tasks.runner import TaskRunner
 from node.tasks.template import default_name, write_template
 
 
+@pytest.mark.slow
 def test_the_template_trains_on_its_default_data_and_repeats_bit_for_bit(tmp_path: Path) -> None:
     written = write_template(tmp_path / "My Task", name=None)
     assert [path.name for path in written] == ["pyproject.toml", "task.py"]
