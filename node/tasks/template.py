@@ -112,15 +112,47 @@ def default_name(folder: Path) -> str:
     return name[:64].strip("-._") or "my-task"
 
 
-def write_template(folder: Path | str, *, name: str | None = None) -> list[Path]:
-    """Write a working task into ``folder`` (created; refused when it exists and is not empty); the files written."""
-    folder = Path(folder)
+def write_example(folder: Path | str, example: str, *, name: str | None = None) -> list[Path]:
+    """Write the example task ``example`` (see ``node.tasks.examples``) into ``folder``; the files written.
+
+    ``tabular`` is the template itself; the others are copied from the package, renamed when ``name`` is given.
+    """
+    from node.tasks.examples import EXAMPLES
+
+    if example not in EXAMPLES:
+        raise TaskError(f"there is no example task {example!r}; choose one of {', '.join(EXAMPLES)}.")
+    source = EXAMPLES[example]
+    if source is None:
+        return write_template(folder, name=name)
+    folder = _empty_folder(Path(folder))
+    written = []
+    for path in sorted(source.iterdir()):
+        if path.suffix not in (".py", ".toml") or path.name == "__init__.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        if name is not None and path.name == "pyproject.toml":
+            chosen = check_name(name, where="the task name")
+            text = re.sub(r'^name = "[^"]*"$', f'name = "{chosen}"', text, flags=re.M)
+        (folder / path.name).write_text(text, encoding="utf-8")
+        written.append(folder / path.name)
+    return written
+
+
+def _empty_folder(folder: Path) -> Path:
+    """``folder``, created; refused when it is a file or a folder that is not empty (nothing is overwritten)."""
     if folder.exists() and not folder.is_dir():
         raise TaskError(f"{folder} is a file, not a folder; give the path of a new or empty folder.")
     if folder.is_dir() and any(folder.iterdir()):
         raise TaskError(f"folder {folder} is not empty; give a new or empty folder so that nothing in it is overwritten.")
-    name = check_name(name if name is not None else default_name(folder), where="the task name")
     folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_template(folder: Path | str, *, name: str | None = None) -> list[Path]:
+    """Write a working task into ``folder`` (created; refused when it exists and is not empty); the files written."""
+    folder = Path(folder)
+    name = check_name(name if name is not None else default_name(folder), where="the task name")
+    _empty_folder(folder)
     written = []
     for relative, text in (("pyproject.toml", _PYPROJECT.format(name=name)), (f"{MODULE}.py", _TASK)):
         path = folder / relative
