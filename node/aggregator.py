@@ -14,6 +14,12 @@ missing from this store is not, since the store may be at fault: the error says 
 rerun after a crash (or an auditor) gets the same bytes and the same CIDs, and the round is
 finalized exactly once.
 
+In a task round (its config's ``task``) the layout every update must match is the round's base
+model's (tensor names, shapes and dtypes: a task's trainable tensors), read from the base model file
+with a fixed size cap; no task code runs here. The global model's metadata then names the task and
+its frozen tensors' file too, so the next round opens on it the same way. A built-in round keeps
+its model's fixed layout and its global model's metadata as they always were.
+
 A sealed round (its config's ``seal_to``) is opened with one recipient's encryption key: each
 envelope is fetched and checked against its CID first (tampering is caught before decryption),
 opened into the spool, and its plaintext checked like any update; one sealed to other keys, that
@@ -50,11 +56,11 @@ from ledger.ipfs.store import ContentStore
 from ledger.types import Cid
 from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.utc import utc_text
-from ledger.weights import WeightsFile, from_safetensors, max_blob_bytes, to_safetensors
+from ledger.weights import Layout, WeightsFile, from_safetensors, layout_of, max_blob_bytes, to_safetensors
 from node.journal import Journal
 from node.models import model_layout
 from node.receipt import IncludedUpdate, Receipt, RejectedUpdate, SealedUpdate, UnavailableUpdate, UpdateNote
-from node.round_config import RoundConfig, config_cid
+from node.round_config import RoundConfig, TaskRef, config_cid
 from node.strategies import Strategy, Update, strategy_from_params
 
 NO_USABLE_UPDATE = "no update was usable: the global model is the round's base model, unchanged"
@@ -134,9 +140,31 @@ def binding_problem(metadata: dict, *, participant: str, round_id: int) -> str |
     return None
 
 
-def global_model_bytes(arrays: dict[str, np.ndarray], *, model: str, round_id: int, base_cid: str) -> bytes:
-    """The global model's safetensors bytes; the metadata is fixed, so equal arrays give an equal CID."""
-    return to_safetensors(arrays, metadata={"model": model, "round": round_id, "base_cid": base_cid})
+def global_model_bytes(
+    arrays: dict[str, np.ndarray], *, model: str, round_id: int, base_cid: str, task: TaskRef | None = None,
+) -> bytes:
+    """The global model's safetensors bytes; the metadata is fixed, so equal arrays give an equal CID.
+
+    In a task round it names the task and its frozen tensors' file, as the genesis model does."""
+    metadata: dict[str, object] = {"model": model, "round": round_id, "base_cid": base_cid}
+    if task is not None:
+        metadata.update(task=task.cid, frozen_cid=task.frozen_cid or "")
+    return to_safetensors(arrays, metadata=metadata)
+
+
+def round_base(store: ContentStore, info: RoundInfo, config: RoundConfig) -> tuple[bytes, dict[str, np.ndarray], Layout]:
+    """The round's base model (bytes and arrays) and the layout every update must have: the built-in
+    model's fixed one, or, in a task round, the base model's own (read with the task models' size cap)."""
+    if config.task is None:
+        layout = model_layout(config.model)
+        base_bytes = store.get(info.base_cid, max_bytes=max_blob_bytes(layout))
+        base_arrays, _ = from_safetensors(base_bytes, layout=layout)
+        return base_bytes, base_arrays, layout
+    from node.tasks.rounds import read_weights_bytes
+
+    base_bytes = read_weights_bytes(store, info.base_cid, what=f"the base model of round {info.round_id}")
+    base_arrays, _ = from_safetensors(base_bytes, source=f"the base model {info.base_cid} of round {info.round_id}")
+    return base_bytes, base_arrays, layout_of(base_arrays)
 
 
 def _by_participant(entries: Iterable[object]) -> list:
@@ -193,9 +221,7 @@ def _aggregate_spooled(
             "recipient's encryption key, so give it (`--encryption-key NAME`, `audit verify --key NAME`)."
         )
     opened: list[SealedUpdate] = []
-    layout = model_layout(config.model)
-    base_bytes = store.get(info.base_cid, max_bytes=max_blob_bytes(layout))
-    base_arrays, _ = from_safetensors(base_bytes, layout=layout)
+    base_bytes, base_arrays, layout = round_base(store, info, config)
     given = None if unavailable is None else {(participant.lower(), cid) for participant, cid in unavailable}
     by_participant = {s.participant.lower(): s for s in submissions}
     updates: list[Update] = []
@@ -235,7 +261,8 @@ def _aggregate_spooled(
         ]
         rejected += [RejectedUpdate(participant=p, cid=by_participant[p.lower()].cid, reason=r) for p, r in result.rejected]
         notes += [UpdateNote(participant=p, cid=by_participant[p.lower()].cid, note=n) for p, n in result.notes]
-        blob = global_model_bytes(result.arrays, model=config.model, round_id=info.round_id, base_cid=info.base_cid)
+        blob = global_model_bytes(result.arrays, model=config.model, round_id=info.round_id, base_cid=info.base_cid,
+                                  task=config.task)
         outcome = (f"aggregated {len(included)} of {len(submissions) + len(refused)} submitted updates "
                    f"({len(rejected)} rejected, {len(missing)} unavailable)")
     else:

@@ -11,6 +11,14 @@ would declare (``node.privacy.budget``) and is refused, before training, when th
 budget on chain; it then trains with DP-SGD (``train_private``) and declares that ε with the update.
 A party whose agreement carries a budget is refused a round without DP.
 
+In a task round (the config's ``task`` section) the party runs the task the agreement in force
+names, and no other: the config's task must be that agreement's (which the contract requires the
+party to have accepted). The bundle is fetched by CID, unpacked into the workspace's task cache and
+its dependencies checked; the task's code then runs in a process of its own that holds no key
+(``node.tasks.runner``), trains the base model's trainable tensors (the frozen ones come from their
+own file) and hands back arrays that must have the base model's layout. A task that fails leaves
+nothing pinned and nothing sent. Private task rounds are refused: own tasks do not run DP-SGD yet.
+
 The update's metadata names the party's own address and the round: its CID is public once
 submitted, and another party that submits the same CID is refused by the aggregator and the
 auditor, because the update names someone else (re-wrapping the copied tensors under one's own
@@ -40,8 +48,26 @@ from node.journal import Journal
 from node.models import build_model, load_arrays, model_layout, state_arrays
 from node.privacy.budget import epsilon_to_declare
 from node.privacy.dp_training import train_private
-from node.round_config import RoundConfig, config_cid
+from node.round_config import RoundConfig, TaskRef, config_cid
 from node.training import train
+
+
+@dataclass(frozen=True)
+class TaskInputs:
+    """What a party gives a task round: its data as the task reads it, and how to run the task.
+
+    ``data_path`` is passed to the task's ``load_data`` as given (a file, a folder, None);
+    ``partition``/``partitions`` are its ``--shard``/``--of``; ``data_seed`` seeds its split.
+    """
+
+    cache_root: Path
+    data_path: str | None = None
+    partition: int | None = None
+    partitions: int | None = None
+    data_seed: int = 0
+    timeout_s: float = 3600.0
+    verbose: bool = False
+    device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,13 +97,17 @@ def training_seed(participant: str, round_id: int) -> int:
 
 def update_bytes(
     arrays: dict[str, np.ndarray], *, model: str, participant: str, round_id: int, base_cid: str, samples: int,
-    metrics: dict[str, float],
+    metrics: dict[str, float], task: str | None = None,
 ) -> bytes:
-    """An update's safetensors bytes: the arrays, with metadata naming the party and round it belongs to."""
-    return to_safetensors(arrays, metadata={
+    """An update's safetensors bytes: the arrays, with metadata naming the party and round it belongs to
+    (and, in a task round, the task that trained it)."""
+    metadata = {
         "model": model, "participant": participant, "round": round_id, "base_cid": base_cid, "samples": samples,
         "metrics": metrics,
-    })
+    }
+    if task is not None:
+        metadata["task"] = task
+    return to_safetensors(arrays, metadata=metadata)
 
 
 def fetch_round_config(store: ContentStore, config_hash: bytes) -> RoundConfig:
@@ -90,17 +120,19 @@ def train_and_submit(
     federation: FederationClient,
     store: ContentStore,
     round_id: int,
-    data: Dataset,
+    data: Dataset | None,
     journal_dir: Path,
     device: torch.device | None = None,
     progress: bool = True,
     submit: Callable[..., TxResult] | None = None,
+    task: TaskInputs | None = None,
 ) -> ParticipantOutcome:
     """Run this party's part of ``round_id`` to the end, resuming whatever an earlier run finished.
 
     ``submit`` records the update: ``federation.submit_update`` (the party's own transaction) by
     default, or one with its keywords that records it another way (``node.relay_client``: signed,
-    sent by a relayer).
+    sent by a relayer). ``data`` is the party's data for a built-in round; ``task`` what it gives a
+    task round (a task round without it is refused).
     """
     if federation.account is None:
         raise InvalidInputError("training needs the participant's own key; pass --key NAME or set FEDLEDGER_PRIVATE_KEY.")
@@ -114,9 +146,16 @@ def train_and_submit(
                                   recorded.epsilon_micros)
 
     declared = federation.privacy(me)[0]  # ε only adds up: its last declaration is always one the contract takes
-    federation.check_can_submit(round_id, samples=len(data), epsilon_micros=declared)  # refused now, not after training
+    samples_known = len(data) if data is not None else 1  # a task's data is read by its own process, later
+    federation.check_can_submit(round_id, samples=samples_known, epsilon_micros=declared)  # refused now, not after training
     info = federation.round(round_id)
     config = fetch_round_config(store, info.config_hash)
+    if config.task is not None:
+        return _task_round(federation=federation, store=store, round_id=round_id, me=me, journal=journal, info=info,
+                           config=config, declared=declared, task=task, submit=submit)
+    if data is None:
+        raise InvalidInputError(f"round {round_id} trains the built-in model {config.model!r}; give the party's data "
+                                "(--data FILE or --shard I --of N).")
     layout = model_layout(config.model)
     # Refused now, by this party's own accounting (under a budget, a round without DP too), then by the contract's rule.
     epsilon_micros = epsilon_to_declare(federation, store, me, round_id, config.dp)
@@ -151,6 +190,103 @@ def train_and_submit(
             samples=result.samples, metrics=metrics,
         )
         if sealing is not None:  # only the envelope is pinned: its CID is what the chain records
+            blob = sealing.seal(blob, sender=me)
+        update_cid = store.add_bytes(blob, pin=True)
+        journal.record(update_cid=update_cid, samples=result.samples, metrics=metrics)
+    failpoint("participant:after-pin")
+
+    samples = int(journal.get("samples"))
+    metrics = dict(journal.get("metrics"))
+    tx = (submit or federation.submit_update)(
+        round_id, cid=update_cid, samples=samples, metrics_hash=metrics_hash(metrics), epsilon_micros=epsilon_micros
+    )
+    journal.record(submitted_tx=tx.tx_hash, submitted_block=tx.block)
+    return ParticipantOutcome(round_id, me, Cid(update_cid), samples, metrics, tx, trained, epsilon_micros)
+
+
+def check_agreed_task(federation: FederationClient, store: ContentStore, round_id: int, task: TaskRef) -> None:
+    """InvalidInputError unless ``task`` is the task of the agreement version in force: the one the contract
+    requires this party to have accepted before it may submit, so the only code it consented to run."""
+    from node.tasks.agreement import agreement_task
+
+    version = federation.agreement_version()
+    if version == 0:
+        raise InvalidInputError(f"round {round_id} names task {task.cid}, but no agreement is published; "
+                                "a party runs only the task of the agreement it accepted.")
+    terms = federation.terms_cid(version)
+    if not store.has(terms):
+        raise InvalidInputError(
+            f"round {round_id} names task {task.cid}, but the terms {terms} of agreement version {version} are not in "
+            "this workspace's store, so it cannot be checked that they name it; fetch them into the store and run again."
+        )
+    agreed = agreement_task(store, terms)
+    if agreed != task.cid:
+        named = f"task {agreed}" if agreed is not None else "no task"
+        raise InvalidInputError(
+            f"round {round_id} names task {task.cid}, but agreement version {version} in force, the one this party "
+            f"accepted, names {named}; nothing was run or sent: a party runs only the task of the agreement it "
+            "accepted, so ask the coordinator to open the round under that agreement (or to publish one naming "
+            "this task, and accept it with `fedledger participant join`)."
+        )
+
+
+def _task_round(
+    *,
+    federation: FederationClient,
+    store: ContentStore,
+    round_id: int,
+    me: Address,
+    journal: Journal,
+    info,  # noqa: ANN001 - RoundInfo
+    config: RoundConfig,
+    declared: int,
+    task: TaskInputs | None,
+    submit: Callable[..., TxResult] | None,
+) -> ParticipantOutcome:
+    """A task round: the same steps as a built-in one, the training done by the task's own process."""
+    assert config.task is not None
+    check_agreed_task(federation, store, round_id, config.task)
+    if config.dp is not None:
+        raise InvalidInputError(
+            f"round {round_id} is private (DP-SGD) and trains task {config.task.cid}, but own tasks do not run DP-SGD "
+            "yet (private rounds train the built-in models only); nothing was run or sent."
+        )
+    if task is None:
+        raise InvalidInputError(
+            f"round {round_id} trains task {config.model} ({config.task.cid}); take part with "
+            f"`fedledger node train --round {round_id} --data PATH`, which runs the task."
+        )
+    epsilon_micros = epsilon_to_declare(federation, store, me, round_id, config.dp)
+    if epsilon_micros != declared:
+        federation.check_can_submit(round_id, samples=1, epsilon_micros=epsilon_micros)
+    sealing = None if config.seal_to is None else RoundSeal.read(
+        federation, round_id, config.seal_to, opened_block=info.opened_block
+    )
+
+    update_cid = journal.get("update_cid")
+    trained = not (update_cid and store.has(update_cid))
+    if trained:
+        from dataclasses import asdict
+
+        from node.tasks.rounds import prepare_task, read_weights
+        from node.tasks.runner import TaskRunner
+
+        folder, manifest = prepare_task(store, config.task.cid, task.cache_root)
+        base, _ = read_weights(store, info.base_cid, what=f"the base model of round {round_id}")
+        frozen: dict[str, np.ndarray] = {}
+        if config.task.frozen_cid is not None:
+            frozen, _ = read_weights(store, config.task.frozen_cid, what=f"the frozen tensors of task {manifest.name}")
+        runner = TaskRunner(folder, manifest, timeout_s=task.timeout_s, verbose=task.verbose, device=task.device)
+        result = runner.train(
+            base, frozen, data_path=task.data_path, partition=task.partition, partitions=task.partitions,
+            seed=training_seed(me, round_id), data_seed=task.data_seed, settings=asdict(config.training),
+        )
+        metrics = {name: float(value) for name, value in result.metrics.items()}
+        blob = update_bytes(
+            result.arrays, model=config.model, participant=me, round_id=round_id, base_cid=info.base_cid,
+            samples=result.samples, metrics=metrics, task=config.task.cid,
+        )
+        if sealing is not None:
             blob = sealing.seal(blob, sender=me)
         update_cid = store.add_bytes(blob, pin=True)
         journal.record(update_cid=update_cid, samples=result.samples, metrics=metrics)

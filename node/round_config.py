@@ -23,6 +23,13 @@ size. A config without one has the bytes (and hash) it had before the section ex
 as registered on chain at the round's opening block (``ledger.sealing.recipients``), so only they
 (the aggregator, any auditors) can read it. Addresses are kept checksummed, unique and in ascending
 order, so the same recipients give the same hash; a config without it keeps its old bytes.
+
+A ``task`` section (``TaskRef``) makes the round train a user's own task (``node.tasks``): ``cid``
+is the task bundle named by the agreement version in force (``node.tasks.agreement``), and
+``frozen_cid``, when the task's model has frozen tensors, the safetensors file holding them (from
+the genesis model's metadata). ``model`` then holds the task's name, and the expected tensor layout
+of every update is the round's base model's, not a built-in model's. A config without one has the
+bytes (and hash) it had before the section existed.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ from typing import Any, ClassVar
 from eth_utils import to_canonical_address
 
 from ledger.chain.connection import parse_address
-from ledger.ipfs.cid import RAW, cid_from_parts
+from ledger.errors import MalformedCidError
+from ledger.ipfs.cid import RAW, cid_from_parts, parse_cid
 from ledger.canonical_json import canonical_json
 from ledger.errors import InvalidInputError
 from ledger.types import Cid
@@ -116,6 +124,44 @@ class DpSettings:
         return cls(**document)
 
 
+@dataclass(frozen=True)
+class TaskRef:
+    """The task a round trains: its bundle's CID and, when its model has frozen tensors, their file's CID."""
+
+    cid: str
+    frozen_cid: str | None = None
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("cid", "frozen_cid")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cid", _task_cid("cid", self.cid))
+        if self.frozen_cid is not None:
+            object.__setattr__(self, "frozen_cid", _task_cid("frozen_cid", self.frozen_cid))
+
+    def to_document(self) -> dict[str, str]:
+        """The section as it is written: ``frozen_cid`` only when there are frozen tensors."""
+        return {"cid": self.cid} if self.frozen_cid is None else {"cid": self.cid, "frozen_cid": self.frozen_cid}
+
+    @classmethod
+    def from_document(cls, document: object) -> TaskRef:
+        """The task section of a parsed config document; InvalidInputError naming the field at fault."""
+        if not isinstance(document, dict) or "cid" not in document or set(document) - set(cls.FIELDS):
+            raise InvalidInputError(
+                f"the round config's task section must be a JSON object with cid (and frozen_cid when the task's "
+                f"model has frozen tensors), not {document!r}; let `fedledger round open` write it from the agreement."
+            )
+        return cls(cid=document["cid"], frozen_cid=document.get("frozen_cid"))
+
+
+def _task_cid(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError(f"the round config's task {name} must be a CID string, not {value!r}.")
+    try:
+        return parse_cid(value)
+    except MalformedCidError as error:
+        raise InvalidInputError(f"the round config's task {name} is not a usable CID: {error}") from error
+
+
 def _positive(name: str, value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value < math.inf:
         raise InvalidInputError(f"the dp section's {name} must be a positive finite number, not {value!r}; give {what}.")
@@ -132,6 +178,7 @@ class RoundConfig:
     max_samples: int = DEFAULT_MAX_SAMPLES
     dp: DpSettings | None = None
     seal_to: tuple[str, ...] | None = None
+    task: TaskRef | None = None
 
     def __post_init__(self) -> None:
         check_max_samples(self.max_samples)
@@ -148,6 +195,8 @@ class RoundConfig:
             document["dp"] = asdict(self.dp)
         if self.seal_to is not None:
             document["seal_to"] = list(self.seal_to)
+        if self.task is not None:
+            document["task"] = self.task.to_document()
         return canonical_json(document)
 
     @property
@@ -163,6 +212,7 @@ class RoundConfig:
             max_samples = document.get("max_samples", DEFAULT_MAX_SAMPLES)
             dp_document = document.get("dp")
             seal_to = document.get("seal_to")
+            task_document = document.get("task")
             if seal_to is not None and not isinstance(seal_to, list):
                 raise TypeError(f"seal_to is {type(seal_to).__name__}, not a list of addresses")
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
@@ -171,8 +221,9 @@ class RoundConfig:
                 "open the round with `fedledger round open --strategy NAME` so one is written."
             ) from error
         dp = None if dp_document is None else DpSettings.from_document(dp_document)
+        task = None if task_document is None else TaskRef.from_document(task_document)
         return cls(model=model, strategy=strategy, training=training, max_samples=max_samples, dp=dp,
-                   seal_to=None if seal_to is None else tuple(seal_to))
+                   seal_to=None if seal_to is None else tuple(seal_to), task=task)
 
 
 def recipient_addresses(addresses: object) -> tuple[str, ...]:

@@ -34,6 +34,9 @@ Checks, each one a ``Check`` row (passed or failed, naming round, block, transac
   recipient's key (``verify_ledger(decryption_key=...)``, ``audit verify --key NAME``): a plain
   statement, not a failure. With a recipient's key the round is opened and recomputed like any other
   (the receipt's plaintext hashes included) and the metrics check runs on the plaintexts.
+
+A task round (its config's ``task``) is checked like any other, with the layout its base model file
+gives (``node.aggregator.round_base``): no task code runs in an audit.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ from ledger.sealing.keys import public_key_bytes
 from ledger.sealing.recipients import RoundOpener, RoundSeal
 from ledger.ipfs.store import ContentStore
 from ledger.types import RoundId
-from ledger.weights import from_safetensors, max_blob_bytes
+from ledger.weights import from_safetensors, layout_of, max_blob_bytes
 from node.aggregator import aggregate_updates
 from node.audit.privacy import privacy_problem, privacy_rows
 from node.models import model_layout
@@ -80,6 +83,7 @@ from node.participant import metrics_hash
 from node.receipt import Receipt, RejectedUpdate
 from node.round_config import RoundConfig
 from node.strategies import strategy_from_params
+from node.tasks.rounds import MAX_WEIGHTS_BYTES
 
 
 @dataclass(frozen=True)
@@ -195,12 +199,32 @@ class _Blobs:
         return self._cache[cid][0]
 
 
-def _update_limit(config: RoundConfig | None) -> int | None:
-    """The most bytes an update of the round's model can take (None when the config names no known model)."""
+def _update_limit(config: RoundConfig | None, base_bytes: bytes | None = None) -> int | None:
+    """The most bytes an update of the round's model can take (None when the config names no known model).
+
+    In a task round the layout is the base model's own (``base_bytes``); without a readable base the
+    task models' fixed cap bounds the reads."""
+    if config is not None and config.task is not None:
+        if base_bytes is None:
+            return MAX_WEIGHTS_BYTES
+        try:
+            return max_blob_bytes(layout_of(from_safetensors(base_bytes)[0]))
+        except LedgerError:
+            return MAX_WEIGHTS_BYTES
     try:
         return max_blob_bytes(model_layout(config.model)) if config is not None else None
     except LedgerError:
         return None
+
+
+def _names_task(config_bytes: bytes | None) -> bool:
+    """Whether readable config bytes name a task (their other problems are reported where they always were)."""
+    if config_bytes is None:
+        return False
+    try:
+        return RoundConfig.from_bytes(config_bytes).task is not None
+    except LedgerError:
+        return False
 
 
 def recover_join_signer(federation: FederationClient, event: IndexedEvent, terms_cid: str) -> str | None:
@@ -370,7 +394,8 @@ def _verify_round(
                                               "nor an earlier round's global model", cid=base, **opened))
 
     config_bytes = blobs.get(row["config_cid"], what=f"round {rid} config", **opened)
-    base_bytes = blobs.get(base, what=f"round {rid} base model", **opened)
+    base_cap = MAX_WEIGHTS_BYTES if _names_task(config_bytes) else None  # a task round's layout comes from its base
+    base_bytes = blobs.get(base, what=f"round {rid} base model", max_bytes=base_cap, **opened)
     config = None
     if config_bytes is not None:
         try:
@@ -378,7 +403,7 @@ def _verify_round(
         except LedgerError as error:
             checks.append(Check("receipt", False, f"round {rid} config is unreadable: {error}", cid=row["config_cid"], **opened))
 
-    update_limit = _update_limit(config)
+    update_limit = _update_limit(config, base_bytes)
     round_seal: RoundSeal | None = None
     opener: RoundOpener | None = None
     if config is not None and config.seal_to is not None:

@@ -31,6 +31,13 @@ RpcOption = Annotated[
     typer.Option("--rpc", help="RPC URL of the chain, or 'memory' (default: $FEDLEDGER_RPC, else \\[chain] rpc)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")]
+TASK_TIMEOUT_S = 3600.0
+"""node.tasks.runner.DEFAULT_TIMEOUT_S, without importing the runner (and torch) when the CLI starts."""
+TaskTimeoutOption = Annotated[
+    float,
+    typer.Option("--task-timeout", min=1, help="Seconds a task's process may run (rounds and genesis of own tasks)."),
+]
+VerboseOption = Annotated[bool, typer.Option("--verbose", help="Show a task's own output and its traceback when it fails.")]
 
 
 def fail(message: str, exit_code: int = 1) -> typer.Exit:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,7 +18,11 @@ from node.cli._common import (
     handle_errors,
     print_json,
 )
-from node.cli.governance_common import KeyOption, governed, jsonable, reader, report_tx
+from node.cli.governance_common import KeyOption, chain, governed, jsonable, report_tx
+
+if TYPE_CHECKING:
+    from ledger.workspace import Workspace
+    from node.tasks.agreement import AgreementDocument
 
 
 def register(app: typer.Typer) -> None:
@@ -36,6 +40,10 @@ def register(app: typer.Typer) -> None:
         delta: Annotated[float | None, typer.Option(
             "--delta", help="The δ every party's ε is stated at (0 < δ < 1, e.g. 1e-5); needs --epsilon-budget.",
         )] = None,
+        task: Annotated[str | None, typer.Option(
+            "--task", help="CID of the task bundle every party will run (`fedledger task pack`): the agreement names "
+                           "it, so accepting the agreement is consenting to that code.",
+        )] = None,
         rpc: RpcOption = None,
         key: KeyOption = None,
         workdir: WorkdirOption = None,
@@ -45,6 +53,10 @@ def register(app: typer.Typer) -> None:
 
         With --epsilon-budget and --delta the version carries a privacy budget: a party that accepts it
         may declare a cumulative ε of at most the budget over the private rounds it takes part in.
+
+        With --task the version names a task bundle: a small agreement document naming the task's CID and
+        the terms' CID is pinned, and its CID is what the chain records (and each party signs), so a new
+        task is a new agreement version that every party must accept again.
         """
         from ledger.fixed_point import budget_to_micros, delta_to_units
 
@@ -55,12 +67,34 @@ def register(app: typer.Typer) -> None:
             delta_to_units(delta)
         if not terms_file.is_file():
             raise InvalidInputError(f"no terms file at {terms_file}; give the path of the agreement document.")
+        if task is not None:
+            from ledger.ipfs.cid import parse_cid
+
+            task = parse_cid(task)
         workspace, federation = governed(workdir, rpc, key)
-        cid = open_store(workspace).add_file(terms_file, pin=True)
-        version, tx = federation.publish_agreement(cid, epsilon_budget=epsilon_budget, delta=delta)
+        store = open_store(workspace)
+        if task is not None:  # a bundle that is not here, or not a bundle, is refused before anything is pinned
+            from node.tasks.rounds import bundle_manifest
+
+            manifest = bundle_manifest(store, task)
+        cid = store.add_file(terms_file, pin=True)
+        if task is None:
+            version, tx = federation.publish_agreement(cid, epsilon_budget=epsilon_budget, delta=delta)
+            budget = "" if epsilon_budget is None else f", privacy budget ε = {epsilon_budget:g} at δ = {delta:g}"
+            report_tx(f"Published agreement version {version}, terms {cid}{budget}", tx, json,
+                      {"version": version, "terms_cid": cid, "epsilon_budget": epsilon_budget, "delta": delta})
+            return
+        from node.tasks.agreement import agreement_document
+
+        document_cid = store.add_bytes(agreement_document(task, cid), pin=True)
+        version, tx = federation.publish_agreement(document_cid, epsilon_budget=epsilon_budget, delta=delta)
         budget = "" if epsilon_budget is None else f", privacy budget ε = {epsilon_budget:g} at δ = {delta:g}"
-        report_tx(f"Published agreement version {version}, terms {cid}{budget}", tx, json,
-                  {"version": version, "terms_cid": cid, "epsilon_budget": epsilon_budget, "delta": delta})
+        report_tx(
+            f"Published agreement version {version}: task {manifest.name} {task}, terms file {cid}, "
+            f"agreement document {document_cid}{budget}", tx, json,
+            {"version": version, "terms_cid": document_cid, "terms_file_cid": cid, "task": task,
+             "task_name": manifest.name, "epsilon_budget": epsilon_budget, "delta": delta},
+        )
 
     @agreement_app.command("show")
     @handle_errors
@@ -70,10 +104,32 @@ def register(app: typer.Typer) -> None:
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
-        """Print an agreement version and the CID of its terms."""
-        info = reader(workdir, rpc).agreement(version)
+        """Print an agreement version, the CID of its terms, and the task it names (if any)."""
+        from ledger.chain.connection import open_federation
+
+        workspace, w3, url = chain(workdir, rpc)
+        info = open_federation(workspace, w3=w3, rpc=url).agreement(version)
+        named = _named_task(workspace, info.terms_cid)
+        extra = {} if named is None else {"task": named.task, "terms_file_cid": named.terms}
         if json:
-            print_json(jsonable({**asdict(info), "epsilon_budget": info.epsilon_budget, "delta": info.delta}))
+            print_json(jsonable({**asdict(info), "epsilon_budget": info.epsilon_budget, "delta": info.delta, **extra}))
         budget = "no privacy budget" if info.epsilon_budget is None else f"privacy budget ε = {info.epsilon_budget:g} at δ = {info.delta:g}"
-        console.print(f"Agreement version {info.version}: terms {info.terms_cid}, {budget} (block {info.block}).",
+        task_text = "" if named is None else f"task {named.task} (terms file {named.terms}), "
+        console.print(f"Agreement version {info.version}: terms {info.terms_cid}, {task_text}{budget} (block {info.block}).",
                       soft_wrap=True, highlight=False)
+
+
+def _named_task(workspace: Workspace, terms_cid: str) -> AgreementDocument | None:
+    """The agreement document behind ``terms_cid`` when this workspace's store holds one (None: plain terms,
+    or terms this store cannot show: they are shown as the chain records them)."""
+    from ledger.errors import StoreError
+    from node.tasks.agreement import MAX_DOCUMENT_BYTES, parse_agreement
+
+    store = open_store(workspace)
+    try:
+        if not store.has(terms_cid):
+            return None
+        data = store.get(terms_cid, max_bytes=MAX_DOCUMENT_BYTES)
+    except StoreError:  # absent, too large to be a document, or the store is unreachable
+        return None
+    return parse_agreement(data, source=f"the terms {terms_cid} of the agreement")

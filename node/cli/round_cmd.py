@@ -6,6 +6,7 @@ Also the round configuration document (``round_config``) that ``coordinator run`
 from __future__ import annotations
 
 import hashlib
+import json as json_module
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -30,7 +31,8 @@ from node.cli.governance_common import KeyOption, governed, jsonable, reader, re
 # The chain modules (web3) cost a second to import: commands import them when they run.
 if TYPE_CHECKING:
     from ledger.chain.federation import FederationClient
-    from node.round_config import DpSettings
+    from ledger.ipfs.store import ContentStore
+    from node.round_config import DpSettings, TaskRef
 
 
 def round_config(
@@ -61,9 +63,92 @@ def round_config(
         document = replace(document, seal_to=tuple(part for part in seal_to.split(",") if part.strip()))
     if dp is not None:
         document = replace(document, dp=dp)
-    if document.model not in MODEL_NAMES:
+    if document.task is None and document.model not in MODEL_NAMES:  # a task round's model is the task's name
         raise InvalidInputError(f"unknown model {document.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
     return document.to_bytes()
+
+
+def task_round_config(
+    document: bytes, *, config_file: Path | None, federation: FederationClient, store: ContentStore, base_cid: str,
+) -> tuple[bytes, TaskRef | None]:
+    """``document`` made a task round's when the agreement in force names a task (else as it is).
+
+    The task comes from the agreement version in force, never from the caller: the config gets its
+    ``task`` section (the bundle's CID, and the frozen tensors' CID from the base model's metadata),
+    ``model`` becomes the task's name, and the training settings default to the task's declared ones
+    (keys the --config file's own training section gives win). A config that names a task the
+    agreement does not is refused, as is a private (dp) task round: own tasks do not run DP-SGD yet.
+    """
+    from node.round_config import RoundConfig, TaskRef, TrainingSettings
+    from node.tasks.agreement import agreement_task
+    from node.tasks.rounds import bundle_manifest, check_travelling_dtypes, read_weights
+    from node.tasks.spec import effective_settings
+
+    parsed = RoundConfig.from_bytes(document)
+    version = federation.agreement_version()
+    task = None
+    if version > 0:
+        terms = federation.terms_cid(version)
+        if store.has(terms):
+            task = agreement_task(store, terms)
+        elif parsed.task is not None:
+            raise InvalidInputError(
+                f"the round config names task {parsed.task.cid}, but the terms {terms} of agreement version {version} "
+                "are not in this workspace's store, so it cannot be checked that they name it; add them to the store "
+                "(`fedledger ipfs add FILE`) and open the round again."
+            )
+        else:
+            console.print(
+                f"[yellow]note:[/] the terms {terms} of agreement version {version} are not in this workspace's store, "
+                "so whether they name a task was not checked; the round is opened as configured.", soft_wrap=True,
+            )
+    if task is None:
+        if parsed.task is not None:
+            raise InvalidInputError(
+                f"the round config names task {parsed.task.cid}, but the agreement in force "
+                f"({'version ' + str(version) if version else 'none is published'}) names no task; publish one that "
+                f"does (`fedledger agreement publish TERMS_FILE --task {parsed.task.cid}`) or drop the config's task section."
+            )
+        return document, None
+    if parsed.task is not None and parsed.task.cid != task:
+        raise InvalidInputError(
+            f"the round config names task {parsed.task.cid}, but agreement version {version} in force names task {task}; "
+            "drop the config's task section (`fedledger round open` writes the agreement's)."
+        )
+    if parsed.dp is not None:
+        raise InvalidInputError(
+            f"agreement version {version} names task {task}, and own tasks do not run DP-SGD yet (private rounds "
+            "train the built-in models only); open the round without --dp-* options and without a dp section."
+        )
+    manifest = bundle_manifest(store, task)
+    if not store.has(base_cid):
+        raise InvalidInputError(
+            f"the base model {base_cid} is not in this workspace's store, and a round of task {manifest.name} reads its "
+            "frozen tensors' CID from it; add it to the store (`fedledger ipfs add FILE`) or give another --base-cid."
+        )
+    base, metadata = read_weights(store, base_cid, what="the base model")
+    base_task = metadata.get("task")
+    if not isinstance(base_task, str) or not base_task:
+        raise InvalidInputError(
+            f"the base model {base_cid} was not made from a task (its metadata names model {metadata.get('model')!r}), "
+            f"but agreement version {version} names task {manifest.name} ({task}); start from the task's genesis "
+            f"model (`fedledger model init --task {task}`) or from a global model of its rounds."
+        )
+    if base_task != task:
+        console.print(
+            f"[yellow]note:[/] the base model {base_cid} was made by task {base_task}; the parties will load it into "
+            f"the model of task {manifest.name} ({task}), which must have the same tensors.", soft_wrap=True,
+        )
+    check_travelling_dtypes(base, task=manifest.name)
+    frozen = metadata.get("frozen_cid") or None
+    given: dict = {}
+    if config_file is not None:
+        raw = json_module.loads(config_file.read_bytes())
+        given = raw.get("training") or {} if isinstance(raw, dict) else {}
+    settings = effective_settings(manifest.settings, given, task=manifest.name)
+    reference = TaskRef(cid=task, frozen_cid=frozen)
+    document = replace(parsed, model=manifest.name, task=reference, training=TrainingSettings(**settings)).to_bytes()
+    return document, reference
 
 
 def _dp_settings(
@@ -116,7 +201,7 @@ def register(app: typer.Typer) -> None:
         min_updates: Annotated[int, typer.Option("--min-updates", min=1, help="Updates needed before the round can be finalized.")],
         config: Annotated[Path | None, typer.Option("--config", help="Round configuration JSON file.")] = None,
         strategy: Annotated[str | None, typer.Option("--strategy", help="Build the configuration from a strategy name (default fedavg).")] = None,
-        model: Annotated[str, typer.Option("--model", help="Model name for a configuration built from --strategy.")] = "mlp",
+        model: Annotated[str, typer.Option("--model", help="Model name for a configuration built from --strategy (a round under an agreement that names a task trains that task).")] = "mlp",
         max_samples: Annotated[int | None, typer.Option("--max-samples", help="The most samples one party's update may count for in the weights (default 10000; 1 weighs every update equally); overrides the config file's.")] = None,
         seal_to: Annotated[str | None, typer.Option("--seal-to", help="Seal the round's updates to these addresses (ADDR[,ADDR...]: the aggregator, any auditors), each with an encryption key registered on chain; overrides the config file's.")] = None,
         dp_noise: Annotated[float | None, typer.Option("--dp-noise", help="Make the round private (DP-SGD) with this noise multiplier σ; overrides the config file's dp section.")] = None,
@@ -129,7 +214,11 @@ def register(app: typer.Typer) -> None:
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
-        """Open a round: pins the round configuration and records its sha256 with the base model CID."""
+        """Open a round: pins the round configuration and records its sha256 with the base model CID.
+
+        Under an agreement version that names a task (`agreement publish --task`), the round trains that
+        task: its config names the task, the model is the task's, and training defaults to its settings.
+        """
         from ledger.chain.connection import chain_now
         from node.round_config import RoundConfig
 
@@ -144,6 +233,7 @@ def register(app: typer.Typer) -> None:
 
             registered_keys(federation, recipients)
         store = open_store(workspace)
+        document, task = task_round_config(document, config_file=config, federation=federation, store=store, base_cid=cid)
         config_cid = store.add_bytes(document, pin=True)
         if not store.has(cid):
             console.print(f"[yellow]note:[/] the base model {cid} is not in this workspace's store; parties must be able to fetch it.", soft_wrap=True)
@@ -151,9 +241,19 @@ def register(app: typer.Typer) -> None:
         round_id, tx = federation.open_round(
             base_cid=cid, deadline=closes, min_updates=min_updates, config_hash=hashlib.sha256(document).digest()
         )
+        extra = {}
+        if task is not None:
+            opened = RoundConfig.from_bytes(document)
+            extra = {"task": task.cid, "frozen_cid": task.frozen_cid, "model": opened.model}
+            console.print(
+                f"Round {round_id} trains task {opened.model} ({task.cid}), as the agreement in force names; "
+                f"training: {opened.training.epochs} epochs, batch size {opened.training.batch_size}, lr {opened.training.lr:g}.",
+                soft_wrap=True, highlight=False,
+            )
         report_tx(
             f"Opened round {round_id} on {cid}, closing at {utc_text(closes)}", tx, json,
-            {"round_id": round_id, "base_cid": cid, "deadline": closes, "min_updates": min_updates, "config_cid": config_cid},
+            {"round_id": round_id, "base_cid": cid, "deadline": closes, "min_updates": min_updates, "config_cid": config_cid,
+             **extra},
         )
 
     @round_app.command("cancel")

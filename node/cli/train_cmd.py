@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
-from ledger.errors import InvalidInputError
+from ledger.errors import InvalidInputError, LedgerError
 from ledger.fixed_point import micros_to_epsilon
 from ledger.ipfs.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import (
+    TASK_TIMEOUT_S,
     JsonOption,
     RpcOption,
+    TaskTimeoutOption,
+    VerboseOption,
     WorkdirOption,
     console,
     handle_errors,
     print_json,
 )
 from node.data import Dataset, load_digits_split, load_local_data
+
+if TYPE_CHECKING:
+    from node.round_config import RoundConfig
 
 
 def party_data(data: Path | None, shard: int | None, of: int | None, non_iid: float | None, seed: int) -> Dataset:
@@ -39,6 +46,33 @@ def party_data(data: Path | None, shard: int | None, of: int | None, non_iid: fl
     return shards[shard]
 
 
+def task_round_config(workspace: Workspace, rpc: str | None, round_id: int) -> RoundConfig | None:
+    """The round's config when it trains a task, else None: also when anything goes wrong reading it, since
+    the built-in path then meets the same problem and says it exactly as it always has, in its order."""
+    from ledger.chain.connection import open_federation, workspace_rpc
+    from node.participant import fetch_round_config
+
+    try:
+        federation = open_federation(workspace, rpc=workspace_rpc(workspace, rpc))
+        config = fetch_round_config(open_store(workspace), federation.round(round_id).config_hash)
+    except LedgerError:
+        return None
+    return config if config.task is not None else None
+
+
+def check_task_arguments(shard: int | None, of: int | None, non_iid: float | None) -> None:
+    """A task round's --shard/--of (both or neither, in range); --non-iid splits only the bundled digits."""
+    if non_iid is not None:
+        raise InvalidInputError(
+            "--non-iid splits the bundled digits set, but this round trains a task, which reads the party's data "
+            "with its own load_data; drop --non-iid (give --data PATH, and --shard I --of N if the task shards it)."
+        )
+    if (shard is None) != (of is None):
+        raise InvalidInputError("give both --shard I and --of N, or neither.")
+    if shard is not None and of is not None and not 0 <= shard < of:
+        raise InvalidInputError(f"--shard must be between 0 and {of - 1} for --of {of}, not {shard}.")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``node`` group (``node train``) to the app."""
     node_app = typer.Typer(help="Participant node: train locally and record the update.", no_args_is_help=True)
@@ -49,13 +83,15 @@ def register(app: typer.Typer) -> None:
     def train(
         round_id: Annotated[int, typer.Option("--round", min=1, help="Round to take part in.")],
         key: Annotated[str | None, typer.Option("--key", help="The party's key: a name under [keys] or a keystore file (default $FEDLEDGER_PRIVATE_KEY).")] = None,
-        data: Annotated[Path | None, typer.Option("--data", help="Local training data: .npz (arrays x, y) or CSV (64 features, then the label).")] = None,
+        data: Annotated[str | None, typer.Option("--data", metavar="PATH", help="Local training data: .npz (arrays x, y) or CSV (64 features, then the label); in a task round, any path the task reads (a file or a folder), passed as given.")] = None,
         shard: Annotated[int | None, typer.Option("--shard", help="Train on this shard of the bundled digits set (0-based)…")] = None,
         of: Annotated[int | None, typer.Option("--of", help="…split this many ways.")] = None,
         non_iid: Annotated[float | None, typer.Option("--non-iid", help="Dirichlet alpha for a non-IID digits split (default IID).")] = None,
-        seed: Annotated[int, typer.Option("--seed", help="Seed of the digits split.")] = 0,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the digits split (in a task round: the seed its load_data gets).")] = 0,
         device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or mps (default: the best available).")] = None,
         relay: Annotated[str | None, typer.Option("--relay", help="URL of a `fedledger relay serve`: sign the update and have the relay send it (the party needs no ether).")] = None,
+        task_timeout: TaskTimeoutOption = TASK_TIMEOUT_S,
+        verbose: VerboseOption = False,
         rpc: RpcOption = None,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
@@ -66,10 +102,15 @@ def register(app: typer.Typer) -> None:
         interrupted run is submitted without training again. A round whose config has a dp section is
         trained with DP-SGD, after checking (before any training) that the party's cumulative ε stays
         within its budget on chain; the update then declares that ε.
+
+        A round whose config names a task (opened under an agreement that names it) runs that task, and
+        only if it is the task of the agreement in force, which the party accepted: the bundle is fetched
+        by CID and checked, and its code runs in a process of its own that holds no key, reading --data
+        (and --shard/--of) with its load_data. A task that fails leaves nothing pinned and nothing sent.
         """
         from ledger.chain.connection import open_federation, require_gas_money, workspace_rpc
         from ledger.chain.keys import load_account
-        from node.participant import train_and_submit
+        from node.participant import TaskInputs, train_and_submit
         from node.training import pick_device
 
         if relay is not None:  # a mistyped URL is told before anything is loaded
@@ -77,7 +118,19 @@ def register(app: typer.Typer) -> None:
 
             check_relay_url(relay)
         workspace = Workspace.find(workdir)
-        local = party_data(data, shard, of, non_iid, seed)
+        task_config = task_round_config(workspace, rpc, round_id)
+        local: Dataset | None = None
+        task_inputs: TaskInputs | None = None
+        if task_config is None:
+            local = party_data(None if data is None else Path(data), shard, of, non_iid, seed)
+        else:
+            from node.tasks.rounds import task_cache
+
+            check_task_arguments(shard, of, non_iid)
+            task_inputs = TaskInputs(
+                cache_root=task_cache(workspace), data_path=data, partition=shard, partitions=of, data_seed=seed,
+                timeout_s=task_timeout, verbose=verbose, device=device,
+            )
         chosen = pick_device(device)
         account = load_account(workspace, key)
         federation = open_federation(workspace, account=account, rpc=workspace_rpc(workspace, rpc))
@@ -91,10 +144,17 @@ def register(app: typer.Typer) -> None:
             relay_client.check()
             submit = relay_client.submit_update
         store = open_store(workspace)
-        console.print(f"Party {account.address}: round {round_id}, {len(local)} local samples, device {chosen}.")
+        if local is not None:
+            console.print(f"Party {account.address}: round {round_id}, {len(local)} local samples, device {chosen}.")
+        else:
+            assert task_config is not None and task_config.task is not None
+            console.print(
+                f"Party {account.address}: round {round_id}, task {task_config.model} ({task_config.task.cid}), "
+                f"data {escape(data) if data is not None else 'none given'}, device {chosen}.", soft_wrap=True, highlight=False,
+            )
         outcome = train_and_submit(
             federation=federation, store=store, round_id=round_id, data=local,
-            journal_dir=workspace.journal_dir, device=chosen, progress=not json, submit=submit,
+            journal_dir=workspace.journal_dir, device=chosen, progress=not json, submit=submit, task=task_inputs,
         )
         if outcome.tx is None:
             console.print(f"Already submitted {outcome.update_cid} to round {round_id}; nothing to do.")

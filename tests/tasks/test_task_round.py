@@ -1,0 +1,304 @@
+"""Own tasks in a federation's rounds: the agreement names the task, rounds train it, the audit checks it.
+
+One end-to-end test on a real anvil: a task from ``task new`` (its first layer frozen), packed, named
+by an agreement, its genesis model pinned, a round opened on it, two parties training from their own
+CSV files (real processes), aggregated and audited; with the refusals folded in, each with its
+sentence and nothing pinned or sent. The cheap checks (the agreement document, the round config's
+task section, float16 aggregation) need no chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from ledger.chain.connection import open_federation
+from ledger.errors import InvalidInputError
+from ledger.ipfs.store import open_store
+from ledger.weights import from_safetensors
+from ledger.workspace import Workspace
+from node.aggregator import global_model_bytes
+from node.cli._common import TASK_TIMEOUT_S
+from node.genesis import genesis_model_bytes
+from node.participant import metrics_hash, update_bytes
+from node.round_config import DpSettings, RoundConfig, TaskRef, TrainingSettings
+from node.strategies import Update, make_strategy
+from node.tasks.agreement import MAX_DOCUMENT_BYTES, agreement_document, agreement_task, parse_agreement
+from node.tasks.runner import DEFAULT_TIMEOUT_S
+from tests.fixtures_chain import TestChain
+from tests.fixtures_cli import FEDLEDGER, Outcome, clean_env, ok
+from tests.fixtures_cli import run_in_process as cli
+
+TASK_A = "bafkreicwyeelaes42uoeanm6slkwky5dv7butquv77mrigzmnz7ydqn6k4"
+TERMS = "bafkreieifrud3usbqb7sjdl5mv3i632yk7vawjyqny3bqmh5xm5o3w4wqi"
+FROZEN_TEMPLATE = (
+    "    return nn.Sequential(nn.Linear(FEATURES, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, CLASSES))\n",
+    "    net = nn.Sequential(nn.Linear(FEATURES, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, CLASSES))\n"
+    "    net[0].requires_grad_(False)  # a frozen first layer: it comes from the genesis model, never travels\n"
+    "    return net\n",
+)
+
+
+# -- no chain -----------------------------------------------------------------------------------------
+def test_the_agreement_document_is_canonical_and_read_strictly(tmp_path: Path) -> None:
+    document = agreement_document(TASK_A, TERMS)
+    assert document == (b'{"format":"fedledger-agreement/1","task":"' + TASK_A.encode()
+                        + b'","terms":"' + TERMS.encode() + b'"}')
+    parsed = parse_agreement(document)
+    assert parsed is not None and (parsed.task, parsed.terms) == (TASK_A, TERMS) and parsed.to_bytes() == document
+    for plain in (b"# Terms\nEach party trains on its own data.\n", b'{"format": "something else"}', b"[1, 2]", b"\xff\xfe"):
+        assert parse_agreement(plain) is None
+    claims = {
+        b'{"format":"fedledger-agreement/2","task":"%s","terms":"%s"}' % (TASK_A.encode(), TERMS.encode()): "format is",
+        b'{"format":"fedledger-agreement/1","task":"%s"}' % TASK_A.encode(): "fields",
+        b'{"format":"fedledger-agreement/1","task":"nope","terms":"%s"}' % TERMS.encode(): "not a CID",
+        b'{"task":"%s","format":"fedledger-agreement/1","terms":"%s"}' % (TASK_A.encode(), TERMS.encode()): "canonical",
+    }
+    for data, why in claims.items():
+        with pytest.raises(InvalidInputError, match=f"claims to be a fedledger agreement document but .*{why}"):
+            parse_agreement(data)
+    store = open_store(Workspace.init(tmp_path / "ws"))
+    assert agreement_task(store, store.add_bytes(document)) == TASK_A
+    assert agreement_task(store, store.add_bytes(b"plain terms")) is None
+    assert agreement_task(store, store.add_bytes(b"{" + b" " * MAX_DOCUMENT_BYTES + b"}")) is None  # too large to be one
+
+
+def test_a_round_config_without_a_task_keeps_its_bytes_and_a_task_section_reads_back() -> None:
+    plain = RoundConfig(model="mlp", strategy={"name": "fedavg"})
+    assert plain.to_bytes() == (b'{"max_samples":10000,"model":"mlp","strategy":{"name":"fedavg"},'
+                                b'"training":{"batch_size":32,"epochs":2,"lr":0.05}}')
+    assert RoundConfig.from_bytes(plain.to_bytes()) == plain
+    with_task = RoundConfig(model="breast", strategy={"name": "fedavg"}, task=TaskRef(TASK_A, frozen_cid=TERMS))
+    assert b'"task":{"cid":"%s","frozen_cid":"%s"}' % (TASK_A.encode(), TERMS.encode()) in with_task.to_bytes()
+    assert RoundConfig.from_bytes(with_task.to_bytes()) == with_task
+    assert b'"task":{"cid":"%s"}' % TASK_A.encode() in RoundConfig(model="t", strategy={}, task=TaskRef(TASK_A)).to_bytes()
+    for bad in ({"cid": TASK_A, "extra": 1}, {"frozen_cid": TERMS}, {"cid": "nope"}, [TASK_A]):
+        with pytest.raises(InvalidInputError, match="task"):
+            RoundConfig.from_bytes(plain.to_bytes()[:-1] + b',"task":' + repr(bad).replace("'", '"').encode() + b"}")
+    # A built-in round's global model keeps exactly its old metadata; a task round's names the task.
+    arrays = {"w": np.ones(2, dtype=np.float32)}
+    assert from_safetensors(global_model_bytes(arrays, model="mlp", round_id=1, base_cid=TERMS))[1] == {
+        "model": "mlp", "round": 1, "base_cid": TERMS}
+    assert from_safetensors(global_model_bytes(arrays, model="t", round_id=1, base_cid=TERMS, task=TaskRef(TASK_A)))[1] == {
+        "model": "t", "round": 1, "base_cid": TERMS, "task": TASK_A, "frozen_cid": ""}
+    assert TASK_TIMEOUT_S == DEFAULT_TIMEOUT_S
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "median", "trimmed-mean", "krum"])
+def test_float16_tensors_aggregate_deterministically_in_their_own_dtype(strategy: str) -> None:
+    rng = np.random.default_rng(7)
+    base = {"w": rng.standard_normal((6, 5)).astype(np.float16), "b": rng.standard_normal(4).astype(np.float16)}
+    updates = [
+        Update(f"0x{i + 1:040x}", {k: (v + rng.standard_normal(v.shape) * 0.1).astype(np.float16) for k, v in base.items()}, 10 + i)
+        for i in range(5)
+    ]
+    first = make_strategy(strategy).aggregate(updates, base=base)
+    again = make_strategy(strategy).aggregate(list(reversed(updates)), base=base)
+    for name in base:
+        assert first.arrays[name].dtype == np.float16 and first.arrays[name].tobytes() == again.arrays[name].tobytes()
+    if strategy == "fedavg":  # float64 sum of exact float16 -> float64 casts, divided, rounded once to float16
+        total = sum(u.samples for u in updates)
+        expected = sum(u.arrays["w"].astype(np.float64) * u.samples for u in updates) / total
+        assert first.arrays["w"].tobytes() == expected.astype(np.float16).tobytes()
+
+
+# -- a federation on anvil --------------------------------------------------------------------------------
+def start(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([str(FEDLEDGER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=clean_env(env))
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 180) -> Outcome:
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+    return Outcome(process.returncode, stdout, stderr)
+
+
+def write_csvs(folder: Path) -> dict[str, Path]:
+    """scikit-learn's breast-cancer data in two CSV files with a header row, the label last; and a bad one."""
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    rows = np.column_stack([data.data, data.target])
+    header = ",".join([*(f"f{i}" for i in range(30)), "label"])
+    paths = {}
+    for name, part in (("alice", rows[::2]), ("bob", rows[1::2])):
+        paths[name] = folder / f"{name}.csv"
+        np.savetxt(paths[name], part, delimiter=",", header=header, comments="", fmt="%.6g")
+    paths["bad"] = folder / "wrong-columns.csv"
+    paths["bad"].write_text("age,weight,label\n40,70,0\n50,80,1\n")
+    return paths
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
+    chain: TestChain, anvil_keys: list[LocalAccount], tmp_path: Path
+) -> None:
+    rpc = chain.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+    ok(cli("init", str(tmp_path / "ws"), "--rpc", rpc))
+    w = ("--workdir", str(tmp_path / "ws"))
+    ok(cli("deploy", "--json", *w))
+    workspace = Workspace.load(tmp_path / "ws")
+    store = open_store(workspace)
+
+    # The task: the template, its first layer frozen; packed and pinned.
+    ok(cli("task", "new", str(tmp_path / "breast"), "--name", "breast"))
+    source = tmp_path / "breast" / "task.py"
+    assert FROZEN_TEMPLATE[0] in source.read_text()
+    source.write_text(source.read_text().replace(*FROZEN_TEMPLATE))
+    task = ok(cli("task", "pack", str(tmp_path / "breast"), "--json", *w)).json()["cid"]
+    terms = tmp_path / "terms.md"
+    terms.write_text("# Terms\nEach party trains on its own records only, with the task named here.\n")
+
+    # An agreement naming a task this store lacks, or content that is no bundle: refused, nothing published.
+    missing = cli("agreement", "publish", str(terms), "--task", TASK_A, *w)
+    assert missing.exit_code == 1 and f"task bundle {TASK_A} is not in this workspace's store" in missing.error_line()
+    not_a_bundle = store.add_bytes(b"just some bytes", pin=True)
+    refused = cli("agreement", "publish", str(terms), "--task", not_a_bundle, *w)
+    assert refused.exit_code == 1 and "is not a fedledger task bundle" in refused.error_line()
+    admin = open_federation(workspace).with_account(anvil_keys[0])
+    assert admin.agreement_version() == 0
+
+    published = ok(cli("agreement", "publish", str(terms), "--task", task, "--json", *w)).json()
+    assert (published["version"], published["task"], published["task_name"]) == (1, task, "breast")
+    assert store.get(published["terms_cid"]) == agreement_document(task, published["terms_file_cid"])
+    shown = ok(cli("agreement", "show", "--json", *w)).json()
+    assert (shown["terms_cid"], shown["task"]) == (published["terms_cid"], task)
+
+    parties = {}
+    for name, account in (("alice", anvil_keys[4]), ("bob", anvil_keys[5]), ("carol", anvil_keys[6])):
+        env = {"FEDLEDGER_PRIVATE_KEY": Web3.to_hex(account.key)}
+        address = ok(cli("participant", "join", "--json", *w, env=env)).json()["participant"]
+        ok(cli("participant", "approve", address, *w))
+        parties[name] = {"address": address, "env": env, "account": account}
+
+    # The genesis model: trainable tensors only, the frozen ones in their own file.
+    both = cli("model", "init", "--model", "mlp", "--task", task, *w)
+    assert both.exit_code == 1 and "either --model NAME or --task CID, not both" in both.error_line()
+    genesis = ok(cli("model", "init", "--task", task, "--seed", "0", "--json", *w)).json()
+    assert (genesis["model"], genesis["task"], genesis["seed"]) == ("breast", task, 0) and genesis["frozen_cid"]
+    base_arrays, base_metadata = from_safetensors(store.get(genesis["cid"]))
+    trainable = ["2.bias", "2.weight"]
+    assert sorted(base_arrays) == trainable
+    assert base_metadata == {"model": "breast", "task": task, "frozen_cid": genesis["frozen_cid"], "round": 0, "base_cid": ""}
+    frozen_arrays, frozen_metadata = from_safetensors(store.get(genesis["frozen_cid"]))
+    assert sorted(frozen_arrays) == ["0.bias", "0.weight"] and frozen_metadata["task"] == task
+    assert (workspace.root / "tasks" / task / "task.py").read_text() == source.read_text()
+
+    # Rounds that cannot train the agreement's task are refused before anything is pinned or recorded.
+    mlp = store.add_bytes(genesis_model_bytes("mlp", seed=0))
+    pins = store.pins()
+    private = cli("round", "open", "--base-cid", genesis["cid"], "--deadline", "600", "--min-updates", "2",
+                  "--dp-noise", "1.0", *w)
+    assert private.exit_code == 1 and "own tasks do not run DP-SGD yet" in private.error_line()
+    built_in = cli("round", "open", "--base-cid", mlp, "--deadline", "600", "--min-updates", "2", *w)
+    assert built_in.exit_code == 1 and f"the base model {mlp} was not made from a task" in built_in.error_line()
+    assert f"`fedledger model init --task {task}`" in built_in.error_line()
+    assert store.pins() == pins and admin.round_count() == 0
+
+    # The round: its config names the agreement's task, the model is the task's, training its declared settings.
+    opened = ok(cli("round", "open", "--base-cid", genesis["cid"], "--deadline", "600", "--min-updates", "2", "--json", *w)).json()
+    assert (opened["task"], opened["frozen_cid"], opened["model"]) == (task, genesis["frozen_cid"], "breast")
+    config = RoundConfig.from_bytes(store.get(opened["config_cid"]))
+    assert config.task == TaskRef(task, genesis["frozen_cid"]) and config.model == "breast"
+    assert config.training == TrainingSettings(epochs=5, batch_size=32, lr=0.05)
+
+    csvs = write_csvs(tmp_path)
+    alice, bob, carol = parties["alice"], parties["bob"], parties["carol"]
+    client = open_federation(workspace)
+
+    def nothing_pinned_or_sent(round_id: int, pins: list[str]) -> None:
+        assert store.pins() == pins
+        assert not client.has_submitted(round_id, alice["address"])
+        journal = workspace.journal_dir / f"participant-{alice['address'].lower()}-round-{round_id}.json"
+        assert not journal.exists() or "update_cid" not in journal.read_text()
+
+    # A file the task's load_data cannot read: one sentence naming the task and the hook.
+    pins = store.pins()
+    bad = cli("node", "train", "--round", "1", "--data", str(csvs["bad"]), *w, env=alice["env"])
+    line = bad.error_line(alone=False)  # after the "Party …: round 1, task breast" banner
+    assert bad.exit_code == 1 and "task 'breast': load_data raised ValueError" in line and "3 columns" in line, line
+    nothing_pinned_or_sent(1, pins)
+
+    # Two parties train from their own CSV files, at the same time, as separate processes.
+    processes = {name: start("node", "train", "--round", "1", "--data", str(csvs[name]), "--json", *w, env=parties[name]["env"])
+                 for name in ("alice", "bob")}
+    trained = {name: ok(finish(process)).json() for name, process in processes.items()}
+    for name, outcome in trained.items():
+        assert outcome["trained"] and outcome["samples"] == 228 and outcome["participant"] == parties[name]["address"]
+        assert {"base_accuracy", "base_loss", "val_samples", "accuracy", "loss"} <= set(outcome["metrics"])
+        update, metadata = from_safetensors(store.get(outcome["update_cid"]))
+        assert sorted(update) == trainable  # only the trainable tensors travel
+        assert (metadata["task"], metadata["participant"], metadata["round"]) == (task, parties[name]["address"], 1)
+
+    # A third party's update of another layout: on chain, but rejected by the aggregator in the receipt.
+    wrong = {"2.weight": np.zeros((2, 16), dtype=np.float32), "2.bias": np.zeros(2, dtype=np.float32)}
+    metrics = {"loss": 1.0}
+    wrong_cid = store.add_bytes(update_bytes(wrong, model="breast", participant=carol["address"], round_id=1,
+                                             base_cid=genesis["cid"], samples=100, metrics=metrics, task=task))
+    client.with_account(carol["account"]).submit_update(1, cid=wrong_cid, samples=100, metrics_hash=metrics_hash(metrics))
+
+    aggregated = ok(cli("aggregate", "--round", "1", "--json", *w)).json()
+    assert sorted(i["participant"] for i in aggregated["included"]) == sorted([alice["address"], bob["address"]])
+    [rejected] = aggregated["rejected"]
+    assert rejected["participant"] == carol["address"] and "tensor '2.weight'" in rejected["reason"]
+    assert "shape (2, 16) but the model expects (2, 32)" in rejected["reason"]
+    global_arrays, global_metadata = from_safetensors(store.get(aggregated["global_cid"]))
+    assert sorted(global_arrays) == trainable and all(a.dtype == np.float32 for a in global_arrays.values())
+    assert global_metadata == {"model": "breast", "round": 1, "base_cid": genesis["cid"], "task": task,
+                               "frozen_cid": genesis["frozen_cid"]}
+    verified = cli("audit", "verify", "--json", *w)
+    assert verified.exit_code == 0, verified.stdout + verified.stderr
+    assert verified.json()["failed"] == 0
+
+    # Round 2, opened by hand with a config naming a task that is not the agreement's: the party refuses it.
+    ok(cli("task", "new", str(tmp_path / "other"), "--name", "other"))
+    other_task = ok(cli("task", "pack", str(tmp_path / "other"), "--json", *w)).json()["cid"]
+    forged = RoundConfig(model="other", strategy={"name": "fedavg"}, task=TaskRef(other_task)).to_bytes()
+    store.add_bytes(forged, pin=True)
+    round_2, _ = admin.open_round(base_cid=aggregated["global_cid"], deadline=chain.now() + 600, min_updates=1,
+                                  config_hash=hashlib.sha256(forged).digest())
+    pins = store.pins()
+    refused = cli("node", "train", "--round", str(round_2), "--data", str(csvs["alice"]), *w, env=alice["env"])
+    line = refused.error_line(alone=False)
+    assert refused.exit_code == 1 and f"round {round_2} names task {other_task}" in line, line
+    assert f"agreement version 1 in force, the one this party accepted, names task {task}" in line
+    nothing_pinned_or_sent(round_2, pins)
+
+    # A new agreement version naming the other task: the party has not accepted it, so the contract refuses.
+    ok(cli("agreement", "publish", str(terms), "--task", other_task, *w))
+    pins = store.pins()
+    stale = cli("node", "train", "--round", str(round_2), "--data", str(csvs["alice"]), *w, env=alice["env"])
+    line = stale.error_line(alone=False)
+    assert stale.exit_code == 1 and f"{alice['address']} accepted agreement version 1 but version 2 is in force" in line
+    nothing_pinned_or_sent(round_2, pins)
+
+    # Once it accepts version 2, it runs that task; its model (nothing frozen) does not fit round 1's global model.
+    ok(cli("participant", "join", *w, env=alice["env"]))
+    misfit = cli("node", "train", "--round", str(round_2), "--data", str(csvs["alice"]), *w, env=alice["env"])
+    line = misfit.error_line(alone=False)
+    assert misfit.exit_code == 1 and "task 'other'" in line and "model() has tensor '0.bias'" in line, line
+    nothing_pinned_or_sent(round_2, pins)
+
+    # A private round of that task (a config written by hand): own tasks do not run DP-SGD yet.
+    dp = DpSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.2, steps=5)
+    private_config = replace(RoundConfig.from_bytes(forged), dp=dp).to_bytes()
+    store.add_bytes(private_config, pin=True)
+    round_3, _ = admin.open_round(base_cid=aggregated["global_cid"], deadline=chain.now() + 600, min_updates=1,
+                                  config_hash=hashlib.sha256(private_config).digest())
+    pins = store.pins()
+    private = cli("node", "train", "--round", str(round_3), "--data", str(csvs["alice"]), *w, env=alice["env"])
+    line = private.error_line(alone=False)
+    assert private.exit_code == 1 and f"round {round_3} is private (DP-SGD)" in line and "own tasks do not run DP-SGD" in line
+    nothing_pinned_or_sent(round_3, pins)
