@@ -1,25 +1,27 @@
-"""`fedledger model init`: the genesis model is pinned, and the same seed gives the same CID."""
+"""`fedledger model init`: the genesis model is pinned, and the same seed gives the same CID.
 
-import subprocess
-import sys
+The determinism test compares a run in-process through typer's runner (``cli``) with a run of the
+installed console script (``fedledger``, a subprocess): the same seed must give the same CID in two
+different processes (another interpreter, another hash seed), and the script's own path stays
+covered. The other runs (another seed, an unknown model) are in-process: what they check is the
+command's exit code, stdout, stderr and the store, which the runner gives exactly as the console
+script does, without an interpreter and torch start-up per run.
+"""
 
 from ledger.ipfs.store import EmbeddedStore
 from ledger.weights import from_safetensors
 from ledger.workspace import Workspace
 from node.models import model_layout
-
-
-def fedledger(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", "from node.cli import main; main()", *args],
-                          capture_output=True, text=True, timeout=120)
+from tests.fixtures_cli import run_fedledger as fedledger
+from tests.fixtures_cli import run_in_process as cli
 
 
 def test_model_init_pins_a_loadable_genesis_model_deterministically(tmp_path):
     workspace = Workspace.init(tmp_path / "fed")
-    first = fedledger("model", "init", "--model", "mlp", "--seed", "7", "-w", str(workspace.root))
-    again = fedledger("model", "init", "--model", "mlp", "--seed", "7", "-w", str(workspace.root))
-    other = fedledger("model", "init", "--model", "mlp", "--seed", "8", "-w", str(workspace.root))
-    assert first.returncode == again.returncode == other.returncode == 0, first.stderr
+    first = cli("model", "init", "--model", "mlp", "--seed", "7", "-w", str(workspace.root))
+    again = fedledger("model", "init", "--model", "mlp", "--seed", "7", "-w", str(workspace.root))  # another process
+    other = cli("model", "init", "--model", "mlp", "--seed", "8", "-w", str(workspace.root))
+    assert first.exit_code == again.exit_code == other.exit_code == 0, first.stderr
     cid = first.stdout.strip()
     assert cid == again.stdout.strip() != other.stdout.strip()
     arrays, metadata = from_safetensors(EmbeddedStore(workspace.store_dir).get(cid), layout=model_layout("mlp"))
@@ -29,8 +31,8 @@ def test_model_init_pins_a_loadable_genesis_model_deterministically(tmp_path):
 
 def test_model_init_refuses_an_unknown_model_and_pins_nothing(tmp_path):
     workspace = Workspace.init(tmp_path / "fed")
-    result = fedledger("model", "init", "--model", "resnet", "-w", str(workspace.root))
-    assert result.returncode != 0
+    result = cli("model", "init", "--model", "resnet", "-w", str(workspace.root))
+    assert result.exit_code != 0
     assert "resnet" in result.stderr and "mlp" in result.stderr
     assert result.stdout == ""
     assert EmbeddedStore(workspace.store_dir).pins() == []

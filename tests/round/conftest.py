@@ -2,9 +2,10 @@
 federation on anvil set up through the CLI (deploy, agreement, admitted parties, a genesis model,
 round configuration documents).
 
-The actors under test (``node train``, ``aggregate``, ``demo``) always run as separate processes
-of the installed console script; the operator's setup steps run in-process through typer's runner
-(the same commands, without paying an interpreter and torch start-up for each).
+The actors of an end-to-end round (``node train``, ``aggregate``, ``demo``) run as separate processes
+of the installed console script; the operator's setup steps, and refusals that a command reaches
+before doing any work (tests/round/test_bad_input.py), run in-process through typer's runner (the
+same commands, without paying an interpreter and torch start-up for each).
 """
 
 from __future__ import annotations

@@ -1,5 +1,15 @@
-"""Bad input to the round commands, one test each, through the real console script: one clear
-`error:` line naming cause and fix, a non-zero exit, nothing recorded on chain."""
+"""Bad input to the round commands, one test each: one clear `error:` line naming cause and fix, a
+non-zero exit, nothing recorded on chain.
+
+All but one run in-process through typer's runner (``cli``): each is refused by the command's own
+checks before any training or aggregation, and the runner gives the same exit code and the same
+stdout and stderr as the console script (human output and errors go through rich consoles that
+write to whatever ``sys.stdout``/``sys.stderr`` are, so the runner captures them), so the refusal
+is checked as fully without an interpreter and torch start-up per test. The refused outsider's
+``node train`` stays on the installed console script (``fedledger``, a subprocess): it asserts that
+the whole process never trained (no progress bar anywhere on its stderr), and it keeps the
+script's own path covered.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +22,7 @@ from web3 import Web3
 
 from deploy.anvil import AnvilProcess
 from tests.fixtures_cli import run_fedledger as fedledger
+from tests.fixtures_cli import run_in_process as cli
 from tests.round.conftest import Federation, make_federation
 
 pytestmark = pytest.mark.anvil
@@ -27,7 +38,7 @@ def federation(anvil: AnvilProcess, anvil_keys: list[LocalAccount], tmp_path_fac
 
 
 def train(federation: Federation, *args: str) -> tuple[int, str, str]:
-    outcome = fedledger("node", "train", *args, *federation.w, env=federation.parties["alice"]["env"])
+    outcome = cli("node", "train", *args, *federation.w, env=federation.parties["alice"]["env"])
     return outcome.exit_code, outcome.stdout, outcome.error_line(alone=False)  # after the "Party …: round N" banner
 
 
@@ -55,7 +66,7 @@ def test_node_train_for_a_round_that_does_not_exist_is_refused(federation: Feder
 
 
 def test_aggregate_with_another_strategy_than_the_rounds_config_is_refused(federation: Federation) -> None:
-    outcome = fedledger("aggregate", "--round", "1", "--strategy", "median", *federation.w)
+    outcome = cli("aggregate", "--round", "1", "--strategy", "median", *federation.w)
     assert outcome.exit_code != 0 and outcome.stdout == ""
     line = outcome.error_line()
     assert "opened with strategy 'fedavg', not 'median'" in line and "drop --strategy" in line
@@ -63,7 +74,7 @@ def test_aggregate_with_another_strategy_than_the_rounds_config_is_refused(feder
 
 
 def test_aggregate_a_round_without_submissions_finalizes_nothing(federation: Federation) -> None:
-    outcome = fedledger("aggregate", "--round", "1", *federation.w)
+    outcome = cli("aggregate", "--round", "1", *federation.w)
     assert outcome.exit_code != 0 and outcome.stdout == ""
     line = outcome.error_line()
     assert "round 1 has no usable update" in line
@@ -74,7 +85,7 @@ def test_aggregate_a_round_without_submissions_finalizes_nothing(federation: Fed
 
 def test_aggregate_with_a_key_that_lacks_the_aggregator_role_is_refused_before_any_work(federation: Federation) -> None:
     alice = federation.parties["alice"]
-    outcome = fedledger("aggregate", "--round", "1", *federation.w, env=alice["env"])
+    outcome = cli("aggregate", "--round", "1", *federation.w, env=alice["env"])
     assert outcome.exit_code != 0 and outcome.stdout == ""
     line = outcome.error_line()
     assert f"{alice['address']} lacks the aggregator role" in line and "--key" in line

@@ -1,4 +1,14 @@
-"""The `fedledger ipfs` commands, run as the real console script."""
+"""The `fedledger ipfs` commands.
+
+Most commands here run in-process through typer's runner (``cli``): adding, pinning, exporting and
+the refusals are the commands' own work and checks, and the runner gives the same exit code and the
+same stdout and stderr as the console script, so they are checked as fully without an interpreter
+and torch start-up per command. Two stay on the installed console script (``run_fedledger``, a
+subprocess): ``ipfs cat`` of 600 kB of random bytes in the bare-repo test, which compares the raw
+bytes the whole process writes to its stdout (the runner hands stdout back as decoded text), and
+keeps the script's own path covered; and ``ipfs serve`` on a bad host, whose refusal is checked in
+its own process so that a regression that let it start serving would not block the test process.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +25,13 @@ from ledger.weights import to_safetensors
 from ledger.workspace import Workspace
 from node.cli.ipfs_cmd import add_file_checked
 from node.models import build_model, model_layout, state_arrays
+from tests.fixtures_cli import run_in_process as cli
 from tests.fixtures_store import IpfsServer, run_fedledger
 
 
-def one_error_line(stderr: bytes) -> str:
-    lines = [line for line in stderr.decode().splitlines() if line.strip()]
+def one_error_line(stderr: str | bytes) -> str:
+    text = stderr.decode() if isinstance(stderr, bytes) else stderr  # the runner's str, or a subprocess's bytes
+    lines = [line for line in text.splitlines() if line.strip()]
     assert len(lines) == 1, lines
     assert lines[0].startswith("error: ")
     return lines[0]
@@ -30,40 +42,40 @@ def test_add_cat_pin_export_with_a_bare_repo(tmp_path: Path) -> None:
     path = tmp_path / "blob.bin"
     path.write_bytes(data)
     repo = str(tmp_path / "repo")
-    added = run_fedledger("ipfs", "add", str(path), "--repo", repo)
-    assert added.returncode == 0, added.stderr
-    cid = added.stdout.decode().strip()
+    added = cli("ipfs", "add", str(path), "--repo", repo)
+    assert added.exit_code == 0, added.stderr
+    cid = added.stdout.strip()
     assert cid == cid_of_bytes(data)
-    cat = run_fedledger("ipfs", "cat", cid, "--repo", repo)
+    cat = run_fedledger("ipfs", "cat", cid, "--repo", repo)  # the console script: its stdout, as raw bytes
     assert cat.returncode == 0 and cat.stdout == data
-    assert run_fedledger("ipfs", "pin", "ls", "--repo", repo).stdout.decode().split() == [cid]
-    assert run_fedledger("ipfs", "pin", "rm", cid, "--repo", repo).returncode == 0
+    assert cli("ipfs", "pin", "ls", "--repo", repo).stdout.split() == [cid]
+    assert cli("ipfs", "pin", "rm", cid, "--repo", repo).exit_code == 0
     assert EmbeddedStore(repo).pins() == []
-    assert run_fedledger("ipfs", "pin", "add", cid, "--repo", repo).returncode == 0
+    assert cli("ipfs", "pin", "add", cid, "--repo", repo).exit_code == 0
     assert EmbeddedStore(repo).pins() == [cid]
     car = tmp_path / "blob.car"
-    exported = run_fedledger("ipfs", "export", cid, "-o", str(car), "--repo", repo)
-    assert exported.returncode == 0, exported.stderr
+    exported = cli("ipfs", "export", cid, "-o", str(car), "--repo", repo)
+    assert exported.exit_code == 0, exported.stderr
     assert read_car(car).roots == [cid]
 
 
 def test_add_and_cat_through_the_served_api(tmp_path: Path, ipfs_server: IpfsServer) -> None:
     path = tmp_path / "doc.txt"
     path.write_bytes(b"agreement v1")
-    cid = run_fedledger("ipfs", "add", str(path), "--ipfs-api", ipfs_server.api).stdout.decode().strip()
+    cid = cli("ipfs", "add", str(path), "--ipfs-api", ipfs_server.api).stdout.strip()
     assert cid == cid_of_bytes(b"agreement v1")
-    assert run_fedledger("ipfs", "cat", cid, "--ipfs-api", ipfs_server.url).stdout == b"agreement v1"
+    assert cli("ipfs", "cat", cid, "--ipfs-api", ipfs_server.url).stdout == "agreement v1"  # those bytes, decoded
 
 
 def test_malformed_cid_is_one_sentence_and_a_failure(tmp_path: Path) -> None:
-    result = run_fedledger("ipfs", "cat", "bafy-nope", "--repo", str(tmp_path / "repo"))
-    assert result.returncode != 0
+    result = cli("ipfs", "cat", "bafy-nope", "--repo", str(tmp_path / "repo"))
+    assert result.exit_code != 0
     assert "is not a CID fedledger can use" in one_error_line(result.stderr)
 
 
 def test_unreachable_kubo_is_one_sentence_and_a_failure() -> None:
-    result = run_fedledger("ipfs", "cat", cid_of_bytes(b"x"), "--ipfs-api", "/ip4/127.0.0.1/tcp/9")
-    assert result.returncode != 0
+    result = cli("ipfs", "cat", cid_of_bytes(b"x"), "--ipfs-api", "/ip4/127.0.0.1/tcp/9")
+    assert result.exit_code != 0
     line = one_error_line(result.stderr)
     assert "no IPFS API answers at /ip4/127.0.0.1/tcp/9" in line and "fedledger ipfs serve" in line
 
@@ -84,8 +96,8 @@ def stored_files(repo: Path) -> set[str]:
 def test_file_that_is_not_safetensors_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:
     path = tmp_path / "weights.bin"
     path.write_bytes(b"definitely not weights")
-    result = run_fedledger("ipfs", "add", str(path), "--weights", "--repo", str(tmp_path / "repo"))
-    assert result.returncode != 0
+    result = cli("ipfs", "add", str(path), "--weights", "--repo", str(tmp_path / "repo"))
+    assert result.exit_code != 0
     assert "is not a safetensors file" in one_error_line(result.stderr)
     assert not (tmp_path / "repo").exists()  # refused before the store was opened
 
@@ -99,8 +111,8 @@ def test_tensor_of_the_wrong_shape_is_refused_and_nothing_is_stored(tmp_path: Pa
     arrays[name] = np.zeros((*arrays[name].shape[:-1], arrays[name].shape[-1] + 1), dtype=np.float32)
     path = tmp_path / "update.safetensors"
     path.write_bytes(to_safetensors(arrays))
-    result = run_fedledger("ipfs", "add", str(path), "--model", "mlp", "--repo", str(repo))
-    assert result.returncode != 0
+    result = cli("ipfs", "add", str(path), "--model", "mlp", "--repo", str(repo))
+    assert result.exit_code != 0
     line = one_error_line(result.stderr)
     assert f"tensor '{name}'" in line and "has shape" in line
     assert stored_files(repo) == before
@@ -196,6 +208,6 @@ def test_add_uses_the_workspace_store(tmp_path: Path) -> None:
     workspace = Workspace.init(tmp_path / "ws")
     path = tmp_path / "terms.md"
     path.write_bytes(b"# terms\n")
-    result = run_fedledger("ipfs", "add", str(path), "--workdir", str(workspace.root))
-    assert result.returncode == 0, result.stderr
-    assert EmbeddedStore(workspace.store_dir).get(result.stdout.decode().strip()) == b"# terms\n"
+    result = cli("ipfs", "add", str(path), "--workdir", str(workspace.root))
+    assert result.exit_code == 0, result.stderr
+    assert EmbeddedStore(workspace.store_dir).get(result.stdout.strip()) == b"# terms\n"
