@@ -165,6 +165,12 @@ def from_safetensors(
     return arrays, metadata
 
 
+def metadata_of(data: bytes, *, source: str = "this weights blob") -> dict[str, Any]:
+    """The metadata of safetensors ``data``, read from its header alone: its tensors are neither
+    loaded nor checked (for readers that want what a file says about itself, not its weights)."""
+    return _metadata(_refuse_non_safetensors(data, source), source)
+
+
 class WeightsFile(Mapping[str, np.ndarray]):
     """A checked safetensors file on disk whose tensors are read a flat range of coordinates at a time.
 
