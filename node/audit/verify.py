@@ -35,6 +35,14 @@ Checks, each one a ``Check`` row (passed or failed, naming round, block, transac
   statement, not a failure. With a recipient's key the round is opened and recomputed like any other
   (the receipt's plaintext hashes included) and the metrics check runs on the plaintexts.
 
+- ``task``: a round whose config names a task names the task of the agreement version in force at
+  its opening (the round's agreement version, that version's terms CID from the index, the task
+  its agreement document names: ``node.audit.tasks``), and a round opened under an agreement that
+  names a task has a config naming it (a built-in round there fails too); a finalized task round's
+  global model (unless it is its base model, kept when no update was usable) names that task and
+  its frozen tensors' file in its metadata. A task round whose agreement terms this store lacks is
+  not checked (``unchecked``); a built-in round under an agreement without a task has no such row.
+
 A task round (its config's ``task``) is checked like any other, with the layout its base model file
 gives (``node.aggregator.round_base``): no task code runs in an audit.
 """
@@ -75,9 +83,10 @@ from ledger.sealing.keys import public_key_bytes
 from ledger.sealing.recipients import RoundOpener, RoundSeal
 from ledger.ipfs.store import ContentStore
 from ledger.types import RoundId
-from ledger.weights import from_safetensors, layout_of, max_blob_bytes
+from ledger.weights import from_safetensors, layout_of, max_blob_bytes, metadata_of
 from node.aggregator import aggregate_updates
 from node.audit.privacy import privacy_problem, privacy_rows
+from node.audit.tasks import AgreedTasks, AgreementTask, describe_task
 from node.models import model_layout
 from node.participant import metrics_hash
 from node.receipt import Receipt, RejectedUpdate
@@ -355,11 +364,12 @@ def verify_ledger(
     genesis = table[0]["base_cid"] if table else None
     earlier_globals: dict[str, int] = {}
     sealing = _Sealing(federation, decryption_key)
+    agreed = AgreedTasks(index, store)
     with _progress(progress) as bar:
         task = bar.add_task("verifying rounds", total=len(selected))
         for row in table:
             if row["round_id"] in chosen:
-                _verify_round(row, submissions[row["round_id"]], blobs, report, genesis, earlier_globals, sealing)
+                _verify_round(row, submissions[row["round_id"]], blobs, report, genesis, earlier_globals, sealing, agreed)
                 bar.advance(task)
             if row["state"] == "finalized" and row["global_cid"]:
                 earlier_globals.setdefault(row["global_cid"], row["round_id"])
@@ -377,6 +387,7 @@ def _verify_round(
     genesis: str | None,
     earlier_globals: dict[str, int],
     sealing: _Sealing,
+    agreed: AgreedTasks,
 ) -> None:
     rid = row["round_id"]
     opened = {"round_id": rid, "block": row["opened_block"], "tx_hash": row["opened_tx"]}
@@ -402,6 +413,10 @@ def _verify_round(
             config = RoundConfig.from_bytes(config_bytes)
         except LedgerError as error:
             checks.append(Check("receipt", False, f"round {rid} config is unreadable: {error}", cid=row["config_cid"], **opened))
+    if config is not None:
+        task_check = _task_check(row, config, agreed.of(row["agreement_version"]), opened)
+        if task_check is not None:
+            checks.append(task_check)
 
     update_limit = _update_limit(config, base_bytes)
     round_seal: RoundSeal | None = None
@@ -431,7 +446,9 @@ def _verify_round(
 
     if row["state"] != "finalized":
         return
-    blobs.get(row["global_cid"], what=f"round {rid} global model", **closed)
+    global_bytes = blobs.get(row["global_cid"], what=f"round {rid} global model", **closed)
+    if config is not None and config.task is not None and global_bytes is not None and row["global_cid"] != base:
+        checks.append(_global_task_check(row, config, global_bytes, closed))
     receipt_bytes = blobs.get(row["receipt_cid"], what=f"round {rid} receipt", **closed)
     if receipt_bytes is None:
         return
@@ -496,6 +513,49 @@ def _open_envelope(
         return opener.open(data, sender=participant)
     except SealingError:
         return None  # the recomputed receipt must reject it with this reason
+
+
+def _task_check(row: dict[str, Any], config: RoundConfig, agreed: AgreementTask, where: dict[str, Any]) -> Check | None:
+    """Does the round train the task of the agreement version in force at its opening? None: nothing to check
+    (a built-in round under an agreement that names no task, or whose terms this store lacks)."""
+    rid, version = row["round_id"], row["agreement_version"]
+    named = None if config.task is None else config.task.cid
+    if agreed.missing:
+        if named is None:
+            return None
+        return Check("task", False, f"round {rid} config names task {named}, but the terms {agreed.terms_cid} of "
+                                    f"agreement v{version} in force at its opening are not in this auditor's store, "
+                                    "so whether they name it could not be checked", cid=agreed.terms_cid,
+                     unchecked=True, **where)
+    if agreed.problem is not None:
+        return Check("task", False, f"round {rid} config names {describe_task(named)}, but which task agreement "
+                                    f"v{version} in force at its opening names is unknown: {agreed.problem}",
+                     cid=agreed.terms_cid or row["config_cid"], **where)
+    if named == agreed.task:
+        if named is None:
+            return None
+        return Check("task", True, f"round {rid} trains task {named}, the task of agreement v{version} in force at "
+                                   "its opening", cid=named, **where)
+    agreement = f"agreement v{version} in force at its opening" if version else "no agreement was in force at its opening, so it"
+    built_in = f" (a built-in round of model {config.model!r})" if named is None else ""
+    return Check("task", False, f"round {rid} config names {describe_task(named)}{built_in}, but {agreement} names "
+                                f"{describe_task(agreed.task)}", cid=row["config_cid"], **where)
+
+
+def _global_task_check(row: dict[str, Any], config: RoundConfig, data: bytes, where: dict[str, Any]) -> Check:
+    """Does a task round's global model name the round's task (and its frozen tensors' file) in its metadata?"""
+    assert config.task is not None
+    rid, cid, task = row["round_id"], row["global_cid"], config.task
+    try:
+        metadata = metadata_of(data, source=f"round {rid} global model")
+    except LedgerError as error:
+        return Check("task", False, f"round {rid} global model does not say which task made it: {error}", cid=cid, **where)
+    named, frozen = metadata.get("task"), metadata.get("frozen_cid")
+    if named != task.cid or frozen != (task.frozen_cid or ""):
+        return Check("task", False, f"round {rid} global model names task {named!r} (frozen tensors {frozen!r}) in its "
+                                    f"metadata, but its config names task {task.cid} (frozen tensors "
+                                    f"{task.frozen_cid!r})", cid=cid, **where)
+    return Check("task", True, f"round {rid} global model names its task {task.cid}", cid=cid, **where)
 
 
 def _privacy_check(row: dict[str, Any]) -> Check:
