@@ -6,6 +6,9 @@ auditor can read is what each party reported about its own local training data i
 metadata (checked against the metrics hash on chain by ``verify``). The page says so. Under an
 agreement with a privacy budget the page also plots each party's cumulative ε over the rounds, as
 the auditor recomputes it from the round configs and as the party declared it, against its budget.
+Each round also names the task it trained (None: a built-in model) and, for a task round, the
+federated evaluation of its base model: the parties' own evaluations on their validation splits,
+weighted by their sizes (``node.audit.tasks``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from ledger.utc import utc_text
 from ledger.weights import from_safetensors
 from node.audit.privacy import COLUMNS as PRIVACY_COLUMNS
 from node.audit.privacy import privacy_rows
+from node.audit.tasks import round_task_columns
 from node.audit.verify import VerifyReport
 
 
@@ -58,6 +62,7 @@ def _document(store: ContentStore, cid: str | None) -> dict[str, Any] | None:
 def build_report(index: LedgerIndex, store: ContentStore, verify: VerifyReport) -> dict[str, Any]:
     """The report as one JSON document: parties, agreements, rounds (with updates and receipts), checks."""
     round_rows = rounds(index)
+    task_columns = round_task_columns(index, store, round_rows)
     updates_by_round: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for event in index.events("UpdateSubmitted"):
         metadata = _metadata(store, event.args.get("cid")) or {}
@@ -90,6 +95,7 @@ def build_report(index: LedgerIndex, store: ContentStore, verify: VerifyReport) 
         story.append(
             {
                 **row,
+                **task_columns[rid],
                 "strategy": (config or {}).get("strategy"),
                 "model": (config or {}).get("model"),
                 "updates": updates_by_round[rid],
@@ -152,6 +158,11 @@ def _accuracy_plot(story: list[dict[str, Any]]) -> str:
     points = [(row["round_id"], row["mean_local_accuracy"]) for row in story if row["mean_local_accuracy"] is not None]
     if points:
         axis.plot(*zip(*points), marker="o", color="#146", label="mean over parties")
+    evaluated = [(row["round_id"], row["fed_eval_accuracy"]) for row in story if row.get("fed_eval_accuracy") is not None]
+    if evaluated:
+        axis.plot(*zip(*evaluated), marker="s", linestyle="--", color="#b60",
+                  label="federated evaluation of the round's base model")
+    if points or evaluated:
         axis.legend(loc="lower right")
     axis.set_xlabel("round")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -254,6 +265,23 @@ def _strategy_text(params: dict[str, Any]) -> str:
     return f"{params.get('name', '?')} ({rest})" if rest else str(params.get("name", "?"))
 
 
+def _federated_evaluation_note(story: list[dict[str, Any]]) -> list[str]:
+    """What the rounds table's task and fed_eval columns mean, and which updates each round left out; only
+    when some round trains a task."""
+    tasks = [row for row in story if row.get("task_cid")]
+    if not tasks:
+        return []
+    left_out = "".join(f"<li>Round {row['round_id']}: {html.escape(row['fed_eval_note'])}</li>"
+                       for row in tasks if row.get("fed_eval_note"))
+    return [
+        ("<p class='note' id='federated-evaluation'>task_cid: the task bundle the round's config names (— for a "
+         "built-in model). fed_eval_*: the federated evaluation of the round's base model, made by each party on its "
+         "own validation split before training and committed in its update's metrics (hash on chain), weighted by "
+         "the party's val_samples over fed_eval_parties parties; no central test set is used.</p>"),
+        *([f"<ul class='note'>{left_out}</ul>"] if left_out else []),
+    ]
+
+
 def render_html(report: dict[str, Any]) -> str:
     """The report as one HTML page with inline CSS and embedded plots."""
     verify = report["verify"]
@@ -292,9 +320,11 @@ def render_html(report: dict[str, Any]) -> str:
               "verified": "yes" if row["verified"] else f"NO ({row['failed_checks']} failed)" if row["failed_checks"]
               else f"not fully ({row['unchecked_checks']} not checked)"} for row in story],
             ["round_id", "state", "strategy", "submissions", "included", "rejected", "mean_local_accuracy",
+             "task_cid", "fed_eval_accuracy", "fed_eval_loss", "fed_eval_parties",
              "base_cid", "global_cid", "receipt_cid", "opened_block", "closed_block", "verified"],
             css_id="rounds",
         ),
+        *_federated_evaluation_note(story),
     ]
     for row in story:
         parts.append(f"<h3>Round {row['round_id']} ({html.escape(row['state'])})</h3>")

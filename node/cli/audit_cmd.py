@@ -126,6 +126,8 @@ def _cell(column: str, value: Any) -> str:
         return ""
     if column in TIME_COLUMNS and isinstance(value, int):
         return utc_text(value)
+    if column in ("fed_eval_accuracy", "fed_eval_loss") and isinstance(value, float):
+        return f"{value:.4f}"
     tokens = str(value).split(";")
     return ";".join(
         f"{t[:10]}…{t[-6:]}" if _LONG_HEX.fullmatch(t) else f"{t[:12]}…{t[-6:]}" if _CID.fullmatch(t) else t for t in tokens
@@ -172,12 +174,17 @@ def register(app: typer.Typer) -> None:
     @audit.command("rounds")
     @_audit_errors
     def rounds_cmd(workdir: WorkdirOption = None, rpc: RpcOption = None, json: JsonOption = False, csv_: CsvOption = False) -> None:
-        """Every round: state, base and global model, config, submissions."""
-        from ledger.index.queries import rounds
+        """Every round: state, base and global model, config, submissions, agreement version, task.
+
+        A task round also shows the federated evaluation of its base model (fed_eval_*): each party's
+        own evaluation on its validation split, from its update's metrics (checked against the hash on
+        chain), weighted by its val_samples; fed_eval_note names the updates left out and why."""
+        from node.audit.tasks import TASK_COLUMNS, rounds_with_tasks
 
         with _ledger(workdir, rpc) as ledger:
-            _emit(rounds(ledger.index), ["round_id", "state", "submissions", "min_updates", "base_cid", "global_cid",
-                                         "receipt_cid", "config_cid", "opened_block", "closed_block"],
+            _emit(rounds_with_tasks(ledger.index, ledger.store),
+                  ["round_id", "state", "submissions", "min_updates", "base_cid", "global_cid", "receipt_cid",
+                   "config_cid", "opened_block", "closed_block", *TASK_COLUMNS],
                   title="Rounds", as_json=json, as_csv=csv_)
 
     @audit.command("updates")
@@ -215,17 +222,19 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
         csv_: CsvOption = False,
     ) -> None:
-        """The lineage of a model back to the genesis model: rounds, parties, strategy."""
+        """The lineage of a model back to the genesis model: rounds, parties, strategy, the task of each model."""
         from ledger.index.queries import provenance
         from ledger.ipfs.cid import parse_cid
+        from node.audit.tasks import provenance_tasks
 
         parsed = parse_cid(cid)
         with _ledger(workdir, rpc) as ledger:
-            lineage = provenance(ledger.index, parsed, store=ledger.store)
+            lineage = provenance_tasks(provenance(ledger.index, parsed, store=ledger.store), ledger.store)
         rows = [{**step, "submitters": ";".join(step["submitters"]),
                  "included": None if step["included"] is None else ";".join(step["included"]),
                  "strategy": step["strategy"] and sorted(step["strategy"].items())} for step in lineage["rounds"]]
-        _emit(rows, ["round_id", "model_cid", "base_cid", "strategy", "included", "submitters", "finalized_block"],
+        _emit(rows, ["round_id", "model_cid", "base_cid", "strategy", "included", "submitters", "finalized_block",
+                     "task_cid"],
               title=f"Provenance of {parsed} (genesis {lineage['genesis_cid']})", as_json=json, as_csv=csv_,
               document=lineage)
 
