@@ -21,10 +21,13 @@ from web3 import Web3
 
 from ledger.chain.connection import open_federation
 from ledger.errors import InvalidInputError
+from ledger.index.index import IndexedEvent
 from ledger.ipfs.store import open_store
+from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.weights import from_safetensors
 from ledger.workspace import Workspace
 from node.aggregator import global_model_bytes
+from node.audit.tasks import FED_EVAL_COLUMNS, federated_evaluation
 from node.cli._common import TASK_TIMEOUT_S
 from node.genesis import genesis_model_bytes
 from node.participant import metrics_hash, update_bytes
@@ -89,6 +92,51 @@ def test_a_round_config_without_a_task_keeps_its_bytes_and_a_task_section_reads_
     assert from_safetensors(global_model_bytes(arrays, model="t", round_id=1, base_cid=TERMS, task=TaskRef(TASK_A)))[1] == {
         "model": "t", "round": 1, "base_cid": TERMS, "task": TASK_A, "frozen_cid": ""}
     assert TASK_TIMEOUT_S == DEFAULT_TIMEOUT_S
+
+
+def test_the_federated_evaluation_weighs_only_updates_that_bind_and_match_their_hash(tmp_path: Path) -> None:
+    store = open_store(Workspace.init(tmp_path / "ws"))
+    base = "bafkreieifrud3usbqb7sjdl5mv3i632yk7vawjyqny3bqmh5xm5o3w4wqi"
+    row = {"round_id": 3, "base_cid": base}
+    arrays = {"w": np.zeros(2, dtype=np.float32)}
+    events = []
+
+    def submit(party: int, metrics: dict[str, float], *, recorded: dict[str, float] | None = None, round_id: int = 3,
+               base_cid: str = base, named: int | None = None, stored: bool = True) -> None:
+        participant = f"0x{party:040x}"
+        blob = update_bytes(arrays, model="t", participant=f"0x{named or party:040x}", round_id=round_id,
+                            base_cid=base_cid, samples=5, metrics=metrics, task=TASK_A)
+        cid = store.add_bytes(blob) if stored else cid_of_bytes(blob)
+        events.append(IndexedEvent("UpdateSubmitted", 10 + party, 0, "0x" + "ab" * 32, {
+            "roundId": 3, "participant": participant, "cid": cid,
+            "metricsHash": "0x" + metrics_hash(recorded or metrics).hex()}))
+
+    submit(1, {"base_accuracy": 0.5, "base_loss": 2.0, "val_samples": 30.0, "accuracy": 0.9})
+    submit(2, {"base_accuracy": 0.9, "base_loss": 1.0, "val_samples": 10.0})
+    submit(3, {"base_accuracy": 1.0, "base_loss": 0.0, "val_samples": 1e6}, recorded={"base_accuracy": 0.1})
+    submit(4, {"base_accuracy": 1.0, "base_loss": 0.0, "val_samples": 1e6}, named=1)  # a copy made for party 1
+    submit(5, {"base_accuracy": 1.0, "base_loss": 0.0, "val_samples": 1e6}, round_id=2)
+    submit(6, {"base_accuracy": 1.0, "base_loss": 0.0, "val_samples": 1e6}, base_cid=TASK_A)
+    submit(7, {"base_accuracy": 1.0, "base_loss": 0.0})
+    submit(8, {"loss": 1.0})
+    submit(9, {"base_accuracy": 1.0, "base_loss": 0.0, "val_samples": 1e6}, stored=False)
+    config = RoundConfig(model="t", strategy={"name": "fedavg"}, task=TaskRef(TASK_A))
+    evaluation = federated_evaluation(store, row, config, events).columns()
+    assert evaluation == {
+        "fed_eval_accuracy": (0.5 * 30 + 0.9 * 10) / 40, "fed_eval_loss": (2.0 * 30 + 1.0 * 10) / 40, "fed_eval_parties": 2,
+        "fed_eval_note": "1 update left out: its metrics do not hash to the metrics hash on chain; "
+                         "1 update left out: its metadata does not name its submitter; "
+                         "1 update left out: its metadata names another round; "
+                         "1 update left out: it was made from another base model; "
+                         "1 update left out: its metrics give no val_samples to weigh it by; "
+                         "1 update left out: its metrics carry no federated evaluation; "
+                         "1 update left out: not in this store"}
+    sealed = replace(config, seal_to=(f"0x{1:040x}",))
+    assert federated_evaluation(store, row, sealed, events[:2]).columns() == {
+        "fed_eval_accuracy": None, "fed_eval_loss": None, "fed_eval_parties": 0,
+        "fed_eval_note": "2 updates left out: sealed to the round's recipients, not opened without a key"}
+    built_in = federated_evaluation(store, row, replace(config, task=None), events).columns()
+    assert built_in == dict.fromkeys(FED_EVAL_COLUMNS)
 
 
 @pytest.mark.parametrize("strategy", ["fedavg", "median", "trimmed-mean", "krum"])
@@ -261,6 +309,8 @@ def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
     verified = cli("audit", "verify", "--json", *w)
     assert verified.exit_code == 0, verified.stdout + verified.stderr
     assert verified.json()["failed"] == 0
+    assert [(c["round_id"], c["ok"], c["cid"]) for c in verified.json()["checks"] if c["check"] == "task"] == [
+        (1, True, task), (1, True, aggregated["global_cid"])]  # the agreement's task, named by the global model
 
     # Round 2, opened by hand with a config naming a task that is not the agreement's: the party refuses it.
     ok(cli("task", "new", str(tmp_path / "other"), "--name", "other"))
@@ -302,3 +352,64 @@ def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
     line = private.error_line(alone=False)
     assert private.exit_code == 1 and f"round {round_3} is private (DP-SGD)" in line and "own tasks do not run DP-SGD" in line
     nothing_pinned_or_sent(round_3, pins)
+
+    # The audit of own tasks. Round 3 finalized by hand with a global model that names round 1's task, not its
+    # config's; round 4 a built-in round opened under agreement v2, which names a task.
+    alice_client = client.with_account(alice["account"])
+    crafted = store.add_bytes(update_bytes(global_arrays, model="other", participant=alice["address"], round_id=round_3,
+                                           base_cid=aggregated["global_cid"], samples=10, metrics=metrics, task=other_task))
+    alice_client.submit_update(round_3, cid=crafted, samples=10, metrics_hash=metrics_hash(metrics))
+    stray_global = store.add_bytes(global_model_bytes(global_arrays, model="other", round_id=round_3,
+                                                      base_cid=aggregated["global_cid"], task=TaskRef(task, genesis["frozen_cid"])))
+    admin.finalize_round(round_3, global_cid=stray_global, receipt_cid=store.add_bytes(b"{}"))
+    built_in_config = RoundConfig(model="mlp", strategy={"name": "fedavg"}).to_bytes()
+    store.add_bytes(built_in_config, pin=True)
+    round_4, _ = admin.open_round(base_cid=aggregated["global_cid"], deadline=chain.now() + 600, min_updates=1,
+                                  config_hash=hashlib.sha256(built_in_config).digest())
+
+    # audit rounds: each round's task and agreement version; round 1's federated evaluation is the parties' own
+    # evaluations of the genesis model weighed by their validation samples (carol's update carries none).
+    rows = {row["round_id"]: row for row in ok(cli("audit", "rounds", "--json", *w)).json()}
+    assert [(rows[r]["task_cid"], rows[r]["agreement_version"]) for r in (1, round_2, round_3, round_4)] == [
+        (task, 1), (other_task, 1), (other_task, 2), (None, 2)]
+    evaluations = [from_safetensors(store.get(trained[name]["update_cid"]))[1]["metrics"] for name in ("alice", "bob")]
+    assert all(m["base_accuracy"] == trained[name]["metrics"]["base_accuracy"] for m, name in zip(evaluations, ("alice", "bob")))
+    weights = sum(m["val_samples"] for m in evaluations)
+    assert rows[1]["fed_eval_accuracy"] == sum(m["base_accuracy"] * m["val_samples"] for m in evaluations) / weights
+    assert rows[1]["fed_eval_loss"] == sum(m["base_loss"] * m["val_samples"] for m in evaluations) / weights
+    assert 0 < rows[1]["fed_eval_accuracy"] < 1 and rows[1]["fed_eval_parties"] == 2
+    assert rows[1]["fed_eval_note"] == "1 update left out: its metrics carry no federated evaluation"
+    assert (rows[round_2]["fed_eval_accuracy"], rows[round_2]["fed_eval_parties"]) == (None, 0)
+    assert [rows[round_4][k] for k in ("fed_eval_accuracy", "fed_eval_loss", "fed_eval_parties")] == [None, None, None]
+
+    # audit provenance names the task of every global model on the way back to the genesis model.
+    lineage = ok(cli("audit", "provenance", stray_global, "--json", *w)).json()
+    assert [(s["round_id"], s["task_cid"]) for s in lineage["rounds"]] == [(round_3, other_task), (1, task)]
+
+    # audit verify fails each round that does not train its agreement's task, one line naming both CIDs.
+    verdict = cli("audit", "verify", *w)
+    assert verdict.exit_code == 1
+    failed = [line for line in verdict.stderr.splitlines() if line.startswith("FAIL task:")]
+    assert failed == [
+        f"FAIL task: round {round_2} config names task {other_task}, but agreement v1 in force at its opening names "
+        f"task {task} (round {round_2}, block {rows[round_2]['opened_block']}, "
+        f"tx {rows[round_2]['opened_tx']}, cid {rows[round_2]['config_cid']})",
+        f"FAIL task: round {round_3} global model names task '{task}' (frozen tensors '{genesis['frozen_cid']}') in "
+        f"its metadata, but its config names task {other_task} (frozen tensors None) (round {round_3}, "
+        f"block {rows[round_3]['closed_block']}, tx {rows[round_3]['closed_tx']}, cid {stray_global})",
+        f"FAIL task: round {round_4} config names no task (a built-in round of model 'mlp'), but agreement v2 in "
+        f"force at its opening names task {other_task} (round {round_4}, block {rows[round_4]['opened_block']}, "
+        f"tx {rows[round_4]['opened_tx']}, cid {rows[round_4]['config_cid']})",
+    ], verdict.stderr
+    passed = [(c["round_id"], c["cid"]) for c in cli("audit", "verify", "--json", *w).json()["checks"]
+              if c["check"] == "task" and c["ok"]]
+    assert passed == [(1, task), (1, aggregated["global_cid"]), (round_3, other_task)]
+
+    # The report: the rounds table with each round's task and its federated evaluation.
+    page = tmp_path / "report.html"
+    story = {row["round_id"]: row for row in ok(cli("audit", "report", "--json", "--html", str(page), *w)).json()["rounds"]}
+    assert {k: story[1][k] for k in ("task_cid", "fed_eval_accuracy", "fed_eval_loss", "fed_eval_parties")} == {
+        k: rows[1][k] for k in ("task_cid", "fed_eval_accuracy", "fed_eval_loss", "fed_eval_parties")}
+    rounds_table = page.read_text().split('<table id="rounds">')[1].split("</table>")[0]
+    assert "<th>fed_eval_accuracy</th>" in rounds_table and f"<td>{rows[1]['fed_eval_accuracy']:.4f}</td>" in rounds_table
+    assert f"<code>{other_task}</code>" in rounds_table and "id='federated-evaluation'" in page.read_text()
