@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, SequentialSampler
 
 MOMENTUM = 0.9
 EVAL_BATCH = 1024
@@ -97,19 +97,36 @@ class Shuffled(Sampler[int]):
         return iter(torch.randperm(self.size, generator=self.generator).tolist())
 
 
+class IndexBatches(Sampler[torch.Tensor]):
+    """A :class:`PairDataset`'s batches as tensors of indices (a tensor indexes a tensor far faster than a
+    list does): slices of one ``torch.randperm(n, generator)`` per epoch, the order :class:`Shuffled`
+    gives, or of ``arange(n)`` without a generator."""
+
+    def __init__(self, size: int, batch_size: int, generator: torch.Generator | None) -> None:
+        self.size, self.batch_size, self.generator = size, batch_size, generator
+
+    def __len__(self) -> int:
+        return -(-self.size // self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        if self.generator is None:
+            return iter(torch.arange(self.size).split(self.batch_size))
+        return iter(torch.randperm(self.size, generator=self.generator).split(self.batch_size))
+
+
 def _batches(dataset: Dataset, *, batch_size: int, generator: torch.Generator | None, device: torch.device) -> Iterator[Any]:
     """Batches of ``dataset``, shuffled by ``generator`` when given (the DataLoader itself gets no generator:
     it would draw from it too)."""
     pin = device.type == "cuda"
     if isinstance(dataset, IterableDataset):  # streams in its own order: no sampler may touch it
         return iter(DataLoader(dataset, batch_size=batch_size, pin_memory=pin))
+    if isinstance(dataset, PairDataset):  # one indexing per batch
+        batched = IndexBatches(len(dataset), batch_size, generator)
+        return iter(DataLoader(dataset, sampler=batched, batch_size=None, pin_memory=pin))
     if generator is not None:
         sampler: Sampler[int] = Shuffled(len(dataset), generator)  # type: ignore[arg-type]
     else:
         sampler = SequentialSampler(dataset)  # type: ignore[arg-type]
-    if isinstance(dataset, PairDataset):  # one indexing per batch
-        batched = BatchSampler(sampler, batch_size=batch_size, drop_last=False)
-        return iter(DataLoader(dataset, sampler=batched, batch_size=None, pin_memory=pin))
     return iter(DataLoader(dataset, batch_size=batch_size, sampler=sampler, pin_memory=pin))
 
 
@@ -178,12 +195,11 @@ def train(
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     shuffler = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout and any other draw the model makes
-    samples = correct = judged = 0
+    samples = judged = 0
     total = torch.zeros((), dtype=torch.float64, device=device)
-    for _ in range(epochs):
-        samples, judged = 0, 0
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        correct_t = torch.zeros((), dtype=torch.int64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for epoch in range(epochs):
+        last = epoch == epochs - 1  # the metrics are the last epoch's: nothing is measured before it
         for batch in _batches(dataset, batch_size=batch_size, generator=shuffler, device=device):
             inputs, targets = _pair(batch, what="the training data")
             inputs, targets = _to(inputs, device), _to(targets, device)
@@ -198,19 +214,19 @@ def train(
                 scaler.scale(value).backward()
                 scaler.step(optimizer)
                 scaler.update()
-            count = _count(targets)
-            samples += count
-            total += value.detach().double() * count
-            hits = _correct(outputs, targets)
-            if hits is not None:
-                correct_t += hits
-                judged += count
-        correct = int(correct_t)
+            if last:
+                count = _count(targets)
+                samples += count
+                total += value.detach().double() * count
+                hits = _correct(outputs, targets)
+                if hits is not None:
+                    correct += hits
+                    judged += count
     if samples == 0:
         raise InvalidData("the training data holds no samples")
     metrics = {"loss": float(total) / samples}
     if judged == samples:
-        metrics["accuracy"] = correct / samples
+        metrics["accuracy"] = int(correct) / samples
     return samples, metrics
 
 
