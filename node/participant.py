@@ -189,19 +189,9 @@ def train_and_submit(
             state_arrays(model), model=config.model, participant=me, round_id=round_id, base_cid=info.base_cid,
             samples=result.samples, metrics=metrics,
         )
-        if sealing is not None:  # only the envelope is pinned: its CID is what the chain records
-            blob = sealing.seal(blob, sender=me)
-        update_cid = store.add_bytes(blob, pin=True)
-        journal.record(update_cid=update_cid, samples=result.samples, metrics=metrics)
-    failpoint("participant:after-pin")
-
-    samples = int(journal.get("samples"))
-    metrics = dict(journal.get("metrics"))
-    tx = (submit or federation.submit_update)(
-        round_id, cid=update_cid, samples=samples, metrics_hash=metrics_hash(metrics), epsilon_micros=epsilon_micros
-    )
-    journal.record(submitted_tx=tx.tx_hash, submitted_block=tx.block)
-    return ParticipantOutcome(round_id, me, Cid(update_cid), samples, metrics, tx, trained, epsilon_micros)
+        update_cid = _pin_update(store, journal, blob, sealing=sealing, me=me, samples=result.samples, metrics=metrics)
+    return _submit_pinned(federation, journal, round_id=round_id, me=me, update_cid=update_cid, trained=trained,
+                          epsilon_micros=epsilon_micros, submit=submit)
 
 
 def check_agreed_task(federation: FederationClient, store: ContentStore, round_id: int, task: TaskRef) -> None:
@@ -286,12 +276,30 @@ def _task_round(
             result.arrays, model=config.model, participant=me, round_id=round_id, base_cid=info.base_cid,
             samples=result.samples, metrics=metrics, task=config.task.cid,
         )
-        if sealing is not None:
-            blob = sealing.seal(blob, sender=me)
-        update_cid = store.add_bytes(blob, pin=True)
-        journal.record(update_cid=update_cid, samples=result.samples, metrics=metrics)
-    failpoint("participant:after-pin")
+        update_cid = _pin_update(store, journal, blob, sealing=sealing, me=me, samples=result.samples, metrics=metrics)
+    return _submit_pinned(federation, journal, round_id=round_id, me=me, update_cid=update_cid, trained=trained,
+                          epsilon_micros=epsilon_micros, submit=submit)
 
+
+def _pin_update(
+    store: ContentStore, journal: Journal, blob: bytes, *, sealing: RoundSeal | None, me: Address, samples: int,
+    metrics: dict[str, float],
+) -> str:
+    """Pin the update (in a sealed round only its envelope, whose CID the chain records) and journal it,
+    so that a rerun after a crash submits it without training again."""
+    if sealing is not None:
+        blob = sealing.seal(blob, sender=me)
+    update_cid = store.add_bytes(blob, pin=True)
+    journal.record(update_cid=update_cid, samples=samples, metrics=metrics)
+    return update_cid
+
+
+def _submit_pinned(
+    federation: FederationClient, journal: Journal, *, round_id: int, me: Address, update_cid: str, trained: bool,
+    epsilon_micros: int, submit: Callable[..., TxResult] | None,
+) -> ParticipantOutcome:
+    """Record the journaled update on chain (``submit``, or the party's own transaction) and journal the receipt."""
+    failpoint("participant:after-pin")
     samples = int(journal.get("samples"))
     metrics = dict(journal.get("metrics"))
     tx = (submit or federation.submit_update)(
