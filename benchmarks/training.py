@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node.data import Dataset, load_digits_split
 from node.models import build_model
-from node.training import MOMENTUM, _autocast_dtype, pick_device, train
+from node.training import MOMENTUM, autocast_dtype, pick_device, train
 
 
 def plain_loop(model, data: Dataset, *, epochs: int, batch_size: int, lr: float, seed: int, device: torch.device) -> None:
@@ -39,7 +39,7 @@ def plain_loop(model, data: Dataset, *, epochs: int, batch_size: int, lr: float,
     n = len(data)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=MOMENTUM)
-    amp = _autocast_dtype(device)
+    amp = autocast_dtype(device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator).to(device)

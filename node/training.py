@@ -62,7 +62,7 @@ def pick_device(preference: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """The reduced precision the forward pass runs in on ``device``; None for full float32."""
     if device.type != "cuda":
         return None
@@ -98,7 +98,7 @@ def train(
     n = len(data)
     shuffler = torch.Generator().manual_seed(seed)  # on the CPU: the same order on every device
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=MOMENTUM)
-    amp_dtype = _autocast_dtype(device)
+    amp_dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     autocast = (
         (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else contextlib.nullcontext

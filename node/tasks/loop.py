@@ -22,7 +22,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, SequentialSampler
 
-MOMENTUM = 0.9
+from node.training import MOMENTUM, autocast_dtype
+
 EVAL_BATCH = 1024
 
 LossFunction = Callable[[Any, Any], torch.Tensor]
@@ -164,13 +165,6 @@ def _correct(outputs: Any, targets: Any) -> torch.Tensor | None:
     ):
         return (outputs.detach().argmax(dim=1) == targets).sum()
     return None
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The reduced precision of the forward pass on ``device``; None (float32) off CUDA."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def train(
