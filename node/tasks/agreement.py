@@ -19,16 +19,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ledger.canonical_json import canonical_json
 from ledger.errors import ContentTooLargeError, InvalidInputError, MalformedCidError
 from ledger.ipfs.cid import parse_cid
 from ledger.ipfs.store import ContentStore
 from ledger.types import Cid
-
-if TYPE_CHECKING:
-    from ledger.chain.federation import FederationClient
 
 FORMAT = "fedledger-agreement/1"
 FORMAT_PREFIX = "fedledger-agreement"
@@ -46,15 +42,6 @@ class AgreementDocument:
 
     def to_bytes(self) -> bytes:
         return agreement_document(self.task, self.terms)
-
-
-@dataclass(frozen=True)
-class AgreedTask:
-    """The agreement version in force, its terms CID on chain, and the task it names (None: no task)."""
-
-    version: int
-    terms_cid: Cid | None
-    task: Cid | None
 
 
 def agreement_document(task_cid: str, terms_cid: str) -> bytes:
@@ -106,12 +93,3 @@ def agreement_task(store: ContentStore, terms_cid: str) -> Cid | None:
         return None
     parsed = parse_agreement(data, source=f"the terms {terms_cid} of the agreement")
     return None if parsed is None else parsed.task
-
-
-def current_agreement_task(federation: FederationClient, store: ContentStore) -> AgreedTask:
-    """The agreement version in force and the task it names (version 0 and no task when none is published)."""
-    version = federation.agreement_version()
-    if version == 0:
-        return AgreedTask(0, None, None)
-    terms_cid = federation.terms_cid(version)
-    return AgreedTask(version, terms_cid, agreement_task(store, terms_cid))
