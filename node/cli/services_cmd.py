@@ -20,7 +20,16 @@ from ledger.contract_constants import MAX_ROUND_DURATION
 from ledger.errors import LedgerError
 from ledger.ipfs.store import open_store
 from ledger.workspace import Workspace
-from node.cli._common import RpcOption, WorkdirOption, console, handle_errors
+from node.cli._common import (
+    TASK_TIMEOUT_S,
+    RpcOption,
+    TaskTimeoutOption,
+    VerboseOption,
+    WorkdirOption,
+    console,
+    handle_errors,
+)
+from node.cli.train_cmd import DataOption, DeviceOption, NonIidOption, OfOption, SeedOption, ShardOption
 from node.services.lock import service_lock
 
 # The services' modules import web3 and prometheus-client: commands import them when they run, so
@@ -165,12 +174,14 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def node_run(
         key: KeyOption = None,
-        data: Annotated[Path | None, typer.Option("--data", help="Local training data: .npz (arrays x, y) or CSV (64 features, then the label).")] = None,
-        shard: Annotated[int | None, typer.Option("--shard", help="Train on this shard of the bundled digits set (0-based)…")] = None,
-        of: Annotated[int | None, typer.Option("--of", help="…split this many ways.")] = None,
-        non_iid: Annotated[float | None, typer.Option("--non-iid", help="Dirichlet alpha for a non-IID digits split (default IID).")] = None,
-        seed: Annotated[int, typer.Option("--seed", help="Seed of the digits split.")] = 0,
-        device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or mps (default: the best available).")] = None,
+        data: DataOption = None,
+        shard: ShardOption = None,
+        of: OfOption = None,
+        non_iid: NonIidOption = None,
+        seed: SeedOption = 0,
+        device: DeviceOption = None,
+        task_timeout: TaskTimeoutOption = TASK_TIMEOUT_S,
+        verbose: VerboseOption = False,
         once: Annotated[bool, typer.Option("--once", help="Take part in the rounds open now, then exit.")] = False,
         poll: PollOption = 2.0,
         max_outage: MaxOutageOption = None,
@@ -182,17 +193,30 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """A party's node: train on local data and submit to every open round it may, then wait for the next.
 
+        Each round gets what `node train` would give it. A built-in round trains on --data FILE or
+        --shard I --of N of the bundled digits, loaded when the first built-in round needs it, not at
+        start: a --data that only a task reads (a CSV of other columns, a folder) does not stop the
+        node, and a file that does not load settles each built-in round with its sentence, logged as a
+        warning. A round whose config names a task runs that task (the agreement's, as `node train`
+        checks) in a keyless process: its load_data gets --data as given, --shard/--of as partition
+        and partitions and --seed, bounded by --task-timeout; a task that fails settles that round with
+        its sentence, logged as a warning, nothing pinned or sent, and the node goes on. Giving no data
+        at all (neither --data nor --shard/--of) is refused at start.
+
         Safe to stop and start again: it resumes from the chain and the journal, and never submits
         twice. One `node run` per key and workspace (a lock).
         """
         from ledger.chain.connection import require_gas_money
         from ledger.chain.keys import load_account
-        from node.cli.train_cmd import party_data
+        from ledger.errors import InvalidInputError
+        from node.cli.train_cmd import NO_DATA, check_task_arguments, party_data, task_inputs
         from node.services.participant_service import NodeService
         from node.training import pick_device
 
         workspace = Workspace.find(workdir)
-        local = party_data(data, shard, of, non_iid, seed)
+        check_task_arguments(shard, of, None)  # both or neither, in range: for a round of either kind
+        if data is None and shard is None:
+            raise InvalidInputError(NO_DATA)
         chosen = pick_device(device)
         account = load_account(workspace, key)
         with service_lock(workspace.journal_dir, role="node", address=account.address, command="fedledger node run"), \
@@ -203,8 +227,13 @@ def register(app: typer.Typer) -> None:
             if federation is None:
                 log_stopped_early(rt)
                 return
-            service = NodeService(federation=federation, store=open_store(workspace), data=local,
-                                  journal_dir=workspace.journal_dir, log=rt.log, metrics=rt.metrics, device=chosen)
+            service = NodeService(
+                federation=federation, store=open_store(workspace),
+                data=lambda: party_data(None if data is None else Path(data), shard, of, non_iid, seed),
+                task=lambda: task_inputs(workspace, data=data, shard=shard, of=of, non_iid=non_iid, seed=seed,
+                                         timeout_s=task_timeout, verbose=verbose, device=device),
+                journal_dir=workspace.journal_dir, log=rt.log, metrics=rt.metrics, device=chosen,
+            )
 
             def start() -> None:
                 require_gas_money(federation.w3, account.address)

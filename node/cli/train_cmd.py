@@ -23,10 +23,24 @@ from node.cli._common import (
     handle_errors,
     print_json,
 )
-from node.data import Dataset, load_digits_split, load_local_data
+from node.data import Dataset, digits_validation, load_digits_split, load_local_data
 
 if TYPE_CHECKING:
+    from node.participant import TaskInputs
     from node.round_config import RoundConfig
+
+# The party's data and how its rounds run: the options of `node train` and `node run` alike.
+DataOption = Annotated[str | None, typer.Option("--data", metavar="PATH", help="Local training data: .npz (arrays x, y) or CSV (64 features, then the label); in a task round, any path the task reads (a file or a folder), passed as given.")]
+ShardOption = Annotated[int | None, typer.Option("--shard", help="Train on this shard of the bundled digits set (0-based)…")]
+OfOption = Annotated[int | None, typer.Option("--of", help="…split this many ways.")]
+NonIidOption = Annotated[float | None, typer.Option("--non-iid", help="Dirichlet alpha for a non-IID digits split (default IID).")]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the digits split (in a task round: the seed its load_data gets).")]
+DeviceOption = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or mps (default: the best available).")]
+
+NO_DATA = (
+    "no training data given; pass --data FILE (your .npz or CSV) "
+    "or --shard I --of N to train on shard I of the bundled digits set split N ways."
+)
 
 
 def party_data(data: Path | None, shard: int | None, of: int | None, non_iid: float | None, seed: int) -> Dataset:
@@ -36,10 +50,7 @@ def party_data(data: Path | None, shard: int | None, of: int | None, non_iid: fl
             raise InvalidInputError("give either --data FILE or --shard I --of N, not both.")
         return load_local_data(data)
     if shard is None or of is None:
-        raise InvalidInputError(
-            "no training data given; pass --data FILE (your .npz or CSV) "
-            "or --shard I --of N to train on shard I of the bundled digits set split N ways."
-        )
+        raise InvalidInputError(NO_DATA)
     if not 0 <= shard < of:
         raise InvalidInputError(f"--shard must be between 0 and {of - 1} for --of {of}, not {shard}.")
     shards, _ = load_digits_split(parties=of, seed=seed, non_iid_alpha=non_iid)
@@ -73,6 +84,21 @@ def check_task_arguments(shard: int | None, of: int | None, non_iid: float | Non
         raise InvalidInputError(f"--shard must be between 0 and {of - 1} for --of {of}, not {shard}.")
 
 
+def task_inputs(
+    workspace: Workspace, *, data: str | None, shard: int | None, of: int | None, non_iid: float | None, seed: int,
+    timeout_s: float, verbose: bool, device: str | None,
+) -> TaskInputs:
+    """What the party gives a task round, from its options (checked first: ``check_task_arguments``)."""
+    from node.participant import TaskInputs
+    from node.tasks.rounds import task_cache
+
+    check_task_arguments(shard, of, non_iid)
+    return TaskInputs(
+        cache_root=task_cache(workspace), data_path=data, partition=shard, partitions=of, data_seed=seed,
+        timeout_s=timeout_s, verbose=verbose, device=device,
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``node`` group (``node train``) to the app."""
     node_app = typer.Typer(help="Participant node: train locally and record the update.", no_args_is_help=True)
@@ -83,12 +109,12 @@ def register(app: typer.Typer) -> None:
     def train(
         round_id: Annotated[int, typer.Option("--round", min=1, help="Round to take part in.")],
         key: Annotated[str | None, typer.Option("--key", help="The party's key: a name under [keys] or a keystore file (default $FEDLEDGER_PRIVATE_KEY).")] = None,
-        data: Annotated[str | None, typer.Option("--data", metavar="PATH", help="Local training data: .npz (arrays x, y) or CSV (64 features, then the label); in a task round, any path the task reads (a file or a folder), passed as given.")] = None,
-        shard: Annotated[int | None, typer.Option("--shard", help="Train on this shard of the bundled digits set (0-based)…")] = None,
-        of: Annotated[int | None, typer.Option("--of", help="…split this many ways.")] = None,
-        non_iid: Annotated[float | None, typer.Option("--non-iid", help="Dirichlet alpha for a non-IID digits split (default IID).")] = None,
-        seed: Annotated[int, typer.Option("--seed", help="Seed of the digits split (in a task round: the seed its load_data gets).")] = 0,
-        device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or mps (default: the best available).")] = None,
+        data: DataOption = None,
+        shard: ShardOption = None,
+        of: OfOption = None,
+        non_iid: NonIidOption = None,
+        seed: SeedOption = 0,
+        device: DeviceOption = None,
         relay: Annotated[str | None, typer.Option("--relay", help="URL of a `fedledger relay serve`: sign the update and have the relay send it (the party needs no ether).")] = None,
         task_timeout: TaskTimeoutOption = TASK_TIMEOUT_S,
         verbose: VerboseOption = False,
@@ -110,7 +136,7 @@ def register(app: typer.Typer) -> None:
         """
         from ledger.chain.connection import open_federation, require_gas_money, workspace_rpc
         from ledger.chain.keys import load_account
-        from node.participant import TaskInputs, train_and_submit
+        from node.participant import train_and_submit
         from node.training import pick_device
 
         if relay is not None:  # a mistyped URL is told before anything is loaded
@@ -120,17 +146,12 @@ def register(app: typer.Typer) -> None:
         workspace = Workspace.find(workdir)
         task_config = task_round_config(workspace, rpc, round_id)
         local: Dataset | None = None
-        task_inputs: TaskInputs | None = None
+        inputs: TaskInputs | None = None
         if task_config is None:
             local = party_data(None if data is None else Path(data), shard, of, non_iid, seed)
         else:
-            from node.tasks.rounds import task_cache
-
-            check_task_arguments(shard, of, non_iid)
-            task_inputs = TaskInputs(
-                cache_root=task_cache(workspace), data_path=data, partition=shard, partitions=of, data_seed=seed,
-                timeout_s=task_timeout, verbose=verbose, device=device,
-            )
+            inputs = task_inputs(workspace, data=data, shard=shard, of=of, non_iid=non_iid, seed=seed,
+                                 timeout_s=task_timeout, verbose=verbose, device=device)
         chosen = pick_device(device)
         account = load_account(workspace, key)
         federation = open_federation(workspace, account=account, rpc=workspace_rpc(workspace, rpc))
@@ -154,7 +175,8 @@ def register(app: typer.Typer) -> None:
             )
         outcome = train_and_submit(
             federation=federation, store=store, round_id=round_id, data=local,
-            journal_dir=workspace.journal_dir, device=chosen, progress=not json, submit=submit, task=task_inputs,
+            journal_dir=workspace.journal_dir, device=chosen, progress=not json, submit=submit, task=inputs,
+            validation=None if local is None else digits_validation(seed),
         )
         if outcome.tx is None:
             console.print(f"Already submitted {outcome.update_cid} to round {round_id}; nothing to do.")

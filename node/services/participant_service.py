@@ -7,14 +7,24 @@ judge a submission now (``check_can_submit``: before any training), then calls
 resumes from the journal (an update trained and pinned before a crash is submitted without
 training again) and asks the chain first, so a restart doubles nothing.
 
+A round gets what ``node train`` would give it: a built-in round the party's ``Dataset``, a round
+whose config names a task the party's ``TaskInputs`` (its data path, shard and seed, the task's
+timeout), so the task's code runs in its own keyless process. Either may be given as a function
+that builds it: it is called when the first round of its kind needs it, so a node whose --data is a
+task's CSV file or folder never loads it as digits, and a built-in file that does not load stops
+only the built-in rounds.
+
 A refusal that concerns one round (its deadline passed, it closed) settles that round and the node
-waits for the next; a refusal that concerns the party itself (not admitted, suspended, revoked, an
-agreement version it has not accepted) ends the service with the contract's own sentence: no later
-round could be submitted either.
+waits for the next; so does a problem of the party's own inputs for that round (a data file that
+does not load, a task that fails, hangs past its timeout or hands back the wrong layout: nothing is
+then pinned or sent), logged as a warning with its sentence. A refusal that concerns the party itself
+(not admitted, suspended, revoked, an agreement version it has not accepted) ends the service with
+the contract's own sentence: no later round could be submitted either.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,15 +34,17 @@ from ledger.chain.contract_errors import (
     FederationContractError,
     FederationNotParticipant,
 )
-from ledger.errors import ContentNotFoundError, LedgerError
+from ledger.errors import ContentNotFoundError, InvalidInputError, LedgerError
 from ledger.chain.federation import FederationClient
 from ledger.ipfs.store import ContentStore
 from ledger.types import Address
 from node.data import Dataset
-from node.participant import train_and_submit
+from node.participant import TaskInputs, fetch_round_config, train_and_submit
+from node.round_config import RoundConfig
 from node.services.backoff import is_transient
 from node.services.log import ServiceLog
 from node.services.metrics import ServiceMetrics
+from node.tasks.errors import TaskError
 
 PARTY_REFUSALS = (FederationNotParticipant, FederationAgreementNotAccepted)
 """Contract errors about the party, not the round: no round could take its update."""
@@ -56,17 +68,22 @@ class NodeService:
         *,
         federation: FederationClient,
         store: ContentStore,
-        data: Dataset,
+        data: Dataset | Callable[[], Dataset] | None = None,
+        task: TaskInputs | Callable[[], TaskInputs] | None = None,
         journal_dir: Path,
         log: ServiceLog,
         metrics: ServiceMetrics,
         device: torch.device | None = None,
     ) -> None:
+        """``data`` for built-in rounds and ``task`` for task rounds, each the thing itself or a function that
+        builds it when a round of its kind first needs it (its InvalidInputError then settles that round only,
+        and the next round of that kind calls it again); without one, rounds of that kind are settled."""
         if federation.account is None or isinstance(federation.account, str):
             raise ValueError("a node needs the party's own signing key")
         self.federation = federation
         self.store = store
         self.data = data
+        self.task = task
         self.journal_dir = journal_dir
         self.log = log
         self.metrics = metrics
@@ -79,8 +96,11 @@ class NodeService:
     def start(self) -> None:
         """Refuse a key that could not submit now, with the contract's reason; log the start."""
         check_membership(self.federation, self.me)
-        self.log.info("started", f"party {self.me} watches for open rounds with {len(self.data)} local samples.",
-                      samples=len(self.data))
+        if isinstance(self.data, Dataset):
+            self.log.info("started", f"party {self.me} watches for open rounds with {len(self.data)} local samples.",
+                          samples=len(self.data))
+        else:
+            self.log.info("started", f"party {self.me} watches for open rounds; it reads its data when a round needs it.")
 
     def step(self) -> bool:
         open_rounds = self.federation.open_round_ids()
@@ -104,24 +124,51 @@ class NodeService:
         self.settled.add(round_id)
         (self.log.warning if warn else self.log.info)(event, message, round=round_id)
 
+    def _built_in_data(self, round_id: int, config: RoundConfig) -> Dataset:
+        if self.data is None:
+            raise InvalidInputError(f"round {round_id} trains the built-in model {config.model!r}, but this node was "
+                                    "given no data for built-in rounds.")
+        if not isinstance(self.data, Dataset):
+            self.data = self.data()  # kept once it loads; a failure is tried again at the next built-in round
+        return self.data
+
+    def _task_inputs(self) -> TaskInputs | None:
+        if self.task is not None and not isinstance(self.task, TaskInputs):
+            self.task = self.task()
+        return self.task
+
     def _take_part(self, round_id: int) -> None:
         federation = self.federation
         if federation.has_submitted(round_id, self.me):
             self._settle(round_id, "already-submitted", f"round {round_id}: this party's update is already on chain.")
             return
         try:
-            federation.check_can_submit(round_id, samples=len(self.data))
+            # The contract judges no sample count: 1 is a placeholder (as train_and_submit's for a task round), so a
+            # round this party may not take part in is settled before its data is read; train_and_submit checks
+            # again with the real count.
+            federation.check_can_submit(round_id, samples=1)
         except PARTY_REFUSALS:
             raise
         except FederationContractError as refusal:
             self._settle(round_id, "not-taking-part", f"round {round_id}: not taking part: {refusal}")
             return
-        if round_id not in self.waiting:
-            self.log.info("training", f"round {round_id}: fetching the base model and training on {len(self.data)} samples.",
-                          round=round_id, samples=len(self.data))
         try:
+            config = fetch_round_config(self.store, federation.round(round_id).config_hash)
+            data: Dataset | None = None
+            task: TaskInputs | None = None
+            if config.task is None:
+                data = self._built_in_data(round_id, config)
+                if round_id not in self.waiting:
+                    self.log.info("training", f"round {round_id}: fetching the base model and training on {len(data)} samples.",
+                                  round=round_id, samples=len(data))
+            else:
+                task = self._task_inputs()
+                if round_id not in self.waiting:
+                    given = "no data path" if task is None or task.data_path is None else f"data {task.data_path}"
+                    self.log.info("training", f"round {round_id}: fetching task {config.model} ({config.task.cid}) and "
+                                  f"running it on {given}.", round=round_id, task=config.task.cid)
             outcome = train_and_submit(
-                federation=federation, store=self.store, round_id=round_id, data=self.data,
+                federation=federation, store=self.store, round_id=round_id, data=data, task=task,
                 journal_dir=self.journal_dir, device=self.device, progress=False,
             )
         except PARTY_REFUSALS:
@@ -135,10 +182,11 @@ class NodeService:
                 self.log.warning("waiting-for-content", f"round {round_id}: {missing} Trying again at each poll.",
                                  round=round_id)
             return
-        except LedgerError as problem:
+        except LedgerError as problem:  # a task that failed, a data file that does not load, a config it cannot read
             if is_transient(problem):
                 raise
-            self._settle(round_id, "cannot-take-part", f"round {round_id}: cannot take part: {problem}", warn=True)
+            event = "task-failed" if isinstance(problem, TaskError) else "cannot-take-part"
+            self._settle(round_id, event, f"round {round_id}: cannot take part: {problem}", warn=True)
             return
         self.waiting.discard(round_id)
         self.settled.add(round_id)
