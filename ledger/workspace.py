@@ -51,6 +51,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "FEDLEDGER_RPC": ("chain", "rpc"),
     "FEDLEDGER_STORE": ("store", "backend"),
     "FEDLEDGER_IPFS_API": ("store", "api"),
+    "FEDLEDGER_STORE_AUTH": ("store", "auth"),  # the store's secret: only ever from the environment
 }
 
 

@@ -16,6 +16,11 @@ Uploads stream from the socket into the store, so a large body is never held in 
 (``cat``, ``get``, ``dag/export``) are verified against the CID before the first byte is sent:
 content up to 16 MiB is read once and held, larger content is checked in a first pass and
 re-checked block by block as it is sent.
+
+Who may call what is Kubo's ``API.Authorizations`` (:mod:`ledger.ipfs.auth`): with authorizations
+given, every request first shows a secret allowed its path, else it is answered 403 as Kubo
+answers. Header and idle timeouts and a connection cap bound what slow or idle clients can hold
+(:mod:`ledger.ipfs.serving`).
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ledger.ipfs import kubo_rpc
+from ledger.ipfs.auth import DENIED, Authorizations
 from ledger.ipfs.car import car_pieces
 from ledger.ipfs.cid import RAW, cid_to_bytes, read_cid_version, spell_cid
 from ledger.errors import LedgerError, StoreError
 from ledger.ipfs.http import BodyError, ChunkedReader, ChunkedWriter, LimitedReader, boundary_of, iter_parts
 from ledger.ipfs.identity import PeerIdentity, load_identity
 from ledger.ipfs.kubo_rpc import ParseError, Refused, Request
+from ledger.ipfs.serving import LimitedHandlerMixin, LimitedServerMixin, ServerLimits, stderr_notes
 from ledger.ipfs.store.embedded import EmbeddedStore
 from ledger.types import Cid
 from ledger.ipfs.unixfs import decode_node, hash_stream, walk_dag
@@ -48,6 +55,7 @@ HOLD_LIMIT = 16 * 1024 * 1024
 PROGRESS_STEP = 256 * 1024  # Kubo's progressReaderIncrement
 _ALLOW = "OPTIONS, POST"
 _EXPOSED = "X-Stream-Output, X-Chunked-Output, X-Content-Length"
+REFUSED_BODY_READ = 256 * 1024  # of a refused request's body, read so the client sees the answer (as Go does)
 
 
 def _json_line(document: Any) -> bytes:
@@ -100,11 +108,12 @@ class _Progress:
         return data
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LimitedHandlerMixin, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fedledger-ipfs"
     store: EmbeddedStore  # set on the subclass made by make_server
     identity: PeerIdentity
+    authorizations: Authorizations | None = None  # None: everyone may call everything, as Kubo without any
     quiet = True
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -114,6 +123,8 @@ class _Handler(BaseHTTPRequestHandler):
     # -- methods ----------------------------------------------------------------------------
     def do_OPTIONS(self) -> None:
         self._begin()
+        if not self._authorized():
+            return
         self._drain()
         self.send_response(HTTPStatus.NO_CONTENT)
         self.send_header("Allow", _ALLOW)
@@ -121,6 +132,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _not_allowed(self) -> None:
         self._begin()
+        if not self._authorized():
+            return
         self._drain()
         if not urlsplit(self.path).path.startswith("/api/v0/"):
             self._send_text(HTTPStatus.NOT_FOUND, "404 page not found")
@@ -131,6 +144,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._begin()
+        if not self._authorized():
+            return
         url = urlsplit(self.path)
         found = _route(url.path)
         if found is None:
@@ -171,12 +186,30 @@ class _Handler(BaseHTTPRequestHandler):
                 self._body_stream = LimitedReader(self.rfile, int(self.headers.get("Content-Length") or 0))  # type: ignore[arg-type]
         return self._body_stream
 
-    def _drain(self) -> None:
-        """Read what is left of the request body, so the client sees the answer, not a reset."""
+    def _authorized(self) -> bool:
+        """Whether the request's secret allows its path; if not, answered 403 as Kubo answers."""
+        if self.authorizations is None:
+            return True
+        try:
+            if self.authorizations.allows(self.headers.get("Authorization"), urlsplit(self.path).path):
+                return True
+            self._drain(limit=REFUSED_BODY_READ)  # a refused client may not make the server read its upload
+            self._send_text(HTTPStatus.FORBIDDEN, DENIED)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        return False
+
+    def _drain(self, *, limit: int | None = None) -> None:
+        """Read what is left of the request body, so the client sees the answer, not a reset; past
+        ``limit`` bytes, stop and close the connection after the answer instead."""
         try:
             body = self._body()
-            while body.read(1 << 20):
-                pass
+            read = 0
+            while piece := body.read(1 << 20 if limit is None else min(1 << 16, limit - read + 1)):
+                read += len(piece)
+                if limit is not None and read > limit:
+                    self.close_connection = True
+                    return
         except (BodyError, ValueError, OSError):
             self.close_connection = True
 
@@ -514,24 +547,50 @@ def _route(path: str) -> tuple[str, list[str]] | None:
     return None
 
 
-def make_server(store: EmbeddedStore, *, port: int = 5001, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    """A server bound to ``host:port`` (port 0 picks a free one); call ``serve_forever`` to run it."""
-    handler = type("Handler", (_Handler,), {"store": store, "identity": load_identity(store.root)})
+class StoreServer(LimitedServerMixin, ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` with the limits of :mod:`ledger.ipfs.serving`."""
+
+    daemon_threads = True
+
+
+def make_server(
+    store: EmbeddedStore,
+    *,
+    port: int = 5001,
+    host: str = "127.0.0.1",
+    authorizations: Authorizations | None = None,
+    limits: ServerLimits = ServerLimits(),
+    note: Callable[[str], None] | None = None,
+) -> StoreServer:
+    """A server bound to ``host:port`` (port 0 picks a free one); call ``serve_forever`` to run it.
+
+    ``authorizations``: who may call what (None: anyone, everything); ``limits``: its timeouts and
+    connection cap; ``note``: where its one-line notes go (stderr by default).
+    """
+    limits = limits.checked()
+    handler = type("Handler", (_Handler,), {"store": store, "identity": load_identity(store.root),
+                                           "authorizations": authorizations})
     try:
-        server = ThreadingHTTPServer((host, port), handler)
+        server = StoreServer((host, port), handler)
     except OSError as error:
         raise StoreError(
             f"cannot listen on {host}:{port} ({error.strerror}); choose another --port or stop what uses it."
         ) from error
-    server.daemon_threads = True
+    server.init_limits(limits, note or stderr_notes("fedledger ipfs serve"))
     return server
 
 
 def serve(
-    store: EmbeddedStore, *, port: int = 5001, host: str = "127.0.0.1", ready: Callable[[str], None] | None = None
+    store: EmbeddedStore,
+    *,
+    port: int = 5001,
+    host: str = "127.0.0.1",
+    ready: Callable[[str], None] | None = None,
+    authorizations: Authorizations | None = None,
+    limits: ServerLimits = ServerLimits(),
 ) -> None:
     """Serve until SIGTERM or SIGINT; ``ready`` gets the listening multiaddr once it accepts."""
-    server = make_server(store, port=port, host=host)
+    server = make_server(store, port=port, host=host, authorizations=authorizations, limits=limits)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     worker = threading.Thread(target=server.serve_forever, name="ipfs-api", daemon=True)

@@ -8,6 +8,7 @@ store with no workspace at all.
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,9 @@ import typer
 from ledger.ipfs.car import export_car
 from ledger.ipfs.cid import parse_cid
 from ledger.errors import InvalidInputError
-from ledger.ipfs.store import ContentStore, EmbeddedStore, KuboStore, open_store
+from ledger.ipfs.auth import Authorizations, load_authorizations, parse_authorizations
+from ledger.ipfs.serving import ServerLimits
+from ledger.ipfs.store import ContentStore, EmbeddedStore, KuboStore, open_store, store_auth_from_env
 from ledger.types import Cid
 from ledger.workspace import Workspace
 from node.cli._common import (
@@ -32,6 +35,7 @@ from node.cli._common import (
 RepoOption = Annotated[
     Path | None, typer.Option("--repo", help="Use the embedded store in this folder (no workspace needed).")
 ]
+AUTHORIZATIONS_ENV = "FEDLEDGER_IPFS_AUTHORIZATIONS"
 ApiOption = Annotated[
     str | None,
     typer.Option("--ipfs-api", help="Use the Kubo RPC API at this address (/ip4/127.0.0.1/tcp/5001 or http://…)."),
@@ -45,13 +49,26 @@ def _store_opener(workdir: Path | None, repo: Path | None, api: str | None) -> C
     if repo is not None:
         return lambda: EmbeddedStore(repo)
     if api is not None:
-        return lambda: KuboStore(api)
+        return lambda: KuboStore(api, auth=store_auth_from_env())
     workspace = Workspace.find(workdir)
     return lambda: open_store(workspace)
 
 
 def _store(workdir: Path | None, repo: Path | None, api: str | None) -> ContentStore:
     return _store_opener(workdir, repo, api)()
+
+
+def serve_authorizations(auth_file: Path | None) -> Authorizations | None:
+    """The authorizations ``ipfs serve`` enforces: from ``--auth-file`` or ``$FEDLEDGER_IPFS_AUTHORIZATIONS``
+    (never from the command line itself), or None for none."""
+    from_env = os.environ.get(AUTHORIZATIONS_ENV, "").strip()
+    if auth_file is not None and from_env:
+        raise InvalidInputError(f"both --auth-file and ${AUTHORIZATIONS_ENV} name authorizations; give only one of them.")
+    if auth_file is not None:
+        return load_authorizations(auth_file)
+    if from_env:
+        return parse_authorizations(from_env, source=f"${AUTHORIZATIONS_ENV}")
+    return None
 
 
 def checked_weights(path: Path, model: str | None) -> bytes:
@@ -104,14 +121,23 @@ def register(app: typer.Typer) -> None:
     def serve(
         port: Annotated[int, typer.Option(help="TCP port (0 picks a free one).")] = 5001,
         host: Annotated[str, typer.Option(help="IPv4 address to listen on; 0.0.0.0 serves other machines too.")] = "127.0.0.1",
+        auth_file: Annotated[Path | None, typer.Option(
+            "--auth-file", help="JSON file of Kubo's API.Authorizations: named secrets, each allowed a list of RPC "
+            "paths (or $FEDLEDGER_IPFS_AUTHORIZATIONS).")] = None,
+        insecure: Annotated[bool, typer.Option(
+            "--insecure", help="Serve a --host other than loopback without authorizations (anyone who reaches "
+            "the port may add and unpin).")] = False,
+        header_timeout: Annotated[float, typer.Option(help="Seconds a request's headers may take to arrive.")] = ServerLimits.header_timeout_s,
+        idle_timeout: Annotated[float, typer.Option(help="Seconds a connection may wait idle, or a request stall.")] = ServerLimits.idle_timeout_s,
+        max_connections: Annotated[int, typer.Option(help="Connections served at once; more are answered 503.")] = ServerLimits.max_connections,
         repo: RepoOption = None,
         workdir: WorkdirOption = None,
     ) -> None:
         """Serve the embedded store over the subset of Kubo's RPC API fedledger uses, until Ctrl-C or SIGTERM.
 
-        Like Kubo's RPC API it has no authentication: anyone who reaches it can add and pin content
-        (reads are still verified against their CIDs). Keep it on 127.0.0.1 unless a firewall or VPN
-        limits who can reach the host.
+        Without authorizations, like Kubo's RPC API by default, anyone who reaches it can add, pin and
+        unpin content (reads are still verified against their CIDs): so a --host other than loopback
+        needs --auth-file (or $FEDLEDGER_IPFS_AUTHORIZATIONS), or --insecure to say you mean it.
         """
         from ledger.ipfs.server import serve as run_server
 
@@ -119,19 +145,29 @@ def register(app: typer.Typer) -> None:
             address = ipaddress.IPv4Address(host)
         except ValueError:
             raise InvalidInputError(f"--host must be an IPv4 address such as 127.0.0.1 or 0.0.0.0, not {host!r}.") from None
+        limits = ServerLimits(header_timeout_s=header_timeout, idle_timeout_s=idle_timeout,
+                              max_connections=max_connections).checked()
+        authorizations = serve_authorizations(auth_file)
+        if authorizations is None and not address.is_loopback and not insecure:
+            raise InvalidInputError(
+                f"--host {host} would let anyone who reaches port {port} add and unpin content; give --auth-file "
+                f"(or ${AUTHORIZATIONS_ENV}) with Kubo's API.Authorizations, or add --insecure if a firewall or VPN "
+                "already limits who can reach it."
+            )
         store = EmbeddedStore(repo if repo is not None else Workspace.find(workdir).store_dir)
-        if not address.is_loopback:
-            console.print(f"[yellow]note:[/] serving on {host} without authentication; anyone who can reach "
-                          f"port {port} can add and pin content.", soft_wrap=True, highlight=False)
+        if authorizations is None and not address.is_loopback:
+            console.print(f"[yellow]note:[/] serving on {host} without authentication (--insecure); anyone who can "
+                          f"reach port {port} can add, pin and unpin content.", soft_wrap=True, highlight=False)
 
         def ready(multiaddr: str) -> None:
             port_number = multiaddr.rsplit("/", 1)[-1]
             url_host = "127.0.0.1" if address.is_unspecified else host
+            access = f", {len(authorizations)} authorization(s)" if authorizations is not None else ""
             sys.stdout.write(f"fedledger ipfs serve: listening on {multiaddr} (http://{url_host}:{port_number}), "
-                             f"repo {store.root}\n")
+                             f"repo {store.root}{access}\n")
             sys.stdout.flush()
 
-        run_server(store, port=port, host=host, ready=ready)
+        run_server(store, port=port, host=host, ready=ready, authorizations=authorizations, limits=limits)
         console.print("stopped.")
 
     @ipfs.command("add")

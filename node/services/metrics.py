@@ -2,16 +2,38 @@
 
 Each process keeps its own registry, so tests and benchmarks that run several services in one
 interpreter do not mix their counts. The endpoint listens on 127.0.0.1 unless told otherwise:
-like the rest of fedledger's servers it has no authentication.
+like the rest of fedledger's servers it has no authentication. It keeps the header and idle
+timeouts and the connection cap of :mod:`ledger.ipfs.serving` (a scraper needs one connection).
 """
 
 from __future__ import annotations
 
-from wsgiref.simple_server import WSGIServer
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from ledger.errors import InvalidInputError
+from ledger.ipfs.serving import LimitedHandlerMixin, LimitedServerMixin, ServerLimits, stderr_notes
+
+METRICS_LIMITS = ServerLimits(header_timeout_s=10.0, idle_timeout_s=30.0, max_connections=32)
+
+
+class _MetricsServer(LimitedServerMixin, ThreadingWSGIServer):
+    daemon_threads = True
+
+
+class _MetricsServer6(_MetricsServer):
+    address_family = socket.AF_INET6
+
+
+class _MetricsHandler(LimitedHandlerMixin, WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - a line per scrape is noise
+        pass
 
 
 class ServiceMetrics:
@@ -37,13 +59,19 @@ class ServiceMetrics:
     def set_actor(self, actor: str | None) -> None:
         self.info.info({"service": self.service, "actor": actor or ""})
 
-    def serve(self, port: int, *, host: str = "127.0.0.1") -> WSGIServer:
-        """Serve ``/metrics`` on ``host:port`` (0: a free port, see ``server_port``) from a daemon thread."""
+    def serve(self, port: int, *, host: str = "127.0.0.1", limits: ServerLimits = METRICS_LIMITS,
+              note: Callable[[str], None] | None = None) -> WSGIServer:
+        """Serve ``/metrics`` on ``host:port`` (0: a free port, see ``server_port``) from a daemon thread;
+        ``note`` gets its one-line notes (stderr by default)."""
+        limits = limits.checked()
+        server_class = _MetricsServer6 if ":" in host else _MetricsServer
         try:
-            server, _ = start_http_server(port, addr=host, registry=self.registry)
+            server = make_server(host, port, make_wsgi_app(self.registry), server_class, handler_class=_MetricsHandler)
         except OSError as error:  # the port is taken, or the address is not this machine's
             raise InvalidInputError(
                 f"cannot serve metrics on {host}:{port} ({error.strerror or error}); choose a free --metrics-port "
                 "(0 picks one) or another --metrics-host."
             ) from None
+        server.init_limits(limits, note or stderr_notes(f"fedledger {self.service} metrics"))
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
         return server

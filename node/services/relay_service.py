@@ -20,11 +20,18 @@ Answers: 200 ``{"recorded": true, "tx_hash", "block", "gas_used", "relayer", "ro
 503 (the chain or store failed) or 504 (no receipt in time). ``GET /health``: the relay's settings
 and counts. Like every fedledger server it has no authentication and listens on 127.0.0.1 unless
 told otherwise.
+
+Every update costs the relay a store lookup, a signature check and chain reads, so ``POST /updates``
+is rate limited before any of them (:class:`RateLimiter`): per client address and for all clients
+together, each a bucket of ``rate × BURST_SECONDS`` requests refilled at ``rate`` per second; a
+request over either answers 429 ``RateLimited`` with ``Retry-After``. The HTTP server keeps the
+header and idle timeouts and the connection cap of :mod:`ledger.ipfs.serving`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,6 +45,7 @@ from ledger.ipfs.cid import parse_cid
 from ledger.contract_constants import MAX_BATCH_SIZE
 from ledger.errors import ChainError, ContentNotFoundError, ContractRevertError, InvalidInputError, LedgerError, StoreError
 from ledger.chain.federation import RECEIPT_TIMEOUT, FederationClient, SignedUpdate, TxResult
+from ledger.ipfs.serving import LimitedHandlerMixin, LimitedServerMixin, ServerLimits, ThrottledNotes
 from ledger.ipfs.store import ContentStore
 from node.services.log import ServiceLog
 
@@ -45,6 +53,10 @@ PATH = "/updates"
 HEALTH_PATH = "/health"
 MAX_BODY_BYTES = 16 * 1024  # a request is a few hundred bytes
 FIELDS = ("participant", "round", "cid", "samples", "metrics_hash", "epsilon_micros", "deadline", "signature")
+BURST_SECONDS = 10.0  # a bucket holds this many seconds' worth of requests
+MAX_TRACKED_ADDRESSES = 10_000
+# Each waiting party holds its connection until its batch is mined: a higher cap than other servers'.
+RELAY_LIMITS = ServerLimits(header_timeout_s=10.0, idle_timeout_s=60.0, max_connections=512)
 
 
 class RelayTimeoutError(ChainError):
@@ -128,6 +140,83 @@ class RelayCounts:
     recorded: int = 0
     rejected: int = 0  # at check time and by the contract
     gas_used: int = 0
+    rate_limited: int = 0
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Requests per second allowed from one client address and from all together, and the bursts."""
+
+    per_address: float = 10.0
+    total: float = 100.0
+    per_address_burst: float | None = None  # None: per_address × BURST_SECONDS
+    total_burst: float | None = None
+
+    def checked(self) -> RateLimits:
+        for flag, value in (("--rate-limit", self.per_address), ("--global-rate-limit", self.total)):
+            if not value > 0:
+                raise InvalidInputError(f"{flag} must be a number of requests per second above 0, not {value}.")
+        return self
+
+
+class _Bucket:
+    """A token bucket: ``burst`` requests at once, refilled at ``rate`` a second."""
+
+    __slots__ = ("tokens", "stamp")
+
+    def __init__(self, burst: float, now: float) -> None:
+        self.tokens, self.stamp = burst, now
+
+    def take(self, rate: float, burst: float, now: float) -> float:
+        """0 if a request may pass now (and count it), else the seconds until one may."""
+        self.tokens = min(burst, self.tokens + (now - self.stamp) * rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / rate
+
+
+class RateLimiter:
+    """Per client address and global token buckets; :meth:`wait_for` says whether a request may pass."""
+
+    def __init__(self, limits: RateLimits, *, clock: Any = time.monotonic) -> None:
+        self.limits = limits.checked()
+        self._address_burst = limits.per_address_burst or max(1.0, limits.per_address * BURST_SECONDS)
+        self._total_burst = limits.total_burst or max(1.0, limits.total * BURST_SECONDS)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._total = _Bucket(self._total_burst, clock())
+        self._addresses: dict[str, _Bucket] = {}
+
+    def wait_for(self, address: str) -> tuple[float, str]:
+        """(0, "") when a request from ``address`` may pass now (it is counted); else the seconds to
+        wait and which limit it met ("address" or "global")."""
+        with self._lock:
+            now = self._clock()
+            bucket = self._addresses.get(address)
+            if bucket is None:
+                if len(self._addresses) >= MAX_TRACKED_ADDRESSES:
+                    self._forget_idle(now)
+                bucket = self._addresses[address] = _Bucket(self._address_burst, now)
+            # Peek at the global bucket first: a request refused globally does not use up its address's share.
+            self._total.tokens = min(self._total_burst, self._total.tokens + (now - self._total.stamp) * self.limits.total)
+            self._total.stamp = now
+            if self._total.tokens < 1:
+                return (1 - self._total.tokens) / self.limits.total, "global"
+            wait = bucket.take(self.limits.per_address, self._address_burst, now)
+            if wait:
+                return wait, "address"
+            self._total.tokens -= 1
+            return 0.0, ""
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop addresses whose bucket has refilled (they are as new); if none has, drop them all."""
+        rate, burst = self.limits.per_address, self._address_burst
+        self._addresses = {address: bucket for address, bucket in self._addresses.items()
+                           if bucket.tokens + (now - bucket.stamp) * rate < burst}
+        if len(self._addresses) >= MAX_TRACKED_ADDRESSES:
+            self._addresses.clear()
 
 
 class Relay:
@@ -141,6 +230,7 @@ class Relay:
         batch_size: int,
         max_wait_s: float,
         log: ServiceLog,
+        rate_limits: RateLimits = RateLimits(),
     ) -> None:
         check_batch_size(batch_size)
         if max_wait_s < 0:
@@ -151,6 +241,7 @@ class Relay:
         self.max_wait_s = max_wait_s
         self.log = log
         self.counts = RelayCounts()
+        self.limiter = RateLimiter(rate_limits)
         self._queue: list[_Item] = []
         self._changed = threading.Condition()
         self._closing = False
@@ -181,6 +272,8 @@ class Relay:
             "chain_id": self.federation.chain_id, "batch_size": self.batch_size, "max_wait": self.max_wait_s,
             "queued": queued, "batches": self.counts.batches, "recorded": self.counts.recorded,
             "rejected": self.counts.rejected, "gas_used": self.counts.gas_used,
+            "rate_limited": self.counts.rate_limited, "rate_limit": self.limiter.limits.per_address,
+            "global_rate_limit": self.limiter.limits.total,
         }
 
     def submit(self, round_id: int, update: SignedUpdate) -> dict[str, Any]:
@@ -315,7 +408,7 @@ def _status_code(error: LedgerError) -> int:
     return 422
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LimitedHandlerMixin, BaseHTTPRequestHandler):
     relay: Relay
     server_version = "fedledger-relay"
     protocol_version = "HTTP/1.1"
@@ -323,16 +416,31 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the service log says what matters
         pass
 
-    def _reply(self, status: int, document: dict[str, Any]) -> None:
+    def _reply(self, status: int, document: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         body = json.dumps(document, sort_keys=True).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
         self.end_headers()
         self.wfile.write(body)
 
-    def _refuse(self, status: int, error: str, message: str) -> None:
-        self._reply(status, {"recorded": False, "error": error, "message": message})
+    def _refuse(self, status: int, error: str, message: str, headers: dict[str, str] | None = None) -> None:
+        self._reply(status, {"recorded": False, "error": error, "message": message}, headers)
+
+    def _rate_limited(self) -> bool:
+        """Whether the request is over a rate limit; if so, answered 429 with Retry-After."""
+        wait, which = self.relay.limiter.wait_for(str(self.client_address[0]))
+        if not wait:
+            return False
+        with self.relay._changed:
+            self.relay.counts.rate_limited += 1
+        seconds = max(1, math.ceil(wait))
+        whose = ("this address has sent more updates than the relay's --rate-limit allows" if which == "address"
+                 else "the relay is taking more updates than its --global-rate-limit allows")
+        self._refuse(429, "RateLimited", f"{whose}; send it again in {seconds} s.", {"Retry-After": str(seconds)})
+        return True
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         if self.path.rstrip("/") == HEALTH_PATH:
@@ -354,6 +462,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(413, "RequestTooLarge", f"the request body must be 1 to {MAX_BODY_BYTES} bytes, not {length}.")
             return
         body = self.rfile.read(length)
+        if self._rate_limited():  # before the store, the signature and the chain are asked anything
+            return
         participant = "?"
         try:
             round_id, update = parse_request(body)
@@ -367,15 +477,23 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, answer)
 
 
-def make_server(relay: Relay, *, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    """The relay's HTTP server bound to ``host:port`` (0: a free port); run ``serve_forever``."""
+class RelayServer(LimitedServerMixin, ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` with the limits of :mod:`ledger.ipfs.serving`."""
+
+    daemon_threads = True
+
+
+def make_server(relay: Relay, *, port: int, host: str = "127.0.0.1", limits: ServerLimits = RELAY_LIMITS) -> RelayServer:
+    """The relay's HTTP server bound to ``host:port`` (0: a free port); run ``serve_forever``. Its notes
+    (a client that reset or timed out, one turned away) go to the relay's log, one line each."""
+    limits = limits.checked()
     handler = type("Handler", (_Handler,), {"relay": relay})
     try:
-        server = ThreadingHTTPServer((host, port), handler)
+        server = RelayServer((host, port), handler)
     except OSError as error:
         raise InvalidInputError(
             f"cannot listen on {host}:{port} ({error.strerror or error}); choose another --port (0 picks a free one) "
             "or stop what uses it."
         ) from None
-    server.daemon_threads = True
+    server.init_limits(limits, ThrottledNotes(lambda line: relay.log.warning("connection", line)))
     return server

@@ -7,6 +7,6 @@ workspace, the default) and :class:`KuboStore` (Kubo's RPC API, or ``fedledger i
 from ledger.ipfs.store.base import ContentStore
 from ledger.ipfs.store.embedded import EmbeddedStore
 from ledger.ipfs.store.factory import open_store
-from ledger.ipfs.store.kubo import KuboStore
+from ledger.ipfs.store.kubo import KuboStore, store_auth_from_env
 
-__all__ = ["ContentStore", "EmbeddedStore", "KuboStore", "open_store"]
+__all__ = ["ContentStore", "EmbeddedStore", "KuboStore", "open_store", "store_auth_from_env"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ledger.errors import ConfigError
 from ledger.ipfs.store.base import ContentStore
 from ledger.ipfs.store.embedded import EmbeddedStore
-from ledger.ipfs.store.kubo import KuboStore
+from ledger.ipfs.store.kubo import AUTH_ENV, KuboStore
 from ledger.workspace import Workspace
 
 
@@ -15,7 +15,12 @@ def open_store(workspace: Workspace) -> ContentStore:
     if backend == "embedded":
         return EmbeddedStore(workspace.store_dir)
     if backend == "kubo":
-        return KuboStore(str(workspace.get("store", "api")))
+        if "auth" in workspace.config.get("store", {}):
+            raise ConfigError(
+                f"{workspace.config_path} holds the store's secret in clear ([store] auth); remove that line and "
+                f"set ${AUTH_ENV} in the environment instead."
+            )
+        return KuboStore(str(workspace.get("store", "api")), auth=workspace.get("store", "auth"))
     raise ConfigError(
         f"store backend {backend!r} in {workspace.config_path} is unknown; "
         "set store.backend in fedledger.toml to \"embedded\" or \"kubo\"."

@@ -5,12 +5,18 @@ every Kubo newer than 0.8. Content is always added with Kubo's CIDv1 defaults (r
 256 KiB chunks) so this backend and the embedded one name the same bytes alike, and nothing
 the API returns is trusted: the CID of every add and the bytes of every read are recomputed
 here.
+
+A store whose API asks for a secret (Kubo's ``API.Authorizations``, or ``ipfs serve --auth-file``)
+gets it from ``$FEDLEDGER_STORE_AUTH`` (``bearer:TOKEN`` or ``basic:USER:PASSWORD``, as Kubo's own
+``--api-auth`` takes it): it is sent as the ``Authorization`` header of every call, and never
+written to ``fedledger.toml``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +27,7 @@ import ipfshttpclient
 import requests
 from ipfshttpclient import exceptions as ipfs_errors
 
+from ledger.ipfs.auth import authorization_header
 from ledger.ipfs.cid import cid_to_bytes, parse_cid, read_cid
 from ledger.errors import (
     ConfigError,
@@ -38,6 +45,12 @@ _ADD_OPTIONS = {"cid-version": 1, "raw-leaves": True, "chunker": "size-262144"}
 _UPLOAD_PIECE = 256 * 1024  # upload pieces (ipfshttpclient sends 8 KiB by default: 13,000 HTTP chunks per 100 MiB)
 _NOT_FOUND = ("not found", "not in the store", "no link named", "could not resolve")
 _TAMPERED = ("does not hash", "integrity")
+AUTH_ENV = "FEDLEDGER_STORE_AUTH"
+
+
+def store_auth_from_env() -> str | None:
+    """The store's secret from ``$FEDLEDGER_STORE_AUTH`` (None when unset or empty)."""
+    return os.environ.get(AUTH_ENV, "").strip() or None
 
 
 def api_multiaddr(api: str) -> str:
@@ -62,10 +75,19 @@ def api_multiaddr(api: str) -> str:
 class KuboStore:
     """Kubo's RPC API at ``api`` (a multiaddr or an http URL)."""
 
-    def __init__(self, api: str, *, timeout: float = 120.0) -> None:
+    def __init__(self, api: str, *, timeout: float = 120.0, auth: str | None = None) -> None:
+        """``auth``: a Kubo secret (``bearer:TOKEN``, ``basic:USER:PASSWORD``) sent with every call."""
         self.api = api
+        headers = {}
+        if auth:
+            try:
+                headers["Authorization"] = authorization_header(auth)
+            except ValueError as error:
+                raise ConfigError(f"the store secret (${AUTH_ENV}) is not usable: {error}; "
+                                  "give bearer:TOKEN or basic:USER:PASSWORD.") from None
         try:
-            self._client = ipfshttpclient.Client(api_multiaddr(api), timeout=timeout, chunk_size=_UPLOAD_PIECE)
+            self._client = ipfshttpclient.Client(api_multiaddr(api), timeout=timeout, chunk_size=_UPLOAD_PIECE,
+                                                 headers=headers)
         except ipfs_errors.AddressError as error:
             raise ConfigError(
                 f"{api!r} is not an IPFS API address; give one like /ip4/127.0.0.1/tcp/5001 or http://127.0.0.1:5001."
@@ -99,6 +121,14 @@ class KuboStore:
                     "repair that store or add the content again."
                 ) from error
             raise StoreError(f"the IPFS API at {self.api} refused to {what}: {message}") from error
+        except ipfs_errors.StatusError as error:
+            status = getattr(getattr(error.original, "response", None), "status_code", None)
+            if status in (401, 403):
+                raise StoreError(
+                    f"the IPFS API at {self.api} denied access to {what} ({status}); set ${AUTH_ENV} to a secret "
+                    "it allows for that (bearer:TOKEN or basic:USER:PASSWORD, as named in its API.Authorizations)."
+                ) from error
+            raise StoreError(f"the IPFS API at {self.api} failed to {what} ({error}); check that it is a Kubo RPC API.") from error
         except (ipfs_errors.ProtocolError, requests.RequestException) as error:
             # The connection dropped before or during the answer (requests raises the latter itself).
             raise StoreError(
