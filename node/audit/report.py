@@ -287,7 +287,10 @@ def render_html(report: dict[str, Any]) -> str:
     verify = report["verify"]
     story = report["rounds"]
     status = "ok" if verify["ok"] else "fail"
-    if verify["ok"]:
+    if verify["ok"] and verify.get("found"):
+        banner = (f"None of {verify['checked']} checks failed; {verify['found']} finding(s) against parties whose "
+                  "updates no aggregate used (listed below).")
+    elif verify["ok"]:
         banner = f"All {verify['checked']} checks passed."
     elif verify["failed"]:
         banner = f"{verify['failed']} of {verify['checked']} checks FAILED."
@@ -355,7 +358,8 @@ def render_html(report: dict[str, Any]) -> str:
         "<h2>Verification</h2>",
         f"<div class='banner {status}'><span class='{status}'>{banner}</span></div>",
         _table(
-            [{**c, "result": "pass" if c["ok"] else "NOT CHECKED" if c["unchecked"] else "FAIL"}
+            [{**c, "result": "pass" if c["ok"] else "NOT CHECKED" if c["unchecked"]
+              else "FINDING" if c.get("finding") and not verify.get("strict") else "FAIL"}
              for c in sorted(verify["checks"], key=lambda c: (c["ok"], c["unchecked"]))],
             ["result", "check", "what", "round_id", "block", "tx_hash", "cid"],
             css_id="checks",

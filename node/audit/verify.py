@@ -12,10 +12,13 @@ Checks, each one a ``Check`` row (passed or failed, naming round, block, transac
   submission's block (membership replayed event by event from the index). A submission relayed in
   a batch (``submitUpdates``) names its relayer (``relayer``, from the transaction's UpdatesRelayed).
 - ``metrics``: the metrics in each update's metadata hash to the metrics hash recorded on chain.
+  A party's own false claim (a blob that is not a weights file, metrics that do not back its hash)
+  about an update that no aggregate used is a finding against that party, not a failure (below).
 - ``receipt``: a finalized round's receipt names this round, its base, its config and its global
   model, and lists only updates submitted in this round, with their CIDs and claimed samples.
-- ``strategy``: the receipt's strategy parameters equal those of the round config (fetched by the
-  config hash recorded on chain).
+- ``strategy``: the receipt's strategy parameters equal those the round config's strategy resolves
+  to (fetched by the config hash recorded on chain; ``{"name": "krum"}`` is Krum with its default
+  ``f`` and ``m``, as the aggregator ran it).
 - ``aggregate``: recomputing the round with the same pure code (``node.aggregator``) from the
   updates that were eligible gives exactly the recorded global model CID and the whole receipt
   (so its CID): every field that differs is named (the round, base, config, global model and
@@ -29,7 +32,7 @@ Checks, each one a ``Check`` row (passed or failed, naming round, block, transac
   to millionths, and that recomputation is within the budget (``node.audit.privacy``).
 - ``envelope`` (sealed rounds, no key needed): each update is an envelope of its submitter for this
   round, sealed to exactly the recipients' keys registered on chain at the round's opening block;
-  one that is not passes only if the receipt does not include it.
+  one that is not is a finding against its party when no aggregate used it, a failure otherwise.
 - ``sealed``: a sealed round whose aggregate this auditor could not recompute, because it holds no
   recipient's key (``verify_ledger(decryption_key=...)``, ``audit verify --key NAME``): a plain
   statement, not a failure. With a recipient's key the round is opened and recomputed like any other
@@ -45,6 +48,17 @@ Checks, each one a ``Check`` row (passed or failed, naming round, block, transac
 
 A task round (its config's ``task``) is checked like any other, with the layout its base model file
 gives (``node.aggregator.round_base``): no task code runs in an audit.
+
+**Findings against parties.** A party can record anything on chain: a blob that is not a weights
+file, a metrics hash its update does not back, an envelope sealed to the wrong keys. When no
+aggregate used that update (a finalized round's receipt does not include it, or the round closed
+or is still open without an aggregate), the federation did the right thing with it: the failed
+``metrics`` or ``envelope`` check is then a *finding* against the party (``Check.finding``, listed in
+``VerifyReport.findings``), not a failure, so one party cannot make every audit fail. With
+``strict`` (``audit verify --strict``) findings count as failures. The same checks on an update a
+receipt includes stay failures, as do every ``privacy`` check (an under-declared or overspent ε is a
+false record of the party's privacy loss whether or not its update was aggregated: the update was
+published) and every check of what the chain, the aggregator or the store did.
 """
 
 from __future__ import annotations
@@ -109,6 +123,11 @@ class Check:
     participant: str | None = None
     unchecked: bool = False  # not failed: this auditor lacked what it needed (a blob) to check the claim
     relayer: str | None = None  # who sent a relayed submission (membership checks)
+    finding: bool = False  # failed, but by a party whose update no aggregate used: a finding against it, not a failure
+
+
+PARTY_CHECKS = frozenset({"metrics", "envelope"})
+"""Checks of a party's own claims about its update: failed on an update that no aggregate used, a finding."""
 
 
 @dataclass
@@ -121,14 +140,22 @@ class VerifyReport:
     rounds: list[int]
     checks: list[Check] = field(default_factory=list)
     not_recomputed: list[int] = field(default_factory=list)  # sealed rounds this auditor holds no recipient key for
+    strict: bool = False  # findings against parties count as failures
 
     @property
     def ok(self) -> bool:
-        return all(check.ok for check in self.checks)
+        return not self.failures and not self.unchecked
 
     @property
     def failures(self) -> list[Check]:
-        return [check for check in self.checks if not check.ok and not check.unchecked]
+        """Failed checks; a finding against a party only when ``strict``."""
+        return [check for check in self.checks
+                if not check.ok and not check.unchecked and (self.strict or not check.finding)]
+
+    @property
+    def findings(self) -> list[Check]:
+        """False claims by parties whose updates no aggregate used (see the module doc)."""
+        return [check for check in self.checks if check.finding]
 
     @property
     def unchecked(self) -> list[Check]:
@@ -155,6 +182,9 @@ class VerifyReport:
             "missing_cids": self.missing_cids,
             "not_recomputed": self.not_recomputed,
             "checks": [asdict(check) for check in self.checks],
+            "found": len(self.findings),
+            "findings": [asdict(check) for check in self.findings],
+            "strict": self.strict,
         }
 
 
@@ -324,11 +354,13 @@ def verify_ledger(
     round_id: int | None = None,
     progress: bool = True,
     decryption_key: X25519PrivateKey | None = None,
+    strict: bool = False,
 ) -> VerifyReport:
     """Sync ``index`` and re-check the ledger (one round, or all); see the module doc for the checks.
 
     ``decryption_key``: a recipient's encryption key, to open and recompute the sealed rounds it
     is a recipient of; InvalidInputError when it is no recipient's in any round checked.
+    ``strict``: findings against parties count as failures.
     """
     index.sync(progress=progress)
     table = rounds(index)
@@ -337,7 +369,8 @@ def verify_ledger(
             f"there is no round {round_id} in this ledger (it has {len(table)}); list them with `fedledger audit rounds`."
         )
     selected = [row for row in table if round_id is None or row["round_id"] == round_id]
-    report = VerifyReport(federation.address, federation.chain_id, index.last_block, [row["round_id"] for row in selected])
+    report = VerifyReport(federation.address, federation.chain_id, index.last_block, [row["round_id"] for row in selected],
+                          strict=strict)
     blobs = _Blobs(store, report)
     chosen = {row["round_id"] for row in selected}
 
@@ -365,14 +398,17 @@ def verify_ledger(
     earlier_globals: dict[str, int] = {}
     sealing = _Sealing(federation, decryption_key)
     agreed = AgreedTasks(index, store)
+    outcomes: dict[int, Receipt | str] = {}
     with _progress(progress) as bar:
         task = bar.add_task("verifying rounds", total=len(selected))
         for row in table:
             if row["round_id"] in chosen:
-                _verify_round(row, submissions[row["round_id"]], blobs, report, genesis, earlier_globals, sealing, agreed)
+                _verify_round(row, submissions[row["round_id"]], blobs, report, genesis, earlier_globals, sealing, agreed,
+                              outcomes)
                 bar.advance(task)
             if row["state"] == "finalized" and row["global_cid"]:
                 earlier_globals.setdefault(row["global_cid"], row["round_id"])
+    _party_findings(report.checks, outcomes)
     report.checks.extend(_privacy_check(row) for row in privacy_rows(index, store)
                          if row["round_id"] in chosen and row["recomputed_micros"] is not None)
     sealing.check_key_used()
@@ -388,7 +424,10 @@ def _verify_round(
     earlier_globals: dict[str, int],
     sealing: _Sealing,
     agreed: AgreedTasks,
+    outcomes: dict[int, Receipt | str],
 ) -> None:
+    """Append the round's checks to ``report``; record in ``outcomes`` what its aggregate used: its
+    readable receipt, or why no aggregate used any update (nothing recorded when that is unknown)."""
     rid = row["round_id"]
     opened = {"round_id": rid, "block": row["opened_block"], "tx_hash": row["opened_tx"]}
     closed = {"round_id": rid, "block": row["closed_block"], "tx_hash": row["closed_tx"]}
@@ -445,6 +484,8 @@ def _verify_round(
             checks.append(_metrics_check(data, event, where))
 
     if row["state"] != "finalized":
+        outcomes[rid] = (f"round {rid} is still open and no aggregate has used it yet" if row["state"] == "open"
+                         else f"round {rid} closed without an aggregate")
         return
     global_bytes = blobs.get(row["global_cid"], what=f"round {rid} global model", **closed)
     if config is not None and config.task is not None and global_bytes is not None and row["global_cid"] != base:
@@ -457,6 +498,7 @@ def _verify_round(
     except LedgerError as error:
         checks.append(Check("receipt", False, f"round {rid} receipt is unreadable: {error}", cid=row["receipt_cid"], **closed))
         return
+    outcomes[rid] = receipt
     checks.extend(_receipt_checks(row, receipt, submitted, closed))
     for entry in receipt.included:
         problem = badly_sealed.get((entry.participant.lower(), entry.cid))
@@ -494,16 +536,16 @@ def _open_envelope(
 ) -> bytes | None:
     """Check a sealed update's envelope (no key needed); its plaintext when ``opener`` opens it, else None.
 
-    An envelope sealed wrongly is recorded in ``badly_sealed``: it is the party's fault, not the
-    ledger's, unless the receipt includes it.
+    An envelope sealed wrongly is recorded in ``badly_sealed`` and fails its check: the party's fault,
+    a finding against it unless the receipt includes the update (``_party_findings``).
     """
     participant, cid = event.args["participant"], event.args.get("cid")
     try:
         round_seal.check(data, sender=participant)
     except SealingError as error:
         badly_sealed[(participant.lower(), cid)] = str(error)
-        checks.append(Check("envelope", True, f"the update of {participant} is not sealed as the round requires "
-                                              f"({error}); it may not be aggregated", cid=cid, **where))
+        checks.append(Check("envelope", False, f"the update of {participant} is not sealed as the round requires "
+                                               f"({error}); it may not be aggregated", cid=cid, **where))
         return None
     checks.append(Check("envelope", True, f"the update of {participant} is sealed for this round and sender to the "
                                           "recipients' registered keys", cid=cid, **where))
@@ -513,6 +555,27 @@ def _open_envelope(
         return opener.open(data, sender=participant)
     except SealingError:
         return None  # the recomputed receipt must reject it with this reason
+
+
+def _party_findings(checks: list[Check], outcomes: dict[int, Receipt | str]) -> None:
+    """Make each failed party check (``PARTY_CHECKS``) on an update that no aggregate used a finding against its party.
+
+    ``outcomes``: round -> its readable receipt, or why no aggregate used its updates. A round absent
+    from it (finalized, its receipt unreadable or not in this store) keeps its failures: whether its
+    aggregate used the update is unknown.
+    """
+    for position, check in enumerate(checks):
+        if (check.check not in PARTY_CHECKS or check.ok or check.unchecked or check.finding
+                or check.round_id not in outcomes):
+            continue
+        outcome, key = outcomes[check.round_id], ((check.participant or "").lower(), check.cid)
+        if isinstance(outcome, Receipt):
+            if key in {(u.participant.lower(), u.cid) for u in outcome.included}:
+                continue  # aggregated: the federation used what the party got wrong
+            rejected = key in {(u.participant.lower(), u.cid) for u in outcome.rejected}
+            outcome = f"round {check.round_id}'s receipt {'rejects' if rejected else 'does not include'} it"
+        checks[position] = replace(check, finding=True, what=f"{check.what} (a finding against {check.participant}: "
+                                                             f"{outcome})")
 
 
 def _task_check(row: dict[str, Any], config: RoundConfig, agreed: AgreementTask, where: dict[str, Any]) -> Check | None:
@@ -618,11 +681,17 @@ def _receipt_checks(
 
 
 def _strategy_check(rid: int, receipt: Receipt, config: RoundConfig, row: dict[str, Any], where: dict[str, Any]) -> Check:
-    if receipt.strategy != config.strategy:
+    """The receipt's strategy parameters against those the config's strategy resolves to (defaults filled in)."""
+    try:
+        used = strategy_from_params(config.strategy).params()
+    except LedgerError as error:
+        return Check("strategy", False, f"round {rid} config (config hash {row['config_hash']}) names no usable "
+                                        f"strategy: {error}", cid=row["receipt_cid"], **where)
+    if receipt.strategy != used:
         return Check("strategy", False, f"round {rid} receipt says strategy {receipt.strategy}, but the round config "
-                                        f"(config hash {row['config_hash']}) says {config.strategy}",
+                                        f"(config hash {row['config_hash']}) says {config.strategy}, which is {used}",
                      cid=row["receipt_cid"], **where)
-    return Check("strategy", True, f"round {rid} aggregated with the configured strategy {config.strategy}",
+    return Check("strategy", True, f"round {rid} aggregated with the configured strategy {used}",
                  cid=row["receipt_cid"], **where)
 
 

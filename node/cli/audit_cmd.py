@@ -2,7 +2,8 @@
 
 Each opens the workspace's deployment (checked: same chain, code at the address), brings the
 audit index up to the chain's head, and answers from it. Exit codes: 0 done (for ``verify``:
-every check passed), 1 ``verify`` found failures (each listed), 2 the audit could not run (no
+every check passed, or failed only as a finding against a party whose update no aggregate used),
+1 ``verify`` found failures (each listed; with ``--strict`` findings too), 2 the audit could not run (no
 workspace or deployment, wrong chain, unreachable chain or store, an index of another
 deployment, a CID or round that is not in the ledger) or, for ``verify``, nothing failed but
 some claims could not be checked because this store lacks their blobs (each CID named) — with
@@ -243,13 +244,17 @@ def register(app: typer.Typer) -> None:
     def verify_cmd(
         round_id: RoundOption = None, workdir: WorkdirOption = None, rpc: RpcOption = None, json: JsonOption = False,
         key: Annotated[str | None, typer.Option("--key", help="A recipient's encryption key (a name under [encryption_keys] or its file): open and recompute the sealed rounds it is a recipient of.")] = None,
+        strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 1) on findings against parties too: false claims about updates that no aggregate used.")] = False,
     ) -> None:
         """Re-check every blob, signature, membership window, receipt and aggregate.
 
         Sealed rounds are recomputed with --key, a recipient's encryption key; without one, each is
-        named as not recomputed (not a failure). Exit 0 when every check passed, 1 when any failed
-        (each listed), 2 when it could not run (a --key that is no recipient's included) or could
-        not check some claims because the store lacks their blobs (each CID named)."""
+        named as not recomputed (not a failure). A party's false claim about an update that no
+        aggregate used (a blob that is not weights, an unbacked metrics hash, a badly sealed envelope)
+        is listed as a FINDING against that party, not a failure (--strict fails it). Exit 0 when every
+        check passed, 1 when any failed (each listed), 2 when it could not run (a --key that is no
+        recipient's included) or could not check some claims because the store lacks their blobs
+        (each CID named)."""
         from ledger.sealing.keys import load_encryption_key
         from ledger.workspace import Workspace
         from node.audit.verify import verify_ledger
@@ -257,7 +262,7 @@ def register(app: typer.Typer) -> None:
         decryption_key = None if key is None else load_encryption_key(Workspace.find(workdir), key)
         with _ledger(workdir, rpc, sync=False) as ledger:
             report = verify_ledger(ledger.federation, ledger.store, ledger.index, round_id=round_id,
-                                   progress=sys.stderr.isatty(), decryption_key=decryption_key)
+                                   progress=sys.stderr.isatty(), decryption_key=decryption_key, strict=strict)
         if json:
             print_json(report.to_json())
         else:
@@ -302,6 +307,8 @@ def _print_verdict(report: Any) -> None:
         console.print(f"[bold red]FAIL[/] {check.check}: {check.what} ({_where(check)})", highlight=False, soft_wrap=True)
     for check in report.unchecked:
         console.print(f"[bold yellow]NOT CHECKED[/] {check.check}: {check.what} ({_where(check)})", highlight=False, soft_wrap=True)
+    for check in [] if report.strict else report.findings:  # with --strict, each was printed as a FAIL above
+        console.print(f"[bold magenta]FINDING[/] {check.check}: {check.what} ({_where(check)})", highlight=False, soft_wrap=True)
     for check in report.checks:
         if check.check == "sealed":  # a sealed round this auditor holds no recipient key for: said, not failed
             console.print(f"[bold cyan]NOTE[/] {check.what}", highlight=False, soft_wrap=True)
@@ -312,7 +319,11 @@ def _print_verdict(report: Any) -> None:
     for (round_id, relayer), count in sorted(relayed.items()):
         console.print(f"[bold cyan]RELAYED[/] round {round_id}: {count} update(s) sent by relayer {relayer}", highlight=False)
     summary = f"{len(report.checks)} checks on rounds {report.rounds or '—'} (indexed to block {report.indexed_to_block})"
-    if report.ok:
+    if report.ok and report.findings:
+        parties = ", ".join(sorted({check.participant or "" for check in report.findings}))
+        console.print(f"[bold green]ok[/] {summary}: none failed; {len(report.findings)} finding(s) against {parties}, "
+                      "whose update(s) no aggregate used (`--strict` fails findings)", highlight=False, soft_wrap=True)
+    elif report.ok:
         console.print(f"[bold green]ok[/] {summary}: all passed", highlight=False)
     elif report.failures:
         console.print(f"[bold red]{len(report.failures)} failed[/] of {summary}", highlight=False)

@@ -151,6 +151,63 @@ def task_round_config(
     return document, reference
 
 
+NEW_LINEAGE_ADVICE = (
+    "a federation has one lineage, from the base of its round 1, so a round on any other model fails "
+    "`fedledger audit verify` (lineage) for good; to start from another model on purpose, found a new federation "
+    "(`fedledger init DIR`, then `fedledger deploy` there)"
+)
+
+
+def check_round_base(federation: FederationClient, store: ContentStore, base_cid: str) -> None:
+    """Refuse, before anything is pinned or sent, a base model that would make the round unusable or unauditable.
+
+    It must be in this workspace's store (the parties fetch it, the audit checks it), and once a
+    round exists it must be the federation's genesis model (round 1's base) or the global model of a
+    finalized round: the audit's lineage check accepts nothing else. That it is a weights file is
+    checked by :func:`check_base_weights` once the round's model (or task) is known.
+    """
+    if not store.has(base_cid):
+        raise InvalidInputError(
+            f"the base model {base_cid} is not in this workspace's store, so the parties could not fetch it and the "
+            "audit could not check the round; add it (`fedledger ipfs add FILE`), or give the genesis model "
+            "(`fedledger model init` pins one) or a finalized round's global model (`fedledger audit rounds`)."
+        )
+    count = federation.round_count()
+    if count == 0:
+        return  # round 1's base is the genesis model
+    rounds = [federation.round(number) for number in range(1, count + 1)]
+    finalized = [info.global_cid for info in rounds if info.state == "finalized" and info.global_cid]
+    if base_cid == rounds[0].base_cid or base_cid in finalized:
+        return
+    latest = f"; the latest finalized round's is {finalized[-1]}" if finalized else ""
+    raise InvalidInputError(
+        f"the base model {base_cid} is neither this federation's genesis model ({rounds[0].base_cid}) nor the "
+        f"global model of a finalized round{latest}; give one of those, since {NEW_LINEAGE_ADVICE}."
+    )
+
+
+def check_base_weights(store: ContentStore, base_cid: str, document: bytes) -> None:
+    """Refuse a built-in round's base that is not a weights file of its model (a task round's base was
+    read by :func:`task_round_config`)."""
+    from ledger.errors import LedgerError
+    from ledger.weights import from_safetensors, max_blob_bytes
+    from node.models import model_layout
+    from node.round_config import RoundConfig
+
+    config = RoundConfig.from_bytes(document)
+    if config.task is not None:
+        return
+    layout = model_layout(config.model)
+    try:
+        from_safetensors(store.get(base_cid, max_bytes=max_blob_bytes(layout)), layout=layout)
+    except LedgerError as error:
+        raise InvalidInputError(
+            f"the base model {base_cid} is not a weights file of model {config.model} ({str(error).rstrip('.')}), so "
+            f"no party could train on it; give the genesis model (`fedledger model init --model {config.model}` pins "
+            "one) or a finalized round's global model."
+        ) from None
+
+
 def _dp_settings(
     federation: FederationClient, noise: float | None, target_epsilon: float | None, clip: float | None,
     sample_rate: float | None, steps: int | None,
@@ -193,7 +250,7 @@ def register(app: typer.Typer) -> None:
     @round_app.command("open")
     @handle_errors
     def round_open(
-        base_cid: Annotated[str, typer.Option("--base-cid", help="CID of the model the round starts from.")],
+        base_cid: Annotated[str, typer.Option("--base-cid", help="CID of the model the round starts from: in the store, and after round 1 the genesis model (round 1's base) or a finalized round's global model.")],
         deadline: Annotated[int, typer.Option(
             "--deadline", min=1, max=MAX_ROUND_DURATION,
             help="Seconds from now (chain time) until submissions close; at most 30 days (2592000).",
@@ -218,6 +275,8 @@ def register(app: typer.Typer) -> None:
 
         Under an agreement version that names a task (`agreement publish --task`), the round trains that
         task: its config names the task, the model is the task's, and training defaults to its settings.
+        A base model outside the federation's lineage, not in the store or not a weights file is refused
+        with nothing pinned or sent (`audit verify` would fail such a round for good).
         """
         from ledger.chain.connection import chain_now
         from node.round_config import RoundConfig
@@ -233,10 +292,10 @@ def register(app: typer.Typer) -> None:
 
             registered_keys(federation, recipients)
         store = open_store(workspace)
+        check_round_base(federation, store, cid)  # refused before anything is pinned or sent
         document, task = task_round_config(document, config_file=config, federation=federation, store=store, base_cid=cid)
+        check_base_weights(store, cid, document)
         config_cid = store.add_bytes(document, pin=True)
-        if not store.has(cid):
-            console.print(f"[yellow]note:[/] the base model {cid} is not in this workspace's store; parties must be able to fetch it.", soft_wrap=True)
         closes = chain_now(federation.w3) + deadline
         round_id, tx = federation.open_round(
             base_cid=cid, deadline=closes, min_updates=min_updates, config_hash=hashlib.sha256(document).digest()

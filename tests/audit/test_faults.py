@@ -75,17 +75,41 @@ def test_update_whose_metrics_do_not_hash_to_the_metrics_hash_on_chain_is_caught
     assert "do not hash to the metrics hash on chain" in failure["what"]
 
 
-def test_update_that_is_not_a_weights_file_fails_the_metrics_check_though_rightly_left_out(ledger_copy, cli):
+def test_update_that_is_not_a_weights_file_is_a_finding_against_its_party_when_rightly_left_out(ledger_copy, cli):
+    # The party's metrics hash is backed by nothing, but the aggregator rejected its update: the audit
+    # names the party (a finding) and passes; --strict fails it. The same junk, included, fails.
     round_id, _ = open_round(ledger_copy)
     submitted = submit_updates(ledger_copy, round_id, blobs={3: json.dumps({"accuracy": 0.99}).encode()})
     blob, receipt, _ = honest_aggregate(ledger_copy, round_id)
     assert [r.participant for r in receipt.rejected] == [submitted[2].participant]  # the aggregator left it out
     finalize(ledger_copy, round_id, blob, receipt)
 
-    (failure,) = verify(cli, ledger_copy)
+    passed = cli("audit", "verify", "--workdir", str(ledger_copy.root), "--json")
+    assert passed.exit_code == 0, passed.stdout
+    assert passed.json()["failures"] == [] and passed.json()["ok"] is True
+    (finding,) = passed.json()["findings"]
+    (failure,) = verify(cli, ledger_copy, "--strict")
+    assert failure == finding and failure["finding"] is True
     assert failure["check"] == "metrics" and failure["round_id"] == round_id
     assert failure["participant"] == submitted[2].participant and failure["cid"] == submitted[2].cid
+    assert failure["tx_hash"] == submitted[2].tx_hash and failure["block"] == submitted[2].block
     assert "not a readable weights file" in failure["what"]
+    assert f"(a finding against {submitted[2].participant}: round {round_id}'s receipt rejects it)" in failure["what"]
+
+
+def test_update_that_is_not_a_weights_file_fails_the_audit_when_a_receipt_includes_it(ledger_copy, cli):
+    round_id, _ = open_round(ledger_copy)
+    submitted = submit_updates(ledger_copy, round_id, blobs={3: json.dumps({"accuracy": 0.99}).encode()})
+    blob, receipt, _ = honest_aggregate(ledger_copy, round_id)
+    junk = receipt.included[0]
+    receipt = replace(receipt, included=[*receipt.included, replace(junk, participant=submitted[2].participant,
+                                                                     cid=submitted[2].cid)], rejected=[])
+    finalize(ledger_copy, round_id, blob, receipt)
+
+    failures = verify(cli, ledger_copy)
+    (metrics,) = named(failures, "metrics")
+    assert metrics["participant"] == submitted[2].participant and metrics["finding"] is False
+    assert "not a readable weights file" in metrics["what"] and "a finding" not in metrics["what"]
 
 
 # ---------------------------------------------------------------- lineage

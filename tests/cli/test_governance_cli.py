@@ -26,12 +26,13 @@ def test_rounds_are_bounded_aborted_with_a_reason_and_the_admin_moves_in_two_ste
     w = ("--workdir", str(workspace.root))
     ok(fedledger("chain", "up", "--port", str(free_port()), "--detach", *w))
     assert ok(cli("deploy", "--admin-delay", "0", "--json", *w)).json()["address"]
+    base = ok(cli("model", "init", "--model", "mlp", "--seed", "0", "--json", *w)).json()["cid"]  # round open needs a model in the store
 
     too_long = cli("round", "open", "--base-cid", BASE, "--deadline", str(31 * 86400), "--min-updates", "1", *w)
     assert too_long.exit_code != 0 and "2592000" in too_long.stderr
     none_asked = cli("round", "open", "--base-cid", BASE, "--deadline", "600", "--min-updates", "0", *w)
     assert none_asked.exit_code != 0 and "--min-updates" in none_asked.stderr
-    opened = ok(cli("round", "open", "--base-cid", BASE, "--deadline", "600", "--min-updates", "3", "--json", *w)).json()
+    opened = ok(cli("round", "open", "--base-cid", base, "--deadline", "600", "--min-updates", "3", "--json", *w)).json()
 
     early = cli("round", "cancel", str(opened["round_id"]), *w)
     assert early.exit_code == 1

@@ -91,8 +91,9 @@ def test_governance_workflow_and_its_state_survive_a_chain_restart(
     assert rejoining.json()["version"] == 2 and rejoining.json()["status"] == "admitted"
     assert "accepted agreement version 2 (still admitted)" in rejoining.stderr
 
+    genesis = ok(cli("model", "init", "--model", "mlp", "--seed", "0", "--json", *w)).json()["cid"]
     opened = ok(cli(
-        "round", "open", "--base-cid", published["terms_cid"], "--deadline", "600", "--min-updates", "1",
+        "round", "open", "--base-cid", genesis, "--deadline", "600", "--min-updates", "1",
         "--strategy", "median", "--json", *w,
     )).json()
     assert opened["round_id"] == 1

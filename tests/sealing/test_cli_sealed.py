@@ -196,13 +196,18 @@ def test_updates_sealed_to_other_keys_or_holding_no_valid_update_are_rejected_in
     assert other.startswith("the update is sealed to other keys than") and "registered" in other
     assert reasons[(sealed.parties["carol"].address, junk)].startswith("invalid weights: ")
     assert {u["cid"] for u in document["sealed"]} == {good, junk}  # what was opened is committed to
-    # Without a key the auditor finds nothing wrong; with one it recomputes the same rejections, and,
-    # as for a plaintext round, names carol's metrics hash as unbacked by any update.
-    assert ok(cli("audit", "verify", *w)).exit_code == 0
+    # The federation did nothing wrong, so the audit passes with or without a key: bob's envelope, sealed to
+    # other keys, is a finding against bob; with a key the auditor recomputes the same rejections and, as for a
+    # plaintext round, finds carol's metrics hash backed by no update: a finding against carol. --strict fails both.
+    bob, carol = sealed.parties["bob"].address, sealed.parties["carol"].address
+    unkeyed = ok(cli("audit", "verify", "--json", *w)).json()
+    assert [(f["check"], f["participant"]) for f in unkeyed["findings"]] == [("envelope", bob)], unkeyed["findings"]
     keyed = with_password("audit", "verify", "--key", "auditor", "--json", *w)
-    assert keyed.exit_code == 1
-    failures = keyed.json()["failures"]
-    assert [(f["check"], f["participant"]) for f in failures] == [("metrics", sealed.parties["carol"].address)], failures
+    assert keyed.exit_code == 0, keyed.stdout
+    findings = keyed.json()["findings"]
+    assert [(f["check"], f["participant"]) for f in findings] == [("envelope", bob), ("metrics", carol)], findings
+    strict = with_password("audit", "verify", "--key", "auditor", "--strict", "--json", *w)
+    assert strict.exit_code == 1 and strict.json()["failures"] == findings
 
 
 def test_a_tampered_envelope_is_caught_by_its_cid_before_decryption(
