@@ -206,6 +206,9 @@ class LimitedServerMixin:
 
     limits: ServerLimits
     note: Callable[[str], None]
+    # socketserver's listen backlog is 5: connections past it wait, unseen, for the kernel to retry their
+    # handshake (seconds). A longer queue lets the server see them at once, to serve or turn away.
+    request_queue_size = 128
 
     def init_limits(self, limits: ServerLimits, note: Callable[[str], None]) -> None:
         self.limits = limits.checked()
