@@ -10,6 +10,7 @@ task section, float16 aggregation) need no chain.
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -279,10 +280,33 @@ def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
     assert bad.exit_code == 1 and "task 'breast': load_data raised ValueError" in line and "3 columns" in line, line
     nothing_pinned_or_sent(1, pins)
 
-    # Two parties train from their own CSV files, at the same time, as separate processes.
-    processes = {name: start("node", "train", "--round", "1", "--data", str(csvs[name]), "--json", *w, env=parties[name]["env"])
-                 for name in ("alice", "bob")}
-    trained = {name: ok(finish(process)).json() for name, process in processes.items()}
+    # The same file under bob's node (`node run`): the task's sentence as a warning, the round settled, the node
+    # exits 0 (--once); the file is never read as the built-in digits (it would not load as those either).
+    failed = ok(cli("node", "run", "--once", "--data", str(csvs["bad"]), "--log-json", *w, env=bob["env"]))
+    events = {event["event"]: event for event in map(json.loads, failed.stdout.splitlines())}
+    assert "it reads its data when a round needs it" in events["started"]["message"]
+    warned = events["task-failed"]
+    assert (warned["level"], warned["round"]) == ("warning", 1) and "submitted" not in events
+    assert warned["message"].startswith("round 1: cannot take part: task 'breast': load_data raised ValueError")
+    assert "3 columns" in warned["message"], warned["message"]
+    assert store.pins() == pins and not client.has_submitted(1, bob["address"])
+
+    # Two parties train from their own CSV files, at the same time, as separate processes: alice with `node train`,
+    # bob with his node (`node run --once`), which gives the task the same --data, --seed and --task-timeout.
+    processes = {
+        "alice": start("node", "train", "--round", "1", "--data", str(csvs["alice"]), "--json", *w, env=alice["env"]),
+        "bob": start("node", "run", "--once", "--data", str(csvs["bob"]), "--seed", "0", "--task-timeout", "600",
+                     "--log-json", *w, env=bob["env"]),
+    }
+    trained = {"alice": ok(finish(processes["alice"])).json()}
+    node_log = [json.loads(line) for line in ok(finish(processes["bob"])).stdout.splitlines()]
+    assert [e["event"] for e in node_log] == ["started", "training", "submitted"], node_log
+    assert node_log[1]["message"] == f"round 1: fetching task breast ({task}) and running it on data {csvs['bob']}."
+    submitted = node_log[2]
+    assert submitted["round"] == 1 and submitted["actor"] == bob["address"]
+    assert [s.cid for s in client.submissions(1) if s.participant == bob["address"]] == [submitted["cid"]]  # on chain
+    trained["bob"] = {"trained": submitted["trained"], "samples": submitted["samples"], "participant": submitted["actor"],
+                      "update_cid": submitted["cid"], "metrics": from_safetensors(store.get(submitted["cid"]))[1]["metrics"]}
     for name, outcome in trained.items():
         assert outcome["trained"] and outcome["samples"] == 228 and outcome["participant"] == parties[name]["address"]
         assert {"base_accuracy", "base_loss", "val_samples", "accuracy", "loss"} <= set(outcome["metrics"])
