@@ -73,6 +73,12 @@ def load_digits_split(
     return [Dataset(x=data.x[np.sort(s)], y=data.y[np.sort(s)]) for s in shards], test
 
 
+def digits_validation(seed: int) -> Dataset:
+    """The held-out test split of the bundled digits under ``seed`` (whatever the number of shards or their
+    skew): what a party validates a built-in round's base model on, disjoint from every shard of that seed."""
+    return load_digits_split(parties=1, seed=seed)[1]
+
+
 def _dirichlet_shards(
     indices: np.ndarray, labels: np.ndarray, *, parties: int, alpha: float, rng: np.random.Generator
 ) -> list[np.ndarray]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -35,10 +36,10 @@ from ledger.ipfs.store import ContentStore, EmbeddedStore
 from ledger.weights import from_safetensors
 from ledger.workspace import Workspace
 from node.aggregator import aggregate_round
-from node.data import load_digits_split
+from node.data import Dataset, load_digits_split
 from node.genesis import genesis_model_bytes
 from node.models import build_model, load_arrays, model_layout
-from node.participant import train_and_submit
+from node.participant import ParticipantOutcome, train_and_submit
 from node.privacy import demo_settings
 from node.round_config import RoundConfig, TrainingSettings, config_cid
 from node.strategies import make_strategy
@@ -78,6 +79,7 @@ class RoundReport:
     rejected: int
     global_cid: str
     gas: int
+    fed_eval_accuracy: float | None = None  # the round's base model, as the parties evaluated it on their own data
 
 
 @dataclass
@@ -198,6 +200,7 @@ def run_demo(
     federation, parties = found_federation(options, w3=w3, workspace=workspace, store=store, track=track)
 
     shards, test_set = load_digits_split(parties=options.participants, seed=options.seed, non_iid_alpha=options.non_iid_alpha)
+    validations = split_validation(test_set, options.participants)
     strategy = make_strategy(options.strategy)
     config = RoundConfig(model=options.model, strategy=strategy.params(), training=options.training)
     aggregator_key = auditor_key = None
@@ -215,11 +218,13 @@ def run_demo(
         )
         track("open_round", tx)
         round_gas = tx.gas_used
-        for party, shard in zip(parties, shards):
+        outcomes = []
+        for party, shard, validation in zip(parties, shards, validations):
             outcome = train_and_submit(
                 federation=federation.with_account(party), store=store, round_id=round_id, data=shard,
-                journal_dir=workspace.journal_dir, progress=progress,
+                journal_dir=workspace.journal_dir, progress=progress, validation=validation,
             )
+            outcomes.append(outcome)
             track("submit_update", outcome.tx)
             round_gas += outcome.tx.gas_used if outcome.tx else 0
         aggregated = aggregate_round(
@@ -236,7 +241,7 @@ def run_demo(
         row = RoundReport(
             round_id=round_id, accuracy=float(scores["accuracy"]), loss=float(scores["loss"]),
             accepted=len(aggregated.receipt.included), rejected=len(aggregated.receipt.rejected),
-            global_cid=aggregated.global_cid, gas=round_gas,
+            global_cid=aggregated.global_cid, gas=round_gas, fed_eval_accuracy=federated_accuracy(outcomes),
         )
         report.rounds.append(row)
         if on_round is not None:
@@ -251,6 +256,21 @@ def run_demo(
             "sealed": config.seal_to is not None,
         }
     return report
+
+
+def split_validation(test_set: Dataset, parties: int) -> list[Dataset]:
+    """Each party's own validation data: its share of the held-out digits. Their sample-weighted federated
+    evaluation of a model is then exactly that model's accuracy on the whole held-out set, which the demo
+    also measures centrally: the two columns of its table show that no central test set is needed."""
+    return [Dataset(x=test_set.x[part], y=test_set.y[part]) for part in np.array_split(np.arange(len(test_set)), parties)]
+
+
+def federated_accuracy(outcomes: list[ParticipantOutcome]) -> float | None:
+    """The parties' ``base_accuracy`` weighted by their ``val_samples`` (None in a private round: no figures)."""
+    weighed = [(o.metrics["base_accuracy"], o.metrics["val_samples"]) for o in outcomes
+               if "base_accuracy" in o.metrics and o.metrics.get("val_samples", 0) > 0]
+    total = sum(samples for _, samples in weighed)
+    return sum(accuracy * samples for accuracy, samples in weighed) / total if total else None
 
 
 def _register_recipients(

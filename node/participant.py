@@ -17,7 +17,9 @@ party to have accepted). The bundle is fetched by CID, unpacked into the workspa
 its dependencies checked; the task's code then runs in a process of its own that holds no key
 (``node.tasks.runner``), trains the base model's trainable tensors (the frozen ones come from their
 own file) and hands back arrays that must have the base model's layout. A task that fails leaves
-nothing pinned and nothing sent. Private task rounds are refused: own tasks do not run DP-SGD yet.
+nothing pinned and nothing sent. A private task round trains with fedledger's DP-SGD loop in the task
+process (a task with its own ``train``, or a model Opacus rejects, is refused there before any data is
+read) and its update carries no metrics.
 
 The update's metadata names the party's own address and the round: its CID is public once
 submitted, and another party that submits the same CID is refused by the aggregator and the
@@ -49,7 +51,7 @@ from node.models import build_model, load_arrays, model_layout, state_arrays
 from node.privacy.budget import epsilon_to_declare
 from node.privacy.dp_training import train_private
 from node.round_config import RoundConfig, TaskRef, config_cid
-from node.training import train
+from node.training import evaluate, train
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class TaskInputs:
     timeout_s: float = 3600.0
     verbose: bool = False
     device: str | None = None
+    compile_model: bool = False
+    workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -126,13 +130,17 @@ def train_and_submit(
     progress: bool = True,
     submit: Callable[..., TxResult] | None = None,
     task: TaskInputs | None = None,
+    validation: Dataset | None = None,
 ) -> ParticipantOutcome:
     """Run this party's part of ``round_id`` to the end, resuming whatever an earlier run finished.
 
     ``submit`` records the update: ``federation.submit_update`` (the party's own transaction) by
     default, or one with its keywords that records it another way (``node.relay_client``: signed,
     sent by a relayer). ``data`` is the party's data for a built-in round; ``task`` what it gives a
-    task round (a task round without it is refused).
+    task round (a task round without it is refused). ``validation``, in a built-in round that is not
+    private, is what the base model is evaluated on before training (the federated evaluation:
+    ``base_accuracy``, ``base_loss`` and ``val_samples`` join the update's metrics); a task round's
+    comes from the task's own ``load_data``.
     """
     if federation.account is None:
         raise InvalidInputError("training needs the participant's own key; pass --key NAME or set FEDLEDGER_PRIVATE_KEY.")
@@ -171,6 +179,11 @@ def train_and_submit(
         base_arrays, _ = from_safetensors(store.get(info.base_cid, max_bytes=max_blob_bytes(layout)), layout=layout)
         model = build_model(config.model)
         load_arrays(model, base_arrays)
+        evaluated: dict[str, float] = {}
+        if validation is not None and config.dp is None:  # a private round reports nothing measured on its data
+            scores = evaluate(model, validation, device=device)
+            evaluated = {f"base_{name}": value for name, value in scores.items()}
+            evaluated["val_samples"] = float(len(validation))
         if config.dp is not None:  # its noise is seeded by the OS, not by the public training_seed
             result = train_private(model, data, dp=config.dp, lr=config.training.lr, device=device, progress=progress)
         else:
@@ -184,7 +197,7 @@ def train_and_submit(
                 device=device,
                 progress=progress,
             )
-        metrics = {name: float(value) for name, value in result.metrics.items()}
+        metrics = {name: float(value) for name, value in {**result.metrics, **evaluated}.items()}
         blob = update_bytes(
             state_arrays(model), model=config.model, participant=me, round_id=round_id, base_cid=info.base_cid,
             samples=result.samples, metrics=metrics,
@@ -236,11 +249,6 @@ def _task_round(
     """A task round: the same steps as a built-in one, the training done by the task's own process."""
     assert config.task is not None
     check_agreed_task(federation, store, round_id, config.task)
-    if config.dp is not None:
-        raise InvalidInputError(
-            f"round {round_id} is private (DP-SGD) and trains task {config.task.cid}, but own tasks do not run DP-SGD "
-            "yet (private rounds train the built-in models only); nothing was run or sent."
-        )
     if task is None:
         raise InvalidInputError(
             f"round {round_id} trains task {config.model} ({config.task.cid}); take part with "
@@ -266,12 +274,15 @@ def _task_round(
         frozen: dict[str, np.ndarray] = {}
         if config.task.frozen_cid is not None:
             frozen, _ = read_weights(store, config.task.frozen_cid, what=f"the frozen tensors of task {manifest.name}")
-        runner = TaskRunner(folder, manifest, timeout_s=task.timeout_s, verbose=task.verbose, device=task.device)
+        runner = TaskRunner(folder, manifest, timeout_s=task.timeout_s, verbose=task.verbose, device=task.device,
+                            compile_model=task.compile_model, workers=task.workers)
         result = runner.train(
             base, frozen, data_path=task.data_path, partition=task.partition, partitions=task.partitions,
             seed=training_seed(me, round_id), data_seed=task.data_seed, settings=asdict(config.training),
+            dp=None if config.dp is None else asdict(config.dp),
         )
-        metrics = {name: float(value) for name, value in result.metrics.items()}
+        # A private round's update carries no figure measured on the party's data, whatever the task said.
+        metrics = {} if config.dp is not None else {name: float(value) for name, value in result.metrics.items()}
         blob = update_bytes(
             result.arrays, model=config.model, participant=me, round_id=round_id, base_cid=info.base_cid,
             samples=result.samples, metrics=metrics, task=config.task.cid,

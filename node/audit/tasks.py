@@ -5,8 +5,7 @@
 - **The task of an agreement version** is the one its terms CID names (``node.tasks.agreement``):
   the version's terms CID comes from the index's agreements, the document from the store.
   ``AgreedTasks`` reads each version once; ``audit verify``'s ``task`` check compares the two.
-- **Federated evaluation** of a round's base model: before training, each party of a task round
-  evaluates the base model on its own validation split and puts ``base_loss``, ``base_accuracy``
+- **Federated evaluation** of a round's base model: before training, each party evaluates the base model on its own validation split and puts ``base_loss``, ``base_accuracy``
   (whatever its task's ``evaluate`` returns, prefixed ``base_``) and ``val_samples`` in its update's
   metrics, whose sha256 the chain records. A round's figures are the mean of each ``base_*``
   metric over its submitted updates, weighted by each party's ``val_samples``, counting only an
@@ -14,7 +13,8 @@
   whose metrics hash to the hash on chain: no central test set is needed, and no figure is taken
   on a party's word alone. An update sealed to the round's recipients cannot be read without one
   of their keys: it is left out and counted in the note, as is every other update left out, with
-  why. Built-in rounds make no federated evaluation (their updates are not read: all None).
+  why. A built-in round's parties evaluate the same way (on the held-out digits, or their share of
+  them in the demo); a private round reports no figures (its note says so).
 - **Lineage**: ``provenance_tasks`` adds the task of each global model (from its round's config) to
   ``ledger.index.queries.provenance``'s document.
 
@@ -144,8 +144,8 @@ class FederatedEvaluation:
     """A round's federated evaluation of its base model: each ``base_*`` metric weighted by ``val_samples``.
 
     ``figures`` holds every weighted metric by its name without ``base_`` (``accuracy``, ``loss``, and
-    whatever else the task's ``evaluate`` returned); ``parties`` how many updates gave figures (None in
-    a built-in round); ``note`` which updates were left out, and why.
+    whatever else the task's ``evaluate`` returned); ``parties`` how many updates gave figures (None when
+    the round's config cannot be read); ``note`` which updates were left out, and why.
     """
 
     figures: dict[str, float] | None = None
@@ -216,8 +216,10 @@ def federated_evaluation(
     store: ContentStore, row: dict[str, Any], config: RoundConfig | None, submitted: Iterable[IndexedEvent]
 ) -> FederatedEvaluation:
     """The federated evaluation of round ``row``'s base model from its submitted updates (see the module doc)."""
-    if config is None or config.task is None:
+    if config is None:
         return FederatedEvaluation()
+    if config.dp is not None:  # nothing measured on a party's data leaves it in a private round
+        return FederatedEvaluation(parties=0, note="a private round: parties report no figures measured on their data")
     sums: dict[str, float] = defaultdict(float)
     weights: dict[str, float] = defaultdict(float)
     parties = 0

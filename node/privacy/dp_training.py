@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import secrets
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -53,31 +55,59 @@ def train_private(
 
     The model keeps no trace of Opacus afterwards (hooks and per-sample gradients are removed).
     """
+    if len(data) == 0:
+        raise InvalidInputError("the local data set is empty; point the participant at data with at least one sample.")
+    device = pick_device(device if isinstance(device, str) or device is None else str(device))
+    x, y = _on_device(data, device)
+
+    def batch(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        index = index.to(device)
+        return x[index], y[index]
+
+    dp_sgd(model, samples=len(data), batch=batch, loss=F.cross_entropy, dp=dp, lr=lr, seed=seed, device=device,
+           progress=progress)
+    return TrainResult(samples=len(data), metrics={})
+
+
+def dp_sgd(
+    model: nn.Module,
+    *,
+    samples: int,
+    batch: Callable[[torch.Tensor], tuple[Any, Any]],
+    loss: Callable[[Any, Any], torch.Tensor],
+    dp: DpSettings,
+    lr: float,
+    seed: int | None,
+    device: torch.device,
+    progress: bool,
+) -> None:
+    """DP-SGD on ``samples`` samples for ``dp.steps`` steps: ``batch(indices)`` gives a batch's (inputs, targets)
+    on ``device`` for a CPU tensor of sample indices, ``loss`` its mean loss. Only parameters with
+    ``requires_grad`` train (a frozen backbone stays as it is); the model ends on the device it started on.
+
+    Shared by the built-in models (:func:`train_private`) and any task's model (``node.tasks.loop``).
+    """
     from opacus import GradSampleModule
     from opacus.optimizers import DPOptimizer
     from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
     if not lr > 0:
         raise InvalidInputError(f"training needs lr > 0 (got {lr}); fix the round's training settings.")
-    if len(data) == 0:
-        raise InvalidInputError("the local data set is empty; point the participant at data with at least one sample.")
-    device = pick_device(device if isinstance(device, str) or device is None else str(device))
     seed = secrets.randbits(63) if seed is None else seed
     home = _device_of(model)
     model.to(device).train()
     private = _per_sample(model, GradSampleModule)
-    n = len(data)
-    x, y = _on_device(data, device)
+    trainable = [parameter for parameter in private.parameters() if parameter.requires_grad]
     optimizer = DPOptimizer(
-        torch.optim.SGD(private.parameters(), lr=lr, momentum=MOMENTUM),
+        torch.optim.SGD(trainable, lr=lr, momentum=MOMENTUM),
         noise_multiplier=dp.noise_multiplier,
         max_grad_norm=dp.max_grad_norm,
-        expected_batch_size=max(1, int(n * dp.sample_rate)),
+        expected_batch_size=max(1, int(samples * dp.sample_rate)),
         generator=torch.Generator(device=device).manual_seed(seed),
         secure_mode=True,
     )
     batches = UniformWithReplacementSampler(
-        num_samples=n, sample_rate=dp.sample_rate, steps=dp.steps,
+        num_samples=samples, sample_rate=dp.sample_rate, steps=dp.steps,
         generator=torch.Generator().manual_seed(seed ^ 0x5A5A5A5A),  # on the CPU: the same batches on every device
     )
     every = max(1, dp.steps // PROGRESS_UPDATES)
@@ -89,10 +119,10 @@ def train_private(
             for step, indices in enumerate(batches, start=1):
                 optimizer.zero_grad(set_to_none=True)
                 if indices:
-                    index = torch.tensor(indices, dtype=torch.int64).to(device)
-                    F.cross_entropy(private(x[index]), y[index]).backward()
+                    inputs, targets = batch(torch.tensor(indices, dtype=torch.int64))
+                    loss(private(inputs), targets).backward()
                 else:
-                    for parameter in private.parameters():  # what Opacus' own grad samplers give an empty batch
+                    for parameter in trainable:  # what Opacus' own grad samplers give an empty batch
                         parameter.grad_sample = torch.zeros((0, *parameter.shape), device=device)
                 optimizer.step()
                 if step % every == 0 or step == dp.steps:
@@ -102,7 +132,6 @@ def train_private(
         for parameter in model.parameters():
             parameter.grad = None
     model.to(home)
-    return TrainResult(samples=n, metrics={})
 
 
 def _per_sample(model: nn.Module, wrapper: type) -> nn.Module:

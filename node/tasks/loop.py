@@ -115,9 +115,13 @@ class IndexBatches(Sampler[torch.Tensor]):
         return iter(torch.randperm(self.size, generator=self.generator).split(self.batch_size))
 
 
-def _batches(dataset: Dataset, *, batch_size: int, generator: torch.Generator | None, device: torch.device) -> Iterator[Any]:
+def _batches(
+    dataset: Dataset, *, batch_size: int, generator: torch.Generator | None, device: torch.device, workers: int = 0
+) -> Iterator[Any]:
     """Batches of ``dataset``, shuffled by ``generator`` when given (the DataLoader itself gets no generator:
-    it would draw from it too)."""
+    it would draw from it too). ``workers`` DataLoader processes read a map-style Dataset's items (the
+    order is the sampler's, so the same with any number); an ``(x, y)`` pair and an IterableDataset
+    are read in this process (the pair is indexed once per batch; a stream would be read once per worker)."""
     pin = device.type == "cuda"
     if isinstance(dataset, IterableDataset):  # streams in its own order: no sampler may touch it
         return iter(DataLoader(dataset, batch_size=batch_size, pin_memory=pin))
@@ -128,7 +132,7 @@ def _batches(dataset: Dataset, *, batch_size: int, generator: torch.Generator | 
         sampler: Sampler[int] = Shuffled(len(dataset), generator)  # type: ignore[arg-type]
     else:
         sampler = SequentialSampler(dataset)  # type: ignore[arg-type]
-    return iter(DataLoader(dataset, batch_size=batch_size, sampler=sampler, pin_memory=pin))
+    return iter(DataLoader(dataset, batch_size=batch_size, sampler=sampler, pin_memory=pin, num_workers=workers))
 
 
 def _to(value: Any, device: torch.device) -> Any:
@@ -175,8 +179,15 @@ def train(
     device: torch.device,
     seed: int,
     loss: LossFunction | None = None,
+    workers: int = 0,
+    compile_model: bool = False,
 ) -> tuple[int, dict[str, float]]:
-    """Train ``model`` in place on ``device``; (samples per epoch, last epoch's mean ``loss`` and ``accuracy``)."""
+    """Train ``model`` in place on ``device``; (samples per epoch, last epoch's mean ``loss`` and ``accuracy``).
+
+    ``workers``: DataLoader processes for a map-style Dataset; ``compile_model``: run the forward and
+    backward passes through ``torch.compile(model)`` (the same parameters, so the same model is trained;
+    its first batches pay for compiling, so it pays on long runs of a large model, not on small ones).
+    """
     dataset = as_dataset(data, what="the training data")
     loss_fn = loss or F.cross_entropy
     epochs, batch_size, lr = int(settings["epochs"]), int(settings["batch_size"]), float(settings["lr"])
@@ -185,6 +196,7 @@ def train(
     if not trainable:
         raise InvalidData("the model has no parameter with requires_grad=True, so there is nothing to train")
     optimizer = torch.optim.SGD(trainable, lr=lr, momentum=MOMENTUM)
+    forward = torch.compile(model) if compile_model else model
     amp = autocast_dtype(device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     shuffler = torch.Generator().manual_seed(seed)
@@ -194,11 +206,11 @@ def train(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     for epoch in range(epochs):
         last = epoch == epochs - 1  # the metrics are the last epoch's: nothing is measured before it
-        for batch in _batches(dataset, batch_size=batch_size, generator=shuffler, device=device):
+        for batch in _batches(dataset, batch_size=batch_size, generator=shuffler, device=device, workers=workers):
             inputs, targets = _pair(batch, what="the training data")
             inputs, targets = _to(inputs, device), _to(targets, device)
             with torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext():
-                outputs = model(inputs)
+                outputs = forward(inputs)
                 value = loss_fn(outputs, targets)
             optimizer.zero_grad(set_to_none=True)
             if scaler is None:
@@ -225,7 +237,9 @@ def train(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Any, *, device: torch.device, loss: LossFunction | None = None) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, data: Any, *, device: torch.device, loss: LossFunction | None = None, workers: int = 0
+) -> dict[str, float]:
     """Mean ``loss`` (the task's loss, else cross-entropy) and, for classification, ``accuracy``, in float32."""
     dataset = as_dataset(data, what="the validation data")
     loss_fn = loss or F.cross_entropy
@@ -234,7 +248,7 @@ def evaluate(model: nn.Module, data: Any, *, device: torch.device, loss: LossFun
     samples, judged = 0, 0
     total = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    for batch in _batches(dataset, batch_size=EVAL_BATCH, generator=None, device=device):
+    for batch in _batches(dataset, batch_size=EVAL_BATCH, generator=None, device=device, workers=workers):
         inputs, targets = _pair(batch, what="the validation data")
         inputs, targets = _to(inputs, device), _to(targets, device)
         outputs = model(inputs)
@@ -252,3 +266,47 @@ def evaluate(model: nn.Module, data: Any, *, device: torch.device, loss: LossFun
     if judged == samples:
         metrics["accuracy"] = float(correct) / samples
     return metrics
+
+
+def train_private(
+    model: nn.Module,
+    data: Any,
+    *,
+    dp: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    device: torch.device,
+    loss: LossFunction | None = None,
+) -> int:
+    """Train ``model`` in place with DP-SGD as the round's ``dp`` section asks (the same Opacus steps as the
+    built-in models: ``node.privacy.dp_training.dp_sgd``); the number of samples it may draw from.
+
+    Batches are Poisson samples of indices, so the data must be indexable (not an IterableDataset); the
+    task's ``loss`` must be a mean over the batch, as Opacus assumes. Its noise is seeded by the OS.
+    """
+    from torch.utils.data import default_collate
+
+    from node.privacy.dp_training import dp_sgd
+    from node.round_config import DpSettings
+
+    dataset = as_dataset(data, what="the training data")
+    if isinstance(dataset, IterableDataset):
+        raise InvalidData("the training data is an IterableDataset, but DP-SGD draws each batch by sampling indices; "
+                          "return a map-style Dataset or an (x, y) pair")
+    samples = len(dataset)
+    if samples == 0:
+        raise InvalidData("the training data holds no samples")
+    if isinstance(dataset, PairDataset):  # the whole pair on the device once, batches as index slices
+        x, y = dataset.x.to(device), dataset.y.to(device)
+
+        def batch(index: torch.Tensor) -> tuple[Any, Any]:
+            index = index.to(device)
+            return x[index], y[index]
+    else:
+        def batch(index: torch.Tensor) -> tuple[Any, Any]:
+            items = default_collate([dataset[i] for i in index.tolist()])
+            inputs, targets = _pair(items, what="the training data")
+            return _to(inputs, device), _to(targets, device)
+
+    dp_sgd(model, samples=samples, batch=batch, loss=loss or F.cross_entropy, dp=DpSettings(**dp),
+           lr=float(settings["lr"]), seed=None, device=device, progress=False)
+    return samples

@@ -107,7 +107,9 @@ class TaskRunner:
     """Runs the hooks of the task unpacked in ``folder`` (described by ``manifest``), one process per call.
 
     ``timeout_s`` bounds each call; ``verbose`` appends the task's own traceback and output to its
-    errors; ``device`` ("cpu", "cuda", …) overrides the automatic choice (CUDA, then MPS, then CPU).
+    errors; ``device`` ("cpu", "cuda", …) overrides the automatic choice (CUDA, then MPS, then CPU);
+    ``compile_model`` has fedledger's loop train through ``torch.compile``; ``workers`` is the number of
+    DataLoader processes reading a map-style Dataset (0: read in the task process).
     """
 
     def __init__(
@@ -118,8 +120,13 @@ class TaskRunner:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         verbose: bool = False,
         device: str | None = None,
+        compile_model: bool = False,
+        workers: int = 0,
     ) -> None:
+        if workers < 0:
+            raise TaskError(f"workers must be 0 or more (got {workers}); give the number of DataLoader processes.")
         self.folder = Path(folder).resolve()
+        self.compile_model, self.workers = compile_model, workers
         self.manifest = manifest
         self.timeout_s = float(timeout_s)
         self.verbose = verbose
@@ -161,13 +168,15 @@ class TaskRunner:
         seed: int,
         settings: Mapping[str, Any] | None = None,
         data_seed: int | None = None,
+        dp: Mapping[str, Any] | None = None,
     ) -> TrainOutcome:
         """Evaluate ``base`` on the party's validation split, train it on its training split; the trainable
         tensors (same layout as ``base``), the sample count, and ``base_*``, ``val_samples`` and training metrics.
 
         ``seed`` seeds model building and training; ``load_data`` gets ``data_seed`` (default ``seed``):
         a split that every party must draw alike needs a seed they share, training one of its own.
-        ``settings`` override the task's declared settings, which override fedledger's defaults.
+        ``settings`` override the task's declared settings, which override fedledger's defaults. ``dp`` (a
+        round's dp section as a dict) trains with DP-SGD in fedledger's loop and measures nothing.
         """
         overlap = sorted(set(base) & set(frozen))
         if overlap:
@@ -183,6 +192,9 @@ class TaskRunner:
             "partition": partition,
             "partitions": partitions,
             "settings": effective_settings(self.manifest.settings, settings, task=self.name),
+            "dp": None if dp is None else dict(dp),
+            "compile": self.compile_model,
+            "workers": self.workers,
         }
         inputs = {BASE: to_safetensors(dict(base)), FROZEN: to_safetensors(dict(frozen))}
         response, output = self._run(request, inputs)

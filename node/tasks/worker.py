@@ -11,7 +11,10 @@ Operations:
   those that train (all but parameters with ``requires_grad=False``).
 - ``train``: ``model()``, load the frozen and base tensors (together exactly the model's), evaluate
   the base model on the validation split (metrics ``base_*`` and ``val_samples``), train (the task's
-  ``train`` or :func:`node.tasks.loop.train`), answer the trainable tensors and the metrics.
+  ``train`` or :func:`node.tasks.loop.train`), answer the trainable tensors and the metrics. In a
+  private round (the request's ``dp``) it trains with DP-SGD (:func:`node.tasks.loop.train_private`),
+  refuses a task with its own ``train`` and a model Opacus rejects before reading any data, and
+  measures nothing on the party's data (no metrics: they would not be covered by ε).
 """
 
 from __future__ import annotations
@@ -127,6 +130,10 @@ class Worker:
         model = self.build_model()
         self.enter("model")
         load_into(model, base, frozen)
+        dp = request.get("dp")
+        own = self.hook("train", required=False)
+        if dp is not None:
+            self.check_private(model, own_train=own is not None)
         load_data = self.hook("load_data", required=True)
         data = self.call("load_data", load_data, request["data_path"], partition=request["partition"],
                          partitions=request["partitions"], seed=int(request["data_seed"]))
@@ -138,21 +145,25 @@ class Worker:
         device = pick_device(request.get("device"))  # the node's choice, else CUDA, then MPS, then the CPU
         loss = self.hook("loss", required=False)
         metrics: dict[str, float] = {}
-        if validation is not None:
+        workers = int(request.get("workers") or 0)
+        if validation is not None and dp is None:  # a private round reports nothing measured on private data
             evaluate = self.hook("evaluate", required=False)
             if evaluate is not None:
                 scores = self.call("evaluate", evaluate, model, validation, device=device)
             else:
-                scores = self.call("evaluate", loop.evaluate, model, validation, device=device, loss=loss)
+                scores = self.call("evaluate", loop.evaluate, model, validation, device=device, loss=loss, workers=workers)
             scores = checked_metrics("evaluate", scores)
             metrics.update({f"base_{name}": value for name, value in scores.items()})
             size = loop.size_of(validation)
             if size is not None:
                 metrics["val_samples"] = float(size)
         settings = dict(request["settings"])
-        own = self.hook("train", required=False)
         torch.manual_seed(seed)
-        if own is not None:
+        if dp is not None:
+            samples = self.call("train", loop.train_private, model, train_data, dp=dp, settings=settings, device=device,
+                                loss=loss)
+            trained = {}
+        elif own is not None:
             result = self.call("train", own, model, train_data, settings=settings, device=device)
             if not isinstance(result, (tuple, list)) or len(result) != 2:
                 raise HookFailure("train", INVALID, "NotAPair",
@@ -160,7 +171,8 @@ class Worker:
             samples, trained = result
         else:
             samples, trained = self.call("train", loop.train, model, train_data, settings=settings, device=device,
-                                         seed=seed, loss=loss)
+                                         seed=seed, loss=loss, workers=workers,
+                                         compile_model=bool(request.get("compile")))
         samples = int(samples) if isinstance(samples, (np.integer,)) else samples
         problem = samples_problem(samples)
         if problem:
@@ -171,6 +183,29 @@ class Worker:
         state = state_arrays(model)
         (self.dir / OUTPUT).write_bytes(to_safetensors({name: value for name, value in state.items() if name not in frozen}))
         return {"samples": samples, "metrics": {**trained, **metrics}}
+
+    def check_private(self, model: nn.Module, *, own_train: bool) -> None:
+        """Refuse, before any data is read, a private round that fedledger's DP-SGD cannot run: a task with its
+        own ``train`` (nothing shows that it clips and adds the noise the accountant counts), or a model that
+        Opacus' validator rejects (its own words are given)."""
+        if own_train:
+            raise HookFailure(
+                "train", INVALID, "PrivateOwnTrain",
+                "the round is private (DP-SGD), but the task defines its own train(), and only fedledger's loop is "
+                "known to clip and add the noise that the declared epsilon counts; a private round needs a task "
+                "without train(), or open the round without DP",
+            )
+        self.enter("model")
+        from opacus.validators import ModuleValidator
+
+        problems = ModuleValidator.validate(model, strict=False)
+        if problems:
+            said = "; ".join(str(problem) for problem in problems)
+            raise HookFailure(
+                "model", INVALID, "NotPrivate",
+                f"Opacus cannot train model() with DP-SGD: {said}; change the model (e.g. GroupNorm for BatchNorm) "
+                "or open the round without DP",
+            )
 
     def run(self) -> None:
         operation = self.request["operation"]

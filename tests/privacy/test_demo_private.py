@@ -26,6 +26,7 @@ def test_demo_private_reports_the_privacy_it_kept(tmp_path: Path) -> None:
     assert len(privacy["epsilon_spent"]) == 2 and set(privacy["epsilon_spent"].values()) == {spent}
     assert 7.5 < spent <= 8.0  # the noise is the least that keeps both rounds within the budget
     assert [r["accepted"] for r in report["rounds"]] == [2, 2] and report["final_accuracy"] > 0.5
+    assert [r["fed_eval_accuracy"] for r in report["rounds"]] == [None, None]  # nothing measured on private data
 
 
 def test_demo_private_refuses_the_flower_engine(tmp_path: Path) -> None:

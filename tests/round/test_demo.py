@@ -37,6 +37,11 @@ def test_demo_on_the_in_process_chain_prints_one_json_report() -> None:
         shutil.rmtree(json.loads(outcome.stdout)["workdir"], ignore_errors=True)  # the demo's temporary workspace
     report = check_report(outcome, rounds=2)
     assert [r["accepted"] for r in report["rounds"]] == [3, 3]
+    # Federated evaluation: each party scores the round's base model on its share of the held-out digits;
+    # weighted by samples that is the previous global model's accuracy on all of them, as measured centrally.
+    first, second = report["rounds"]
+    assert 0.0 <= first["fed_eval_accuracy"] < 0.5  # the genesis model guesses
+    assert second["fed_eval_accuracy"] == pytest.approx(first["accuracy"], abs=1e-12)
     assert report["final_accuracy"] > 0.5  # two rounds of three parties on digits already learn
 
 
@@ -79,6 +84,10 @@ def test_demo_on_anvil_leaves_a_workspace_that_chain_up_reopens(tmp_path: Path) 
         assert status["state"] == "finalized"
         assert status["global_cid"] == report["rounds"][0]["global_cid"]
         assert len(status["updates"]) == 2
+        # The audit reads the same federated evaluation from the updates, checked against the hashes on chain.
+        audited = ok(fedledger("audit", "rounds", "--json", "-w", str(workdir))).json()[0]
+        assert (audited["fed_eval_parties"], audited["fed_eval_note"]) == (2, None)
+        assert audited["fed_eval_accuracy"] == pytest.approx(report["rounds"][0]["fed_eval_accuracy"], abs=1e-12)
         # The demo's admin key is kept there, encrypted: the federation goes on with a next round.
         admin = json.loads((workdir / "keys" / "admin.json").read_text())
         assert "crypto" in admin and sorted(p.name for p in (workdir / "keys").iterdir()) == ["admin.json", "party1.json", "party2.json"]
