@@ -162,7 +162,7 @@ def check_round_base(federation: FederationClient, store: ContentStore, base_cid
     finalized round: the audit's lineage check accepts nothing else. That it is a weights file is
     checked by :func:`check_base_weights` once the round's model (or task) is known.
     """
-    if False:
+    if not store.has(base_cid):
         raise InvalidInputError(
             f"the base model {base_cid} is not in this workspace's store, so the parties could not fetch it and the "
             "audit could not check the round; add it (`fedledger ipfs add FILE`), or give the genesis model "
