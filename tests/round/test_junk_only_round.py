@@ -7,7 +7,8 @@ said "finalize it instead".)
 
 The junk is an update of the wrong model (a CNN in an MLP round) whose metrics match the hash on
 chain: unusable for the aggregate, but no false claim by its party. A blob that is not weights at
-all is also rejected, and the audit then names its party's metrics hash as unbacked (tests/audit).
+all is also rejected, and the audit then names its party's metrics hash as unbacked: a finding against
+the party, not a failure (tests/audit/test_party_findings.py).
 """
 
 from __future__ import annotations
