@@ -167,3 +167,22 @@ def test_a_public_host_without_authorizations_is_refused_unless_insecure(tmp_pat
 def test_bad_authorizations_are_refused_with_a_sentence(text: str, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         parse_authorizations(text, source="$FEDLEDGER_IPFS_AUTHORIZATIONS")
+
+
+def test_the_header_is_compared_in_constant_time_against_every_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ledger.ipfs.auth as auth
+
+    compared: list[tuple[int, int]] = []
+    real = auth.hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((len(a), len(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    names = authorizations()
+    assert names.allows(f"Bearer {ADMIN}", "/api/v0/pin/rm")  # the first name: the others are compared all the same
+    assert not names.allows(f"Bearer {ADMIN}x", "/api/v0/cat")
+    assert not names.allows(None, "/api/v0/cat")
+    # Digests of equal length, so neither which name matched nor the secret's length shows in the time taken.
+    assert compared == [(32, 32)] * (3 * len(AUTHORIZATIONS))
