@@ -210,6 +210,7 @@ def register(app: typer.Typer) -> None:
         from ledger.chain.keys import load_account
         from ledger.errors import InvalidInputError
         from node.cli.train_cmd import NO_DATA, check_task_arguments, party_data, task_inputs
+        from node.data import digits_validation
         from node.services.participant_service import NodeService
         from node.training import pick_device
 
@@ -232,6 +233,7 @@ def register(app: typer.Typer) -> None:
                 data=lambda: party_data(None if data is None else Path(data), shard, of, non_iid, seed),
                 task=lambda: task_inputs(workspace, data=data, shard=shard, of=of, non_iid=non_iid, seed=seed,
                                          timeout_s=task_timeout, verbose=verbose, device=device),
+                validation=digits_validation(seed),
                 journal_dir=workspace.journal_dir, log=rt.log, metrics=rt.metrics, device=chosen,
             )
 

@@ -70,6 +70,7 @@ class NodeService:
         store: ContentStore,
         data: Dataset | Callable[[], Dataset] | None = None,
         task: TaskInputs | Callable[[], TaskInputs] | None = None,
+        validation: Dataset | None = None,
         journal_dir: Path,
         log: ServiceLog,
         metrics: ServiceMetrics,
@@ -77,13 +78,15 @@ class NodeService:
     ) -> None:
         """``data`` for built-in rounds and ``task`` for task rounds, each the thing itself or a function that
         builds it when a round of its kind first needs it (its InvalidInputError then settles that round only,
-        and the next round of that kind calls it again); without one, rounds of that kind are settled."""
+        and the next round of that kind calls it again); without one, rounds of that kind are settled.
+        ``validation``: what a built-in round's base model is evaluated on first (``train_and_submit``)."""
         if federation.account is None or isinstance(federation.account, str):
             raise ValueError("a node needs the party's own signing key")
         self.federation = federation
         self.store = store
         self.data = data
         self.task = task
+        self.validation = validation
         self.journal_dir = journal_dir
         self.log = log
         self.metrics = metrics
@@ -169,7 +172,7 @@ class NodeService:
                                   f"running it on {given}.", round=round_id, task=config.task.cid)
             outcome = train_and_submit(
                 federation=federation, store=self.store, round_id=round_id, data=data, task=task,
-                journal_dir=self.journal_dir, device=self.device, progress=False,
+                journal_dir=self.journal_dir, device=self.device, progress=False, validation=self.validation,
             )
         except PARTY_REFUSALS:
             raise

@@ -137,7 +137,12 @@ def test_the_federated_evaluation_weighs_only_updates_that_bind_and_match_their_
         "fed_eval_accuracy": None, "fed_eval_loss": None, "fed_eval_parties": 0,
         "fed_eval_note": "2 updates left out: sealed to the round's recipients, not opened without a key"}
     built_in = federated_evaluation(store, row, replace(config, task=None), events).columns()
-    assert built_in == dict.fromkeys(FED_EVAL_COLUMNS)
+    assert built_in == evaluation  # a built-in round's parties evaluate its base model the same way
+    dp = DpSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.2, steps=5)
+    assert federated_evaluation(store, row, replace(config, dp=dp), events).columns() == {
+        "fed_eval_accuracy": None, "fed_eval_loss": None, "fed_eval_parties": 0,
+        "fed_eval_note": "a private round: parties report no figures measured on their data"}
+    assert federated_evaluation(store, row, None, events).columns() == dict.fromkeys(FED_EVAL_COLUMNS)
 
 
 @pytest.mark.parametrize("strategy", ["fedavg", "median", "trimmed-mean", "krum"])
@@ -248,9 +253,6 @@ def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
     # Rounds that cannot train the agreement's task are refused before anything is pinned or recorded.
     mlp = store.add_bytes(genesis_model_bytes("mlp", seed=0))
     pins = store.pins()
-    private = cli("round", "open", "--base-cid", genesis["cid"], "--deadline", "600", "--min-updates", "2",
-                  "--dp-noise", "1.0", *w)
-    assert private.exit_code == 1 and "own tasks do not run DP-SGD yet" in private.error_line()
     built_in = cli("round", "open", "--base-cid", mlp, "--deadline", "600", "--min-updates", "2", *w)
     assert built_in.exit_code == 1 and f"the base model {mlp} was not made from a task" in built_in.error_line()
     assert f"`fedledger model init --task {task}`" in built_in.error_line()
@@ -336,6 +338,20 @@ def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
     assert [(c["round_id"], c["ok"], c["cid"]) for c in verified.json()["checks"] if c["check"] == "task"] == [
         (1, True, task), (1, True, aggregated["global_cid"])]  # the agreement's task, named by the global model
 
+    # A private round of the task: alice's task process trains it with fedledger's DP-SGD loop (the plain loop
+    # would report loss and accuracy), and the update carries no metrics. The agreement has no privacy budget, so
+    # no epsilon is declared (the accounting of a budget does not depend on the task: tests/privacy).
+    private = ok(cli("round", "open", "--base-cid", aggregated["global_cid"], "--deadline", "600", "--min-updates", "1",
+                     "--dp-noise", "1.0", "--dp-steps", "5", "--json", *w)).json()
+    private_round = private["round_id"]
+    assert RoundConfig.from_bytes(store.get(private["config_cid"])).dp is not None
+    spent = ok(cli("node", "train", "--round", str(private_round), "--data", str(csvs["alice"]), "--json", *w,
+                   env=alice["env"])).json()
+    assert spent["trained"] and spent["metrics"] == {} and spent["epsilon"] == 0 and spent["samples"] == 228
+    update, metadata = from_safetensors(store.get(spent["update_cid"]))
+    assert metadata["metrics"] == {} and sorted(update) == trainable
+    assert any(not np.array_equal(update[name], global_arrays[name]) for name in trainable)
+
     # Round 2, opened by hand with a config naming a task that is not the agreement's: the party refuses it.
     ok(cli("task", "new", str(tmp_path / "other"), "--name", "other"))
     other_task = ok(cli("task", "pack", str(tmp_path / "other"), "--json", *w)).json()["cid"]
@@ -365,17 +381,8 @@ def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
     assert misfit.exit_code == 1 and "task 'other'" in line and "model() has tensor '0.bias'" in line, line
     nothing_pinned_or_sent(round_2, pins)
 
-    # A private round of that task (a config written by hand): own tasks do not run DP-SGD yet.
-    dp = DpSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.2, steps=5)
-    private_config = replace(RoundConfig.from_bytes(forged), dp=dp).to_bytes()
-    store.add_bytes(private_config, pin=True)
     round_3, _ = admin.open_round(base_cid=aggregated["global_cid"], deadline=chain.now() + 600, min_updates=1,
-                                  config_hash=hashlib.sha256(private_config).digest())
-    pins = store.pins()
-    private = cli("node", "train", "--round", str(round_3), "--data", str(csvs["alice"]), *w, env=alice["env"])
-    line = private.error_line(alone=False)
-    assert private.exit_code == 1 and f"round {round_3} is private (DP-SGD)" in line and "own tasks do not run DP-SGD" in line
-    nothing_pinned_or_sent(round_3, pins)
+                                  config_hash=hashlib.sha256(forged).digest())
 
     # The audit of own tasks. Round 3 finalized by hand with a global model that names round 1's task, not its
     # config's; round 4 a built-in round opened under agreement v2, which names a task.
@@ -404,7 +411,7 @@ def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
     assert 0 < rows[1]["fed_eval_accuracy"] < 1 and rows[1]["fed_eval_parties"] == 2
     assert rows[1]["fed_eval_note"] == "1 update left out: its metrics carry no federated evaluation"
     assert (rows[round_2]["fed_eval_accuracy"], rows[round_2]["fed_eval_parties"]) == (None, 0)
-    assert [rows[round_4][k] for k in ("fed_eval_accuracy", "fed_eval_loss", "fed_eval_parties")] == [None, None, None]
+    assert [rows[round_4][k] for k in ("fed_eval_accuracy", "fed_eval_loss", "fed_eval_parties")] == [None, None, 0]
 
     # audit provenance names the task of every global model on the way back to the genesis model.
     lineage = ok(cli("audit", "provenance", stray_global, "--json", *w)).json()
@@ -427,7 +434,7 @@ def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
     ], verdict.stderr
     passed = [(c["round_id"], c["cid"]) for c in cli("audit", "verify", "--json", *w).json()["checks"]
               if c["check"] == "task" and c["ok"]]
-    assert passed == [(1, task), (1, aggregated["global_cid"]), (round_3, other_task)]
+    assert passed == [(1, task), (1, aggregated["global_cid"]), (private_round, task), (round_3, other_task)]
 
     # The report: the rounds table with each round's task and its federated evaluation.
     page = tmp_path / "report.html"
