@@ -119,6 +119,7 @@ class _TimedSocketReader(io.RawIOBase):
         self._sock, self._limits, self._peer = sock, limits, peer
         self._phase = "header"
         self._deadline = time.monotonic() + limits.header_timeout_s
+        self._timeout: float | None = None  # as last set on the socket (each set is a system call)
 
     def readable(self) -> bool:
         return True
@@ -129,7 +130,12 @@ class _TimedSocketReader(io.RawIOBase):
 
     def headers_read(self) -> None:
         self._phase = "body"
-        self._sock.settimeout(self._limits.idle_timeout_s)  # also bounds each send of the answer
+        self._set_timeout(self._limits.idle_timeout_s)  # also bounds each send of the answer
+
+    def _set_timeout(self, seconds: float) -> None:
+        if seconds != self._timeout:
+            self._sock.settimeout(seconds)
+            self._timeout = seconds
 
     def _expired(self) -> ClientTimeoutError:
         if self._phase == "header":
@@ -147,7 +153,7 @@ class _TimedSocketReader(io.RawIOBase):
             wait = self._deadline - time.monotonic()
             if wait <= 0:
                 raise self._expired()
-        self._sock.settimeout(wait)
+        self._set_timeout(wait)
         try:
             count = self._sock.recv_into(buffer)
         except TimeoutError:
