@@ -308,10 +308,14 @@ def register(app: typer.Typer) -> None:
         workdir: WorkdirOption = None,
     ) -> None:
         """Open round 1 on the base model, each next round on the last global model, reopen a cancelled
-        round on its base; exit 0 once --rounds rounds are finalized. Resumes its schedule after a restart."""
+        round on its base; exit 0 once --rounds rounds are finalized. Resumes its schedule after a restart.
+
+        Under an agreement that names a task, the rounds train that task: give --base-cid (the task's genesis
+        model, `fedledger model init --task CID`, or a global model of its rounds)."""
         from ledger.ipfs.cid import parse_cid
         from ledger.chain.connection import require_gas_money
         from node.cli.round_cmd import round_config as round_config_bytes
+        from node.cli.round_cmd import task_round_config
         from node.round_config import RoundConfig
         from node.services.coordinator_service import CoordinatorService
 
@@ -338,6 +342,13 @@ def register(app: typer.Typer) -> None:
                 if base is None:
                     log_stopped_early(rt)
                     return
+                # Under an agreement that names a task, every round trains that task (as `round open` writes it).
+                task_document, task = task_round_config(document.to_bytes(), config_file=config, federation=federation,
+                                                        store=store, base_cid=base)
+                if task is not None:
+                    document = RoundConfig.from_bytes(task_document)
+                    rt.log.info("task", f"the agreement in force names task {document.model} ({task.cid}): every "
+                                        "round of this schedule trains it.", task=task.cid)
                 service = CoordinatorService(
                     federation=federation, store=store, journal_dir=workspace.journal_dir, rounds=rounds,
                     round_seconds=round_seconds, min_updates=min_updates, config=document, base_cid=base,

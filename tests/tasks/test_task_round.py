@@ -32,7 +32,7 @@ from node.audit.tasks import FED_EVAL_COLUMNS, federated_evaluation
 from node.cli._common import TASK_TIMEOUT_S
 from node.genesis import genesis_model_bytes
 from node.participant import metrics_hash, update_bytes
-from node.round_config import DpSettings, RoundConfig, TaskRef, TrainingSettings
+from node.round_config import DpSettings, RoundConfig, TaskRef, TrainingSettings, config_cid
 from node.strategies import Update, make_strategy
 from node.tasks.agreement import MAX_DOCUMENT_BYTES, agreement_document, agreement_task, parse_agreement
 from node.tasks.runner import DEFAULT_TIMEOUT_S
@@ -352,6 +352,25 @@ def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
     assert metadata["metrics"] == {} and sorted(update) == trainable
     assert any(not np.array_equal(update[name], global_arrays[name]) for name in trainable)
 
+    # The coordinator's rounds train the agreement's task too: its config is the one `round open` writes.
+    coordinator = start("coordinator", "run", "--rounds", "1", "--round-seconds", "600", "--min-updates", "2",
+                        "--base-cid", aggregated["global_cid"], "--log-json", *w, env={})
+    try:
+        logged = []
+        for line in coordinator.stdout or ():  # until it says it opened its round (or it ends)
+            logged.append(json.loads(line))
+            if logged[-1]["event"] == "opened":
+                break
+    finally:
+        coordinator.terminate()
+        finish(coordinator)
+    assert [e["event"] for e in logged] == ["task", "started", "opened"], logged
+    assert logged[0]["task"] == task
+    scheduled = logged[-1]["round"]
+    scheduled_config = RoundConfig.from_bytes(store.get(config_cid(admin.round(scheduled).config_hash)))
+    assert (scheduled_config.task, scheduled_config.model) == (TaskRef(task, genesis["frozen_cid"]), "breast")
+    assert scheduled_config.training == config.training
+
     # Round 2, opened by hand with a config naming a task that is not the agreement's: the party refuses it.
     ok(cli("task", "new", str(tmp_path / "other"), "--name", "other"))
     other_task = ok(cli("task", "pack", str(tmp_path / "other"), "--json", *w)).json()["cid"]
@@ -434,7 +453,8 @@ def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
     ], verdict.stderr
     passed = [(c["round_id"], c["cid"]) for c in cli("audit", "verify", "--json", *w).json()["checks"]
               if c["check"] == "task" and c["ok"]]
-    assert passed == [(1, task), (1, aggregated["global_cid"]), (private_round, task), (round_3, other_task)]
+    assert passed == [(1, task), (1, aggregated["global_cid"]), (private_round, task), (scheduled, task),
+                      (round_3, other_task)]
 
     # The report: the rounds table with each round's task and its federated evaluation.
     page = tmp_path / "report.html"
