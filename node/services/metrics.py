@@ -73,5 +73,5 @@ class ServiceMetrics:
                 "(0 picks one) or another --metrics-host."
             ) from None
         server.init_limits(limits, note or stderr_notes(f"fedledger {self.service} metrics"))
-        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="metrics-http", daemon=True).start()
         return server

@@ -52,7 +52,7 @@ def relay_server(rate_limits: RateLimits, limits: ServerLimits = ServerLimits())
     relay = Relay(federation=None, store=store, batch_size=4, max_wait_s=0.05, log=log,  # type: ignore[arg-type]
                   rate_limits=rate_limits)
     server = make_server(relay, port=0, limits=limits)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         yield server, store, log_text
     finally:
@@ -64,7 +64,7 @@ def post_from(server: RelayServer, source: str) -> tuple[int, str | None, dict[s
     """POST the update from the loopback address ``source``: (status, Retry-After, answer)."""
     connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10, source_address=(source, 0))
     try:
-        connection.request("POST", PATH, body=json.dumps(DOCUMENT), headers={"Content-Type": "application/json"})
+        connection.request("POST", PATH, body=json.dumps(DOCUMENT).encode(), headers={"Content-Type": "application/json"})
         response = connection.getresponse()
         return response.status, response.getheader("Retry-After"), json.loads(response.read())
     finally:

@@ -39,7 +39,7 @@ JS_SCRIPT = Path(__file__).parent / "js" / "kubo_auth_client.mjs"
 @contextmanager
 def served(repo: Path, authorizations: Authorizations | None) -> Iterator[str]:
     server = make_server(EmbeddedStore(repo), port=0, authorizations=authorizations)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:

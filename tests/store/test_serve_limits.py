@@ -30,7 +30,7 @@ PARTIAL = b"POST /api/v0/version HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # headers nev
 def served(tmp_path: Path, limits: ServerLimits = LIMITS) -> Iterator[tuple[StoreServer, list[str]]]:
     notes: list[str] = []
     server = make_server(EmbeddedStore(tmp_path / "repo"), port=0, limits=limits, note=notes.append)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         yield server, notes
     finally:
