@@ -38,6 +38,8 @@ TaskTimeoutOption = Annotated[
     typer.Option("--task-timeout", min=1, help="Seconds a task's process may run (rounds and genesis of own tasks)."),
 ]
 VerboseOption = Annotated[bool, typer.Option("--verbose", help="Show a task's own output and its traceback when it fails.")]
+CompileOption = Annotated[bool, typer.Option("--compile", help="Task rounds: train through torch.compile (pays on long runs of large models; the first batches compile).")]
+WorkersOption = Annotated[int, typer.Option("--workers", min=0, help="Task rounds: DataLoader processes reading a task's Dataset (default 0: read in the task process).")]
 
 
 def fail(message: str, exit_code: int = 1) -> typer.Exit:

@@ -22,10 +22,12 @@ from ledger.ipfs.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import (
     TASK_TIMEOUT_S,
+    CompileOption,
     RpcOption,
     TaskTimeoutOption,
     VerboseOption,
     WorkdirOption,
+    WorkersOption,
     console,
     handle_errors,
 )
@@ -182,6 +184,8 @@ def register(app: typer.Typer) -> None:
         device: DeviceOption = None,
         task_timeout: TaskTimeoutOption = TASK_TIMEOUT_S,
         verbose: VerboseOption = False,
+        compile_model: CompileOption = False,
+        workers: WorkersOption = 0,
         once: Annotated[bool, typer.Option("--once", help="Take part in the rounds open now, then exit.")] = False,
         poll: PollOption = 2.0,
         max_outage: MaxOutageOption = None,
@@ -232,7 +236,8 @@ def register(app: typer.Typer) -> None:
                 federation=federation, store=open_store(workspace),
                 data=lambda: party_data(None if data is None else Path(data), shard, of, non_iid, seed),
                 task=lambda: task_inputs(workspace, data=data, shard=shard, of=of, non_iid=non_iid, seed=seed,
-                                         timeout_s=task_timeout, verbose=verbose, device=device),
+                                         timeout_s=task_timeout, verbose=verbose, device=device,
+                                         compile_model=compile_model, workers=workers),
                 validation=digits_validation(seed),
                 journal_dir=workspace.journal_dir, log=rt.log, metrics=rt.metrics, device=chosen,
             )

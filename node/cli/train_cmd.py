@@ -14,10 +14,12 @@ from ledger.ipfs.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import (
     TASK_TIMEOUT_S,
+    CompileOption,
     JsonOption,
     RpcOption,
     TaskTimeoutOption,
     VerboseOption,
+    WorkersOption,
     WorkdirOption,
     console,
     handle_errors,
@@ -86,7 +88,7 @@ def check_task_arguments(shard: int | None, of: int | None, non_iid: float | Non
 
 def task_inputs(
     workspace: Workspace, *, data: str | None, shard: int | None, of: int | None, non_iid: float | None, seed: int,
-    timeout_s: float, verbose: bool, device: str | None,
+    timeout_s: float, verbose: bool, device: str | None, compile_model: bool = False, workers: int = 0,
 ) -> TaskInputs:
     """What the party gives a task round, from its options (checked first: ``check_task_arguments``)."""
     from node.participant import TaskInputs
@@ -95,7 +97,7 @@ def task_inputs(
     check_task_arguments(shard, of, non_iid)
     return TaskInputs(
         cache_root=task_cache(workspace), data_path=data, partition=shard, partitions=of, data_seed=seed,
-        timeout_s=timeout_s, verbose=verbose, device=device,
+        timeout_s=timeout_s, verbose=verbose, device=device, compile_model=compile_model, workers=workers,
     )
 
 
@@ -118,6 +120,8 @@ def register(app: typer.Typer) -> None:
         relay: Annotated[str | None, typer.Option("--relay", help="URL of a `fedledger relay serve`: sign the update and have the relay send it (the party needs no ether).")] = None,
         task_timeout: TaskTimeoutOption = TASK_TIMEOUT_S,
         verbose: VerboseOption = False,
+        compile_model: CompileOption = False,
+        workers: WorkersOption = 0,
         rpc: RpcOption = None,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
@@ -151,7 +155,8 @@ def register(app: typer.Typer) -> None:
             local = party_data(None if data is None else Path(data), shard, of, non_iid, seed)
         else:
             inputs = task_inputs(workspace, data=data, shard=shard, of=of, non_iid=non_iid, seed=seed,
-                                 timeout_s=task_timeout, verbose=verbose, device=device)
+                                 timeout_s=task_timeout, verbose=verbose, device=device,
+                                 compile_model=compile_model, workers=workers)
         chosen = pick_device(device)
         account = load_account(workspace, key)
         federation = open_federation(workspace, account=account, rpc=workspace_rpc(workspace, rpc))

@@ -241,3 +241,31 @@ def test_state_travels_as_numpy_with_bfloat16_widened_and_a_dataset_trains_repea
     assert runs[0][0] == 50 and set(runs[0][1]) == {"loss", "accuracy"} and runs[0][1] == runs[1][1]
     assert all(runs[0][2][name].tobytes() == runs[1][2][name].tobytes() for name in runs[0][2])
     assert set(loop.evaluate(model, dataset, device=torch.device("cpu"))) == {"loss", "accuracy"}
+
+
+def test_dataloader_workers_read_the_same_batches_and_compile_wraps_only_the_training_passes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    generator = torch.Generator().manual_seed(0)
+    dataset = torch.utils.data.TensorDataset(torch.randn(40, 4, generator=generator), torch.randint(0, 2, (40,), generator=generator))
+    compiled: list[torch.nn.Module] = []
+
+    def spy_compile(model: torch.nn.Module) -> torch.nn.Module:  # torch.compile itself takes ~45 s here
+        compiled.append(model)
+        return model
+
+    monkeypatch.setattr(torch, "compile", spy_compile)
+    runs = []
+    for options in ({}, {"workers": 2}, {"compile_model": True}):
+        torch.manual_seed(1)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        result = loop.train(model, dataset, settings={"epochs": 2, "batch_size": 8, "lr": 0.1},
+                            device=torch.device("cpu"), seed=3, **options)  # type: ignore[arg-type]
+        runs.append((result, state_arrays_of(model)))
+        assert len(compiled) == (1 if options.get("compile_model") else 0)
+    assert compiled[0] is model  # the model itself is compiled, so its own parameters train
+    (plain, weights), (with_workers, weights_2), _ = runs
+    assert plain == with_workers and all(weights[name].tobytes() == weights_2[name].tobytes() for name in weights)
+    folder = write_task(tmp_path / "t", "def model():\n    pass\n")
+    with pytest.raises(TaskError, match="workers must be 0 or more"):
+        TaskRunner(folder, manifest_of_folder(folder), workers=-1)
