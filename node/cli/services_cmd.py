@@ -320,7 +320,7 @@ def register(app: typer.Typer) -> None:
         from ledger.ipfs.cid import parse_cid
         from ledger.chain.connection import require_gas_money
         from node.cli.round_cmd import round_config as round_config_bytes
-        from node.cli.round_cmd import task_round_config
+        from node.cli.round_cmd import check_round_base, task_round_config
         from node.round_config import RoundConfig
         from node.services.coordinator_service import CoordinatorService
 
@@ -335,9 +335,6 @@ def register(app: typer.Typer) -> None:
 
                 def pin_base() -> str:
                     if given_base is not None:
-                        if not store.has(given_base):
-                            rt.log.warning("base-not-in-store", f"the base model {given_base} is not in this workspace's "
-                                           "store; parties must be able to fetch it.", base_cid=given_base)
                         return given_base
                     from node.genesis import genesis_model_bytes
 
@@ -347,6 +344,7 @@ def register(app: typer.Typer) -> None:
                 if base is None:
                     log_stopped_early(rt)
                     return
+                check_round_base(federation, store, base)  # as `round open`: one the audit would reject is refused
                 # Under an agreement that names a task, every round trains that task (as `round open` writes it).
                 task_document, task = task_round_config(document.to_bytes(), config_file=config, federation=federation,
                                                         store=store, base_cid=base)

@@ -23,6 +23,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from deploy.anvil import free_port, stop_pidfile
+from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.workspace import Workspace
 from tests.fixtures_cli import Outcome, ok
 from tests.fixtures_cli import run_fedledger as fedledger
@@ -93,6 +94,11 @@ def test_services_run_three_rounds_through_a_killed_party_and_a_chain_restart(
         refused(cli("aggregator", "run", "--once", *w, env=env[OUTSIDER]), f"{outsider} lacks the aggregator role")
         refused(cli("coordinator", "run", "--rounds", "1", "--round-seconds", "60", "--min-updates", "1", *w,
                     env=env[OUTSIDER]), f"{outsider} lacks the coordinator role")
+        nowhere = cid_of_bytes(b"a model no store holds")
+        rounds_before = federation.client().round_count()
+        refused(cli("coordinator", "run", "--rounds", "1", "--round-seconds", "60", "--min-updates", "1",
+                    "--base-cid", nowhere, *w), f"the base model {nowhere} is not in this workspace's store")
+        assert federation.client().round_count() == rounds_before  # nothing opened
 
         poll = ("--poll-seconds", "0.5")
         big = str(big_dataset(tmp_path / "alice.npz", copies=2))  # long enough a training to be killed in
