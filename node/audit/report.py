@@ -267,8 +267,8 @@ def _strategy_text(params: dict[str, Any]) -> str:
 
 def _federated_evaluation_note(story: list[dict[str, Any]]) -> list[str]:
     """What the rounds table's task and fed_eval columns mean, and which updates each round left out; only
-    when some round trains a task."""
-    tasks = [row for row in story if row.get("task_cid")]
+    when some round trains a task or was evaluated by its parties."""
+    tasks = [row for row in story if row.get("task_cid") or row.get("fed_eval_parties")]
     if not tasks:
         return []
     left_out = "".join(f"<li>Round {row['round_id']}: {html.escape(row['fed_eval_note'])}</li>"

@@ -113,8 +113,9 @@ def test_a_federation_across_hosts_survives_a_killed_party_a_lost_link_and_resta
 
     try:
         anvil.start()
-        store = ServiceProcess("ipfs", ["ipfs", "serve", "--host", chain.address, "--port", "5001", "--repo",
-                                        str(root / "chain" / "ipfs")], env=None, log_dir=logs, prefix=chain.prefix)
+        # --insecure: the bridge is private to this test; a shared network would take --auth-file (see README).
+        store = ServiceProcess("ipfs", ["ipfs", "serve", "--host", chain.address, "--port", "5001", "--insecure",
+                                        "--repo", str(root / "chain" / "ipfs")], env=None, log_dir=logs, prefix=chain.prefix)
         services.append(store)
         setup = subprocess.run(
             [*hosts["op"].prefix, str(FEDLEDGER.parent / "python"), "-m", "tests.services.lan_setup", str(root), rpc, api,
