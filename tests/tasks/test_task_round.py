@@ -293,6 +293,11 @@ def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
     assert "3 columns" in warned["message"], warned["message"]
     assert store.pins() == pins and not client.has_submitted(1, bob["address"])
 
+    # Code changed in the unpacked cache (by anyone who can write the workspace) never runs: the cache is checked
+    # against the bundle's manifest and unpacked again from the bundle the agreement names.
+    cached = workspace.root / "tasks" / task / "task.py"
+    cached.write_text(cached.read_text() + "\nraise SystemExit('tampered code ran')\n")
+
     # Two parties train from their own CSV files, at the same time, as separate processes: alice with `node train`,
     # bob with his node (`node run --once`), which gives the task the same --data, --seed and --task-timeout.
     processes = {
@@ -301,6 +306,7 @@ def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
                      "--log-json", *w, env=bob["env"]),
     }
     trained = {"alice": ok(finish(processes["alice"])).json()}
+    assert cached.read_text() == source.read_text()  # the bundle's code, not the tampered copy, ran
     node_log = [json.loads(line) for line in ok(finish(processes["bob"])).stdout.splitlines()]
     assert [e["event"] for e in node_log] == ["started", "training", "submitted"], node_log
     assert node_log[1]["message"] == f"round 1: fetching task breast ({task}) and running it on data {csvs['bob']}."
