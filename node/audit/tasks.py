@@ -8,7 +8,8 @@
 - **Federated evaluation** of a round's base model: before training, each party evaluates the base model on its own validation split and puts ``base_loss``, ``base_accuracy``
   (whatever its task's ``evaluate`` returns, prefixed ``base_``) and ``val_samples`` in its update's
   metrics, whose sha256 the chain records. A round's figures are the mean of each ``base_*``
-  metric over its submitted updates, weighted by each party's ``val_samples``, counting only an
+  metric over its submitted updates, weighted by each party's ``val_samples`` (capped at the round's
+  ``max_samples``, as the aggregator caps a claimed sample count: no one claim outweighs the rest), counting only an
   update that is in the store, names its submitter, this round and this round's base model, and
   whose metrics hash to the hash on chain: no central test set is needed, and no figure is taken
   on a party's word alone. An update sealed to the round's recipients cannot be read without one
@@ -233,6 +234,7 @@ def federated_evaluation(
             reasons[found] = reasons.get(found, 0) + 1
             continue
         figures, weight = found
+        weight = min(weight, float(config.max_samples))  # as the aggregator caps a claimed sample count
         parties += 1
         for name, value in figures.items():
             sums[name] += value * weight

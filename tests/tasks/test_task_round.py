@@ -136,6 +136,9 @@ def test_the_federated_evaluation_weighs_only_updates_that_bind_and_match_their_
     assert federated_evaluation(store, row, sealed, events[:2]).columns() == {
         "fed_eval_accuracy": None, "fed_eval_loss": None, "fed_eval_parties": 0,
         "fed_eval_note": "2 updates left out: sealed to the round's recipients, not opened without a key"}
+    # A claim of more validation samples than the round lets one update count for weighs as max_samples.
+    capped = federated_evaluation(store, row, replace(config, max_samples=10), events[:2]).columns()
+    assert capped["fed_eval_accuracy"] == (0.5 * 10 + 0.9 * 10) / 20 and capped["fed_eval_parties"] == 2
     built_in = federated_evaluation(store, row, replace(config, task=None), events).columns()
     assert built_in == evaluation  # a built-in round's parties evaluate its base model the same way
     dp = DpSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.2, steps=5)
