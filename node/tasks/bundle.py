@@ -17,6 +17,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -38,6 +39,8 @@ __all__ = [
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 FILE_MODE = 0o644
+STALE_AFTER_S = 3600.0
+"""A cache's staging or trash folder untouched this long was left by a process killed mid-unpack."""
 _LEFT_OUT_DIRS_ANYWHERE = ("__pycache__", ".git", ".venv", ".pytest_cache", "*.egg-info")
 _LEFT_OUT_DIRS_AT_TOP = ("build", "dist")  # setuptools' outputs; a subpackage named build/ is code
 _LEFT_OUT_FILES = ("*.pyc", ".DS_Store", ".git")  # .git is a file in worktrees and submodules
@@ -272,6 +275,7 @@ def unpack_task(data: bytes, cid: str, cache_root: Path | str) -> Path:
     manifest, files = read_bundle(data, source=f"bundle {cid}")
     cache_root = Path(cache_root)
     cache_root.mkdir(parents=True, exist_ok=True)
+    _sweep(cache_root, cid)
     final = cache_root / cid
     if final.exists():
         if _intact(final, manifest):
@@ -295,6 +299,18 @@ def unpack_task(data: bytes, cid: str, cache_root: Path | str) -> Path:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def _sweep(cache_root: Path, cid: str) -> None:
+    """Remove the staging and trash folders of bundle ``cid`` that a process killed mid-unpack left behind:
+    those untouched for STALE_AFTER_S (a live unpack, by another process, is seconds old)."""
+    cutoff = time.time() - STALE_AFTER_S
+    for leftover in cache_root.glob(f".{cid}.*"):
+        try:
+            if leftover.suffix in (".partial", ".stale") and leftover.stat().st_mtime < cutoff:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:  # gone meanwhile
+            continue
 
 
 def _intact(folder: Path, manifest: TaskManifest) -> bool:

@@ -7,6 +7,7 @@ import io
 import os
 import shutil
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from ledger.ipfs.unixfs import cid_of_bytes
 from node.tasks import bundle as bundle_module
 from node.tasks.builtin import BUILTIN_TASKS, builtin_bundle
-from node.tasks.bundle import MANIFEST_NAME, manifest_of_folder, pack_task, read_bundle, unpack_task
+from node.tasks.bundle import MANIFEST_NAME, STALE_AFTER_S, manifest_of_folder, pack_task, read_bundle, unpack_task
 from node.tasks.errors import TaskError
 from node.tasks.manifest import TaskManifest
 from tests.tasks.helpers import write_task
@@ -194,3 +195,19 @@ def test_the_cache_extracts_once_reuses_a_sound_folder_and_replaces_a_damaged_on
     other = pack_task(write_task(tmp_path / "u", SOURCE + "# another version\n"))
     with pytest.raises(TaskError, match=f"the bytes given for task bundle {cid} hash to {cid_of_bytes(other)}"):
         unpack_task(other, cid, cache)
+
+
+def test_folders_left_by_an_unpack_killed_midway_are_swept_once_stale(tmp_path: Path) -> None:
+    data = pack_task(_task(tmp_path / "t"))
+    cid = cid_of_bytes(data)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stale_staging, stale_trash, live = cache / f".{cid}.a1.partial", cache / f".{cid}.b2.stale", cache / f".{cid}.c3.partial"
+    others = cache / ".bafkreiothertask.d4.partial"
+    for folder in (stale_staging, stale_trash, live, others):
+        (folder / "half").mkdir(parents=True)
+    old = time.time() - STALE_AFTER_S - 60
+    for folder in (stale_staging, stale_trash, others):
+        os.utime(folder, (old, old))
+    unpack_task(data, cid, cache)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([cid, live.name, others.name])  # only this bundle's stale ones
