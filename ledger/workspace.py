@@ -16,6 +16,7 @@ Values resolve as: flag, then environment (``FEDLEDGER_*``), then ``fedledger.to
 from __future__ import annotations
 
 import copy
+import errno
 import os
 import tempfile
 import tomllib
@@ -65,13 +66,19 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+_NO_DIR_SYNC = frozenset(getattr(errno, name) for name in ("EINVAL", "ENOTSUP", "EOPNOTSUPP", "EBADF", "EACCES")
+                         if hasattr(errno, name))
+"""fsync errors that mean "this file system or platform does not sync folders", not a failed disk."""
+
+
 @contextmanager
 def atomic_file(path: Path) -> Iterator[BinaryIO]:
     """A handle whose bytes replace ``path`` durably when the block ends, and are dropped if it raises.
 
     Readers see the old file or the new one, never a part: the bytes go to a temporary file beside
     ``path``, which is renamed over it once they are on disk. A crash before the rename (the
-    failpoint ``atomic-file:before-rename``) leaves the old file whole.
+    failpoint ``atomic-file:before-rename``) leaves the old file whole. After the rename the folder
+    itself is synced, so that the rename, too, survives a power cut (see ``fsync_dir``).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -85,6 +92,28 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Sync ``folder``'s entries (a rename in it) to disk; a no-op where folders cannot be opened or synced.
+
+    POSIX keeps a rename in the folder's metadata, which a file's own fsync does not write. Windows
+    cannot open a folder with ``os.open`` and some file systems refuse to sync one (EINVAL): the
+    rename has happened and readers see it, so those are skipped rather than failing the write.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        fd = os.open(folder, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if error.errno not in _NO_DIR_SYNC:
+            raise  # EIO and the like: the disk failed, which the caller must hear of
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

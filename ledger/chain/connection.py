@@ -202,14 +202,22 @@ def open_federation(
 
 
 def signing_account(workspace: Workspace, key: str | None, *, w3: Web3, rpc: str) -> LocalAccount:
-    """Who signs governance transactions: ``key`` (a [keys] name or keystore file), else the
-    workspace's ``[keys] admin``, else ``$FEDLEDGER_PRIVATE_KEY``, else — on a local dev chain
-    only — the chain's first funded dev account."""
+    """Who signs governance transactions: ``key`` (a [keys] name or keystore file), else
+    ``$FEDLEDGER_PRIVATE_KEY``, else the workspace's ``[keys] admin``, else — on a local dev chain
+    only — the chain's first funded dev account.
+
+    The more explicit setting wins: ``--key`` is given for this one command, the environment
+    variable for this shell or job, ``[keys] admin`` for every command on the workspace. A script
+    that sets the variable means that key (and has no terminal on which to ask for the admin
+    keystore's password)."""
     if key is not None:
         return load_account(workspace, key)
+    from_env = account_from_env()
+    if from_env is not None:
+        return from_env
     if workspace.config.get("keys", {}).get("admin"):
         return load_account(workspace, "admin")
-    account = account_from_env() or dev_account(w3, rpc)
+    account = dev_account(w3, rpc)
     if account is None:
         raise KeyLoadError(
             f"no key to sign with on {rpc}; pass --key NAME (see `fedledger key new`), "

@@ -2,8 +2,9 @@
 
 Each command resolves the workspace, connects to its chain, checks the recorded deployment
 (ledger.chain.connection.open_federation) and calls one FederationClient method. Governance transactions are
-signed by ``--key`` (a name under ``[keys]`` or a keystore file), else ``[keys] admin``, else
-``$FEDLEDGER_PRIVATE_KEY``, else, on a local dev chain, its first funded account.
+signed by ``--key`` (a name under ``[keys]`` or a keystore file), else ``$FEDLEDGER_PRIVATE_KEY``, else
+``[keys] admin``, else, on a local dev chain, its first funded account: the more explicit setting wins
+(ledger.chain.connection.signing_account).
 """
 
 from __future__ import annotations
