@@ -26,6 +26,7 @@ from node.cli._common import (
     print_json,
 )
 from node.data import Dataset, digits_validation, load_digits_split, load_local_data
+from node.services.lock import service_lock
 
 if TYPE_CHECKING:
     from node.participant import TaskInputs
@@ -159,50 +160,52 @@ def register(app: typer.Typer) -> None:
                                  compile_model=compile_model, workers=workers)
         chosen = pick_device(device)
         account = load_account(workspace, key)
-        federation = open_federation(workspace, account=account, rpc=workspace_rpc(workspace, rpc))
-        submit = None
-        if relay is None:
-            require_gas_money(federation.w3, account.address)
-        else:  # the party signs, the relay pays: checked before any training
-            from node.relay_client import RelayClient
+        # One key submits from one process: a `node run` with this key on this workspace holds the same lock.
+        with service_lock(workspace.journal_dir, role="node", address=account.address, command="fedledger node train"):
+            federation = open_federation(workspace, account=account, rpc=workspace_rpc(workspace, rpc))
+            submit = None
+            if relay is None:
+                require_gas_money(federation.w3, account.address)
+            else:  # the party signs, the relay pays: checked before any training
+                from node.relay_client import RelayClient
 
-            relay_client = RelayClient(relay, federation=federation, account=account)
-            relay_client.check()
-            submit = relay_client.submit_update
-        store = open_store(workspace)
-        if local is not None:
-            console.print(f"Party {account.address}: round {round_id}, {len(local)} local samples, device {chosen}.")
-        else:
-            assert task_config is not None and task_config.task is not None
-            console.print(
-                f"Party {account.address}: round {round_id}, task {task_config.model} ({task_config.task.cid}), "
-                f"data {escape(data) if data is not None else 'none given'}, device {chosen}.", soft_wrap=True, highlight=False,
+                relay_client = RelayClient(relay, federation=federation, account=account)
+                relay_client.check()
+                submit = relay_client.submit_update
+            store = open_store(workspace)
+            if local is not None:
+                console.print(f"Party {account.address}: round {round_id}, {len(local)} local samples, device {chosen}.")
+            else:
+                assert task_config is not None and task_config.task is not None
+                console.print(
+                    f"Party {account.address}: round {round_id}, task {task_config.model} ({task_config.task.cid}), "
+                    f"data {escape(data) if data is not None else 'none given'}, device {chosen}.", soft_wrap=True, highlight=False,
+                )
+            outcome = train_and_submit(
+                federation=federation, store=store, round_id=round_id, data=local,
+                journal_dir=workspace.journal_dir, device=chosen, progress=not json, submit=submit, task=inputs,
+                validation=None if local is None else digits_validation(seed),
             )
-        outcome = train_and_submit(
-            federation=federation, store=store, round_id=round_id, data=local,
-            journal_dir=workspace.journal_dir, device=chosen, progress=not json, submit=submit, task=inputs,
-            validation=None if local is None else digits_validation(seed),
-        )
-        if outcome.tx is None:
-            console.print(f"Already submitted {outcome.update_cid} to round {round_id}; nothing to do.")
-        else:
-            how = "trained and pinned" if outcome.trained else "reused the update pinned by an earlier run:"
-            console.print(
-                f"Submitted to round {round_id}: {how} {outcome.update_cid} "
-                f"({outcome.samples} samples; block {outcome.tx.block}, gas {outcome.tx.gas_used}).",
-                soft_wrap=True, highlight=False,
-            )
-            if getattr(outcome.tx, "relayer", None):
-                console.print(f"Relayed by {outcome.tx.relayer} in transaction {outcome.tx.tx_hash}.", highlight=False)
-        if outcome.epsilon_micros:
-            console.print(f"Declared cumulative ε = {micros_to_epsilon(outcome.epsilon_micros):.6f}.", highlight=False)
-        if json:
-            print_json({
-                "round_id": round_id, "participant": outcome.participant, "update_cid": outcome.update_cid,
-                "epsilon": micros_to_epsilon(outcome.epsilon_micros),
-                "samples": outcome.samples, "metrics": outcome.metrics, "trained": outcome.trained,
-                "tx_hash": outcome.tx.tx_hash if outcome.tx else None,
-                "gas_used": outcome.tx.gas_used if outcome.tx else None,
-                "block": outcome.tx.block if outcome.tx else None,
-                "relayed_by": getattr(outcome.tx, "relayer", None),
-            })
+            if outcome.tx is None:
+                console.print(f"Already submitted {outcome.update_cid} to round {round_id}; nothing to do.")
+            else:
+                how = "trained and pinned" if outcome.trained else "reused the update pinned by an earlier run:"
+                console.print(
+                    f"Submitted to round {round_id}: {how} {outcome.update_cid} "
+                    f"({outcome.samples} samples; block {outcome.tx.block}, gas {outcome.tx.gas_used}).",
+                    soft_wrap=True, highlight=False,
+                )
+                if getattr(outcome.tx, "relayer", None):
+                    console.print(f"Relayed by {outcome.tx.relayer} in transaction {outcome.tx.tx_hash}.", highlight=False)
+            if outcome.epsilon_micros:
+                console.print(f"Declared cumulative ε = {micros_to_epsilon(outcome.epsilon_micros):.6f}.", highlight=False)
+            if json:
+                print_json({
+                    "round_id": round_id, "participant": outcome.participant, "update_cid": outcome.update_cid,
+                    "epsilon": micros_to_epsilon(outcome.epsilon_micros),
+                    "samples": outcome.samples, "metrics": outcome.metrics, "trained": outcome.trained,
+                    "tx_hash": outcome.tx.tx_hash if outcome.tx else None,
+                    "gas_used": outcome.tx.gas_used if outcome.tx else None,
+                    "block": outcome.tx.block if outcome.tx else None,
+                    "relayed_by": getattr(outcome.tx, "relayer", None),
+                })

@@ -2,7 +2,9 @@
 
 The kernel drops the lock when its process ends, however it ends (SIGKILL and power cuts
 included), so a crashed service never leaves a stale lock behind; the file itself stays and
-only records the PID of its last holder, for the message.
+only records the PID and command of its last holder, for the message. Commands that must not
+submit for one key at once share a role (``node run`` and ``node train``: role ``node``), and the
+refusal names the command that holds the lock.
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ def service_lock(journal_dir: Path, *, role: str, address: str, command: str) ->
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            pid, _, holder_command = os.pread(fd, 256, 0).decode(errors="replace").strip().partition(" ")
             raise ServiceLockedError(
-                f"another `{command}` with key {address} already runs on this workspace (pid {holder}, lock "
+                f"another `{holder_command or command}` with key {address} already runs on this workspace "
+                f"(pid {pid or 'unknown'}, lock "
                 f"{path}); two must not submit for one key: stop that one first, or use another key or workspace."
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
         yield path
     finally:
         os.close(fd)  # closing the descriptor releases the lock
