@@ -3,11 +3,14 @@
 ``[deployment]`` in fedledger.toml is the one place every later command reads the contract
 from, so it is written only after the deployment transaction is mined, atomically, and never
 over a recorded deployment that may still be in use unless the user says ``--force``. Every refusal
-comes before the transaction is sent, including a workspace whose fedledger.toml cannot be written.
+comes before the transaction is sent, including a workspace whose fedledger.toml cannot be written;
+should the write still fail after the deployment was mined, the error says where the contract is
+and the lines to record it by hand.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -103,5 +106,22 @@ def deploy_federation(
     workspace.config["deployment"] = dict(record)
     if rpc is not None:
         workspace.set("chain", "rpc", url)
-    workspace.save()
+    try:
+        workspace.save()
+    except OSError as error:
+        raise DeploymentError(_unrecorded(workspace, record, tx.tx_hash, rpc=url if rpc is not None else None,
+                                          why=error.strerror or str(error))) from error
     return {**record, "tx_hash": tx.tx_hash, "gas_used": tx.gas_used, "deployer": account.address, "rpc": url}
+
+
+def _unrecorded(workspace: Workspace, record: dict[str, Any], tx_hash: str, *, rpc: str | None, why: str) -> str:
+    """The sentence for a deployment that was mined but could not be recorded: where it is, and the lines
+    of fedledger.toml that record it by hand (the probe before sending makes this rare: the disk filled,
+    or the folder turned read-only, in between)."""
+    lines = ", ".join(f"{name} = {json.dumps(value)}" for name, value in record.items())
+    chain = f" and under [chain] the line rpc = {json.dumps(rpc)}" if rpc is not None else ""
+    return (
+        f"the Federation was deployed at {record['address']} on chain id {record['chain_id']} (block {record['block']}, "
+        f"transaction {tx_hash}), but {workspace.config_path} could not be written ({why}); make it writable and "
+        f"put these lines under [deployment] in it by hand: {lines}{chain} (deploying again would make another contract)."
+    )
