@@ -2,10 +2,18 @@
 contract and a small model of its rules agree.
 
 Runs on the session's anvil; every example starts from the same snapshot (a fresh deployment,
-funded parties) and is reverted at teardown. Time moves in steps of 1,000 s and every deadline
-sits 500 s between steps, so the second or two that blocks take never decide a rule. Declared ε
-and budgets are drawn from a few whole figures (millionths) so that equal, growing, decreasing and
+funded parties) and is reverted at teardown. The model owns the clock: every transaction is mined
+at exactly the second the model says (``evm_setNextBlockTimestamp``; anvil mines any number of
+blocks in one second), so neither the wall clock nor the machine's speed decides a rule, and a
+failure replays the same way while Hypothesis shrinks it. Time moves in steps of 1,000 s, landing
+on a step or the second after it, and every deadline sits on a step: the deadline rules (updates
+up to the deadline second, cancelling only after it) are exercised to the second. Declared ε and
+budgets are drawn from a few whole figures (millionths) so that equal, growing, decreasing and
 over-budget declarations all occur.
+
+Shrinking a failure reruns whole examples on anvil, so its time is bounded (``SHRINK_SECONDS``,
+inside pytest's timeout): a failure ends with the smallest example found by then, printed as the
+steps that replay it, not with a timeout.
 """
 
 from __future__ import annotations
@@ -14,8 +22,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
+from hypothesis.internal.conjecture import engine as hypothesis_engine
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -25,6 +34,7 @@ from hypothesis.stateful import (
 )
 
 from ledger.chain import contract_errors as ce
+from ledger.chain.contract_errors import PARTICIPANT_STATUSES, ROUND_STATES
 from ledger.ipfs.cid import cid_to_bytes
 from ledger.contract_constants import MAX_BATCH_SIZE
 from ledger.chain.federation import FederationClient, SignedUpdate, send_transaction, sign_join_message
@@ -33,6 +43,7 @@ from tests.fixtures_chain import TestChain
 
 PARTIES = 3
 STEP = 1000
+SHRINK_SECONDS = 120  # Hypothesis stops at 300 s, which is pytest's timeout for the whole test
 EPSILONS = (0, 1_000_000, 2_000_000, 3_000_000, 5_000_000)
 BUDGETS = {"none": (0, 0), "budget": (3_000_000, 10**13), "invalid": (0, 10**13)}
 Expected = tuple[type[ce.FederationContractError], tuple[Any, ...]] | None
@@ -223,7 +234,10 @@ def outcome(action: Any) -> Expected:
 
 
 @pytest.mark.slow
-def test_contract_agrees_with_the_model(chain: TestChain) -> None:
+def test_contract_agrees_with_the_model(chain: TestChain, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Hypothesis names this bound as the one to monkeypatch; past it, it stops shrinking and
+    # reports the smallest failing example found so far.
+    monkeypatch.setattr(hypothesis_engine, "MAX_SHRINKING_SECONDS", SHRINK_SECONDS)
     base_admin = chain.deploy()
     keys = [chain.new_account() for _ in range(PARTIES)]
     base = chain.snapshot()
@@ -233,7 +247,9 @@ def test_contract_agrees_with_the_model(chain: TestChain) -> None:
             super().__init__()
             self.admin: FederationClient = base_admin
             self.parties = [base_admin.with_account(key) for key in keys]
-            self.model = Model(now=chain.now())
+            self.start_time = chain.now() + 1  # the same in every example: each starts from one snapshot
+            self.steps = 0  # time is start_time + steps * STEP, or the second after it
+            self.model = Model(now=self.start_time)
 
         def teardown(self) -> None:
             nonlocal base
@@ -242,6 +258,10 @@ def test_contract_agrees_with_the_model(chain: TestChain) -> None:
 
         def check(self, expected: Expected, action: Any) -> None:
             assert outcome(action) == expected
+
+        def now(self) -> None:
+            """The next transaction is mined at the model's ``now`` (as its estimate is judged)."""
+            chain.rpc("evm_setNextBlockTimestamp", [self.model.now])
 
         @initialize(start=st.sampled_from(["bare", "members"]))
         def start(self, start: str) -> None:
@@ -256,6 +276,7 @@ def test_contract_agrees_with_the_model(chain: TestChain) -> None:
 
         @rule(budget=st.sampled_from(list(BUDGETS)))
         def publish(self, budget: str) -> None:
+            self.now()
             epsilon_budget, delta = BUDGETS[budget]
             binary = cid_to_bytes(terms_for(self.model.version + 1))
             call = self.admin.contract.functions.publishAgreement(binary[1], binary[4:], epsilon_budget, delta)
@@ -264,6 +285,7 @@ def test_contract_agrees_with_the_model(chain: TestChain) -> None:
 
         @rule(p=st.integers(0, PARTIES - 1), kind=st.sampled_from(["current", "stale", "expired", "other-chain"]))
         def join(self, p: int, kind: str) -> None:
+            self.now()
             key, model = keys[p], self.model
             version = max(model.version - 1, 1) if kind == "stale" else max(model.version, 1)
             deadline = model.now - 500 if kind == "expired" else model.now + 100 * STEP
@@ -281,12 +303,14 @@ def test_contract_agrees_with_the_model(chain: TestChain) -> None:
 
         @rule(p=st.integers(0, PARTIES - 1), action=st.sampled_from(["approve", "suspend", "reinstate", "revoke"]))
         def govern(self, p: int, action: str) -> None:
+            self.now()
             who = keys[p].address
             self.check(self.model.govern(action, who), lambda: getattr(self.admin, action)(who))
 
         @rule(steps=st.integers(1, 3), minimum=st.integers(0, PARTIES))
         def open_round(self, steps: int, minimum: int) -> None:
-            deadline = self.model.now + steps * STEP + STEP // 2
+            self.now()
+            deadline = self.start_time + (self.steps + steps) * STEP
             expected = self.model.open_round(deadline=deadline, minimum=minimum)
             self.check(expected, lambda: self.admin.open_round(
                 base_cid=MODEL, deadline=deadline, min_updates=minimum, config_hash=CONFIG
@@ -294,6 +318,7 @@ def test_contract_agrees_with_the_model(chain: TestChain) -> None:
 
         @rule(p=st.integers(0, PARTIES - 1), pick=st.integers(0, 3), epsilon=st.sampled_from(EPSILONS))
         def submit(self, p: int, pick: int, epsilon: int) -> None:
+            self.now()
             round_id = max(len(self.model.rounds) - pick, 1) if pick < 3 else len(self.model.rounds) + 1
             expected = self.model.submit(keys[p].address, round_id, epsilon)
             self.check(expected, lambda: self.parties[p].submit_update(
@@ -306,17 +331,20 @@ def test_contract_agrees_with_the_model(chain: TestChain) -> None:
                 st.tuples(
                     st.integers(0, PARTIES - 1),
                     st.sampled_from(EPSILONS),
-                    st.sampled_from(["signed", "signed", "forged", "expired"]),
+                    st.sampled_from(["signed", "signed", "forged", "expired", "last second"]),
                 ),
                 max_size=4,
             ),
         )
         def relay(self, pick: int, items: list[tuple[int, int, str]]) -> None:
+            self.now()
             round_id = max(len(self.model.rounds) - pick, 1) if pick < 3 else len(self.model.rounds) + 1
             batch: list[SignedUpdate] = []
             plan: list[tuple[str, int, str, int]] = []
             for p, epsilon, kind in items:
-                deadline = self.model.now - 500 if kind == "expired" else self.model.now + 100 * STEP
+                deadline = {"expired": self.model.now - 1, "last second": self.model.now}.get(
+                    kind, self.model.now + 100 * STEP
+                )
                 signer = keys[(p + 1) % PARTIES] if kind == "forged" else keys[p]
                 item = self.admin.sign_update(
                     signer, round_id, cid=UPDATE, samples=10, metrics_hash=METRICS, epsilon_micros=epsilon,
@@ -335,12 +363,14 @@ def test_contract_agrees_with_the_model(chain: TestChain) -> None:
 
         @rule(p=st.integers(0, PARTIES - 1), zero=st.booleans())
         def publish_key(self, p: int, zero: bool) -> None:
+            self.now()
             key = b"\0" * 32 if zero else bytes([p + 1, len(self.model.keys)]) * 16
             expected = self.model.publish_key(keys[p].address, key)
             self.check(expected, lambda: self.parties[p].publish_encryption_key(key))
 
         @rule(pick=st.integers(0, 2), by=st.sampled_from([None, 0]))
         def finalize(self, pick: int, by: int | None) -> None:
+            self.now()
             round_id = max(len(self.model.rounds) - pick, 1)
             client = self.admin if by is None else self.parties[by]
             expected = self.model.finalize(round_id, by=None if by is None else keys[by].address)
@@ -348,6 +378,7 @@ def test_contract_agrees_with_the_model(chain: TestChain) -> None:
 
         @rule(pick=st.integers(0, 2), by=st.sampled_from([None, 0]))
         def cancel(self, pick: int, by: int | None) -> None:
+            self.now()
             round_id = max(len(self.model.rounds) - pick, 1)
             client = self.admin if by is None else self.parties[by]
             expected = self.model.cancel(round_id, by=None if by is None else keys[by].address)
@@ -355,37 +386,65 @@ def test_contract_agrees_with_the_model(chain: TestChain) -> None:
 
         @rule(pick=st.integers(0, 2), by=st.sampled_from([None, 0]))
         def abort(self, pick: int, by: int | None) -> None:
+            self.now()
             round_id = max(len(self.model.rounds) - pick, 1)
             client = self.admin if by is None else self.parties[by]
             expected = self.model.abort(round_id, by=None if by is None else keys[by].address)
             self.check(expected, lambda: client.abort_round(round_id, reason="governance says so"))
 
-        @rule(steps=st.integers(1, 2))
-        def advance(self, steps: int) -> None:
-            self.model.now += steps * STEP
+        @rule(to=st.sampled_from(["next deadline", "one step", "two steps"]), second=st.sampled_from([0, 1]))
+        def advance(self, to: str, second: int) -> None:
+            """On to a later step (the next deadline of an open round, else one step) or the second
+            after it. At the deadline second of each open round on the way, the coordinator tries
+            to cancel it: that second still belongs to the round, whatever its submissions."""
+            later = sorted(
+                (r.deadline, round_id)
+                for round_id, r in enumerate(self.model.rounds, start=1)
+                if r.state == "open" and r.deadline > self.model.now
+            )
+            if to == "next deadline" and later:
+                self.steps = (later[0][0] - self.start_time) // STEP
+            else:
+                self.steps += 2 if to == "two steps" else 1
+            target = self.start_time + self.steps * STEP + second
+            for deadline, round_id in later:
+                if deadline <= target:
+                    self.model.now = deadline
+                    self.now()
+                    self.check(self.model.cancel(round_id, by=None), lambda: self.admin.cancel_round(round_id))
+            self.model.now = target
             chain.rpc("evm_mine", [self.model.now])
 
         @invariant()
         def agrees(self) -> None:
-            assert self.admin.agreement_version() == self.model.version
-            for key in keys:
-                info = self.admin.participant(key.address)
-                assert info.status == self.model.status.get(key.address, "none")
-                assert info.accepted_version == self.model.accepted.get(key.address, 0)
-                assert info.index == self.model.index.get(key.address)
-                assert self.admin.privacy(key.address) == (
-                    self.model.spent.get(key.address, 0), self.model.budget.get(key.address, 0)
+            """The contract's state, read in one batch of calls (one round trip per step)."""
+            functions = self.admin.contract.functions
+            addresses = [key.address for key in keys]
+            with chain.w3.batch_requests() as batch:
+                batch.add(functions.agreementVersion())
+                batch.add(functions.participantCount())
+                batch.add(functions.openRounds())
+                for address in addresses:
+                    batch.add(functions.participant(address))
+                    batch.add(functions.privacy(address))
+                    batch.add(functions.encryptionKey(address))
+                for round_id in range(1, len(self.model.rounds) + 1):
+                    batch.add(functions.round(round_id))
+                version, count, open_ids, *rest = batch.execute()
+            model = self.model
+            assert version == model.version
+            assert count == len(model.index)
+            assert sorted(open_ids) == [i for i, r in enumerate(model.rounds, start=1) if r.state == "open"]
+            for p, address in enumerate(addresses):
+                (status, accepted, index, has_index), privacy, key = rest[3 * p : 3 * p + 3]
+                assert (PARTICIPANT_STATUSES[status], accepted, index if has_index else None) == (
+                    model.status.get(address, "none"), model.accepted.get(address, 0), model.index.get(address)
                 )
-                assert self.admin.encryption_key(key.address) == self.model.keys.get(key.address)
-            assert self.admin.participant_count() == len(self.model.index)
-            open_ids = [i for i, r in enumerate(self.model.rounds, start=1) if r.state == "open"]
-            assert self.admin.open_round_ids() == open_ids
-            for round_id, expected in enumerate(self.model.rounds, start=1):
-                state, _, _, submissions = self.admin.contract.functions.round(round_id).call()
-                assert (state, submissions) == (
-                    ("none", "open", "finalized", "cancelled").index(expected.state),
-                    len(expected.submitted),
-                )
+                assert tuple(privacy) == (model.spent.get(address, 0), model.budget.get(address, 0))
+                assert (None if bytes(key) == bytes(32) else bytes(key)) == model.keys.get(address)
+            rounds = rest[3 * len(addresses) :]
+            for expected, (state, _, _, submissions) in zip(model.rounds, rounds, strict=True):
+                assert (ROUND_STATES[state], submissions) == (expected.state, len(expected.submitted))
 
     run_state_machine_as_test(
         Federation,
@@ -396,5 +455,8 @@ def test_contract_agrees_with_the_model(chain: TestChain) -> None:
             suppress_health_check=list(HealthCheck),
             derandomize=True,
             database=None,
+            report_multiple_bugs=False,
+            # No explain phase: it would rerun the failing example many more times to comment on it.
+            phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
         ),
     )
