@@ -47,13 +47,16 @@ def register(app: typer.Typer) -> None:
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
-        """Print a key's address (read from its keystore without decrypting it)."""
+        """Print a key's address (read from its keystore without decrypting it): alone on stdout, so that
+        `fedledger participant approve $(fedledger key show alice)` works."""
         from ledger.chain.keys import key_path, keystore_address
 
         workspace = Workspace.find(workdir)
         address = keystore_address(key_path(workspace, name))
         if json:
             print_json({"name": name, "address": address})
+        else:
+            typer.echo(address)
         console.print(f"Key [bold]{name}[/] is {address}.", highlight=False)
 
     @key_app.command("new-encryption")
