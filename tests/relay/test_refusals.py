@@ -111,9 +111,16 @@ CASES: dict[str, tuple[Callable[[RelayUnderTest], dict[str, Any]], int, str]] = 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_bad_submission_is_refused_with_its_named_reason(relayed: RelayUnderTest, case: str) -> None:
     make, status, error = CASES[case]
-    got_status, answer = relayed.post(make(relayed))
+    document = make(relayed)
+    w3, relayer = relayed.federation.chain.w3, relayed.federation.admin.sender
+    before = (w3.eth.get_transaction_count(relayer), w3.eth.get_balance(relayer), relayed.relay.status()["batches"])
+    got_status, answer = relayed.post(document)
     assert (got_status, answer["error"], answer["recorded"]) == (status, error, False), answer
     assert answer["message"].endswith(".") and "\n" not in answer["message"]
+    # Refused by the relay's own checks, before queueing: nothing batched, nothing sent, no gas spent
+    # (the contract would name most of these errors too, but only after the relayer paid for a batch).
+    after = (w3.eth.get_transaction_count(relayer), w3.eth.get_balance(relayer), relayed.relay.status()["batches"])
+    assert after == before and relayed.relay.status()["queued"] == 0
 
 
 def test_a_body_that_is_not_json_is_refused(relayed: RelayUnderTest) -> None:
