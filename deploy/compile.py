@@ -8,6 +8,13 @@ convention: a source unit name is its path from the repository root, with ``node
 left out for packages (``@openzeppelin/contracts/...``). Same names, same compiler, same
 settings: same bytecode.
 
+Beside the artifact it writes contracts/build/Federation.metadata.json: solc's metadata (compiler
+version, settings, each source's keccak256) with each source's text added as ``content``, in
+solc's own serialization (sorted keys, no spaces, ASCII), so dropping the ``content`` fields gives
+back the exact bytes whose IPFS hash ends the runtime code. ``fedledger deploy`` pins that file;
+anyone holding it can rebuild the bytecode, and ledger/chain/code_check.py compares the code at
+an address with the artifact (immutables and the metadata hash included).
+
 Run ``python -m deploy.compile`` to rebuild; tests/contracts fail while the artifact is stale.
 """
 
@@ -26,6 +33,7 @@ from typing import Any
 import solcx
 
 from ledger.errors import ConfigError
+from ledger.chain.code_check import METADATA_DOCUMENT, metadata_document, verify_metadata_document
 from ledger.chain.federation import ARTIFACT, load_artifact
 from ledger.workspace import atomic_write_bytes
 
@@ -37,7 +45,14 @@ SETTINGS: dict[str, Any] = {
     "evmVersion": "cancun",
     "optimizer": {"enabled": True, "runs": 10_000},
     "viaIR": True,
-    "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
+    # Neither the metadata nor the AST nor the immutables' places change the bytecode.
+    "outputSelection": {
+        "*": {
+            "*": ["abi", "metadata", "evm.bytecode.object", "evm.deployedBytecode.object",
+                  "evm.deployedBytecode.immutableReferences"],
+            "": ["ast"],
+        }
+    },
 }
 
 _IMPORT = re.compile(r'^\s*import\s+(?:[^;]*?\bfrom\s+)?"([^"]+)"\s*;', re.MULTILINE)
@@ -97,8 +112,29 @@ def solc_binary() -> Path:
     return NODE_SCRIPT
 
 
+def _immutable_names(output: dict[str, Any], ids: set[str]) -> dict[str, str]:
+    """``Contract.variable`` of each immutable's AST id, from the compiler's ASTs."""
+    names: dict[str, str] = {}
+
+    def walk(node: Any, contract: str) -> None:
+        if isinstance(node, dict):
+            if node.get("nodeType") == "ContractDefinition":
+                contract = node.get("name", contract)
+            if node.get("nodeType") == "VariableDeclaration" and str(node.get("id")) in ids:
+                names[str(node["id"])] = f"{contract}.{node['name']}"
+            for value in node.values():
+                walk(value, contract)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, contract)
+
+    for source in output.get("sources", {}).values():
+        walk(source.get("ast"), "")
+    return dict(sorted(names.items()))
+
+
 def compile_with_warnings() -> tuple[dict[str, Any], list[str]]:
-    """The artifact document and the compiler's warnings about our own sources."""
+    """The artifact document (its ``metadata``: solc's metadata string) and the compiler's warnings about our own sources."""
     sources = collect_sources()
     binary = solc_binary()
     standard = {
@@ -113,6 +149,7 @@ def compile_with_warnings() -> tuple[dict[str, Any], list[str]]:
         for error in output.get("errors", [])
         if error.get("sourceLocation", {}).get("file", "").startswith("contracts/")
     ]
+    references = contract["evm"]["deployedBytecode"].get("immutableReferences", {})
     artifact = {
         "contractName": CONTRACT,
         "abi": contract["abi"],
@@ -124,13 +161,28 @@ def compile_with_warnings() -> tuple[dict[str, Any], list[str]]:
         },
         "sourcesSha256": sources_sha256(sources),
         "sources": sorted(sources),
+        "immutableReferences": references,
+        "immutables": _immutable_names(output, set(references)),
+        "metadata": contract["metadata"],
     }
     return artifact, warnings
 
 
 def write_artifact(artifact: dict[str, Any]) -> Path:
+    """Write the artifact (without solc's metadata string) and the metadata document beside it.
+
+    ConfigError, before writing anything, when the metadata document would not give back the
+    metadata hash at the end of the runtime code (a solc whose serialization differs from ours).
+    """
+    artifact = dict(artifact)
+    document = metadata_document(artifact.pop("metadata"), collect_sources())
+    code = bytes.fromhex(artifact["deployedBytecode"].removeprefix("0x"))
+    problem = verify_metadata_document(document, code)
+    if problem is not None:
+        raise ConfigError(f"the compiler's metadata cannot be pinned as it is: {problem}; report this with the solc version.")
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(ARTIFACT, (json.dumps(artifact, indent=1, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(METADATA_DOCUMENT, document)
     load_artifact.cache_clear()
     return ARTIFACT
 

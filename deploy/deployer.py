@@ -6,6 +6,11 @@ over a recorded deployment that may still be in use unless the user says ``--for
 comes before the transaction is sent, including a workspace whose fedledger.toml cannot be written;
 should the write still fail after the deployment was mined, the error says where the contract is
 and the lines to record it by hand.
+
+Before sending, the compiler metadata (contracts/build/Federation.metadata.json: settings, compiler
+version, every source's text) is pinned to the workspace's store and its CID recorded as
+``[deployment] metadata_cid``, so anyone with the ledger's store can rebuild the bytecode and check
+it against the code at the address (ledger/chain/code_check.py, ``fedledger contract verify``).
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ from ledger.chain.connection import (
     signing_account,
     workspace_rpc,
 )
+from ledger.chain.code_check import METADATA_DOCUMENT
 from ledger.contract_constants import DEFAULT_ADMIN_DELAY
-from ledger.errors import DeploymentError, InvalidInputError
+from ledger.errors import ConfigError, DeploymentError, InvalidInputError
 from ledger.chain.federation import FederationClient, load_artifact
+from ledger.ipfs.store import ContentStore, open_store
+from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.workspace import Workspace
 
 
@@ -58,14 +66,26 @@ def _refuse_to_replace(w3: Web3, workspace: Workspace) -> None:
         )
 
 
-def _record(address: str, chain_id: int, block: int) -> dict[str, Any]:
+def _record(address: str, chain_id: int, block: int, metadata_cid: str) -> dict[str, Any]:
     """The ``[deployment]`` section fedledger.toml keeps."""
     return {
         "address": address,
         "chain_id": int(chain_id),
         "block": int(block),
         "sources_sha256": load_artifact().get("sourcesSha256", ""),
+        "metadata_cid": metadata_cid,
     }
+
+
+def _metadata_document() -> bytes:
+    if not METADATA_DOCUMENT.is_file():
+        raise ConfigError(f"{METADATA_DOCUMENT} is missing; run `python -m deploy.compile` in the repository.")
+    return METADATA_DOCUMENT.read_bytes()
+
+
+def pin_metadata(store: ContentStore) -> str:
+    """Pin the compiler metadata document (sources included) to ``store``; its CID."""
+    return str(store.add_bytes(_metadata_document()))
 
 
 def deploy_federation(
@@ -77,11 +97,13 @@ def deploy_federation(
     force: bool = False,
     w3: Web3 | None = None,
     admin_delay: int = DEFAULT_ADMIN_DELAY,
+    store: ContentStore | None = None,
 ) -> dict[str, Any]:
     """Deploy Federation with ``account`` (else the key ``key``, see ledger.chain.connection.signing_account) and record it.
 
-    Returns the recorded document: address, chain_id, block, tx_hash, gas_used, deployer, rpc
-    and the compiled sources' sha256. The deployer holds the admin, coordinator and aggregator
+    Returns the recorded document: address, chain_id, block, tx_hash, gas_used, deployer, rpc,
+    the compiled sources' sha256 and the CID of the compiler metadata pinned to ``store`` (else
+    the workspace's store). The deployer holds the admin, coordinator and aggregator
     roles; a new admin must wait ``admin_delay`` seconds after being proposed before accepting.
     """
     url = workspace_rpc(workspace, rpc)
@@ -99,10 +121,15 @@ def deploy_federation(
     # A deployment that cannot be recorded is lost to every later command: before sending, check
     # that fedledger.toml can take a record as long as the real one.
     chain = {**workspace.config.get("chain", {}), **({"rpc": url} if rpc is not None else {})}
-    placeholder = _record("0x" + "0" * 40, w3.eth.chain_id, 2**63)
+    metadata_cid = str(cid_of_bytes(_metadata_document()))  # the CID the store will give it
+    placeholder = _record("0x" + "0" * 40, w3.eth.chain_id, 2**63, metadata_cid)
     workspace.require_writable({**workspace.config, "chain": chain, "deployment": placeholder})
+    pinned = pin_metadata(store if store is not None else open_store(workspace))
+    if pinned != metadata_cid:
+        raise ConfigError(f"the store answered CID {pinned} for the compiler metadata, not {metadata_cid}; "
+                          "point [store] at an IPFS node that adds with --cid-version=1 (Kubo does).")
     client, tx = FederationClient.deploy(w3, account=account, admin_delay=admin_delay)
-    record = _record(client.address, client.chain_id, tx.block)
+    record = _record(client.address, client.chain_id, tx.block, metadata_cid)
     workspace.config["deployment"] = dict(record)
     if rpc is not None:
         workspace.set("chain", "rpc", url)

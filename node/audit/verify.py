@@ -2,6 +2,11 @@
 
 Checks, each one a ``Check`` row (passed or failed, naming round, block, transaction and CID):
 
+- ``contract``: the runtime code at the deployment's address (at the latest block) is the
+  Federation this fedledger compiles, the way Sourcify matches it: immutables as its constructor
+  writes them at this address and chain, the compiler metadata hash at its end included
+  (``ledger.chain.code_check``). A failure names both code hashes; a partial match (the same
+  instructions, another metadata hash) fails too.
 - ``blob``: every CID the ledger records (terms, round configs, base models, updates, global
   models, receipts) is in the store and hashes to its CID. A blob this auditor's store does not
   hold is not a failure but a claim it could not check (``unchecked``; ``audit verify`` exits 2
@@ -90,6 +95,7 @@ from ledger.errors import (
     InvalidInputError,
     LedgerError,
 )
+from ledger.chain.code_check import compare_code
 from ledger.chain.federation import FederationClient, RoundInfo, join_typed_data
 from ledger.index.index import IndexedEvent, LedgerIndex
 from ledger.sealing.errors import SealingError
@@ -371,6 +377,8 @@ def verify_ledger(
     selected = [row for row in table if round_id is None or row["round_id"] == round_id]
     report = VerifyReport(federation.address, federation.chain_id, index.last_block, [row["round_id"] for row in selected],
                           strict=strict)
+    code = compare_code(federation.w3, federation.address)
+    report.checks.append(Check("contract", code.ok, code.sentence(), block=code.block))
     blobs = _Blobs(store, report)
     chosen = {row["round_id"] for row in selected}
 

@@ -32,7 +32,7 @@ def test_honest_ledger_passes_with_exit_0(anvil_ledger, fedledger):
     assert document["ok"] is True and document["failed"] == 0
     assert document["rounds"] == [1, 2]
     kinds = {check["check"] for check in document["checks"]}
-    assert kinds == {"blob", "signature", "membership", "metrics", "receipt", "strategy", "aggregate", "lineage"}
+    assert kinds == {"contract", "blob", "signature", "membership", "metrics", "receipt", "strategy", "aggregate", "lineage"}
 
 
 def test_finalized_model_that_is_not_the_aggregate_is_caught(ledger_copy, cli):
