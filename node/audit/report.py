@@ -17,6 +17,7 @@ import base64
 import html
 import io
 import json
+import re
 import time
 from collections import defaultdict
 from typing import Any
@@ -150,6 +151,15 @@ def _png(figure: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _round_axis(axis: Any, round_ids: list[int]) -> None:
+    """An x axis of whole rounds: integer ticks only, from half a round before the first to half after the last
+    (matplotlib's own limits around a single round run from 0.945 to 1.055, ticked in fractions)."""
+    axis.set_xlabel("round")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if round_ids:
+        axis.set_xlim(min(round_ids) - 0.5, max(round_ids) + 0.5)
+
+
 def _accuracy_plot(story: list[dict[str, Any]]) -> str:
     figure, axis = plt.subplots(figsize=(7, 3.2))
     for row in story:
@@ -163,9 +173,8 @@ def _accuracy_plot(story: list[dict[str, Any]]) -> str:
         axis.plot(*zip(*evaluated), marker="s", linestyle="--", color="#b60",
                   label="federated evaluation of the round's base model")
     if points or evaluated:
-        axis.legend(loc="lower right")
-    axis.set_xlabel("round")
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.legend(loc="best")
+    _round_axis(axis, [row["round_id"] for row in story])
     axis.set_ylabel("accuracy on own local data")
     axis.set_title("Self-reported local training accuracy (not a held-out test accuracy)")
     axis.set_ylim(0, 1.02)
@@ -187,8 +196,7 @@ def _privacy_plot(rows: list[dict[str, Any]]) -> str:
         axis.axhline(budget, linestyle="--", color="#b00020", linewidth=1)
         axis.annotate(f"budget ε = {budget:g}", (0.01, budget), xycoords=("axes fraction", "data"),
                       va="bottom", fontsize=8, color="#b00020")
-    axis.set_xlabel("round")
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _round_axis(axis, [row["round_id"] for row in rows])
     axis.set_ylabel("cumulative ε")
     axis.set_ylim(bottom=0)
     axis.set_title("Privacy loss per party: recomputed (solid), declared (dotted), budget (dashed)")
@@ -232,28 +240,49 @@ def _participation_plot(story: list[dict[str, Any]], contribution: list[dict[str
 # ---------------------------------------------------------------- HTML
 
 _CSS = """
-body{font-family:system-ui,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1200px}
+body{font-family:system-ui,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1240px}
 h1{font-size:1.6em}h2{border-bottom:2px solid #146;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.85em}th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left}
+table{border-collapse:collapse;margin:.6em 0;font-size:.8em}th,td{border:1px solid #ccc;padding:.25em .35em;text-align:left}
 th{background:#eef3f6}code{font-size:.9em}.ok{color:#176b2c;font-weight:bold}.fail{color:#b00020;font-weight:bold}
 .banner{padding:.7em 1em;border-radius:6px;margin:1em 0}.banner.ok{background:#e5f5e8}.banner.fail{background:#fde8ea}
 .note{color:#555;font-size:.85em}.wide{overflow-x:auto}
+.nw,code.h{white-space:nowrap}.txt{overflow-wrap:anywhere}
+code.h .a::after{content:"…"}code.h .m{font-size:0}
 """
+# Hashes, addresses and CIDs are shown short (``_short_code``); the long middle stays in the page at zero size,
+# so a selection (a double click selects the whole value) copies the full value, as the title shows it on hover.
+
+
+_HASH = re.compile(r"^(0x[0-9a-fA-F]+|baf[a-z2-7]+)$")
+"""A value shown short: an address, a transaction or other hash, a CIDv1 (a sentence that starts with one is not)."""
+
+
+def _short_code(text: str) -> str:
+    """``0x9754…DFF5`` (the first 6 and the last 4 characters) as a ``<code>`` whose title is the full value
+    and whose text, once copied, is the full value too."""
+    head, tail = 6, 4
+    if len(text) <= head + tail + 1:
+        return f"<code>{html.escape(text)}</code>"
+    return (f"<code class='h' title='{html.escape(text)}'><span class='a'>{html.escape(text[:head])}</span>"
+            f"<span class='m'>{html.escape(text[head:-tail])}</span>{html.escape(text[-tail:])}</code>")
 
 
 def _cell(value: Any, column: str = "") -> str:
     if column in TIME_COLUMNS and isinstance(value, int):
-        return utc_text(value)
+        return f"<span class='nw'>{utc_text(value)}</span>"  # one line, not three
     if value is None:
         return "—"
     if isinstance(value, float):
         return f"{value:.4f}"
-    text = html.escape(str(value))
-    return f"<code>{text}</code>" if isinstance(value, str) and value.startswith(("0x", "baf")) else text
+    if isinstance(value, str) and _HASH.match(value):
+        return _short_code(value)
+    if isinstance(value, str) and len(value) > 40:  # a sentence: a long word in it (a hash) may break anywhere
+        return f"<span class='txt'>{html.escape(value)}</span>"
+    return html.escape(str(value))
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str], *, css_id: str | None = None) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    head = "".join(f"<th>{html.escape(c).replace('_', '_<wbr>')}</th>" for c in columns)  # long names may wrap
     body = "".join("<tr>" + "".join(f"<td>{_cell(row.get(c), c)}</td>" for c in columns) + "</tr>" for row in rows)
     ident = f' id="{css_id}"' if css_id else ""
     return f"<div class='wide'><table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -62,3 +64,27 @@ def test_html_report_renders_in_headless_chromium(anvil_ledger, cli, tmp_path):
     for plot in ("accuracy-plot", "contribution-plot"):
         assert re.search(rf'<img id="{plot}"[^>]*src="data:image/png;base64,', dom.stdout), plot
     assert "All " in dom.stdout and "checks passed." in dom.stdout
+
+    # As an auditor sees it at 1300 px: nothing scrolls sideways, and selecting a shortened hash selects all of it.
+    probe = tmp_path / "probe.html"  # the page plus a test-only script that measures it (the report has none)
+    probe.write_text(page.read_text().replace("</body>", f"<script>{MEASURE}</script></body>"))
+    measured = headless(probe, tmp_path / "profile-measure", "--dump-dom", "--window-size=1300,2000")
+    assert measured.returncode == 0, measured.stderr
+    found = re.search(r'data-measured="([^"]*)"', measured.stdout)
+    assert found is not None, measured.stdout[-2000:]
+    result = json.loads(html.unescape(found.group(1)))
+    assert result["width"] == 1300 and result["page"] == 0 and result["scrolling"] == [], result
+    assert result["hashes"] > 20 and result["selected"] == result["title"] and len(result["title"]) == 42, result
+
+
+MEASURE = """(function () {
+  var scrolling = [].slice.call(document.querySelectorAll('.wide')).filter(function (e) {
+    return e.scrollWidth > e.clientWidth;
+  }).map(function (e) { var t = e.querySelector('table'); return (t && t.id || '?') + ' by ' + (e.scrollWidth - e.clientWidth); });
+  var hashes = document.querySelectorAll('code.h'), first = document.querySelector('#round-1 code.h');
+  var range = document.createRange(); range.selectNodeContents(first);
+  window.getSelection().removeAllRanges(); window.getSelection().addRange(range);
+  document.body.setAttribute('data-measured', JSON.stringify({
+    width: window.innerWidth, page: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+    scrolling: scrolling, hashes: hashes.length, title: first.title, selected: window.getSelection().toString()}));
+})();"""

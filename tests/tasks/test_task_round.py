@@ -471,5 +471,5 @@ def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
     assert {k: story[1][k] for k in ("task_cid", "fed_eval_accuracy", "fed_eval_loss", "fed_eval_parties")} == {
         k: rows[1][k] for k in ("task_cid", "fed_eval_accuracy", "fed_eval_loss", "fed_eval_parties")}
     rounds_table = page.read_text().split('<table id="rounds">')[1].split("</table>")[0]
-    assert "<th>fed_eval_accuracy</th>" in rounds_table and f"<td>{rows[1]['fed_eval_accuracy']:.4f}</td>" in rounds_table
-    assert f"<code>{other_task}</code>" in rounds_table and "id='federated-evaluation'" in page.read_text()
+    assert "<th>fed_<wbr>eval_<wbr>accuracy</th>" in rounds_table and f"<td>{rows[1]['fed_eval_accuracy']:.4f}</td>" in rounds_table
+    assert f"<code class='h' title='{other_task}'>" in rounds_table and "id='federated-evaluation'" in page.read_text()
