@@ -84,8 +84,8 @@ def trained(record: ArrayRecord, shift: float) -> dict[str, np.ndarray]:
     return {name: value + np.float32(shift) for name, value in arrays_of(record).items()}
 
 
-def reply(to: Message, word: PartyReply, samples: int = 100) -> Message:
-    return Message(content=RecordDict({"metrics": MetricRecord({"loss": 1.0, "num-examples": samples}),
+def reply(to: Message, word: PartyReply, samples: int = 100, loss: float = 1.0) -> Message:
+    return Message(content=RecordDict({"metrics": MetricRecord({"loss": loss, "num-examples": samples}),
                                        REPLY_KEY: word.to_record()}), reply_to=to)
 
 
@@ -123,6 +123,29 @@ def test_each_server_round_is_a_ledger_round_and_the_receipt_names_what_the_cont
     with LedgerIndex.for_federation(":memory:", f.admin) as index:
         verdict = verify_ledger(f.admin, f.store, index, progress=False)
     assert verdict.ok, [c.what for c in verdict.failures]
+
+
+def test_training_metrics_come_only_from_the_updates_the_receipt_included(memory_chain: TestChain, tmp_path: Path) -> None:
+    """A recorded update that the aggregator rejects (here a blob that is not a weights file, which
+    the contract cannot tell) counts in neither the model nor the metrics: its reply's loss, unlike
+    the included parties', must not reach the round's metrics."""
+    f = Federation(memory_chain, tmp_path, parties=3)
+    strategy = f.strategy()
+    arrays = genesis()
+    messages = list(strategy.configure_train(1, arrays, ConfigRecord(), NodeIds(3)))
+    words = [submit_arrays(f.party(p), 1, trained(arrays, shift), samples=s, metrics={})
+             for p, shift, s in zip(f.parties[:2], (0.01, 0.02), (100, 300))]
+    junk = f.store.add_bytes(b"not a weights file", pin=True)
+    f.admin.with_account(f.parties[2]).submit_update(1, cid=junk, samples=600, metrics_hash=b"\0" * 32)
+    words.append(PartyReply(f.parties[2].address, junk))  # recorded: no refusal
+
+    replies = [reply(m, w, samples=s, loss=loss) for m, w, s, loss in zip(messages, words, (100, 300, 600), (1.0, 2.0, 9.0))]
+    _, metrics = strategy.aggregate_train(1, replies)
+    receipt = strategy.outcomes[1].receipt
+    assert sorted(u.participant for u in receipt.included) == sorted(p.address for p in f.parties[:2])
+    assert [r.participant for r in receipt.rejected] == [f.parties[2].address]
+    assert metrics is not None
+    assert metrics["loss"] == pytest.approx((1.0 * 100 + 2.0 * 300) / 400)  # weighted over the included two only
 
 
 def test_a_party_that_already_submitted_gets_its_recorded_cid_back_and_nothing_is_sent_twice(
