@@ -53,8 +53,12 @@ def one_round_report() -> dict[str, Any]:
     }
 
 
-def test_hashes_show_short_with_the_full_value_on_hover_and_in_the_copied_text() -> None:
-    page = render_html(one_round_report())
+@pytest.fixture(scope="module")
+def page() -> str:
+    return render_html(one_round_report())
+
+
+def test_hashes_show_short_with_the_full_value_on_hover_and_in_the_copied_text(page: str) -> None:
     for value in (ADDRESS, TX, UPDATE, GLOBAL):
         cells = re.findall(rf"<code class='h' title='{value}'>(.*?)</code>", page)
         assert cells, value
@@ -66,13 +70,11 @@ def test_hashes_show_short_with_the_full_value_on_hover_and_in_the_copied_text()
     assert f"<td><code>{ADDRESS}</code></td>" not in page and f">{TX}<" not in page  # no full-length cell left
 
 
-def test_a_sentence_that_starts_with_an_address_is_text_not_a_hash() -> None:
-    page = render_html(one_round_report())
+def test_a_sentence_that_starts_with_an_address_is_text_not_a_hash(page: str) -> None:
     assert f"<span class='txt'>{CHECK_TEXT}</span>" in page
 
 
-def test_timestamps_stay_on_one_line() -> None:
-    page = render_html(one_round_report())
+def test_timestamps_stay_on_one_line(page: str) -> None:
     assert page.count(f"<span class='nw'>{utc_text(JOINED_AT)}</span>") == 2  # joined_at and the history's at
     assert ".nw,code.h{white-space:nowrap}" in page
 
