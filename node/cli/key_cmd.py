@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
     def key_publish_encryption(
         key: Annotated[str, typer.Option("--key", help="The encryption key: a name under \\[encryption_keys] or its file.")],
         signer: Annotated[str | None, typer.Option(
-            "--from", help="The account it is registered for: a name under \\[keys] or a keystore file (default as for governance: \\[keys] admin, $FEDLEDGER_PRIVATE_KEY, a local chain's dev account).",
+            "--from", help="The account it is registered for: a name under \\[keys] or a keystore file (default as for governance: $FEDLEDGER_PRIVATE_KEY, \\[keys] admin, a local chain's dev account).",
         )] = None,
         rpc: RpcOption = None,
         workdir: WorkdirOption = None,

@@ -50,7 +50,7 @@ def party_ledger(node_config: Mapping[str, object]) -> Ledger:
 
 def operator_ledger(run_config: Mapping[str, object]) -> Ledger:
     """The ledger as the ServerApp drives it: the workspace's coordinator and aggregator key
-    (``fedledger-key``, else ``[keys] admin``, else ``$FEDLEDGER_PRIVATE_KEY``)."""
+    (``fedledger-key``, else ``$FEDLEDGER_PRIVATE_KEY``, else ``[keys] admin``: the more explicit setting wins)."""
     workspace = Workspace.find(_setting(run_config, WORKDIR_KEY))
     reader = open_federation(workspace)
     signer = signing_account(workspace, _setting(run_config, KEY_KEY), w3=reader.w3, rpc=workspace_rpc(workspace))
