@@ -147,16 +147,17 @@ def train_and_submit(
     me = Address(federation.account.address)
     journal = Journal(journal_dir, role="participant", actor=me, round_id=round_id)
 
-    if federation.has_submitted(round_id, me):
+    status = federation.submission_status(round_id, me)  # submitted?, privacy and the round: one round trip
+    if status.submitted:
         mine = [s for s in federation.submissions(round_id) if s.participant.lower() == me.lower()]
         recorded = mine[0]
         return ParticipantOutcome(round_id, me, recorded.cid, recorded.samples, journal.get("metrics", {}), None, False,
                                   recorded.epsilon_micros)
 
-    declared = federation.privacy(me)[0]  # ε only adds up: its last declaration is always one the contract takes
+    declared = status.epsilon_spent_micros  # ε only adds up: its last declaration is always one the contract takes
     samples_known = len(data) if data is not None else 1  # a task's data is read by its own process, later
     federation.check_can_submit(round_id, samples=samples_known, epsilon_micros=declared)  # refused now, not after training
-    info = federation.round(round_id)
+    info = status.round()  # raises here, after the contract's refusal, as federation.round would
     config = fetch_round_config(store, info.config_hash)
     if config.task is not None:
         return _task_round(federation=federation, store=store, round_id=round_id, me=me, journal=journal, info=info,

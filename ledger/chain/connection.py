@@ -29,6 +29,7 @@ from ledger.errors import (
 )
 from ledger.chain.federation import FederationClient
 from ledger.chain.in_process_chain import in_process_web3
+from ledger.chain.round_trips import cache_chain_id
 from ledger.chain.keys import PRIVATE_KEY_ENV, account_from_env, load_account
 from ledger.types import Address
 from ledger.workspace import Workspace
@@ -62,13 +63,14 @@ def connect(rpc: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> Web3:
     """A Web3 on ``rpc``: ``memory`` is a fresh in-process chain, anything else an HTTP JSON-RPC URL.
 
     Asks the node for its chain id once, so an unreachable URL fails here, with a sentence,
-    rather than at the first transaction.
+    rather than at the first transaction; that answer is kept for the connection's life
+    (``ledger.chain.round_trips.cache_chain_id``), so web3 does not ask again before every call.
     """
     rpc = check_rpc_url(rpc)
     if rpc == MEMORY:
         return in_process_web3()
     provider = HTTPProvider(rpc, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
-    w3 = Web3(provider)
+    w3 = cache_chain_id(Web3(provider))  # the probe's answer serves every later chain id check
     try:
         w3.eth.chain_id  # noqa: B018 - the probe
     except (requests.RequestException, OSError) as error:

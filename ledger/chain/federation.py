@@ -5,6 +5,11 @@ node's pending count under a per-address lock, so several clients and threads in
 never reuse one), or sent from an unlocked node account otherwise (the in-process chain and
 anvil's dev accounts). Every transaction waits for its receipt. A revert becomes the class of
 ledger.chain.contract_errors named after the contract's custom error.
+
+Round trips are counted (ledger.chain.round_trips): the chain id is asked once per connection,
+and reads a step needs at one moment go as one JSON-RPC batch (a party's ``submission_status``; a
+transaction's nonce and fees), one by one on the in-process chain. Nothing that can change is
+kept between calls; a round's RoundOpened log is, checked against its block's hash at each use.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from eth_account.signers.local import LocalAccount
 from eth_tester.exceptions import TransactionFailed
 from eth_utils import is_address, keccak, to_checksum_address
 from eth_utils.exceptions import ValidationError as EvmValidationError
+from hexbytes import HexBytes
 from web3 import EthereumTesterProvider, Web3
+from web3.datastructures import AttributeDict
 from web3.logs import DISCARD
 from web3.exceptions import (
     BlockNotFound,
@@ -39,6 +46,7 @@ from ledger.ipfs.cid import RAW, cid_from_parts, cid_to_bytes
 from ledger.contract_constants import DEFAULT_ADMIN_DELAY
 from ledger.chain import contract_errors
 from ledger.chain.contract_errors import PARTICIPANT_STATUSES, ROUND_STATES, decode_revert, error_from_data
+from ledger.chain.round_trips import cache_chain_id, json_rpc_batch
 from ledger.fixed_point import budget_to_micros, delta_to_units, micros_to_epsilon, units_to_delta
 from ledger.errors import (
     ChainError,
@@ -46,6 +54,7 @@ from ledger.errors import (
     ConfigError,
     ContractRevertError,
     InvalidInputError,
+    LedgerError,
 )
 from ledger.types import Address, Cid, RoundId
 
@@ -147,6 +156,27 @@ class Submission:
     block: int
     tx_hash: str
     epsilon_micros: int = 0  # the party's declared cumulative ε, in millionths
+
+
+@dataclass(frozen=True)
+class SubmissionStatus:
+    """What a party reads before taking part in a round, read at one moment (one round trip on a
+    JSON-RPC node): whether it already submitted, its privacy figures, and the round."""
+
+    round_id: RoundId
+    participant: Address
+    submitted: bool
+    epsilon_spent_micros: int  # its last declared cumulative ε (millionths), as ``privacy()[0]``
+    epsilon_budget_micros: int  # the budget of its accepted version (0: none), as ``privacy()[1]``
+    round_info: RoundInfo | None  # None when reading the round failed: ``round()`` raises why
+    round_error: LedgerError | None = None
+
+    def round(self) -> RoundInfo:
+        """The round as ``FederationClient.round`` reads it, or the error that read would raise."""
+        if self.round_info is None:
+            assert self.round_error is not None
+            raise self.round_error
+        return self.round_info
 
 
 @dataclass(frozen=True)
@@ -344,13 +374,38 @@ def sender_address(w3: Web3, account: LocalAccount | str | None) -> Address:
     return Address(account.address)
 
 
+def _nonce_and_fees(w3: Web3, sender: Address) -> dict[str, int]:
+    """The sender's pending nonce and the fees web3 would fill in itself, read in one round trip
+    where the node takes JSON-RPC batches: on an EIP-1559 chain the priority fee the node suggests
+    (``eth_maxPriorityFeePerGas``) and a cap of that plus twice the latest block's base fee, as
+    web3's defaults compute them. Where it cannot batch, has a gas price strategy, or its blocks
+    carry no base fee (a legacy-fee chain), only the nonce is given and web3 fills the fees as it
+    always has. Nothing here is kept: nonce and fees are read for each transaction."""
+    answers = None
+    if w3.eth.generate_gas_price({"from": sender}) is None:  # no gas price strategy (none reads the chain)
+        answers = json_rpc_batch(w3, [
+            ("eth_getTransactionCount", [sender, "pending"]),
+            ("eth_maxPriorityFeePerGas", []),
+            ("eth_getBlockByNumber", ["latest", False]),
+        ])
+    if answers is None or "error" in answers[0]:
+        return {"nonce": w3.eth.get_transaction_count(sender, "pending")}  # raises as it always did
+    fields = {"nonce": int(answers[0]["result"], 16)}
+    block = answers[2].get("result") or {}
+    if "error" in answers[2] or block.get("baseFeePerGas") is None:
+        return fields
+    # A node without eth_maxPriorityFeePerGas: web3's own fallback (fee history), as before.
+    priority = int(answers[1]["result"], 16) if "error" not in answers[1] else int(w3.eth.max_priority_fee)
+    return {**fields, "maxPriorityFeePerGas": priority, "maxFeePerGas": priority + 2 * int(block["baseFeePerGas"], 16)}
+
+
 def send_transaction(
     w3: Web3, call: Any, *, account: LocalAccount | str | None, chain_id: int | None = None
 ) -> tuple[TxResult, Any]:
     """Send ``call`` (a contract function or constructor call) and wait for its receipt.
 
-    A ``LocalAccount`` signs here, with the node's pending nonce taken under a per-address lock;
-    otherwise the node signs for its unlocked account. Reverts raise ledger.chain.contract_errors classes.
+    A ``LocalAccount`` signs here, with the node's pending nonce (and the fees) read under a
+    per-address lock; otherwise the node signs for its unlocked account. Reverts raise ledger.chain.contract_errors classes.
 
     Gas is estimated against the pending block, not the latest: a node that mines on demand
     (anvil) may have its latest block minutes old, and a call that depends on time (cancelling a
@@ -363,9 +418,9 @@ def send_transaction(
             tx_hash = call.transact({"from": sender, "gas": gas})
         else:
             with _account_lock(sender):
-                nonce = w3.eth.get_transaction_count(sender, "pending")
+                fields = _nonce_and_fees(w3, sender)
                 chain = int(w3.eth.chain_id) if chain_id is None else chain_id
-                tx = call.build_transaction({"from": sender, "nonce": nonce, "chainId": chain, "gas": gas})
+                tx = call.build_transaction({"from": sender, "chainId": chain, "gas": gas, **fields})
                 signed = account.sign_transaction(tx)
                 tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
         receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT)
@@ -378,6 +433,21 @@ def send_transaction(
                 call.call({"from": sender}, block_identifier=result.block)
         raise ContractRevertError(f"transaction {result.tx_hash} reverted in block {result.block}.")
     return result, receipt
+
+
+def _log_entry(raw: dict[str, Any]) -> AttributeDict[str, Any]:
+    """A raw JSON-RPC log as web3's ``get_logs`` returns it (numbers as ints, hashes and data as bytes)."""
+    return AttributeDict({
+        "address": to_checksum_address(raw["address"]),
+        "topics": [HexBytes(topic) for topic in raw["topics"]],
+        "data": HexBytes(raw["data"]),
+        "blockNumber": int(raw["blockNumber"], 16),
+        "blockHash": HexBytes(raw["blockHash"]),
+        "transactionIndex": int(raw["transactionIndex"], 16),
+        "transactionHash": HexBytes(raw["transactionHash"]),
+        "logIndex": int(raw["logIndex"], 16),
+        "removed": bool(raw.get("removed", False)),
+    })
 
 
 class FederationClient:
@@ -395,6 +465,7 @@ class FederationClient:
         self.address = _address(address, "contract address")
         self.account = account
         self.from_block = from_block
+        cache_chain_id(w3)  # a connection's chain id cannot change: asked once, not before every call
         self.contract = w3.eth.contract(address=self.address, abi=load_artifact()["abi"])
         self._chain_id: int | None = None
         # Round events never change once mined; the cache saves a log scan per ``round()`` call
@@ -626,7 +697,12 @@ class FederationClient:
     def round(self, round_id: int) -> RoundInfo:
         state, deadline, min_updates, submissions = self._call("round", round_id)
         opened = self._round_event("RoundOpened", round_id) if state else None
-        if opened is None:
+        return self._round_info(round_id, (state, deadline, min_updates, submissions), opened)
+
+    def _round_info(self, round_id: int, view: Any, opened: Any) -> RoundInfo:
+        """A RoundInfo from the ``round`` view and the round's RoundOpened log (None: no such round)."""
+        state, deadline, min_updates, submissions = view
+        if not state or opened is None:
             raise InvalidInputError(f"there is no round {round_id}; check `fedledger round status` for the rounds.")
         args = opened["args"]
         global_cid = receipt_cid = None
@@ -664,6 +740,83 @@ class FederationClient:
             return bool(self.w3.eth.get_block(log["blockNumber"])["hash"] == log["blockHash"])
         except BlockNotFound:
             return False
+
+    def submission_status(self, round_id: int, participant: str) -> SubmissionStatus:
+        """Whether ``participant`` submitted to ``round_id``, its privacy figures and the round, read
+        together: one JSON-RPC batch (``hasSubmitted``, ``privacy``, ``round`` and the round's
+        RoundOpened log, or, when that log is cached, its block's hash), one by one where the
+        connection cannot batch. Nothing is kept but the RoundOpened log, as ``round()`` keeps it.
+        A failed read of the round is kept in the status and raised by its ``round()``."""
+        party = _address(participant)
+        cached = self._round_events.get(("RoundOpened", round_id))
+        reads = [
+            self._eth_call("hasSubmitted", round_id, party),
+            self._eth_call("privacy", party),
+            self._eth_call("round", round_id),
+            ("eth_getBlockByNumber", [hex(int(cached["blockNumber"])), False]) if cached is not None else
+            ("eth_getLogs", [{
+                "address": self.address, "fromBlock": hex(self.from_block), "toBlock": "latest",
+                "topics": [HexBytes(self.contract.events.RoundOpened().topic).to_0x_hex(), "0x" + int(round_id).to_bytes(32, "big").hex()],
+            }]),
+        ]
+        with _reverts(reading=True):
+            answers = json_rpc_batch(self.w3, reads)
+        if answers is None:  # the in-process chain, or a node without batches: the same reads, one by one
+            submitted, (spent, budget) = self.has_submitted(round_id, party), self.privacy(party)
+            try:
+                info, error = self.round(round_id), None
+            except LedgerError as failed:
+                info, error = None, failed
+            return SubmissionStatus(RoundId(round_id), party, submitted, spent, budget, info, error)
+        submitted = bool(self._decoded("hasSubmitted", answers[0]))
+        spent, budget = self._decoded("privacy", answers[1])
+        try:
+            view = self._decoded("round", answers[2])
+            opened = None
+            if view[0]:
+                opened = self._opened_from(answers[3], round_id, cached)
+            info, error = self._round_info(round_id, view, opened), None
+        except LedgerError as failed:
+            info, error = None, failed
+        return SubmissionStatus(RoundId(round_id), party, submitted, int(spent), int(budget), info, error)
+
+    def _eth_call(self, name: str, *args: Any) -> tuple[str, list[Any]]:
+        """The raw ``eth_call`` of a view at the latest block, for a batch."""
+        return ("eth_call", [{"to": self.address, "data": self.contract.encode_abi(name, args=list(args))}, "latest"])
+
+    def _decoded(self, name: str, answer: Any) -> Any:
+        """A batched view's raw answer decoded as ``_call`` returns it; its error raised as ``_call`` raises it."""
+        if "error" in answer:
+            error = answer["error"]
+            message = str(error.get("message", error)) if isinstance(error, dict) else str(error)
+            data = error.get("data") if isinstance(error, dict) else None
+            with _reverts(reading=True):
+                if data is not None:
+                    raise ContractLogicError(message, data=data)
+                raise Web3RPCError(message, rpc_response=answer)
+        outputs = [output["type"] for output in getattr(self.contract.functions, name).abi["outputs"]]
+        values = self.w3.codec.decode(outputs, HexBytes(answer["result"]))
+        return values[0] if len(values) == 1 else list(values)
+
+    def _opened_from(self, answer: Any, round_id: int, cached: Any) -> Any:
+        """The RoundOpened log from a batched answer: the logs themselves, or the block of the cached
+        log (kept while that block is still on the chain; looked up again otherwise)."""
+        if "error" in answer:
+            error = answer["error"]
+            with _reverts(reading=True):
+                raise Web3RPCError(str(error.get("message", error)) if isinstance(error, dict) else str(error), rpc_response=answer)
+        if cached is not None:
+            block = answer.get("result")
+            if block is not None and HexBytes(block["hash"]) == cached["blockHash"]:
+                return cached
+            self._round_events.pop(("RoundOpened", round_id), None)
+            return self._round_event("RoundOpened", round_id)
+        logs = sorted((_log_entry(raw) for raw in answer.get("result") or []), key=lambda log: (log["blockNumber"], log["logIndex"]))
+        if not logs:
+            return None
+        opened = self.contract.events.RoundOpened().process_log(logs[0])
+        self._round_events[("RoundOpened", round_id)] = opened
+        return opened
 
     def submit_update(
         self, round_id: int, *, cid: Cid, samples: int, metrics_hash: bytes, epsilon_micros: int = 0
