@@ -63,6 +63,29 @@ def handle_errors(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+CANNOT_RUN = 2
+"""The exit code of a check (audit, contract verify) that could not run: its exit 1 means it found a fault."""
+
+
+def check_errors(interrupted: str) -> Callable[[F], F]:
+    """For a check whose exit 1 reports what it found: any LedgerError means it could not run (one line on
+    stderr, exit CANNOT_RUN); Ctrl-C prints ``interrupted`` and exits 130."""
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except LedgerError as error:
+                raise fail(str(error), CANNOT_RUN) from None
+            except KeyboardInterrupt:
+                raise fail(interrupted, 130) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
 def print_json(document: Any) -> None:
     """Write one JSON document to stdout."""
     sys.stdout.write(json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")

@@ -13,50 +13,37 @@ one sentence saying why.
 from __future__ import annotations
 
 import csv
-import functools
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from ledger.errors import LedgerError
 from node.cli._common import (
+    CANNOT_RUN,
     JsonOption,
     RpcOption,
     WorkdirOption,
+    check_errors,
     console,
     fail,
     print_json,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
-CANNOT_RUN = 2
 
 CsvOption = Annotated[bool, typer.Option("--csv", help="Print the table as CSV on stdout.")]
 RoundOption = Annotated[int | None, typer.Option("--round", "-r", min=1, help="Only this round.")]
 
 
-def _audit_errors(function: F) -> F:
-    """Any LedgerError means the audit could not run: one line on stderr, exit 2."""
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except LedgerError as error:
-            raise fail(str(error), CANNOT_RUN) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted; the index keeps what it read, run the command again.", 130) from None
-
-    return wrapper  # type: ignore[return-value]
+_audit_errors = check_errors("interrupted; the index keeps what it read, run the command again.")
+"""Any LedgerError means the check could not run: one line on stderr, exit 2."""
 
 
 @dataclass

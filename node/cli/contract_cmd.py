@@ -12,33 +12,15 @@ unreachable chain, the pinned metadata missing from the store), with one sentenc
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from ledger.errors import LedgerError
-from node.cli._common import JsonOption, RpcOption, WorkdirOption, console, fail, print_json
+from node.cli._common import CANNOT_RUN, JsonOption, RpcOption, WorkdirOption, check_errors, console, fail, print_json
 
-F = TypeVar("F", bound=Callable[..., Any])
-CANNOT_RUN = 2
-
-
-def _errors(function: F) -> F:
-    """Any LedgerError means the check could not run: one line on stderr, exit 2."""
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except LedgerError as error:
-            raise fail(str(error), CANNOT_RUN) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted; nothing was changed, run the command again.", 130) from None
-
-    return wrapper  # type: ignore[return-value]
+_errors = check_errors("interrupted; nothing was changed, run the command again.")
+"""Any LedgerError means the check could not run: one line on stderr, exit 2."""
 
 
 def _pinned_metadata(workspace: Any, code: bytes) -> dict[str, Any]:
