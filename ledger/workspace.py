@@ -38,6 +38,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
         # "memory" is the in-process chain (demo and unit tests only); otherwise an RPC URL.
         "rpc": "http://127.0.0.1:8545",
         "anvil_port": 8545,
+        # Transactions (ledger.chain.transactions; README "Running on a real network"). A fee cap,
+        # max_fee_gwei = N (gwei per gas; unset: none), refuses a transaction the chain's fees would
+        # put over it. One not mined within replace_after_s seconds is replaced with higher fees (or
+        # resent if dropped); a command succeeds once its transaction is `confirmations` blocks deep.
+        "replace_after_s": 30,
+        "confirmations": 0,
     },
     "deployment": {},  # address, chain_id, block: written by `fedledger deploy`
     "store": {

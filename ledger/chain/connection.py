@@ -30,6 +30,7 @@ from ledger.errors import (
 from ledger.chain.federation import FederationClient
 from ledger.chain.in_process_chain import in_process_web3
 from ledger.chain.round_trips import cache_chain_id
+from ledger.chain.transactions import TxPolicy
 from ledger.chain.keys import PRIVATE_KEY_ENV, account_from_env, load_account
 from ledger.types import Address
 from ledger.workspace import Workspace
@@ -188,9 +189,14 @@ def open_federation(
     account: LocalAccount | None = None,
     w3: Web3 | None = None,
     rpc: str | None = None,
+    max_fee_gwei: float | None = None,
 ) -> FederationClient:
-    """The workspace's deployed Federation, checked (deployment recorded, same chain, code present)."""
+    """The workspace's deployed Federation, checked (deployment recorded, same chain, code present),
+    sending under the workspace's ``[chain]`` transaction settings (``max_fee_gwei``, here a flag's
+    value winning over the file's; ``replace_after_s``; ``confirmations``) with its journal."""
     recorded_deployment(workspace)  # fail before touching the network when nothing is recorded
+    policy = TxPolicy.from_settings(workspace.config.get("chain") or {}, journal_dir=workspace.journal_dir,
+                                    max_fee_gwei=max_fee_gwei, config=str(workspace.config_path))
     url = workspace_rpc(workspace, rpc)
     if url == MEMORY and w3 is None:
         raise ConfigError(
@@ -200,7 +206,7 @@ def open_federation(
     w3 = w3 if w3 is not None else connect(url)
     address = check_deployment(w3, workspace, rpc=url)
     block = int(workspace.config["deployment"].get("block", 0) or 0)
-    return FederationClient(w3, address, account=account, from_block=block)
+    return FederationClient(w3, address, account=account, from_block=block, policy=policy)
 
 
 def signing_account(workspace: Workspace, key: str | None, *, w3: Web3, rpc: str) -> LocalAccount:

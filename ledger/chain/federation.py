@@ -47,6 +47,7 @@ from ledger.contract_constants import DEFAULT_ADMIN_DELAY
 from ledger.chain import contract_errors
 from ledger.chain.contract_errors import PARTICIPANT_STATUSES, ROUND_STATES, decode_revert, error_from_data
 from ledger.chain.round_trips import cache_chain_id, json_rpc_batch
+from ledger.chain.transactions import DEFAULT_POLICY, Flight, TxPolicy, await_receipt, send_signed
 from ledger.fixed_point import budget_to_micros, delta_to_units, micros_to_epsilon, units_to_delta
 from ledger.errors import (
     ChainError,
@@ -377,8 +378,8 @@ def sender_address(w3: Web3, account: LocalAccount | str | None) -> Address:
 def _nonce_and_fees(w3: Web3, sender: Address) -> dict[str, int]:
     """The sender's pending nonce and the fees web3 would fill in itself, read in one round trip
     where the node takes JSON-RPC batches: on an EIP-1559 chain the priority fee the node suggests
-    (``eth_maxPriorityFeePerGas``) and a cap of that plus twice the latest block's base fee, as
-    web3's defaults compute them. Where it cannot batch, has a gas price strategy, or its blocks
+    (``eth_maxPriorityFeePerGas``) and a cap of that plus twice the pending block's base fee, as
+    web3's defaults compute them (from the next block's base fee rather than the last one's). Where it cannot batch, has a gas price strategy, or its blocks
     carry no base fee (a legacy-fee chain), only the nonce is given and web3 fills the fees as it
     always has. Nothing here is kept: nonce and fees are read for each transaction."""
     answers = None
@@ -386,7 +387,7 @@ def _nonce_and_fees(w3: Web3, sender: Address) -> dict[str, int]:
         answers = json_rpc_batch(w3, [
             ("eth_getTransactionCount", [sender, "pending"]),
             ("eth_maxPriorityFeePerGas", []),
-            ("eth_getBlockByNumber", ["latest", False]),
+            ("eth_getBlockByNumber", ["pending", False]),  # the next block's base fee: a spike shows at once
         ])
     if answers is None or "error" in answers[0]:
         return {"nonce": w3.eth.get_transaction_count(sender, "pending")}  # raises as it always did
@@ -400,12 +401,16 @@ def _nonce_and_fees(w3: Web3, sender: Address) -> dict[str, int]:
 
 
 def send_transaction(
-    w3: Web3, call: Any, *, account: LocalAccount | str | None, chain_id: int | None = None
+    w3: Web3, call: Any, *, account: LocalAccount | str | None, chain_id: int | None = None,
+    policy: TxPolicy | None = None,
 ) -> tuple[TxResult, Any]:
     """Send ``call`` (a contract function or constructor call) and wait for its receipt.
 
     A ``LocalAccount`` signs here, with the node's pending nonce (and the fees) read under a
     per-address lock; otherwise the node signs for its unlocked account. Reverts raise ledger.chain.contract_errors classes.
+
+    ``policy`` (ledger.chain.transactions.TxPolicy; default: no fee cap, no journal) says how the
+    transaction is seen through: a fee cap, replacement when stuck, confirmations.
 
     Gas is estimated against the pending block, not the latest: a node that mines on demand
     (anvil) may have its latest block minutes old, and a call that depends on time (cancelling a
@@ -414,17 +419,18 @@ def send_transaction(
     sender = sender_address(w3, account)
     with _reverts(sender):
         gas = call.estimate_gas({"from": sender}, block_identifier=next_block(w3))
-        if account is None or isinstance(account, str):
-            tx_hash = call.transact({"from": sender, "gas": gas})
+        signer = None if account is None or isinstance(account, str) else account
+        if signer is None:
+            flight = Flight(sender, {}, [(Web3.to_hex(call.transact({"from": sender, "gas": gas})), None)])
         else:
             with _account_lock(sender):
-                fields = _nonce_and_fees(w3, sender)
                 chain = int(w3.eth.chain_id) if chain_id is None else chain_id
-                tx = call.build_transaction({"from": sender, "chainId": chain, "gas": gas, **fields})
-                signed = account.sign_transaction(tx)
-                tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT)
-    result = TxResult(Web3.to_hex(tx_hash), int(receipt["blockNumber"]), int(receipt["gasUsed"]))
+                flight = send_signed(  # fee cap, journal (ledger.chain.transactions)
+                    w3, signer, lambda fields: call.build_transaction({"from": sender, "chainId": chain, "gas": gas, **fields}),
+                    _nonce_and_fees(w3, sender), policy=policy or DEFAULT_POLICY, chain_id=chain,
+                )
+        receipt = await_receipt(w3, signer, flight, policy or DEFAULT_POLICY)  # replaced when stuck, resent when dropped
+    result = TxResult(Web3.to_hex(receipt["transactionHash"]), int(receipt["blockNumber"]), int(receipt["gasUsed"]))
     if receipt["status"] != 1:
         if hasattr(call, "call"):
             # It passed estimation but reverted when mined (a deadline or another sender got there
@@ -460,11 +466,13 @@ class FederationClient:
         *,
         account: LocalAccount | str | None = None,
         from_block: int = 0,
+        policy: TxPolicy | None = None,
     ) -> None:
         self.w3 = w3
         self.address = _address(address, "contract address")
         self.account = account
         self.from_block = from_block
+        self.policy = policy or DEFAULT_POLICY  # fee cap, replacement, journal, confirmations
         cache_chain_id(w3)  # a connection's chain id cannot change: asked once, not before every call
         self.contract = w3.eth.contract(address=self.address, abi=load_artifact()["abi"])
         self._chain_id: int | None = None
@@ -492,7 +500,7 @@ class FederationClient:
 
     def with_account(self, account: LocalAccount | str | None) -> FederationClient:
         """The same contract, another sender."""
-        client = FederationClient(self.w3, self.address, account=account, from_block=self.from_block)
+        client = FederationClient(self.w3, self.address, account=account, from_block=self.from_block, policy=self.policy)
         client._chain_id = self._chain_id
         client._round_events = self._round_events  # same chain, same events
         return client
@@ -509,7 +517,7 @@ class FederationClient:
         return sender_address(self.w3, self.account)
 
     def _send(self, call: Any) -> tuple[TxResult, Any]:
-        return send_transaction(self.w3, call, account=self.account, chain_id=self.chain_id)
+        return send_transaction(self.w3, call, account=self.account, chain_id=self.chain_id, policy=self.policy)
 
     def _transact(self, name: str, *args: Any) -> TxResult:
         return self._send(getattr(self.contract.functions, name)(*args))[0]

@@ -17,7 +17,7 @@ from node.cli._common import (
     handle_errors,
     print_json,
 )
-from node.cli.governance_common import KeyOption, governed, jsonable, reader, report_tx
+from node.cli.governance_common import KeyOption, MaxFeeOption, governed, jsonable, reader, report_tx
 
 
 def _operational_role(role: str) -> str:
@@ -52,11 +52,12 @@ def register(app: typer.Typer) -> None:
         new_admin: Annotated[str, typer.Argument(help="Address of the next admin (e.g. a multisig or timelock contract).")],
         rpc: RpcOption = None,
         key: KeyOption = None,
+        max_fee_gwei: MaxFeeOption = None,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
         """Propose a new admin (the current admin); it accepts with `fedledger admin accept` after the delay."""
-        _, federation = governed(workdir, rpc, key)
+        _, federation = governed(workdir, rpc, key, max_fee_gwei)
         tx = federation.begin_admin_transfer(new_admin)
         info = federation.admin()
         report_tx(f"Proposed {info.pending} as admin, who may accept after {utc_text(info.accept_after)}", tx, json,
@@ -64,9 +65,9 @@ def register(app: typer.Typer) -> None:
 
     @admin_app.command("accept")
     @handle_errors
-    def admin_accept(rpc: RpcOption = None, key: KeyOption = None, workdir: WorkdirOption = None, json: JsonOption = False) -> None:
+    def admin_accept(rpc: RpcOption = None, key: KeyOption = None, max_fee_gwei: MaxFeeOption = None, workdir: WorkdirOption = None, json: JsonOption = False) -> None:
         """Take the admin role as the proposed admin, once the delay has passed."""
-        _, federation = governed(workdir, rpc, key)
+        _, federation = governed(workdir, rpc, key, max_fee_gwei)
         tx = federation.accept_admin_transfer()
         report_tx(f"{federation.sender} is now the admin", tx, json, {"admin": federation.sender})
 
@@ -76,9 +77,9 @@ def register(app: typer.Typer) -> None:
         def command(
             role: Annotated[str, typer.Argument(help="coordinator (opens rounds) or aggregator (finalizes them).")],
             address: Annotated[str, typer.Argument(help="The account.")],
-            rpc: RpcOption = None, key: KeyOption = None, workdir: WorkdirOption = None, json: JsonOption = False,
+            rpc: RpcOption = None, key: KeyOption = None, max_fee_gwei: MaxFeeOption = None, workdir: WorkdirOption = None, json: JsonOption = False,
         ) -> None:
-            _, federation = governed(workdir, rpc, key)
+            _, federation = governed(workdir, rpc, key, max_fee_gwei)
             tx = getattr(federation, f"{action}_role")(_operational_role(role), address)
             report_tx(done.format(role=role, address=address), tx, json, {"role": role, "account": address})
 
@@ -87,8 +88,8 @@ def register(app: typer.Typer) -> None:
 
     @admin_app.command("cancel")
     @handle_errors
-    def admin_cancel(rpc: RpcOption = None, key: KeyOption = None, workdir: WorkdirOption = None, json: JsonOption = False) -> None:
+    def admin_cancel(rpc: RpcOption = None, key: KeyOption = None, max_fee_gwei: MaxFeeOption = None, workdir: WorkdirOption = None, json: JsonOption = False) -> None:
         """Withdraw a pending admin proposal (the current admin)."""
-        _, federation = governed(workdir, rpc, key)
+        _, federation = governed(workdir, rpc, key, max_fee_gwei)
         tx = federation.cancel_admin_transfer()
         report_tx("Withdrew the admin proposal", tx, json)

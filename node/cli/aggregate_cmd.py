@@ -17,6 +17,7 @@ from node.cli._common import (
     handle_errors,
     print_json,
 )
+from node.cli.governance_common import MaxFeeOption
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +31,7 @@ def register(app: typer.Typer) -> None:
         key: Annotated[str | None, typer.Option("--key", help="The aggregator's key: a name under [keys] or a keystore file.")] = None,
         encryption_key: Annotated[str | None, typer.Option("--encryption-key", help="Sealed rounds: a recipient's encryption key, a name under [encryption_keys] or its file (default: the workspace's key that a recipient registered on chain).")] = None,
         rpc: RpcOption = None,
+        max_fee_gwei: MaxFeeOption = None,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
@@ -48,7 +50,7 @@ def register(app: typer.Typer) -> None:
 
         workspace = Workspace.find(workdir)
         url = workspace_rpc(workspace, rpc)
-        federation = open_federation(workspace, rpc=url)
+        federation = open_federation(workspace, rpc=url, max_fee_gwei=max_fee_gwei)
         signer = signing_account(workspace, key, w3=federation.w3, rpc=url)
         if not federation.has_role("aggregator", signer.address):  # before any work is done and pinned
             raise InvalidInputError(

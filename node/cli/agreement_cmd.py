@@ -18,7 +18,7 @@ from node.cli._common import (
     handle_errors,
     print_json,
 )
-from node.cli.governance_common import KeyOption, chain, governed, jsonable, report_tx
+from node.cli.governance_common import KeyOption, MaxFeeOption, chain, governed, jsonable, report_tx
 
 if TYPE_CHECKING:
     from ledger.workspace import Workspace
@@ -46,6 +46,7 @@ def register(app: typer.Typer) -> None:
         )] = None,
         rpc: RpcOption = None,
         key: KeyOption = None,
+        max_fee_gwei: MaxFeeOption = None,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
@@ -71,7 +72,7 @@ def register(app: typer.Typer) -> None:
             from ledger.ipfs.cid import parse_cid
 
             task = parse_cid(task)
-        workspace, federation = governed(workdir, rpc, key)
+        workspace, federation = governed(workdir, rpc, key, max_fee_gwei)
         store = open_store(workspace)
         if task is not None:  # a bundle that is not here, or not a bundle, is refused before anything is pinned
             from node.tasks.rounds import bundle_manifest

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 
     from ledger.chain.federation import FederationClient, TxResult
 
+MaxFeeOption = Annotated[
+    float | None,
+    typer.Option("--max-fee-gwei", min=0.000000001,
+                 help="Refuse to send a transaction whose max fee per gas would exceed this many gwei (default: \\[chain] max_fee_gwei, else no cap)."),
+]
 KeyOption = Annotated[
     str | None,
     typer.Option("--key", help="Signing key: a name under \\[keys] or a keystore file (password from $FEDLEDGER_KEY_PASSWORD or a prompt)."),
@@ -55,12 +60,15 @@ def chain(workdir: Path | None, rpc: str | None) -> tuple[Workspace, Web3, str]:
     return workspace, connect(url), url
 
 
-def governed(workdir: Path | None, rpc: str | None, key: str | None) -> tuple[Workspace, FederationClient]:
-    """The workspace and its Federation with the governance signer attached (checked for gas money)."""
+def governed(
+    workdir: Path | None, rpc: str | None, key: str | None, max_fee_gwei: float | None = None
+) -> tuple[Workspace, FederationClient]:
+    """The workspace and its Federation with the governance signer attached (checked for gas money),
+    sending under ``--max-fee-gwei`` (else ``[chain] max_fee_gwei``)."""
     from ledger.chain.connection import open_federation, require_gas_money, signing_account
 
     workspace, w3, url = chain(workdir, rpc)
-    federation = open_federation(workspace, w3=w3, rpc=url)
+    federation = open_federation(workspace, w3=w3, rpc=url, max_fee_gwei=max_fee_gwei)
     signer = signing_account(workspace, key, w3=w3, rpc=url)
     require_gas_money(w3, signer.address)
     return workspace, federation.with_account(signer)

@@ -18,7 +18,7 @@ from node.cli._common import (
     handle_errors,
     print_json,
 )
-from node.cli.governance_common import KeyOption, chain, governed, jsonable, reader, report_tx
+from node.cli.governance_common import KeyOption, MaxFeeOption, chain, governed, jsonable, reader, report_tx
 
 DEFAULT_JOIN_VALIDITY_S = 3600
 
@@ -74,6 +74,7 @@ def register(app: typer.Typer) -> None:
         signature_file: Annotated[Path, typer.Argument(help="The JSON printed by `participant join --relay`.")],
         rpc: RpcOption = None,
         key: KeyOption = None,
+        max_fee_gwei: MaxFeeOption = None,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
@@ -92,7 +93,7 @@ def register(app: typer.Typer) -> None:
                 f"{signature_file} is not a join signature ({error.__class__.__name__}); "
                 "give the JSON printed by `fedledger participant join --relay`."
             ) from None
-        _, federation = governed(workdir, rpc, key)
+        _, federation = governed(workdir, rpc, key, max_fee_gwei)
         tx = federation.join(participant, version=version, deadline=deadline, signature=signature)
         report_tx(f"Relayed the join of {participant} (agreement version {version})", tx, json, {"participant": participant})
 
@@ -103,13 +104,14 @@ def register(app: typer.Typer) -> None:
             address: Annotated[str, typer.Argument(help="The participant's address (0x…).")],
             rpc: RpcOption = None,
             key: KeyOption = None,
+            max_fee_gwei: MaxFeeOption = None,
             workdir: WorkdirOption = None,
             json: JsonOption = False,
         ) -> None:
             from ledger.chain.connection import parse_address
 
             participant = parse_address(address)
-            _, federation = governed(workdir, rpc, key)
+            _, federation = governed(workdir, rpc, key, max_fee_gwei)
             tx = getattr(federation, action)(participant)
             report_tx(f"{participant} {past}", tx, json, {"participant": participant, "action": action})
 

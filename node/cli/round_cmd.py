@@ -26,7 +26,7 @@ from node.cli._common import (
     handle_errors,
     print_json,
 )
-from node.cli.governance_common import KeyOption, governed, jsonable, reader, report_tx
+from node.cli.governance_common import KeyOption, MaxFeeOption, governed, jsonable, reader, report_tx
 
 # The chain modules (web3) cost a second to import: commands import them when they run.
 if TYPE_CHECKING:
@@ -264,6 +264,7 @@ def register(app: typer.Typer) -> None:
         dp_steps: Annotated[int | None, typer.Option("--dp-steps", help="DP-SGD steps each party takes in a private round (default 20).")] = None,
         rpc: RpcOption = None,
         key: KeyOption = None,
+        max_fee_gwei: MaxFeeOption = None,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
@@ -279,7 +280,7 @@ def register(app: typer.Typer) -> None:
 
         cid = parse_cid(base_cid)
         round_config(config, strategy, model, max_samples, seal_to)  # a bad config is refused before the chain is asked
-        workspace, federation = governed(workdir, rpc, key)
+        workspace, federation = governed(workdir, rpc, key, max_fee_gwei)
         dp = _dp_settings(federation, dp_noise, dp_target_epsilon, dp_clip, dp_sample_rate, dp_steps)
         document = round_config(config, strategy, model, max_samples, seal_to, dp)
         recipients = RoundConfig.from_bytes(document).seal_to
@@ -317,11 +318,12 @@ def register(app: typer.Typer) -> None:
         round_id: Annotated[int, typer.Argument(min=1, help="The round to cancel.")],
         rpc: RpcOption = None,
         key: KeyOption = None,
+        max_fee_gwei: MaxFeeOption = None,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
         """Cancel a round whose deadline passed with fewer updates than its minimum (coordinator or aggregator)."""
-        _, federation = governed(workdir, rpc, key)
+        _, federation = governed(workdir, rpc, key, max_fee_gwei)
         tx = federation.cancel_round(round_id)
         report_tx(f"Cancelled round {round_id}", tx, json, {"round_id": round_id})
 
@@ -332,11 +334,12 @@ def register(app: typer.Typer) -> None:
         reason: Annotated[str, typer.Option("--reason", help="Why, for the record (kept in the RoundAborted event).")],
         rpc: RpcOption = None,
         key: KeyOption = None,
+        max_fee_gwei: MaxFeeOption = None,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
         """Close an open round now, whatever its deadline and submissions, with a recorded reason (admin)."""
-        _, federation = governed(workdir, rpc, key)
+        _, federation = governed(workdir, rpc, key, max_fee_gwei)
         tx = federation.abort_round(round_id, reason=reason)
         report_tx(f"Aborted round {round_id}", tx, json, {"round_id": round_id, "reason": reason.strip()})
 

@@ -31,6 +31,7 @@ from node.cli._common import (
     console,
     handle_errors,
 )
+from node.cli.governance_common import MaxFeeOption
 from node.cli.train_cmd import DataOption, DeviceOption, NonIidOption, OfOption, SeedOption, ShardOption
 from node.services.lock import service_lock
 
@@ -113,22 +114,26 @@ def service_runtime(
                 server.server_close()
 
 
-def federation_connector(workspace: Workspace, rpc: str | None, account: LocalAccount | None = None) -> Callable[[], FederationClient]:
+def federation_connector(
+    workspace: Workspace, rpc: str | None, account: LocalAccount | None = None, max_fee_gwei: float | None = None
+) -> Callable[[], FederationClient]:
     """A call that opens the workspace's federation (for a retrier: services start before their chain)."""
     from ledger.chain.connection import open_federation, workspace_rpc
 
     url = workspace_rpc(workspace, rpc)
-    return lambda: open_federation(workspace, account=account, rpc=url)
+    return lambda: open_federation(workspace, account=account, rpc=url, max_fee_gwei=max_fee_gwei)
 
 
 @contextmanager
-def _signed_in(runtime: Runtime, workspace: Workspace, *, rpc: str | None, key: str | None, role: str) -> Iterator[FederationClient | None]:
+def _signed_in(
+    runtime: Runtime, workspace: Workspace, *, rpc: str | None, key: str | None, role: str, max_fee_gwei: float | None = None
+) -> Iterator[FederationClient | None]:
     """The federation seen through the service's key, held under its one-service-per-key lock;
     None when the service was stopped before the chain answered."""
     from ledger.chain.connection import signing_account, workspace_rpc
 
     url = workspace_rpc(workspace, rpc)
-    reader = runtime.retrier.until_success(federation_connector(workspace, url))
+    reader = runtime.retrier.until_success(federation_connector(workspace, url, max_fee_gwei=max_fee_gwei))
     if reader is None:
         log_stopped_early(runtime)
         yield None
@@ -193,6 +198,7 @@ def register(app: typer.Typer) -> None:
         metrics_port: MetricsPortOption = None,
         metrics_host: MetricsHostOption = "127.0.0.1",
         rpc: RpcOption = None,
+        max_fee_gwei: MaxFeeOption = None,
         workdir: WorkdirOption = None,
     ) -> None:
         """A party's node: train on local data and submit to every open round it may, then wait for the next.
@@ -228,7 +234,7 @@ def register(app: typer.Typer) -> None:
                 service_runtime("node", actor=account.address, log_json=log_json, metrics_port=metrics_port,
                                 metrics_host=metrics_host,
                                 max_outage=ONCE_MAX_OUTAGE_S if once and max_outage is None else max_outage) as rt:
-            federation = rt.retrier.until_success(federation_connector(workspace, rpc, account))
+            federation = rt.retrier.until_success(federation_connector(workspace, rpc, account, max_fee_gwei))
             if federation is None:
                 log_stopped_early(rt)
                 return
@@ -260,6 +266,7 @@ def register(app: typer.Typer) -> None:
         metrics_host: MetricsHostOption = "127.0.0.1",
         encryption_key: Annotated[str | None, typer.Option("--encryption-key", help="Sealed rounds: a recipient's encryption key, a name under [encryption_keys] or its file (default: the workspace's key that a recipient registered on chain).")] = None,
         rpc: RpcOption = None,
+        max_fee_gwei: MaxFeeOption = None,
         workdir: WorkdirOption = None,
     ) -> None:
         """Finalize each open round once it holds its minimum and every entitled party has submitted or
@@ -272,7 +279,7 @@ def register(app: typer.Typer) -> None:
         max_outage = ONCE_MAX_OUTAGE_S if once and max_outage is None else max_outage
         with service_runtime("aggregator", actor=None, log_json=log_json, metrics_port=metrics_port,
                              metrics_host=metrics_host, max_outage=max_outage) as rt, \
-                _signed_in(rt, workspace, rpc=rpc, key=key, role="aggregator") as federation:
+                _signed_in(rt, workspace, rpc=rpc, key=key, role="aggregator", max_fee_gwei=max_fee_gwei) as federation:
             if federation is not None:
                 service = AggregatorService(
                     federation=federation, store=open_store(workspace), journal_dir=workspace.journal_dir,
@@ -310,6 +317,7 @@ def register(app: typer.Typer) -> None:
         metrics_port: MetricsPortOption = None,
         metrics_host: MetricsHostOption = "127.0.0.1",
         rpc: RpcOption = None,
+        max_fee_gwei: MaxFeeOption = None,
         workdir: WorkdirOption = None,
     ) -> None:
         """Open round 1 on the base model, each next round on the last global model, reopen a cancelled
@@ -330,7 +338,7 @@ def register(app: typer.Typer) -> None:
         store = open_store(workspace)
         with service_runtime("coordinator", actor=None, log_json=log_json, metrics_port=metrics_port,
                              metrics_host=metrics_host, max_outage=max_outage) as rt, \
-                _signed_in(rt, workspace, rpc=rpc, key=key, role="coordinator") as federation:
+                _signed_in(rt, workspace, rpc=rpc, key=key, role="coordinator", max_fee_gwei=max_fee_gwei) as federation:
             if federation is not None:
 
                 def pin_base() -> str:

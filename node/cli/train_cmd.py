@@ -25,6 +25,7 @@ from node.cli._common import (
     handle_errors,
     print_json,
 )
+from node.cli.governance_common import MaxFeeOption
 from node.data import Dataset, digits_validation, load_digits_split, load_local_data
 from node.services.lock import service_lock
 
@@ -124,6 +125,7 @@ def register(app: typer.Typer) -> None:
         compile_model: CompileOption = False,
         workers: WorkersOption = 0,
         rpc: RpcOption = None,
+        max_fee_gwei: MaxFeeOption = None,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
@@ -162,7 +164,8 @@ def register(app: typer.Typer) -> None:
         account = load_account(workspace, key)
         # One key submits from one process: a `node run` with this key on this workspace holds the same lock.
         with service_lock(workspace.journal_dir, role="node", address=account.address, command="fedledger node train"):
-            federation = open_federation(workspace, account=account, rpc=workspace_rpc(workspace, rpc))
+            federation = open_federation(workspace, account=account, rpc=workspace_rpc(workspace, rpc),
+                                         max_fee_gwei=max_fee_gwei)
             submit = None
             if relay is None:
                 require_gas_money(federation.w3, account.address)
