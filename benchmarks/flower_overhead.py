@@ -1,23 +1,33 @@
-"""A Flower round with and without the ledger, on Flower's Deployment Engine, in one sitting.
+"""A Flower round against a `node run` round of the same model, parties and data, in one sitting.
 
-    .venv/bin/python -m benchmarks.flower_overhead [--parties 3] [--rounds 2] [--repeats 2] [--epochs 1]
+    .venv/bin/python -m benchmarks.flower_overhead [--parties 4] [--rounds 3] [--poll-seconds 2]
 
-One anvil, one federation (deployed and its parties admitted as in the demo), one SuperLink and a
-SuperNode per party, all processes on loopback. The example app runs alternately as plain Flower
-(``ledger=false``: FedAvg, arrays in the replies) and on the ledger (``ledger=true``: the strategy
-wrapped in LedgerStrategy, each party's update pinned and recorded with its key, aggregated from
-the chain, model and receipt pinned, round finalized), ``--repeats`` times each, the same data,
-model and training either way. A round's time is the ServerApp's own "Strategy execution
-finished in X s" divided by the rounds (so the ServerApp's start-up is not counted; each
-ClientApp process a SuperNode starts per message is). Reported: median seconds per round of each,
-and their ratio ledger / plain.
+One anvil, one federation (deployed and its parties admitted as in the demo). On it, the example
+app (``node/flower/example_app``: MLP, FedAvg, 1 local epoch, IID digits) runs on Flower's
+Deployment Engine, a SuperLink and a SuperNode per party as processes on loopback, twice:
+
+- ``process``: each SuperNode with ``--isolation process`` beside its long-lived ClientApp
+  process (``node.flower.warm_clientapp``), as ``FlowerDeployment`` starts them now; runs on the
+  ledger (``ledger=true``) and as plain Flower (``ledger=false``: FedAvg, arrays in the replies);
+- ``subprocess``: Flower's default, a ClientApp process per message (what the deployment used before).
+
+Each deployment first runs one warm-up round (the first message a ClientApp process handles
+imports the app; the SuperNodes connect), then ``--rounds`` measured rounds. A Flower round's time
+is the ServerApp's own "Strategy execution finished in X s" / rounds: the whole cycle, opening to
+finalization to the next opening, without the ServerApp's start-up (once per ``flwr run``).
+
+Against it, benchmarks/services.py's federation on a fresh anvil: a `fedledger node run` process
+per party (the same digits shards as .npz), an `aggregator run` and a `coordinator run`, all with
+``--poll-seconds`` (their default: 2 s); its round is the cycle, 60 / rounds per minute over the
+measured rounds after a warm-up. ``vs node run`` = node run's seconds per round / Flower's (≥ 1:
+Flower is as fast).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import statistics
+import shutil
 import sys
 import tempfile
 from dataclasses import replace
@@ -25,6 +35,7 @@ from pathlib import Path
 
 from web3 import Web3
 
+from benchmarks.services import run_services
 from deploy.anvil import AnvilProcess
 from ledger.chain.connection import connect
 from ledger.chain.keys import PRIVATE_KEY_ENV
@@ -46,28 +57,28 @@ def strategy_seconds(output: str) -> float:
     return float(found.group(1))
 
 
-def measure(parties: int, rounds: int, repeats: int, epochs: int) -> dict[str, list[float]]:
-    """Seconds per round, plain and on the ledger, alternating runs on one deployment."""
-    root = Path(tempfile.mkdtemp(prefix="fedledger-flower-bench-"))
+def measure_flower(parties: int, rounds: int, root: Path) -> dict[str, float]:
+    """Seconds per round of each setting ("process ledger", "process plain", "subprocess ledger")."""
     anvil = AnvilProcess(state=root / "anvil.json").start()
     try:
         workspace = Workspace.init(root / "federation", rpc=anvil.rpc_url)
-        options = DemoOptions(participants=parties, rounds=rounds, chain="anvil", training=TrainingSettings(epochs=epochs))
+        options = DemoOptions(participants=parties, rounds=rounds, chain="anvil", training=TrainingSettings(epochs=1))
         _, keys = found_federation(options, w3=connect(anvil.rpc_url), workspace=workspace,
                                    store=EmbeddedStore(workspace.store_dir), track=lambda *_: None)
         env = {"FEDLEDGER_WORKDIR": str(workspace.root), "FEDLEDGER_KEY_PASSWORD": KEY_PASSWORD}
-        per_round: dict[str, list[float]] = {"plain": [], "ledger": []}
-        with FlowerDeployment(root / "flower", env=env) as flower:
-            flower.start_superlink()
-            for i, key in enumerate(keys):
-                flower.start_supernode(f"party{i + 1}", {"partition-id": i, "num-partitions": parties},
-                                       env={PRIVATE_KEY_ENV: Web3.to_hex(key.key)})
-            for repeat in range(repeats):
-                for mode in ("plain", "ledger"):
-                    config = {**flower_run_config(replace(options, rounds=rounds)), "ledger": mode == "ledger"}
+        per_round: dict[str, float] = {}
+        for isolation, modes in (("process", ("ledger", "plain")), ("subprocess", ("ledger",))):
+            with FlowerDeployment(root / f"flower-{isolation}", env=env, isolation=isolation) as flower:
+                flower.start_superlink()
+                for i, key in enumerate(keys):
+                    flower.start_supernode(f"party{i + 1}", {"partition-id": i, "num-partitions": parties},
+                                           env={PRIVATE_KEY_ENV: Web3.to_hex(key.key)})
+                flower.run(EXAMPLE_APP, {**flower_run_config(replace(options, rounds=1)), "ledger": True}, timeout=3600)
+                for mode in modes:
+                    config = {**flower_run_config(options), "ledger": mode == "ledger"}
                     seconds = strategy_seconds(flower.run(EXAMPLE_APP, config, timeout=3600)) / rounds
-                    per_round[mode].append(seconds)
-                    print(f"repeat {repeat + 1} {mode}: {seconds:.2f} s per round", file=sys.stderr)
+                    per_round[f"{isolation} {mode}"] = seconds
+                    print(f"Flower, {isolation} isolation, {mode}: {seconds:.2f} s per round", file=sys.stderr, flush=True)
         return per_round
     finally:
         anvil.stop()
@@ -75,17 +86,29 @@ def measure(parties: int, rounds: int, repeats: int, epochs: int) -> dict[str, l
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parties", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--parties", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds of each setting, after a warm-up round")
+    parser.add_argument("--poll-seconds", type=float, default=2.0, help="of the node run / aggregator / coordinator services")
     args = parser.parse_args()
-    per_round = measure(args.parties, args.rounds, args.repeats, args.epochs)
-    plain, ledger = statistics.median(per_round["plain"]), statistics.median(per_round["ledger"])
-    print(f"| parties | rounds x repeats | plain Flower s/round | on the ledger s/round | ledger / plain |")
-    print(f"| ---: | ---: | ---: | ---: | ---: |")
-    print(f"| {args.parties} | {args.rounds} x {args.repeats} | {plain:.2f} | {ledger:.2f} | {ledger / plain:.2f}x |")
-    print(f"runs (s/round): plain {per_round['plain']}, ledger {per_round['ledger']}", file=sys.stderr)
+    root = Path(tempfile.mkdtemp(prefix="fedledger-flower-bench-"))
+    try:
+        flower = measure_flower(args.parties, args.rounds, root / "flower")
+        _, per_minute = run_services(parties=args.parties, rounds=args.rounds, poll_s=args.poll_seconds,
+                                            root=root / "services")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    node_run = 60 / per_minute
+    print(f"command: .venv/bin/python -m benchmarks.flower_overhead --parties {args.parties} --rounds {args.rounds} "
+          f"--poll-seconds {args.poll_seconds:g}")
+    print("| round of | s/round | rounds/min | vs node run |")
+    print("| --- | ---: | ---: | ---: |")
+    print(f"| `node run` services (poll {args.poll_seconds:g} s) | {node_run:.2f} | {per_minute:.1f} | 1.00x |")
+    names = {"process ledger": "Flower, long-lived ClientApp processes, on the ledger",
+             "process plain": "Flower, long-lived ClientApp processes, plain (no ledger)",
+             "subprocess ledger": "Flower, a ClientApp process per message (Flower's default), on the ledger"}
+    for key, name in names.items():
+        seconds = flower[key]
+        print(f"| {name} | {seconds:.2f} | {60 / seconds:.1f} | {node_run / seconds:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 A ClientApp's ``@app.train()`` handler trains as it always did and returns
 ``record_update(msg, context, ArrayRecord(model.state_dict()), samples=n, metrics={...})``. The
 update is the same safetensors file ``fedledger node train`` pins (its metadata names the party
-and the round, so a copied CID is refused), checked against the model the round config names.
+and the round, so a copied CID is refused), checked against the layout the aggregator holds every
+update of the round to (``node.aggregator.round_base``: a built-in model's fixed layout, or, in a
+round of any other model, a task round, the round's base model's own).
 The contract is asked first: a party it would refuse (not admitted, a stale agreement, a closed
 round) pins nothing and replies with the contract's sentence, which the server names in the receipt.
 """
@@ -20,7 +22,7 @@ from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.weights import from_safetensors
 from node.flower.connection import Ledger, party_ledger
 from node.flower.records import REPLY_KEY, ROUND_KEY, PartyReply, arrays_of
-from node.models import model_layout
+from node.aggregator import round_base
 from node.participant import fetch_round_config, metrics_hash, update_bytes
 
 
@@ -52,12 +54,13 @@ def submit_arrays(
     values = {name: float(value) for name, value in metrics.items()}
     blob = update_bytes(arrays, model=config.model, participant=me, round_id=round_id, base_cid=info.base_cid,
                         samples=samples, metrics=values)
+    _, _, layout = round_base(store, info, config)  # the layout the aggregator will hold this update to
     try:
-        from_safetensors(blob, layout=model_layout(config.model))
+        from_safetensors(blob, layout=layout)
     except WeightsError as error:
         raise InvalidInputError(
             f"the trained arrays do not fit the model {config.model!r} that round {round_id}'s config names ({error}); "
-            "train that model, with its parameter names."
+            "train that model from the round's base model, with its parameter names."
         ) from None
     cid = cid_of_bytes(blob)
     try:

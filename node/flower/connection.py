@@ -44,8 +44,14 @@ def _party_ledger(workdir: str | None, key: str | None) -> Ledger:
 
 
 def party_ledger(node_config: Mapping[str, object]) -> Ledger:
-    """The party's ledger, signed by the party's key, as its SuperNode's node config names them (once per process)."""
+    """The party's ledger, signed by the party's key, as its SuperNode's node config names them (once per
+    process, or per run in a long-lived ClientApp process: ``node.flower.warm_clientapp``)."""
     return _party_ledger(_setting(node_config, WORKDIR_KEY), _setting(node_config, KEY_KEY))
+
+
+def forget_ledgers() -> None:
+    """Drop the ledgers ``party_ledger`` opened: the next call reads the workspace and the key again."""
+    _party_ledger.cache_clear()
 
 
 def operator_ledger(run_config: Mapping[str, object]) -> Ledger:

@@ -3,8 +3,9 @@ Flower's Deployment Engine.
 
 The same federation as the plain demo (deployed on an anvil kept in the workspace, the same terms,
 parties and keys), but its rounds are driven by a SuperLink and one SuperNode per party, each a
-process of its own, started by ``flwr run``: the ServerApp opens and finalizes the ledger rounds
-with the admin key, each SuperNode records its party's update with that party's key. The report
+process of its own beside its party's long-lived ClientApp process (``node.flower.deployment``),
+started by ``flwr run``: the ServerApp opens and finalizes the ledger rounds with the admin key,
+each SuperNode records its party's update with that party's key. The report
 is read back from the chain and the store afterwards, then the ledger is audited as in the plain demo.
 """
 

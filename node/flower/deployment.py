@@ -1,5 +1,10 @@
 """Flower's Deployment Engine as real processes on loopback: a SuperLink, SuperNodes, ``flwr run``.
 
+Each SuperNode runs with ``--isolation process`` beside a long-lived ClientApp process of its own
+(``node.flower.warm_clientapp``, with the SuperNode's environment), so a message costs its work, not
+a fresh interpreter importing torch and web3 as Flower's default ``subprocess`` isolation does;
+``isolation="subprocess"`` keeps Flower's default (the benchmark's comparison).
+
 Every process gets a private ``FLWR_HOME``, Flower's telemetry and update check switched off, and
 no runtime dependency installation (the app runs in this environment, offline). A SuperLink or
 SuperNode starts its ``flower-superexec`` in a session of its own, which outlives it for seconds
@@ -46,29 +51,42 @@ def toml_config(values: Mapping[str, object]) -> str:
     return " ".join(f"{key}={json.dumps(value)}" for key, value in values.items())
 
 
-def _wait_for_port(port: int, process: subprocess.Popen, *, what: str, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _wait_for_port(port: int, process: subprocess.Popen, *, what: str, log: Path, timeout: float,
+                   started: float | None = None) -> None:
+    """Until ``process`` listens on ``port``, ``timeout`` seconds from ``started`` (default: now) at most."""
+    deadline = (time.monotonic() if started is None else started) + timeout
+    while True:
         if process.poll() is not None:
             raise FlowerRunError(f"{what} exited with status {process.returncode} while starting; see {log}.")
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.settimeout(0.2)
             if sock.connect_ex((HOST, port)) == 0:
                 return
+        if time.monotonic() >= deadline:
+            raise FlowerRunError(f"{what} did not listen on {HOST}:{port} within {timeout:.0f} s; see {log}.")
         time.sleep(0.1)
-    raise FlowerRunError(f"{what} did not listen on {HOST}:{port} within {timeout:.0f} s; see {log}.")
+
+
+ISOLATIONS = ("process", "subprocess")
 
 
 class FlowerDeployment:
-    """A SuperLink with its SuperNodes under ``home`` (logs in ``home/logs``); a context manager that stops them."""
+    """A SuperLink with its SuperNodes under ``home`` (logs in ``home/logs``); a context manager that stops them.
 
-    def __init__(self, home: Path, *, env: Mapping[str, str] | None = None) -> None:
+    ``isolation``: ``"process"`` (a long-lived ClientApp process per SuperNode) or ``"subprocess"``
+    (Flower's default: the SuperNode starts a ClientApp process per message)."""
+
+    def __init__(self, home: Path, *, env: Mapping[str, str] | None = None, isolation: str = "process") -> None:
+        if isolation not in ISOLATIONS:
+            raise FlowerRunError(f"isolation must be process or subprocess, not {isolation!r}.")
+        self.isolation = isolation
         self.home = Path(home)
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         path = f"{_BIN}{os.pathsep}{os.environ.get('PATH', '')}"  # flower-superexec is found on PATH
         self.env = {**os.environ, **(env or {}), **FLOWER_ENV, "FLWR_HOME": str(self.home), "PATH": path}
         self.port: int | None = None
         self._processes: list[subprocess.Popen] = []
+        self._starting: list[tuple[int, subprocess.Popen, str, Path, float, float]] = []  # SuperNodes not yet seen listening
         self._logs: list[IO[bytes]] = []
 
     def __enter__(self) -> FlowerDeployment:
@@ -102,18 +120,32 @@ class FlowerDeployment:
     def start_supernode(
         self, name: str, node_config: Mapping[str, object], *, env: Mapping[str, str] | None = None, timeout: float = 60.0
     ) -> None:
-        """Start a SuperNode connected to the SuperLink; ``env`` is its own (its party's key password)."""
+        """Start a SuperNode connected to the SuperLink, and in process isolation its ClientApp process;
+        ``env`` is theirs (the party's key, its password). SuperNodes start side by side: ``run`` (or
+        ``wait_ready``) waits until each listens, ``timeout`` seconds at most."""
         if self.port is None:
             raise FlowerRunError("start the SuperLink before its SuperNodes.")
         port = free_port()
         process, log = self._spawn(name, [
-            str(_BIN / "flower-supernode"), "--insecure", "--superlink", f"{HOST}:{self.port}",
+            str(_BIN / "flower-supernode"), "--insecure", "--superlink", f"{HOST}:{self.port}", "--isolation", self.isolation,
             "--host", HOST, "--port", str(port), "--node-config", toml_config(node_config),
         ], env)
-        _wait_for_port(port, process, what=f"the Flower SuperNode {name}", log=log, timeout=timeout)
+        if self.isolation == "process":  # it waits for the SuperNode's Runtime API itself, its imports done meanwhile
+            self._spawn(f"{name}-clientapp", [
+                sys.executable, "-m", "node.flower.warm_clientapp", "--insecure",
+                "--runtime-api-address", f"{HOST}:{port}", "--parent-pid", str(process.pid),
+            ], env)
+        self._starting.append((port, process, f"the Flower SuperNode {name}", log, time.monotonic(), timeout))
+
+    def wait_ready(self) -> None:
+        """Wait until every SuperNode started listens; FlowerRunError naming one that exited or overran."""
+        while self._starting:
+            port, process, what, log, started, timeout = self._starting.pop(0)
+            _wait_for_port(port, process, what=what, log=log, timeout=timeout, started=started)
 
     def run(self, app: Path, run_config: Mapping[str, object], *, timeout: float) -> str:
         """``flwr run APP --stream`` to its end; returns its output. FlowerRunError when it fails or overruns."""
+        self.wait_ready()
         log = self.home / "logs" / "flwr-run.log"
         argv = [str(_BIN / "flwr"), "run", str(app), CONNECTION, "--stream", "--run-config", toml_config(run_config)]
         try:
@@ -132,7 +164,7 @@ class FlowerDeployment:
         return output
 
     def stop(self, *, grace: float = 10.0) -> None:
-        """SIGTERM the processes started here (SuperNodes first) and, after ``grace`` seconds, SIGKILL
+        """SIGTERM the processes started here (ClientApp processes and SuperNodes first) and, after ``grace`` seconds, SIGKILL
         whatever of them or of their descendants is still alive."""
         started = {process.pid for process in self._processes}
         tree = [(pid, since) for pid, since in _descendants(started).items() if pid not in started]
@@ -149,6 +181,7 @@ class FlowerDeployment:
         for pid, since in tree:
             _end(pid, since, deadline=deadline)
         self._processes.clear()
+        self._starting.clear()
         for handle in self._logs:
             handle.close()
         self._logs.clear()

@@ -16,18 +16,20 @@ sampling, configuration and evaluation, and replaces its aggregation of arrays:
 
 A round that ends with fewer recorded updates than ``min_updates`` is aborted on chain with a
 reason, and the global model stays as it was (Flower's convention for a round without a result).
+``start`` runs the rounds on a ``PromptGrid``: replies are looked for every 0.25 s, not Flower's 3 s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 from dataclasses import dataclass
 from logging import INFO, WARNING
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
+from flwr.serverapp.strategy import Result, Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from flwr.supercore import log
 
@@ -36,10 +38,12 @@ from ledger.errors import InvalidInputError
 from ledger.chain.federation import RoundInfo
 from ledger.types import Cid
 from ledger.weights import from_safetensors, max_blob_bytes
-from node.aggregator import AggregationOutcome, aggregate_round, global_model_bytes
+from node.aggregator import AggregationOutcome, aggregate_round, global_model_bytes, round_base
 from node.flower.connection import Ledger
+from node.flower.grid import POLL_SECONDS as REPLY_POLL_SECONDS
+from node.flower.grid import PromptGrid
 from node.flower.records import ROUND_KEY, PartyReply, array_record, arrays_of
-from node.models import model_layout
+from node.models import MODEL_NAMES
 from node.receipt import RejectedUpdate
 from node.round_config import RoundConfig, config_cid
 
@@ -56,16 +60,34 @@ def _same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[name], b[name]) for name in a)
 
 
-def latest_global(ledger: Ledger, *, model: str) -> tuple[RoundInfo, dict[str, np.ndarray]] | None:
+def round_config(ledger: Ledger, info: RoundInfo) -> RoundConfig:
+    """The round's config document, as the chain's hash names it in the store."""
+    return RoundConfig.from_bytes(ledger.store.get(config_cid(info.config_hash)))
+
+
+def global_arrays(ledger: Ledger, info: RoundInfo, config: RoundConfig) -> dict[str, np.ndarray]:
+    """A finalized round's global model, read with the layout of that round's updates (a built-in
+    model's, or its base model's own: ``node.aggregator.round_base``, as the aggregator read them)."""
+    _, _, layout = round_base(ledger.store, info, config)
+    blob = ledger.store.get(info.global_cid, max_bytes=max_blob_bytes(layout))  # type: ignore[arg-type]
+    return from_safetensors(blob, layout=layout, source=f"the global model {info.global_cid} of round {info.round_id}")[0]
+
+
+def latest_global(ledger: Ledger, *, model: str | None = None) -> tuple[RoundInfo, dict[str, np.ndarray]] | None:
     """The federation's latest finalized round and its global model's arrays (None before any): where a
-    Flower run on a federation that already has rounds starts, so the lineage goes on unbroken."""
-    federation, layout = ledger.federation, model_layout(model)
+    Flower run on a federation that already has rounds starts, so the lineage goes on unbroken.
+    ``model``: the model this run trains; a latest round of another model is refused with a sentence."""
+    federation = ledger.federation
     for round_id in range(federation.round_count(), 0, -1):
         info = federation.round(round_id)
         if info.state == "finalized":
-            arrays, _ = from_safetensors(ledger.store.get(info.global_cid, max_bytes=max_blob_bytes(layout)),  # type: ignore[arg-type]
-                                         layout=layout)
-            return info, arrays
+            config = round_config(ledger, info)
+            if model is not None and config.model != model:
+                raise InvalidInputError(
+                    f"the federation at {federation.address} last finalized round {round_id} of the model "
+                    f"{config.model!r}, not {model!r}; go on with that model, or deploy a fresh federation for this one."
+                )
+            return info, global_arrays(ledger, info, config)
     return None
 
 
@@ -80,6 +102,7 @@ class LedgerStrategy(Strategy):
         config: RoundConfig,
         min_updates: int = 1,
         round_seconds: int = DEFAULT_ROUND_SECONDS,
+        reply_poll_seconds: float = REPLY_POLL_SECONDS,
     ) -> None:
         if min_updates < 1:
             raise InvalidInputError(f"min_updates must be at least 1, not {min_updates}; a round needs an update.")
@@ -88,10 +111,21 @@ class LedgerStrategy(Strategy):
         self.config = config
         self.min_updates = min_updates
         self.round_seconds = round_seconds
+        self.reply_poll_seconds = reply_poll_seconds
         self.rounds: dict[int, int] = {}  # server round -> ledger round
         self.outcomes: dict[int, AggregationOutcome] = {}  # ledger round -> what was finalized
         self._global: _Global | None = None
-        self._layout = model_layout(config.model)
+        if config.task is None and config.model not in MODEL_NAMES:
+            raise InvalidInputError(
+                f"the round config names the model {config.model!r}, which is not built in ({', '.join(MODEL_NAMES)}), "
+                "and no task; a round of another model is a task round (RoundConfig(task=TaskRef(cid=...)), the task "
+                "the agreement names), whose updates are checked against its base model's layout."
+            )
+
+    def start(self, grid: Grid, *args: Any, **kwargs: Any) -> Result:
+        """Flower's ``Strategy.start`` on ``grid``, its replies looked for every ``reply_poll_seconds``
+        (``node.flower.grid.PromptGrid``) instead of every 3 s."""
+        return super().start(PromptGrid(grid, poll_seconds=self.reply_poll_seconds), *args, **kwargs)
 
     # ------------------------------------------------------------------ training
     def configure_train(
@@ -133,8 +167,7 @@ class LedgerStrategy(Strategy):
         outcome = aggregate_round(federation=federation, store=store, round_id=round_id,
                                   journal_dir=self.ledger.workspace.journal_dir, unrecorded=unrecorded)
         self.outcomes[round_id] = outcome
-        blob = store.get(outcome.global_cid, max_bytes=max_blob_bytes(self._layout))
-        arrays, _ = from_safetensors(blob, layout=self._layout)
+        arrays = global_arrays(self.ledger, federation.round(round_id), self.config)
         self._global = _Global(outcome.global_cid, arrays)
         log(INFO, "fedledger: ledger round %s finalized: %s; global model %s, receipt %s",
             round_id, outcome.receipt.outcome, outcome.global_cid, outcome.receipt_cid)
@@ -161,7 +194,7 @@ class LedgerStrategy(Strategy):
             return self._global.cid
         latest = latest_global(self.ledger, model=self.config.model)
         if latest is None:
-            blob = global_model_bytes(arrays, model=self.config.model, round_id=0, base_cid="")
+            blob = global_model_bytes(arrays, model=self.config.model, round_id=0, base_cid="", task=self.config.task)
             return self.ledger.store.add_bytes(blob, pin=True)
         info, recorded = latest
         if not _same_arrays(arrays, recorded):

@@ -31,7 +31,7 @@ from node.flower.connection import Ledger  # noqa: E402
 from node.flower.records import REPLY_KEY, PartyReply, array_record, arrays_of  # noqa: E402
 from node.flower.strategy import LedgerStrategy, latest_global  # noqa: E402
 from node.models import build_model, state_arrays  # noqa: E402
-from node.round_config import RoundConfig  # noqa: E402
+from node.round_config import RoundConfig, TaskRef  # noqa: E402
 from tests.fixtures_chain import TestChain  # noqa: E402
 
 CONFIG = RoundConfig(model="mlp", strategy={"name": "fedavg"})
@@ -62,8 +62,8 @@ class Federation:
     def party(self, account: object) -> Ledger:
         return Ledger(self.workspace, self.admin.with_account(account), self.store)  # type: ignore[arg-type]
 
-    def strategy(self, **options: object) -> LedgerStrategy:
-        return LedgerStrategy(FedAvg(min_available_nodes=1, min_train_nodes=1), ledger=self.operator, config=CONFIG,
+    def strategy(self, config: RoundConfig = CONFIG, **options: object) -> LedgerStrategy:
+        return LedgerStrategy(FedAvg(min_available_nodes=1, min_train_nodes=1), ledger=self.operator, config=config,
                               **options)  # type: ignore[arg-type]
 
 
@@ -168,6 +168,68 @@ def test_arrays_that_do_not_fit_the_rounds_model_are_refused_before_anything_is_
     with pytest.raises(InvalidInputError, match="do not fit the model 'mlp' that round 1's config names"):
         submit_arrays(f.party(f.parties[0]), 1, wrong, samples=10, metrics={})
     assert f.admin.submissions(1) == []
+
+
+def own_model_round(f: Federation) -> RoundConfig:
+    """A round of a model fedledger does not build (a task round: its layout is its base model's)."""
+    task = f.store.add_bytes(b"a stand-in for the task bundle an agreement names", pin=True)
+    return RoundConfig(model="two-layer-regressor", strategy={"name": "fedavg"}, task=TaskRef(cid=task))
+
+
+def own_model() -> ArrayRecord:
+    rng = np.random.default_rng(7)
+    return array_record({"encoder.weight": rng.standard_normal((5, 3)).astype(np.float32),
+                         "encoder.bias": np.zeros(5, dtype=np.float32),
+                         "head.weight": rng.standard_normal((1, 5)).astype(np.float32)})
+
+
+def test_a_model_that_is_not_built_in_trains_a_round_checked_against_its_base_model(
+    memory_chain: TestChain, tmp_path: Path
+) -> None:
+    f = Federation(memory_chain, tmp_path)
+    strategy = f.strategy(own_model_round(f))
+    arrays = own_model()
+    messages = list(strategy.configure_train(1, arrays, ConfigRecord(), NodeIds(2)))
+    words = [submit_arrays(f.party(p), 1, trained(arrays, 0.1 * (i + 1)), samples=100, metrics={"loss": 1.0})
+             for i, p in enumerate(f.parties)]
+    assert [w.refusal for w in words] == [None, None]
+
+    result, _ = strategy.aggregate_train(1, [reply(m, w) for m, w in zip(messages, words)])
+    info = f.admin.round(1)
+    assert info.state == "finalized"
+    assert sorted(u.participant for u in strategy.outcomes[1].receipt.included) == sorted(p.address for p in f.parties)
+    assert result is not None
+    for name, value in arrays_of(arrays).items():
+        np.testing.assert_allclose(arrays_of(result)[name], value + np.float32(0.15), rtol=0, atol=1e-6)
+    latest = latest_global(f.operator, model="two-layer-regressor")
+    assert latest is not None and latest[0].round_id == 1 and latest[1].keys() == arrays_of(arrays).keys()
+    list(strategy.configure_train(2, result, ConfigRecord(), NodeIds(2)))
+    assert f.admin.round(2).base_cid == info.global_cid
+
+
+def test_arrays_of_another_layout_than_the_base_model_are_refused_before_anything_is_recorded(
+    memory_chain: TestChain, tmp_path: Path
+) -> None:
+    f = Federation(memory_chain, tmp_path, parties=1)
+    list(f.strategy(own_model_round(f)).configure_train(1, own_model(), ConfigRecord(), NodeIds(1)))
+    wrong = {**arrays_of(own_model()), "encoder.weight": np.zeros((4, 3), dtype=np.float32)}
+    pinned = f.store.pins()
+    with pytest.raises(InvalidInputError) as refused:
+        submit_arrays(f.party(f.parties[0]), 1, wrong, samples=10, metrics={})
+    assert str(refused.value).startswith("the trained arrays do not fit the model 'two-layer-regressor' that round 1's "
+                                         "config names (tensor 'encoder.weight' in this weights blob has shape (4, 3) "
+                                         "but the model expects (5, 3)"), refused.value
+    assert f.admin.submissions(1) == []
+    assert f.store.pins() == pinned  # refused before the update was pinned
+
+
+def test_a_model_that_is_not_built_in_without_a_task_is_refused_before_a_round_opens(
+    memory_chain: TestChain, tmp_path: Path
+) -> None:
+    f = Federation(memory_chain, tmp_path, parties=1)
+    with pytest.raises(InvalidInputError, match="names the model 'two-layer-regressor', which is not built in .* and no task"):
+        f.strategy(RoundConfig(model="two-layer-regressor", strategy={"name": "fedavg"}))
+    assert f.admin.round_count() == 0
 
 
 def test_a_round_below_its_minimum_is_aborted_on_chain_and_the_global_model_stays(
