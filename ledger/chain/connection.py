@@ -28,6 +28,7 @@ from ledger.errors import (
     WrongChainError,
 )
 from ledger.chain.federation import FederationClient
+from ledger.chain.failover import FailoverHTTPProvider
 from ledger.chain.in_process_chain import in_process_web3
 from ledger.chain.round_trips import cache_chain_id
 from ledger.chain.transactions import TxPolicy
@@ -44,10 +45,19 @@ _ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2
 
 
 def check_rpc_url(rpc: str) -> str:
-    """``rpc`` if it is ``memory`` or an http(s) URL with a host; InvalidInputError otherwise."""
+    """``rpc`` if it is ``memory``, an http(s) URL with a host, or several such URLs separated by commas
+    (endpoints of one chain, tried in turn: ``ledger.chain.failover``); InvalidInputError otherwise."""
     rpc = rpc.strip()
     if rpc == MEMORY:
         return rpc
+    if "," in rpc:
+        urls = [url.strip() for url in rpc.split(",")]
+        if MEMORY in urls or len(set(urls)) != len(urls):
+            raise InvalidInputError(
+                f"{rpc!r} lists endpoints that cannot serve together ('memory', or one URL twice); give distinct "
+                "http://HOST:PORT URLs of one chain, separated by commas."
+            )
+        return ",".join(check_rpc_url(url) for url in urls)
     parts = urlsplit(rpc)
     try:
         well_formed = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
@@ -70,10 +80,15 @@ def connect(rpc: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> Web3:
     rpc = check_rpc_url(rpc)
     if rpc == MEMORY:
         return in_process_web3()
-    provider = HTTPProvider(rpc, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+    if "," in rpc:  # endpoints of one chain, each checked to be it before it is used
+        provider: HTTPProvider = FailoverHTTPProvider(rpc.split(","), timeout=timeout)
+    else:
+        provider = HTTPProvider(rpc, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
     w3 = cache_chain_id(Web3(provider))  # the probe's answer serves every later chain id check
     try:
         w3.eth.chain_id  # noqa: B018 - the probe
+    except ChainError:
+        raise
     except (requests.RequestException, OSError) as error:
         raise ChainUnreachableError(
             f"nothing answers at {rpc} ({error.__class__.__name__}); "
@@ -117,6 +132,8 @@ def is_local_rpc(rpc: str) -> bool:
     """True for the in-process chain and for URLs on a loopback host (a local testnet)."""
     if rpc == MEMORY:
         return True
+    if "," in rpc:
+        return all(is_local_rpc(url) for url in rpc.split(","))
     host = urlsplit(rpc).hostname or ""
     if host == "localhost":
         return True
@@ -146,8 +163,12 @@ def dev_account(w3: Web3, rpc: str) -> LocalAccount | None:
 
 
 def workspace_rpc(workspace: Workspace, rpc: str | None = None) -> str:
-    """The RPC to use: the flag, else ``$FEDLEDGER_RPC``, else ``[chain] rpc``."""
-    return check_rpc_url(rpc or workspace.get("chain", "rpc"))
+    """The RPC to use: the flag, else ``$FEDLEDGER_RPC``, else ``[chain] rpc`` (a URL, or a list of URLs of
+    one chain, given in TOML as a list or as one comma-separated string)."""
+    configured = workspace.get("chain", "rpc")
+    if isinstance(configured, list):
+        configured = ",".join(str(url) for url in configured)
+    return check_rpc_url(rpc or configured)
 
 
 def recorded_deployment(workspace: Workspace) -> tuple[Address, int]:
@@ -204,6 +225,8 @@ def open_federation(
             "start a chain with `fedledger chain up` and deploy there, or pass --rpc URL."
         )
     w3 = w3 if w3 is not None else connect(url)
+    if isinstance(w3.provider, FailoverHTTPProvider):  # every endpoint used must hold this very deployment
+        w3.provider.watch_deployment(recorded_deployment(workspace)[0])
     address = check_deployment(w3, workspace, rpc=url)
     block = int(workspace.config["deployment"].get("block", 0) or 0)
     return FederationClient(w3, address, account=account, from_block=block, policy=policy)

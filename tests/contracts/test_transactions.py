@@ -149,6 +149,7 @@ def test_a_stuck_transaction_is_replaced_with_higher_fees_and_one_version_is_min
     with automine_off(chain):
         thread, outcome = in_background(lambda: client.grant_role("coordinator", grantee))
         wait_until(lambda: len(sent) >= 2)  # sat in the pool past replace_after_s: replaced
+        wait_until(lambda: chain.rpc("eth_getTransactionByHash", [sent[1]]) is not None)  # the spy sees it first
         chain.rpc("evm_mine", [])
         result = finished(thread, outcome)
     original, replacement = signed[0], signed[1]
@@ -161,16 +162,20 @@ def test_a_stuck_transaction_is_replaced_with_higher_fees_and_one_version_is_min
 
 
 def test_a_dropped_transaction_is_sent_again_and_mined(chain: TestChain, sent: list[str]) -> None:
-    client = admin_client(chain, TxPolicy(replace_after_s=0.3, timeout_s=20))
+    # 1.5 s: the test drops the transaction well before its sender looks again, even on a loaded machine
+    # (with 0.3 s a busy CI worker let the sender replace it first, a different hash).
+    client = admin_client(chain, TxPolicy(replace_after_s=1.5, timeout_s=20))
     grantee = Account.create().address
     start = nonce(chain, client.sender)
     with automine_off(chain):
         thread, outcome = in_background(lambda: client.grant_role("coordinator", grantee))
         wait_until(lambda: len(sent) >= 1)
+        wait_until(lambda: chain.rpc("eth_getTransactionByHash", [sent[0]]) is not None)  # it reached the pool
         chain.rpc("anvil_dropTransaction", [sent[0]])
         assert chain.rpc("eth_getTransactionByHash", [sent[0]]) is None  # gone from the pool
         wait_until(lambda: len(sent) >= 2)
         assert sent[1] == sent[0]  # the same signed transaction, sent again
+        wait_until(lambda: chain.rpc("eth_getTransactionByHash", [sent[0]]) is not None)  # back in the pool
         chain.rpc("evm_mine", [])
         result = finished(thread, outcome)
     assert result.tx_hash == sent[0]
