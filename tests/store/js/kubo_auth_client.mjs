@@ -3,26 +3,12 @@
 // Usage: node kubo_auth_client.mjs API_URL FILE ADMIN_TOKEN READER_TOKEN
 import { readFileSync } from 'node:fs'
 import { create } from 'kubo-rpc-client'
+import { bytesOf, errorOf } from './helpers.mjs'
 
 const [url, file, adminToken, readerToken] = process.argv.slice(2)
 const admin = create({ url, headers: { authorization: `Bearer ${adminToken}` } })
 const reader = create({ url, headers: { authorization: `Bearer ${readerToken}` } })
 const nobody = create({ url })
-
-async function bytesOf (iterable) {
-  const parts = []
-  for await (const part of iterable) parts.push(part)
-  return Buffer.concat(parts)
-}
-
-async function errorOf (run) {
-  try {
-    await run()
-    return null
-  } catch (error) {
-    return String(error.message)
-  }
-}
 
 const out = {}
 const added = await admin.add(readFileSync(file), { cidVersion: 1 })

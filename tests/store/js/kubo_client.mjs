@@ -8,24 +8,10 @@ import { create } from 'kubo-rpc-client'
 import { CID } from 'multiformats/cid'
 import { base36 } from 'multiformats/bases/base36'
 import { base58btc } from 'multiformats/bases/base58'
+import { bytesOf, errorOf } from './helpers.mjs'
 
 const [url, file, carOut] = process.argv.slice(2)
 const client = create({ url })
-
-async function bytesOf (iterable) {
-  const parts = []
-  for await (const part of iterable) parts.push(part)
-  return Buffer.concat(parts)
-}
-
-async function errorOf (run) {
-  try {
-    await run()
-    return null
-  } catch (error) {
-    return String(error.message)
-  }
-}
 
 const out = {}
 out.version = (await client.version()).version
