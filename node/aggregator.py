@@ -58,7 +58,7 @@ from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.utc import utc_text
 from ledger.weights import Layout, WeightsFile, from_safetensors, layout_of, max_blob_bytes, to_safetensors
 from node.journal import Journal
-from node.models import model_layout
+from node.models import MODEL_NAMES, model_layout
 from node.receipt import IncludedUpdate, Receipt, RejectedUpdate, SealedUpdate, UnavailableUpdate, UpdateNote
 from node.round_config import RoundConfig, TaskRef, config_cid
 from node.strategies import Strategy, Update, strategy_from_params
@@ -152,10 +152,17 @@ def global_model_bytes(
     return to_safetensors(arrays, metadata=metadata)
 
 
+def base_defines_layout(config: RoundConfig) -> bool:
+    """Whether every update of the round must have its base model's own layout: a task round, or a model
+    fedledger does not build (a Flower app's own). A built-in model's layout is fixed, whatever the base holds.
+    The base itself is bound by the audit's lineage check (the genesis model or an earlier global model)."""
+    return config.task is not None or config.model not in MODEL_NAMES
+
+
 def round_base(store: ContentStore, info: RoundInfo, config: RoundConfig) -> tuple[bytes, dict[str, np.ndarray], Layout]:
     """The round's base model (bytes and arrays) and the layout every update must have: the built-in
-    model's fixed one, or, in a task round, the base model's own (read with the task models' size cap)."""
-    if config.task is None:
+    model's fixed one, or the base model's own (``base_defines_layout``; read with the task models' size cap)."""
+    if not base_defines_layout(config):
         layout = model_layout(config.model)
         base_bytes = store.get(info.base_cid, max_bytes=max_blob_bytes(layout))
         base_arrays, _ = from_safetensors(base_bytes, layout=layout)

@@ -51,8 +51,9 @@ Checks, each one a ``Check`` row (passed or failed, naming round, block, transac
   its frozen tensors' file in its metadata. A task round whose agreement terms this store lacks is
   not checked (``unchecked``); a built-in round under an agreement without a task has no such row.
 
-A task round (its config's ``task``) is checked like any other, with the layout its base model file
-gives (``node.aggregator.round_base``): no task code runs in an audit.
+A task round (its config's ``task``), and a round of a model fedledger does not build (a Flower app's
+own), is checked like any other, with the layout its base model file gives (``node.aggregator.round_base``):
+no task code runs in an audit.
 
 **Findings against parties.** A party can record anything on chain: a blob that is not a weights
 file, a metrics hash its update does not back, an envelope sealed to the wrong keys. When no
@@ -104,7 +105,7 @@ from ledger.sealing.recipients import RoundOpener, RoundSeal
 from ledger.ipfs.store import ContentStore
 from ledger.types import RoundId
 from ledger.weights import from_safetensors, layout_of, max_blob_bytes, metadata_of
-from node.aggregator import aggregate_updates
+from node.aggregator import aggregate_updates, base_defines_layout
 from node.audit.privacy import privacy_problem, privacy_rows
 from node.audit.tasks import AgreedTasks, AgreementTask, describe_task
 from node.models import model_layout
@@ -247,9 +248,9 @@ class _Blobs:
 def _update_limit(config: RoundConfig | None, base_bytes: bytes | None = None) -> int | None:
     """The most bytes an update of the round's model can take (None when the config names no known model).
 
-    In a task round the layout is the base model's own (``base_bytes``); without a readable base the
-    task models' fixed cap bounds the reads."""
-    if config is not None and config.task is not None:
+    Where the base defines the layout (a task round, a model fedledger does not build) it is the base
+    model's own (``base_bytes``); without a readable base the task models' fixed cap bounds the reads."""
+    if config is not None and base_defines_layout(config):
         if base_bytes is None:
             return MAX_WEIGHTS_BYTES
         try:
@@ -262,12 +263,13 @@ def _update_limit(config: RoundConfig | None, base_bytes: bytes | None = None) -
         return None
 
 
-def _names_task(config_bytes: bytes | None) -> bool:
-    """Whether readable config bytes name a task (their other problems are reported where they always were)."""
+def _base_defines_layout(config_bytes: bytes | None) -> bool:
+    """Whether readable config bytes make the base model's layout the round's (their other problems are
+    reported where they always were)."""
     if config_bytes is None:
         return False
     try:
-        return RoundConfig.from_bytes(config_bytes).task is not None
+        return base_defines_layout(RoundConfig.from_bytes(config_bytes))
     except LedgerError:
         return False
 
@@ -452,7 +454,7 @@ def _verify_round(
                                               "nor an earlier round's global model", cid=base, **opened))
 
     config_bytes = blobs.get(row["config_cid"], what=f"round {rid} config", **opened)
-    base_cap = MAX_WEIGHTS_BYTES if _names_task(config_bytes) else None  # a task round's layout comes from its base
+    base_cap = MAX_WEIGHTS_BYTES if _base_defines_layout(config_bytes) else None  # its layout comes from its base
     base_bytes = blobs.get(base, what=f"round {rid} base model", max_bytes=base_cap, **opened)
     config = None
     if config_bytes is not None:

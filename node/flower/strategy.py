@@ -43,7 +43,6 @@ from node.flower.connection import Ledger
 from node.flower.grid import POLL_SECONDS as REPLY_POLL_SECONDS
 from node.flower.grid import PromptGrid
 from node.flower.records import ROUND_KEY, PartyReply, array_record, arrays_of
-from node.models import MODEL_NAMES
 from node.receipt import RejectedUpdate
 from node.round_config import RoundConfig, config_cid
 
@@ -115,12 +114,6 @@ class LedgerStrategy(Strategy):
         self.rounds: dict[int, int] = {}  # server round -> ledger round
         self.outcomes: dict[int, AggregationOutcome] = {}  # ledger round -> what was finalized
         self._global: _Global | None = None
-        if config.task is None and config.model not in MODEL_NAMES:
-            raise InvalidInputError(
-                f"the round config names the model {config.model!r}, which is not built in ({', '.join(MODEL_NAMES)}), "
-                "and no task; a round of another model is a task round (RoundConfig(task=TaskRef(cid=...)), the task "
-                "the agreement names), whose updates are checked against its base model's layout."
-            )
 
     def start(self, grid: Grid, *args: Any, **kwargs: Any) -> Result:
         """Flower's ``Strategy.start`` on ``grid``, its replies looked for every ``reply_poll_seconds``
