@@ -44,6 +44,11 @@ def register(app: typer.Typer) -> None:
             "--task", help="CID of the task bundle every party will run (`fedledger task pack`): the agreement names "
                            "it, so accepting the agreement is consenting to that code.",
         )] = None,
+        flower_app: Annotated[Path | None, typer.Option(
+            "--flower-app", help="The Flower App Bundle (.fab from `flwr build`) every party runs on Flower: the "
+                                 "agreement names its sha256 and pins it, and a party refuses to train for a run of "
+                                 "any other FAB.",
+        )] = None,
         rpc: RpcOption = None,
         key: KeyOption = None,
         max_fee_gwei: MaxFeeOption = None,
@@ -58,6 +63,9 @@ def register(app: typer.Typer) -> None:
         With --task the version names a task bundle: a small agreement document naming the task's CID and
         the terms' CID is pinned, and its CID is what the chain records (and each party signs), so a new
         task is a new agreement version that every party must accept again.
+
+        With --flower-app the version names a Flower App Bundle: the document records the .fab file's sha256
+        (as `flwr build` computes it) and the CID the FAB is pinned under, so any party can read the code.
         """
         from ledger.fixed_point import budget_to_micros, delta_to_units
 
@@ -72,29 +80,40 @@ def register(app: typer.Typer) -> None:
             from ledger.ipfs.cid import parse_cid
 
             task = parse_cid(task)
+        fab = None
+        if flower_app is not None:  # a file that is not a FAB is refused before anything is pinned or sent
+            from node.tasks.agreement import read_flower_app
+
+            fab = read_flower_app(flower_app)
         workspace, federation = governed(workdir, rpc, key, max_fee_gwei)
         store = open_store(workspace)
+        manifest = None
         if task is not None:  # a bundle that is not here, or not a bundle, is refused before anything is pinned
             from node.tasks.rounds import bundle_manifest
 
             manifest = bundle_manifest(store, task)
         cid = store.add_file(terms_file, pin=True)
-        if task is None:
+        if task is None and fab is None:
             version, tx = federation.publish_agreement(cid, epsilon_budget=epsilon_budget, delta=delta)
             budget = "" if epsilon_budget is None else f", privacy budget ε = {epsilon_budget:g} at δ = {delta:g}"
             report_tx(f"Published agreement version {version}, terms {cid}{budget}", tx, json,
                       {"version": version, "terms_cid": cid, "epsilon_budget": epsilon_budget, "delta": delta})
             return
-        from node.tasks.agreement import agreement_document
+        from node.tasks.agreement import FlowerApp, agreement_document, fab_sha256
 
-        document_cid = store.add_bytes(agreement_document(task, cid), pin=True)
+        named_app = None if fab is None else FlowerApp(sha256=fab_sha256(fab), cid=store.add_bytes(fab, pin=True))
+        document_cid = store.add_bytes(agreement_document(task, cid, flower_app=named_app), pin=True)
         version, tx = federation.publish_agreement(document_cid, epsilon_budget=epsilon_budget, delta=delta)
         budget = "" if epsilon_budget is None else f", privacy budget ε = {epsilon_budget:g} at δ = {delta:g}"
+        task_text = "" if manifest is None else f"task {manifest.name} {task}, "
+        app_text = "" if named_app is None else f"Flower app sha256 {named_app.sha256} (FAB {named_app.cid}), "
+        extra = {} if named_app is None else {"flower_app": {"sha256": named_app.sha256, "cid": named_app.cid}}
         report_tx(
-            f"Published agreement version {version}: task {manifest.name} {task}, terms file {cid}, "
+            f"Published agreement version {version}: {task_text}{app_text}terms file {cid}, "
             f"agreement document {document_cid}{budget}", tx, json,
             {"version": version, "terms_cid": document_cid, "terms_file_cid": cid, "task": task,
-             "task_name": manifest.name, "epsilon_budget": epsilon_budget, "delta": delta},
+             "task_name": None if manifest is None else manifest.name, **extra,
+             "epsilon_budget": epsilon_budget, "delta": delta},
         )
 
     @agreement_app.command("show")
@@ -105,17 +124,24 @@ def register(app: typer.Typer) -> None:
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
-        """Print an agreement version, the CID of its terms, and the task it names (if any)."""
+        """Print an agreement version, the CID of its terms, and the task and Flower app it names (if any)."""
         from ledger.chain.connection import open_federation
 
         workspace, w3, url = chain(workdir, rpc)
         info = open_federation(workspace, w3=w3, rpc=url).agreement(version)
         named = _named_task(workspace, info.terms_cid)
-        extra = {} if named is None else {"task": named.task, "terms_file_cid": named.terms}
+        extra: dict[str, object] = {} if named is None else {"task": named.task, "terms_file_cid": named.terms}
+        if named is not None and named.flower_app is not None:
+            extra["flower_app"] = {"sha256": named.flower_app.sha256, "cid": named.flower_app.cid}
         if json:
             print_json(jsonable({**asdict(info), "epsilon_budget": info.epsilon_budget, "delta": info.delta, **extra}))
         budget = "no privacy budget" if info.epsilon_budget is None else f"privacy budget ε = {info.epsilon_budget:g} at δ = {info.delta:g}"
-        task_text = "" if named is None else f"task {named.task} (terms file {named.terms}), "
+        task_text = ""
+        if named is not None:
+            parts = ([] if named.task is None else [f"task {named.task}"]) + (
+                [] if named.flower_app is None else
+                [f"Flower app sha256 {named.flower_app.sha256} (FAB {named.flower_app.cid})"])
+            task_text = f"{', '.join(parts)} (terms file {named.terms}), "
         console.print(f"Agreement version {info.version}: terms {info.terms_cid}, {task_text}{budget} (block {info.block}).",
                       soft_wrap=True, highlight=False)
 
