@@ -34,8 +34,11 @@ PID_FILE = "anvil.pid"
 LOG_FILE = "anvil.log"
 
 
-def chain_up(workspace: Workspace, *, port: int | None = None, detach: bool = False) -> AnvilProcess:
-    """Start anvil for ``workspace`` and record its RPC URL in ``[chain]``.
+def chain_up(
+    workspace: Workspace, *, port: int | None = None, detach: bool = False, block_time: int | None = None
+) -> AnvilProcess:
+    """Start anvil for ``workspace`` and record its RPC URL in ``[chain]``; ``block_time`` (seconds) mines a
+    block at that interval instead of one per transaction, as a real network does.
 
     Refuses when this workspace's anvil already runs or the port is taken; in both cases
     fedledger.toml is left as it was. A stale PID file (its process ended, or the PID now belongs
@@ -55,6 +58,7 @@ def chain_up(workspace: Workspace, *, port: int | None = None, detach: bool = Fa
         state=workspace.chain_dir / STATE_FILE,
         log=workspace.chain_dir / LOG_FILE,
         detach=detach,
+        block_time=block_time,
     ).start()
     try:
         atomic_write_bytes(pidfile, f"{anvil.pid}\n".encode())
@@ -124,12 +128,13 @@ def register(app: typer.Typer) -> None:
     def up(
         port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default: \\[chain] anvil_port, 8545).")] = None,
         detach: Annotated[bool, typer.Option(help="Leave anvil running in the background and return.")] = False,
+        block_time: Annotated[int | None, typer.Option("--block-time", min=1, help="Mine a block every this many seconds, as a real network does (default: one block per transaction, at once).")] = None,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
         """Start anvil on 127.0.0.1 with its state in <workspace>/chain/anvil.json."""
         workspace = Workspace.find(workdir)
-        anvil = chain_up(workspace, port=port, detach=detach)
+        anvil = chain_up(workspace, port=port, detach=detach, block_time=block_time)
         if detach:
             _announce(anvil, detach=True, json=json)
             return

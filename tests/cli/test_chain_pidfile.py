@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from web3 import Web3
 
 from deploy.anvil import AnvilProcess, find_anvil, free_port, rpc_chain_id
 from ledger.workspace import Workspace
@@ -81,10 +82,17 @@ def test_chain_up_replaces_a_pidfile_naming_an_unrelated_process(
 ) -> None:
     pidfile = record_pid(workspace, stranger.pid)
     port = free_port()
-    up = fedledger("chain", "up", "--port", str(port), "--detach", "--json", "--workdir", str(workspace.root))
+    up = fedledger("chain", "up", "--port", str(port), "--detach", "--block-time", "1", "--json",
+                   "--workdir", str(workspace.root))
     assert up.exit_code == 0, up.stderr
     anvil_pid = up.json()["pid"]
     assert int(pidfile.read_text()) == anvil_pid != stranger.pid
+    w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}"))
+    first = w3.eth.block_number
+    deadline = time.monotonic() + 10
+    while w3.eth.block_number == first and time.monotonic() < deadline:  # --block-time: blocks come without transactions
+        time.sleep(0.1)
+    assert w3.eth.block_number > first
 
     down = cli("chain", "down", "--json", "--workdir", str(workspace.root))
     assert down.exit_code == 0, down.stderr
