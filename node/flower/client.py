@@ -7,7 +7,8 @@ and the round, so a copied CID is refused), checked against the layout the aggre
 update of the round to (``node.aggregator.round_base``: a built-in model's fixed layout, or, in a
 round of any other model, a task round, the round's base model's own).
 The contract is asked first: a party it would refuse (not admitted, a stale agreement, a closed
-round) pins nothing and replies with the contract's sentence, which the server names in the receipt.
+round) pins nothing and replies with the contract's sentence, which the server names in the receipt;
+so does a party asked to train for a run of a Flower app its agreement does not name (``fab_guard``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ledger.errors import ContractRevertError, InvalidInputError, WeightsError
 from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.weights import from_safetensors
 from node.flower.connection import Ledger, party_ledger
+from node.flower.fab_guard import fab_refusal, refusal_reply, run_fab_hash
 from node.flower.records import REPLY_KEY, ROUND_KEY, PartyReply, arrays_of
 from node.aggregator import round_base
 from node.participant import fetch_round_config, metrics_hash, update_bytes
@@ -78,9 +80,13 @@ def record_update(
     """The reply to a train message: the update pinned and recorded on chain, its CID and metrics.
 
     ``metrics`` gains ``num-examples`` (= ``samples``), the weight Flower's metric aggregation uses.
+    A run whose FAB is not the one the agreement in force names is refused first (``node.flower.fab_guard``).
     """
-    reply = submit_arrays(party_ledger(context.node_config), ledger_round(msg), arrays_of(arrays),
-                          samples=samples, metrics=metrics)
+    ledger, round_id = party_ledger(context.node_config), ledger_round(msg)
+    refusal = fab_refusal(ledger, context.run_id, run_fab_hash(context))  # before anything is pinned or sent
+    if refusal is not None:
+        return refusal_reply(msg, ledger, refusal)
+    reply = submit_arrays(ledger, round_id, arrays_of(arrays), samples=samples, metrics=metrics)
     content = RecordDict({
         "metrics": MetricRecord({**{k: float(v) for k, v in metrics.items()}, "num-examples": samples}),
         REPLY_KEY: reply.to_record(),
