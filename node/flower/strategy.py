@@ -90,6 +90,14 @@ def latest_global(ledger: Ledger, *, model: str | None = None) -> tuple[RoundInf
     return None
 
 
+def _unrecorded_reason(word: PartyReply) -> str:
+    """Why a party's reply names no recorded update: the contract refused it, or (no CID: nothing was trained)
+    the party itself refused the run, e.g. the Flower app its agreement does not name."""
+    if not word.cid:
+        return f"the party refused the run: {word.refusal}"
+    return f"the contract refused to record it: {word.refusal}"
+
+
 class LedgerStrategy(Strategy):
     """Wrap ``strategy`` so that each server round is opened, verified, aggregated and finalized on the ledger."""
 
@@ -148,7 +156,7 @@ class LedgerStrategy(Strategy):
                 reason = message.error.reason if message.has_error() else "the reply carries no fedledger record"
                 log(WARNING, "fedledger: node %s gave no update for round %s: %s",
                     message.metadata.src_node_id, round_id, reason)
-        unrecorded = [RejectedUpdate(w.participant, w.cid, f"the contract refused to record it: {w.refusal}")
+        unrecorded = [RejectedUpdate(w.participant, w.cid, _unrecorded_reason(w))
                       for w in words.values() if w is not None and w.refusal is not None]
         info = federation.round(round_id)
         if info.submissions < self.min_updates:

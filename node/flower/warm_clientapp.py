@@ -24,6 +24,7 @@ from the previous one's gets its app's modules imported afresh, never the old co
 from __future__ import annotations
 
 import argparse
+import hashlib
 import socket
 import sys
 import time
@@ -48,6 +49,7 @@ from flwr.supercore.retry import make_simple_http_retry_invoker
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
+from node.flower.fab_guard import note_run_fab
 import node.flower.connection  # the ledger's side of every fedledger ClientApp, imported once, before the first message
 
 POLL_SECONDS = 0.1  # between two AcquireTask calls to a SuperNode on the same host while it has no task
@@ -123,6 +125,8 @@ def run_task(address: str, token: str, *, certificates: str | None, apps: _Loade
     started = time.monotonic()
     try:
         message, context, run, fab = pull_task_input(client)
+        # The code actually installed, for the check against the agreement's Flower app (node.flower.fab_guard).
+        note_run_fab(run.run_id, hashlib.sha256(fab.content).hexdigest())
         app = apps.for_task(run.run_id, run.fab_id, run.fab_version, fab.hash_str, fab.content)
         reply = app(message=message, context=context)
         status, details = SubStatus.COMPLETED, ""

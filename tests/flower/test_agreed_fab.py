@@ -87,6 +87,7 @@ def test_a_run_of_another_fab_is_refused_before_anything_is_pinned_and_the_recei
     receipt = strategy.outcomes[1].receipt
     assert [u.participant for u in receipt.included] == [honest.address]
     assert [(u.participant, u.cid) for u in receipt.unrecorded] == [(misled.address, "")]
+    assert receipt.unrecorded[0].reason.startswith("the party refused the run: ")  # not the contract's refusal
     assert f"runs the Flower app with sha256 {OTHER}" in receipt.unrecorded[0].reason
     with LedgerIndex.for_federation(":memory:", f.admin) as index:
         verdict = verify_ledger(f.admin, f.store, index, progress=False)
