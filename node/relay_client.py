@@ -8,6 +8,7 @@ endpoint, so a wrong URL or a relay for another deployment is found before the w
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ from node.services.relay_service import HEALTH_PATH, PATH, request_document
 SIGNATURE_TTL_S = 900  # how long a signed update stays valid (chain seconds)
 HEALTH_TIMEOUT_S = 10.0
 SUBMIT_MARGIN_S = 180.0  # past the relay's --max-wait: above its own bound on how long a request waits (+150 s)
+MAX_RATE_LIMITED_WAIT_S = 30.0  # in all, per request, waiting out the relay's 429 Retry-After before giving up
 
 
 class RelayError(LedgerError):
@@ -69,6 +71,19 @@ class RelayClient:
         self._submit_timeout_s = SUBMIT_MARGIN_S  # raised by the relay's --max-wait once check() has read it
 
     def _request(self, method: str, path: str, *, timeout: float, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """The relay's status and JSON answer; a 429 (rate limited) is waited out as its Retry-After says, up
+        to MAX_RATE_LIMITED_WAIT_S in all, then answered as it is (a refusal naming RateLimited)."""
+        waited = 0.0
+        while True:
+            status, answer, retry_after = self._send(method, path, timeout=timeout, body=body)
+            if status != 429 or retry_after is None or waited + retry_after > MAX_RATE_LIMITED_WAIT_S:
+                return status, answer
+            time.sleep(retry_after)
+            waited += retry_after
+
+    def _send(
+        self, method: str, path: str, *, timeout: float, body: dict[str, Any] | None
+    ) -> tuple[int, Any, float | None]:
         try:
             response = requests.request(method, self.url + path, json=body, timeout=timeout)
         except requests.exceptions.Timeout:
@@ -78,7 +93,11 @@ class RelayClient:
             raise RelayError(f"cannot reach the relay at {self.url} ({type(error).__name__}); start it with "
                              "`fedledger relay serve` or check the --relay URL.") from None
         try:
-            return response.status_code, response.json()
+            retry_after: float | None = float(response.headers.get("Retry-After", ""))
+        except ValueError:  # absent, or an HTTP date: not waited for
+            retry_after = None
+        try:
+            return response.status_code, response.json(), retry_after
         except ValueError:
             raise RelayError(f"{self.url} answered HTTP {response.status_code} without JSON, so it is not a fedledger "
                              "relay; check the --relay URL.") from None

@@ -137,3 +137,18 @@ def test_the_relays_server_caps_connections_times_out_headers_and_logs_a_reset_i
     assert sum("turned away" in line for line in lines) == 3
     assert sum("reset the connection" in line for line in lines) == 1
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_party_side_waits_out_a_429_as_retry_after_says_then_gets_the_relays_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from node import relay_client
+    from node.relay_client import RelayClient
+
+    with relay_server(RateLimits(per_address=1, total=100, per_address_burst=1)) as (server, store, _):
+        client = RelayClient(f"http://127.0.0.1:{server.server_address[1]}", federation=None, account=None)  # type: ignore[arg-type]
+        assert client._request("POST", PATH, timeout=5, body=DOCUMENT)[0] == 422  # the burst's one request
+        started = time.monotonic()
+        status, answer = client._request("POST", PATH, timeout=5, body=DOCUMENT)  # 429, Retry-After 1, then again
+        assert status == 422 and time.monotonic() - started >= 0.9 and store.lookups == 2, answer
+        monkeypatch.setattr(relay_client, "MAX_RATE_LIMITED_WAIT_S", 0.5)  # a wait over the bound is not taken
+        status, answer = client._request("POST", PATH, timeout=5, body=DOCUMENT)
+        assert status == 429 and answer["error"] == "RateLimited" and store.lookups == 2
