@@ -154,6 +154,7 @@ def train_and_submit(
         return ParticipantOutcome(round_id, me, recorded.cid, recorded.samples, journal.get("metrics", {}), None, False,
                                   recorded.epsilon_micros)
 
+    privacy = (status.epsilon_spent_micros, status.epsilon_budget_micros)  # as the contract's privacy(me)
     declared = status.epsilon_spent_micros  # ε only adds up: its last declaration is always one the contract takes
     samples_known = len(data) if data is not None else 1  # a task's data is read by its own process, later
     federation.check_can_submit(round_id, samples=samples_known, epsilon_micros=declared)  # refused now, not after training
@@ -161,13 +162,13 @@ def train_and_submit(
     config = fetch_round_config(store, info.config_hash)
     if config.task is not None:
         return _task_round(federation=federation, store=store, round_id=round_id, me=me, journal=journal, info=info,
-                           config=config, declared=declared, task=task, submit=submit)
+                           config=config, privacy=privacy, task=task, submit=submit)
     if data is None:
         raise InvalidInputError(f"round {round_id} trains the built-in model {config.model!r}; give the party's data "
                                 "(--data FILE or --shard I --of N).")
     layout = model_layout(config.model)
     # Refused now, by this party's own accounting (under a budget, a round without DP too), then by the contract's rule.
-    epsilon_micros = epsilon_to_declare(federation, store, me, round_id, config.dp)
+    epsilon_micros = epsilon_to_declare(federation, store, me, round_id, config.dp, privacy=privacy)
     if epsilon_micros != declared:
         federation.check_can_submit(round_id, samples=len(data), epsilon_micros=epsilon_micros)
     sealing = None if config.seal_to is None else RoundSeal.read(  # keys from the chain, never from files
@@ -243,7 +244,7 @@ def _task_round(
     journal: Journal,
     info,  # noqa: ANN001 - RoundInfo
     config: RoundConfig,
-    declared: int,
+    privacy: tuple[int, int],
     task: TaskInputs | None,
     submit: Callable[..., TxResult] | None,
 ) -> ParticipantOutcome:
@@ -255,8 +256,8 @@ def _task_round(
             f"round {round_id} trains task {config.model} ({config.task.cid}); take part with "
             f"`fedledger node train --round {round_id} --data PATH`, which runs the task."
         )
-    epsilon_micros = epsilon_to_declare(federation, store, me, round_id, config.dp)
-    if epsilon_micros != declared:
+    epsilon_micros = epsilon_to_declare(federation, store, me, round_id, config.dp, privacy=privacy)
+    if epsilon_micros != privacy[0]:
         federation.check_can_submit(round_id, samples=1, epsilon_micros=epsilon_micros)
     sealing = None if config.seal_to is None else RoundSeal.read(
         federation, round_id, config.seal_to, opened_block=info.opened_block

@@ -36,9 +36,12 @@ class PrivacyTerms:
         return self.budget_micros > 0 and self.delta is not None
 
 
-def privacy_terms(federation: FederationClient, party: str) -> PrivacyTerms:
-    """The budget in ``party``'s member slot, the δ of the agreement it accepted, and what it has declared."""
-    spent, budget = federation.privacy(party)
+def privacy_terms(federation: FederationClient, party: str, *, privacy: tuple[int, int] | None = None) -> PrivacyTerms:
+    """The budget in ``party``'s member slot, the δ of the agreement it accepted, and what it has declared.
+
+    ``privacy``: the contract's ``privacy(party)`` (declared, budget) when the caller has just read it
+    (``FederationClient.submission_status``), so it is not asked again."""
+    spent, budget = privacy if privacy is not None else federation.privacy(party)
     if not budget:  # nothing accounted: no need to look the agreement up (a log scan)
         return PrivacyTerms(0, None, spent)
     version = federation.participant(party).accepted_version
@@ -58,7 +61,8 @@ def rounds_taken(federation: FederationClient, store: ContentStore, party: str, 
 
 
 def epsilon_to_declare(
-    federation: FederationClient, store: ContentStore, party: Address, round_id: int, dp: DpSettings | None
+    federation: FederationClient, store: ContentStore, party: Address, round_id: int, dp: DpSettings | None,
+    *, privacy: tuple[int, int] | None = None,
 ) -> int:
     """The cumulative ε (millionths) ``party`` declares with its update to round ``round_id`` (dp: its dp section).
 
@@ -67,7 +71,7 @@ def epsilon_to_declare(
     party whose agreement bounds its ε is asked to take part in a round without DP (no finite ε).
     Outside any budget the declaration stays where it was: the contract refuses one that goes down.
     """
-    terms = privacy_terms(federation, party)
+    terms = privacy_terms(federation, party, privacy=privacy)
     if not terms.accounted or terms.delta is None:
         return terms.spent_micros
     if dp is None:
