@@ -48,20 +48,27 @@ def fail(message: str, exit_code: int = 1) -> typer.Exit:
     return typer.Exit(exit_code)
 
 
-def handle_errors(function: F) -> F:
-    """Turn a LedgerError (or Ctrl-C) raised by a command into one line on stderr and its exit code."""
+def _exit_on_errors(exit_code: Callable[[LedgerError], int], interrupted: str) -> Callable[[F], F]:
+    """A decorator turning a LedgerError into one line on stderr and ``exit_code(error)``, Ctrl-C into
+    ``interrupted`` and exit 130."""
 
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except LedgerError as error:
-            raise fail(str(error), error.exit_code) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted; nothing half-written was kept, run the command again.", 130) from None
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except LedgerError as error:
+                raise fail(str(error), exit_code(error)) from None
+            except KeyboardInterrupt:
+                raise fail(interrupted, 130) from None
 
-    return wrapper  # type: ignore[return-value]
+        return wrapper  # type: ignore[return-value]
 
+    return decorate
+
+
+handle_errors = _exit_on_errors(lambda error: error.exit_code, "interrupted; nothing half-written was kept, run the command again.")
+"""Turn a LedgerError (or Ctrl-C) raised by a command into one line on stderr and its exit code."""
 
 CANNOT_RUN = 2
 """The exit code of a check (audit, contract verify) that could not run: its exit 1 means it found a fault."""
@@ -70,20 +77,7 @@ CANNOT_RUN = 2
 def check_errors(interrupted: str) -> Callable[[F], F]:
     """For a check whose exit 1 reports what it found: any LedgerError means it could not run (one line on
     stderr, exit CANNOT_RUN); Ctrl-C prints ``interrupted`` and exits 130."""
-
-    def decorate(function: F) -> F:
-        @functools.wraps(function)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return function(*args, **kwargs)
-            except LedgerError as error:
-                raise fail(str(error), CANNOT_RUN) from None
-            except KeyboardInterrupt:
-                raise fail(interrupted, 130) from None
-
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
+    return _exit_on_errors(lambda error: CANNOT_RUN, interrupted)
 
 
 def print_json(document: Any) -> None:

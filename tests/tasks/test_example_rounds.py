@@ -19,14 +19,13 @@ from eth_account.signers.local import LocalAccount
 from safetensors.numpy import load_file
 from web3 import Web3
 
-from ledger.ipfs.store import open_store
 from ledger.weights import from_safetensors
-from ledger.workspace import Workspace
 from node.round_config import RoundConfig, TaskRef
 from tests.fixtures_chain import TestChain
 from tests.fixtures_cli import ok
 from tests.fixtures_cli import run_in_process as cli
-from tests.tasks.test_task_round import finish, start
+from tests.round.conftest import finish, start
+from tests.tasks.test_task_round import deployed_workspace
 
 IMAGES_PER_PARTY = 100
 ONE_EPOCH = ("epochs = 2\n", "epochs = 1\n")  # the images task's declared settings, edited before packing
@@ -59,12 +58,7 @@ def make_backbone(folder: Path) -> Path:
 def test_an_example_task_runs_a_round_of_two_parties_to_audit_verify(
     example: str, chain: TestChain, anvil_keys: list[LocalAccount], tmp_path: Path
 ) -> None:
-    rpc = chain.w3.provider.endpoint_uri  # type: ignore[attr-defined]
-    ok(cli("init", str(tmp_path / "ws"), "--rpc", rpc))
-    w = ("--workdir", str(tmp_path / "ws"))
-    ok(cli("deploy", "--json", *w))
-    workspace = Workspace.load(tmp_path / "ws")
-    store = open_store(workspace)
+    w, workspace, store = deployed_workspace(chain, tmp_path)
 
     # The task, as `task new --example` writes it; the images one trains one epoch, the fine-tuning one gets its backbone.
     folder = tmp_path / example
@@ -100,7 +94,7 @@ def test_an_example_task_runs_a_round_of_two_parties_to_audit_verify(
     # Both parties train at the same time, as separate processes.
     processes = {name: start("node", "train", "--round", "1", *data[name], "--json", *w, env=parties[name]["env"])
                  for name in parties}
-    trained = {name: ok(finish(process)).json() for name, process in processes.items()}
+    trained = {name: ok(finish(process, timeout=180)).json() for name, process in processes.items()}
     updates = {}
     for name, outcome in trained.items():
         assert outcome["trained"] and outcome["participant"] == parties[name]["address"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from web3 import Web3
 from ledger.chain.connection import open_federation
 from ledger.errors import InvalidInputError
 from ledger.index.index import IndexedEvent
-from ledger.ipfs.store import open_store
+from ledger.ipfs.store import ContentStore, open_store
 from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.weights import from_safetensors
 from ledger.workspace import Workspace
@@ -37,7 +36,8 @@ from node.strategies import Update, make_strategy
 from node.tasks.agreement import MAX_DOCUMENT_BYTES, agreement_document, agreement_task, parse_agreement
 from node.tasks.runner import DEFAULT_TIMEOUT_S
 from tests.fixtures_chain import TestChain
-from tests.fixtures_cli import FEDLEDGER, Outcome, clean_env, ok
+from tests.round.conftest import finish, start
+from tests.fixtures_cli import ok
 from tests.fixtures_cli import run_in_process as cli
 
 TASK_A = "bafkreicwyeelaes42uoeanm6slkwky5dv7butquv77mrigzmnz7ydqn6k4"
@@ -167,18 +167,15 @@ def test_float16_tensors_aggregate_deterministically_in_their_own_dtype(strategy
 
 
 # -- a federation on anvil --------------------------------------------------------------------------------
-def start(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([str(FEDLEDGER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=clean_env(env))
-
-
-def finish(process: subprocess.Popen[str], timeout: float = 180) -> Outcome:
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        stdout, stderr = process.communicate()
-    return Outcome(process.returncode, stdout, stderr)
+def deployed_workspace(chain: TestChain, tmp_path: Path) -> tuple[tuple[str, str], Workspace, ContentStore]:
+    """A workspace at ``tmp_path/ws`` on the session anvil with the contract deployed: its --workdir
+    arguments, the workspace and its store."""
+    rpc = chain.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+    ok(cli("init", str(tmp_path / "ws"), "--rpc", rpc))
+    w = ("--workdir", str(tmp_path / "ws"))
+    ok(cli("deploy", "--json", *w))
+    workspace = Workspace.load(tmp_path / "ws")
+    return w, workspace, open_store(workspace)
 
 
 def write_csvs(folder: Path) -> dict[str, Path]:
@@ -202,12 +199,7 @@ def write_csvs(folder: Path) -> dict[str, Path]:
 def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
     chain: TestChain, anvil_keys: list[LocalAccount], tmp_path: Path
 ) -> None:
-    rpc = chain.w3.provider.endpoint_uri  # type: ignore[attr-defined]
-    ok(cli("init", str(tmp_path / "ws"), "--rpc", rpc))
-    w = ("--workdir", str(tmp_path / "ws"))
-    ok(cli("deploy", "--json", *w))
-    workspace = Workspace.load(tmp_path / "ws")
-    store = open_store(workspace)
+    w, workspace, store = deployed_workspace(chain, tmp_path)
 
     # The task: the template, its first layer frozen; packed and pinned.
     ok(cli("task", "new", str(tmp_path / "breast"), "--name", "breast"))
@@ -308,9 +300,9 @@ def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
         "bob": start("node", "run", "--once", "--data", str(csvs["bob"]), "--seed", "0", "--task-timeout", "600",
                      "--log-json", *w, env=bob["env"]),
     }
-    trained = {"alice": ok(finish(processes["alice"])).json()}
+    trained = {"alice": ok(finish(processes["alice"], timeout=180)).json()}
     assert cached.read_text() == source.read_text()  # the bundle's code, not the tampered copy, ran
-    node_log = [json.loads(line) for line in ok(finish(processes["bob"])).stdout.splitlines()]
+    node_log = [json.loads(line) for line in ok(finish(processes["bob"], timeout=180)).stdout.splitlines()]
     assert [e["event"] for e in node_log] == ["started", "training", "submitted"], node_log
     assert node_log[1]["message"] == f"round 1: fetching task breast ({task}) and running it on data {csvs['bob']}."
     submitted = node_log[2]
@@ -372,7 +364,7 @@ def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
                 break
     finally:
         coordinator.terminate()
-        finish(coordinator)
+        finish(coordinator, timeout=180)
     assert [e["event"] for e in logged] == ["task", "started", "opened"], logged
     assert logged[0]["task"] == task
     scheduled = logged[-1]["round"]
