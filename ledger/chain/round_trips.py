@@ -20,6 +20,10 @@ round trip carrying several methods.
         ...  # anything that uses w3
     step.by_method   # Counter({"eth_call": 3, "eth_chainId": 1, ...})
     step.round_trips # HTTP requests (a batch counts once)
+
+A receipt asked for before its block is mined is answered ``null``; such a request is counted as
+:data:`NOT_MINED_YET`, not as ``eth_getTransactionReceipt``: how many there are is the chain's block
+time over the poll interval (on anvil's automine, a race with the miner), not the client's design.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from web3.middleware import Web3Middleware
 from web3.types import RPCEndpoint, RPCResponse
 
 CHAIN_ID = RPCEndpoint("eth_chainId")
+RECEIPT = "eth_getTransactionReceipt"
+NOT_MINED_YET = "eth_getTransactionReceipt (not mined yet)"
 _MIDDLEWARE_NAME = "fedledger_chain_id_cache"
 
 
@@ -134,8 +140,10 @@ class _CountingSession(requests.Session):
         self._counter = counter
 
     def post(self, url: Any, data: Any = None, json: Any = None, **kwargs: Any) -> requests.Response:  # noqa: A002
-        self._counter._record(data if data is not None else json)
-        return super().post(url, data=data, json=json, **kwargs)
+        body = data if data is not None else json
+        response = super().post(url, data=data, json=json, **kwargs)
+        self._counter._record(body, response)
+        return response
 
 
 class RequestCounter:
@@ -174,13 +182,24 @@ class RequestCounter:
             done = self.now() - start
             step.by_method, step.round_trips = done.by_method, done.round_trips
 
-    def _record(self, body: Any) -> None:
+    def _record(self, body: Any, response: requests.Response) -> None:
         try:
             document = json.loads(body) if isinstance(body, (bytes, bytearray, str)) else body
         except ValueError:
             document = None
         calls = document if isinstance(document, list) else [document]
         methods = [str(call.get("method", "?")) if isinstance(call, dict) else "?" for call in calls]
+        if methods == [RECEIPT] and _answered_null(response):
+            methods = [NOT_MINED_YET]
         with self._lock:
             self._count.round_trips += 1
             self._count.by_method.update(methods)
+
+
+def _answered_null(response: requests.Response) -> bool:
+    """Whether a single JSON-RPC request was answered with a ``null`` result (no error)."""
+    try:
+        answer = response.json()
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and "result" in answer and answer["result"] is None
