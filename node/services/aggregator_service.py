@@ -26,12 +26,13 @@ from ledger.chain.contract_errors import (
 )
 from ledger.errors import LedgerError
 from ledger.chain.federation import FederationClient, RoundInfo
+from ledger.chain.finality import settled
 from ledger.index.index import LedgerIndex
 from ledger.sealing.recipients import RoundOpener, RoundSeal
 from ledger.ipfs.store import ContentStore
 from node.aggregator import aggregate_round
 from node.services.backoff import is_transient
-from node.services.clock import chain_time
+from node.services.clock import decision_time
 from node.services.log import ServiceLog
 from node.services.metrics import ServiceMetrics
 
@@ -58,6 +59,7 @@ class AggregatorService:
         self.index = LedgerIndex.for_federation(":memory:", federation)
         self.seen: set[int] = set()
         self.stuck: dict[int, str] = {}  # rounds that cannot be aggregated, and why (reported once)
+        self.finalized: set[int] = set()  # rounds this aggregator finalized (confirmed: open again only after a reorg)
 
     def start(self) -> None:
         self.log.info("started", f"aggregator {self.federation.sender} watches for rounds to finalize or cancel.")
@@ -72,15 +74,16 @@ class AggregatorService:
         return sum(1 for m in members if m.status == "admitted" and m.accepted_version == agreement_version)
 
     def step(self) -> bool:
-        open_rounds = self.federation.open_round_ids()
-        now = chain_time(self.federation.w3)
+        view = settled(self.federation)  # with [chain] confirmations = N: the chain N blocks below its head
+        open_rounds = view.open_round_ids()
+        now = decision_time(view)
         for round_id in open_rounds:
             if round_id not in self.seen:
                 self.seen.add(round_id)
                 self.metrics.rounds_seen.inc()
             if round_id in self.stuck:
                 continue
-            info = self.federation.round(round_id)
+            info = view.round(round_id)
             if info.state != "open":
                 continue
             late = now > info.deadline
@@ -99,6 +102,11 @@ class AggregatorService:
 
     def _finalize(self, info: RoundInfo, why: str) -> None:
         round_id = info.round_id
+        if round_id in self.finalized:  # a round this aggregator saw finalized is open again in the settled view
+            self.finalized.discard(round_id)
+            self.metrics.reorgs.inc()
+            self.log.warning("reorganized", f"round {round_id}: its finalization is no longer on chain (a "
+                             "reorganization removed it); finalizing it again.", round=round_id)
         try:
             outcome = aggregate_round(
                 federation=self.federation, store=self.store, round_id=round_id, journal_dir=self.journal_dir,
@@ -117,7 +125,8 @@ class AggregatorService:
             )
             return
         if outcome.tx is None:
-            return
+            return  # finalized by someone else (or by this aggregator before a restart)
+        self.finalized.add(round_id)
         self.metrics.rounds_finalized.inc()
         self.metrics.gas_used.inc(outcome.tx.gas_used)
         receipt = outcome.receipt

@@ -11,9 +11,19 @@ from __future__ import annotations
 
 from web3 import Web3
 
-from ledger.chain.federation import next_block
+from ledger.chain.federation import FederationClient, next_block
+from ledger.chain.finality import SettledFederation
 
 
 def chain_time(w3: Web3) -> int:
     """The timestamp a transaction sent now would be judged at."""
     return int(w3.eth.get_block(next_block(w3))["timestamp"])
+
+
+def decision_time(view: FederationClient) -> int:
+    """The time a service judges deadlines by: the settled block's timestamp when it waits for
+    confirmations (a deadline counts as past only once a block that deep is past it, so every
+    submission the round can still get is already in view), else :func:`chain_time`."""
+    if isinstance(view, SettledFederation):
+        return view.timestamp()
+    return chain_time(view.w3)

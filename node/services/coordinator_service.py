@@ -18,12 +18,13 @@ from typing import Any
 from ledger.chain.contract_errors import FederationMinimumReached, FederationRoundClosed, FederationRoundStillOpen
 from ledger.errors import LedgerError
 from ledger.chain.federation import FederationClient, RoundInfo
+from ledger.chain.finality import settled
 from ledger.ipfs.store import ContentStore
 from ledger.types import Cid
 from ledger.utc import utc_text
 from ledger.workspace import atomic_write_bytes
 from node.round_config import RoundConfig
-from node.services.clock import chain_time
+from node.services.clock import chain_time, decision_time
 from node.services.log import ServiceLog
 from node.services.metrics import ServiceMetrics
 
@@ -100,32 +101,35 @@ class CoordinatorService:
                       f"{self.round_seconds} s, minimum {self.min_updates} updates{resumed}.",
                       rounds=self.rounds, resumed=done)
 
-    def _info(self, round_id: int) -> RoundInfo:
+    def _info(self, round_id: int, view: FederationClient | None = None) -> RoundInfo:
         if round_id in self.closed:
             return self.closed[round_id]
-        info = self.federation.round(round_id)
+        info = (view or self.federation).round(round_id)
         if info.state != "open":
             self.closed[round_id] = info
         return info
 
-    def finalized(self) -> list[RoundInfo]:
-        return [info for info in map(self._info, self.schedule.rounds) if info.state == "finalized"]
+    def finalized(self, view: FederationClient | None = None) -> list[RoundInfo]:
+        return [info for info in (self._info(r, view) for r in self.schedule.rounds) if info.state == "finalized"]
 
     def step(self) -> bool:
+        view = settled(self.federation)  # with [chain] confirmations = N: the chain N blocks below its head
+        if view is not self.federation and not self._check_schedule(view):
+            return False
         if self.schedule.pending is not None and self._adopt_pending():
             return False
         if not self.schedule.rounds:
             self._open(self.base_cid)
             return False
-        last = self._info(self.schedule.rounds[-1])
+        last = self._info(self.schedule.rounds[-1], view)
         # Counted after ``last`` was read: a round finalized in between is counted, never reopened on.
-        finalized = self.finalized()
+        finalized = self.finalized(view)
         if len(finalized) >= self.rounds:
             self.log.info("complete", f"{len(finalized)} round(s) finalized ({', '.join(str(i.round_id) for i in finalized)}); "
                           "the schedule is complete.", rounds=[i.round_id for i in finalized])
             return True
         if last.state == "open":
-            if chain_time(self.federation.w3) > last.deadline and last.submissions < last.min_updates:
+            if decision_time(view) > last.deadline and last.submissions < last.min_updates:
                 self._cancel(last)
             return False
         if last.state == "finalized":
@@ -135,7 +139,7 @@ class CoordinatorService:
             return False
         cancelled_in_row = 0
         for round_id in reversed(self.schedule.rounds):
-            if self._info(round_id).state != "cancelled":
+            if self._info(round_id, view).state != "cancelled":
                 break
             cancelled_in_row += 1
         if cancelled_in_row > self.max_reopens:
@@ -148,6 +152,30 @@ class CoordinatorService:
                          f"{last.min_updates} updates; opening it again on the same base {last.base_cid}.",
                          round=last.round_id, base_cid=last.base_cid)
         self._open(last.base_cid)
+        return False
+
+    def _check_schedule(self, view: FederationClient) -> bool:
+        """Whether the schedule's rounds are all in the settled view (True: decide on it now).
+
+        A round whose opening is on chain but not yet that deep (re-mined after a reorg) is waited for
+        (False). A round the chain no longer holds at all (a reorganization deeper than the
+        confirmations removed its opening) leaves the schedule, and so does every later one; what the
+        schedule keeps is read again (a finalization may have gone with them), so the step goes on
+        from the chain as it is now and opens the removed round again, once."""
+        if not self.schedule.rounds or max(self.schedule.rounds) <= view.round_count():
+            return True
+        count = self.federation.round_count()
+        gone = [r for r in self.schedule.rounds if r > count]
+        if not gone:
+            return False  # on chain, not yet deep enough to decide on
+        first = min(gone)
+        self.schedule.rounds = [r for r in self.schedule.rounds if r < first]
+        self.schedule.save(self.path)
+        self.closed.clear()
+        self.metrics.reorgs.inc()
+        self.log.warning("reorganized", f"round(s) {', '.join(map(str, gone))} that this coordinator opened are no "
+                         "longer on chain (a reorganization removed the opening); the schedule goes on from the "
+                         "chain as it is now.", rounds=gone)
         return False
 
     def _cancel(self, info: RoundInfo) -> None:

@@ -51,6 +51,7 @@ class ServiceMetrics:
         self.rounds_cancelled = Counter("fedledger_rounds_cancelled", "Rounds this service cancelled below their minimum.", registry=r)
         self.rounds_opened = Counter("fedledger_rounds_opened", "Rounds this coordinator opened.", registry=r)
         self.gas_used = Counter("fedledger_gas_used", "Gas used by this service's transactions.", registry=r)
+        self.reorgs = Counter("fedledger_reorgs", "Recorded actions of this service that a reorganization removed.", registry=r)
         self.retries = Counter("fedledger_retries", "Steps retried after a transient chain or store failure.", registry=r)
         self.last_success = Gauge(
             "fedledger_last_success_timestamp_seconds", "Unix time at which the last step completed.", registry=r

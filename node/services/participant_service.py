@@ -36,6 +36,7 @@ from ledger.chain.contract_errors import (
 )
 from ledger.errors import ContentNotFoundError, InvalidInputError, LedgerError
 from ledger.chain.federation import FederationClient
+from ledger.chain.finality import settled
 from ledger.ipfs.store import ContentStore
 from ledger.types import Address
 from node.data import Dataset
@@ -95,6 +96,7 @@ class NodeService:
         self.settled: set[int] = set()  # open rounds that need nothing more from this party
         self.seen: set[int] = set()
         self.waiting: set[int] = set()  # rounds whose content the store lacks (warned once)
+        self.recorded: set[int] = set()  # open rounds holding this party's update (checked again after a reorg)
 
     def start(self) -> None:
         """Refuse a key that could not submit now, with the contract's reason; log the start."""
@@ -106,7 +108,10 @@ class NodeService:
             self.log.info("started", f"party {self.me} watches for open rounds; it reads its data when a round needs it.")
 
     def step(self) -> bool:
-        open_rounds = self.federation.open_round_ids()
+        view = settled(self.federation)  # with [chain] confirmations = N: the chain N blocks below its head
+        open_rounds = view.open_round_ids()
+        if view is not self.federation:
+            self._check_recorded(view, open_rounds)
         for round_id in open_rounds:
             if round_id not in self.seen:
                 self.seen.add(round_id)
@@ -117,11 +122,25 @@ class NodeService:
         self.settled &= still_open
         self.seen &= still_open
         self.waiting &= still_open
+        self.recorded &= still_open
         # Suspended or revoked while no round is open: say so now, not at the next round.
         status = self.federation.participant(self.me).status
         if status != "admitted":
             raise FederationNotParticipant(self.me, status)
         return False
+
+    def _check_recorded(self, view: FederationClient, open_rounds: list[int]) -> None:
+        """Take part again in an open round whose update this party saw recorded and the chain no longer
+        holds: a reorganization deeper than the confirmations removed it. Asked at the settled block
+        first (one call per such round), then at the latest (the update may be back, not yet deep)."""
+        for round_id in sorted(self.recorded & set(open_rounds)):
+            if view.has_submitted(round_id, self.me) or self.federation.has_submitted(round_id, self.me):
+                continue
+            self.recorded.discard(round_id)
+            self.settled.discard(round_id)
+            self.metrics.reorgs.inc()
+            self.log.warning("reorganized", f"round {round_id}: this party's update is no longer on chain (a "
+                             "reorganization removed it); submitting it again.", round=round_id)
 
     def _settle(self, round_id: int, event: str, message: str, *, warn: bool = False) -> None:
         self.settled.add(round_id)
@@ -143,6 +162,7 @@ class NodeService:
     def _take_part(self, round_id: int) -> None:
         federation = self.federation
         if federation.has_submitted(round_id, self.me):
+            self.recorded.add(round_id)
             self._settle(round_id, "already-submitted", f"round {round_id}: this party's update is already on chain.")
             return
         try:
@@ -193,6 +213,7 @@ class NodeService:
             return
         self.waiting.discard(round_id)
         self.settled.add(round_id)
+        self.recorded.add(round_id)
         if outcome.tx is None:
             self.log.info("already-submitted", f"round {round_id}: this party's update {outcome.update_cid} is already on chain.",
                           round=round_id, cid=outcome.update_cid)

@@ -1,0 +1,67 @@
+"""The settled view: the chain as it stood ``[chain] confirmations`` blocks below its head.
+
+A long-lived service decides on what the chain says (which rounds are open, who submitted, whether a
+round was finalized, whether a deadline has passed). On a chain that reorganizes, an event only a
+block or two deep may yet vanish; with ``confirmations = N`` the services decide on the state at block
+``head - N`` and so act on an event only once it is N blocks deep, the same depth at which a command's
+own transaction counts as done (``ledger.chain.transactions``).
+
+Why a block number and not the ``finalized`` tag: the number follows the one setting a workspace
+already has, means the same on every EVM chain (a proof-of-authority chain or Hardhat has no finality
+gadget; anvil answers ``finalized`` with a block 64 below its head whatever it is told), and costs one
+``eth_blockNumber`` per step. With ``confirmations = 0`` :func:`settled` hands back the client itself:
+every read at the latest block, no extra request, as before.
+
+:class:`SettledFederation` is a ``FederationClient`` whose reads are pinned: contract views are called
+at the settled block, and event logs above it are left out. It sends nothing itself: services act
+through the ordinary client, whose idempotent steps check the latest block again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.chain.federation import FederationClient
+
+
+class SettledFederation(FederationClient):
+    """``client``'s deployment as it stood at ``block`` (reads only; see the module docstring)."""
+
+    def __init__(self, client: FederationClient, block: int) -> None:  # noqa: D107 - no chain request
+        self.__dict__.update(client.__dict__)  # same connection, contract, caches (events never change once mined)
+        self.latest = client
+        self.block = int(block)
+        self._timestamp: int | None = None
+
+    def _call(self, name: str, *args: Any, block: int | str = "latest") -> Any:
+        return super()._call(name, *args, block=self.block if block == "latest" else block)
+
+    def _logs(self, event: str, **filters: Any) -> list[Any]:
+        return [log for log in super()._logs(event, **filters) if int(log["blockNumber"]) <= self.block]
+
+    def submission_status(self, round_id: int, participant: str) -> Any:  # its batch reads the latest block
+        raise NotImplementedError("a settled view answers has_submitted and round, not submission_status")
+
+    def timestamp(self) -> int:
+        """The settled block's timestamp: a deadline is past, for a decision, once this is beyond it."""
+        if self._timestamp is None:
+            self._timestamp = int(self.w3.eth.get_block(self.block)["timestamp"])
+        return self._timestamp
+
+
+def settled_block(client: FederationClient) -> int | None:
+    """The block ``client.policy.confirmations`` below the head (never before the deployment), None at 0."""
+    depth = client.policy.confirmations
+    if depth <= 0:
+        return None
+    return max(int(client.w3.eth.block_number) - depth, client.from_block)
+
+
+def settled(client: FederationClient) -> FederationClient:
+    """The view a service decides on: ``client`` itself with no confirmations, else a SettledFederation."""
+    block = settled_block(client)
+    return client if block is None else SettledFederation(client, block)
+
+
+def is_settled(view: FederationClient) -> bool:
+    return isinstance(view, SettledFederation)
