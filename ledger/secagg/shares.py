@@ -98,12 +98,15 @@ def usable_public_key(key: object, what: str) -> X25519PublicKey:
     would make every Diffie-Hellman with it give all-zero bytes, which cryptography refuses.
     """
     if not isinstance(key, (bytes, bytearray)) or len(key) != PUBLIC_KEY_SIZE or not any(key):
-        raise InvalidInputError(f"{what} is not a registered 32-byte X25519 public key; register one first.")
+        raise InvalidInputError(
+            f"{what} is not a 32-byte X25519 public key (all zero bytes: none was registered); "
+            "use the key the party registered or advertised."
+        )
     public = X25519PublicKey.from_public_bytes(bytes(key))
     try:
         _PROBE.exchange(public)
     except ValueError:
-        raise InvalidInputError(f"{what} is a low-order X25519 point, useless as a key; register a real key.") from None
+        raise InvalidInputError(f"{what} is a low-order X25519 point, useless as a key; use a real key.") from None
     return public
 
 
