@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ledger.index.queries import membership_at_end
 from ledger.chain.contract_errors import (
+    FederationContractError,
     FederationMinimumReached,
     FederationRoundClosed,
     FederationRoundStillOpen,
@@ -59,6 +60,7 @@ class AggregatorService:
         self.index = LedgerIndex.for_federation(":memory:", federation)
         self.seen: set[int] = set()
         self.stuck: dict[int, str] = {}  # rounds that cannot be aggregated, and why (reported once)
+        self.refused: set[int] = set()  # rounds whose finalization the contract refused (warned once)
         self.finalized: set[int] = set()  # rounds this aggregator finalized (confirmed: open again only after a reorg)
 
     def start(self) -> None:
@@ -98,6 +100,7 @@ class AggregatorService:
         still_open = set(open_rounds)
         self.seen &= still_open
         self.stuck = {r: why for r, why in self.stuck.items() if r in still_open}
+        self.refused &= still_open
         return False
 
     def _finalize(self, info: RoundInfo, why: str) -> None:
@@ -114,6 +117,12 @@ class AggregatorService:
             )
         except FederationRoundClosed:
             return  # finalized or cancelled by someone else since we looked
+        except FederationContractError as refusal:  # e.g. a reorg took updates it counted: decided again next step
+            if round_id not in self.refused:
+                self.refused.add(round_id)
+                self.log.warning("finalize-refused", f"round {round_id}: the contract refused its finalization now: "
+                                 f"{refusal} Deciding again at the next step.", round=round_id)
+            return
         except LedgerError as problem:
             if is_transient(problem):
                 raise

@@ -20,6 +20,7 @@ match); in the end each round holds exactly one update per party and `fedledger 
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -130,6 +131,9 @@ def test_services_recover_from_reorgs_that_remove_a_submission_and_a_finalizatio
 
         aggregator = start("aggregator", "aggregator", "run", key=AGGREGATOR)
         alice = start("alice", "node", "run", "--data", shards[0], key=PARTIES["alice"])
+        bob = start("bob", "node", "run", "--data", shards[1], key=PARTIES["bob"])
+        bob.wait_for("started", timeout=60)
+        bob.signal(signal.SIGSTOP)  # held until alice's update is gone: round 1 cannot be finalized before
         coordinator = start("coordinator", "coordinator", "run", "--rounds", "2", "--round-seconds", "120",
                             "--min-updates", "2", "--config", str(config), "--base-cid", federation.genesis_cid,
                             key=COORDINATOR)
@@ -145,7 +149,7 @@ def test_services_recover_from_reorgs_that_remove_a_submission_and_a_finalizatio
             assert synced.reorg_from is not None and synced.reorg_from <= first["block"]
             assert index.events("UpdateSubmitted", round_id=1) == []
         mark(f"alice's submission (block {first['block']}) removed by a reorg {depth} deep")
-        bob = start("bob", "node", "run", "--data", shards[1], key=PARTIES["bob"])  # round 1 waits for alice now
+        bob.signal(signal.SIGCONT)
         again = alice.wait_for("submitted", timeout=60, where=lambda r: r["round"] == 1 and r is not first)
         assert alice.matching("reorganized", lambda r: r["round"] == 1)
         assert (again["cid"], again["trained"]) == (first["cid"], False)  # the same update, not trained again
@@ -183,8 +187,10 @@ def test_services_recover_from_reorgs_that_remove_a_submission_and_a_finalizatio
             assert closed[0].block >= max(s.block for s in submitted) + DEPTH, round_id
         assert client.round(2).opened_block >= index.events("RoundFinalized", round_id=1)[0].block + DEPTH
         assert client.round(2).base_cid == finalized["global_cid"]
+        for service in (aggregator, alice, bob):  # SIGTERM to all, then each exit: a clean stop between steps
+            service.signal(signal.SIGTERM)
         for service in (aggregator, alice, bob):
-            assert service.terminate() == 0, service.stderr
+            assert service.wait_exit(60) == 0, service.stderr
         for service in services:
             assert "Traceback" not in service.stderr, (service.name, service.stderr)
         index.close()
