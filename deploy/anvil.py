@@ -7,6 +7,10 @@ orphans anvil), so the native binary is spawned and signalled directly. SIGTERM 
 A PID file is never trusted alone: once anvil has ended (or after a reboot) its PID may belong to
 any process, so a process is signalled only when its command line names the anvil binary and the
 state file it was started with.
+
+:class:`LocalChainProcess` is what a local dev chain node has in common (a free port, waiting for
+its first answer, stopping it by PID, its funded dev accounts); ``deploy.hardhat`` starts the
+second EVM implementation fedledger is tested on, Hardhat's node, with it.
 """
 
 from __future__ import annotations
@@ -23,25 +27,42 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Self
 
 from ledger.errors import ChainError
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 BINARY_REL = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8545
+# The dev mnemonic anvil and Hardhat's node both fund by default (publicly known: local chains only).
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+def find_in_node_modules(relative: Path, *, what: str, start: Path | None = None) -> Path:
+    """``relative`` (a path under node_modules) in the repository root's or the current folder's
+    node_modules, executable; ChainError naming ``what`` and `npm ci` when neither has it."""
+    roots = [Path(__file__).resolve().parent.parent, Path.cwd() if start is None else start]
+    for root in roots:
+        candidate = root / relative
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise ChainError(f"{what} ({relative}) is not installed; run `npm ci` at the repository root.")
 
 
 def find_anvil(*, start: Path | None = None) -> Path:
     """The native anvil binary under the repository root's or the current folder's node_modules."""
-    roots = [Path(__file__).resolve().parent.parent, Path.cwd() if start is None else start]
-    for root in roots:
-        candidate = root / BINARY_REL
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    raise ChainError(
-        f"the anvil binary ({BINARY_REL}) is not installed; run `npm ci` at the repository root."
-    )
+    return find_in_node_modules(BINARY_REL, what="the anvil binary", start=start)
+
+
+def dev_accounts(count: int = 10) -> list[LocalAccount]:
+    """The first ``count`` accounts of :data:`DEV_MNEMONIC` (m/44'/60'/0'/0/i), with their keys."""
+    from eth_account import Account  # here: the CLI imports this module, and most commands need no key
+
+    Account.enable_unaudited_hdwallet_features()
+    return [Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]
 
 
 def free_port() -> int:
@@ -214,13 +235,120 @@ def stop_pidfile(pidfile: Path, *, state: Path | None = None, timeout: float = 1
     return stop_recorded(pidfile, state=state, timeout=timeout).status == "anvil"
 
 
-class AnvilProcess:
-    """One anvil node on 127.0.0.1.
+class LocalChainProcess:
+    """One local development chain node on 127.0.0.1: anvil (:class:`AnvilProcess`) or Hardhat's
+    (``deploy.hardhat.HardhatProcess``). Subclasses say how it is started (:meth:`command`).
 
     ``start()`` spawns it (detached from this process's session when ``detach`` is set, so it
     outlives the CLI that started it) and waits until it answers ``eth_chainId``; ``stop()``
-    ends it by PID. Usable as a context manager.
+    ends it by PID. Usable as a context manager. Both nodes fund the same dev accounts: the first
+    ones of the mnemonic :data:`DEV_MNEMONIC` (:meth:`dev_accounts`).
     """
+
+    name = "the chain node"
+    start_hint = "check the port"  # what to check when the node exits at start
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        log: Path | None = None,
+        detach: bool = False,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        self.port = free_port() if port is None else port
+        self.log = log
+        self.detach = detach
+        self.startup_timeout = startup_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str] | None:
+        """The node's environment; None: this process's."""
+        return None
+
+    def working_directory(self) -> Path | None:
+        return None
+
+    def _prepare(self) -> None:
+        """Run before the node is spawned (e.g. make the state file's folder)."""
+
+    def dev_accounts(self, count: int = 10) -> list[LocalAccount]:
+        """The node's first ``count`` funded dev accounts, with their (publicly known) keys."""
+        return dev_accounts(count)
+
+    def start(self) -> Self:
+        if self._process is not None:
+            return self
+        if port_in_use(self.port):
+            raise ChainError(
+                f"port {self.port} on {HOST} is already taken; stop what runs there "
+                "(`fedledger chain down`) or pick another port with --port."
+            )
+        command = self.command()
+        self._prepare()
+        # Output goes to the log, or to an unlinked temporary file: never a pipe, which would
+        # break (EPIPE) once a detached node outlives the process that started it.
+        output = open(self.log, "a+b") if self.log is not None else tempfile.TemporaryFile()
+        with output:
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                start_new_session=self.detach,
+                env=self.environment(),
+                cwd=self.working_directory(),
+            )
+            deadline = time.monotonic() + self.startup_timeout
+            while time.monotonic() < deadline:
+                if self._process.poll() is not None:
+                    self._process = None
+                    output.seek(0)
+                    lines = output.read()[-4000:].decode(errors="replace").strip().splitlines()
+                    why = next((line for line in lines if line.lower().startswith("error")), lines[-1] if lines else "no output")
+                    raise ChainError(f"{self.name} exited at start ({why}); {self.start_hint}.")
+                if rpc_chain_id(self.rpc_url, timeout=0.5) is not None:
+                    return self
+                time.sleep(0.02)
+        self.stop()
+        raise ChainError(f"{self.name} did not answer on {self.rpc_url} within {self.startup_timeout:.0f} s; see its log.")
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        if self._process is None:
+            return
+        process, self._process = self._process, None
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class AnvilProcess(LocalChainProcess):
+    """One anvil node on 127.0.0.1 (the native binary, signalled by its PID), with its state in
+    ``state`` when given: loaded at start, written when it is stopped."""
+
+    name = "anvil"
+    start_hint = "check the port and the --state file"
 
     def __init__(
         self,
@@ -235,24 +363,12 @@ class AnvilProcess:
         extra_args: tuple[str, ...] = (),
         startup_timeout: float = 10.0,
     ) -> None:
-        self.port = free_port() if port is None else port
+        super().__init__(port=port, log=log, detach=detach, startup_timeout=startup_timeout)
         self.state = state
         self.chain_id = chain_id
         self.block_time = block_time
-        self.log = log
-        self.detach = detach
         self.binary = binary
         self.extra_args = extra_args
-        self.startup_timeout = startup_timeout
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def rpc_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
 
     def command(self) -> list[str]:
         binary = self.binary or find_anvil()
@@ -265,56 +381,6 @@ class AnvilProcess:
             command += ["--block-time", str(self.block_time)]
         return command + list(self.extra_args)
 
-    def start(self) -> AnvilProcess:
-        if self._process is not None:
-            return self
-        if port_in_use(self.port):
-            raise ChainError(
-                f"port {self.port} on {HOST} is already taken; stop what runs there "
-                "(`fedledger chain down`) or pick another port with --port."
-            )
-        command = self.command()
+    def _prepare(self) -> None:
         if self.state is not None:
             Path(self.state).parent.mkdir(parents=True, exist_ok=True)
-        # Output goes to the log, or to an unlinked temporary file: never a pipe, which would
-        # break (EPIPE) once a detached anvil outlives the process that started it.
-        output = open(self.log, "a+b") if self.log is not None else tempfile.TemporaryFile()
-        with output:
-            self._process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=output,
-                start_new_session=self.detach,
-            )
-            deadline = time.monotonic() + self.startup_timeout
-            while time.monotonic() < deadline:
-                if self._process.poll() is not None:
-                    self._process = None
-                    output.seek(0)
-                    lines = output.read()[-4000:].decode(errors="replace").strip().splitlines()
-                    why = next((line for line in lines if line.startswith("error")), lines[-1] if lines else "no output")
-                    raise ChainError(f"anvil exited at start ({why}); check the port and the --state file.")
-                if rpc_chain_id(self.rpc_url, timeout=0.5) is not None:
-                    return self
-                time.sleep(0.02)
-        self.stop()
-        raise ChainError(f"anvil did not answer on {self.rpc_url} within {self.startup_timeout:.0f} s; see its log.")
-
-    def stop(self, *, timeout: float = 10.0) -> None:
-        if self._process is None:
-            return
-        process, self._process = self._process, None
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-    def __enter__(self) -> AnvilProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
