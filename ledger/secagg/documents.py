@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,6 +161,18 @@ class Reveal:
         reveal = cls(context, party, tuple(shares))
         _canonical(reveal.to_bytes(), data, "reveal")
         return reveal
+
+
+def by_party(advertisements: Mapping[str, Advertisement]) -> dict[Address, Advertisement]:
+    """``advertisements`` keyed by checksummed party; InvalidInputError when a key is not its document's party."""
+    indexed = {}
+    for key, advertisement in advertisements.items():
+        if key != advertisement.party and parse_address(key, "advertising party") != advertisement.party:
+            raise InvalidInputError(
+                f"the advertisement given for {key} is {advertisement.party}'s; key each advertisement by its party."
+            )
+        indexed[advertisement.party] = advertisement
+    return indexed
 
 
 def _context_fields(context: RoundContext) -> dict[str, Any]:

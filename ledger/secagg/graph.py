@@ -56,8 +56,8 @@ def _graph(params: SecureParams, context: RoundContext) -> dict[Address, tuple[A
 
 def cohort_member(params: SecureParams, party: str, what: str = "party") -> Address:
     """``party`` checksummed, or NotInCohortError when it is not in the cohort."""
-    address = parse_address(party, what)
-    if address not in params.cohort:
+    address = party if isinstance(party, str) and party in params.members else parse_address(party, what)
+    if address not in params.members:
         raise NotInCohortError(
             f"{address} is not in this secure round's cohort; only the {len(params.cohort)} parties fixed "
             "at the round's opening take part."
@@ -72,7 +72,7 @@ def neighbours_of(
     neighbours = _graph(params, context)[cohort_member(params, party)]
     if advertised is None:
         return neighbours
-    present = {parse_address(a) for a in advertised}
+    present = {a if isinstance(a, str) and a in params.members else parse_address(a) for a in advertised}
     return tuple(a for a in neighbours if a in present)
 
 

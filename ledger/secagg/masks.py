@@ -28,9 +28,8 @@ from ledger.secagg.context import (
     address_bytes,
     address_order,
     derive,
-    parse_address,
 )
-from ledger.secagg.documents import Advertisement
+from ledger.secagg.documents import Advertisement, by_party
 from ledger.secagg.encoding import encode
 from ledger.secagg.errors import InvalidAdvertisementError, MaskedVectorError
 from ledger.secagg.graph import cohort_member, neighbours_of
@@ -38,7 +37,9 @@ from ledger.secagg.params import SecureParams
 from ledger.secagg.shares import check_advertisement, round_private_key, usable_public_key
 
 WORD = np.dtype("<u8")
+CHUNK = 1 << 15  # words of keystream made and added at a time
 _NONCE = bytes(16)
+_ZEROS = bytes(8 * CHUNK)
 
 
 def pair_key(
@@ -52,24 +53,32 @@ def pair_key(
     return derive(shared, LABEL_PAIR_MASK, context, *(part for _, address, key in ends for part in (address, key)))
 
 
-def keystream(key: bytes, length: int, out: npt.NDArray[np.uint64] | None = None) -> npt.NDArray[np.uint64]:
-    """``length`` uint64 words of ChaCha20 keystream under ``key`` (into ``out`` when given)."""
-    words = np.empty(length, dtype=WORD) if out is None else out
-    zeros = np.zeros(length, dtype=WORD)  # calloc'd: the zero pages cost nothing to read
-    Cipher(algorithms.ChaCha20(key, _NONCE), mode=None).encryptor().update_into(memoryview(zeros).cast("B"),
-                                                                              memoryview(words).cast("B"))
+def keystream(key: bytes, length: int) -> npt.NDArray[np.uint64]:
+    """``length`` uint64 words of ChaCha20 keystream under ``key``: the mask of the pair ``key`` belongs to."""
+    words = np.zeros(length, dtype=WORD)
+    view = memoryview(words).cast("B")
+    Cipher(algorithms.ChaCha20(key, _NONCE), mode=None).encryptor().update_into(view, view)
     return words
 
 
 def apply_pair_mask(
     vector: npt.NDArray[np.uint64], key: bytes, *, add: bool, scratch: npt.NDArray[np.uint64] | None = None
 ) -> None:
-    """Add (or subtract) the mask under ``key`` to ``vector`` in place, modulo 2**64."""
-    mask = keystream(key, len(vector), scratch)
-    if add:
-        np.add(vector, mask, out=vector)
-    else:
-        np.subtract(vector, mask, out=vector)
+    """Add (or subtract) the mask under ``key`` to ``vector`` in place, modulo 2**64.
+
+    The keystream is made and added a chunk at a time (``CHUNK`` words, 256 KiB, in the CPU's cache)
+    instead of as a whole second vector: the same words, and about half the memory traffic.
+    ``scratch``, when given, is a buffer of at least ``CHUNK`` words the caller reuses across masks.
+    """
+    buffer = np.empty(CHUNK, dtype=WORD) if scratch is None or len(scratch) < CHUNK else scratch
+    zeros = memoryview(_ZEROS)
+    encryptor = Cipher(algorithms.ChaCha20(key, _NONCE), mode=None).encryptor()
+    operation = np.add if add else np.subtract
+    for start in range(0, len(vector), CHUNK):
+        part = vector[start:start + CHUNK]
+        words = buffer[: len(part)]
+        encryptor.update_into(zeros[: 8 * len(part)], memoryview(words).cast("B"))
+        operation(part, words, out=part)
 
 
 def masked_vector(
@@ -88,7 +97,7 @@ def masked_vector(
     own among them). Refuses when ``party`` has no advertised neighbour: its vector would be bare.
     """
     me = cohort_member(params, party)
-    ads = {parse_address(a): ad for a, ad in advertisements.items()}
+    ads = by_party(advertisements)
     own_key = round_private_key(seed, me, context)
     mine = ads.get(me)
     if mine is None or mine.round_public_key != own_key.public_key().public_bytes_raw():
@@ -102,7 +111,7 @@ def masked_vector(
             f"none of {me}'s neighbours advertised, so no mask would hide its update; do not submit in this round."
         )
     vector = encode(update, samples, params)
-    scratch = np.empty(len(vector), dtype=WORD)
+    scratch = np.empty(CHUNK, dtype=WORD)
     for peer in peers:
         check_advertisement(params, context, ads[peer])
         key = pair_key(context, own_key, me, peer, ads[peer].round_public_key)

@@ -23,6 +23,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from ledger.errors import InvalidInputError
@@ -116,6 +117,11 @@ class SecureParams:
                 f"{n} parties x max_samples {self.max_samples} x clip {self.clip:g} x 2**{self.scale_bits} reaches "
                 f"2**63, so the sum could wrap around; lower max_samples, clip or scale_bits."
             )
+
+    @cached_property
+    def members(self) -> frozenset[Address]:
+        """The cohort as a set, for quick membership tests."""
+        return frozenset(self.cohort)
 
     @property
     def largest_code(self) -> int:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from ledger.secagg.context import RoundContext, address_order, parse_address
-from ledger.secagg.documents import Advertisement, Reveal, RevealedShare
+from ledger.secagg.context import RoundContext, address_order
+from ledger.secagg.documents import Advertisement, Reveal, RevealedShare, by_party
 from ledger.secagg.errors import (
     InvalidAdvertisementError,
     RevealForSubmitterError,
@@ -81,7 +81,7 @@ def shares_to_reveal(
     decrypting anything) a dropout that submitted, and a round that ``check_unmaskable`` refuses.
     """
     me = cohort_member(params, holder, "share holder")
-    ads = {parse_address(a): ad for a, ad in advertisements.items()}
+    ads = by_party(advertisements)
     survivors, dropped = split_round(params, ads, submitted, dropouts)
     check_unmaskable(params, context, ads, survivors)
     revealed = []
@@ -121,7 +121,7 @@ def recover_dropout_seeds(
     exposes, or tries to expose, a live party is an error, never data). A dropout left with fewer
     than T valid shares is TooFewSharesError: the round is cancelled with that reason.
     """
-    ads = {parse_address(a): ad for a, ad in advertisements.items()}
+    ads = by_party(advertisements)
     dropped = _parties(params, dropouts, "dropout")
     offered: dict[Address, list[tuple[Address, int, bytes]]] = {d: [] for d in dropped}
     wrong: list[WrongShareError] = []

@@ -125,8 +125,10 @@ def make_advertisement(
     """
     me = cohort_member(params, party)
     public = round_public_key(seed, me, context)
-    keys = {parse_address(a): k for a, k in long_term_keys.items()}
     holders = neighbours_of(params, me, context)
+    keys = dict(long_term_keys)
+    if any(h not in keys for h in holders):
+        keys = {parse_address(a, "key holder"): k for a, k in long_term_keys.items()}
     lacking = [h for h in holders if h not in keys]
     if lacking:
         raise InvalidInputError(

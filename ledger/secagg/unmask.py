@@ -16,12 +16,12 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from ledger.secagg.context import RoundContext, address_order, parse_address
-from ledger.secagg.documents import Advertisement
+from ledger.secagg.context import RoundContext, address_order
+from ledger.secagg.documents import Advertisement, by_party
 from ledger.secagg.encoding import check_samples, decode
 from ledger.secagg.errors import InvalidAdvertisementError, MaskedVectorError
-from ledger.secagg.graph import check_unmaskable, neighbours_of
-from ledger.secagg.masks import WORD, apply_pair_mask, check_masked, pair_key
+from ledger.secagg.graph import check_unmaskable, cohort_member, neighbours_of
+from ledger.secagg.masks import CHUNK, WORD, apply_pair_mask, check_masked, pair_key
 from ledger.secagg.params import SecureParams
 from ledger.secagg.reveal import split_round
 from ledger.secagg.shares import check_advertisement, round_private_key
@@ -47,10 +47,10 @@ def secure_sum(
     length, a party outside the cohort or not a survivor, a missing seed or one that does not give
     the advertised key, and a round ``check_unmaskable`` refuses (it must be cancelled instead).
     """
-    ads = {parse_address(a): ad for a, ad in advertisements.items()}
+    ads = by_party(advertisements)
     alive, dropped = split_round(params, ads, survivors, dropouts)
     check_unmaskable(params, context, ads, alive)
-    vectors = {parse_address(p): v for p, v in masked.items()}
+    vectors = {cohort_member(params, p, "submitter"): v for p, v in masked.items()}
     if sorted(vectors, key=address_order) != alive:
         extra = sorted(set(vectors) - set(alive), key=address_order)
         lacking = sorted(set(alive) - set(vectors), key=address_order)
@@ -67,10 +67,11 @@ def secure_sum(
     total = np.zeros(expected, dtype=WORD)
     for party in alive:
         np.add(total, vectors[party], out=total)
-    scratch = np.empty(expected, dtype=WORD)
+    scratch = np.empty(CHUNK, dtype=WORD)
     alive_set = set(alive)
+    recovered = {cohort_member(params, a, "dropout"): seed for a, seed in seeds.items()}
     for dropout in dropped:
-        key = _dropout_key(context, dropout, seeds, ads[dropout])
+        key = _dropout_key(context, dropout, recovered, ads[dropout])
         for survivor in neighbours_of(params, dropout, context):
             if survivor not in alive_set:
                 continue
@@ -83,7 +84,7 @@ def secure_sum(
 def _dropout_key(
     context: RoundContext, dropout: Address, seeds: Mapping[str, bytes], advertisement: Advertisement
 ) -> X25519PrivateKey:
-    seed = {parse_address(a): s for a, s in seeds.items()}.get(dropout)
+    seed = seeds.get(dropout)
     if seed is None:
         raise InvalidAdvertisementError(
             f"no recovered round seed for the dropout {dropout}; recover it from the reveals first."
@@ -108,8 +109,8 @@ def secure_fedavg(
     length: int | None = None,
 ) -> npt.NDArray[np.float32]:
     """The survivors' FedAvg (weighted by ``samples``, each survivor's public sample count), decoded to float32."""
-    survivors = sorted((parse_address(p) for p in masked), key=address_order)
-    counts = {parse_address(p): n for p, n in samples.items()}
+    survivors = sorted((cohort_member(params, p, "submitter") for p in masked), key=address_order)
+    counts = {cohort_member(params, p, "submitter"): n for p, n in samples.items()}
     if set(counts) != set(survivors):
         raise MaskedVectorError("give exactly one sample count per survivor, the count its submission declared.")
     total = secure_sum(params, context, masked=masked, survivors=survivors, dropouts=dropouts, seeds=seeds,

@@ -6,9 +6,11 @@ import dataclasses
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from ledger.secagg import decode, encode, make_advertisement, masked_from_bytes, masked_to_bytes, masked_vector
 from ledger.secagg.errors import InvalidAdvertisementError, MaskedVectorError
+from ledger.secagg.masks import CHUNK, apply_pair_mask, keystream
 from tests.secagg.conftest import SecureRound, new_round
 
 
@@ -87,3 +89,17 @@ def test_a_party_masks_only_with_the_seed_it_advertised_and_only_when_a_neighbou
     with pytest.raises(InvalidAdvertisementError, match=f"the advertisement of {peer} deals its shares"):
         masked_vector(np.ones(4, np.float32), 1, five.params, five.context, party=party, seed=five.seeds[party],
                       advertisements=ads)
+
+
+def test_a_pair_mask_is_chacha20s_keystream_read_as_little_endian_words() -> None:
+    """The definition an auditor reimplements: ChaCha20 (RFC 8439 keystream, zero nonce) under the pair key."""
+    key = bytes(range(32))
+    length = 2 * CHUNK + 5  # crosses the chunk boundaries
+    expected = np.frombuffer(Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor().update(
+        bytes(8 * length)), dtype="<u8")
+    assert keystream(key, length).tobytes() == expected.tobytes()
+    vector = np.arange(length, dtype=np.uint64)
+    apply_pair_mask(vector, key, add=True)
+    assert vector.tobytes() == (np.arange(length, dtype=np.uint64) + expected).tobytes()
+    apply_pair_mask(vector, key, add=False)
+    assert vector.tobytes() == np.arange(length, dtype=np.uint64).tobytes()
