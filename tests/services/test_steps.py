@@ -17,12 +17,16 @@ from eth_account.signers.local import LocalAccount
 
 from ledger.chain.contract_errors import FederationNotParticipant
 from ledger.chain.federation import FederationClient
+from ledger.chain.finality import SettledFederation, settled
+from ledger.chain.transactions import TxPolicy
+from ledger.errors import InvalidInputError
 from ledger.ipfs.store import EmbeddedStore
 from node.data import Dataset, load_digits_split
 from node.demo import TERMS
 from node.genesis import genesis_model_bytes
 from node.round_config import RoundConfig, TrainingSettings
 from node.services.aggregator_service import AggregatorService
+from node.services.clock import chain_time, decision_time
 from node.services.coordinator_service import CoordinatorGaveUpError, CoordinatorService, Schedule, schedule_path
 from node.services.log import ServiceLog
 from node.services.metrics import ServiceMetrics
@@ -213,3 +217,32 @@ def test_a_node_settles_a_round_it_may_not_take_part_in_and_stops_when_suspended
     setup.admin.suspend(setup.parties[0].address)
     with pytest.raises(FederationNotParticipant, match="is not an admitted participant \\(it is suspended\\)"):
         node.step()
+
+
+def test_with_confirmations_a_service_sees_the_chain_that_many_blocks_under_its_head(setup: Setup) -> None:
+    """The settled view (ledger.chain.finality): reads at ``head - N``, logs above it left out, deadlines
+    judged by that block's time; with N = 0 the client itself, as before."""
+    admin, w3 = setup.admin, setup.chain.w3
+    assert settled(admin) is admin and decision_time(admin) == chain_time(w3)
+    reader = FederationClient(w3, admin.address, from_block=admin.from_block, policy=TxPolicy(confirmations=2))
+    round_id = setup.open_round(min_updates=1)
+    opened = w3.eth.block_number
+    view = settled(reader)
+    assert isinstance(view, SettledFederation) and view.block == opened - 2
+    assert (view.round_count(), view.open_round_ids()) == (0, [])
+    with pytest.raises(InvalidInputError, match=f"there is no round {round_id}"):
+        view.round(round_id)
+
+    setup.node(0).step()  # submits (node's client: no confirmations), one block
+    setup.chain.rpc("evm_mine", [])
+    view = settled(reader)
+    assert view.block == opened and view.open_round_ids() == [round_id]
+    assert view.round(round_id).submissions == 0 and view.submissions(round_id) == []
+    assert not view.has_submitted(round_id, setup.parties[0].address)
+    assert reader.has_submitted(round_id, setup.parties[0].address)  # the client itself reads the latest block
+    assert decision_time(view) == w3.eth.get_block(opened)["timestamp"]
+
+    setup.chain.rpc("evm_mine", [])
+    view = settled(reader)
+    assert view.round(round_id).submissions == 1 and len(view.submissions(round_id)) == 1
+    assert view.has_submitted(round_id, setup.parties[0].address)
