@@ -1,10 +1,12 @@
 """A federated round end to end through the CLI on a Hardhat node instead of anvil, so that fedledger does
 not lean on one node's quirks: deploy, a keystore party funded by `key fund` and a party signing from the
 environment join and are approved, a round is opened, both parties train as separate `node train`
-processes, `aggregate` finalizes it, and `audit verify` passes.
+processes, `aggregate` finalizes it, and `audit verify` passes. Then what anvil does not test: Hardhat's
+pool, like geth's, takes a replacement only at 10 % higher fees, and it words its refusals of a transaction
+sent again otherwise than anvil.
 
 What differs between Hardhat and anvil, and what fedledger does about it, is in README.md ("Running on a
-real network"): fedledger itself uses no cheat RPC, so none of it reaches the round.
+real network"); fedledger itself calls no node-specific (cheat) RPC.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ pytestmark = pytest.mark.hardhat
 
 
 def test_a_missing_hardhat_is_an_error_naming_npm_ci(tmp_path: Path) -> None:
-    """CI installs Hardhat with `npm ci`: without it the tests above fail (the fixture raises this), never skip."""
+    """CI installs Hardhat with `npm ci`: without it the tests here fail (the fixture raises this), never skip."""
     with pytest.raises(ChainError, match=r"Hardhat \(.*\) is not installed; run `npm ci`"):
         HardhatProcess(cli=tmp_path / "node_modules/hardhat/internal/cli/bootstrap.js").start()
 
