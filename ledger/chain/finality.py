@@ -21,17 +21,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from web3.exceptions import BlockNotFound
+
 from ledger.chain.federation import FederationClient
 
 
 class SettledFederation(FederationClient):
-    """``client``'s deployment as it stood at ``block`` (reads only; see the module docstring)."""
+    """``client``'s deployment as it stood at ``block`` (reads only; see the module docstring).
 
-    def __init__(self, client: FederationClient, block: int) -> None:  # noqa: D107 - no chain request
+    ``block_hash`` is the hash that block had when the view was made: :meth:`moved` tells whether a
+    reorganization has since replaced it, so that a service whose reads failed half-way through a
+    step (a round listed as open and then not found) decides again instead of acting on the failure."""
+
+    def __init__(self, client: FederationClient, block: int, *, block_hash: bytes | None = None,
+                 timestamp: int | None = None) -> None:
         self.__dict__.update(client.__dict__)  # same connection, contract, caches (events never change once mined)
         self.latest = client
         self.block = int(block)
-        self._timestamp: int | None = None
+        self.block_hash = block_hash
+        self._timestamp = timestamp
 
     def _call(self, name: str, *args: Any, block: int | str = "latest") -> Any:
         return super()._call(name, *args, block=self.block if block == "latest" else block)
@@ -48,6 +56,15 @@ class SettledFederation(FederationClient):
             self._timestamp = int(self.w3.eth.get_block(self.block)["timestamp"])
         return self._timestamp
 
+    def moved(self) -> bool:
+        """Whether the chain's block at this height is no longer the one this view was made on."""
+        if self.block_hash is None:
+            return False
+        try:
+            return bytes(self.w3.eth.get_block(self.block)["hash"]) != self.block_hash
+        except BlockNotFound:
+            return True
+
 
 def settled_block(client: FederationClient) -> int | None:
     """The block ``client.policy.confirmations`` below the head (never before the deployment), None at 0."""
@@ -58,10 +75,15 @@ def settled_block(client: FederationClient) -> int | None:
 
 
 def settled(client: FederationClient) -> FederationClient:
-    """The view a service decides on: ``client`` itself with no confirmations, else a SettledFederation."""
-    block = settled_block(client)
-    return client if block is None else SettledFederation(client, block)
+    """The view a service decides on: ``client`` itself with no confirmations, else a SettledFederation
+    (two requests: the head's number, then that block's hash and time)."""
+    number = settled_block(client)
+    if number is None:
+        return client
+    block = client.w3.eth.get_block(number)
+    return SettledFederation(client, number, block_hash=bytes(block["hash"]), timestamp=int(block["timestamp"]))
 
 
-def is_settled(view: FederationClient) -> bool:
-    return isinstance(view, SettledFederation)
+def chain_moved(view: FederationClient) -> bool:
+    """Whether a reorganization replaced the block ``view`` reads at (never, for a client at the latest block)."""
+    return isinstance(view, SettledFederation) and view.moved()

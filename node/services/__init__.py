@@ -9,4 +9,9 @@ journal with nothing doubled.
 Shared pieces: ``log`` (a line per action, or JSON lines), ``backoff`` (which failures are
 transient, the retry delays, an outage reported once), ``loop`` (steps until SIGTERM/SIGINT),
 ``lock`` (one service per key and workspace), ``metrics`` (prometheus-client).
+
+With ``[chain] confirmations = N`` every service decides on the chain N blocks under its head
+(``ledger.chain.finality.settled``) and acts through the same idempotent functions, which check the
+latest block again; what a reorganization deeper than N takes back is noticed and done again, once
+(each service's docstring says how).
 """

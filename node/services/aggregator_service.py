@@ -11,6 +11,12 @@ A round that cannot be aggregated for a reason that will not go away by retrying
 not a round config, its base model fails verification) is reported once and left to governance,
 which can abort it. A sealed round is opened with the recipient key ``opener_for`` gives (``aggregator
 run`` uses the workspace's encryption key that a recipient registered, or ``--encryption-key``).
+
+With ``[chain] confirmations = N`` the decision (how many updates, whether the deadline passed) is
+taken on the chain N blocks under the head, by that block's time, so a round is finalized only on
+updates that deep. A round this aggregator finalized that is open again there (a reorganization
+deeper than N took the finalization) is finalized again: the same updates give the same global
+model. A finalization the contract refuses (the updates it counted were taken) waits for the next step.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from ledger.chain.contract_errors import (
 )
 from ledger.errors import LedgerError
 from ledger.chain.federation import FederationClient, RoundInfo
-from ledger.chain.finality import settled
+from ledger.chain.finality import chain_moved, settled
 from ledger.index.index import LedgerIndex
 from ledger.sealing.recipients import RoundOpener, RoundSeal
 from ledger.ipfs.store import ContentStore
@@ -60,6 +66,7 @@ class AggregatorService:
         self.index = LedgerIndex.for_federation(":memory:", federation)
         self.seen: set[int] = set()
         self.stuck: dict[int, str] = {}  # rounds that cannot be aggregated, and why (reported once)
+        self.view = federation  # what the current step decides on (ledger.chain.finality.settled)
         self.refused: set[int] = set()  # rounds whose finalization the contract refused (warned once)
         self.finalized: set[int] = set()  # rounds this aggregator finalized (confirmed: open again only after a reorg)
 
@@ -77,6 +84,17 @@ class AggregatorService:
 
     def step(self) -> bool:
         view = settled(self.federation)  # with [chain] confirmations = N: the chain N blocks below its head
+        try:
+            return self._step(view)
+        except LedgerError as error:
+            if is_transient(error) or not chain_moved(view):
+                raise
+            self.log.info("chain-moved", f"the chain reorganized during this step ({error}); deciding again at the "
+                          "next one.")
+            return False
+
+    def _step(self, view: FederationClient) -> bool:
+        self.view = view
         open_rounds = view.open_round_ids()
         now = decision_time(view)
         for round_id in open_rounds:
@@ -124,8 +142,8 @@ class AggregatorService:
                                  f"{refusal} Deciding again at the next step.", round=round_id)
             return
         except LedgerError as problem:
-            if is_transient(problem):
-                raise
+            if is_transient(problem) or chain_moved(self.view):
+                raise  # the step's wrapper decides again when the chain reorganized under it
             self.stuck[round_id] = str(problem)
             self.log.error(
                 "cannot-finalize",

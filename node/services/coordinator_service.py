@@ -6,6 +6,11 @@ the same base. The schedule (the rounds this coordinator opened, in order) lives
 of the workspace, ``journal/coordinator-<contract>-<address>.json``, so a restarted coordinator
 goes on with the same schedule; a round opened just before a crash, before the journal recorded
 it, is found on chain by its base model and config hash and adopted instead of opened twice.
+
+With ``[chain] confirmations = N`` the schedule is judged on the chain N blocks under the head: the
+next round opens once the last one's finalization is that deep. A round of the schedule whose
+opening a reorganization deeper than N took away leaves the schedule (with any later one), and the
+schedule goes on from the chain as it is now: the round is opened again, once, on the same base.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ from typing import Any
 from ledger.chain.contract_errors import FederationMinimumReached, FederationRoundClosed, FederationRoundStillOpen
 from ledger.errors import LedgerError
 from ledger.chain.federation import FederationClient, RoundInfo
-from ledger.chain.finality import settled
+from ledger.chain.finality import chain_moved, settled
 from ledger.ipfs.store import ContentStore
 from ledger.types import Cid
 from ledger.utc import utc_text
 from ledger.workspace import atomic_write_bytes
 from node.round_config import RoundConfig
+from node.services.backoff import is_transient
 from node.services.clock import chain_time, decision_time
 from node.services.log import ServiceLog
 from node.services.metrics import ServiceMetrics
@@ -114,6 +120,16 @@ class CoordinatorService:
 
     def step(self) -> bool:
         view = settled(self.federation)  # with [chain] confirmations = N: the chain N blocks below its head
+        try:
+            return self._step(view)
+        except LedgerError as error:
+            if is_transient(error) or not chain_moved(view):
+                raise
+            self.log.info("chain-moved", f"the chain reorganized during this step ({error}); deciding again at the "
+                          "next one.")
+            return False
+
+    def _step(self, view: FederationClient) -> bool:
         if view is not self.federation and not self._check_schedule(view):
             return False
         if self.schedule.pending is not None and self._adopt_pending():

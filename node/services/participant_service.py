@@ -20,6 +20,12 @@ does not load, a task that fails, hangs past its timeout or hands back the wrong
 then pinned or sent), logged as a warning with its sentence. A refusal that concerns the party itself
 (not admitted, suspended, revoked, an agreement version it has not accepted) ends the service with
 the contract's own sentence: no later round could be submitted either.
+
+With ``[chain] confirmations = N`` the open rounds are read N blocks under the head, so a party takes
+part in a round once its opening is that deep. An open round whose update this party saw recorded is
+checked at that depth at each step; when a reorganization took the update away (it is neither there
+nor at the latest block) the round is taken part in again: ``train_and_submit`` finds the update in
+the journal and records the same CID without training.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from ledger.chain.contract_errors import (
 )
 from ledger.errors import ContentNotFoundError, InvalidInputError, LedgerError
 from ledger.chain.federation import FederationClient
-from ledger.chain.finality import settled
+from ledger.chain.finality import chain_moved, settled
 from ledger.ipfs.store import ContentStore
 from ledger.types import Address
 from node.data import Dataset
@@ -96,6 +102,7 @@ class NodeService:
         self.settled: set[int] = set()  # open rounds that need nothing more from this party
         self.seen: set[int] = set()
         self.waiting: set[int] = set()  # rounds whose content the store lacks (warned once)
+        self.view = federation  # what the current step decides on (ledger.chain.finality.settled)
         self.recorded: set[int] = set()  # open rounds holding this party's update (checked again after a reorg)
 
     def start(self) -> None:
@@ -108,7 +115,7 @@ class NodeService:
             self.log.info("started", f"party {self.me} watches for open rounds; it reads its data when a round needs it.")
 
     def step(self) -> bool:
-        view = settled(self.federation)  # with [chain] confirmations = N: the chain N blocks below its head
+        self.view = view = settled(self.federation)  # with [chain] confirmations = N: the chain N blocks below its head
         open_rounds = view.open_round_ids()
         if view is not self.federation:
             self._check_recorded(view, open_rounds)
@@ -142,6 +149,15 @@ class NodeService:
             self.log.warning("reorganized", f"round {round_id}: this party's update is no longer on chain (a "
                              "reorganization removed it); submitting it again.", round=round_id)
 
+    def _give_up(self, round_id: int, event: str, message: str, *, warn: bool = False) -> None:
+        """Settle a round this party cannot take part in, unless the chain reorganized under the step
+        (the round may have been removed and opened again): then it is decided again at the next step."""
+        if chain_moved(self.view):
+            self.log.info("chain-moved", f"{message} The chain reorganized during this step: deciding again at "
+                          "the next one.", round=round_id)
+            return
+        self._settle(round_id, event, message, warn=warn)
+
     def _settle(self, round_id: int, event: str, message: str, *, warn: bool = False) -> None:
         self.settled.add(round_id)
         (self.log.warning if warn else self.log.info)(event, message, round=round_id)
@@ -173,7 +189,7 @@ class NodeService:
         except PARTY_REFUSALS:
             raise
         except FederationContractError as refusal:
-            self._settle(round_id, "not-taking-part", f"round {round_id}: not taking part: {refusal}")
+            self._give_up(round_id, "not-taking-part", f"round {round_id}: not taking part: {refusal}")
             return
         try:
             config = fetch_round_config(self.store, federation.round(round_id).config_hash)
@@ -197,7 +213,7 @@ class NodeService:
         except PARTY_REFUSALS:
             raise
         except FederationContractError as refusal:  # e.g. the deadline passed while it trained
-            self._settle(round_id, "refused", f"round {round_id}: the submission was refused: {refusal}", warn=True)
+            self._give_up(round_id, "refused", f"round {round_id}: the submission was refused: {refusal}", warn=True)
             return
         except ContentNotFoundError as missing:  # the store may yet receive it; the deadline bounds the wait
             if round_id not in self.waiting:
@@ -209,7 +225,7 @@ class NodeService:
             if is_transient(problem):
                 raise
             event = "task-failed" if isinstance(problem, TaskError) else "cannot-take-part"
-            self._settle(round_id, event, f"round {round_id}: cannot take part: {problem}", warn=True)
+            self._give_up(round_id, event, f"round {round_id}: cannot take part: {problem}", warn=True)
             return
         self.waiting.discard(round_id)
         self.settled.add(round_id)

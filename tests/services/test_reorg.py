@@ -2,7 +2,7 @@
 
 A federation with ``[chain] confirmations = 2`` runs two rounds as plain processes (two `node run`,
 `aggregator run`, `coordinator run --rounds 2`) on an anvil of its own, mined by automine and by this
-test (an ``evm_mine`` every 0.2 s, paused around each reorg). Two ``anvil_reorg`` calls, each at
+test (an ``evm_mine`` every 0.2 s; paused around each reorg, and while it mines block by block). Two ``anvil_reorg`` calls, each at
 least 3 blocks deep and with a replacement transaction, take away what the services had already seen
 settled:
 
@@ -12,8 +12,10 @@ settled:
    opened: the aggregator finalizes round 1 again (the same global model), the coordinator opens
    round 2 again, once.
 
-The services decide on the chain 2 blocks below its head: each round is finalized at least 2 blocks
-after its last submission, and round 2 opened at least 2 blocks after round 1's finalization. The
+The services decide on the chain 2 blocks below its head: mined one block at a time, round 1's last
+update and then its finalization are each left alone (no transaction from the aggregator, then the
+coordinator) until they are 2 blocks deep; on the final chain each round is finalized at least 2
+blocks after its last submission, and round 2 opened at least 2 blocks after round 1's finalization. The
 workspace's audit index, synced before and after each reorg, rewinds (its block hashes no longer
 match); in the end each round holds exactly one update per party and `fedledger audit verify` passes.
 """
@@ -86,6 +88,25 @@ def reorg_from(w3: Web3, first: int, bystander: str) -> int:
     return depth
 
 
+def has_pending(w3: Web3, sender: str) -> bool:
+    return int(w3.eth.get_transaction_count(sender, "pending")) > int(w3.eth.get_transaction_count(sender, "latest"))  # type: ignore[arg-type]
+
+
+def shallow_blocks_change_nothing(w3: Web3, sender: str, watched: str, *, what: str, quiet_s: float = 1.0) -> None:
+    """With mining paused: wait for ``sender``'s transaction in the pool, mine it, and mine until it is
+    DEPTH - 1 blocks deep, watching ``watched`` send nothing after each block; then mine the block that
+    makes it DEPTH deep."""
+    deadline = time.monotonic() + 60
+    while not has_pending(w3, sender):
+        assert time.monotonic() < deadline, f"{what} was never sent"
+        time.sleep(0.05)
+    for deep in range(DEPTH):
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        time.sleep(quiet_s)
+        assert not has_pending(w3, watched), f"{watched} acted on {what} only {deep} block(s) deep"
+    w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+
+
 def block_of(w3: Web3, tx_hash: str) -> int:
     return int(w3.eth.get_transaction_receipt(tx_hash)["blockNumber"])  # type: ignore[arg-type]
 
@@ -149,11 +170,19 @@ def test_services_recover_from_reorgs_that_remove_a_submission_and_a_finalizatio
             assert synced.reorg_from is not None and synced.reorg_from <= first["block"]
             assert index.events("UpdateSubmitted", round_id=1) == []
         mark(f"alice's submission (block {first['block']}) removed by a reorg {depth} deep")
-        bob.signal(signal.SIGCONT)
         again = alice.wait_for("submitted", timeout=60, where=lambda r: r["round"] == 1 and r is not first)
         assert alice.matching("reorganized", lambda r: r["round"] == 1)
         assert (again["cid"], again["trained"]) == (first["cid"], False)  # the same update, not trained again
         mark("alice submitted the same update again")
+
+        # Block by block: the aggregator acts on bob's update, and the coordinator on the finalization,
+        # only once it is DEPTH blocks deep.
+        with miner.paused():
+            bob.signal(signal.SIGCONT)
+            shallow_blocks_change_nothing(w3, address["bob"], anvil_keys[AGGREGATOR].address, what="bob's update")
+            shallow_blocks_change_nothing(w3, anvil_keys[AGGREGATOR].address, anvil_keys[COORDINATOR].address,
+                                          what="round 1's finalization")
+        mark("nothing acted on an event less than 2 blocks deep")
 
         # 2. Round 1's finalization and round 2's opening, both reported, are reorganized away.
         finalized = aggregator.wait_for("finalized", timeout=60, where=lambda r: r["round"] == 1)

@@ -17,7 +17,7 @@ from eth_account.signers.local import LocalAccount
 
 from ledger.chain.contract_errors import FederationNotParticipant
 from ledger.chain.federation import FederationClient
-from ledger.chain.finality import SettledFederation, settled
+from ledger.chain.finality import SettledFederation, chain_moved, settled
 from ledger.chain.transactions import TxPolicy
 from ledger.errors import InvalidInputError
 from ledger.ipfs.store import EmbeddedStore
@@ -246,3 +246,7 @@ def test_with_confirmations_a_service_sees_the_chain_that_many_blocks_under_its_
     view = settled(reader)
     assert view.round(round_id).submissions == 1 and len(view.submissions(round_id)) == 1
     assert view.has_submitted(round_id, setup.parties[0].address)
+    assert not chain_moved(view) and not chain_moved(admin)
+    setup.chain.rpc("anvil_reorg", [3, []])  # replaces the view's block: a step that reads on decides again
+    assert chain_moved(view)
+    assert not settled(reader).has_submitted(round_id, setup.parties[0].address)
