@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,3 +251,32 @@ def test_with_confirmations_a_service_sees_the_chain_that_many_blocks_under_its_
     setup.chain.rpc("anvil_reorg", [3, []])  # replaces the view's block: a step that reads on decides again
     assert chain_moved(view)
     assert not settled(reader).has_submitted(round_id, setup.parties[0].address)
+
+
+def test_with_confirmations_the_aggregator_judges_a_deadline_by_the_settled_block(setup: Setup) -> None:
+    """A round below its minimum is cancelled once a block 2 deep is past its deadline, not when the head is."""
+    round_id = setup.open_round(min_updates=2)
+    setup.past_deadline(round_id)  # the head is past the deadline; the blocks under it are not
+    deep = FederationClient(setup.chain.w3, setup.admin.address, account=setup.chain.keys[0],
+                            from_block=setup.admin.from_block, policy=TxPolicy(confirmations=2, timeout_s=30))
+    aggregator = AggregatorService(federation=deep, store=setup.store, journal_dir=setup.journal,
+                                   log=setup.log("aggregator"), metrics=ServiceMetrics("aggregator"))
+    for _ in range(2):
+        aggregator.step()
+        assert setup.admin.round(round_id).state == "open"
+        setup.chain.rpc("evm_mine", [])
+    done = threading.Event()
+
+    def mine() -> None:  # the cancellation waits 2 blocks deep
+        while not done.wait(0.1):
+            setup.chain.rpc("evm_mine", [])
+
+    miner = threading.Thread(target=mine)
+    miner.start()
+    try:
+        aggregator.step()
+    finally:
+        done.set()
+        miner.join(5)
+    assert setup.admin.round(round_id).state == "cancelled"
+    assert [r["round"] for r in setup.events("cancelled")] == [round_id]
