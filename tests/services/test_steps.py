@@ -258,7 +258,7 @@ def test_with_confirmations_the_aggregator_judges_a_deadline_by_the_settled_bloc
     round_id = setup.open_round(min_updates=2)
     setup.past_deadline(round_id)  # the head is past the deadline; the blocks under it are not
     deep = FederationClient(setup.chain.w3, setup.admin.address, account=setup.chain.keys[0],
-                            from_block=setup.admin.from_block, policy=TxPolicy(confirmations=2, timeout_s=30))
+                            from_block=setup.admin.from_block, policy=TxPolicy(confirmations=2, timeout_s=10))
     aggregator = AggregatorService(federation=deep, store=setup.store, journal_dir=setup.journal,
                                    log=setup.log("aggregator"), metrics=ServiceMetrics("aggregator"))
     for _ in range(2):
