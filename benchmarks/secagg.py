@@ -1,9 +1,9 @@
 """Secure aggregation (ledger.secagg): a party's masking cost, its bytes, and unmasking against plain FedAvg.
 
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.secagg [--params 1000000] [--parties 10,100,1000]
-                                                            [--unmask-parties 60] [--repeat 3] [--json]
+                                                            [--unmask-parties 100] [--repeat 5] [--json]
 
-Measured in one process, each row the best of ``--repeat`` runs:
+Measured in one process, each row the best of ``--repeat`` rounds, the rows compared interleaved in each round:
   masking, per party   at each cohort size n of ``--parties`` with k = min(n - 1, 2 * ceil(log2 n))
                        neighbours (SecAgg+), one party's ``masked_vector`` of a ``--params`` float32
                        update: encode, then k pair keys (X25519 + HKDF) and k ChaCha20 masks added
@@ -57,12 +57,15 @@ from ledger.secagg import (  # noqa: E402
 CONTEXT = RoundContext(chain_id=31337, contract="0x5FbDB2315678afecb367f032d93F642f64180aa3", round_id=1)
 
 
-def best_of(repeat: int, run: Callable[[], object]) -> float:
-    best = float("inf")
+def best_times(repeat: int, runs: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Each run's best time over ``repeat`` rounds, every round running each row once, interleaved so that
+    a shared machine's load changes fall on all rows alike and their ratios hold."""
+    best = {name: float("inf") for name in runs}
     for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
@@ -91,12 +94,15 @@ def masking(n: int, length: int, repeat: int) -> dict[str, float | int]:
             Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor().update_into(
                 memoryview(zeros).cast("B"), memoryview(buffer).cast("B"))
 
-    mask = best_of(repeat, lambda: masked_vector(update, 100, params, CONTEXT, party=party, seed=seeds[party],
-                                                 advertisements=ads))
-    stream = best_of(repeat, keystreams)
-    plain_encode = best_of(repeat, lambda: encode(update, 100, params))
-    advertise = best_of(repeat, lambda: make_advertisement(params, CONTEXT, party=party, seed=seeds[party],
-                                                           long_term_keys=long_term))
+    times = best_times(repeat, {
+        "mask": lambda: masked_vector(update, 100, params, CONTEXT, party=party, seed=seeds[party],
+                                      advertisements=ads),
+        "keystream": keystreams,
+        "encode": lambda: encode(update, 100, params),
+        "advertise": lambda: make_advertisement(params, CONTEXT, party=party, seed=seeds[party],
+                                                long_term_keys=long_term),
+    })
+    mask, stream, plain_encode, advertise = (times[name] for name in ("mask", "keystream", "encode", "advertise"))
     advertisement_bytes = len(ads[party].to_bytes())
     masked_bytes, plain_bytes = 8 * length, 4 * length
     return {
@@ -153,7 +159,8 @@ def unmasking(n: int, length: int, repeat: int) -> list[dict[str, float | int]]:
         secure, plain = unmask(), fedavg()
         error = float(np.abs(secure.astype(np.float64) - plain).max())
         assert error <= params.quantization_bound + 2.0**-20, error
-        unmask_s, fedavg_s = best_of(repeat, unmask), best_of(repeat, fedavg)
+        times = best_times(repeat, {"unmask": unmask, "fedavg": fedavg})
+        unmask_s, fedavg_s = times["unmask"], times["fedavg"]
         masks_removed = sum(1 for d in dropped for s in neighbours_of(params, d, CONTEXT) if s in survivors)
         rows.append({
             "parties": n, "neighbours": params.neighbours, "threshold": params.threshold,
@@ -168,8 +175,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=int, default=1_000_000, help="model parameters (default 1,000,000)")
     parser.add_argument("--parties", default="10,100,1000", help="cohort sizes for the masking rows")
-    parser.add_argument("--unmask-parties", type=int, default=60, help="cohort size for the unmasking rows")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per row, the best kept (default 3)")
+    parser.add_argument("--unmask-parties", type=int, default=100, help="cohort size for the unmasking rows")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per row, the best kept (default 5)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args()
 

@@ -10,6 +10,8 @@ neighbourhoods (Bell et al. 2020), the ledger being the broadcast channel. One r
 2. Advertising, before the deadline: each party draws a round seed, derives its round X25519 key,
    Shamir-shares the seed T-of-k among its neighbours, encrypted to their long-term keys registered
    on chain, and publishes an ``Advertisement`` (``shares.make_advertisement``).
+   Every reader keeps the same advertisements (``shares.valid_advertisements``): a rejected one counts
+   as none.
 3. Submitting, before the deadline: its update, clipped, in fixed point, weighted, plus a pairwise
    mask with each neighbour that advertised (``masks.masked_vector``): public, and uniform to anyone
    who holds neither end's round key.
@@ -50,6 +52,7 @@ from ledger.secagg.shares import (
     open_share,
     recover_round_seed,
     round_public_key,
+    valid_advertisements,
 )
 from ledger.secagg.unmask import secure_fedavg, secure_sum
 
@@ -58,5 +61,5 @@ __all__ = [
     "check_advertisement", "check_revealed_share", "check_unmaskable", "decode", "encode", "exposed_survivors",
     "make_advertisement", "masked_from_bytes", "masked_to_bytes", "masked_vector", "neighbours_of",
     "new_round_seed", "open_share", "recover_dropout_seeds", "recover_round_seed", "round_public_key",
-    "secure_fedavg", "secure_sum", "shares_to_reveal", "survivor_groups",
+    "secure_fedavg", "secure_sum", "shares_to_reveal", "survivor_groups", "valid_advertisements",
 ]

@@ -54,6 +54,7 @@ from ledger.secagg.errors import (
 )
 from ledger.secagg.graph import cohort_member, neighbours_of
 from ledger.secagg.params import SecureParams
+from ledger.types import Address
 
 SEED_SIZE = 16
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
@@ -168,6 +169,32 @@ def check_advertisement(params: SecureParams, context: RoundContext, advertiseme
             f"{[i for _, i in dealt]}, not to its neighbours {list(holders)} with indices 1 to {len(holders)}; "
             "reject it: its party must advertise again as fedledger writes it."
         )
+
+
+def valid_advertisements(
+    params: SecureParams, context: RoundContext, advertisements: Mapping[str, Advertisement]
+) -> tuple[dict[Address, Advertisement], dict[str, str]]:
+    """(the advertisements that fit the round, keyed by party; the rejected ones' keys with the reason).
+
+    Every party, the aggregator and the auditor run this same deterministic check on the same
+    published documents, so they agree on who advertised: a rejected advertisement counts as none
+    (its party is masked with by nobody, and may not submit).
+    """
+    valid: dict[Address, Advertisement] = {}
+    rejected: dict[str, str] = {}
+    for key, advertisement in advertisements.items():
+        try:
+            party = cohort_member(params, key, "advertising party")
+            if party != advertisement.party:
+                raise InvalidAdvertisementError(
+                    f"the advertisement published for {party} is {advertisement.party}'s; reject it."
+                )
+            check_advertisement(params, context, advertisement)
+        except InvalidInputError as error:
+            rejected[key] = str(error)
+            continue
+        valid[party] = advertisement
+    return valid, rejected
 
 
 def open_share(

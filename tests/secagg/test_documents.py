@@ -7,7 +7,14 @@ import json
 
 import pytest
 
-from ledger.secagg import Advertisement, Reveal, RoundContext, check_advertisement, shares_to_reveal
+from ledger.secagg import (
+    Advertisement,
+    Reveal,
+    RoundContext,
+    check_advertisement,
+    shares_to_reveal,
+    valid_advertisements,
+)
 from ledger.secagg.errors import InvalidAdvertisementError, MalformedDocumentError
 from tests.secagg.conftest import CONTRACT, SecureRound
 
@@ -101,3 +108,14 @@ def test_an_advertisement_that_deals_to_other_holders_is_refused(five: SecureRou
     low_order = dataclasses.replace(advertisement, round_public_key=(1).to_bytes(32, "little"))
     with pytest.raises(InvalidAdvertisementError, match="low-order X25519 point"):
         check_advertisement(five.params, five.context, low_order)
+
+
+def test_every_reader_sorts_the_published_advertisements_into_valid_and_rejected_alike(five: SecureRound) -> None:
+    cohort = list(five.params.cohort)
+    published = dict(five.advertisements)
+    published[cohort[1]] = dataclasses.replace(published[cohort[1]], shares=published[cohort[1]].shares[1:])
+    published[cohort[2]] = published[cohort[3]]  # someone else's document under cohort[2]'s name
+    valid, rejected = valid_advertisements(five.params, five.context, published)
+    assert sorted(valid) == sorted([cohort[0], cohort[3], cohort[4]])
+    assert "not to its neighbours" in rejected[cohort[1]]
+    assert f"the advertisement published for {cohort[2]} is {cohort[3]}'s" in rejected[cohort[2]]
