@@ -54,12 +54,12 @@ from ledger.secagg.shares import (
     round_public_key,
     valid_advertisements,
 )
-from ledger.secagg.unmask import secure_fedavg, secure_sum
+from ledger.secagg.unmask import remove_dropout_masks, secure_fedavg, secure_sum
 
 __all__ = [
     "Advertisement", "Recovery", "Reveal", "RevealedShare", "RoundContext", "SecureParams", "ShareSlot",
     "check_advertisement", "check_revealed_share", "check_unmaskable", "decode", "encode", "exposed_survivors",
     "make_advertisement", "masked_from_bytes", "masked_to_bytes", "masked_vector", "neighbours_of",
-    "new_round_seed", "open_share", "recover_dropout_seeds", "recover_round_seed", "round_public_key",
+    "new_round_seed", "open_share", "recover_dropout_seeds", "recover_round_seed", "remove_dropout_masks", "round_public_key",
     "secure_fedavg", "secure_sum", "shares_to_reveal", "survivor_groups", "valid_advertisements",
 ]

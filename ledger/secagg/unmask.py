@@ -67,6 +67,30 @@ def secure_sum(
     total = np.zeros(expected, dtype=WORD)
     for party in alive:
         np.add(total, vectors[party], out=total)
+    return remove_dropout_masks(params, context, total, survivors=alive, dropouts=dropped, seeds=seeds,
+                                advertisements=ads)
+
+
+def remove_dropout_masks(
+    params: SecureParams,
+    context: RoundContext,
+    total: npt.NDArray[np.uint64],
+    *,
+    survivors: list[str] | tuple[str, ...],
+    dropouts: list[str] | tuple[str, ...],
+    seeds: Mapping[str, bytes],
+    advertisements: Mapping[str, Advertisement],
+) -> npt.NDArray[np.uint64]:
+    """Take from ``total`` (the survivors' masked vectors summed modulo 2**64) the masks added for dropouts.
+
+    Works in place and returns ``total``. ``secure_sum`` calls it; a caller that sums the masked
+    vectors as it streams them from the store (memory of one model, not one per party) calls it once
+    on its sum, after the same ``check_unmaskable`` and ``check_masked`` of each vector.
+    """
+    ads = by_party(advertisements)
+    alive, dropped = split_round(params, ads, survivors, dropouts)
+    check_unmaskable(params, context, ads, alive)
+    check_masked(total, len(total), "the survivors' sum")
     scratch = np.empty(CHUNK, dtype=WORD)
     alive_set = set(alive)
     recovered = {cohort_member(params, a, "dropout"): seed for a, seed in seeds.items()}

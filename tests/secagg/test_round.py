@@ -9,8 +9,11 @@ from ledger.secagg import (
     check_unmaskable,
     decode,
     encode,
+    masked_from_bytes,
+    masked_to_bytes,
     neighbours_of,
     recover_dropout_seeds,
+    remove_dropout_masks,
     secure_fedavg,
     secure_sum,
     shares_to_reveal,
@@ -129,3 +132,17 @@ def test_masked_vectors_of_the_wrong_length_dtype_or_party_are_refused(five: Sec
     missing = {p: v for p, v in five.masked.items() if p != cohort[4]}
     with pytest.raises(MaskedVectorError, match=f"missing: {cohort[4]}"):
         secure_sum(five.params, five.context, masked=missing, **args)
+
+
+def test_a_streamed_sum_unmasks_to_the_same_words_as_secure_sum(five: SecureRound) -> None:
+    cohort = list(five.params.cohort)
+    dropout, survivors = cohort[2], cohort[:2] + cohort[3:]
+    five.submit(survivors, 2_000, np.random.default_rng(13))
+    recovery = recover_dropout_seeds(five.params, five.context, advertisements=five.advertisements,
+                                     dropouts=[dropout], reveals=reveals_for(five, survivors, [dropout]))
+    streamed = np.zeros(2_000, dtype=np.uint64)
+    for party in survivors:  # as an aggregator reading one masked vector at a time from the store
+        streamed += masked_from_bytes(masked_to_bytes(five.masked[party]), length=2_000, party=party)
+    remove_dropout_masks(five.params, five.context, streamed, survivors=survivors, dropouts=[dropout],
+                         seeds=recovery.seeds, advertisements=five.advertisements)
+    assert streamed.tobytes() == unmasked(five, survivors, [dropout]).tobytes()
