@@ -206,7 +206,7 @@ def run_demo(
     aggregator_key = auditor_key = None
     if options.private:
         dp, training = demo_settings.private_demo_settings(options.rounds)
-        aggregator_key, auditor_key, seal_to = _register_recipients(options, w3=w3, federation=federation, track=track)
+        aggregator_key, auditor_key, seal_to = register_recipients(options, w3=w3, federation=federation, track=track)
         config = replace(config, training=training, dp=dp, seal_to=seal_to)
     assert store.add_bytes(config.to_bytes(), pin=True) == config_cid(config.config_hash)
     base_cid = store.add_bytes(genesis_model_bytes(options.model, seed=options.seed), pin=True)
@@ -273,7 +273,7 @@ def federated_accuracy(outcomes: list[ParticipantOutcome]) -> float | None:
     return sum(accuracy * samples for accuracy, samples in weighed) / total if total else None
 
 
-def _register_recipients(
+def register_recipients(
     options: DemoOptions, *, w3: Web3, federation: FederationClient, track: Callable[[str, TxResult | None], object]
 ) -> tuple[X25519PrivateKey, X25519PrivateKey, tuple[str, ...]]:
     """The aggregator's (the admin's) and an auditor's encryption keys, registered on chain; the round's seal_to."""

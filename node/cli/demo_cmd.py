@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str, typer.Option("--model", help="mlp or cnn.")] = "mlp",
         seed: Annotated[int, typer.Option("--seed", help="Seed for data split, keys and the genesis model.")] = 0,
         engine: Annotated[str, typer.Option("--engine", help="plain (this process) or flower (the example Flower app on Flower's Deployment Engine, on anvil; needs the [flower] extra).")] = "plain",
-        private: Annotated[bool, typer.Option("--private", help="Differential privacy (DP-SGD within a budget of ε = 8 at δ = 1e-5) and updates sealed to the aggregator and an auditor.")] = False,
+        private: Annotated[bool, typer.Option("--private", help="Differential privacy (DP-SGD within a budget of ε = 8 at δ = 1e-5) and updates sealed to the aggregator and an auditor (with --engine flower too: DP-SGD in each party's ClientApp).")] = False,
         json: JsonOption = False,
     ) -> None:
         """Deploy, admit N parties, run R rounds of federated training on digits, audit the ledger."""
@@ -60,8 +60,6 @@ def register(app: typer.Typer) -> None:
             raise InvalidInputError(f"--chain must be memory or anvil, not {chain!r}.")
         if engine not in ("plain", "flower"):
             raise InvalidInputError(f"--engine must be plain or flower, not {engine!r}.")
-        if private and engine == "flower":
-            raise InvalidInputError("--private runs on the plain engine only; drop --engine flower or --private.")
         if engine == "flower":
             import node.flower  # noqa: F401 - without the [flower] extra: one sentence, before a workspace is made
 
@@ -97,6 +95,10 @@ def register(app: typer.Typer) -> None:
         if chain == "anvil":
             from node.demo import KEY_PASSWORD
 
+            if engine == "flower" and private:
+                console.print(f"The aggregator's and the auditor's encryption keys (the ServerApp opened the sealed updates "
+                              f"with the aggregator's, the audit with the auditor's) are kept encrypted in "
+                              f"{workspace.keys_dir / 'encryption'}.", soft_wrap=True, highlight=False)
             console.print(
                 f"Keys admin, party1… are kept encrypted in {workspace.keys_dir} (password {KEY_PASSWORD!r}): "
                 f"`fedledger chain up -w {workspace.root} --detach`, then `FEDLEDGER_KEY_PASSWORD={KEY_PASSWORD} "

@@ -7,6 +7,12 @@ process of its own beside its party's long-lived ClientApp process (``node.flowe
 started by ``flwr run``: the ServerApp opens and finalizes the ledger rounds with the admin key,
 each SuperNode records its party's update with that party's key. The report
 is read back from the chain and the store afterwards, then the ledger is audited as in the plain demo.
+
+``private`` (``demo --engine flower --private``): as the plain demo's, every round is a DP-SGD round
+within the agreement's budget, trained in each party's ClientApp by ``record_private_update``, and
+sealed to the aggregator (the admin) and an auditor; their encryption keys are kept in the workspace
+(``keys/encryption/``, password ``KEY_PASSWORD``), so that the ServerApp opens the updates with the
+aggregator's and ``fedledger audit verify --key auditor`` recomputes the rounds afterwards.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
@@ -21,14 +28,18 @@ from ledger.index.queries import rounds, updates
 from ledger.chain.federation import FederationClient, TxResult
 from ledger.index.index import LedgerIndex
 from ledger.chain.keys import PRIVATE_KEY_ENV
+from ledger.fixed_point import micros_to_epsilon
+from ledger.sealing.keys import CONFIG_TABLE, create_encryption_keyfile
 from ledger.ipfs.store import ContentStore, EmbeddedStore
 from ledger.weights import from_safetensors
 from ledger.workspace import Workspace
 from node.data import Dataset, load_digits_split
-from node.demo import KEY_PASSWORD, DemoOptions, DemoReport, RoundReport, audit, found_federation
+from node.demo import KEY_PASSWORD, DemoOptions, DemoReport, RoundReport, audit, found_federation, register_recipients
 from node.flower.deployment import EXAMPLE_APP, FlowerDeployment
 from node.models import build_model, load_arrays, model_layout
+from node.privacy import demo_settings
 from node.receipt import Receipt
+from node.round_config import DpSettings
 from node.training import evaluate
 
 RUN_TIMEOUT_S = 1800
@@ -41,6 +52,23 @@ def flower_run_config(options: DemoOptions) -> dict[str, object]:
         "epochs": options.training.epochs, "batch-size": options.training.batch_size, "lr": options.training.lr,
         "seed": options.seed, "non-iid-alpha": options.non_iid_alpha or 0.0, "min-nodes": options.participants, "min-updates": options.participants,
     }
+
+
+def private_run_config(dp: DpSettings, *, seal_to: tuple[str, ...], encryption_key: str) -> dict[str, object]:
+    """The example app's run config for private rounds with ``dp``, sealed to ``seal_to`` and opened with the
+    workspace's encryption key ``encryption_key``."""
+    return {"dp-noise": dp.noise_multiplier, "dp-clip": dp.max_grad_norm, "dp-sample-rate": dp.sample_rate,
+            "dp-steps": dp.steps, "seal-to": ",".join(seal_to), "fedledger-encryption-key": encryption_key}
+
+
+def keep_encryption_keys(workspace: Workspace, keys: dict[str, X25519PrivateKey]) -> None:
+    """Each key as an encrypted key file ``keys/encryption/NAME.json`` (password KEY_PASSWORD), under ``[encryption_keys]``."""
+    for name, key in keys.items():
+        path = workspace.keys_dir / "encryption" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        create_encryption_keyfile(path, KEY_PASSWORD, key)
+        workspace.set(CONFIG_TABLE, name, str(path.relative_to(workspace.root)))
+    workspace.save()
 
 
 def run_parties(
@@ -111,14 +139,29 @@ def run_flower_demo(
             if tx is not None:
                 report.gas[name].append(tx.gas_used)
 
-        federation, parties = found_federation(options, w3=connect(anvil.rpc_url), workspace=workspace, store=store, track=track)
-        run_parties(workspace, flower_run_config(options), parties=parties)
+        w3 = connect(anvil.rpc_url)
+        federation, parties = found_federation(options, w3=w3, workspace=workspace, store=store, track=track)
+        run_config = flower_run_config(options)
+        auditor_key = None
+        if options.private:
+            dp, training = demo_settings.private_demo_settings(options.rounds)
+            aggregator_key, auditor_key, seal_to = register_recipients(options, w3=w3, federation=federation, track=track)
+            keep_encryption_keys(workspace, {"aggregator": aggregator_key, "auditor": auditor_key})
+            run_config.update(private_run_config(dp, seal_to=seal_to, encryption_key="aggregator"),
+                              epochs=training.epochs, **{"batch-size": training.batch_size, "lr": training.lr})
+        run_parties(workspace, run_config, parties=parties)
         _, test_set = load_digits_split(parties=options.participants, seed=options.seed, non_iid_alpha=options.non_iid_alpha)
         ledger_report(report, federation=federation, store=store, model=options.model, test_set=test_set)
         for row in report.rounds:
             if on_round is not None:
                 on_round(row)
-        audit(report, federation=federation, store=store, workspace=workspace)
+        audit(report, federation=federation, store=store, workspace=workspace, decryption_key=auditor_key)
+        if options.private:
+            report.privacy = {
+                "epsilon_budget": demo_settings.EPSILON_BUDGET, "delta": demo_settings.DELTA,
+                "epsilon_spent": {party.address: micros_to_epsilon(federation.privacy(party.address)[0]) for party in parties},
+                "sealed": True,
+            }
         return report
     finally:
         anvil.stop()

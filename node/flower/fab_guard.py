@@ -75,7 +75,7 @@ def fab_refusal(ledger: Ledger, run_id: int, fab_hash: str | None) -> str | None
 def refusal_reply(msg: Message, ledger: Ledger, refusal: str) -> Message:
     """The reply of a party that refuses ``msg``: its address, no update (an empty CID), and the sentence."""
     me = "" if ledger.federation.account is None else ledger.federation.account.address
-    content = RecordDict({REPLY_KEY: PartyReply(me, "", refusal).to_record()})
+    content = RecordDict({REPLY_KEY: PartyReply(me, "", refusal, "party").to_record()})
     return Message(content=content, reply_to=msg)
 
 

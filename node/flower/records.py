@@ -1,9 +1,10 @@
 """What fedledger adds to Flower's messages, and arrays between Flower's records and numpy.
 
 The server's train config carries the ledger round (``ROUND_KEY``); a party's reply carries a
-``ConfigRecord`` under ``REPLY_KEY`` naming its address, its update's CID and, when the contract
-refused to record it, the contract's sentence. The reply carries no arrays: the aggregator reads
-each update from the store by the CID the chain records.
+``ConfigRecord`` under ``REPLY_KEY`` naming its address, its update's CID and, when the update was
+refused, the sentence and who refused it: the contract, or the party itself (the run's Flower app is
+not the agreed one, its privacy budget would be passed). The reply carries no arrays: the aggregator
+reads each update from the store by the CID the chain records.
 """
 
 from __future__ import annotations
@@ -28,17 +29,22 @@ def array_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord({name: Array.from_numpy_ndarray(np.ascontiguousarray(value)) for name, value in arrays.items()})
 
 
+REFUSED_BY = ("contract", "party")
+
+
 @dataclass(frozen=True)
 class PartyReply:
-    """A party's word on its update: who it is, the update's CID, and the contract's refusal if any."""
+    """A party's word on its update: who it is, the update's CID (empty when nothing was made), and the
+    refusal if any, with who refused: ``"contract"`` (the chain would not record it) or ``"party"``."""
 
     participant: str
     cid: str
     refusal: str | None = None
+    refused_by: str = "contract"
 
     def to_record(self) -> ConfigRecord:
         fields = {"participant": self.participant, "cid": self.cid}
-        return ConfigRecord({**fields, "refusal": self.refusal} if self.refusal else fields)
+        return ConfigRecord({**fields, "refusal": self.refusal, "refused-by": self.refused_by} if self.refusal else fields)
 
     @classmethod
     def from_message(cls, message: Message) -> PartyReply | None:
@@ -49,4 +55,7 @@ class PartyReply:
         participant, cid, refusal = record.get("participant"), record.get("cid"), record.get("refusal")
         if not isinstance(participant, str) or not isinstance(cid, str):
             return None
-        return cls(participant, cid, refusal if isinstance(refusal, str) else None)
+        by = record.get("refused-by")
+        if by not in REFUSED_BY:  # a reply without the field: a party refuses before making an update
+            by = "contract" if cid else "party"
+        return cls(participant, cid, refusal if isinstance(refusal, str) else None, str(by))

@@ -16,6 +16,14 @@ sampling, configuration and evaluation, and replaces its aggregation of arrays:
 
 A round that ends with fewer recorded updates than ``min_updates`` is aborted on chain with a
 reason, and the global model stays as it was (Flower's convention for a round without a result).
+
+A config with ``seal_to`` opens sealed rounds: before a round is opened every recipient must have an
+encryption key on chain and the strategy must hold one of them (``encryption_key``: an X25519 key, a
+name under the workspace's ``[encryption_keys]`` or a key file, or by default the workspace's key
+that a recipient registered, as ``fedledger aggregate`` finds it; loaded once, its password from
+``FEDLEDGER_KEY_PASSWORD``), which ``aggregate_round`` then opens every envelope with. A config with
+``dp`` opens private rounds; the parties train them with DP-SGD (``node.flower.record_private_update``)
+and their replies carry no metrics.
 ``start`` runs the rounds on a ``PromptGrid``: replies are looked for every 0.25 s, not Flower's 3 s.
 """
 
@@ -33,9 +41,12 @@ from flwr.serverapp.strategy import Result, Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from flwr.supercore import log
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from ledger.chain.connection import chain_now
 from ledger.errors import InvalidInputError
 from ledger.chain.federation import RoundInfo
+from ledger.sealing.recipients import RoundOpener, RoundSeal, recipient_opener, registered_keys
 from ledger.types import Cid
 from ledger.weights import from_safetensors, max_blob_bytes
 from node.aggregator import AggregationOutcome, aggregate_round, global_model_bytes, round_base
@@ -91,9 +102,9 @@ def latest_global(ledger: Ledger, *, model: str | None = None) -> tuple[RoundInf
 
 
 def _unrecorded_reason(word: PartyReply) -> str:
-    """Why a party's reply names no recorded update: the contract refused it, or (no CID: nothing was trained)
-    the party itself refused the run, e.g. the Flower app its agreement does not name."""
-    if not word.cid:
+    """Why a party's reply names no recorded update: the contract refused it, or the party itself refused
+    the run (the Flower app its agreement does not name, a round past its privacy budget)."""
+    if word.refused_by == "party":
         return f"the party refused the run: {word.refusal}"
     return f"the contract refused to record it: {word.refusal}"
 
@@ -110,6 +121,7 @@ class LedgerStrategy(Strategy):
         min_updates: int = 1,
         round_seconds: int = DEFAULT_ROUND_SECONDS,
         reply_poll_seconds: float = REPLY_POLL_SECONDS,
+        encryption_key: X25519PrivateKey | str | None = None,
     ) -> None:
         if min_updates < 1:
             raise InvalidInputError(f"min_updates must be at least 1, not {min_updates}; a round needs an update.")
@@ -122,6 +134,7 @@ class LedgerStrategy(Strategy):
         self.rounds: dict[int, int] = {}  # server round -> ledger round
         self.outcomes: dict[int, AggregationOutcome] = {}  # ledger round -> what was finalized
         self._global: _Global | None = None
+        self._encryption_key = encryption_key  # a name or a file until loaded, once (sealed rounds)
 
     def start(self, grid: Grid, *args: Any, **kwargs: Any) -> Result:
         """Flower's ``Strategy.start`` on ``grid``, its replies looked for every ``reply_poll_seconds``
@@ -133,6 +146,9 @@ class LedgerStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         federation, store = self.ledger.federation, self.ledger.store
+        if self.config.seal_to is not None:  # refused now, before a round is opened that nobody here could open
+            recipients = registered_keys(federation, self.config.seal_to)
+            self._opener(RoundSeal(federation.chain_id, federation.address, 0, recipients))  # type: ignore[arg-type]
         base_cid = self._base_cid(arrays_of(arrays))
         assert store.add_bytes(self.config.to_bytes(), pin=True) == config_cid(self.config.config_hash)
         round_id, _ = federation.open_round(
@@ -166,7 +182,8 @@ class LedgerStrategy(Strategy):
             log(WARNING, "fedledger: ledger round %s aborted: %s", round_id, reason)
             return None, None
         outcome = aggregate_round(federation=federation, store=store, round_id=round_id,
-                                  journal_dir=self.ledger.workspace.journal_dir, unrecorded=unrecorded)
+                                  journal_dir=self.ledger.workspace.journal_dir, unrecorded=unrecorded,
+                                  opener_for=self._opener)
         self.outcomes[round_id] = outcome
         arrays = global_arrays(self.ledger, federation.round(round_id), self.config)
         self._global = _Global(outcome.global_cid, arrays)
@@ -177,8 +194,23 @@ class LedgerStrategy(Strategy):
                    if (w := words[id(m)]) is not None and w.refusal is None and w.participant.lower() in included]
         return array_record(arrays), self._metrics(counted)
 
+    def _opener(self, round_seal: RoundSeal) -> RoundOpener:
+        """What opens ``round_seal``'s updates: the strategy's encryption key, loaded on first use."""
+        key = self._encryption_key
+        if not isinstance(key, X25519PrivateKey):
+            key = self._encryption_key = recipient_opener(self.ledger.workspace, round_seal, key).private_key
+        opener = round_seal.opener(key)
+        if opener is None:
+            raise InvalidInputError(
+                f"round {round_seal.round_id} is sealed to {', '.join(round_seal.recipients)}, and the strategy's "
+                "encryption key is not the one any of them registered on chain; give LedgerStrategy a recipient's "
+                "encryption key (encryption_key=)."
+            )
+        return opener
+
     def _metrics(self, contents: list) -> MetricRecord | None:
-        """The included replies' metrics, aggregated as the wrapped strategy would."""
+        """The included replies' metrics, aggregated as the wrapped strategy would (a private round's carry none)."""
+        contents = [content for content in contents if content.metric_records]
         if not contents:
             return None
         aggregate = getattr(self.strategy, "train_metrics_aggr_fn", aggregate_metricrecords)

@@ -1,9 +1,14 @@
 """The example Flower app on Flower's Deployment Engine, against a real anvil and a shared store.
 
 A SuperLink and four SuperNodes run as processes on loopback: three admitted parties, each holding
-only its own key, and one party the federation never admitted. Three server rounds later the
-ledger holds three finalized rounds that `fedledger audit verify` recomputes bit for bit, and the
-outsider's update, refused by the contract, is named in every receipt and recorded nowhere.
+only its own key, and one party the federation never admitted. Two plain server rounds run; then the
+federation goes private (an agreement with an ε budget, which every party signs again, and
+encryption keys for the aggregator and an auditor on chain) and a second run of the same app on the
+same SuperNodes trains a private, sealed round: DP-SGD in each ClientApp, ε declared, updates
+sealed to the two recipients and opened by the ServerApp with the aggregator's key. The ledger then
+holds three finalized rounds that `fedledger audit verify --key auditor` recomputes bit for bit, ε
+included; the store holds no plaintext update of the sealed round; the outsider, refused by the
+contract before anything is pinned, is named in every receipt and recorded nowhere.
 """
 
 from __future__ import annotations
@@ -16,12 +21,20 @@ from web3 import Web3
 pytest.importorskip("flwr")
 
 from deploy.anvil import AnvilProcess  # noqa: E402
+from ledger.chain.connection import chain_now  # noqa: E402
 from ledger.chain.keys import PRIVATE_KEY_ENV, create_keystore  # noqa: E402
+from ledger.errors import WeightsError  # noqa: E402
+from ledger.fixed_point import epsilon_to_micros  # noqa: E402
 from ledger.ipfs.store import EmbeddedStore  # noqa: E402
+from ledger.sealing.format import decode  # noqa: E402
+from ledger.sealing.keys import CONFIG_TABLE, create_encryption_keyfile  # noqa: E402
+from ledger.weights import from_safetensors  # noqa: E402
 from ledger.workspace import Workspace  # noqa: E402
-from node.demo import KEY_PASSWORD, DemoOptions, found_federation  # noqa: E402
+from node.demo import KEY_PASSWORD, TERMS, DemoOptions, found_federation  # noqa: E402
 from node.flower.demo import flower_run_config  # noqa: E402
 from node.flower.deployment import EXAMPLE_APP, FlowerDeployment  # noqa: E402
+from node.privacy.accountant import cumulative_epsilon  # noqa: E402
+from node.privacy.demo_settings import DELTA, EPSILON_BUDGET, private_demo_settings  # noqa: E402
 from node.receipt import Receipt  # noqa: E402
 from node.round_config import TrainingSettings  # noqa: E402
 from tests.fixtures_chain import TestChain  # noqa: E402
@@ -29,21 +42,42 @@ from tests.fixtures_cli import run_fedledger  # noqa: E402
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 
-ROUNDS = 3
+PLAIN_ROUNDS = 2
+ROUNDS = PLAIN_ROUNDS + 1  # the last one private and sealed
+
+
+def go_private(federation, parties, chain: TestChain, workspace: Workspace) -> tuple[str, str]:  # noqa: ANN001
+    """An agreement with an ε budget that every party signs again, and the aggregator's (the admin's) and an
+    auditor's encryption keys registered on chain and kept in the workspace; returns the recipients."""
+    terms = EmbeddedStore(workspace.store_dir).add_bytes(TERMS, pin=True)
+    version, _ = federation.publish_agreement(terms, epsilon_budget=EPSILON_BUDGET, delta=DELTA)
+    deadline = chain_now(chain.w3) + 600
+    for party in parties:
+        signature = federation.sign_join(party, version=version, deadline=deadline)
+        federation.with_account(party).join(party.address, version=version, deadline=deadline, signature=signature)
+    auditor = chain.new_account()
+    for name, client in (("aggregator", federation), ("auditor", federation.with_account(auditor))):
+        path = workspace.keys_dir / "encryption" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        client.publish_encryption_key(create_encryption_keyfile(path, KEY_PASSWORD, iterations=2**4))
+        workspace.set(CONFIG_TABLE, name, str(path.relative_to(workspace.root)))
+    workspace.save()
+    return federation.account.address, auditor.address
 
 
 @pytest.mark.timeout(1200)
-def test_three_flower_rounds_are_audited_and_an_unadmitted_supernode_is_refused_and_named(
+def test_flower_rounds_plain_then_private_and_sealed_are_audited_and_an_unadmitted_supernode_is_refused_and_named(
     anvil: AnvilProcess, chain: TestChain, tmp_path: Path
 ) -> None:
     workspace = Workspace.init(tmp_path / "federation", rpc=anvil.rpc_url)
     store = EmbeddedStore(workspace.store_dir)
-    options = DemoOptions(participants=3, rounds=ROUNDS, chain="anvil", training=TrainingSettings(epochs=1))
+    options = DemoOptions(participants=3, rounds=PLAIN_ROUNDS, chain="anvil", training=TrainingSettings(epochs=1))
     federation, parties = found_federation(options, w3=chain.w3, workspace=workspace, store=store, track=lambda *_: None)
     outsider = chain.new_account()  # funded, never joined nor admitted
     create_keystore(workspace.keys_dir / "outsider.json", KEY_PASSWORD, outsider.key, iterations=2)
 
     run_config = {**flower_run_config(options), "min-nodes": 4, "min-updates": 3}
+    dp, _ = private_demo_settings(1)
     env = {"FEDLEDGER_WORKDIR": str(workspace.root), "FEDLEDGER_KEY_PASSWORD": KEY_PASSWORD}
     with FlowerDeployment(tmp_path / "flower", env=env) as flower:
         flower.start_superlink()
@@ -52,7 +86,14 @@ def test_three_flower_rounds_are_audited_and_an_unadmitted_supernode_is_refused_
                                    env={PRIVATE_KEY_ENV: Web3.to_hex(party.key)})
         flower.start_supernode("outsider", {"partition-id": 3, "num-partitions": 4, "fedledger-key": "outsider"})
         output = flower.run(EXAMPLE_APP, run_config, timeout=1000)
-    assert "ledger round 3 finalized" in output, output
+        assert f"ledger round {PLAIN_ROUNDS} finalized" in output, output
+
+        aggregator, auditor = go_private(federation, parties, chain, workspace)
+        private = {**run_config, "num-server-rounds": 1, "dp-noise": dp.noise_multiplier, "dp-clip": dp.max_grad_norm,
+                   "dp-sample-rate": dp.sample_rate, "dp-steps": dp.steps, "seal-to": f"{aggregator},{auditor}",
+                   "fedledger-encryption-key": "aggregator"}
+        output = flower.run(EXAMPLE_APP, private, timeout=600)
+    assert f"ledger round {ROUNDS} finalized" in output, output
 
     admitted = sorted(party.address.lower() for party in parties)
     assert federation.round_count() == ROUNDS
@@ -66,12 +107,34 @@ def test_three_flower_rounds_are_audited_and_an_unadmitted_supernode_is_refused_
         [refused] = receipt.unrecorded
         assert refused.participant == outsider.address
         assert "the contract refused to record it" in refused.reason and "is not an admitted participant" in refused.reason, refused
-        assert not store.has(refused.cid)  # refused before anything was pinned
-    assert federation.round(2).base_cid == federation.round(1).global_cid  # each round starts from the last result
+        assert not refused.cid or not store.has(refused.cid)  # refused before anything was pinned (or trained)
+        if round_id > 1:  # each round starts from the last result, across the two runs too
+            assert info.base_cid == federation.round(round_id - 1).global_cid
+    # Each party declared the ε the accountant gives for one round of these settings; the sealed round's
+    # receipt committed to every plaintext it opened.
+    epsilon = epsilon_to_micros(cumulative_epsilon([dp], DELTA))
+    assert {s.participant.lower(): s.epsilon_micros for s in federation.submissions(ROUNDS)} == dict.fromkeys(admitted, epsilon)
+    assert all(federation.privacy(party.address)[0] == epsilon for party in parties)
+    assert len(Receipt.from_bytes(store.get(federation.round(ROUNDS).receipt_cid)).sealed) == len(parties)
+    # A reader without a key finds no plaintext update of the sealed round: its updates are envelopes to the two
+    # recipients, and no blob in the store is a weights file naming that round.
+    for submission in federation.submissions(ROUNDS):
+        envelope = decode(store.get(submission.cid))
+        assert (envelope.context.round_id, envelope.context.sender) == (ROUNDS, submission.participant)
+        assert sorted(slot.address for slot in envelope.recipients) == sorted([aggregator, auditor])
+    for cid in store.pins():
+        try:
+            _, metadata = from_safetensors(store.get(cid))
+        except (WeightsError, ValueError):
+            continue
+        assert not ("participant" in metadata and metadata.get("round") == ROUNDS), f"plaintext update {cid} in the store"
 
-    verified = run_fedledger("audit", "verify", "--json", "--workdir", str(workspace.root), timeout=300)
+    verified = run_fedledger("audit", "verify", "--json", "--key", "auditor", "--workdir", str(workspace.root),
+                             env={"FEDLEDGER_KEY_PASSWORD": KEY_PASSWORD}, timeout=300)
     assert verified.exit_code == 0, verified.stdout + verified.stderr
     report = verified.json()
-    assert report["ok"] is True
+    assert report["ok"] is True and report["not_recomputed"] == []
     aggregates = [check for check in report["checks"] if check["check"] == "aggregate"]
-    assert [check["ok"] for check in aggregates] == [True] * ROUNDS
+    assert [(check["round_id"], check["ok"]) for check in aggregates] == [(r, True) for r in range(1, ROUNDS + 1)]
+    privacy = [check for check in report["checks"] if check["check"] == "privacy" and check["round_id"] == ROUNDS]
+    assert len(privacy) == len(parties) and all(check["ok"] for check in privacy), privacy

@@ -28,8 +28,3 @@ def test_demo_private_reports_the_privacy_it_kept(tmp_path: Path) -> None:
     assert [r["accepted"] for r in report["rounds"]] == [2, 2] and report["final_accuracy"] > 0.5
     assert [r["fed_eval_accuracy"] for r in report["rounds"]] == [None, None]  # nothing measured on private data
 
-
-def test_demo_private_refuses_the_flower_engine(tmp_path: Path) -> None:
-    refused = cli("demo", "--private", "--engine", "flower", "--workdir", str(tmp_path / "demo"))
-    assert refused.exit_code == 1 and "--private runs on the plain engine only" in refused.error_line()
-    assert not (tmp_path / "demo").exists()

@@ -6,7 +6,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from node.data import load_digits_split
-from node.flower import arrays_of, record_update
+from node.flower import arrays_of, private_round, record_private_update, record_update
 from node.models import build_model, load_arrays
 from node.training import train as train_locally
 
@@ -21,6 +21,8 @@ def train(msg: Message, context: Context) -> Message:
     shards, _ = load_digits_split(parties=partitions, seed=int(context.run_config["seed"]), non_iid_alpha=alpha)
     model = build_model(str(context.run_config["model"]))
     load_arrays(model, arrays_of(msg.content["arrays"]))
+    if context.run_config["ledger"] and private_round(msg, context):  # the round's dp section, read from the chain
+        return record_private_update(msg, context, model, shards[partition])  # DP-SGD, sealed if the round is, ε declared
     result = train_locally(
         model, shards[partition], epochs=int(config["epochs"]), batch_size=int(config["batch-size"]),
         lr=float(config["lr"]), seed=1000 * int(config["server-round"]) + partition, progress=False,
