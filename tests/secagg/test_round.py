@@ -18,7 +18,7 @@ from ledger.secagg import (
     secure_sum,
     shares_to_reveal,
 )
-from ledger.secagg.errors import MaskedVectorError, NotInCohortError
+from ledger.secagg.errors import InvalidAdvertisementError, MaskedVectorError, NotInCohortError
 from tests.secagg.conftest import SecureRound, address, new_round
 
 
@@ -146,3 +146,15 @@ def test_a_streamed_sum_unmasks_to_the_same_words_as_secure_sum(five: SecureRoun
     remove_dropout_masks(five.params, five.context, streamed, survivors=survivors, dropouts=[dropout],
                          seeds=recovery.seeds, advertisements=five.advertisements)
     assert streamed.tobytes() == unmasked(five, survivors, [dropout]).tobytes()
+
+
+def test_a_seed_that_does_not_give_the_dropouts_advertised_key_is_refused(five: SecureRound) -> None:
+    cohort = list(five.params.cohort)
+    dropout, survivors = cohort[0], cohort[1:]
+    five.submit(survivors, 16, np.random.default_rng(14))
+    masked = {p: five.masked[p] for p in survivors}
+    for seeds, sentence in (({dropout: bytes(16)}, "does not give its advertised round key"),
+                            ({}, f"no recovered round seed for the dropout {dropout}")):
+        with pytest.raises(InvalidAdvertisementError, match=sentence):
+            secure_sum(five.params, five.context, masked=masked, survivors=survivors, dropouts=[dropout],
+                       seeds=seeds, advertisements=five.advertisements)
