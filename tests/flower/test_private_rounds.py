@@ -1,7 +1,8 @@
 """Private rounds on Flower, through the ClientApp's helpers, on the in-process chain with Flower's own Message and
 Context objects: a private round trains with the node's DP-SGD and declares the accountant's ε; the next, past the
 party's budget, is refused before anything is trained, pinned or sent; arrays the app trained itself are refused in a
-private round. A private sealed round on a real deployment, audited with a recipient's key: test_deployment."""
+private round; the strategy refuses to open a sealed round it could not open. A private sealed round on a real
+deployment, audited with a recipient's key: test_deployment."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ import pytest
 
 pytest.importorskip("flwr")
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
 from flwr.app import ConfigRecord, Context, RecordDict  # noqa: E402
 
 import node.flower.client as client  # noqa: E402
 import node.privacy.dp_training as dp_training  # noqa: E402
 from ledger.chain.connection import chain_now  # noqa: E402
+from ledger.errors import InvalidInputError  # noqa: E402
 from ledger.fixed_point import epsilon_to_micros  # noqa: E402
+from ledger.sealing.keys import public_key_bytes  # noqa: E402
 from node.data import load_digits_split  # noqa: E402
 from node.flower.client import record_private_update, record_update  # noqa: E402
 from node.flower.records import PartyReply, arrays_of  # noqa: E402
@@ -96,3 +100,18 @@ def test_a_private_round_trains_with_the_nodes_dp_sgd_and_one_past_the_budget_is
     assert plain is not None and plain.refused_by == "party" and plain.refusal is not None
     assert "is private" in plain.refusal and "record_private_update" in plain.refusal
     assert f.store.pins() == pins and f.admin.submissions(2) == []  # nothing pinned, nothing recorded
+
+
+def test_a_sealed_round_is_not_opened_unless_every_recipient_has_a_key_and_the_strategy_holds_one(
+    memory_chain: TestChain, tmp_path: Path
+) -> None:
+    f = Federation(memory_chain, tmp_path, parties=1)
+    auditor = f.parties[0]  # any address: here one that registers no key at first
+    config = RoundConfig(model="mlp", strategy={"name": "fedavg"}, seal_to=(f.admin.account.address, auditor.address))
+    f.admin.publish_encryption_key(public_key_bytes(X25519PrivateKey.generate()))
+    with pytest.raises(InvalidInputError, match=f"{auditor.address} has no encryption key registered on chain"):
+        list(f.strategy(config, encryption_key=X25519PrivateKey.generate()).configure_train(1, genesis(), ConfigRecord(), NodeIds(1)))
+    f.admin.with_account(auditor).publish_encryption_key(public_key_bytes(X25519PrivateKey.generate()))
+    with pytest.raises(InvalidInputError, match="the strategy's encryption key is not the one any of them registered"):
+        list(f.strategy(config, encryption_key=X25519PrivateKey.generate()).configure_train(1, genesis(), ConfigRecord(), NodeIds(1)))
+    assert f.admin.round_count() == 0  # refused before a round was opened that nobody here could open
