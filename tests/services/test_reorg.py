@@ -13,8 +13,8 @@ settled:
    round 2 again, once.
 
 The services decide on the chain 2 blocks below its head: mined one block at a time, round 1's last
-update and then its finalization are each left alone (no transaction from the aggregator, then the
-coordinator) until they are 2 blocks deep; on the final chain each round is finalized at least 2
+update and then its finalization (the first one, and the one sent again after the second reorg) are
+each left alone (no transaction from the aggregator, then the coordinator) until they are 2 blocks deep; on the final chain each round is finalized at least 2
 blocks after its last submission, and round 2 opened at least 2 blocks after round 1's finalization. The
 workspace's audit index, synced before and after each reorg, rewinds (its block hashes no longer
 match); in the end each round holds exactly one update per party and `fedledger audit verify` passes.
@@ -88,22 +88,25 @@ def reorg_from(w3: Web3, first: int, bystander: str) -> int:
     return depth
 
 
-def has_pending(w3: Web3, sender: str) -> bool:
-    return int(w3.eth.get_transaction_count(sender, "pending")) > int(w3.eth.get_transaction_count(sender, "latest"))  # type: ignore[arg-type]
+def sent(w3: Web3, sender: str) -> int:
+    """How many transactions ``sender`` has sent, the pool's included."""
+    return int(w3.eth.get_transaction_count(sender, "pending"))  # type: ignore[arg-type]
 
 
 def shallow_blocks_change_nothing(w3: Web3, sender: str, watched: str, *, what: str, quiet_s: float = 1.0) -> None:
     """With mining paused: wait for ``sender``'s transaction in the pool, mine it, and mine until it is
-    DEPTH - 1 blocks deep, watching ``watched`` send nothing after each block; then mine the block that
-    makes it DEPTH deep."""
+    DEPTH - 1 blocks deep, checking after each block that ``watched`` has sent nothing since this began;
+    then mine the block that makes it DEPTH deep."""
+    before = sent(w3, watched)
     deadline = time.monotonic() + 60
-    while not has_pending(w3, sender):
+    while sent(w3, sender) == int(w3.eth.get_transaction_count(sender, "latest")):  # type: ignore[arg-type]
         assert time.monotonic() < deadline, f"{what} was never sent"
+        assert sent(w3, watched) == before, f"{watched} acted before {what} was even sent"
         time.sleep(0.05)
     for deep in range(DEPTH):
         w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
         time.sleep(quiet_s)
-        assert not has_pending(w3, watched), f"{watched} acted on {what} only {deep} block(s) deep"
+        assert sent(w3, watched) == before, f"{watched} acted on {what} only {deep} block(s) deep"
     w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
 
 
@@ -195,6 +198,8 @@ def test_services_recover_from_reorgs_that_remove_a_submission_and_a_finalizatio
             synced = index.sync()
             assert synced.reorg_from is not None and synced.reorg_from <= final_block
             assert index.events("RoundFinalized", round_id=1) == []
+            shallow_blocks_change_nothing(w3, anvil_keys[AGGREGATOR].address, anvil_keys[COORDINATOR].address,
+                                          what="round 1's finalization, sent again")
         mark(f"round 1's finalization (block {final_block}) and round 2's opening removed by a reorg {depth} deep")
         refinalized = aggregator.wait_for("finalized", timeout=60, where=lambda r: r["round"] == 1 and r is not finalized)
         assert refinalized["global_cid"] == finalized["global_cid"]  # deterministic: the same global model
