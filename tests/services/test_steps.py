@@ -280,3 +280,51 @@ def test_with_confirmations_the_aggregator_judges_a_deadline_by_the_settled_bloc
         miner.join(5)
     assert setup.admin.round(round_id).state == "cancelled"
     assert [r["round"] for r in setup.events("cancelled")] == [round_id]
+
+
+def reorganizing_on_first_call(monkeypatch: pytest.MonkeyPatch, chain: TestChain, cls: type, name: str, depth: int) -> None:
+    """Make ``cls.name`` replace the last ``depth`` blocks just before its first call: the chain moves mid-step."""
+    original = getattr(cls, name)
+    done: list[bool] = []
+
+    def moved_first(self: object, *args: object, **kwargs: object) -> object:
+        if not done:
+            done.append(True)
+            chain.rpc("anvil_reorg", [depth, []])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, moved_first)
+
+
+def test_a_step_that_a_reorg_interrupts_decides_again_instead_of_settling_or_stopping(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With confirmations, a round listed as open and then gone (a reorg removed its opening while the
+    step ran) neither stops the aggregator nor is settled by a node: the next step decides again."""
+    w3, admin = setup.chain.w3, setup.admin
+    round_id = setup.open_round(min_updates=1)
+    for _ in range(2):
+        setup.chain.rpc("evm_mine", [])  # the opening 2 blocks deep: in both services' settled view
+    depth = w3.eth.block_number - admin.round(round_id).opened_block + 1  # from the opening up
+    policy = TxPolicy(confirmations=2, timeout_s=10)
+
+    aggregator = AggregatorService(
+        federation=FederationClient(w3, admin.address, account=setup.chain.keys[0], from_block=admin.from_block, policy=policy),
+        store=setup.store, journal_dir=setup.journal, log=setup.log("aggregator"), metrics=ServiceMetrics("aggregator"))
+    with monkeypatch.context() as patch:
+        reorganizing_on_first_call(patch, setup.chain, SettledFederation, "round", depth)
+        assert aggregator.step() is False  # "there is no round 1", read after the reorg: not a reason to stop
+    assert [e["event"] for e in setup.events()] == ["chain-moved"]
+
+    round_id = setup.open_round(min_updates=1)  # round 1 again: the reorg took the first opening
+    for _ in range(2):
+        setup.chain.rpc("evm_mine", [])
+    depth = w3.eth.block_number - admin.round(round_id).opened_block + 1
+    party = FederationClient(w3, admin.address, account=setup.parties[0], from_block=admin.from_block, policy=policy)
+    node = NodeService(federation=party, store=setup.store, data=setup.shards[0], journal_dir=setup.journal,
+                       log=setup.log("node"), metrics=ServiceMetrics("node"))
+    with monkeypatch.context() as patch:
+        reorganizing_on_first_call(patch, setup.chain, FederationClient, "has_submitted", depth)
+        node.step()
+    assert round_id not in node.settled  # so a round opened again under the same id is taken part in
+    assert setup.events()[-1]["event"] == "chain-moved"
