@@ -33,46 +33,53 @@ from tests.secagg.conftest import SecureRound, new_round
 WORDS = 1 << 16
 
 
-def fixed_round() -> SecureRound:
+def fixed_round(first_seed: int = 1) -> SecureRound:
     """Five parties with fixed seeds: the masks, and so the statistics below, are the same in every run."""
     secure = new_round()
     for i, party in enumerate(secure.params.cohort):
-        secure.seeds[party] = bytes([i + 1]) * 16
+        secure.seeds[party] = bytes([first_seed + i]) * 16
         secure.advertisements[party] = make_advertisement(
             secure.params, secure.context, party=party, seed=secure.seeds[party], long_term_keys=secure.registry
         )
     return secure
 
 
+def low_words(words: np.ndarray) -> np.ndarray:
+    """The low 32 bits of each word, on [0, 1): where an update's fixed-point codes live (|code| < 2**31 here)."""
+    return (words & np.uint64(0xFFFFFFFF)).astype(np.float64) / 2.0**32
+
+
 def uniformity(words: np.ndarray) -> tuple[float, float, float]:
-    """Chi-square p-value of the byte frequencies, KS p-value of the words as uniform on [0, 1), their mean."""
+    """Chi-square p-value of the byte frequencies, KS p-value of the low halves as uniform, their mean."""
     counts = np.bincount(words.view(np.uint8), minlength=256)
     chi2 = stats.chisquare(counts).pvalue
-    unit = (words >> np.uint64(11)).astype(np.float64) / 2.0**53
+    unit = low_words(words)
     return chi2, stats.kstest(unit, "uniform").pvalue, float(unit.mean())
 
 
 def test_a_masked_zero_update_and_a_masked_real_update_are_indistinguishable() -> None:
-    secure = fixed_round()
-    party = secure.params.cohort[2]
+    """Each masked as it would be in a round of its own (other seeds): one vector, one set of masks."""
     real = np.random.default_rng(11).normal(0.0, 2.0, WORDS).astype(np.float32)
     zero = np.zeros(WORDS, dtype=np.float32)
-    masked = {
-        name: masked_vector(update, 500, secure.params, secure.context, party=party, seed=secure.seeds[party],
-                            advertisements=secure.advertisements)
-        for name, update in (("zero", zero), ("real", real))
-    }
+    masked = {}
+    for name, update, first_seed in (("zero", zero, 1), ("real", real, 101)):
+        secure = fixed_round(first_seed)
+        party = secure.params.cohort[2]
+        masked[name] = masked_vector(update, 500, secure.params, secure.context, party=party,
+                                     seed=secure.seeds[party], advertisements=secure.advertisements)
     for words in masked.values():
         chi2, ks, mean = uniformity(words)
-        assert chi2 > 1e-4 and ks > 1e-4  # uniform
-        assert abs(mean - 0.5) < 5 / np.sqrt(12 * WORDS)  # 5 standard deviations
-    two_sample = stats.ks_2samp((masked["zero"] >> np.uint64(11)).astype(np.float64),
-                                (masked["real"] >> np.uint64(11)).astype(np.float64))
-    assert two_sample.pvalue > 1e-4
-    # the same tests do tell the unmasked encodings apart at once: they have the power to see a difference
+        assert chi2 > 1e-4 and ks > 1e-4  # uniform bytes, uniform low halves
+        assert abs(mean - 0.5) < 5 / np.sqrt(12 * WORDS)  # within 5 standard deviations
+    assert stats.ks_2samp(low_words(masked["zero"]), low_words(masked["real"])).pvalue > 1e-4
+    zero_bytes = np.bincount(masked["zero"].view(np.uint8), minlength=256)
+    real_bytes = np.bincount(masked["real"].view(np.uint8), minlength=256)
+    assert stats.chi2_contingency(np.stack([zero_bytes, real_bytes])).pvalue > 1e-4
+    # the same tests tell the unmasked encodings apart at once: they have the power to see a difference
+    secure = fixed_round()
     plain_zero, plain_real = encode(zero, 500, secure.params), encode(real, 500, secure.params)
     assert uniformity(plain_real)[0] < 1e-12 and uniformity(plain_zero)[0] < 1e-12
-    assert stats.ks_2samp(plain_zero.astype(np.float64), plain_real.astype(np.float64)).pvalue < 1e-12
+    assert stats.ks_2samp(low_words(plain_zero), low_words(plain_real)).pvalue < 1e-12
 
 
 def test_threshold_minus_one_shares_say_nothing_and_recovery_refuses_them(five: SecureRound) -> None:
