@@ -18,6 +18,7 @@ from ledger.errors import InvalidInputError
 from ledger.types import Address
 
 _UINT256 = 1 << 256
+MAX_BEACON = 64
 
 
 def _label(purpose: str) -> bytes:
@@ -59,12 +60,20 @@ def address_bytes(address: str) -> bytes:
 class RoundContext:
     """The round a secure aggregation is for: chain id, contract address and round id.
 
+    ``beacon`` (optional, at most 64 bytes) is public randomness fixed only after the cohort was,
+    such as the hash of the block that opened the round. Only the neighbour graph uses it
+    (``ledger.secagg.graph``): without it, every input to the graph is known when the cohort is
+    chosen, so someone who can get many addresses into a cohort could grind them until T of them
+    land around a victim in a round to come. It is part of the context, so every reader must be
+    given the same one; the documents do not carry it.
+
     The contract address is checksummed on construction; a malformed value is InvalidInputError.
     """
 
     chain_id: int
     contract: Address
     round_id: int
+    beacon: bytes = b""
 
     def __post_init__(self) -> None:
         for name in ("chain_id", "round_id"):
@@ -72,6 +81,8 @@ class RoundContext:
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _UINT256:
                 raise InvalidInputError(f"the {name.replace('_', ' ')} {value!r} is not an unsigned 256-bit integer.")
         object.__setattr__(self, "contract", parse_address(self.contract, "contract address"))
+        if not isinstance(self.beacon, bytes) or len(self.beacon) > MAX_BEACON:
+            raise InvalidInputError(f"the round's beacon must be at most {MAX_BEACON} bytes, such as a block hash.")
 
     def encode(self) -> bytes:
         """84 bytes: chain id (32, big-endian), contract (20), round id (32)."""

@@ -2,7 +2,10 @@
 
 The graph is a Harary graph (a ring in which each party is joined to the k/2 nearest parties on
 each side, plus the party opposite when k is odd), laid over the cohort in an order permuted by
-SHA-256 of the round's context and each address. Everything it depends on is public and fixed at
+SHA-256 of the round's context (with its beacon, when the caller gives one) and each address.
+Bell et al. draw a random graph instead; this one is as unpredictable as its permutation, which is
+why a beacon fixed after the cohort should be given (``RoundContext``), and its k-connectivity means
+fewer than k dropouts can never split the survivors. Everything it depends on is public and fixed at
 the round's opening, so every party computes its own neighbours alone, before anyone advertises,
 and the shares it deals in its one advertisement go to the right holders. The order changes with
 the round, so no party keeps the same neighbours from round to round.
@@ -37,8 +40,8 @@ from ledger.types import Address
 
 
 def ring_order(params: SecureParams, context: RoundContext) -> tuple[Address, ...]:
-    """The cohort in this round's ring order: by SHA-256(label, context, address)."""
-    prefix = LABEL_GRAPH + context.encode()
+    """The cohort in this round's ring order: by SHA-256(label, context, beacon, address)."""
+    prefix = LABEL_GRAPH + context.encode() + len(context.beacon).to_bytes(1, "big") + context.beacon
     return tuple(sorted(params.cohort, key=lambda a: hashlib.sha256(prefix + address_bytes(a)).digest()))
 
 

@@ -7,10 +7,13 @@ import pytest
 from Crypto.Protocol.SecretSharing import Shamir
 
 from ledger.secagg import (
+    Advertisement,
     RoundContext,
+    check_advertisement,
     check_unmaskable,
     encode,
     exposed_survivors,
+    make_advertisement,
     neighbours_of,
     open_share,
     secure_sum,
@@ -19,6 +22,7 @@ from ledger.secagg import (
 )
 from ledger.secagg.errors import (
     ExposedSurvivorError,
+    InvalidAdvertisementError,
     NotInCohortError,
     PartialSumExposedError,
     TooFewSurvivorsError,
@@ -120,3 +124,25 @@ def test_too_few_survivors_or_share_holders_cancel_the_round() -> None:
         check_unmaskable(five.params, five.context, cohort, cohort[:2])
     with pytest.raises(NotInCohortError, match="submitted without advertising a round key"):
         check_unmaskable(five.params, five.context, cohort[1:], cohort)
+
+
+def test_a_beacon_fixed_after_the_cohort_redraws_the_graph_and_nothing_else() -> None:
+    secure = new_round(30, threshold=2, neighbours=4)
+    party = secure.params.cohort[0]
+    plain = neighbours_of(secure.params, party, secure.context)
+    beacons = [bytes([i]) * 32 for i in range(5)]
+    drawn = {neighbours_of(secure.params, party, RoundContext(31337, CONTRACT, 7, beacon)) for beacon in beacons}
+    assert len(drawn) == 5 and plain not in drawn
+    assert RoundContext(31337, CONTRACT, 7, beacons[0]).encode() == secure.context.encode()
+
+
+def test_an_advertisement_dealt_under_another_beacon_is_refused() -> None:
+    secure = new_round(12, threshold=2, neighbours=4)
+    party = secure.params.cohort[0]
+    one, other = (RoundContext(31337, CONTRACT, 7, bytes([b]) * 32) for b in (1, 2))
+    assert neighbours_of(secure.params, party, one) != neighbours_of(secure.params, party, other)
+    advertisement = make_advertisement(secure.params, one, party=party, seed=bytes(16), long_term_keys=secure.registry)
+    check_advertisement(secure.params, one, advertisement)
+    moved = Advertisement.from_bytes(advertisement.to_bytes(), context=other)  # the bytes do not carry it...
+    with pytest.raises(InvalidAdvertisementError, match="not to its neighbours"):  # ...the holders do
+        check_advertisement(secure.params, other, moved)
