@@ -41,6 +41,11 @@ class MaskedVectorError(SecureAggregationError):
 class RevealForSubmitterError(SecureAggregationError):
     """A reveal asked or offered for a party that submitted: it would expose that party's update."""
 
+    def __init__(self, message: str, *, holder: str | None = None, owner: str | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.owner = owner
+
 
 class WrongShareError(SecureAggregationError):
     """A revealed share that does not match its commitment in the owner's advertisement."""

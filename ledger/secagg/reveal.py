@@ -95,16 +95,23 @@ def shares_to_reveal(
 
 @dataclass(frozen=True)
 class Recovery:
-    """What the reveals gave: each dropout's round seed, and every wrong share with its publisher."""
+    """What the reveals gave: each dropout's round seed, and every offence with the holder who committed it.
+
+    ``wrong_shares``: shares that do not match their commitments (that share disregarded).
+    ``refused_reveals``: reveals holding a share of a party that is not a dropout, an attempt to
+    expose a live party's update (that holder's whole reveal disregarded).
+    """
 
     seeds: dict[Address, bytes]
     wrong_shares: tuple[WrongShareError, ...]
+    refused_reveals: tuple[RevealForSubmitterError, ...]
     used: dict[Address, tuple[Address, ...]]  # dropout -> the holders whose valid shares were available
 
     @property
     def liars(self) -> tuple[Address, ...]:
-        """The holders that published at least one wrong share, in address order."""
-        return tuple(sorted({Address(e.holder) for e in self.wrong_shares}, key=address_order))
+        """The holders named by any offence, in address order: the receipt names them."""
+        named = {Address(e.holder) for e in self.wrong_shares} | {Address(e.holder) for e in self.refused_reveals}
+        return tuple(sorted(named, key=address_order))
 
 
 def recover_dropout_seeds(
@@ -115,28 +122,36 @@ def recover_dropout_seeds(
     dropouts: Iterable[str],
     reveals: Iterable[Reveal],
 ) -> Recovery:
-    """Every dropout's round seed from the published reveals; wrong shares are recorded, not fatal.
+    """Every dropout's round seed from the published reveals; offences are recorded and named, not fatal.
 
-    A share revealed for a party that is not a dropout is RevealForSubmitterError (a reveal that
-    exposes, or tries to expose, a live party is an error, never data). A dropout left with fewer
-    than T valid shares is TooFewSharesError: the round is cancelled with that reason.
+    A share that fails its commitment is disregarded and recorded (WrongShareError, naming holder
+    and owner). A reveal holding a share of a party that is not a dropout is disregarded whole and
+    recorded (RevealForSubmitterError, naming holder and owner): its publisher tried to expose a
+    live party. So no one can block unmasking by publishing junk. A dropout left with fewer than T
+    valid shares is TooFewSharesError, naming the holders whose shares were wrong: the round is
+    cancelled with that reason.
     """
     ads = by_party(advertisements)
     dropped = _parties(params, dropouts, "dropout")
     offered: dict[Address, list[tuple[Address, int, bytes]]] = {d: [] for d in dropped}
     wrong: list[WrongShareError] = []
+    refused: list[RevealForSubmitterError] = []
     for reveal in sorted(reveals, key=lambda r: address_order(r.party)):
         if reveal.context != context:
             raise InvalidAdvertisementError(
                 f"the reveal of {reveal.party} is for {reveal.context.describe()}, not {context.describe()}; reject it."
             )
         holder = cohort_member(params, reveal.party, "revealing party")
+        live = next((item.owner for item in reveal.shares if item.owner not in offered), None)
+        if live is not None:
+            refused.append(RevealForSubmitterError(
+                f"{holder} revealed a share of {live}'s round seed, and {live} is not a dropout of "
+                f"{context.describe()}; its reveal is disregarded: shares are revealed only for parties that did "
+                "not submit.",
+                holder=holder, owner=live,
+            ))
+            continue
         for item in reveal.shares:
-            if item.owner not in offered:
-                raise RevealForSubmitterError(
-                    f"{holder} revealed a share of {item.owner}'s round seed, and {item.owner} is not a dropout of "
-                    f"{context.describe()}; reject the reveal: shares are revealed only for parties that did not submit."
-                )
             try:
                 check_revealed_share(context, ads[item.owner], holder=holder, index=item.index, share=item.share)
             except WrongShareError as error:
@@ -153,4 +168,4 @@ def recover_dropout_seeds(
                 raise
             raise TooFewSharesError(f"{error} (wrong shares came from {', '.join(liars)})") from None
     used = {d: tuple(h for h, _, _ in offered[d]) for d in dropped}
-    return Recovery(seeds, tuple(wrong), used)
+    return Recovery(seeds, tuple(wrong), tuple(refused), used)

@@ -131,9 +131,12 @@ def test_no_reveal_is_ever_made_or_accepted_for_a_party_that_submitted(five: Sec
     index, share = open_share(five.params, five.context, five.advertisements[cohort[3]], holder=holder,
                               long_term_key=five.long_term[holder])
     rogue = Reveal(five.context, holder, (RevealedShare(cohort[3], index, share),))
-    with pytest.raises(RevealForSubmitterError, match=f"{cohort[3]} is not a dropout"):
-        recover_dropout_seeds(five.params, five.context, advertisements=five.advertisements, dropouts=[],
-                              reveals=[rogue])
+    recovery = recover_dropout_seeds(five.params, five.context, advertisements=five.advertisements, dropouts=[],
+                                     reveals=[rogue])
+    assert recovery.seeds == {} and recovery.liars == (holder,)
+    (refusal,) = recovery.refused_reveals
+    assert (refusal.holder, refusal.owner) == (holder, cohort[3])
+    assert f"{cohort[3]} is not a dropout" in str(refusal) and "its reveal is disregarded" in str(refusal)
 
 
 def test_a_share_dealt_wrong_names_its_owner_not_its_holder(five: SecureRound) -> None:
@@ -148,3 +151,23 @@ def test_a_share_dealt_wrong_names_its_owner_not_its_holder(five: SecureRound) -
     other = five.params.cohort[2]
     with pytest.raises(InconsistentSharesError):  # another holder's key does not open it either
         open_share(five.params, five.context, advertisement, holder=holder, long_term_key=five.long_term[other])
+
+
+def test_a_reveal_that_also_exposes_a_submitter_is_disregarded_whole_and_the_round_still_recovers(
+    five: SecureRound,
+) -> None:
+    cohort = list(five.params.cohort)
+    dropout, survivors = cohort[4], cohort[:4]
+    reveals = [shares_to_reveal(five.params, five.context, holder=h, long_term_key=five.long_term[h],
+                                advertisements=five.advertisements, submitted=survivors, dropouts=[dropout])
+               for h in survivors]
+    rogue_holder, victim = survivors[0], survivors[1]
+    index, share = open_share(five.params, five.context, five.advertisements[victim], holder=rogue_holder,
+                              long_term_key=five.long_term[rogue_holder])
+    reveals[0] = dataclasses.replace(reveals[0], shares=tuple(sorted(
+        (*reveals[0].shares, RevealedShare(victim, index, share)), key=lambda s: s.owner.lower())))
+    recovery = recover_dropout_seeds(five.params, five.context, advertisements=five.advertisements,
+                                     dropouts=[dropout], reveals=reveals)
+    assert recovery.seeds[dropout] == five.seeds[dropout]
+    assert recovery.liars == (rogue_holder,) and rogue_holder not in recovery.used[dropout]
+    assert recovery.refused_reveals[0].owner == victim
