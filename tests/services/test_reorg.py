@@ -2,22 +2,24 @@
 
 A federation with ``[chain] confirmations = 2`` runs two rounds as plain processes (two `node run`,
 `aggregator run`, `coordinator run --rounds 2`) on an anvil of its own, mined by automine and by this
-test (an ``evm_mine`` every 0.2 s; paused around each reorg, and while it mines block by block). Two ``anvil_reorg`` calls, each at
-least 3 blocks deep and with a replacement transaction, take away what the services had already seen
-settled:
+test (an ``evm_mine`` every 0.1 s; paused around each reorg, and while it mines block by block).
+Bob's node is held (SIGSTOP) until step 1 is done, so that round 1 waits for him. Two ``anvil_reorg``
+calls, each at least 3 blocks deep and with a replacement transaction, take away what the services
+had already seen settled:
 
-1. a party's round-1 submission, as soon as its node reports it (2 blocks deep): the node notices that
+1. alice's round-1 submission, as soon as her node reports it (2 blocks deep): the node notices that
    its update is gone and records the same update again, without training;
 2. round 1's finalization and the opening of round 2, as soon as the coordinator reports round 2
    opened: the aggregator finalizes round 1 again (the same global model), the coordinator opens
    round 2 again, once.
 
-The services decide on the chain 2 blocks below its head: mined one block at a time, round 1's last
-update and then its finalization (the first one, and the one sent again after the second reorg) are
-each left alone (no transaction from the aggregator, then the coordinator) until they are 2 blocks deep; on the final chain each round is finalized at least 2
-blocks after its last submission, and round 2 opened at least 2 blocks after round 1's finalization. The
-workspace's audit index, synced before and after each reorg, rewinds (its block hashes no longer
-match); in the end each round holds exactly one update per party and `fedledger audit verify` passes.
+The services decide on the chain 2 blocks below its head. Mined one block at a time, bob's update,
+round 1's finalization, and the finalization sent again after the second reorg are each left alone
+(no transaction from the aggregator, then from the coordinator) until they are 2 blocks deep; on
+the final chain each round is finalized at least 2 blocks after its last submission, and round 2
+opened at least 2 blocks after round 1's finalization. The workspace's audit index, synced before
+and after each reorg, rewinds (its block hashes no longer match); in the end each round holds
+exactly one update per party and `fedledger audit verify` passes.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class Miner:
     """Mines a block every ``interval`` seconds on top of automine; :meth:`paused` stops all mining
     (automine included), so a test can reorganize and look before any service acts again."""
 
-    def __init__(self, url: str, interval: float = 0.2) -> None:
+    def __init__(self, url: str, interval: float = 0.1) -> None:
         self.w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
         self.interval = interval
         self.lock = threading.Lock()
@@ -93,7 +95,7 @@ def sent(w3: Web3, sender: str) -> int:
     return int(w3.eth.get_transaction_count(sender, "pending"))  # type: ignore[arg-type]
 
 
-def shallow_blocks_change_nothing(w3: Web3, sender: str, watched: str, *, what: str, quiet_s: float = 1.0) -> None:
+def shallow_blocks_change_nothing(w3: Web3, sender: str, watched: str, *, what: str, quiet_s: float = 0.5) -> None:
     """With mining paused: wait for ``sender``'s transaction in the pool, mine it, and mine until it is
     DEPTH - 1 blocks deep, checking after each block that ``watched`` has sent nothing since this began;
     then mine the block that makes it DEPTH deep."""
