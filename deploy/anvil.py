@@ -373,8 +373,8 @@ class AnvilProcess(LocalChainProcess):
     def command(self) -> list[str]:
         binary = self.binary or find_anvil()
         command = [str(binary), "--host", HOST, "--port", str(self.port), "--silent"]
-        if self.state is not None:
-            command += ["--state", str(self.state)]
+        if self.state is not None:  # with every block's state, so reads at a past block work after a restart
+            command += ["--state", str(self.state), "--preserve-historical-states"]
         if self.chain_id is not None:
             command += ["--chain-id", str(self.chain_id)]
         if self.block_time is not None:

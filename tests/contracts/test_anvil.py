@@ -21,6 +21,7 @@ def test_state_survives_a_restart_and_stop_by_pidfile(tmp_path: Path) -> None:
     state = tmp_path / "anvil-state.json"
     node = AnvilProcess(state=state).start()
     client, _ = FederationClient.deploy(Web3(Web3.HTTPProvider(node.rpc_url)))
+    client.publish_encryption_key(bytes(range(1, 33)))  # block 2: block 1's state is no longer the latest
     pidfile = tmp_path / "anvil.pid"
     pidfile.write_text(str(node.pid))
     assert stop_pidfile(pidfile) is True
@@ -28,7 +29,11 @@ def test_state_survives_a_restart_and_stop_by_pidfile(tmp_path: Path) -> None:
     assert rpc_chain_id(node.rpc_url) is None and not pidfile.exists() and state.is_file()
     with AnvilProcess(state=state, port=node.port) as again:
         w3 = Web3(Web3.HTTPProvider(again.rpc_url))
-        assert FederationClient(w3, client.address).has_role("admin", w3.eth.accounts[0])
+        restarted = FederationClient(w3, client.address)
+        assert restarted.has_role("admin", w3.eth.accounts[0])
+        # Past blocks' state too: the audit reads a sealed round's keys as they were at its opening block.
+        assert restarted.encryption_key(w3.eth.accounts[0], block=1) is None
+        assert restarted.encryption_key(w3.eth.accounts[0]) == bytes(range(1, 33))
     assert stop_pidfile(pidfile) is False
 
 
