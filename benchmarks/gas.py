@@ -19,6 +19,7 @@ from web3 import Web3
 
 from deploy.anvil import AnvilProcess
 from ledger.chain.federation import FederationClient, load_artifact
+from ledger.contract_constants import RoundMessageKind
 
 TERMS = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
 MODEL = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
@@ -113,6 +114,8 @@ def measure(parties: int) -> tuple[dict[str, list[int]], list[tuple[str, int]], 
         now = int(w3.eth.get_block("latest")["timestamp"])
         round_id, result = admin.open_round(base_cid=MODEL, deadline=now + 3600, min_updates=parties, config_hash=b"\1" * 32)
         record("openRound", result.gas_used)
+        for client in clients:  # a secure round's keys and shares: no storage written, one event
+            record("postRoundMessage (advertise)", client.post_round_message(round_id, RoundMessageKind.ADVERTISE, TERMS).gas_used)
         for i, client in enumerate(clients):
             result = client.submit_update(round_id, cid=UPDATE, samples=1000 + i, metrics_hash=bytes([i + 1]) * 32)
             record("submitUpdate", result.gas_used)
@@ -140,6 +143,8 @@ def measure(parties: int) -> tuple[dict[str, list[int]], list[tuple[str, int]], 
         stalled, result = admin.open_round(base_cid=MODEL, deadline=now + 7200, min_updates=2, config_hash=b"\2" * 32)
         clients[0].submit_update(stalled, cid=UPDATE, samples=1, metrics_hash=b"\3" * 32)
         w3.provider.make_request("evm_mine", [now + 7201])  # type: ignore[arg-type]
+        record("postRoundMessage (reveal, after the deadline)",
+               clients[0].post_round_message(stalled, RoundMessageKind.REVEAL, TERMS).gas_used)
         record("cancelRound", admin.cancel_round(stalled).gas_used)
         aborted, _ = admin.open_round(base_cid=MODEL, deadline=now + 9000, min_updates=2, config_hash=b"\4" * 32)
         clients[0].submit_update(aborted, cid=UPDATE, samples=1, metrics_hash=b"\5" * 32)

@@ -31,6 +31,11 @@ import {IFederation} from "./interfaces/IFederation.sol";
  * budget (ε = δ = 0) still keeps declarations from going down. Auditors recompute the figure
  * from the round configurations.
  *
+ * Round messages: {postRoundMessage} is the bulletin board of secure aggregation. A party posts the
+ * CID of its per-round keys and shares (kind ADVERTISE) while a round takes updates, and a
+ * submitter posts what removes dropouts' masks (kind REVEAL) after the deadline; the contract
+ * enforces who and when and writes no storage: the messages live in events.
+ *
  * Relayed submissions: {submitUpdates} lets any account record many parties' updates to one
  * round in one transaction, each item carrying the party's EIP-712 signature over `Update(...)`
  * ({UPDATE_TYPEHASH}). Every item passes exactly the checks of a direct submission (the same
@@ -74,10 +79,26 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
     /// @dev The latest deadline a round may have, counted from its opening: a round always ends.
     uint256 public constant MAX_ROUND_DURATION = 30 days;
 
+    /**
+     * @dev {postRoundMessage} kind ADVERTISE (1): a party's per-round keys and encrypted shares for
+     * a secure round, posted while the round takes updates, by a party that may submit to it.
+     * Private (no getter, so the dispatcher of every call stays as short as it was): clients
+     * take the number from this comment (ledger/contract_constants.py).
+     */
+    uint8 private constant _ADVERTISE = 1;
+
+    /**
+     * @dev {postRoundMessage} kind REVEAL (2): what removes dropouts' masks from a secure round's
+     * sum, posted after the round's deadline by a party that submitted an update to it.
+     */
+    uint8 private constant _REVEAL = 2;
+
     uint8 private constant _RAW = 0x55;
     uint8 private constant _DAG_PB = 0x70;
     /// @dev The batch position that marks a direct submission in {_record}.
     uint256 private constant _DIRECT = type(uint256).max;
+    /// @dev The batch position that marks an advertisement in {_record}: its membership rules only, nothing recorded.
+    uint256 private constant _ADVERTISER = type(uint256).max - 1;
 
     /// @dev Two slots: the digest, then codec and privacy budget (read together by {join}).
     struct Terms {
@@ -415,6 +436,45 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
     }
 
     /**
+     * @dev Posts the caller's message of kind `kind` for round `roundId`: the CID (`codec`,
+     * `digest`) of a document held off chain. The bulletin board of secure aggregation: the
+     * contract keeps nothing (no storage is written), it only decides who may post what and when,
+     * and the {RoundMessagePosted} event is the message. Nothing stops a party from posting the
+     * same kind twice; readers take the FIRST message per (party, kind) of a round, in chain order,
+     * and ignore later ones, so a party cannot change what it advertised or revealed.
+     *
+     * Kinds:
+     * - ADVERTISE (1): the party's per-round keys and encrypted shares. The round is open
+     *   and its deadline has not passed (the deadline second included), and the caller may submit
+     *   to it: Admitted and accepted the agreement version in force (the checks and errors of
+     *   {submitUpdate}). Whether it already submitted does not matter.
+     * - REVEAL (2): what removes dropouts' masks. The round is open, its deadline has
+     *   passed, and the caller submitted an update to it (its status or agreement since then does
+     *   not matter: its update counts).
+     *
+     * Requirements: `kind` is one of the above; the rules of the kind; `codec` is raw or dag-pb.
+     *
+     * Emits a {RoundMessagePosted} event.
+     */
+    function postRoundMessage(uint256 roundId, uint8 kind, uint8 codec, bytes32 digest) external {
+        Round memory current = _rounds[roundId];
+        if (kind == _ADVERTISE) {
+            _checkTakesUpdates(roundId, current);
+            _record(roundId, current, _ADVERTISER, msg.sender, codec, digest, 0, bytes32(0), 0);
+        } else if (kind == _REVEAL) {
+            _checkOpen(roundId, current.state);
+            if (block.timestamp <= current.deadline) revert FederationRevealBeforeDeadline(roundId, current.deadline);
+            if (!_hasSubmitted(roundId, current.submitted, _members[msg.sender])) {
+                revert FederationNotASubmitter(roundId, msg.sender);
+            }
+        } else {
+            revert FederationUnknownMessageKind(kind);
+        }
+        _checkCodec(codec);
+        emit RoundMessagePosted(roundId, msg.sender, kind, codec, digest);
+    }
+
+    /**
      * @dev Finalizes round `roundId` with the global model and the aggregation receipt.
      *
      * Requirements: caller has `AGGREGATOR_ROLE`; the round is open; it holds at least its
@@ -502,12 +562,7 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
 
     /// @dev Whether `account` submitted an update to round `roundId`.
     function hasSubmitted(uint256 roundId, address account) external view returns (bool) {
-        Member storage member = _members[account];
-        if (!member.hasIndex) return false;
-        uint256 index = member.index;
-        if (index < INLINE_BITS) return (_rounds[roundId].submitted >> index) & 1 == 1;
-        index -= INLINE_BITS;
-        return (_overflowBits[roundId][index >> 8] >> (index & 0xff)) & 1 == 1;
+        return _hasSubmitted(roundId, _rounds[roundId].submitted, _members[account]);
     }
 
     // ---------------------------------------------------------------- internals
@@ -576,6 +631,8 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
      * in an overflow word, the party's ε in storage) and emits {UpdateSubmitted}; the one set of
      * rules for direct and relayed submissions. A submission that breaks a rule changes nothing
      * and is rejected (see {_reject}): `item` is its index in a relayed batch, or {_DIRECT}.
+     * With `item` {_ADVERTISER} (an ADVERTISE message of `party`) only the membership rules of a
+     * submission run, and nothing is recorded: one set of rules says who may take part in a round.
      */
     function _record(
         uint256 roundId,
@@ -597,6 +654,7 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
                 FederationAgreementNotAccepted.selector, party, member.acceptedVersion, current.agreementVersion
             ));
         }
+        if (item == _ADVERTISER) return true; // an advertiser may take part; it records nothing
         if (codec != _RAW && codec != _DAG_PB) {
             return _reject(roundId, item, party, abi.encodeWithSelector(FederationInvalidCid.selector, codec));
         }
@@ -632,6 +690,15 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
         return true;
     }
 
+    /// @dev Whether the party of slot `member` submitted to round `roundId`, whose inline bits are `inlineBits`.
+    function _hasSubmitted(uint256 roundId, uint120 inlineBits, Member memory member) private view returns (bool) {
+        if (!member.hasIndex) return false;
+        uint256 index = member.index;
+        if (index < INLINE_BITS) return (inlineBits >> index) & 1 == 1;
+        index -= INLINE_BITS;
+        return (_overflowBits[roundId][index >> 8] >> (index & 0xff)) & 1 == 1;
+    }
+
     /// @dev Sets bit `index` of round `roundId`'s overflow words; false (and nothing set) when it was set.
     function _setOverflowBit(uint256 roundId, uint256 index) private returns (bool) {
         mapping(uint256 word => uint256 bits) storage words = _overflowBits[roundId];
@@ -642,10 +709,10 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
         return true;
     }
 
-    /// @dev A submission broke the rule whose ABI-encoded custom error is `failure`: a direct one
-    /// reverts with it; relayed item `item` is skipped with an {UpdateRejected} event (returns false).
+    /// @dev A submission broke the rule whose ABI-encoded custom error is `failure`: a direct one (or
+    /// an advertisement) reverts with it; relayed item `item` is skipped with an {UpdateRejected} event (returns false).
     function _reject(uint256 roundId, uint256 item, address party, bytes memory failure) private returns (bool) {
-        if (item == _DIRECT) {
+        if (item >= _ADVERTISER) { // _DIRECT or _ADVERTISER
             assembly ("memory-safe") {
                 revert(add(failure, 0x20), mload(failure))
             }

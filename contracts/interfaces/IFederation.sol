@@ -120,6 +120,15 @@ interface IFederation {
     /// @dev A relayed batch holds `size` items; it must hold 1 to `maximum`.
     error FederationInvalidBatchSize(uint256 size, uint256 maximum);
 
+    /// @dev A round message's `kind` is neither advertise (1) nor reveal (2).
+    error FederationUnknownMessageKind(uint8 kind);
+
+    /// @dev Round `roundId` takes submissions until `deadline`: reveals are posted only after it.
+    error FederationRevealBeforeDeadline(uint256 roundId, uint256 deadline);
+
+    /// @dev `account` submitted no update to round `roundId`, so it may not post a reveal for it.
+    error FederationNotASubmitter(uint256 roundId, address account);
+
     // ---------------------------------------------------------------- events
 
     /// @dev Agreement `version` was published; its terms document has CID (`termsCodec`, `termsDigest`);
@@ -177,6 +186,12 @@ interface IFederation {
 
     /// @dev `relayer` sent a batch to round `roundId`: `recorded` items recorded, `rejected` skipped.
     event UpdatesRelayed(uint256 indexed roundId, address indexed relayer, uint256 recorded, uint256 rejected);
+
+    /// @dev `party` posted a message of `kind` (1 advertise, 2 reveal) for round `roundId`: the CID (`codec`,
+    /// `digest`) of a document held off chain. Readers keep the first message per (party, kind) of a round.
+    event RoundMessagePosted(
+        uint256 indexed roundId, address indexed party, uint8 indexed kind, uint8 codec, bytes32 digest
+    );
 
     /// @dev `account` registered encryption public key `publicKey` (X25519, for HPKE).
     event EncryptionKeyPublished(address indexed account, bytes32 publicKey);
@@ -253,6 +268,10 @@ interface IFederation {
 
     /// @dev Records parties' signed updates to round `roundId`, skipping (and naming) those that break a rule.
     function submitUpdates(uint256 roundId, SignedUpdate[] calldata updates) external returns (uint256 recorded);
+
+    /// @dev Posts the caller's secure-aggregation message of `kind` for round `roundId` (the CID of an
+    /// off-chain document): advertise (1) while the round takes updates, reveal (2) after its deadline.
+    function postRoundMessage(uint256 roundId, uint8 kind, uint8 codec, bytes32 digest) external;
 
     function finalizeRound(
         uint256 roundId,

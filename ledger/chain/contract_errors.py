@@ -369,6 +369,39 @@ class FederationInvalidBatchSize(FederationContractError):
         return f"a relayed batch of {self.size} updates is refused: send 1 to {self.maximum} updates per batch."
 
 
+class FederationUnknownMessageKind(FederationContractError):
+    signature = "FederationUnknownMessageKind(uint8)"
+    fields = ("kind",)
+
+    def sentence(self) -> str:
+        return (
+            f"round message kind {self.kind} does not exist: post 1 (advertise: keys and shares, before the "
+            "deadline) or 2 (reveal: what removes dropouts' masks, after it)."
+        )
+
+
+class FederationRevealBeforeDeadline(FederationContractError):
+    signature = "FederationRevealBeforeDeadline(uint256,uint256)"
+    fields = ("round_id", "deadline")
+
+    def sentence(self) -> str:
+        return (
+            f"round {self.round_id} takes updates until {_utc(self.deadline)}, and who dropped out is known only "
+            "then; post the reveal after the deadline."
+        )
+
+
+class FederationNotASubmitter(FederationContractError):
+    signature = "FederationNotASubmitter(uint256,address)"
+    fields = ("round_id", "account")
+
+    def sentence(self) -> str:
+        return (
+            f"{self.account} submitted no update to round {self.round_id}, so it may not post a reveal for it; "
+            "only the round's submitters reveal."
+        )
+
+
 _ENUMS = {"status": PARTICIPANT_STATUSES, "state": ROUND_STATES}
 
 

@@ -43,7 +43,7 @@ from web3.exceptions import (
 )
 
 from ledger.ipfs.cid import RAW, cid_from_parts, cid_to_bytes
-from ledger.contract_constants import DEFAULT_ADMIN_DELAY
+from ledger.contract_constants import DEFAULT_ADMIN_DELAY, RoundMessageKind
 from ledger.chain import contract_errors
 from ledger.chain.contract_errors import PARTICIPANT_STATUSES, ROUND_STATES, decode_revert, error_from_data
 from ledger.chain.round_trips import cache_chain_id, json_rpc_batch
@@ -157,6 +157,20 @@ class Submission:
     block: int
     tx_hash: str
     epsilon_micros: int = 0  # the party's declared cumulative ε, in millionths
+
+
+@dataclass(frozen=True)
+class RoundMessage:
+    """One message of a round's bulletin board (a ``RoundMessagePosted`` event): the CID of a
+    document held off chain that ``party`` posted for ``round_id`` (see ``post_round_message``)."""
+
+    round_id: RoundId
+    party: Address
+    kind: RoundMessageKind
+    cid: Cid
+    block_number: int
+    tx_hash: str
+    log_index: int
 
 
 @dataclass(frozen=True)
@@ -982,6 +996,50 @@ class FederationClient:
             )
             for log in self._logs("UpdateSubmitted", roundId=round_id)
         ]
+
+    # ---------------------------------------------------------------- round messages (secure aggregation)
+
+    def post_round_message(self, round_id: int, kind: int, cid: Cid) -> TxResult:
+        """Post the sender's message of ``kind`` (ledger.contract_constants.RoundMessageKind) for
+        ``round_id``: the CID of a document pinned elsewhere. ADVERTISE (the party's per-round keys
+        and encrypted shares) while the round takes updates, by a party that may submit to it;
+        REVEAL (what removes dropouts' masks) after the deadline, by a party that submitted. The
+        contract judges the kind and the rules (its errors: FederationUnknownMessageKind,
+        FederationDeadlinePassed, FederationNotParticipant, FederationAgreementNotAccepted,
+        FederationRevealBeforeDeadline, FederationNotASubmitter, FederationRoundClosed, ...).
+        Sent like every transaction of this client (its TxPolicy and journal). Only the first
+        message per (party, kind) counts: see ``round_messages``."""
+        if isinstance(kind, bool) or not isinstance(kind, int) or not 0 <= kind < 256:
+            raise InvalidInputError(f"a round message kind is a number from 0 to 255 (1 advertise, 2 reveal), not {kind!r}.")
+        codec, digest = _cid_parts(cid)
+        return self._transact("postRoundMessage", round_id, int(kind), codec, digest)
+
+    def round_messages(self, round_id: int, kind: int | None = None) -> list[RoundMessage]:
+        """The messages posted for ``round_id`` (of ``kind`` only, when given), in chain order, one
+        per (party, kind): the FIRST that party posted of that kind. Later messages of the same
+        party and kind are dropped here, as every reader must drop them (the contract writes no
+        storage and so cannot refuse them: a party cannot change what it advertised or revealed);
+        they stay visible as RoundMessagePosted events to anyone reading the raw logs. Read from
+        the deployment's first block (one log query), like ``submissions``."""
+        filters: dict[str, Any] = {"roundId": round_id}
+        if kind is not None:
+            filters["kind"] = int(kind)
+        first: dict[tuple[str, int], RoundMessage] = {}
+        for log in self._logs("RoundMessagePosted", **filters):
+            args = log["args"]
+            key = (args["party"], int(args["kind"]))
+            if key in first:
+                continue
+            first[key] = RoundMessage(
+                round_id=RoundId(int(args["roundId"])),
+                party=Address(args["party"]),
+                kind=RoundMessageKind(int(args["kind"])),
+                cid=cid_from_parts(args["codec"], args["digest"]),
+                block_number=int(log["blockNumber"]),
+                tx_hash=Web3.to_hex(log["transactionHash"]),
+                log_index=int(log["logIndex"]),
+            )
+        return list(first.values())
 
     def rounds_submitted(self, participant: str) -> list[RoundId]:
         """The rounds ``participant`` has an update recorded in, in chain order (one log query)."""

@@ -1,5 +1,5 @@
-"""Random sequences of governance, round, privacy-budget, relay and key-registry operations: the
-contract and a small model of its rules agree.
+"""Random sequences of governance, round, privacy-budget, relay, key-registry and round-message
+operations: the contract and a small model of its rules agree.
 
 Runs on the session's anvil; every example starts from the same snapshot (a fresh deployment,
 funded parties) and is reverted at teardown. The model owns the clock: every transaction is mined
@@ -9,7 +9,9 @@ failure replays the same way while Hypothesis shrinks it. Time moves in steps of
 on a step or the second after it, and every deadline sits on a step: the deadline rules (updates
 up to the deadline second, cancelling only after it) are exercised to the second. Declared ε and
 budgets are drawn from a few whole figures (millionths) so that equal, growing, decreasing and
-over-budget declarations all occur.
+over-budget declarations all occur. Round messages (advertise, reveal, and kinds that do not
+exist) are posted by members and non-members, submitters and not, before, at and after a deadline;
+each accepted one is read back with ``round_messages`` (the first per party and kind).
 
 Shrinking a failure reruns whole examples on anvil, so its time is bounded (``SHRINK_SECONDS``,
 inside pytest's timeout): a failure ends with the smallest example found by then, printed as the
@@ -36,7 +38,7 @@ from hypothesis.stateful import (
 from ledger.chain import contract_errors as ce
 from ledger.chain.contract_errors import PARTICIPANT_STATUSES, ROUND_STATES
 from ledger.ipfs.cid import cid_to_bytes
-from ledger.contract_constants import MAX_BATCH_SIZE
+from ledger.contract_constants import MAX_BATCH_SIZE, RoundMessageKind
 from ledger.chain.federation import FederationClient, SignedUpdate, send_transaction, sign_join_message
 from tests.contracts.conftest import CONFIG, METRICS, MODEL, TERMS, TERMS_2, UPDATE
 from tests.fixtures_chain import TestChain
@@ -46,6 +48,7 @@ STEP = 1000
 SHRINK_SECONDS = 120  # Hypothesis stops at 300 s, which is pytest's timeout for the whole test
 EPSILONS = (0, 1_000_000, 2_000_000, 3_000_000, 5_000_000)
 BUDGETS = {"none": (0, 0), "budget": (3_000_000, 10**13), "invalid": (0, 10**13)}
+CODECS = {"raw": 0x55, "dag-pb": 0x70, "bad": 0x71}
 Expected = tuple[type[ce.FederationContractError], tuple[Any, ...]] | None
 
 
@@ -71,6 +74,7 @@ class Model:
     budget: dict[str, int] = field(default_factory=dict)  # each party's, copied at join
     spent: dict[str, int] = field(default_factory=dict)  # each party's last declared cumulative ε
     keys: dict[str, bytes] = field(default_factory=dict)  # encryption keys
+    messages: list[tuple[int, str, int]] = field(default_factory=list)  # (round, party, kind): the first of each
 
     def publish(self, epsilon_budget: int, delta: int) -> Expected:
         if (epsilon_budget == 0) != (delta == 0):
@@ -141,13 +145,20 @@ class Model:
             return None, (ce.FederationDeadlinePassed, (round_id, r.deadline))
         return r, None
 
-    def _record(self, r: RoundModel, round_id: int, who: str, epsilon: int) -> Expected:
-        """The rules of one submission to an open round, in the contract's order."""
+    def _membership(self, who: str) -> Expected:
+        """Whether ``who`` may take part in an open round: the first rules of a submission (and of an advertisement)."""
         status = self.status.get(who, "none")
         if status != "admitted":
             return ce.FederationNotParticipant, (who, status)
         if self.accepted[who] != self.version:
             return ce.FederationAgreementNotAccepted, (who, self.accepted[who], self.version)
+        return None
+
+    def _record(self, r: RoundModel, round_id: int, who: str, epsilon: int) -> Expected:
+        """The rules of one submission to an open round, in the contract's order."""
+        refused = self._membership(who)
+        if refused:
+            return refused
         spent, budget = self.spent.get(who, 0), self.budget.get(who, 0)
         if epsilon < spent:
             return ce.FederationPrivacyLossDecreased, (who, epsilon, spent)
@@ -165,6 +176,30 @@ class Model:
             return refused
         assert r is not None
         return self._record(r, round_id, who, epsilon)
+
+    def post_message(self, who: str, round_id: int, kind: int, codec: int) -> Expected:
+        """A round message: advertise while the round takes updates, by a party that may submit;
+        reveal after the deadline of an open round, by a submitter; the codec last."""
+        if kind == RoundMessageKind.ADVERTISE:
+            _, refused = self._taking_updates(round_id)
+            refused = refused or self._membership(who)
+        elif kind == RoundMessageKind.REVEAL:
+            r, refused = self._round(round_id)
+            if not refused:
+                assert r is not None
+                if self.now <= r.deadline:
+                    refused = ce.FederationRevealBeforeDeadline, (round_id, r.deadline)
+                elif who not in r.submitted:
+                    refused = ce.FederationNotASubmitter, (round_id, who)
+        else:
+            refused = ce.FederationUnknownMessageKind, (kind,)
+        if refused:
+            return refused
+        if codec not in (0x55, 0x70):
+            return ce.FederationInvalidCid, (codec,)
+        if (round_id, who, kind) not in self.messages:
+            self.messages.append((round_id, who, kind))
+        return None
 
     def relay(self, round_id: int, items: list[tuple[str, int, str, int]]) -> Expected | list[Expected]:
         """A batch of (party, ε, kind, signature deadline): the batch's own refusal, or each item's verdict."""
@@ -263,16 +298,26 @@ def test_contract_agrees_with_the_model(chain: TestChain, monkeypatch: pytest.Mo
             """The next transaction is mined at the model's ``now`` (as its estimate is judged)."""
             chain.rpc("evm_setNextBlockTimestamp", [self.model.now])
 
-        @initialize(start=st.sampled_from(["bare", "members"]))
+        @initialize(start=st.sampled_from(["bare", "members", "secure"]))
         def start(self, start: str) -> None:
-            """Half the runs start with an agreement with a budget and every party admitted and a round open, so
-            that short runs reach submissions, declarations and relayed batches that are recorded."""
-            if start == "members":
+            """Two runs in three start with an agreement with a budget and every party admitted and a round
+            open, so that short runs reach submissions, declarations and relayed batches that are recorded.
+            In a "secure" start (a round of minimum 2, so it stays open past its deadline) the first party
+            advertises, submits and advertises again, the second advertises with a codec that is not a
+            CID's, and the clock moves past the deadline (see ``advance``): an advertisement and a refused
+            reveal at the deadline second, then every party's reveal, the submitter's taken."""
+            if start in ("members", "secure"):
                 self.publish("budget")
                 for p in range(PARTIES):
                     self.join(p, "current")
                     self.govern(p, "approve")
-                self.open_round(3, 1)
+                self.open_round(3, 1 if start == "members" else 2)
+            if start == "secure":
+                self.post_message(0, 1, RoundMessageKind.ADVERTISE)
+                self.post_message(1, 1, RoundMessageKind.ADVERTISE, "bad")
+                self.submit(0, 0, EPSILONS[1])
+                self.post_message(0, 1, RoundMessageKind.ADVERTISE, "dag-pb")  # after its update: still taken
+                self.advance("next deadline", 1)
 
         @rule(budget=st.sampled_from(list(BUDGETS)))
         def publish(self, budget: str) -> None:
@@ -361,6 +406,42 @@ def test_contract_agrees_with_the_model(chain: TestChain, monkeypatch: pytest.Mo
             got = [None if error is None else (type(error), error.args_tuple) for _, _, error in relayed.results]
             assert got == expected
 
+        def post_message(self, p: int, round_id: int, kind: int, codec: str = "raw") -> None:
+            self.now()
+            digest = bytes([p + 1, kind]) * 16
+            call = self.admin.contract.functions.postRoundMessage(round_id, kind, CODECS[codec], digest)
+            expected = self.model.post_message(keys[p].address, round_id, kind, CODECS[codec])
+            self.check(expected, lambda: send_transaction(chain.w3, call, account=keys[p]))
+            if expected is None:  # the board keeps the first message of each party and kind
+                posted = self.admin.round_messages(round_id)
+                assert [(m.party, int(m.kind)) for m in posted] == [
+                    (who, k) for r, who, k in self.model.messages if r == round_id
+                ]
+
+        # Two rules (advertise, reveal) rather than one, so that short runs reach both often; each
+        # also tries a kind that does not exist and a codec that is not a CID's.
+        @rule(
+            p=st.integers(0, PARTIES - 1),
+            pick=st.sampled_from([0, 0, 0, 1, 3]),  # mostly the latest round, where messages are taken
+            kind=st.sampled_from([1, 1, 1, 0]),
+            codec=st.sampled_from(["raw", "raw", "dag-pb", "bad"]),
+        )
+        def advertise(self, p: int, pick: int, kind: int, codec: str) -> None:
+            self.post_message(p, self.pick_round(pick), kind, codec)
+
+        @rule(
+            p=st.integers(0, PARTIES - 1),
+            pick=st.sampled_from([0, 0, 0, 1, 3]),
+            kind=st.sampled_from([2, 2, 2, 3]),
+            codec=st.sampled_from(["raw", "raw", "dag-pb", "bad"]),
+        )
+        def reveal(self, p: int, pick: int, kind: int, codec: str) -> None:
+            self.post_message(p, self.pick_round(pick), kind, codec)
+
+        def pick_round(self, pick: int) -> int:
+            """A recent round (0: the latest), or one that does not exist (3)."""
+            return max(len(self.model.rounds) - pick, 1) if pick < 3 else len(self.model.rounds) + 1
+
         @rule(p=st.integers(0, PARTIES - 1), zero=st.booleans())
         def publish_key(self, p: int, zero: bool) -> None:
             self.now()
@@ -396,7 +477,9 @@ def test_contract_agrees_with_the_model(chain: TestChain, monkeypatch: pytest.Mo
         def advance(self, to: str, second: int) -> None:
             """On to a later step (the next deadline of an open round, else one step) or the second
             after it. At the deadline second of each open round on the way, the coordinator tries
-            to cancel it: that second still belongs to the round, whatever its submissions."""
+            to cancel it, a party tries to reveal and another to advertise: that second still
+            belongs to the round, whatever its submissions. Past it, every party tries to reveal
+            (only its submitters may)."""
             later = sorted(
                 (r.deadline, round_id)
                 for round_id, r in enumerate(self.model.rounds, start=1)
@@ -412,8 +495,14 @@ def test_contract_agrees_with_the_model(chain: TestChain, monkeypatch: pytest.Mo
                     self.model.now = deadline
                     self.now()
                     self.check(self.model.cancel(round_id, by=None), lambda: self.admin.cancel_round(round_id))
+                    self.post_message(round_id % PARTIES, round_id, RoundMessageKind.REVEAL)
+                    self.post_message((round_id + 1) % PARTIES, round_id, RoundMessageKind.ADVERTISE)
             self.model.now = target
             chain.rpc("evm_mine", [self.model.now])
+            for deadline, round_id in later:
+                if deadline < target and self.model.rounds[round_id - 1].state == "open":
+                    for p in range(PARTIES):
+                        self.post_message(p, round_id, RoundMessageKind.REVEAL, "dag-pb")
 
         @invariant()
         def agrees(self) -> None:
