@@ -104,6 +104,7 @@ class NodeService:
         self.waiting: set[int] = set()  # rounds whose content the store lacks (warned once)
         self.view = federation  # what the current step decides on (ledger.chain.finality.settled)
         self.recorded: set[int] = set()  # open rounds holding this party's update (checked again after a reorg)
+        self.retaking: set[int] = set()  # rounds taken part in again because a reorg removed the update
 
     def start(self) -> None:
         """Refuse a key that could not submit now, with the contract's reason; log the start."""
@@ -130,6 +131,7 @@ class NodeService:
         self.seen &= still_open
         self.waiting &= still_open
         self.recorded &= still_open
+        self.retaking &= still_open
         # Suspended or revoked while no round is open: say so now, not at the next round.
         status = self.federation.participant(self.me).status
         if status != "admitted":
@@ -145,6 +147,7 @@ class NodeService:
                 continue
             self.recorded.discard(round_id)
             self.settled.discard(round_id)
+            self.retaking.add(round_id)
             self.metrics.reorgs.inc()
             self.log.warning("reorganized", f"round {round_id}: this party's update is no longer on chain (a "
                              "reorganization removed it); submitting it again.", round=round_id)
@@ -197,12 +200,12 @@ class NodeService:
             task: TaskInputs | None = None
             if config.task is None:
                 data = self._built_in_data(round_id, config)
-                if round_id not in self.waiting:
+                if round_id not in self.waiting and round_id not in self.retaking:
                     self.log.info("training", f"round {round_id}: fetching the base model and training on {len(data)} samples.",
                                   round=round_id, samples=len(data))
             else:
                 task = self._task_inputs()
-                if round_id not in self.waiting:
+                if round_id not in self.waiting and round_id not in self.retaking:
                     given = "no data path" if task is None or task.data_path is None else f"data {task.data_path}"
                     self.log.info("training", f"round {round_id}: fetching task {config.model} ({config.task.cid}) and "
                                   f"running it on {given}.", round=round_id, task=config.task.cid)
@@ -230,6 +233,8 @@ class NodeService:
         self.waiting.discard(round_id)
         self.settled.add(round_id)
         self.recorded.add(round_id)
+        retaken = round_id in self.retaking
+        self.retaking.discard(round_id)
         if outcome.tx is None:
             self.log.info("already-submitted", f"round {round_id}: this party's update {outcome.update_cid} is already on chain.",
                           round=round_id, cid=outcome.update_cid)
@@ -237,6 +242,8 @@ class NodeService:
         self.metrics.submissions.inc()
         self.metrics.gas_used.inc(outcome.tx.gas_used)
         how = "trained, pinned and submitted" if outcome.trained else "submitted the update pinned before a restart:"
+        if retaken and not outcome.trained:
+            how = "submitted again the update it had pinned:"
         self.log.info(
             "submitted",
             f"round {round_id}: {how} {outcome.update_cid} ({outcome.samples} samples; block {outcome.tx.block}, "

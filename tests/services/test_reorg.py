@@ -178,6 +178,8 @@ def test_services_recover_from_reorgs_that_remove_a_submission_and_a_finalizatio
         again = alice.wait_for("submitted", timeout=60, where=lambda r: r["round"] == 1 and r is not first)
         assert alice.matching("reorganized", lambda r: r["round"] == 1)
         assert (again["cid"], again["trained"]) == (first["cid"], False)  # the same update, not trained again
+        assert "submitted again the update it had pinned" in again["message"]
+        assert len(alice.matching("training", lambda r: r["round"] == 1)) == 1
         mark("alice submitted the same update again")
 
         # Block by block: the aggregator acts on bob's update, and the coordinator on the finalization,
