@@ -328,3 +328,22 @@ def test_a_step_that_a_reorg_interrupts_decides_again_instead_of_settling_or_sto
         node.step()
     assert round_id not in node.settled  # so a round opened again under the same id is taken part in
     assert setup.events()[-1]["event"] == "chain-moved"
+
+
+def test_with_confirmations_the_coordinator_waits_for_its_round_deep_and_drops_one_a_reorg_removed(setup: Setup) -> None:
+    """A round of the schedule on chain but not yet 2 deep is waited for (not opened again, not dropped);
+    one whose opening a reorg removed leaves the schedule, to be opened again."""
+    Schedule(rounds=[1]).save(schedule_path(setup.journal, setup.admin))  # as if this coordinator had opened it
+    setup.open_round(min_updates=1)  # at the head: 0 blocks deep
+    admin = setup.admin
+    deep = FederationClient(setup.chain.w3, admin.address, account=setup.chain.keys[0], from_block=admin.from_block,
+                            policy=TxPolicy(confirmations=2, timeout_s=10))
+    coordinator = CoordinatorService(
+        federation=deep, store=setup.store, journal_dir=setup.journal, rounds=1, round_seconds=600, min_updates=1,
+        config=CONFIG, base_cid=setup.genesis, log=setup.log("coordinator"), metrics=ServiceMetrics("coordinator"))
+    assert coordinator.step() is False
+    assert (admin.round_count(), coordinator.schedule.rounds, setup.events()) == (1, [1], [])
+    setup.chain.rpc("anvil_reorg", [3, []])  # the opening is gone
+    assert coordinator.step() is False
+    [reorganized] = setup.events("reorganized")
+    assert reorganized["rounds"] == [1] and Schedule.load(coordinator.path).rounds == []
