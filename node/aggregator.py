@@ -25,6 +25,11 @@ envelope is fetched and checked against its CID first (tampering is caught befor
 opened into the spool, and its plaintext checked like any update; one sealed to other keys, that
 does not open, or whose plaintext fails is rejected with the sealing library's sentence. The
 receipt's ``sealed`` list commits to the sha256 of every plaintext opened.
+
+A secure round (its config's ``secure_aggregation``) is aggregated from public data alone
+(``node.secure.aggregate``): the survivors' masked vectors summed, the dropouts' masks removed with the
+shares their neighbours revealed, no key used. It is aggregated once its deadline has passed, or
+before it when every party that advertised has submitted (then nobody dropped out).
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ from node.journal import Journal
 from node.models import MODEL_NAMES, model_layout
 from node.receipt import IncludedUpdate, Receipt, RejectedUpdate, SealedUpdate, UnavailableUpdate, UpdateNote
 from node.round_config import RoundConfig, TaskRef, config_cid
+from node.secure.aggregate import secure_aggregate
+from node.secure.board import RoundBoard, read_board
 from node.strategies import Strategy, Update, strategy_from_params
 
 NO_USABLE_UPDATE = "no update was usable: the global model is the round's base model, unchanged"
@@ -348,6 +355,16 @@ def aggregate_round(
     refused = [RejectedUpdate(s.participant, s.cid, refusal) for s, refusal in submitted if refusal is not None]
 
     opener = None
+    if config.secure is not None:
+        board = read_board(federation, store, round_id, config.secure)
+        check_secure_round_closed(info, board, admitted, chain_now(federation.w3))
+        _, _, layout = round_base(store, info, config)
+        blob, receipt = secure_aggregate(
+            store=store, info=info, config=config, layout=layout, submissions=admitted, pre_rejected=refused,
+            board=board, global_bytes=lambda arrays: global_model_bytes(
+                arrays, model=config.model, round_id=round_id, base_cid=info.base_cid, task=config.task),
+        )
+        return _finalize(federation, store, journal_dir, round_id, blob, receipt, unrecorded)
     if config.seal_to is not None:
         round_seal = RoundSeal.read(federation, round_id, config.seal_to, opened_block=info.opened_block)
         if opener_for is None:
@@ -360,6 +377,27 @@ def aggregate_round(
         store=store, info=info, config=config, strategy=strategy, submissions=admitted, pre_rejected=refused,
         opener=opener,
     )
+    return _finalize(federation, store, journal_dir, round_id, blob, receipt, unrecorded)
+
+
+def check_secure_round_closed(info: RoundInfo, board: RoundBoard, submissions: list[Submission], now: int) -> None:
+    """InvalidInputError unless the secure round's survivors are final: its deadline passed, or every party
+    that advertised has submitted (nobody can drop out any more)."""
+    submitted = {s.participant.lower() for s in submissions}
+    waiting = [party for party in board.advertisements if party.lower() not in submitted]
+    if waiting and now <= info.deadline:
+        raise InvalidInputError(
+            f"secure round {info.round_id} waits for {', '.join(waiting)}, which advertised and may still submit "
+            f"until {utc_text(info.deadline)}; run `fedledger aggregate --round {info.round_id}` again after that "
+            "(and after its neighbours' reveals)."
+        )
+
+
+def _finalize(
+    federation: FederationClient, store: ContentStore, journal_dir: Path, round_id: int, blob: bytes, receipt: Receipt,
+    unrecorded: Iterable[RejectedUpdate],
+) -> AggregationOutcome:
+    """Pin the global model and the receipt, then record them on chain (journaled, so a rerun resumes)."""
     if unrecorded:
         receipt = replace(receipt, unrecorded=_by_participant(unrecorded))
     if not receipt.included and receipt.unavailable:  # maybe this store, not the updates: finalize nothing yet

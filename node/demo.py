@@ -10,6 +10,11 @@ every round is a DP-SGD round whose noise keeps all the demo's rounds within it,
 sealed to the aggregator (the admin) and an auditor, each with an X25519 key registered on chain
 (derived from the seed, like the demo's signing keys); the audit opens the rounds with the
 auditor's key and recomputes every party's ε.
+
+``secure``: every round is a secure one (``node.secure``): each party registers an encryption key
+(derived from the seed), advertises its round keys, then submits its update masked so that only the
+sum is readable; the aggregator and the audit recompute that sum with no key. With ``private`` too,
+the rounds are DP-SGD rounds under the budget, not sealed (the masks already hide every update).
 """
 
 from __future__ import annotations
@@ -38,10 +43,13 @@ from ledger.workspace import Workspace
 from node.aggregator import aggregate_round
 from node.data import Dataset, load_digits_split
 from node.genesis import genesis_model_bytes
+from node.journal import Journal
 from node.models import build_model, load_arrays, model_layout
 from node.participant import ParticipantOutcome, train_and_submit
 from node.privacy import demo_settings
 from node.round_config import RoundConfig, TrainingSettings, config_cid
+from node.secure.opening import secure_round
+from node.secure.party import advertise
 from node.strategies import make_strategy
 from node.training import evaluate
 
@@ -68,6 +76,7 @@ class DemoOptions:
     seed: int = 0
     training: TrainingSettings = field(default_factory=TrainingSettings)
     private: bool = False
+    secure: bool = False
 
 
 @dataclass
@@ -92,6 +101,7 @@ class DemoReport:
     audit_checks: int = 0
     audit_failures: list[str] = field(default_factory=list)
     privacy: dict[str, Any] | None = None  # --private: budget, δ, each party's declared ε, whether sealed
+    secure: bool = False  # --secure: every round was securely aggregated
 
     @property
     def final_accuracy(self) -> float:
@@ -111,6 +121,7 @@ class DemoReport:
             "audit_failures": self.audit_failures,
             "gas": self.average_gas(),
             **({"privacy": self.privacy} if self.privacy is not None else {}),
+            **({"secure": True} if self.secure else {}),
         }
 
 
@@ -206,18 +217,35 @@ def run_demo(
     aggregator_key = auditor_key = None
     if options.private:
         dp, training = demo_settings.private_demo_settings(options.rounds)
-        aggregator_key, auditor_key, seal_to = register_recipients(options, w3=w3, federation=federation, track=track)
-        config = replace(config, training=training, dp=dp, seal_to=seal_to)
+        config = replace(config, training=training, dp=dp)
+        if not options.secure:
+            aggregator_key, auditor_key, seal_to = register_recipients(options, w3=w3, federation=federation, track=track)
+            config = replace(config, seal_to=seal_to)
+    party_keys: dict[str, X25519PrivateKey] = {}
+    if options.secure:
+        party_keys = register_party_keys(options, parties, federation=federation, track=track)
     assert store.add_bytes(config.to_bytes(), pin=True) == config_cid(config.config_hash)
     base_cid = store.add_bytes(genesis_model_bytes(options.model, seed=options.seed), pin=True)
 
     for _ in range(options.rounds):
-        deadline = chain_now(w3) + ROUND_SECONDS
+        opens_at = chain_now(w3)
+        deadline = opens_at + ROUND_SECONDS
+        opened = config
+        if options.secure:  # the cohort and the key deadline are the round's own
+            opened = replace(config, secure=secure_round(federation, opens_at=opens_at, deadline=deadline,
+                                                         max_samples=config.max_samples, cohort=list(party_keys)))
+            store.add_bytes(opened.to_bytes(), pin=True)
         round_id, tx = federation.open_round(
-            base_cid=base_cid, deadline=deadline, min_updates=options.participants, config_hash=config.config_hash
+            base_cid=base_cid, deadline=deadline, min_updates=options.participants, config_hash=opened.config_hash
         )
         track("open_round", tx)
         round_gas = tx.gas_used
+        if opened.secure is not None:  # every party advertises before any masks: nobody waits for the key deadline
+            info = federation.round(round_id)
+            for party in parties:
+                journal = Journal(workspace.journal_dir, role="participant", actor=party.address, round_id=round_id)
+                advertise(federation.with_account(party), store, journal, round_id=round_id, settings=opened.secure,
+                          opened_block=info.opened_block)
         outcomes = []
         for party, shard, validation in zip(parties, shards, validations):
             outcome = train_and_submit(
@@ -255,7 +283,19 @@ def run_demo(
             "epsilon_spent": {party.address: micros_to_epsilon(federation.privacy(party.address)[0]) for party in parties},
             "sealed": config.seal_to is not None,
         }
+    report.secure = options.secure
     return report
+
+
+def register_party_keys(
+    options: DemoOptions, parties: list[LocalAccount], *, federation: FederationClient,
+    track: Callable[[str, TxResult | None], object],
+) -> dict[str, X25519PrivateKey]:
+    """Each party's encryption key (derived from the seed), registered on chain: a secure round's cohort."""
+    keys = {party.address: demo_encryption_key(options.seed, f"party-{index}") for index, party in enumerate(parties)}
+    for party in parties:
+        track("publish_encryption_key", federation.with_account(party).publish_encryption_key(public_key_bytes(keys[party.address])))
+    return keys
 
 
 def split_validation(test_set: Dataset, parties: int) -> list[Dataset]:

@@ -21,6 +21,11 @@ nothing pinned and nothing sent. A private task round trains with fedledger's DP
 process (a task with its own ``train``, or a model Opacus rejects, is refused there before any data is
 read) and its update carries no metrics.
 
+In a secure round (the config's ``secure_aggregation``) the party first advertises its round keys
+and waits for the key phase to end (``node.secure.party``); what it pins and records is its update
+masked with its neighbours' keys, weighted by its sample count (at most ``max_samples``), with no
+metrics: nobody, the aggregator included, sees more than the survivors' sum.
+
 The update's metadata names the party's own address and the round: its CID is public once
 submitted, and another party that submits the same CID is refused by the aggregator and the
 auditor, because the update names someone else (re-wrapping the copied tensors under one's own
@@ -51,6 +56,7 @@ from node.models import build_model, load_arrays, model_layout, state_arrays
 from node.privacy.budget import epsilon_to_declare
 from node.privacy.dp_training import train_private
 from node.round_config import RoundConfig, TaskRef, config_cid
+from node.secure.party import advertise, masked_update_bytes, say_on_stderr, wait_for_key_phase
 from node.training import evaluate, train
 
 
@@ -177,12 +183,17 @@ def train_and_submit(
 
     update_cid = journal.get("update_cid")
     trained = not (update_cid and store.has(update_cid))
+    board = None
+    if trained and config.secure is not None:
+        advertise(federation, store, journal, round_id=round_id, settings=config.secure, opened_block=info.opened_block)
+        board = wait_for_key_phase(federation, store, round_id=round_id, settings=config.secure,
+                                   say=say_on_stderr if progress else None)
     if trained:
         base_arrays, _ = from_safetensors(store.get(info.base_cid, max_bytes=max_blob_bytes(layout)), layout=layout)
         model = build_model(config.model)
         load_arrays(model, base_arrays)
         evaluated: dict[str, float] = {}
-        if validation is not None and config.dp is None:  # a private round reports nothing measured on its data
+        if validation is not None and config.dp is None and board is None:  # nothing measured on its data leaves a private or secure round
             scores = evaluate(model, validation, device=device)
             evaluated = {f"base_{name}": value for name, value in scores.items()}
             evaluated["val_samples"] = float(len(validation))
@@ -200,11 +211,17 @@ def train_and_submit(
                 progress=progress,
             )
         metrics = {name: float(value) for name, value in {**result.metrics, **evaluated}.items()}
-        blob = update_bytes(
-            state_arrays(model), model=config.model, participant=me, round_id=round_id, base_cid=info.base_cid,
-            samples=result.samples, metrics=metrics,
-        )
-        update_cid = _pin_update(store, journal, blob, sealing=sealing, me=me, samples=result.samples, metrics=metrics)
+        samples = result.samples
+        if board is not None:
+            samples, metrics = min(samples, config.max_samples), {}
+            blob = masked_update_bytes(state_arrays(model), layout, samples=samples, board=board, journal=journal,
+                                       me=me, round_id=round_id)
+        else:
+            blob = update_bytes(
+                state_arrays(model), model=config.model, participant=me, round_id=round_id, base_cid=info.base_cid,
+                samples=samples, metrics=metrics,
+            )
+        update_cid = _pin_update(store, journal, blob, sealing=sealing, me=me, samples=samples, metrics=metrics)
     return _submit_pinned(federation, journal, round_id=round_id, me=me, update_cid=update_cid, trained=trained,
                           epsilon_micros=epsilon_micros, submit=submit)
 
@@ -251,6 +268,11 @@ def _task_round(
     """A task round: the same steps as a built-in one, the training done by the task's own process."""
     assert config.task is not None
     check_agreed_task(federation, store, round_id, config.task)
+    if config.secure is not None:
+        raise InvalidInputError(
+            f"round {round_id} is a secure round of task {config.model}; secure task rounds are not built yet: "
+            "ask the coordinator to open it without --secure."
+        )
     if task is None:
         raise InvalidInputError(
             f"round {round_id} trains task {config.model} ({config.task.cid}); take part with "

@@ -12,6 +12,9 @@ empty, so receipts without any keep their bytes and CIDs.
 ``sealed``, in a sealed round only (absent otherwise, likewise), commits to each update that the
 aggregator opened: the sha256 of its plaintext (safetensors) bytes, so an auditor holding a
 recipient key checks that what was aggregated is what was sealed.
+In a secure round (absent otherwise, likewise) ``dropouts`` names each party that advertised keys but
+did not submit (with its advertisement's CID), ``reveals`` each reveal whose shares removed their
+masks, and ``wrong_reveals`` each reveal that was disregarded and why, naming its publisher.
 Canonical JSON, so the same aggregation gives the same bytes and CID on every machine; the
 auditor re-derives the whole receipt and compares it field by field.
 """
@@ -88,6 +91,14 @@ class SealedUpdate:
 
 
 @dataclass(frozen=True)
+class PostedDocument:
+    """A secure round's document a party posted on chain: an advertisement or a reveal, by CID."""
+
+    participant: str
+    cid: str
+
+
+@dataclass(frozen=True)
 class Receipt:
     round_id: int
     base_cid: str
@@ -102,11 +113,14 @@ class Receipt:
     global_cid: str = ""
     unrecorded: list[RejectedUpdate] = field(default_factory=list)
     sealed: list[SealedUpdate] = field(default_factory=list)
+    dropouts: list[PostedDocument] = field(default_factory=list)
+    reveals: list[PostedDocument] = field(default_factory=list)
+    wrong_reveals: list[RejectedUpdate] = field(default_factory=list)
 
     def document(self) -> dict[str, Any]:
         """The receipt as the JSON document it is pinned as."""
         document = asdict(self)
-        for optional in ("unrecorded", "sealed"):
+        for optional in ("unrecorded", "sealed", "dropouts", "reveals", "wrong_reveals"):
             if not document[optional]:
                 del document[optional]
         return document
@@ -132,6 +146,9 @@ class Receipt:
                 global_cid=str(document["global_cid"]),
                 unrecorded=[_entry(RejectedUpdate, item) for item in document.get("unrecorded", [])],
                 sealed=[_entry(SealedUpdate, item) for item in document.get("sealed", [])],
+                dropouts=[_entry(PostedDocument, item) for item in document.get("dropouts", [])],
+                reveals=[_entry(PostedDocument, item) for item in document.get("reveals", [])],
+                wrong_reveals=[_entry(RejectedUpdate, item) for item in document.get("wrong_reveals", [])],
             )
         except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise InvalidInputError(f"the blob is not a fedledger aggregation receipt ({error}).") from error

@@ -30,6 +30,11 @@ is the task bundle named by the agreement version in force (``node.tasks.agreeme
 the genesis model's metadata). ``model`` then holds the task's name, and the expected tensor layout
 of every update is the round's base model's, not a built-in model's. A config without one has the
 bytes (and hash) it had before the section existed.
+
+A ``secure_aggregation`` section (``node.secure.settings.SecureRound``) makes the round a secure
+one: each party masks its update so that the aggregator and everyone else see only the sum
+(``ledger.secagg``). FedAvg only; a sealed secure round is refused (the masked vectors already hide
+every update). A config without one has the bytes (and hash) it had before the section existed.
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ from ledger.errors import MalformedCidError
 from ledger.ipfs.cid import RAW, cid_from_parts, parse_cid
 from ledger.canonical_json import canonical_json
 from ledger.errors import InvalidInputError
+from ledger.secagg.params import SECTION as SECURE_SECTION
 from ledger.types import Cid
+from node.secure.settings import SecureRound
 
 MAX_CONFIG_BYTES = 256 * 1024
 DEFAULT_MAX_SAMPLES = 10_000
@@ -179,11 +186,14 @@ class RoundConfig:
     dp: DpSettings | None = None
     seal_to: tuple[str, ...] | None = None
     task: TaskRef | None = None
+    secure: SecureRound | None = None
 
     def __post_init__(self) -> None:
         check_max_samples(self.max_samples)
         if self.seal_to is not None:
             object.__setattr__(self, "seal_to", recipient_addresses(self.seal_to))
+        if self.secure is not None:
+            _check_secure(self)
 
     def to_bytes(self) -> bytes:
         """Canonical JSON (sorted keys, no whitespace): the same config gives the same hash anywhere."""
@@ -197,6 +207,8 @@ class RoundConfig:
             document["seal_to"] = list(self.seal_to)
         if self.task is not None:
             document["task"] = self.task.to_document()
+        if self.secure is not None:
+            document[SECURE_SECTION] = self.secure.to_document()
         return canonical_json(document)
 
     @property
@@ -213,6 +225,7 @@ class RoundConfig:
             dp_document = document.get("dp")
             seal_to = document.get("seal_to")
             task_document = document.get("task")
+            secure_document = document.get(SECURE_SECTION)
             if seal_to is not None and not isinstance(seal_to, list):
                 raise TypeError(f"seal_to is {type(seal_to).__name__}, not a list of addresses")
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
@@ -222,8 +235,35 @@ class RoundConfig:
             ) from error
         dp = None if dp_document is None else DpSettings.from_document(dp_document)
         task = None if task_document is None else TaskRef.from_document(task_document)
+        secure = None if secure_document is None else SecureRound.from_document(secure_document)
         return cls(model=model, strategy=strategy, training=training, max_samples=max_samples, dp=dp,
-                   seal_to=None if seal_to is None else tuple(seal_to), task=task)
+                   seal_to=None if seal_to is None else tuple(seal_to), task=task, secure=secure)
+
+
+def check_secure_strategy(strategy: dict[str, Any]) -> None:
+    """InvalidInputError unless ``strategy`` is FedAvg, the one strategy a secure round can run."""
+    name = strategy.get("name")
+    if name != "fedavg":
+        raise InvalidInputError(
+            f"a secure round aggregates by FedAvg only (the aggregator sees only the sum), not by {name!r}: a robust "
+            "strategy needs every update in the clear; drop --secure or use --strategy fedavg."
+        )
+
+
+def _check_secure(config: RoundConfig) -> None:
+    """A secure round aggregates by FedAvg (a sum is all it reveals) and is not sealed as well."""
+    assert config.secure is not None
+    check_secure_strategy(config.strategy)
+    if config.seal_to is not None:
+        raise InvalidInputError(
+            "a secure round is not sealed as well: its masked updates already hide every party's update from "
+            "everyone, the aggregator included; drop --seal-to."
+        )
+    if config.secure.params.max_samples != config.max_samples:
+        raise InvalidInputError(
+            f"the secure_aggregation section's max_samples ({config.secure.params.max_samples}) differs from the "
+            f"round's ({config.max_samples}); a party's weight is capped once, so give the same figure."
+        )
 
 
 def recipient_addresses(addresses: object) -> tuple[str, ...]:

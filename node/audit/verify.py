@@ -29,6 +29,9 @@ Checks, each one a ``Check`` row (passed or failed, naming round, block, transac
   (so its CID): every field that differs is named (the round, base, config, global model and
   strategy fields by the ``receipt`` and ``strategy`` checks, the rest here). The recomputation
   takes the receipt's ``unavailable`` list as given, so it is checkable whatever this store holds.
+  A secure round is recomputed from public data only (``node.secure.aggregate``: the masked vectors,
+  the advertisements counted by the key deadline, the reveals), exactly and with no key; a reveal
+  that was wrong is named in the recomputed receipt's ``wrong_reveals``.
 - ``availability``: an update the receipt calls unavailable at aggregation is not in this
   auditor's store either; one that is names an update that exists but was left out.
 - ``lineage``: every round's base model is the genesis model or an earlier round's global model.
@@ -105,7 +108,9 @@ from ledger.sealing.recipients import RoundOpener, RoundSeal
 from ledger.ipfs.store import ContentStore
 from ledger.types import RoundId
 from ledger.weights import from_safetensors, layout_of, max_blob_bytes, metadata_of
-from node.aggregator import aggregate_updates, base_defines_layout
+from node.aggregator import aggregate_updates, base_defines_layout, global_model_bytes, round_base
+from node.secure.aggregate import secure_aggregate
+from node.secure.board import RoundBoard, read_board
 from node.audit.privacy import privacy_problem, privacy_rows
 from node.audit.tasks import AgreedTasks, AgreementTask, describe_task
 from node.models import model_layout
@@ -249,7 +254,15 @@ def _update_limit(config: RoundConfig | None, base_bytes: bytes | None = None) -
     """The most bytes an update of the round's model can take (None when the config names no known model).
 
     Where the base defines the layout (a task round, a model fedledger does not build) it is the base
-    model's own (``base_bytes``); without a readable base the task models' fixed cap bounds the reads."""
+    model's own (``base_bytes``); without a readable base the task models' fixed cap bounds the reads.
+    In a secure round an update is a masked vector: 8 bytes per parameter."""
+    limit = _plain_update_limit(config, base_bytes)
+    if limit is None or config is None or config.secure is None:
+        return limit
+    return 2 * limit  # float32 -> uint64 words, with the header's slack doubled
+
+
+def _plain_update_limit(config: RoundConfig | None, base_bytes: bytes | None) -> int | None:
     if config is not None and base_defines_layout(config):
         if base_bytes is None:
             return MAX_WEIGHTS_BYTES
@@ -532,7 +545,16 @@ def _verify_round(
                                             "checked (`fedledger audit verify --key NAME` with a recipient's "
                                             "encryption key recomputes it)", cid=row["global_cid"], **closed))
         return
-    checks.extend(_aggregate_checks(row, receipt, receipt_bytes, config, submitted, blobs, closed, opener))
+    board = None
+    if config.secure is not None:
+        try:
+            board = read_board(sealing.federation, blobs.store, rid, config.secure)
+        except LedgerError as error:
+            checks.append(Check("aggregate", False, f"round {rid} cannot be recomputed: its secure aggregation "
+                                                    f"documents are unreadable: {error}", cid=row["global_cid"],
+                                unchecked=isinstance(error, ContentNotFoundError), **closed))
+            return
+    checks.extend(_aggregate_checks(row, receipt, receipt_bytes, config, submitted, blobs, closed, opener, board))
 
 
 def _open_envelope(
@@ -752,8 +774,12 @@ def _aggregate_checks(
     blobs: _Blobs,
     where: dict[str, Any],
     opener: RoundOpener | None = None,
+    board: RoundBoard | None = None,
 ) -> list[Check]:
-    """Repeat the aggregator's pure core on the eligible updates; compare the model CID and the whole receipt."""
+    """Repeat the aggregator's pure core on the eligible updates; compare the model CID and the whole receipt.
+
+    A secure round (``board``: its advertisements and reveals) is recomputed from the masked vectors and
+    the reveals, with no key."""
     rid = row["round_id"]
     info = RoundInfo(
         round_id=RoundId(rid), base_cid=row["base_cid"], deadline=row["deadline"], min_updates=row["min_updates"],
@@ -775,11 +801,19 @@ def _aggregate_checks(
         return [Check("aggregate", False, f"round {rid} cannot be recomputed: this auditor's store lacks the "
                                           f"update(s) {', '.join(lacking)}", cid=lacking[0], unchecked=True, **where)]
     try:
-        blob, expected = aggregate_updates(
-            store=blobs.store, info=info, config=config, strategy=strategy_from_params(config.strategy),
-            submissions=eligible, pre_rejected=refused, unavailable=[(u.participant, u.cid) for u in receipt.unavailable],
-            opener=opener,
-        )
+        if board is not None:
+            _, _, layout = round_base(blobs.store, info, config)
+            blob, expected = secure_aggregate(
+                store=blobs.store, info=info, config=config, layout=layout, submissions=eligible, pre_rejected=refused,
+                board=board, global_bytes=lambda arrays: global_model_bytes(
+                    arrays, model=config.model, round_id=rid, base_cid=info.base_cid, task=config.task),
+            )
+        else:
+            blob, expected = aggregate_updates(
+                store=blobs.store, info=info, config=config, strategy=strategy_from_params(config.strategy),
+                submissions=eligible, pre_rejected=refused,
+                unavailable=[(u.participant, u.cid) for u in receipt.unavailable], opener=opener,
+            )
     except ContentNotFoundError as error:
         return [Check("aggregate", False, f"round {rid} cannot be recomputed: {error}", cid=row["global_cid"],
                       unchecked=True, **where)]

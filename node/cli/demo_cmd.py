@@ -49,6 +49,7 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option("--seed", help="Seed for data split, keys and the genesis model.")] = 0,
         engine: Annotated[str, typer.Option("--engine", help="plain (this process) or flower (the example Flower app on Flower's Deployment Engine, on anvil; needs the [flower] extra).")] = "plain",
         private: Annotated[bool, typer.Option("--private", help="Differential privacy (DP-SGD within a budget of ε = 8 at δ = 1e-5) and updates sealed to the aggregator and an auditor (with --engine flower too: DP-SGD in each party's ClientApp).")] = False,
+        secure: Annotated[bool, typer.Option("--secure", help="Secure aggregation: each party masks its update so that only the sum is readable, the aggregator and the audit recompute it without a key (FedAvg, 3 parties or more; with --private: DP-SGD too, no sealing).")] = False,
         json: JsonOption = False,
     ) -> None:
         """Deploy, admit N parties, run R rounds of federated training on digits, audit the ledger."""
@@ -67,9 +68,18 @@ def register(app: typer.Typer) -> None:
         if model not in MODEL_NAMES:
             raise InvalidInputError(f"unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)}.")
         make_strategy(strategy)  # an unknown name fails here, before a workspace is made
+        if secure:
+            from node.round_config import check_secure_strategy
+
+            check_secure_strategy(make_strategy(strategy).params())
+            if engine == "flower":
+                raise InvalidInputError("--secure runs on the plain engine only; drop --engine flower or --secure.")
+            if participants < 3:
+                raise InvalidInputError(f"--secure needs at least 3 parties (a sum of two tells each the other's update), "
+                                        f"not {participants}; give --participants 3 or more.")
         options = DemoOptions(
             participants=participants, rounds=rounds, chain=chain, workdir=workdir,
-            strategy=strategy, non_iid_alpha=non_iid, model=model, seed=seed, private=private,
+            strategy=strategy, non_iid_alpha=non_iid, model=model, seed=seed, private=private, secure=secure,
         )
         root = workdir if workdir is not None else default_workdir()
         fresh = not root.exists() or not any(root.iterdir())
@@ -90,6 +100,9 @@ def register(app: typer.Typer) -> None:
             console.print(f"Privacy: each party spent at most ε = {spent:.4f} of its budget ε = "
                           f"{report.privacy['epsilon_budget']:g} (δ = {report.privacy['delta']:g}); updates {sealed}.",
                           highlight=False)
+        if report.secure:
+            console.print("Secure aggregation: every round's updates were masked; the aggregator and the audit "
+                          "recomputed each sum without any key.", highlight=False)
         average = report.average_gas()
         console.print("Average gas: " + ", ".join(f"{name} {gas:,}" for name, gas in average.items()), soft_wrap=True)
         if chain == "anvil":

@@ -262,6 +262,11 @@ def register(app: typer.Typer) -> None:
         dp_clip: Annotated[float | None, typer.Option("--dp-clip", help="Per-sample gradient clipping norm of a private round (default 1.0).")] = None,
         dp_sample_rate: Annotated[float | None, typer.Option("--dp-sample-rate", help="Poisson sampling rate of a private round's batches (default 0.2).")] = None,
         dp_steps: Annotated[int | None, typer.Option("--dp-steps", help="DP-SGD steps each party takes in a private round (default 20).")] = None,
+        secure: Annotated[bool, typer.Option("--secure", help="Make the round a secure one: the parties mask their updates so that nobody, the aggregator included, sees more than their sum (FedAvg only).")] = False,
+        cohort: Annotated[str | None, typer.Option("--cohort", help="A secure round's parties (ADDR,ADDR,...; default: every admitted party with a registered encryption key).")] = None,
+        threshold: Annotated[int | None, typer.Option("--threshold", help="A secure round's shares needed to remove a dropout's masks (default: a majority of a party's neighbours).")] = None,
+        neighbours: Annotated[int | None, typer.Option("--neighbours", help="How many peers each party of a secure round masks with (default: all, up to 17 parties; 16 beyond).")] = None,
+        key_window: Annotated[int | None, typer.Option("--key-window", min=1, help="Seconds from now in which a secure round's parties advertise their keys (default: half the round).")] = None,
         rpc: RpcOption = None,
         key: KeyOption = None,
         max_fee_gwei: MaxFeeOption = None,
@@ -269,6 +274,10 @@ def register(app: typer.Typer) -> None:
         json: JsonOption = False,
     ) -> None:
         """Open a round: pins the round configuration and records its sha256 with the base model CID.
+
+        With --secure the parties first advertise keys (until the key deadline), then submit masked
+        updates; after the deadline each reveals what removes the masks of those that dropped out
+        (`fedledger node reveal`), and the aggregator and any auditor recompute the sum without a key.
 
         Under an agreement version that names a task (`agreement publish --task`), the round trains that
         task: its config names the task, the model is the task's, and training defaults to its settings.
@@ -279,10 +288,27 @@ def register(app: typer.Typer) -> None:
         from node.round_config import RoundConfig
 
         cid = parse_cid(base_cid)
-        round_config(config, strategy, model, max_samples, seal_to)  # a bad config is refused before the chain is asked
+        if not secure and (cohort, threshold, neighbours, key_window) != (None, None, None, None):
+            raise InvalidInputError("--cohort, --threshold, --neighbours and --key-window are a secure round's; add --secure.")
+        checked = round_config(config, strategy, model, max_samples, seal_to)  # a bad config is refused before the chain is asked
+        if secure:
+            from node.round_config import check_secure_strategy
+
+            check_secure_strategy(RoundConfig.from_bytes(checked).strategy)
         workspace, federation = governed(workdir, rpc, key, max_fee_gwei)
         dp = _dp_settings(federation, dp_noise, dp_target_epsilon, dp_clip, dp_sample_rate, dp_steps)
         document = round_config(config, strategy, model, max_samples, seal_to, dp)
+        now = chain_now(federation.w3)
+        if secure:
+            from node.secure.opening import secure_round
+
+            plain = RoundConfig.from_bytes(document)
+            section = secure_round(
+                federation, opens_at=now, deadline=now + deadline, max_samples=plain.max_samples, threshold=threshold,
+                cohort=None if cohort is None else [part.strip() for part in cohort.split(",") if part.strip()],
+                neighbours=neighbours, key_window=key_window,
+            )
+            document = replace(plain, secure=section).to_bytes()
         recipients = RoundConfig.from_bytes(document).seal_to
         if recipients is not None:  # refused now, before anything is pinned, rather than when parties seal
             from ledger.sealing.recipients import registered_keys
@@ -292,12 +318,24 @@ def register(app: typer.Typer) -> None:
         check_round_base(federation, store, cid)  # refused before anything is pinned or sent
         document, task = task_round_config(document, config_file=config, federation=federation, store=store, base_cid=cid)
         check_base_weights(store, cid, document)
+        if secure and RoundConfig.from_bytes(document).task is not None:
+            raise InvalidInputError("secure rounds of a task are not built yet; open the task's round without --secure.")
         config_cid = store.add_bytes(document, pin=True)
-        closes = chain_now(federation.w3) + deadline
+        closes = now + deadline
         round_id, tx = federation.open_round(
             base_cid=cid, deadline=closes, min_updates=min_updates, config_hash=hashlib.sha256(document).digest()
         )
-        extra = {}
+        extra: dict = {}
+        if secure:
+            opened_secure = RoundConfig.from_bytes(document).secure
+            assert opened_secure is not None
+            extra["secure"] = {"cohort": list(opened_secure.params.cohort), "threshold": opened_secure.params.threshold,
+                               "neighbours": opened_secure.params.neighbours, "key_deadline": opened_secure.key_deadline}
+            console.print(
+                f"Round {round_id} is secure: {len(opened_secure.params.cohort)} parties advertise keys until "
+                f"{utc_text(opened_secure.key_deadline)}, each masks with {opened_secure.params.neighbours} peers, and "
+                f"{opened_secure.params.threshold} shares remove a dropout's masks.", soft_wrap=True, highlight=False,
+            )
         if task is not None:
             opened = RoundConfig.from_bytes(document)
             extra = {"task": task.cid, "frozen_cid": task.frozen_cid, "model": opened.model}

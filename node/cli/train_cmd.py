@@ -212,3 +212,45 @@ def register(app: typer.Typer) -> None:
                     "block": outcome.tx.block if outcome.tx else None,
                     "relayed_by": getattr(outcome.tx, "relayer", None),
                 })
+
+    @node_app.command("reveal")
+    @handle_errors
+    def reveal(
+        round_id: Annotated[int, typer.Option("--round", min=1, help="The secure round whose deadline has passed.")],
+        key: Annotated[str | None, typer.Option("--key", help="The party's key: a name under [keys] or a keystore file (default $FEDLEDGER_PRIVATE_KEY).")] = None,
+        encryption_key: Annotated[str | None, typer.Option("--encryption-key", help="The party's encryption key, a name under [encryption_keys] or its file (default: the workspace's key whose public half this party registered on chain).")] = None,
+        rpc: RpcOption = None,
+        max_fee_gwei: MaxFeeOption = None,
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """A secure round, after its deadline: publish the shares this party holds of each neighbour that
+        advertised keys but did not submit, so the aggregator (and anyone) can remove that party's masks.
+
+        Never a share of a party that submitted. Nothing to do (and nothing sent) when no neighbour dropped out.
+        """
+        from ledger.chain.connection import open_federation, workspace_rpc
+        from ledger.chain.keys import load_account
+        from node.journal import Journal
+        from node.participant import fetch_round_config
+        from node.secure.party import own_encryption_key
+        from node.secure.party import reveal as reveal_shares
+
+        workspace = Workspace.find(workdir)
+        account = load_account(workspace, key)
+        federation = open_federation(workspace, account=account, rpc=workspace_rpc(workspace, rpc), max_fee_gwei=max_fee_gwei)
+        store = open_store(workspace)
+        config = fetch_round_config(store, federation.round(round_id).config_hash)
+        if config.secure is None:
+            raise InvalidInputError(f"round {round_id} is not a secure round; only a secure round's parties reveal shares.")
+        private_key = own_encryption_key(workspace, federation, encryption_key)
+        journal = Journal(workspace.journal_dir, role="participant", actor=account.address, round_id=round_id)
+        cid = reveal_shares(federation, store, journal, round_id=round_id, settings=config.secure, long_term_key=private_key)
+        if cid is None:
+            console.print(f"Round {round_id}: no neighbour of {account.address} dropped out; nothing to reveal.", highlight=False)
+        else:
+            console.print(f"Round {round_id}: revealed the shares {account.address} holds of its dropped-out neighbours: {cid}.",
+                          soft_wrap=True, highlight=False)
+        if json:
+            print_json({"round_id": round_id, "participant": account.address, "reveal_cid": cid})
+

@@ -32,7 +32,16 @@ def test_rounds_are_bounded_aborted_with_a_reason_and_the_admin_moves_in_two_ste
     assert too_long.exit_code != 0 and "2592000" in too_long.stderr
     none_asked = cli("round", "open", "--base-cid", BASE, "--deadline", "600", "--min-updates", "0", *w)
     assert none_asked.exit_code != 0 and "--min-updates" in none_asked.stderr
+    secure = ("round", "open", "--base-cid", base, "--deadline", "600", "--min-updates", "3", "--secure")
+    robust = cli(*secure, "--strategy", "krum", *w)
+    assert robust.exit_code == 1 and "FedAvg only" in robust.error_line()
+    nobody = cli(*secure, *w)  # no party has joined, let alone registered an encryption key
+    assert nobody.exit_code == 1 and "at least 3 parties" in nobody.error_line()
+    stray = cli("round", "open", "--base-cid", base, "--deadline", "600", "--min-updates", "3", "--threshold", "2", *w)
+    assert stray.exit_code == 1 and "add --secure" in stray.error_line()
     opened = ok(cli("round", "open", "--base-cid", base, "--deadline", "600", "--min-updates", "3", "--json", *w)).json()
+    plain = cli("node", "reveal", "--round", str(opened["round_id"]), *w, env={"FEDLEDGER_PRIVATE_KEY": BOB_KEY})
+    assert plain.exit_code == 1 and "not a secure round" in plain.error_line()
 
     early = cli("round", "cancel", str(opened["round_id"]), *w)
     assert early.exit_code == 1
