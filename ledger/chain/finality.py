@@ -19,11 +19,13 @@ through the ordinary client, whose idempotent steps check the latest block again
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from web3.exceptions import BlockNotFound
 
 from ledger.chain.federation import FederationClient
+from ledger.errors import ChainError
 
 
 class SettledFederation(FederationClient):
@@ -74,16 +76,31 @@ def settled_block(client: FederationClient) -> int | None:
     return max(int(client.w3.eth.block_number) - depth, client.from_block)
 
 
-def settled(client: FederationClient) -> FederationClient:
+class ChainMovedError(ChainError):
+    """The chain kept changing under a read (a reorganization under way): decide again at the next step."""
+
+
+def settled(client: FederationClient, *, tries: int = 5) -> FederationClient:
     """The view a service decides on: ``client`` itself with no confirmations, else a SettledFederation
-    (two requests: the head's number, then that block's hash and time)."""
-    number = settled_block(client)
-    if number is None:
-        return client
-    block = client.w3.eth.get_block(number)
-    return SettledFederation(client, number, block_hash=bytes(block["hash"]), timestamp=int(block["timestamp"]))
+    (two requests: the head's number, then that block's hash and time). A block that is not found
+    between the two (a node in the middle of a reorganization) is asked for again from a new head."""
+    for _ in range(tries):
+        number = settled_block(client)
+        if number is None:
+            return client
+        try:
+            block = client.w3.eth.get_block(number)
+        except BlockNotFound:
+            time.sleep(0.05)
+            continue
+        return SettledFederation(client, number, block_hash=bytes(block["hash"]), timestamp=int(block["timestamp"]))
+    raise ChainMovedError(f"the chain's block {number} was not found {tries} times in a row after the node named a "
+                          "head above it: it is reorganizing.")
 
 
-def chain_moved(view: FederationClient) -> bool:
-    """Whether a reorganization replaced the block ``view`` reads at (never, for a client at the latest block)."""
+def chain_moved(view: FederationClient | None, error: BaseException | None = None) -> bool:
+    """Whether a reorganization replaced the block ``view`` reads at (never, for a client at the latest
+    block), or ``error`` says the chain was reorganizing (no view could be made: ``view`` None)."""
+    if isinstance(error, ChainMovedError):
+        return True
     return isinstance(view, SettledFederation) and view.moved()

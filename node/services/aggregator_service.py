@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from web3.exceptions import Web3Exception
+
 from ledger.index.queries import membership_at_end
 from ledger.chain.contract_errors import (
     FederationContractError,
@@ -83,11 +85,12 @@ class AggregatorService:
         return sum(1 for m in members if m.status == "admitted" and m.accepted_version == agreement_version)
 
     def step(self) -> bool:
-        view = settled(self.federation)  # with [chain] confirmations = N: the chain N blocks below its head
+        view = None
         try:
+            view = settled(self.federation)  # with [chain] confirmations = N: the chain N blocks below its head
             return self._step(view)
-        except LedgerError as error:
-            if is_transient(error) or not chain_moved(view):
+        except (LedgerError, Web3Exception) as error:
+            if is_transient(error) or not chain_moved(view, error):
                 raise
             self.log.info("chain-moved", f"the chain reorganized during this step ({error}); deciding again at the "
                           "next one.")

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from web3.exceptions import Web3Exception
+
 from ledger.chain.contract_errors import FederationMinimumReached, FederationRoundClosed, FederationRoundStillOpen
 from ledger.errors import LedgerError
 from ledger.chain.federation import FederationClient, RoundInfo
@@ -119,11 +121,12 @@ class CoordinatorService:
         return [info for info in (self._info(r, view) for r in self.schedule.rounds) if info.state == "finalized"]
 
     def step(self) -> bool:
-        view = settled(self.federation)  # with [chain] confirmations = N: the chain N blocks below its head
+        view = None
         try:
+            view = settled(self.federation)  # with [chain] confirmations = N: the chain N blocks below its head
             return self._step(view)
-        except LedgerError as error:
-            if is_transient(error) or not chain_moved(view):
+        except (LedgerError, Web3Exception) as error:
+            if is_transient(error) or not chain_moved(view, error):
                 raise
             self.log.info("chain-moved", f"the chain reorganized during this step ({error}); deciding again at the "
                           "next one.")

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from web3.exceptions import Web3Exception
 
 from ledger.chain.contract_errors import (
     FederationAgreementNotAccepted,
@@ -116,7 +117,18 @@ class NodeService:
             self.log.info("started", f"party {self.me} watches for open rounds; it reads its data when a round needs it.")
 
     def step(self) -> bool:
-        self.view = view = settled(self.federation)  # with [chain] confirmations = N: the chain N blocks below its head
+        view = None
+        try:
+            self.view = view = settled(self.federation)  # with [chain] confirmations = N: the chain N blocks below its head
+            return self._step(view)
+        except (LedgerError, Web3Exception) as error:
+            if is_transient(error) or not chain_moved(view, error):
+                raise
+            self.log.info("chain-moved", f"the chain reorganized during this step ({error}); deciding again at the "
+                          "next one.")
+            return False
+
+    def _step(self, view: FederationClient) -> bool:
         open_rounds = view.open_round_ids()
         if view is not self.federation:
             self._check_recorded(view, open_rounds)

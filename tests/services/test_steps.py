@@ -12,13 +12,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
+from web3.exceptions import BlockNotFound
 
 from ledger.chain.contract_errors import FederationNotParticipant
 from ledger.chain.federation import FederationClient
-from ledger.chain.finality import SettledFederation, chain_moved, settled
+from ledger.chain.finality import ChainMovedError, SettledFederation, chain_moved, settled
 from ledger.chain.transactions import TxPolicy
 from ledger.errors import InvalidInputError
 from ledger.ipfs.store import EmbeddedStore
@@ -347,3 +349,31 @@ def test_with_confirmations_the_coordinator_waits_for_its_round_deep_and_drops_o
     assert coordinator.step() is False
     [reorganized] = setup.events("reorganized")
     assert reorganized["rounds"] == [1] and Schedule.load(coordinator.path).rounds == []
+
+
+def test_a_settled_block_not_found_mid_reorg_is_asked_for_again_then_the_step_waits(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node in the middle of a reorganization may name a head whose blocks it then cannot find."""
+    w3, admin = setup.chain.w3, setup.admin
+    reader = FederationClient(w3, admin.address, account=setup.chain.keys[0], from_block=admin.from_block,
+                              policy=TxPolicy(confirmations=2))
+    eth = type(w3.eth)
+    original, missing = eth.get_block, [1]
+
+    def get_block(self: Any, block_identifier: Any, *args: Any, **kwargs: Any) -> Any:
+        if missing and isinstance(block_identifier, int):
+            missing.pop()
+            raise BlockNotFound(f"Block with id: {block_identifier!r} not found.")
+        return original(self, block_identifier, *args, **kwargs)
+
+    monkeypatch.setattr(eth, "get_block", get_block)
+    assert isinstance(settled(reader), SettledFederation) and not missing  # asked again
+    missing.extend([1] * 5)
+    with pytest.raises(ChainMovedError):
+        settled(reader)
+    missing.extend([1] * 5)
+    aggregator = AggregatorService(federation=reader, store=setup.store, journal_dir=setup.journal,
+                                   log=setup.log("aggregator"), metrics=ServiceMetrics("aggregator"))
+    assert aggregator.step() is False  # not a reason to stop: decided again at the next step
+    assert [e["event"] for e in setup.events()] == ["chain-moved"]
