@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
-from web3.exceptions import TransactionNotFound, Web3RPCError
+from web3.exceptions import BlockNotFound, TransactionNotFound, Web3RPCError
 
 from ledger.errors import ChainError, ConfigError
 from ledger.workspace import atomic_write_bytes
@@ -305,7 +305,10 @@ def _receipt(w3: Web3, flight: Flight, confirmations: int) -> Any | None:
         number = int(receipt["blockNumber"])
         if int(w3.eth.block_number) < number + confirmations:
             return None
-        block = w3.eth.get_block(number)
+        try:
+            block = w3.eth.get_block(number)
+        except BlockNotFound:  # a node in the middle of a reorganization: not deep yet, ask again
+            return None
         return receipt if bytes(block["hash"]) == bytes(receipt["blockHash"]) else None
     return None
 

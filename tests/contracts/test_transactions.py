@@ -293,3 +293,17 @@ def test_a_transaction_reorganized_out_before_it_is_deep_enough_is_sent_again(ch
     result = finished(thread, outcome)
     assert result.tx_hash == sent[0] and nonce(chain, client.sender) == start + 1
     assert client.has_role("coordinator", grantee)
+
+
+def test_a_receipts_block_the_node_cannot_find_mid_reorganization_is_not_yet_deep(
+    chain: TestChain, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """anvil in the middle of a reorganization can name a receipt whose block it no longer finds: that
+    transaction is not deep yet (asked again at the next poll), not a failed command."""
+    tx_hash = chain.w3.eth.send_transaction({"from": chain.w3.eth.accounts[0], "to": chain.w3.eth.accounts[1], "value": 1})
+    for _ in range(2):
+        chain.rpc("evm_mine", [])
+    flight = transactions.Flight(sender=chain.w3.eth.accounts[0], tx={"nonce": 0}, versions=[(Web3.to_hex(tx_hash), None)])
+    assert transactions._receipt(chain.w3, flight, 2) is not None
+    monkeypatch.setattr(chain.w3.eth, "get_block", lambda *_: (_ for _ in ()).throw(transactions.BlockNotFound("gone")))
+    assert transactions._receipt(chain.w3, flight, 2) is None
