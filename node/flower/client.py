@@ -1,6 +1,8 @@
 """The party's side: pin the trained arrays, record their CID on chain with the party's key, reply.
 
-A ClientApp's ``@app.train()`` handler trains as it always did and returns
+A ClientApp's ``@app.train()`` handler starts from ``base_arrays(msg, context)``, the round's base model
+read from the party's store by the CID the chain records for the round (the train message carries
+that CID, not the arrays: see ``node.flower.strategy``), trains as it always did and returns
 ``record_update(msg, context, ArrayRecord(model.state_dict()), samples=n, metrics={...})``. The
 update is the same safetensors file ``fedledger node train`` pins (its metadata names the party
 and the round, so a copied CID is refused), checked against the layout the aggregator holds every
@@ -48,7 +50,7 @@ from node.aggregator import round_base
 from node.data import Dataset
 from node.flower.connection import Ledger, party_ledger
 from node.flower.fab_guard import fab_refusal, refusal_reply, run_fab_hash
-from node.flower.records import REPLY_KEY, ROUND_KEY, PartyReply, arrays_of
+from node.flower.records import BASE_KEY, REPLY_KEY, ROUND_KEY, PartyReply, arrays_of
 from node.journal import Journal
 from node.participant import fetch_round_config, metrics_hash, update_bytes
 from node.privacy.accountant import PrivacyBudgetExceededError
@@ -66,6 +68,23 @@ def ledger_round(msg: Message) -> int:
             "in node.flower.LedgerStrategy so each server round is opened on the ledger."
         )
     return value
+
+
+def base_arrays(msg: Message, context: Context) -> dict[str, np.ndarray]:
+    """The base model of the train message's ledger round, as numpy arrays keyed by parameter name: read from the
+    party's store by the base CID the chain records for the round (the store checks the bytes hash to it) and
+    checked against the round's layout, the one ``node train`` trains from. The message's own ``fedledger-base``
+    must name the same CID: a server that says otherwise is refused with a sentence, nothing trained."""
+    ledger, round_id = party_ledger(context.node_config), ledger_round(msg)
+    info = ledger.federation.round(round_id)
+    said = msg.content.config_records["config"].get(BASE_KEY)
+    if said is not None and said != info.base_cid:
+        raise InvalidInputError(
+            f"the train message says round {round_id} starts from {said}, but the chain records its base model as "
+            f"{info.base_cid}; nothing was trained: the server's ServerApp is not the round's, ask its operator."
+        )
+    config = fetch_round_config(ledger.store, info.config_hash)
+    return round_base(ledger.store, info, config)[1]
 
 
 @dataclass(frozen=True)
@@ -265,7 +284,7 @@ def submit_private(
 def record_private_update(
     msg: Message, context: Context, model: torch.nn.Module, data: Any, *, loss: Any = None, device: str | None = None
 ) -> Message:
-    """The reply to a train message of a private round: ``model`` (loaded with the message's arrays) trained on
+    """The reply to a train message of a private round: ``model`` (loaded with ``base_arrays``) trained on
     ``data`` with DP-SGD as the round's dp section asks, pinned (sealed in a sealed round) and recorded with the
     party's cumulative ε; the reply carries its CID and no metrics (nothing measured on private data).
 

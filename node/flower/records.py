@@ -1,6 +1,9 @@
 """What fedledger adds to Flower's messages, and arrays between Flower's records and numpy.
 
-The server's train config carries the ledger round (``ROUND_KEY``); a party's reply carries a
+The server's train config carries the ledger round (``ROUND_KEY``) and the CID of its base model
+(``BASE_KEY``), and no arrays: the party reads the base model from its store by the CID the chain
+records for the round (``node.flower.base_arrays``), so the model never crosses Flower's transport and
+a party trains only from the model the ledger names. A party's reply carries a
 ``ConfigRecord`` under ``REPLY_KEY`` naming its address, its update's CID and, when the update was
 refused, the sentence and who refused it: the contract, or the party itself (the run's Flower app is
 not the agreed one, its privacy budget would be passed). The reply carries no arrays: the aggregator
@@ -16,6 +19,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 
 ROUND_KEY = "fedledger-round"
+BASE_KEY = "fedledger-base"
 REPLY_KEY = "fedledger"
 
 

@@ -5,7 +5,11 @@ sampling, configuration and evaluation, and replaces its aggregation of arrays:
 
 1. ``configure_train`` opens a ledger round on the current global arrays (the genesis model in the
    first round, pinned; afterwards the global model the previous round finalized) and tells the
-   parties its id in the train config.
+   parties its id and its base model's CID in the train config. The train messages carry no arrays:
+   each party reads the base model from its store by the CID the chain records for the round and
+   trains from it (``node.flower.base_arrays``), so no model, however large, crosses Flower's
+   transport (``send_arrays=True`` also puts the arrays in the messages, as plain Flower does, for a
+   ClientApp that still reads ``msg.content["arrays"]``).
 2. ``aggregate_train`` hands the round to ``node.aggregator.aggregate_round``, the very function
    ``fedledger aggregate`` runs: only updates the chain records from admitted parties under the
    current agreement, whose blobs hash to their CIDs, are aggregated, with the round config's
@@ -16,6 +20,9 @@ sampling, configuration and evaluation, and replaces its aggregation of arrays:
 
 A round that ends with fewer recorded updates than ``min_updates`` is aborted on chain with a
 reason, and the global model stays as it was (Flower's convention for a round without a result).
+When replies named refusals (the contract's, or the parties' own: a Flower app their agreement does
+not name, a privacy budget), a receipt listing them in ``unrecorded`` is pinned and the abort's
+reason names its CID, so a run every party refused is on the record with each party's sentence.
 
 A config with ``seal_to`` opens sealed rounds: before a round is opened every recipient must have an
 encryption key on chain and the strategy must hold one of them (``encryption_key``: an X25519 key, a
@@ -53,8 +60,8 @@ from node.aggregator import AggregationOutcome, aggregate_round, global_model_by
 from node.flower.connection import Ledger
 from node.flower.grid import POLL_SECONDS as REPLY_POLL_SECONDS
 from node.flower.grid import PromptGrid
-from node.flower.records import ROUND_KEY, PartyReply, array_record, arrays_of
-from node.receipt import RejectedUpdate
+from node.flower.records import BASE_KEY, ROUND_KEY, PartyReply, array_record, arrays_of
+from node.receipt import Receipt, RejectedUpdate
 from node.round_config import RoundConfig, config_cid
 
 DEFAULT_ROUND_SECONDS = 3600
@@ -122,6 +129,7 @@ class LedgerStrategy(Strategy):
         round_seconds: int = DEFAULT_ROUND_SECONDS,
         reply_poll_seconds: float = REPLY_POLL_SECONDS,
         encryption_key: X25519PrivateKey | str | None = None,
+        send_arrays: bool = False,
     ) -> None:
         if min_updates < 1:
             raise InvalidInputError(f"min_updates must be at least 1, not {min_updates}; a round needs an update.")
@@ -135,6 +143,7 @@ class LedgerStrategy(Strategy):
         self.outcomes: dict[int, AggregationOutcome] = {}  # ledger round -> what was finalized
         self._global: _Global | None = None
         self._encryption_key = encryption_key  # a name or a file until loaded, once (sealed rounds)
+        self.send_arrays = send_arrays  # the arrays in the train messages too (parties read the base from the store)
 
     def start(self, grid: Grid, *args: Any, **kwargs: Any) -> Result:
         """Flower's ``Strategy.start`` on ``grid``, its replies looked for every ``reply_poll_seconds``
@@ -158,7 +167,8 @@ class LedgerStrategy(Strategy):
         self.rounds[server_round] = round_id
         log(INFO, "fedledger: server round %s is ledger round %s on base model %s", server_round, round_id, base_cid)
         config[ROUND_KEY] = round_id
-        return self.strategy.configure_train(server_round, arrays, config, grid)
+        config[BASE_KEY] = base_cid
+        return self.strategy.configure_train(server_round, arrays if self.send_arrays else ArrayRecord(), config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -178,6 +188,12 @@ class LedgerStrategy(Strategy):
         if info.submissions < self.min_updates:
             reason = (f"Flower server round {server_round} ended with {info.submissions} recorded update(s), "
                       f"fewer than its minimum of {self.min_updates}")
+            if unrecorded:  # the refusals on the record: a receipt of the aborted round, named by the reason
+                receipt = Receipt(round_id=round_id, base_cid=info.base_cid, config_cid=config_cid(info.config_hash),
+                                  strategy=self.config.strategy, max_samples=self.config.max_samples,
+                                  outcome=f"aborted: {reason}",
+                                  unrecorded=sorted(unrecorded, key=lambda entry: entry.participant.lower()))
+                reason += f"; receipt {store.add_bytes(receipt.to_bytes(), pin=True)} names {len(unrecorded)} refusal(s)"
             federation.abort_round(round_id, reason=reason)
             log(WARNING, "fedledger: ledger round %s aborted: %s", round_id, reason)
             return None, None

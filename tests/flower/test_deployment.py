@@ -9,16 +9,25 @@ sealed to the two recipients and opened by the ServerApp with the aggregator's k
 holds three finalized rounds that `fedledger audit verify --key auditor` recomputes bit for bit, ε
 included; the store holds no plaintext update of the sealed round; the outsider, refused by the
 contract before anything is pinned, is named in every receipt and recorded nowhere.
+
+The parties train from the base model in the store: the train messages name it by CID and carry no
+arrays. The private agreement also names the example app's FAB (as `agreement publish --flower-app`
+does), which the private run is; a last run of the same app with one line changed (another FAB hash)
+is refused by every party's ClientApp mod before training, and its round is aborted with a receipt
+that names each party's refusal.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 from web3 import Web3
 
 pytest.importorskip("flwr")
+
+from flwr.cli.build import build_fab_from_disk  # noqa: E402
 
 from deploy.anvil import AnvilProcess  # noqa: E402
 from ledger.chain.connection import chain_now  # noqa: E402
@@ -37,6 +46,7 @@ from node.privacy.accountant import cumulative_epsilon  # noqa: E402
 from node.privacy.demo_settings import DELTA, EPSILON_BUDGET, private_demo_settings  # noqa: E402
 from node.receipt import Receipt  # noqa: E402
 from node.round_config import TrainingSettings  # noqa: E402
+from node.tasks.agreement import FlowerApp, agreement_document, fab_sha256  # noqa: E402
 from tests.fixtures_chain import TestChain  # noqa: E402
 from tests.fixtures_cli import run_fedledger  # noqa: E402
 
@@ -47,10 +57,15 @@ ROUNDS = PLAIN_ROUNDS + 1  # the last one private and sealed
 
 
 def go_private(federation, parties, chain: TestChain, workspace: Workspace) -> tuple[str, str]:  # noqa: ANN001
-    """An agreement with an ε budget that every party signs again, and the aggregator's (the admin's) and an
-    auditor's encryption keys registered on chain and kept in the workspace; returns the recipients."""
-    terms = EmbeddedStore(workspace.store_dir).add_bytes(TERMS, pin=True)
-    version, _ = federation.publish_agreement(terms, epsilon_budget=EPSILON_BUDGET, delta=DELTA)
+    """An agreement with an ε budget, naming the example app's FAB, that every party signs again, and the
+    aggregator's (the admin's) and an auditor's encryption keys registered on chain and kept in the workspace;
+    returns the recipients."""
+    store = EmbeddedStore(workspace.store_dir)
+    fab = build_fab_from_disk(EXAMPLE_APP)  # what `flwr run` builds and names the run by
+    app = FlowerApp(sha256=fab_sha256(fab), cid=store.add_bytes(fab, pin=True))
+    document = agreement_document(None, store.add_bytes(TERMS, pin=True), flower_app=app)
+    version, _ = federation.publish_agreement(store.add_bytes(document, pin=True), epsilon_budget=EPSILON_BUDGET,
+                                              delta=DELTA)
     deadline = chain_now(chain.w3) + 600
     for party in parties:
         signature = federation.sign_join(party, version=version, deadline=deadline)
@@ -93,10 +108,31 @@ def test_flower_rounds_plain_then_private_and_sealed_are_audited_and_an_unadmitt
                    "dp-sample-rate": dp.sample_rate, "dp-steps": dp.steps, "seal-to": f"{aggregator},{auditor}",
                    "fedledger-encryption-key": "aggregator"}
         output = flower.run(EXAMPLE_APP, private, timeout=600)
-    assert f"ledger round {ROUNDS} finalized" in output, output
+        assert f"ledger round {ROUNDS} finalized" in output, output
+
+        # The same app with one line added, another FAB hash than the agreed one; a line that would make the
+        # train handler fail, so only the mod, before any training, can answer with the party's refusal.
+        changed = tmp_path / "changed_app"
+        shutil.copytree(EXAMPLE_APP, changed, ignore=shutil.ignore_patterns("__pycache__"))
+        with (changed / "fedledger_digits" / "client_app.py").open("a", encoding="utf-8") as source:
+            source.write("load_digits_split = None  # a line no party agreed to\n")
+        output = flower.run(changed, private, timeout=300)
+    assert f"ledger round {ROUNDS + 1} aborted" in output, output
 
     admitted = sorted(party.address.lower() for party in parties)
-    assert federation.round_count() == ROUNDS
+    assert federation.round_count() == ROUNDS + 1
+    # Every party, the outsider too, refused the changed app's run before training; the abort names the receipt
+    # that names each refusal, and nothing of that round was recorded.
+    assert federation.round(ROUNDS + 1).state != "finalized" and federation.submissions(ROUNDS + 1) == []
+    [aborted] = federation.contract.events.RoundAborted().get_logs(from_block=0)
+    assert aborted["args"]["roundId"] == ROUNDS + 1
+    receipt = Receipt.from_bytes(store.get(aborted["args"]["reason"].split("; receipt ")[1].split()[0]))
+    agreed, other = fab_sha256(build_fab_from_disk(EXAMPLE_APP)), fab_sha256(build_fab_from_disk(changed))
+    assert sorted(entry.participant.lower() for entry in receipt.unrecorded) == sorted([*admitted, outsider.address.lower()])
+    for entry in receipt.unrecorded:
+        assert entry.cid == "" and entry.reason.startswith("the party refused the run: run "), entry
+        assert f"runs the Flower app with sha256 {other}, but agreement version" in entry.reason, entry
+        assert f"names {agreed}" in entry.reason, entry
     for round_id in range(1, ROUNDS + 1):
         info = federation.round(round_id)
         assert info.state == "finalized"
