@@ -66,7 +66,7 @@ from node.journal import Journal
 from node.models import MODEL_NAMES, model_layout
 from node.receipt import IncludedUpdate, Receipt, RejectedUpdate, SealedUpdate, UnavailableUpdate, UpdateNote
 from node.round_config import RoundConfig, TaskRef, config_cid
-from node.secure.aggregate import secure_aggregate
+from node.secure.aggregate import SecureRoundWaiting, secure_aggregate
 from node.secure.board import RoundBoard, read_board
 from node.strategies import Strategy, Update, strategy_from_params
 
@@ -381,12 +381,12 @@ def aggregate_round(
 
 
 def check_secure_round_closed(info: RoundInfo, board: RoundBoard, submissions: list[Submission], now: int) -> None:
-    """InvalidInputError unless the secure round's survivors are final: its deadline passed, or every party
-    that advertised has submitted (nobody can drop out any more)."""
+    """SecureRoundWaiting (an InvalidInputError) unless the secure round's survivors are final: its deadline
+    passed, or every party that advertised has submitted (nobody can drop out any more)."""
     submitted = {s.participant.lower() for s in submissions}
     waiting = [party for party in board.advertisements if party.lower() not in submitted]
     if waiting and now <= info.deadline:
-        raise InvalidInputError(
+        raise SecureRoundWaiting(
             f"secure round {info.round_id} waits for {', '.join(waiting)}, which advertised and may still submit "
             f"until {utc_text(info.deadline)}; run `fedledger aggregate --round {info.round_id}` again after that "
             "(and after its neighbours' reveals)."

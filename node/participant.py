@@ -137,6 +137,7 @@ def train_and_submit(
     submit: Callable[..., TxResult] | None = None,
     task: TaskInputs | None = None,
     validation: Dataset | None = None,
+    key_phase_timeout_s: float | None = None,
 ) -> ParticipantOutcome:
     """Run this party's part of ``round_id`` to the end, resuming whatever an earlier run finished.
 
@@ -146,7 +147,9 @@ def train_and_submit(
     task round (a task round without it is refused). ``validation``, in a built-in round that is not
     private, is what the base model is evaluated on before training (the federated evaluation:
     ``base_accuracy``, ``base_loss`` and ``val_samples`` join the update's metrics); a task round's
-    comes from the task's own ``load_data``.
+    comes from the task's own ``load_data``. ``key_phase_timeout_s``, in a secure round: how long to wait
+    for the key phase after advertising before giving up with ``node.secure.party.KeyPhaseOpen`` (0: one
+    look, what a service gives so that its loop never blocks; None, ``node train``'s: as long as it takes).
     """
     if federation.account is None:
         raise InvalidInputError("training needs the participant's own key; pass --key NAME or set FEDLEDGER_PRIVATE_KEY.")
@@ -187,7 +190,7 @@ def train_and_submit(
     if trained and config.secure is not None:
         advertise(federation, store, journal, round_id=round_id, settings=config.secure, opened_block=info.opened_block)
         board = wait_for_key_phase(federation, store, round_id=round_id, settings=config.secure,
-                                   say=say_on_stderr if progress else None)
+                                   say=say_on_stderr if progress else None, timeout_s=key_phase_timeout_s)
     if trained:
         base_arrays, _ = from_safetensors(store.get(info.base_cid, max_bytes=max_blob_bytes(layout)), layout=layout)
         model = build_model(config.model)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ledger.contract_constants import MAX_ROUND_DURATION
-from ledger.errors import LedgerError
+from ledger.errors import InvalidInputError, LedgerError
 from ledger.ipfs.store import open_store
 from ledger.workspace import Workspace
 from node.cli._common import (
@@ -192,6 +192,7 @@ def register(app: typer.Typer) -> None:
         compile_model: CompileOption = False,
         workers: WorkersOption = 0,
         once: Annotated[bool, typer.Option("--once", help="Take part in the rounds open now, then exit.")] = False,
+        encryption_key: Annotated[str | None, typer.Option("--encryption-key", help="Secure rounds: the party's encryption key, a name under [encryption_keys] or its file, that decrypts the shares it reveals (default: the workspace's key whose public half this party registered on chain).")] = None,
         poll: PollOption = 2.0,
         max_outage: MaxOutageOption = None,
         log_json: LogJsonOption = False,
@@ -213,14 +214,18 @@ def register(app: typer.Typer) -> None:
         its sentence, logged as a warning, nothing pinned or sent, and the node goes on. Giving no data
         at all (neither --data nor --shard/--of) is refused at start.
 
+        A secure round never holds the node: it advertises its round keys, takes part once the key phase
+        is over (looking again at each poll), and after the round's deadline reveals the shares it holds
+        of its dropped-out neighbours, once, with its encryption key (--encryption-key, loaded at start).
+
         Safe to stop and start again: it resumes from the chain and the journal, and never submits
         twice. One `node run` per key and workspace (a lock).
         """
         from ledger.chain.connection import require_gas_money
         from ledger.chain.keys import load_account
-        from ledger.errors import InvalidInputError
         from node.cli.train_cmd import NO_DATA, check_task_arguments, party_data, task_inputs
         from node.data import digits_validation
+        from node.secure.party import own_encryption_key
         from node.services.participant_service import NodeService
         from node.training import pick_device
 
@@ -246,11 +251,22 @@ def register(app: typer.Typer) -> None:
                                          compile_model=compile_model, workers=workers),
                 validation=digits_validation(seed),
                 journal_dir=workspace.journal_dir, log=rt.log, metrics=rt.metrics, device=chosen,
+                encryption_key=lambda: own_encryption_key(workspace, federation, encryption_key),
             )
 
             def start() -> None:
                 require_gas_money(federation.w3, account.address)
                 service.start()
+                # The encryption key is read now (a password prompt, if any, while someone is there): given by
+                # name it must be the registered one; by default, only a party with a key registered needs one.
+                if encryption_key is not None or federation.encryption_key(account.address) is not None:
+                    try:
+                        service.load_encryption_key()
+                    except LedgerError as problem:
+                        if encryption_key is not None:
+                            raise
+                        rt.log.warning("no-encryption-key", f"{problem} Until then this node cannot reveal in a "
+                                       "secure round.")
 
             _run(rt, service, poll=poll, once=once, start=start)
 
@@ -310,6 +326,10 @@ def register(app: typer.Typer) -> None:
         base_cid: Annotated[str | None, typer.Option("--base-cid", help="Model round 1 starts from (default: the seeded genesis model of --model).")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the genesis model (as `fedledger model init --seed`).")] = 0,
         max_reopens: Annotated[int, typer.Option("--max-reopens", min=0, help="Give up (exit 1) after a round was cancelled and reopened this many times in a row.")] = 3,
+        secure: Annotated[bool, typer.Option("--secure", help="Open secure rounds (FedAvg only): each round's cohort is the parties admitted at its opening with an encryption key registered on chain.")] = False,
+        threshold: Annotated[int | None, typer.Option("--threshold", help="Secure rounds: shares needed to remove a dropout's masks (default: a majority of a party's neighbours).")] = None,
+        neighbours: Annotated[int | None, typer.Option("--neighbours", help="Secure rounds: peers each party masks with (default: all, up to 17 parties; 16 beyond).")] = None,
+        key_window: Annotated[int | None, typer.Option("--key-window", min=1, help="Secure rounds: seconds from each opening in which the parties advertise keys (default: half the round).")] = None,
         key: KeyOption = None,
         poll: PollOption = 2.0,
         max_outage: MaxOutageOption = None,
@@ -324,16 +344,28 @@ def register(app: typer.Typer) -> None:
         round on its base; exit 0 once --rounds rounds are finalized. Resumes its schedule after a restart.
 
         Under an agreement that names a task, the rounds train that task: give --base-cid (the task's genesis
-        model, `fedledger model init --task CID`, or a global model of its rounds)."""
+        model, `fedledger model init --task CID`, or a global model of its rounds).
+
+        With --secure each round is a secure one (as `round open --secure`), its cohort and key deadline fixed
+        at its opening; the parties' `node run` advertise, mask and reveal, `aggregator run` unmasks."""
         from ledger.ipfs.cid import parse_cid
         from ledger.chain.connection import require_gas_money
         from node.cli.round_cmd import round_config as round_config_bytes
         from node.cli.round_cmd import check_round_base, task_round_config
         from node.round_config import RoundConfig
-        from node.services.coordinator_service import CoordinatorService
+        from node.services.coordinator_service import CoordinatorService, SecureOptions
 
         workspace = Workspace.find(workdir)
+        if not secure and (threshold, neighbours, key_window) != (None, None, None):
+            raise InvalidInputError("--threshold, --neighbours and --key-window are a secure round's; add --secure.")
+        if key_window is not None and key_window >= round_seconds:
+            raise InvalidInputError(f"--key-window {key_window} must be less than --round-seconds {round_seconds}: the "
+                                    "parties advertise keys in it, then train and submit before the deadline.")
         document = RoundConfig.from_bytes(round_config_bytes(config, strategy, model, max_samples))
+        if secure:
+            from node.round_config import check_secure_strategy
+
+            check_secure_strategy(document.strategy)
         given_base = parse_cid(base_cid) if base_cid is not None else None
         store = open_store(workspace)
         with service_runtime("coordinator", actor=None, log_json=log_json, metrics_port=metrics_port,
@@ -356,6 +388,9 @@ def register(app: typer.Typer) -> None:
                 # Under an agreement that names a task, every round trains that task (as `round open` writes it).
                 task_document, task = task_round_config(document.to_bytes(), config_file=config, federation=federation,
                                                         store=store, base_cid=base)
+                if task is not None and secure:
+                    raise InvalidInputError("secure rounds of a task are not built yet; run the coordinator without "
+                                            "--secure under an agreement that names a task.")
                 if task is not None:
                     document = RoundConfig.from_bytes(task_document)
                     rt.log.info("task", f"the agreement in force names task {document.model} ({task.cid}): every "
@@ -364,6 +399,7 @@ def register(app: typer.Typer) -> None:
                     federation=federation, store=store, journal_dir=workspace.journal_dir, rounds=rounds,
                     round_seconds=round_seconds, min_updates=min_updates, config=document, base_cid=base,
                     log=rt.log, metrics=rt.metrics, max_reopens=max_reopens,
+                    secure=SecureOptions(threshold=threshold, neighbours=neighbours, key_window=key_window) if secure else None,
                 )
 
                 def start() -> None:

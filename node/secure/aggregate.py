@@ -26,7 +26,8 @@ from ledger.chain.federation import RoundInfo, Submission
 from ledger.errors import ContentNotFoundError, ContentTooLargeError, IntegrityError, InvalidInputError, WeightsError
 from ledger.ipfs.store import ContentStore
 from ledger.ipfs.unixfs import cid_of_bytes
-from ledger.secagg.errors import SecureAggregationError
+from ledger.secagg.errors import SecureAggregationError, TooFewSharesError
+from ledger.secagg.graph import check_unmaskable, neighbours_of
 from ledger.secagg.masks import check_masked
 from ledger.secagg.reveal import recover_dropout_seeds
 from ledger.secagg.unmask import secure_fedavg
@@ -42,6 +43,11 @@ from ledger.weights import Layout
 
 class SecureRoundStuck(InvalidInputError):
     """The round cannot be unmasked (yet, or at all); the sentence says why and what to do."""
+
+
+class SecureRoundWaiting(SecureRoundStuck):
+    """Not yet: what is missing may still come (a survivor's reveal, a party that may still submit, a vector
+    the store does not hold yet). Every other SecureRoundStuck is for good: the admin aborts the round."""
 
 
 @dataclass(frozen=True)
@@ -75,9 +81,25 @@ def secure_aggregate(
     masked = {Address(s.participant): _masked(store, s, length, rid) for s in survivors}
     samples = {Address(s.participant): int(s.samples) for s in survivors}
 
+    try:  # before any reveal is looked at: a round that unmasking would expose waits for nothing
+        check_unmaskable(params, context, advertised, submitted)
+    except SecureAggregationError as error:
+        raise SecureRoundStuck(f"round {rid} cannot be unmasked: {error}") from error
     try:
         recovery = recover_dropout_seeds(params, context, advertisements=advertised, dropouts=dropouts,
                                          reveals=list(board.reveals.values()))
+    except TooFewSharesError as error:
+        holders = _reveals_to_come(params, context, board, dropouts, submitted)
+        if holders:
+            raise SecureRoundWaiting(
+                f"round {rid} cannot be unmasked yet: {error} {', '.join(holders)} submitted and may still reveal "
+                f"(`fedledger node reveal --round {rid}`)."
+            ) from error
+        raise SecureRoundStuck(f"round {rid} cannot be unmasked: {error} Every survivor that holds a share has "
+                               f"revealed: abort the round with `fedledger round abort {rid} --reason TEXT`.") from error
+    except SecureAggregationError as error:
+        raise SecureRoundStuck(f"round {rid} cannot be unmasked: {error}") from error
+    try:
         vector = secure_fedavg(params, context, masked=masked, samples=samples, dropouts=dropouts,
                                seeds=recovery.seeds, advertisements=advertised, length=length)
     except SecureAggregationError as error:
@@ -105,6 +127,13 @@ def secure_aggregate(
     return blob, receipt
 
 
+def _reveals_to_come(params, context, board: RoundBoard, dropouts: list[Address],  # noqa: ANN001
+                     submitted: set[Address]) -> list[Address]:
+    """The survivors holding a share of some dropout's seed that have not revealed yet."""
+    holders = {Address(h) for d in dropouts for h in neighbours_of(params, d, context)}
+    return sorted((h for h in holders if h in submitted and h not in board.revealed), key=str.lower)
+
+
 def _masked(store: ContentStore, submission: Submission, length: int, rid: int) -> np.ndarray:
     """A survivor's masked vector, checked; SecureRoundStuck when it cannot be used (it cannot be left out)."""
     who = f"{submission.participant}'s masked update {submission.cid}"
@@ -113,7 +142,7 @@ def _masked(store: ContentStore, submission: Submission, length: int, rid: int) 
         data = store.get(submission.cid, max_bytes=max_blob_bytes(layout))
         vector, metadata = from_safetensors(data, layout=layout, source=who)
     except ContentNotFoundError:
-        raise SecureRoundStuck(f"{who} is not in this store; fetch it (or point [store] at the parties' store) and "
+        raise SecureRoundWaiting(f"{who} is not in this store; fetch it (or point [store] at the parties' store) and "
                                f"run the command again: a secure round needs every survivor's vector.") from None
     except (ContentTooLargeError, IntegrityError, WeightsError) as error:
         raise _unusable(rid, who, str(error)) from None

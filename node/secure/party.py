@@ -75,20 +75,35 @@ def advertise(
     return str(cid)
 
 
+class KeyPhaseOpen(InvalidInputError):
+    """The key phase of a round is still open: a party masks only after it (``wait_for_key_phase``'s timeout)."""
+
+
+def key_phase_over(federation: FederationClient, store: ContentStore, *, round_id: int,
+                   settings: SecureRound) -> tuple[bool, RoundBoard]:
+    """One look, no wait: whether the key phase is over (every cohort member advertised, or the latest block
+    is stamped past the key deadline), and the board as read."""
+    board = read_board(federation, store, round_id, settings)
+    return board.all_advertised or _latest_stamp(federation) > settings.key_deadline, board
+
+
 def wait_for_key_phase(
     federation: FederationClient, store: ContentStore, *, round_id: int, settings: SecureRound,
     poll_s: float = 2.0, timeout_s: float | None = None, say: Callable[[str], None] | None = None,
 ) -> RoundBoard:
     """The board once the key phase is over: every cohort member advertised, or a block is stamped past
-    the key deadline (on a chain that mines only on transactions, the first block after it)."""
+    the key deadline (on a chain that mines only on transactions, the first block after it).
+
+    ``timeout_s``: KeyPhaseOpen once that many seconds have passed with the phase still open (0: one
+    look, no wait; what a service that must not block gives); None waits as long as it takes."""
     started = time.monotonic()
     told = False
     while True:
-        board = read_board(federation, store, round_id, settings)
-        if board.all_advertised or _latest_stamp(federation) > settings.key_deadline:
+        over, board = key_phase_over(federation, store, round_id=round_id, settings=settings)
+        if over:
             return board
-        if timeout_s is not None and time.monotonic() - started > timeout_s:
-            raise InvalidInputError(
+        if timeout_s is not None and time.monotonic() - started >= timeout_s:
+            raise KeyPhaseOpen(
                 f"the key phase of round {round_id} is still open ({len(board.advertisements)} of "
                 f"{len(settings.params.cohort)} parties advertised; it ends at {utc_text(settings.key_deadline)}); "
                 "run the command again after that."

@@ -17,6 +17,16 @@ taken on the chain N blocks under the head, by that block's time, so a round is 
 updates that deep. A round this aggregator finalized that is open again there (a reorganization
 deeper than N took the finalization) is finalized again: the same updates give the same global
 model. A finalization the contract refuses (the updates it counted were taken) waits for the next step.
+
+A secure round (its config's ``secure_aggregation``) is aggregated once its deadline has passed, or
+earlier once its key phase is over and every party that advertised keys has submitted (nobody can drop
+out any more; the board is read at the latest block, the submissions in the settled view). While what
+the aggregate needs may still come (a survivor's reveal of a dropout's shares, a masked vector not yet
+in the store: ``node.secure.aggregate.SecureRoundWaiting``) the round is tried again at each step,
+logged once (``secure-waiting``). A round that cannot be unmasked for good (unmasking would expose a
+survivor, a survivor's masked vector is malformed, every share holder revealed and too few shares are
+right) is reported once as a warning with its sentence: an aggregator whose key also holds the admin
+role aborts it with that reason; otherwise it stays open for the admin to abort.
 """
 
 from __future__ import annotations
@@ -40,6 +50,10 @@ from ledger.index.index import LedgerIndex
 from ledger.sealing.recipients import RoundOpener, RoundSeal
 from ledger.ipfs.store import ContentStore
 from node.aggregator import aggregate_round
+from node.round_config import RoundConfig, config_cid
+from node.secure.aggregate import SecureRoundStuck, SecureRoundWaiting
+from node.secure.board import read_board
+from node.secure.settings import SecureRound
 from node.services.backoff import is_transient
 from node.services.clock import decision_time
 from node.services.log import ServiceLog
@@ -71,6 +85,9 @@ class AggregatorService:
         self.view = federation  # what the current step decides on (ledger.chain.finality.settled)
         self.refused: set[int] = set()  # rounds whose finalization the contract refused (warned once)
         self.finalized: set[int] = set()  # rounds this aggregator finalized (confirmed: open again only after a reorg)
+        self.secure: dict[int, SecureRound | None] = {}  # open rounds' secure settings (None: not a secure round)
+        self.secure_waiting: set[int] = set()  # secure rounds waiting for reveals or submissions (logged once)
+        self.early_checked: dict[int, int] = {}  # secure rounds: submissions counted when not all advertisers had
 
     def start(self) -> None:
         self.log.info("started", f"aggregator {self.federation.sender} watches for rounds to finalize or cancel.")
@@ -110,7 +127,13 @@ class AggregatorService:
             if info.state != "open":
                 continue
             late = now > info.deadline
-            if info.submissions >= info.min_updates:
+            secure = self._secure_settings(info)
+            if secure is not None and info.submissions >= info.min_updates:
+                if late:
+                    self._finalize(info, f"its deadline passed with {info.submissions} masked update(s)")
+                elif self._advertisers_submitted(view, info, secure, now):
+                    self._finalize(info, "every party that advertised keys has submitted")
+            elif info.submissions >= info.min_updates:
                 entitled = self.entitled(info.agreement_version)
                 if info.submissions >= entitled:
                     self._finalize(info, f"all {entitled} entitled parties have submitted")
@@ -122,6 +145,37 @@ class AggregatorService:
         self.seen &= still_open
         self.stuck = {r: why for r, why in self.stuck.items() if r in still_open}
         self.refused &= still_open
+        self.secure = {r: settings for r, settings in self.secure.items() if r in still_open}
+        self.secure_waiting &= still_open
+        self.early_checked = {r: n for r, n in self.early_checked.items() if r in still_open}
+        return False
+
+    def _secure_settings(self, info: RoundInfo) -> SecureRound | None:
+        """The round's secure settings (None: not a secure round, or a config this store cannot give now, which
+        ``aggregate_round`` then reports)."""
+        if info.round_id not in self.secure:
+            try:
+                config = RoundConfig.from_bytes(self.store.get(config_cid(info.config_hash)))
+            except LedgerError as problem:
+                if is_transient(problem):
+                    raise
+                return None
+            self.secure[info.round_id] = config.secure
+        return self.secure[info.round_id]
+
+    def _advertisers_submitted(self, view: FederationClient, info: RoundInfo, secure: SecureRound, now: int) -> bool:
+        """Before the deadline: whether the key phase is over and every party that advertised has submitted
+        (the board read at the latest block, the submissions in the settled view: never fewer than it shows).
+        Read again only when the round's submissions changed, or while the key phase is still open."""
+        if self.early_checked.get(info.round_id) == info.submissions:
+            return False
+        board = read_board(self.federation, self.store, info.round_id, secure)
+        if not (board.all_advertised or now > secure.key_deadline):
+            return False
+        submitted = {s.participant.lower() for s in view.submissions(info.round_id)}
+        if all(party.lower() in submitted for party in board.advertisements):
+            return True
+        self.early_checked[info.round_id] = info.submissions
         return False
 
     def _finalize(self, info: RoundInfo, why: str) -> None:
@@ -143,6 +197,19 @@ class AggregatorService:
                 self.refused.add(round_id)
                 self.log.warning("finalize-refused", f"round {round_id}: the contract refused its finalization now: "
                                  f"{refusal} Deciding again at the next step.", round=round_id)
+            return
+        except SecureRoundWaiting as waiting:  # a reveal or a submission may still come
+            if chain_moved(self.view):
+                raise
+            if round_id not in self.secure_waiting:
+                self.secure_waiting.add(round_id)
+                self.log.info("secure-waiting", f"round {round_id}: not yet: {waiting} Trying again at each step.",
+                              round=round_id)
+            return
+        except SecureRoundStuck as stuck:
+            if is_transient(stuck) or chain_moved(self.view):
+                raise
+            self._cannot_unmask(round_id, stuck)
             return
         except LedgerError as problem:
             if is_transient(problem) or chain_moved(self.view):
@@ -168,6 +235,31 @@ class AggregatorService:
             included=[item.participant for item in receipt.included],
             rejected=[item.participant for item in receipt.rejected],
             gas_used=outcome.tx.gas_used, tx_hash=outcome.tx.tx_hash,
+            **({"dropouts": [d.participant for d in receipt.dropouts], "reveals": [r.participant for r in receipt.reveals],
+                "wrong_reveals": [w.participant for w in receipt.wrong_reveals]}
+               if round_id in self.secure and self.secure[round_id] is not None else {}),
+        )
+
+    def _cannot_unmask(self, round_id: int, stuck: SecureRoundStuck) -> None:
+        """A secure round that cannot be unmasked for good: abort it with the reason when this aggregator's key
+        holds the admin role, else say who must (reported once: the round is left alone afterwards)."""
+        reason = str(stuck)
+        self.stuck[round_id] = reason
+        if not self.federation.has_role("admin", self.federation.sender):
+            self.log.warning(
+                "cannot-unmask", f"round {round_id}: {reason} This aggregator ({self.federation.sender}) lacks the "
+                f"admin role, so the round stays open: the federation admin aborts it with `fedledger round abort "
+                f"{round_id} --reason TEXT`.", round=round_id, reason=reason,
+            )
+            return
+        try:
+            tx = self.federation.abort_round(round_id, reason=reason)
+        except FederationRoundClosed:
+            return  # closed by someone else since we looked
+        self.metrics.gas_used.inc(tx.gas_used)
+        self.log.warning(
+            "aborted", f"round {round_id}: {reason} Aborted with that reason (this aggregator's key holds the admin "
+            f"role; gas {tx.gas_used}).", round=round_id, reason=reason, gas_used=tx.gas_used, tx_hash=tx.tx_hash,
         )
 
     def _cancel(self, info: RoundInfo) -> None:

@@ -11,19 +11,27 @@ With ``[chain] confirmations = N`` the schedule is judged on the chain N blocks 
 next round opens once the last one's finalization is that deep. A round of the schedule whose
 opening a reorganization deeper than N took away leaves the schedule (with any later one), and the
 schedule goes on from the chain as it is now: the round is opened again, once, on the same base.
+
+With ``secure`` (``coordinator run --secure``) every round it opens is a secure round: its config's
+``secure_aggregation`` section is built at that opening (``node.secure.opening.secure_round``, as
+``round open --secure`` builds it): the cohort is the parties admitted then with an encryption key
+registered on chain, the key window half the round unless given. So each round has a config of its
+own (its hash is journaled with the pending opening). A cohort too small to open a secure round with
+is refused at start; later, such a round is not opened and the coordinator says so once and looks again
+at each step (a party may register its key).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from web3.exceptions import Web3Exception
 
 from ledger.chain.contract_errors import FederationMinimumReached, FederationRoundClosed, FederationRoundStillOpen
-from ledger.errors import LedgerError
+from ledger.errors import InvalidInputError, LedgerError
 from ledger.chain.federation import FederationClient, RoundInfo
 from ledger.chain.finality import chain_moved, settled
 from ledger.ipfs.store import ContentStore
@@ -31,10 +39,21 @@ from ledger.types import Cid
 from ledger.utc import utc_text
 from ledger.workspace import atomic_write_bytes
 from node.round_config import RoundConfig
+from node.secure.opening import secure_round
+from node.secure.settings import SecureRound
 from node.services.backoff import is_transient
 from node.services.clock import chain_time, decision_time
 from node.services.log import ServiceLog
 from node.services.metrics import ServiceMetrics
+
+
+@dataclass(frozen=True)
+class SecureOptions:
+    """How each secure round is opened (None: ``node.secure.opening.secure_round``'s defaults)."""
+
+    threshold: int | None = None
+    neighbours: int | None = None
+    key_window: int | None = None
 
 
 class CoordinatorGaveUpError(LedgerError):
@@ -86,14 +105,16 @@ class CoordinatorService:
         log: ServiceLog,
         metrics: ServiceMetrics,
         max_reopens: int = 3,
+        secure: SecureOptions | None = None,
     ) -> None:
         self.federation = federation
         self.store = store
         self.rounds = rounds
         self.round_seconds = round_seconds
         self.min_updates = min_updates
-        self.config_bytes = config.to_bytes()
-        self.config_hash = config.config_hash
+        self.config = config
+        self.secure = secure
+        self.cohort_warned = False  # a secure round could not be opened for want of a cohort (said once)
         self.base_cid = base_cid
         self.log = log
         self.metrics = metrics
@@ -105,9 +126,15 @@ class CoordinatorService:
     def start(self) -> None:
         done = len(self.schedule.rounds)
         resumed = f", resuming a schedule of {done} round(s) from {self.path}" if done else ""
-        self.log.info("started", f"coordinator {self.federation.sender} schedules {self.rounds} finalized round(s) of "
-                      f"{self.round_seconds} s, minimum {self.min_updates} updates{resumed}.",
-                      rounds=self.rounds, resumed=done)
+        kind = ""
+        if self.secure is not None:  # refused now, with round open --secure's sentence, when no round could open
+            now = chain_time(self.federation.w3)
+            section = self._secure_section(now, now + self.round_seconds)
+            replace(self.config, secure=section)  # a config that cannot be secure (sealed, say) is refused now too
+            kind = f" secure (a cohort of {len(section.params.cohort)} now)"
+        self.log.info("started", f"coordinator {self.federation.sender} schedules {self.rounds} finalized{kind} round(s) "
+                      f"of {self.round_seconds} s, minimum {self.min_updates} updates{resumed}.",
+                      rounds=self.rounds, resumed=done, secure=self.secure is not None)
 
     def _info(self, round_id: int, view: FederationClient | None = None) -> RoundInfo:
         if round_id in self.closed:
@@ -225,22 +252,50 @@ class CoordinatorService:
         self.schedule.save(self.path)
         return False
 
+    def _secure_section(self, opens_at: int, deadline: int) -> SecureRound:
+        assert self.secure is not None
+        return secure_round(self.federation, opens_at=opens_at, deadline=deadline, max_samples=self.config.max_samples,
+                            threshold=self.secure.threshold, neighbours=self.secure.neighbours,
+                            key_window=self.secure.key_window)
+
     def _open(self, base: Cid) -> None:
         federation = self.federation
-        self.store.add_bytes(self.config_bytes, pin=True)  # parties and the aggregator read it by its hash
-        self.schedule.pending = {"base": base, "config_hash": self.config_hash.hex(), "after": federation.round_count()}
+        now = chain_time(federation.w3)
+        deadline = now + self.round_seconds
+        config = self.config
+        if self.secure is not None:  # the cohort and the key deadline are this round's own
+            try:
+                config = replace(config, secure=self._secure_section(now, deadline))
+            except InvalidInputError as problem:
+                if not self.cohort_warned:
+                    self.cohort_warned = True
+                    self.log.warning("cannot-open", f"cannot open the next secure round now: {problem} Looking again "
+                                     "at each step.")
+                return
+            self.cohort_warned = False
+        config_bytes, config_hash = config.to_bytes(), config.config_hash
+        self.store.add_bytes(config_bytes, pin=True)  # parties and the aggregator read it by its hash
+        self.schedule.pending = {"base": base, "config_hash": config_hash.hex(), "after": federation.round_count()}
         self.schedule.save(self.path)
-        deadline = chain_time(federation.w3) + self.round_seconds
         round_id, tx = federation.open_round(
-            base_cid=base, deadline=deadline, min_updates=self.min_updates, config_hash=self.config_hash
+            base_cid=base, deadline=deadline, min_updates=self.min_updates, config_hash=config_hash
         )
         self.schedule.rounds.append(round_id)
         self.schedule.pending = None
         self.schedule.save(self.path)
         self.metrics.rounds_opened.inc()
         self.metrics.gas_used.inc(tx.gas_used)
+        extra: dict[str, Any] = {}
+        said = ""
+        if config.secure is not None:
+            params = config.secure.params
+            extra = {"cohort": list(params.cohort), "threshold": params.threshold, "neighbours": params.neighbours,
+                     "key_deadline": config.secure.key_deadline}
+            said = (f"; secure: {len(params.cohort)} parties advertise keys until {utc_text(config.secure.key_deadline)}, "
+                    f"each masks with {params.neighbours} peers, {params.threshold} shares remove a dropout's masks")
         self.log.info(
             "opened", f"opened round {round_id} on {base}: minimum {self.min_updates} updates, closes at "
-            f"{utc_text(deadline)} (gas {tx.gas_used}).",
+            f"{utc_text(deadline)}{said} (gas {tx.gas_used}).",
             round=round_id, base_cid=base, deadline=deadline, min_updates=self.min_updates, gas_used=tx.gas_used,
+            **extra,
         )

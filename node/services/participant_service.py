@@ -26,6 +26,18 @@ part in a round once its opening is that deep. An open round whose update this p
 checked at that depth at each step; when a reorganization took the update away (it is neither there
 nor at the latest block) the round is taken part in again: ``train_and_submit`` finds the update in
 the journal and records the same CID without training.
+
+A secure round (its config's ``secure_aggregation``) never holds a step: the node advertises its round
+keys (``node.secure.party.advertise``, once: the seed is journaled) and, while the key phase is open,
+leaves the round for the next step (logged once, ``waiting-for-key-phase``); once it is over the node
+trains, masks and submits as ``node train`` does. After the round's deadline (judged, as every deadline
+here, by the settled block's time: every submission the round can get is then that deep) a node whose
+update is in the round reveals once (``node.secure.party.reveal``) with its encryption key: ``revealed``
+with the reveal's CID, or ``nothing-to-reveal`` when no neighbour dropped out. Who dropped out is read
+at the latest block, a superset of the settled block's submitters, so a party whose submission is not
+yet deep is never taken for a dropout. A node restarted after it submitted reveals then (``reveal`` is
+idempotent: a reveal already on chain is not posted again). A reveal the round refuses for good (it
+would expose a survivor; no encryption key to decrypt with) is logged as a warning, once.
 """
 
 from __future__ import annotations
@@ -34,22 +46,29 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from web3.exceptions import Web3Exception
 
 from ledger.chain.contract_errors import (
     FederationAgreementNotAccepted,
     FederationContractError,
     FederationNotParticipant,
+    FederationRoundClosed,
 )
 from ledger.errors import ContentNotFoundError, InvalidInputError, LedgerError
 from ledger.chain.federation import FederationClient
 from ledger.chain.finality import chain_moved, settled
 from ledger.ipfs.store import ContentStore
 from ledger.types import Address
+from ledger.utc import utc_text
 from node.data import Dataset
+from node.journal import Journal
 from node.participant import TaskInputs, fetch_round_config, train_and_submit
 from node.round_config import RoundConfig
+from node.secure.party import KeyPhaseOpen, advertise, key_phase_over, reveal
+from node.secure.settings import SecureRound
 from node.services.backoff import is_transient
+from node.services.clock import decision_time
 from node.services.log import ServiceLog
 from node.services.metrics import ServiceMetrics
 from node.tasks.errors import TaskError
@@ -83,11 +102,14 @@ class NodeService:
         log: ServiceLog,
         metrics: ServiceMetrics,
         device: torch.device | None = None,
+        encryption_key: Callable[[], X25519PrivateKey] | None = None,
     ) -> None:
         """``data`` for built-in rounds and ``task`` for task rounds, each the thing itself or a function that
         builds it when a round of its kind first needs it (its InvalidInputError then settles that round only,
         and the next round of that kind calls it again); without one, rounds of that kind are settled.
-        ``validation``: what a built-in round's base model is evaluated on first (``train_and_submit``)."""
+        ``validation``: what a built-in round's base model is evaluated on first (``train_and_submit``).
+        ``encryption_key``: gives the party's encryption key, whose public half it registered on chain (asked
+        once, when a secure round first needs a reveal; ``node run`` loads it at start when it can)."""
         if federation.account is None or isinstance(federation.account, str):
             raise ValueError("a node needs the party's own signing key")
         self.federation = federation
@@ -106,6 +128,13 @@ class NodeService:
         self.view = federation  # what the current step decides on (ledger.chain.finality.settled)
         self.recorded: set[int] = set()  # open rounds holding this party's update (checked again after a reorg)
         self.retaking: set[int] = set()  # rounds taken part in again because a reorg removed the update
+        self.encryption_key = encryption_key
+        self._private_key: X25519PrivateKey | None = None
+        self.secure: dict[int, SecureRound | None] = {}  # open rounds' secure settings (None: not a secure round)
+        self.advertised: set[int] = set()  # secure rounds this node advertised in (logged once)
+        self.key_phase: set[int] = set()  # secure rounds left for a later step while the key phase is open
+        self.revealed: set[int] = set()  # secure rounds whose reveal step is done (or refused for good)
+        self.reveal_waiting: set[int] = set()  # reveals that wait for content the store lacks (warned once)
 
     def start(self) -> None:
         """Refuse a key that could not submit now, with the contract's reason; log the start."""
@@ -138,12 +167,18 @@ class NodeService:
                 self.metrics.rounds_seen.inc()
             if round_id not in self.settled:
                 self._take_part(round_id)
+        self._reveal_due(view, open_rounds)
         still_open = set(open_rounds)
         self.settled &= still_open
         self.seen &= still_open
         self.waiting &= still_open
         self.recorded &= still_open
         self.retaking &= still_open
+        self.secure = {r: settings for r, settings in self.secure.items() if r in still_open}
+        self.advertised &= still_open
+        self.key_phase &= still_open
+        self.revealed &= still_open
+        self.reveal_waiting &= still_open
         # Suspended or revoked while no round is open: say so now, not at the next round.
         status = self.federation.participant(self.me).status
         if status != "admitted":
@@ -207,7 +242,12 @@ class NodeService:
             self._give_up(round_id, "not-taking-part", f"round {round_id}: not taking part: {refusal}")
             return
         try:
-            config = fetch_round_config(self.store, federation.round(round_id).config_hash)
+            info = federation.round(round_id)
+            config = fetch_round_config(self.store, info.config_hash)
+            self.secure[round_id] = config.secure
+            if config.secure is not None and config.task is None and not self._key_phase_over(round_id, config.secure,
+                                                                                               info.opened_block):
+                return
             data: Dataset | None = None
             task: TaskInputs | None = None
             if config.task is None:
@@ -224,9 +264,13 @@ class NodeService:
             outcome = train_and_submit(
                 federation=federation, store=self.store, round_id=round_id, data=data, task=task,
                 journal_dir=self.journal_dir, device=self.device, progress=False, validation=self.validation,
+                key_phase_timeout_s=0.0,  # the key phase was found over above: never wait in a step
             )
         except PARTY_REFUSALS:
             raise
+        except KeyPhaseOpen:  # a reorganization took an advertisement away since: the next step decides again
+            self.key_phase.add(round_id)
+            return
         except FederationContractError as refusal:  # e.g. the deadline passed while it trained
             self._give_up(round_id, "refused", f"round {round_id}: the submission was refused: {refusal}", warn=True)
             return
@@ -263,3 +307,107 @@ class NodeService:
             round=round_id, cid=outcome.update_cid, samples=outcome.samples, trained=outcome.trained,
             tx_hash=outcome.tx.tx_hash, block=outcome.tx.block, gas_used=outcome.tx.gas_used,
         )
+
+    # ------------------------------------------------------------------ secure rounds
+
+    def _key_phase_over(self, round_id: int, settings: SecureRound, opened_block: int) -> bool:
+        """Advertise (once: ``advertise`` finds this party's advertisement on the board), then one look at the
+        key phase; False leaves the round for the next step (logged once), True lets the node train and mask."""
+        journal = Journal(self.journal_dir, role="participant", actor=self.me, round_id=round_id)
+        cid = advertise(self.federation, self.store, journal, round_id=round_id, settings=settings,
+                        opened_block=opened_block)
+        if round_id not in self.advertised:
+            self.advertised.add(round_id)
+            self.log.info("advertised", f"round {round_id}: advertised this party's round keys ({cid}).",
+                          round=round_id, cid=cid)
+        over, board = key_phase_over(self.federation, self.store, round_id=round_id, settings=settings)
+        if over:
+            self.key_phase.discard(round_id)
+            return True
+        if round_id not in self.key_phase:
+            self.key_phase.add(round_id)
+            self.log.info(
+                "waiting-for-key-phase",
+                f"round {round_id}: {len(board.advertisements)} of {len(settings.params.cohort)} parties advertised; "
+                f"masking waits for the others or for the key deadline ({utc_text(settings.key_deadline)}); "
+                "looking again at each step.", round=round_id, advertised=len(board.advertisements),
+                cohort=len(settings.params.cohort), key_deadline=settings.key_deadline,
+            )
+        return False
+
+    def _secure_settings(self, view: FederationClient, round_id: int) -> SecureRound | None:
+        """A round's secure settings (None: not a secure round), read once; None for now when its config is
+        not in the store (asked again at the next step)."""
+        if round_id in self.secure:
+            return self.secure[round_id]
+        try:
+            config = fetch_round_config(self.store, view.round(round_id).config_hash)
+        except ContentNotFoundError:
+            return None
+        except LedgerError as problem:
+            if is_transient(problem):
+                raise
+            config = None
+        self.secure[round_id] = None if config is None else config.secure
+        return self.secure[round_id]
+
+    def _reveal_due(self, view: FederationClient, open_rounds: list[int]) -> None:
+        """Reveal in each open secure round holding this party's update whose deadline has passed (by the
+        settled block's time, as every deadline the services judge)."""
+        due = [r for r in sorted((self.recorded - self.revealed) & set(open_rounds))
+               if self._secure_settings(view, r) is not None]
+        if not due:
+            return
+        now = decision_time(view)
+        for round_id in due:
+            if now > view.round(round_id).deadline:
+                self._reveal(round_id, self.secure[round_id])  # type: ignore[arg-type]
+
+    def load_encryption_key(self) -> None:
+        """Read the party's encryption key now (``node run`` does at start), not when a reveal first needs it."""
+        self._party_key()
+
+    def _party_key(self) -> X25519PrivateKey:
+        if self._private_key is None:
+            if self.encryption_key is None:
+                raise InvalidInputError("this node was given no encryption key, so it cannot decrypt the shares it "
+                                        "holds; start it with --encryption-key NAME.")
+            self._private_key = self.encryption_key()
+        return self._private_key
+
+    def _reveal(self, round_id: int, settings: SecureRound) -> None:
+        journal = Journal(self.journal_dir, role="participant", actor=self.me, round_id=round_id)
+        try:
+            cid = reveal(self.federation, self.store, journal, round_id=round_id, settings=settings,
+                         long_term_key=self._party_key())
+        except PARTY_REFUSALS:
+            raise
+        except FederationRoundClosed:
+            self.revealed.add(round_id)
+            self.log.info("not-revealed", f"round {round_id}: closed before this party revealed; nothing more to do.",
+                          round=round_id)
+            return
+        except ContentNotFoundError as missing:  # an advertisement not (yet) in this store
+            if round_id not in self.reveal_waiting:
+                self.reveal_waiting.add(round_id)
+                self.log.warning("waiting-for-content", f"round {round_id}: cannot reveal yet: {missing} Trying again "
+                                 "at each poll.", round=round_id)
+            return
+        except (FederationContractError, LedgerError) as problem:
+            if is_transient(problem):
+                raise
+            if chain_moved(self.view):
+                self.log.info("chain-moved", f"round {round_id}: the reveal failed ({problem}) while the chain "
+                              "reorganized; deciding again at the next step.", round=round_id)
+                return
+            self.revealed.add(round_id)
+            self.log.warning("cannot-reveal", f"round {round_id}: cannot reveal: {problem}", round=round_id)
+            return
+        self.revealed.add(round_id)
+        self.reveal_waiting.discard(round_id)
+        if cid is None:
+            self.log.info("nothing-to-reveal", f"round {round_id}: no neighbour of this party dropped out; nothing "
+                          "to reveal.", round=round_id)
+        else:
+            self.log.info("revealed", f"round {round_id}: revealed the shares this party holds of its dropped-out "
+                          f"neighbours: {cid}.", round=round_id, cid=cid)

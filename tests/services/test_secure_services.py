@@ -1,0 +1,231 @@
+"""The services in secure rounds (issue 24), on a real anvil.
+
+Step by step, in this process: the coordinator opens a secure round (cohort and key deadline built at
+opening); a node's step never waits for the key phase (it advertises, says once that it waits, and
+comes back); an aggregator waits past the deadline for the reveals it needs (said once) and finalizes
+once a node, and a node started afresh after it had submitted, have revealed; a round that cannot be
+unmasked for good is reported by an aggregator without the admin role and aborted by one with it.
+
+End to end, as plain processes: `coordinator run --secure --rounds 1`, `aggregator run` and three
+`node run`; a fourth party advertises and drops out before submitting, one node is SIGKILLed as soon
+as it has submitted (before any reveal); the two others reveal, the round is finalized with the
+dropout's masks removed, and `fedledger audit verify` passes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from eth_account.signers.local import LocalAccount
+
+from ledger.chain.federation import FederationClient
+from ledger.ipfs.store import EmbeddedStore
+from ledger.sealing.keys import public_key_bytes
+from ledger.secagg.graph import neighbours_of
+from node.data import load_digits_split
+from node.genesis import genesis_model_bytes
+from node.journal import Journal
+from node.participant import fetch_round_config
+from node.receipt import Receipt
+from node.round_config import RoundConfig, TrainingSettings
+from node.secure.board import read_board
+from node.secure.opening import secure_round
+from node.secure.party import advertise
+from node.services.aggregator_service import AggregatorService
+from node.services.coordinator_service import CoordinatorService, SecureOptions
+from node.services.log import ServiceLog
+from node.services.metrics import ServiceMetrics
+from node.services.participant_service import NodeService
+from node.strategies import make_strategy
+from tests.contracts.conftest import Fed, make_fed
+from tests.fixtures_chain import TestChain
+
+pytestmark = pytest.mark.anvil
+
+CONFIG = RoundConfig(model="mlp", strategy=make_strategy("fedavg").params(),
+                     training=TrainingSettings(epochs=1, batch_size=32, lr=0.05))
+ROUND_SECONDS = 600
+
+
+@dataclass
+class Secure:
+    fed: Fed
+    store: EmbeddedStore
+    parties: list[tuple[LocalAccount, FederationClient]]
+    keys: dict[str, X25519PrivateKey]
+    genesis: str
+    journal: Path
+    out: io.StringIO
+
+    @property
+    def chain(self) -> TestChain:
+        return self.fed.chain
+
+    def log(self, service: str) -> ServiceLog:
+        return ServiceLog(service, json_lines=True, machine=self.out)
+
+    def events(self, event: str, **fields: Any) -> list[dict]:
+        records = [json.loads(line) for line in self.out.getvalue().splitlines()]
+        return [r for r in records if r["event"] == event and all(r.get(k) == v for k, v in fields.items())]
+
+    def node(self, index: int) -> NodeService:
+        account, client = self.parties[index]
+        shards, _ = load_digits_split(parties=len(self.parties), seed=0)
+        return NodeService(federation=client, store=self.store, data=shards[index], journal_dir=self.journal,
+                           log=self.log(f"node{index}"), metrics=ServiceMetrics("node"),
+                           encryption_key=lambda: self.keys[account.address])
+
+    def aggregator(self, federation: FederationClient | None = None) -> AggregatorService:
+        return AggregatorService(federation=federation or self.fed.admin, store=self.store, journal_dir=self.journal,
+                                 log=self.log("aggregator"), metrics=ServiceMetrics("aggregator"))
+
+    def advertise(self, index: int, round_id: int) -> None:
+        """Party ``index`` advertises its round keys as its node would, and then never submits."""
+        account, client = self.parties[index]
+        info = client.round(round_id)
+        settings = fetch_round_config(self.store, info.config_hash).secure
+        assert settings is not None
+        advertise(client, self.store, Journal(self.journal, role="participant", actor=account.address,
+                                              round_id=round_id),
+                  round_id=round_id, settings=settings, opened_block=info.opened_block)
+
+
+@pytest.fixture
+def secure(chain: TestChain, tmp_path: Path) -> Secure:
+    fed = make_fed(chain)
+    store = EmbeddedStore(tmp_path / "store")
+    parties = [fed.party() for _ in range(4)]
+    keys = {account.address: X25519PrivateKey.generate() for account, _ in parties}
+    for account, client in parties:
+        client.publish_encryption_key(public_key_bytes(keys[account.address]))
+    genesis = store.add_bytes(genesis_model_bytes("mlp", seed=0), pin=True)
+    return Secure(fed, store, parties, keys, genesis, tmp_path / "journal", io.StringIO())
+
+
+def within(seconds: float, step: Callable[[], object]) -> None:
+    """Run ``step`` in a thread and fail if it has not returned after ``seconds``: a step must never block."""
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            step()
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread
+            failure.append(error)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(seconds), f"the step did not return within {seconds} s: it blocks"
+    if failure:
+        raise failure[0]
+
+
+def test_secure_round_steps_advertise_without_blocking_then_reveal_and_finalize(secure: Secure) -> None:
+    coordinator = CoordinatorService(
+        federation=secure.fed.admin, store=secure.store, journal_dir=secure.journal, rounds=1,
+        round_seconds=ROUND_SECONDS, min_updates=3, config=CONFIG, base_cid=secure.genesis,
+        log=secure.log("coordinator"), metrics=ServiceMetrics("coordinator"), secure=SecureOptions(),
+    )
+    coordinator.start()
+    opened_at = secure.chain.now()
+    assert coordinator.step() is False
+    round_id = coordinator.schedule.rounds[-1]
+    info = secure.fed.admin.round(round_id)
+    settings = fetch_round_config(secure.store, info.config_hash).secure
+    assert settings is not None  # built at opening: every admitted party with a key, half the round to advertise
+    assert set(settings.params.cohort) == {a.address for a, _ in secure.parties}
+    assert abs(settings.key_deadline - (info.deadline - ROUND_SECONDS // 2)) <= 1 and info.deadline >= opened_at
+    assert secure.events("opened")[0]["key_deadline"] == settings.key_deadline
+
+    nodes = [secure.node(i) for i in range(3)]
+    for node in nodes:  # one look at the key phase, no wait: the fourth party has not advertised
+        node.start()
+        within(30, node.step)
+        within(30, node.step)
+    assert len(secure.events("advertised")) == 3
+    assert len(secure.events("waiting-for-key-phase")) == 3  # said once per node
+    assert secure.fed.admin.round(round_id).submissions == 0
+    secure.advertise(3, round_id)  # the dropout: advertised, never submits
+    for node in nodes:
+        node.step()
+    assert [e["round"] for e in secure.events("submitted")] == [round_id] * 3
+
+    aggregator = secure.aggregator()
+    aggregator.start()
+    aggregator.step()  # the minimum is met, but the dropout advertised and may still submit until the deadline
+    assert secure.fed.admin.round(round_id).state == "open"
+    for node in nodes:
+        node.step()
+    assert not secure.events("revealed") and not secure.events("nothing-to-reveal")  # not before the deadline
+
+    secure.chain.advance(info.deadline - secure.chain.now() + 5)
+    aggregator.step()
+    aggregator.step()
+    waiting = secure.events("secure-waiting")
+    assert len(waiting) == 1 and "cannot be unmasked yet" in waiting[0]["message"]  # said once
+    assert secure.fed.admin.round(round_id).state == "open"
+
+    nodes[0].step()
+    nodes[0].step()
+    (first,) = secure.events("revealed")  # once
+    dropout = secure.parties[3][0].address
+    board = read_board(secure.fed.admin, secure.store, round_id, settings)
+    assert set(neighbours_of(settings.params, dropout, board.context)) == {a.address for a, _ in secure.parties[:3]}
+    assert first["cid"] == str(board.revealed[secure.parties[0][0].address].cid)
+    aggregator.step()  # one share of the dropout's seed of the two needed
+    assert secure.fed.admin.round(round_id).state == "open" and len(secure.events("secure-waiting")) == 1
+
+    restarted = secure.node(1)  # a node started again after it submitted reveals then
+    restarted.start()
+    restarted.step()
+    assert len(secure.events("revealed")) == 2 and secure.events("already-submitted", round=round_id)
+    aggregator.step()
+    final = secure.fed.admin.round(round_id)
+    assert final.state == "finalized"
+    receipt = Receipt.from_bytes(secure.store.get(final.receipt_cid))
+    assert [d.participant for d in receipt.dropouts] == [dropout]
+    assert sorted(r.participant for r in receipt.reveals) == sorted(a.address for a, _ in secure.parties[:2])
+    assert sorted(u.participant for u in receipt.included) == sorted(a.address for a, _ in secure.parties[:3])
+    (finalized,) = secure.events("finalized")
+    assert finalized["dropouts"] == [dropout] and "deadline passed" in finalized["message"]
+    assert coordinator.step() is True
+
+
+def test_a_secure_round_that_cannot_be_unmasked_is_reported_then_aborted_by_an_admin(secure: Secure) -> None:
+    admin = secure.fed.admin
+    now = secure.chain.now()
+    config = replace(CONFIG, secure=secure_round(admin, opens_at=now, deadline=now + ROUND_SECONDS,
+                                                 max_samples=CONFIG.max_samples))
+    secure.store.add_bytes(config.to_bytes(), pin=True)
+    round_id, _ = admin.open_round(base_cid=secure.genesis, deadline=now + ROUND_SECONDS, min_updates=1,
+                                   config_hash=config.config_hash)
+    for index in range(4):
+        secure.advertise(index, round_id)
+    junk = secure.store.add_bytes(b"not a masked vector", pin=True)  # a survivor's vector nobody can use
+    for _, client in secure.parties[:3]:
+        client.submit_update(round_id, cid=junk, samples=10, metrics_hash=bytes(32))
+    secure.chain.advance(ROUND_SECONDS + 5)
+
+    plain = secure.chain.new_account()
+    admin.grant_role("aggregator", plain.address)
+    reporter = secure.aggregator(admin.with_account(plain))
+    reporter.step()
+    reporter.step()
+    (report,) = secure.events("cannot-unmask")  # once
+    assert "leaving it out would take revealing its masks" in report["message"]
+    assert "lacks the admin role, so the round stays open" in report["message"]
+    assert admin.round(round_id).state == "open"
+
+    secure.aggregator().step()  # the admin's key holds the aggregator role too
+    (aborted,) = secure.events("aborted")
+    assert admin.round(round_id).state == "cancelled"  # an aborted round is closed as cancelled, its reason on record
+    assert aborted["reason"] == report["reason"]
