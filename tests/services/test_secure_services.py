@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,11 +26,14 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account.signers.local import LocalAccount
+from web3 import Web3
 
+from ledger.chain.connection import open_federation
 from ledger.chain.federation import FederationClient
-from ledger.ipfs.store import EmbeddedStore
-from ledger.sealing.keys import public_key_bytes
+from ledger.ipfs.store import EmbeddedStore, open_store
+from ledger.sealing.keys import new_encryption_key, public_key_bytes
 from ledger.secagg.graph import neighbours_of
+from ledger.workspace import Workspace
 from node.data import load_digits_split
 from node.genesis import genesis_model_bytes
 from node.journal import Journal
@@ -47,6 +51,10 @@ from node.services.participant_service import NodeService
 from node.strategies import make_strategy
 from tests.contracts.conftest import Fed, make_fed
 from tests.fixtures_chain import TestChain
+from tests.fixtures_cli import ok
+from tests.fixtures_cli import run_in_process as cli
+from tests.round.conftest import make_federation
+from tests.services.harness import ServiceProcess, shard_files
 
 pytestmark = pytest.mark.anvil
 
@@ -229,3 +237,99 @@ def test_a_secure_round_that_cannot_be_unmasked_is_reported_then_aborted_by_an_a
     (aborted,) = secure.events("aborted")
     assert admin.round(round_id).state == "cancelled"  # an aborted round is closed as cancelled, its reason on record
     assert aborted["reason"] == report["reason"]
+
+
+PARTIES = {"alice": 5, "bob": 6, "carol": 7, "dave": 8}  # anvil dev accounts; dave drops out, carol is killed
+COORDINATOR, AGGREGATOR = 1, 2
+PASSWORD = "secure-services"
+
+
+@pytest.mark.slow
+def test_services_finalize_a_secure_round_through_a_dropout_and_a_party_killed_before_its_reveal(
+    chain: TestChain, anvil_keys: list[LocalAccount], tmp_path: Path,
+) -> None:
+    began = time.monotonic()
+
+    def mark(step: str) -> None:  # the timeline, shown when the test fails
+        print(f"{time.monotonic() - began:6.1f} s  {step}", flush=True)
+
+    federation = make_federation(tmp_path / "fed", rpc=chain.w3.provider.endpoint_uri)
+    w = federation.w
+    workspace = federation.workspace
+    env = {i: {"FEDLEDGER_PRIVATE_KEY": Web3.to_hex(anvil_keys[i].key), "FEDLEDGER_KEY_PASSWORD": PASSWORD}
+           for i in (*PARTIES.values(), COORDINATOR, AGGREGATOR)}
+    address = {name: anvil_keys[i].address for name, i in PARTIES.items()}
+    for name, i in PARTIES.items():  # admitted, with an encryption key registered on chain
+        federation.admit(name, env[i]["FEDLEDGER_PRIVATE_KEY"])
+        new_encryption_key(Workspace.load(workspace.root), f"{name}-enc", password=PASSWORD, iterations=1 << 12)
+        ok(cli("key", "publish-encryption", "--key", f"{name}-enc", *w, env=env[i]))
+    ok(cli("admin", "grant", "coordinator", anvil_keys[COORDINATOR].address, *w))
+    ok(cli("admin", "grant", "aggregator", anvil_keys[AGGREGATOR].address, *w))
+    config = federation.config_file("quick")  # MLP, one epoch
+    shards = [str(path) for path in shard_files(tmp_path / "data", parties=len(PARTIES))]
+    mark("federation set up")
+
+    services: list[ServiceProcess] = []
+
+    def start(name: str, *args: str, key: int) -> ServiceProcess:
+        service = ServiceProcess(name, [*args, "--poll-seconds", "0.3", "--log-json", *w],
+                                 env={**env[key], "OMP_NUM_THREADS": "1"}, log_dir=tmp_path / "logs")
+        services.append(service)
+        return service
+
+    try:
+        aggregator = start("aggregator", "aggregator", "run", key=AGGREGATOR)
+        nodes = {name: start(name, "node", "run", "--data", shards[n], key=PARTIES[name])
+                 for n, name in enumerate(("alice", "bob", "carol"))}
+        coordinator = start("coordinator", "coordinator", "run", "--secure", "--rounds", "1", "--round-seconds", "300",
+                            "--min-updates", "2", "--config", str(config), key=COORDINATOR)
+        opened = coordinator.wait_for("opened", timeout=60)
+        round_id = opened["round"]
+        assert sorted(opened["cohort"]) == sorted(address.values())
+        mark(f"round {round_id} opened, secure")
+
+        # dave advertises its round keys, as its node would, and then drops out: it never submits
+        dave = open_federation(workspace, account=anvil_keys[PARTIES["dave"]])
+        store = open_store(workspace)
+        info = dave.round(round_id)
+        settings = fetch_round_config(store, info.config_hash).secure
+        assert settings is not None
+        advertise(dave, store, Journal(tmp_path / "dave-journal", role="participant", actor=address["dave"],
+                                       round_id=round_id),
+                  round_id=round_id, settings=settings, opened_block=info.opened_block)
+
+        nodes["carol"].wait_for("submitted", timeout=90, where=lambda r: r["round"] == round_id)
+        nodes["carol"].kill()  # submitted, and killed long before the deadline, so before any reveal
+        mark("carol killed after submitting")
+        for name in ("alice", "bob"):
+            nodes[name].wait_for("submitted", timeout=90, where=lambda r: r["round"] == round_id)
+        assert chain.now() <= info.deadline
+        assert federation.client().round(round_id).state == "open"  # dave advertised and may still submit
+        chain.advance(info.deadline - chain.now() + 1)  # past the deadline: dave is a dropout
+        mark("past the deadline")
+
+        revealed = {name: nodes[name].wait_for("revealed", timeout=60, where=lambda r: r["round"] == round_id)
+                    for name in ("alice", "bob")}
+        finalized = aggregator.wait_for("finalized", timeout=60, where=lambda r: r["round"] == round_id)
+        assert coordinator.wait_exit(60) == 0
+        mark("round finalized, coordinator done")
+        assert sorted(finalized["included"]) == sorted(address[n] for n in ("alice", "bob", "carol"))
+        assert finalized["dropouts"] == [address["dave"]]
+
+        client = federation.client()
+        receipt = Receipt.from_bytes(store.get(client.round(round_id).receipt_cid))
+        assert [d.participant for d in receipt.dropouts] == [address["dave"]]
+        assert {r.participant: r.cid for r in receipt.reveals} == {address[n]: revealed[n]["cid"] for n in revealed}
+        assert receipt.wrong_reveals == []
+        for name in ("alice", "bob"):  # one reveal each, none from the killed party
+            assert len(nodes[name].matching("revealed")) == 1
+        assert not nodes["carol"].matching("revealed")
+        for service in (aggregator, nodes["alice"], nodes["bob"]):
+            assert service.terminate() == 0, service.stderr
+            assert "Traceback" not in service.stderr, service.stderr
+        ok(cli("audit", "verify", *w))
+        mark("audit verified")
+    finally:
+        for service in services:
+            service.stop()
+            service.save_events()
