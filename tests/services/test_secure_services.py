@@ -223,6 +223,13 @@ def test_a_secure_round_that_cannot_be_unmasked_is_reported_then_aborted_by_an_a
         client.submit_update(round_id, cid=junk, samples=10, metrics_hash=bytes(32))
     secure.chain.advance(ROUND_SECONDS + 5)
 
+    keyless = NodeService(federation=secure.parties[0][1], store=secure.store, journal_dir=secure.journal,
+                          log=secure.log("node0"), metrics=ServiceMetrics("node"))  # no encryption key: said once
+    keyless.step()
+    keyless.step()
+    (cannot,) = secure.events("cannot-reveal")
+    assert "given no encryption key" in cannot["message"] and not secure.events("revealed")
+
     plain = secure.chain.new_account()
     admin.grant_role("aggregator", plain.address)
     reporter = secure.aggregator(admin.with_account(plain))
@@ -333,3 +340,36 @@ def test_services_finalize_a_secure_round_through_a_dropout_and_a_party_killed_b
         for service in services:
             service.stop()
             service.save_events()
+
+
+def test_a_secure_round_everyone_who_advertised_submitted_to_is_finalized_before_its_deadline(secure: Secure) -> None:
+    """Party 3 never advertises; once a block is stamped past the key deadline the three others mask with
+    one another, and with all three in the round is final: the aggregator does not wait for the deadline.
+    In a second round, finalized after its deadline, a node with no dropped-out neighbour reveals nothing."""
+    admin = secure.fed.admin
+    nodes = [secure.node(i) for i in range(3)]
+    aggregator = secure.aggregator()
+    for round_number, early in ((1, True), (2, False)):
+        now = secure.chain.now()
+        config = replace(CONFIG, secure=secure_round(admin, opens_at=now, deadline=now + ROUND_SECONDS,
+                                                     max_samples=CONFIG.max_samples))
+        secure.store.add_bytes(config.to_bytes(), pin=True)
+        round_id, _ = admin.open_round(base_cid=secure.genesis, deadline=now + ROUND_SECONDS, min_updates=2,
+                                       config_hash=config.config_hash)
+        for node in nodes:
+            node.step()
+        assert admin.round(round_id).submissions == 0
+        secure.chain.advance(ROUND_SECONDS // 2 + 5)  # a block stamped past the key deadline, before the deadline
+        for node in nodes:
+            node.step()
+        assert admin.round(round_id).submissions == 3
+        if not early:
+            secure.chain.advance(ROUND_SECONDS)
+            nodes[0].step()
+            assert secure.events("nothing-to-reveal", round=round_id)
+        aggregator.step()
+        info = admin.round(round_id)
+        assert info.state == "finalized", round_number
+        (finalized,) = secure.events("finalized", round=round_id)
+        assert ("every party that advertised keys has submitted" in finalized["message"]) == early
+        assert finalized["dropouts"] == [] and (secure.chain.now() <= info.deadline) == early
