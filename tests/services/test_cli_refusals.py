@@ -45,3 +45,13 @@ def test_the_coordinator_checks_its_schedule_before_it_starts(ws: tuple[str, str
     bad_base = cli("coordinator", "run", "--rounds", "1", "--round-seconds", "60", "--min-updates", "1",
                    "--base-cid", "not-a-cid", *ws)
     assert bad_base.exit_code == 1 and "not-a-cid" in bad_base.error_line()
+
+
+def test_the_coordinator_checks_its_secure_options_before_it_starts(ws: tuple[str, str]) -> None:
+    run = ("coordinator", "run", "--rounds", "1", "--round-seconds", "60", "--min-updates", "1")
+    loose = cli(*run, "--threshold", "2", *ws)
+    assert loose.exit_code == 1 and "are a secure round's; add --secure" in loose.error_line()
+    window = cli(*run, "--secure", "--key-window", "60", *ws)
+    assert window.exit_code == 1 and "--key-window 60 must be less than --round-seconds 60" in window.error_line()
+    robust = cli(*run, "--secure", "--strategy", "median", *ws)
+    assert robust.exit_code == 1 and "a secure round aggregates by FedAvg only" in robust.error_line()
