@@ -373,3 +373,40 @@ def test_a_secure_round_everyone_who_advertised_submitted_to_is_finalized_before
         (finalized,) = secure.events("finalized", round=round_id)
         assert ("every party that advertised keys has submitted" in finalized["message"]) == early
         assert finalized["dropouts"] == [] and (secure.chain.now() <= info.deadline) == early
+
+
+def test_a_round_whose_unmasking_would_expose_a_survivor_is_refused_by_the_node_and_the_aggregator(
+    secure: Secure,
+) -> None:
+    """Four parties on a ring (two neighbours each): the two that submit are opposite corners, so every
+    neighbour of each dropped out. No reveal is posted, and the aggregator aborts instead of waiting for one."""
+    admin = secure.fed.admin
+    now = secure.chain.now()
+    config = replace(CONFIG, secure=secure_round(admin, opens_at=now, deadline=now + ROUND_SECONDS, neighbours=2,
+                                                 threshold=2, max_samples=CONFIG.max_samples))
+    secure.store.add_bytes(config.to_bytes(), pin=True)
+    round_id, _ = admin.open_round(base_cid=secure.genesis, deadline=now + ROUND_SECONDS, min_updates=2,
+                                   config_hash=config.config_hash)
+    board = read_board(admin, secure.store, round_id, config.secure)
+    first = secure.parties[0][0].address
+    ring = neighbours_of(config.secure.params, first, board.context)
+    opposite = next(i for i, (a, _) in enumerate(secure.parties) if a.address not in (first, *ring))
+    survivors = [secure.node(0), secure.node(opposite)]
+    for index, (account, _) in enumerate(secure.parties):
+        if account.address in ring:
+            secure.advertise(index, round_id)  # and drop out
+    for node in [*survivors, survivors[0]]:  # the first to advertise waits for the second: one more step
+        node.step()
+    assert admin.round(round_id).submissions == 2
+    secure.chain.advance(ROUND_SECONDS + 5)
+    survivors[0].step()
+    (refused,) = secure.events("cannot-reveal")
+    assert "removing their masks would publish" in refused["message"]
+    assert not read_board(admin, secure.store, round_id, config.secure).revealed
+
+    aggregator = secure.aggregator()
+    aggregator.step()
+    assert not secure.events("secure-waiting")
+    (aborted,) = secure.events("aborted")
+    assert "removing their masks would publish" in aborted["reason"]
+    assert admin.round(round_id).state == "cancelled"
