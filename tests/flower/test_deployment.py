@@ -126,7 +126,9 @@ def test_flower_rounds_plain_then_private_and_sealed_are_audited_and_an_unadmitt
     assert federation.round(ROUNDS + 1).state != "finalized" and federation.submissions(ROUNDS + 1) == []
     [aborted] = federation.contract.events.RoundAborted().get_logs(from_block=0)
     assert aborted["args"]["roundId"] == ROUNDS + 1
-    receipt = Receipt.from_bytes(store.get(aborted["args"]["reason"].split("; receipt ")[1].split()[0]))
+    reason = aborted["args"]["reason"]
+    assert "; receipt " in reason, f"the abort names no receipt of the refusals: {reason}"
+    receipt = Receipt.from_bytes(store.get(reason.split("; receipt ")[1].split()[0]))
     agreed, other = fab_sha256(build_fab_from_disk(EXAMPLE_APP)), fab_sha256(build_fab_from_disk(changed))
     assert sorted(entry.participant.lower() for entry in receipt.unrecorded) == sorted([*admitted, outsider.address.lower()])
     for entry in receipt.unrecorded:
