@@ -16,11 +16,17 @@ ClientApp/ServerApp pair shipped in the package, built on the two functions here
   own (a task the agreement does not name, a budget, a FAB the agreement does not name), comes back
   as the sentence the receipt names.
 
+The run config's ``dp-*`` and ``seal-to`` keys make the rounds private and sealed (``run_options``), the
+ServerApp opening them with ``fedledger-encryption-key``, as in the example app.
+
 A SuperNode names its data in its node config: ``fedledger-data`` (handed to the task's
 ``load_data`` as ``node train --data`` does), ``partition-id``/``num-partitions`` (its ``--shard``/``--of``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from flwr.app import Context, Message, MetricRecord, RecordDict
@@ -74,6 +80,19 @@ def task_round_config(
                          training=TrainingSettings(**settings), task=TaskRef(cid=task, frozen_cid=frozen), dp=dp,
                          seal_to=seal_to)
     return config, arrays
+
+
+def run_options(run: Mapping[str, object]) -> dict[str, Any]:
+    """``task_round_config``'s options from the task app's run config: ``strategy``, ``seed``; ``dp-noise`` > 0 makes
+    the rounds private (with ``dp-clip``, ``dp-sample-rate``, ``dp-steps``), ``seal-to`` (addresses, comma-separated)
+    seals them, as in the example app."""
+    noise = float(run.get("dp-noise", 0.0))  # type: ignore[arg-type]
+    dp = None if not noise else DpSettings(
+        noise_multiplier=noise, max_grad_norm=float(run.get("dp-clip", 1.0)),  # type: ignore[arg-type]
+        sample_rate=float(run.get("dp-sample-rate", 0.2)), steps=int(run.get("dp-steps", 20)))  # type: ignore[arg-type]
+    seal_to = tuple(address.strip() for address in str(run.get("seal-to", "")).split(",") if address.strip()) or None
+    return {"strategy": str(run.get("strategy", "fedavg")), "seed": int(run.get("seed", 0)), "dp": dp,  # type: ignore[arg-type]
+            "seal_to": seal_to}
 
 
 def task_inputs(ledger: Ledger, node_config: dict, *, timeout_s: float = TASK_TIMEOUT_S) -> TaskInputs:

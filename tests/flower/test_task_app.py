@@ -2,7 +2,8 @@
 ClientApp's functions on the in-process chain, with Flower's own Message and Context objects and the task's
 real processes (its genesis model, then its training), through one finalized round; an unadmitted party is
 refused by the contract and named in the receipt, a run of a FAB the agreement does not name is refused before
-the task runs, and an agreement without a task leaves the app nothing to train."""
+the task runs, and an agreement without a task leaves the app nothing to train; a second run, private by its run
+config, opens its rounds private from the latest global model."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ from ledger.errors import InvalidInputError  # noqa: E402
 from ledger.weights import from_safetensors  # noqa: E402
 from node.flower.fab_guard import note_run_fab  # noqa: E402
 from node.flower.records import PartyReply, array_record  # noqa: E402
-from node.flower.task_round import record_task_update, task_round_config  # noqa: E402
+from node.flower.task_round import record_task_update, run_options, task_round_config  # noqa: E402
+from node.privacy.demo_settings import DELTA, EPSILON_BUDGET  # noqa: E402
+from node.round_config import DpSettings  # noqa: E402
 from node.tasks.agreement import FlowerApp, agreement_document, fab_sha256  # noqa: E402
 from node.tasks.bundle import pack_task  # noqa: E402
 from tests.fixtures_chain import TestChain  # noqa: E402
@@ -66,14 +69,16 @@ def _runs() -> Iterator[None]:
     fab_guard._RUN_FABS.update(saved)
 
 
-def agree_to_task(f: Federation, tmp_path: Path) -> str:
-    """Agreement version 2 names the probe task (its bundle pinned) and the task app's FAB, and every party accepts
-    it; the task's CID."""
+def agree_to_task(f: Federation, tmp_path: Path, *, private: bool = False) -> str:
+    """A new agreement version names the probe task (its bundle pinned) and the task app's FAB (``private``: with an
+    ε budget), and every party accepts it; the task's CID."""
     bundle = f.store.add_bytes(pack_task(write_task(tmp_path / "probe", TASK, settings="epochs = 1\nbatch_size = 8")),
                                pin=True)
     terms = f.store.add_bytes(b"Each party trains the task named here.\n", pin=True)
     app = FlowerApp(sha256=fab_sha256(AGREED_FAB), cid=f.store.add_bytes(AGREED_FAB, pin=True))
-    version, _ = f.admin.publish_agreement(f.store.add_bytes(agreement_document(bundle, terms, flower_app=app), pin=True))
+    budget = {"epsilon_budget": EPSILON_BUDGET, "delta": DELTA} if private else {}
+    version, _ = f.admin.publish_agreement(f.store.add_bytes(agreement_document(bundle, terms, flower_app=app), pin=True),
+                                           **budget)
     deadline = f.admin.w3.eth.get_block("latest")["timestamp"] + 600
     for party in f.parties:
         signature = f.admin.sign_join(party, version=version, deadline=deadline)
@@ -125,8 +130,16 @@ def test_the_agreements_task_trains_a_round_through_the_shipped_flower_apps_func
     receipt = strategy.outcomes[1].receipt
     assert [u.participant for u in receipt.included] == [f.parties[0].address]
     assert [u.participant for u in receipt.unrecorded] == [f.outsider.address]
-    again, _ = task_round_config(f.operator)  # a later run goes on from the latest global model
-    assert again.task == config.task
+
+    # A later run, private by the run config's dp keys (under an agreement with an ε budget), goes on from the latest
+    # global model. (The party's side of a private task round is node train's own: train_and_submit.)
+    agree_to_task(f, tmp_path / "again", private=True)
+    options = run_options({"seed": 0, "dp-noise": 1.0, "dp-clip": 1.0, "dp-sample-rate": 0.25, "dp-steps": 4})
+    assert options["dp"] == DpSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.25, steps=4)
+    assert options["seal_to"] is None and run_options({"seal-to": "0xA, 0xB"})["seal_to"] == ("0xA", "0xB")
+    private, latest = task_round_config(f.operator, **options)
+    assert private.task == config.task and private.dp == options["dp"]
+    assert all(np.array_equal(latest[k], v) for k, v in from_safetensors(f.store.get(info.global_cid))[0].items())
 
 
 def test_the_shipped_task_app_loads_as_a_flower_app() -> None:
