@@ -213,6 +213,41 @@ def register(app: typer.Typer) -> None:
                     "relayed_by": getattr(outcome.tx, "relayer", None),
                 })
 
+    @node_app.command("advertise")
+    @handle_errors
+    def advertise_keys(
+        round_id: Annotated[int, typer.Option("--round", min=1, help="The secure round, in its key phase.")],
+        key: Annotated[str | None, typer.Option("--key", help="The party's key: a name under [keys] or a keystore file (default $FEDLEDGER_PRIVATE_KEY).")] = None,
+        rpc: RpcOption = None,
+        max_fee_gwei: MaxFeeOption = None,
+        workdir: WorkdirOption = None,
+        json: JsonOption = False,
+    ) -> None:
+        """A secure round's first step alone: post this party's round keys and encrypted shares (once).
+
+        `node train` does it too, then waits for the key phase to end (every party advertised, or the key
+        deadline passed); advertising first lets parties that take turns on one machine train one after another.
+        """
+        from ledger.chain.connection import open_federation, workspace_rpc
+        from ledger.chain.keys import load_account
+        from node.journal import Journal
+        from node.participant import fetch_round_config
+        from node.secure.party import advertise
+
+        workspace = Workspace.find(workdir)
+        account = load_account(workspace, key)
+        federation = open_federation(workspace, account=account, rpc=workspace_rpc(workspace, rpc), max_fee_gwei=max_fee_gwei)
+        store = open_store(workspace)
+        info = federation.round(round_id)
+        config = fetch_round_config(store, info.config_hash)
+        if config.secure is None:
+            raise InvalidInputError(f"round {round_id} is not a secure round; only a secure round's parties advertise keys.")
+        journal = Journal(workspace.journal_dir, role="participant", actor=account.address, round_id=round_id)
+        cid = advertise(federation, store, journal, round_id=round_id, settings=config.secure, opened_block=info.opened_block)
+        console.print(f"Round {round_id}: {account.address} advertised its round keys: {cid}.", soft_wrap=True, highlight=False)
+        if json:
+            print_json({"round_id": round_id, "participant": account.address, "advertisement_cid": cid})
+
     @node_app.command("reveal")
     @handle_errors
     def reveal(
