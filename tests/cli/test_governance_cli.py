@@ -42,6 +42,8 @@ def test_rounds_are_bounded_aborted_with_a_reason_and_the_admin_moves_in_two_ste
     opened = ok(cli("round", "open", "--base-cid", base, "--deadline", "600", "--min-updates", "3", "--json", *w)).json()
     plain = cli("node", "reveal", "--round", str(opened["round_id"]), *w, env={"FEDLEDGER_PRIVATE_KEY": BOB_KEY})
     assert plain.exit_code == 1 and "not a secure round" in plain.error_line()
+    keys = cli("node", "advertise", "--round", str(opened["round_id"]), *w, env={"FEDLEDGER_PRIVATE_KEY": BOB_KEY})
+    assert keys.exit_code == 1 and "only a secure round's parties advertise" in keys.error_line()
 
     early = cli("round", "cancel", str(opened["round_id"]), *w)
     assert early.exit_code == 1
