@@ -37,7 +37,9 @@ with the reveal's CID, or ``nothing-to-reveal`` when no neighbour dropped out. W
 at the latest block, a superset of the settled block's submitters, so a party whose submission is not
 yet deep is never taken for a dropout. A node restarted after it submitted reveals then (``reveal`` is
 idempotent: a reveal already on chain is not posted again). A reveal the round refuses for good (it
-would expose a survivor; no encryption key to decrypt with) is logged as a warning, once.
+would expose a survivor; no encryption key to decrypt with; the contract's refusal) is logged as a
+warning, once; one that failed otherwise (a document not yet in the store, a transaction not mined in
+time) is said once and tried again at each step.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from ledger.chain.contract_errors import (
     FederationNotParticipant,
     FederationRoundClosed,
 )
-from ledger.errors import ContentNotFoundError, InvalidInputError, LedgerError
+from ledger.errors import ContentNotFoundError, InvalidInputError, KeyLoadError, LedgerError
 from ledger.chain.federation import FederationClient
 from ledger.chain.finality import chain_moved, settled
 from ledger.ipfs.store import ContentStore
@@ -387,13 +389,7 @@ class NodeService:
             self.log.info("not-revealed", f"round {round_id}: closed before this party revealed; nothing more to do.",
                           round=round_id)
             return
-        except ContentNotFoundError as missing:  # an advertisement not (yet) in this store
-            if round_id not in self.reveal_waiting:
-                self.reveal_waiting.add(round_id)
-                self.log.warning("waiting-for-content", f"round {round_id}: cannot reveal yet: {missing} Trying again "
-                                 "at each poll.", round=round_id)
-            return
-        except (FederationContractError, LedgerError) as problem:
+        except (FederationContractError, InvalidInputError, KeyLoadError) as problem:  # the round's or the party's
             if is_transient(problem):
                 raise
             if chain_moved(self.view):
@@ -402,6 +398,14 @@ class NodeService:
                 return
             self.revealed.add(round_id)
             self.log.warning("cannot-reveal", f"round {round_id}: cannot reveal: {problem}", round=round_id)
+            return
+        except LedgerError as problem:  # a document not (yet) in this store, a transaction not mined in time
+            if is_transient(problem):
+                raise
+            if round_id not in self.reveal_waiting:
+                self.reveal_waiting.add(round_id)
+                self.log.warning("reveal-retry", f"round {round_id}: cannot reveal yet: {problem} Trying again at each "
+                                 "poll (a reveal already posted is found on chain, never posted twice).", round=round_id)
             return
         self.revealed.add(round_id)
         self.reveal_waiting.discard(round_id)

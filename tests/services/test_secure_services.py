@@ -30,6 +30,7 @@ from web3 import Web3
 
 from ledger.chain.connection import open_federation
 from ledger.chain.federation import FederationClient
+from ledger.chain.transactions import TxPolicy
 from ledger.ipfs.store import EmbeddedStore, open_store
 from ledger.sealing.keys import new_encryption_key, public_key_bytes
 from ledger.secagg.graph import neighbours_of
@@ -410,3 +411,49 @@ def test_a_round_whose_unmasking_would_expose_a_survivor_is_refused_by_the_node_
     (aborted,) = secure.events("aborted")
     assert "removing their masks would publish" in aborted["reason"]
     assert admin.round(round_id).state == "cancelled"
+
+
+def test_with_confirmations_a_node_reveals_once_a_settled_block_is_past_the_deadline(secure: Secure) -> None:
+    """With ``confirmations = 2`` the deadline is judged by the block 2 under the head: the head past it
+    is not enough (a submission not yet 2 deep could still be in the round); then the node reveals once."""
+    admin = secure.fed.admin
+    now = secure.chain.now()
+    config = replace(CONFIG, secure=secure_round(admin, opens_at=now, deadline=now + ROUND_SECONDS,
+                                                 max_samples=CONFIG.max_samples))
+    secure.store.add_bytes(config.to_bytes(), pin=True)
+    round_id, _ = admin.open_round(base_cid=secure.genesis, deadline=now + ROUND_SECONDS, min_updates=2,
+                                   config_hash=config.config_hash)
+    secure.advertise(3, round_id)  # the dropout
+    nodes = [secure.node(i) for i in range(3)]
+    for node in [*nodes, nodes[0], nodes[1]]:  # the first two wait once for the third's advertisement
+        node.step()
+    assert admin.round(round_id).submissions == 3
+    secure.chain.advance(ROUND_SECONDS + 5)  # the head is past the deadline; the blocks under it are not
+
+    account, _ = secure.parties[0]
+    deep = FederationClient(secure.chain.w3, admin.address, account=account, from_block=admin.from_block,
+                            policy=TxPolicy(confirmations=2, timeout_s=10))
+    node = NodeService(federation=deep, store=secure.store, journal_dir=secure.journal, log=secure.log("deep"),
+                       metrics=ServiceMetrics("node"), encryption_key=lambda: secure.keys[account.address])
+    for _ in range(2):
+        node.step()
+        assert not read_board(admin, secure.store, round_id, config.secure).revealed  # nothing posted
+        assert not secure.events("reveal-retry") and not secure.events("cannot-reveal")
+        secure.chain.rpc("evm_mine", [])
+    done = threading.Event()
+
+    def mine() -> None:  # the reveal waits 2 blocks deep
+        while not done.wait(0.1):
+            secure.chain.rpc("evm_mine", [])
+
+    miner = threading.Thread(target=mine)
+    miner.start()
+    try:
+        node.step()
+        node.step()
+    finally:
+        done.set()
+        miner.join(5)
+    (revealed,) = secure.events("revealed")
+    assert revealed["round"] == round_id
+    assert account.address in read_board(admin, secure.store, round_id, config.secure).revealed
