@@ -31,6 +31,8 @@ from web3 import Web3
 from ledger.chain.connection import open_federation
 from ledger.chain.federation import FederationClient
 from ledger.chain.transactions import TxPolicy
+from ledger.contract_constants import RoundMessageKind
+from ledger.errors import InvalidInputError
 from ledger.ipfs.store import EmbeddedStore, open_store
 from ledger.sealing.keys import new_encryption_key, public_key_bytes
 from ledger.secagg.graph import neighbours_of
@@ -415,7 +417,8 @@ def test_a_round_whose_unmasking_would_expose_a_survivor_is_refused_by_the_node_
 
 def test_with_confirmations_a_node_reveals_once_a_settled_block_is_past_the_deadline(secure: Secure) -> None:
     """With ``confirmations = 2`` the deadline is judged by the block 2 under the head: the head past it
-    is not enough (a submission not yet 2 deep could still be in the round); then the node reveals once."""
+    is not enough (a submission not yet 2 deep could still be in the round); then the node reveals once
+    (a reveal not 2 deep in time is tried again at the next step, and found on chain, not posted twice)."""
     admin = secure.fed.admin
     now = secure.chain.now()
     config = replace(CONFIG, secure=secure_round(admin, opens_at=now, deadline=now + ROUND_SECONDS,
@@ -432,7 +435,7 @@ def test_with_confirmations_a_node_reveals_once_a_settled_block_is_past_the_dead
 
     account, _ = secure.parties[0]
     deep = FederationClient(secure.chain.w3, admin.address, account=account, from_block=admin.from_block,
-                            policy=TxPolicy(confirmations=2, timeout_s=10))
+                            policy=TxPolicy(confirmations=2, timeout_s=2))
     node = NodeService(federation=deep, store=secure.store, journal_dir=secure.journal, log=secure.log("deep"),
                        metrics=ServiceMetrics("node"), encryption_key=lambda: secure.keys[account.address])
     for _ in range(2):
@@ -440,6 +443,9 @@ def test_with_confirmations_a_node_reveals_once_a_settled_block_is_past_the_dead
         assert not read_board(admin, secure.store, round_id, config.secure).revealed  # nothing posted
         assert not secure.events("reveal-retry") and not secure.events("cannot-reveal")
         secure.chain.rpc("evm_mine", [])
+    node.step()  # the deadline is 2 deep now; nothing mines, so the reveal is not 2 deep in time: tried again
+    (retry,) = secure.events("reveal-retry")
+    assert "was not mined and 2 blocks deep within 2 s" in retry["message"] and not secure.events("revealed")
     done = threading.Event()
 
     def mine() -> None:  # the reveal waits 2 blocks deep
@@ -457,3 +463,34 @@ def test_with_confirmations_a_node_reveals_once_a_settled_block_is_past_the_dead
     (revealed,) = secure.events("revealed")
     assert revealed["round"] == round_id
     assert account.address in read_board(admin, secure.store, round_id, config.secure).revealed
+    posted = [log for log in admin._logs("RoundMessagePosted", roundId=round_id)  # every one, not the first only
+              if int(log["args"]["kind"]) == RoundMessageKind.REVEAL]
+    assert len(posted) == 1
+
+
+def test_the_secure_coordinator_needs_a_cohort_at_start_and_waits_for_one_later(secure: Secure) -> None:
+    """Refused at start, with round open --secure's sentence, when fewer than 3 admitted parties have a key;
+    a cohort that shrinks later only delays the next opening (said once)."""
+    admin = secure.fed.admin
+
+    def coordinator() -> CoordinatorService:
+        return CoordinatorService(
+            federation=admin, store=secure.store, journal_dir=secure.journal, rounds=1, round_seconds=ROUND_SECONDS,
+            min_updates=2, config=CONFIG, base_cid=secure.genesis, log=secure.log("coordinator"),
+            metrics=ServiceMetrics("coordinator"), secure=SecureOptions(key_window=60),
+        )
+
+    late = coordinator()
+    late.start()  # four parties with keys now
+    for account, _ in secure.parties[:2]:
+        admin.suspend(account.address)
+    with pytest.raises(InvalidInputError, match="a secure round needs at least 3 parties in its cohort"):
+        coordinator().start()
+    late.step()
+    late.step()
+    (cannot,) = secure.events("cannot-open")
+    assert "needs at least 3 parties" in cannot["message"] and admin.round_count() == 0
+    admin.reinstate(secure.parties[0][0].address)
+    late.step()
+    (opened,) = secure.events("opened")
+    assert len(opened["cohort"]) == 3 and opened["key_deadline"] == opened["deadline"] - ROUND_SECONDS + 60
