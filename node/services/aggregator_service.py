@@ -22,8 +22,8 @@ A secure round (its config's ``secure_aggregation``) is aggregated once its dead
 earlier once its key phase is over and every party that advertised keys has submitted (nobody can drop
 out any more; the board is read at the latest block, the submissions in the settled view). While what
 the aggregate needs may still come (a survivor's reveal of a dropout's shares, a masked vector not yet
-in the store: ``node.secure.aggregate.SecureRoundWaiting``) the round is tried again at each step,
-logged once (``secure-waiting``). A round that cannot be unmasked for good (unmasking would expose a
+in the store: ``node.secure.aggregate.SecureRoundWaiting``; an advertisement or reveal document not yet
+in the store) the round is tried again at each step, logged once (``secure-waiting``). A round that cannot be unmasked for good (unmasking would expose a
 survivor, a survivor's masked vector is malformed, every share holder revealed and too few shares are
 right) is reported once as a warning with its sentence: an aggregator whose key also holds the admin
 role aborts it with that reason; otherwise it stays open for the admin to abort.
@@ -43,7 +43,7 @@ from ledger.chain.contract_errors import (
     FederationRoundClosed,
     FederationRoundStillOpen,
 )
-from ledger.errors import LedgerError
+from ledger.errors import ContentNotFoundError, LedgerError
 from ledger.chain.federation import FederationClient, RoundInfo
 from ledger.chain.finality import chain_moved, settled
 from ledger.index.index import LedgerIndex
@@ -151,16 +151,15 @@ class AggregatorService:
         return False
 
     def _secure_settings(self, info: RoundInfo) -> SecureRound | None:
-        """The round's secure settings (None: not a secure round, or a config this store cannot give now, which
-        ``aggregate_round`` then reports)."""
+        """The round's secure settings (None: not a secure round, or a config this store could not give when
+        first asked, which ``aggregate_round`` then reports or, arrived since, aggregates as it says)."""
         if info.round_id not in self.secure:
             try:
-                config = RoundConfig.from_bytes(self.store.get(config_cid(info.config_hash)))
-            except LedgerError as problem:
+                self.secure[info.round_id] = RoundConfig.from_bytes(self.store.get(config_cid(info.config_hash))).secure
+            except LedgerError as problem:  # asked once: ``aggregate_round`` reads the config again and judges it
                 if is_transient(problem):
                     raise
-                return None
-            self.secure[info.round_id] = config.secure
+                self.secure[info.round_id] = None
         return self.secure[info.round_id]
 
     def _advertisers_submitted(self, view: FederationClient, info: RoundInfo, secure: SecureRound, now: int) -> bool:
@@ -169,7 +168,12 @@ class AggregatorService:
         Read again only when the round's submissions changed, or while the key phase is still open."""
         if self.early_checked.get(info.round_id) == info.submissions:
             return False
-        board = read_board(self.federation, self.store, info.round_id, secure)
+        try:
+            board = read_board(self.federation, self.store, info.round_id, secure)
+        except LedgerError as problem:  # a document not in this store (yet): the deadline decides instead
+            if is_transient(problem):
+                raise
+            return False
         if not (board.all_advertised or now > secure.key_deadline):
             return False
         submitted = {s.participant.lower() for s in view.submissions(info.round_id)}
@@ -185,6 +189,9 @@ class AggregatorService:
             self.metrics.reorgs.inc()
             self.log.warning("reorganized", f"round {round_id}: its finalization is no longer on chain (a "
                              "reorganization removed it); finalizing it again.", round=round_id)
+        # In a secure round a document the store lacks (an advertisement, a reveal) may yet come; a plain
+        # round's missing content is reported as it always was.
+        waiting_for = (SecureRoundWaiting, ContentNotFoundError) if self.secure.get(round_id) else SecureRoundWaiting
         try:
             outcome = aggregate_round(
                 federation=self.federation, store=self.store, round_id=round_id, journal_dir=self.journal_dir,
@@ -198,7 +205,7 @@ class AggregatorService:
                 self.log.warning("finalize-refused", f"round {round_id}: the contract refused its finalization now: "
                                  f"{refusal} Deciding again at the next step.", round=round_id)
             return
-        except SecureRoundWaiting as waiting:  # a reveal or a submission may still come
+        except waiting_for as waiting:  # a reveal, a submission, a document may still come
             if chain_moved(self.view):
                 raise
             if round_id not in self.secure_waiting:

@@ -42,7 +42,7 @@ from node.genesis import genesis_model_bytes
 from node.journal import Journal
 from node.participant import fetch_round_config
 from node.receipt import Receipt
-from node.round_config import RoundConfig, TrainingSettings
+from node.round_config import RoundConfig, TrainingSettings, config_cid
 from node.secure.board import read_board
 from node.secure.opening import secure_round
 from node.secure.party import advertise
@@ -348,7 +348,8 @@ def test_services_finalize_a_secure_round_through_a_dropout_and_a_party_killed_b
 def test_a_secure_round_everyone_who_advertised_submitted_to_is_finalized_before_its_deadline(secure: Secure) -> None:
     """Party 3 never advertises; once a block is stamped past the key deadline the three others mask with
     one another, and with all three in the round is final: the aggregator does not wait for the deadline.
-    In a second round, finalized after its deadline, a node with no dropped-out neighbour reveals nothing."""
+    In a second round, finalized after its deadline, a node with no dropped-out neighbour reveals nothing, and
+    an aggregator whose store lacks an advertisement waits for it instead of giving the round up."""
     admin = secure.fed.admin
     nodes = [secure.node(i) for i in range(3)]
     aggregator = secure.aggregator()
@@ -370,6 +371,20 @@ def test_a_secure_round_everyone_who_advertised_submitted_to_is_finalized_before
             secure.chain.advance(ROUND_SECONDS)
             nodes[0].step()
             assert secure.events("nothing-to-reveal", round=round_id)
+            # An aggregator whose store lacks one party's advertisement waits for it (said once), then aggregates.
+            board = read_board(admin, secure.store, round_id, config.secure)
+            held, *rest = [str(doc.cid) for doc in board.advertised.values()]
+            own = EmbeddedStore(secure.journal.parent / "aggregator-store")
+            for cid in (config_cid(config.config_hash), secure.genesis, *rest,
+                        *(s.cid for s in admin.submissions(round_id))):
+                own.add_bytes(secure.store.get(cid), pin=True)
+            aggregator = AggregatorService(federation=admin, store=own, journal_dir=secure.journal,
+                                           log=secure.log("aggregator"), metrics=ServiceMetrics("aggregator"))
+            aggregator.step()
+            aggregator.step()
+            (waiting,) = secure.events("secure-waiting", round=round_id)
+            assert held in waiting["message"] and admin.round(round_id).state == "open"
+            own.add_bytes(secure.store.get(held), pin=True)
         aggregator.step()
         info = admin.round(round_id)
         assert info.state == "finalized", round_number
