@@ -136,7 +136,7 @@ class NodeService:
         self.advertised: set[int] = set()  # secure rounds this node advertised in (logged once)
         self.key_phase: set[int] = set()  # secure rounds left for a later step while the key phase is open
         self.revealed: set[int] = set()  # secure rounds whose reveal step is done (or refused for good)
-        self.reveal_waiting: set[int] = set()  # reveals that wait for content the store lacks (warned once)
+        self.reveal_waiting: set[int] = set()  # reveals tried again at the next step (said once)
 
     def start(self) -> None:
         """Refuse a key that could not submit now, with the contract's reason; log the start."""
