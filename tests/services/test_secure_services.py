@@ -509,3 +509,31 @@ def test_the_secure_coordinator_needs_a_cohort_at_start_and_waits_for_one_later(
     late.step()
     (opened,) = secure.events("opened")
     assert len(opened["cohort"]) == 3 and opened["key_deadline"] == opened["deadline"] - ROUND_SECONDS + 60
+
+
+def test_while_its_key_phase_is_open_a_secure_round_is_not_final_though_every_advertiser_submitted(
+    secure: Secure,
+) -> None:
+    """Three parties advertise and submit at once, not waiting for the fourth (junk, as a rogue party may):
+    before the key deadline the fourth may still advertise, so the aggregator does nothing early; once a
+    block is past it, the round is final and judged (here: aborted, its vectors unusable)."""
+    admin = secure.fed.admin
+    now = secure.chain.now()
+    config = replace(CONFIG, secure=secure_round(admin, opens_at=now, deadline=now + ROUND_SECONDS,
+                                                 max_samples=CONFIG.max_samples))
+    secure.store.add_bytes(config.to_bytes(), pin=True)
+    round_id, _ = admin.open_round(base_cid=secure.genesis, deadline=now + ROUND_SECONDS, min_updates=1,
+                                   config_hash=config.config_hash)
+    junk = secure.store.add_bytes(b"submitted during the key phase", pin=True)
+    for index in range(3):
+        secure.advertise(index, round_id)
+        secure.parties[index][1].submit_update(round_id, cid=junk, samples=10, metrics_hash=bytes(32))
+    aggregator = secure.aggregator()
+    aggregator.step()
+    aggregator.step()
+    assert admin.round(round_id).state == "open"
+    assert not secure.events("secure-waiting") and not secure.events("aborted")
+    secure.chain.advance(ROUND_SECONDS // 2 + 5)  # past the key deadline, before the deadline
+    aggregator.step()
+    (aborted,) = secure.events("aborted")
+    assert "is not a masked update" in aborted["reason"] or "leaving it out" in aborted["reason"]
