@@ -34,7 +34,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from web3.exceptions import Web3Exception
 
 from ledger.index.queries import membership_at_end
 from ledger.chain.contract_errors import (
@@ -45,7 +44,7 @@ from ledger.chain.contract_errors import (
 )
 from ledger.errors import ContentNotFoundError, LedgerError
 from ledger.chain.federation import FederationClient, RoundInfo
-from ledger.chain.finality import chain_moved, settled
+from ledger.chain.finality import chain_moved
 from ledger.index.index import LedgerIndex
 from ledger.sealing.recipients import RoundOpener, RoundSeal
 from ledger.ipfs.store import ContentStore
@@ -57,6 +56,7 @@ from node.secure.settings import SecureRound
 from node.services.backoff import is_transient
 from node.services.clock import decision_time
 from node.services.log import ServiceLog
+from node.services.settled_step import step_on_settled_view
 from node.services.metrics import ServiceMetrics
 
 
@@ -102,16 +102,7 @@ class AggregatorService:
         return sum(1 for m in members if m.status == "admitted" and m.accepted_version == agreement_version)
 
     def step(self) -> bool:
-        view = None
-        try:
-            view = settled(self.federation)  # with [chain] confirmations = N: the chain N blocks below its head
-            return self._step(view)
-        except (LedgerError, Web3Exception) as error:
-            if is_transient(error) or not chain_moved(view, error):
-                raise
-            self.log.info("chain-moved", f"the chain reorganized during this step ({error}); deciding again at the "
-                          "next one.")
-            return False
+        return step_on_settled_view(self.federation, self.log, self._step)
 
     def _step(self, view: FederationClient) -> bool:
         self.view = view

@@ -28,12 +28,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from web3.exceptions import Web3Exception
 
 from ledger.chain.contract_errors import FederationMinimumReached, FederationRoundClosed, FederationRoundStillOpen
 from ledger.errors import InvalidInputError, LedgerError
 from ledger.chain.federation import FederationClient, RoundInfo
-from ledger.chain.finality import chain_moved, settled
 from ledger.ipfs.store import ContentStore
 from ledger.types import Cid
 from ledger.utc import utc_text
@@ -41,9 +39,9 @@ from ledger.workspace import atomic_write_bytes
 from node.round_config import RoundConfig
 from node.secure.opening import secure_round
 from node.secure.settings import SecureRound
-from node.services.backoff import is_transient
 from node.services.clock import chain_time, decision_time
 from node.services.log import ServiceLog
+from node.services.settled_step import step_on_settled_view
 from node.services.metrics import ServiceMetrics
 
 
@@ -148,16 +146,7 @@ class CoordinatorService:
         return [info for info in (self._info(r, view) for r in self.schedule.rounds) if info.state == "finalized"]
 
     def step(self) -> bool:
-        view = None
-        try:
-            view = settled(self.federation)  # with [chain] confirmations = N: the chain N blocks below its head
-            return self._step(view)
-        except (LedgerError, Web3Exception) as error:
-            if is_transient(error) or not chain_moved(view, error):
-                raise
-            self.log.info("chain-moved", f"the chain reorganized during this step ({error}); deciding again at the "
-                          "next one.")
-            return False
+        return step_on_settled_view(self.federation, self.log, self._step)
 
     def _step(self, view: FederationClient) -> bool:
         if view is not self.federation and not self._check_schedule(view):

@@ -49,7 +49,6 @@ from pathlib import Path
 
 import torch
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from web3.exceptions import Web3Exception
 
 from ledger.chain.contract_errors import (
     FederationAgreementNotAccepted,
@@ -59,7 +58,7 @@ from ledger.chain.contract_errors import (
 )
 from ledger.errors import ContentNotFoundError, InvalidInputError, KeyLoadError, LedgerError
 from ledger.chain.federation import FederationClient
-from ledger.chain.finality import chain_moved, settled
+from ledger.chain.finality import chain_moved
 from ledger.ipfs.store import ContentStore
 from ledger.types import Address
 from ledger.utc import utc_text
@@ -72,6 +71,7 @@ from node.secure.settings import SecureRound
 from node.services.backoff import is_transient
 from node.services.clock import decision_time
 from node.services.log import ServiceLog
+from node.services.settled_step import step_on_settled_view
 from node.services.metrics import ServiceMetrics
 from node.tasks.errors import TaskError
 
@@ -148,18 +148,10 @@ class NodeService:
             self.log.info("started", f"party {self.me} watches for open rounds; it reads its data when a round needs it.")
 
     def step(self) -> bool:
-        view = None
-        try:
-            self.view = view = settled(self.federation)  # with [chain] confirmations = N: the chain N blocks below its head
-            return self._step(view)
-        except (LedgerError, Web3Exception) as error:
-            if is_transient(error) or not chain_moved(view, error):
-                raise
-            self.log.info("chain-moved", f"the chain reorganized during this step ({error}); deciding again at the "
-                          "next one.")
-            return False
+        return step_on_settled_view(self.federation, self.log, self._step)
 
     def _step(self, view: FederationClient) -> bool:
+        self.view = view
         open_rounds = view.open_round_ids()
         if view is not self.federation:
             self._check_recorded(view, open_rounds)
