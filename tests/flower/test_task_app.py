@@ -32,7 +32,7 @@ from node.tasks.agreement import FlowerApp, agreement_document, fab_sha256  # no
 from node.tasks.bundle import pack_task  # noqa: E402
 from tests.fixtures_chain import TestChain  # noqa: E402
 from tests.flower.test_ledger_strategy import Federation, NodeIds, _flower_task  # noqa: E402,F401
-from tests.tasks.helpers import PROBE_MODEL, write_task  # noqa: E402
+from tests.tasks.helpers import PROBE_MODEL, ROWS_DATASET, write_task  # noqa: E402
 
 TASK = f"""
     import torch
@@ -40,16 +40,7 @@ TASK = f"""
     def model():
         return {PROBE_MODEL}
 
-    class Rows(torch.utils.data.Dataset):
-        def __init__(self, n, seed):
-            generator = torch.Generator().manual_seed(seed)
-            self.x = torch.randn(n, 4, generator=generator)
-            self.y = (self.x.sum(dim=1) > 0).long()
-        def __len__(self):
-            return len(self.y)
-        def __getitem__(self, index):
-            return self.x[index], self.y[index]
-
+{ROWS_DATASET}
     def load_data(path, *, partition, partitions, seed):
         return Rows(32, seed + (partition or 0)), Rows(8, 99)
 """

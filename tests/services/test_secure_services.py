@@ -98,6 +98,16 @@ class Secure:
         return AggregatorService(federation=federation or self.fed.admin, store=self.store, journal_dir=self.journal,
                                  log=self.log("aggregator"), metrics=ServiceMetrics("aggregator"))
 
+    def open_round(self, *, min_updates: int, **secure_options: int) -> tuple[int, RoundConfig]:
+        """A secure round opened now by the admin on the genesis model: its id and its config (pinned)."""
+        admin, now = self.fed.admin, self.chain.now()
+        config = replace(CONFIG, secure=secure_round(admin, opens_at=now, deadline=now + ROUND_SECONDS,
+                                                     max_samples=CONFIG.max_samples, **secure_options))
+        self.store.add_bytes(config.to_bytes(), pin=True)
+        round_id, _ = admin.open_round(base_cid=self.genesis, deadline=now + ROUND_SECONDS, min_updates=min_updates,
+                                       config_hash=config.config_hash)
+        return round_id, config
+
     def advertise(self, index: int, round_id: int) -> None:
         """Party ``index`` advertises its round keys as its node would, and then never submits."""
         account, client = self.parties[index]
@@ -213,12 +223,7 @@ def test_secure_round_steps_advertise_without_blocking_then_reveal_and_finalize(
 
 def test_a_secure_round_that_cannot_be_unmasked_is_reported_then_aborted_by_an_admin(secure: Secure) -> None:
     admin = secure.fed.admin
-    now = secure.chain.now()
-    config = replace(CONFIG, secure=secure_round(admin, opens_at=now, deadline=now + ROUND_SECONDS,
-                                                 max_samples=CONFIG.max_samples))
-    secure.store.add_bytes(config.to_bytes(), pin=True)
-    round_id, _ = admin.open_round(base_cid=secure.genesis, deadline=now + ROUND_SECONDS, min_updates=1,
-                                   config_hash=config.config_hash)
+    round_id, config = secure.open_round(min_updates=1)
     for index in range(4):
         secure.advertise(index, round_id)
     junk = secure.store.add_bytes(b"not a masked vector", pin=True)  # a survivor's vector nobody can use
@@ -354,12 +359,7 @@ def test_a_secure_round_everyone_who_advertised_submitted_to_is_finalized_before
     nodes = [secure.node(i) for i in range(3)]
     aggregator = secure.aggregator()
     for round_number, early in ((1, True), (2, False)):
-        now = secure.chain.now()
-        config = replace(CONFIG, secure=secure_round(admin, opens_at=now, deadline=now + ROUND_SECONDS,
-                                                     max_samples=CONFIG.max_samples))
-        secure.store.add_bytes(config.to_bytes(), pin=True)
-        round_id, _ = admin.open_round(base_cid=secure.genesis, deadline=now + ROUND_SECONDS, min_updates=2,
-                                       config_hash=config.config_hash)
+        round_id, config = secure.open_round(min_updates=2)
         for node in nodes:
             node.step()
         assert admin.round(round_id).submissions == 0
@@ -399,12 +399,7 @@ def test_a_round_whose_unmasking_would_expose_a_survivor_is_refused_by_the_node_
     """Four parties on a ring (two neighbours each): the two that submit are opposite corners, so every
     neighbour of each dropped out. No reveal is posted, and the aggregator aborts instead of waiting for one."""
     admin = secure.fed.admin
-    now = secure.chain.now()
-    config = replace(CONFIG, secure=secure_round(admin, opens_at=now, deadline=now + ROUND_SECONDS, neighbours=2,
-                                                 threshold=2, max_samples=CONFIG.max_samples))
-    secure.store.add_bytes(config.to_bytes(), pin=True)
-    round_id, _ = admin.open_round(base_cid=secure.genesis, deadline=now + ROUND_SECONDS, min_updates=2,
-                                   config_hash=config.config_hash)
+    round_id, config = secure.open_round(min_updates=2, neighbours=2, threshold=2)
     board = read_board(admin, secure.store, round_id, config.secure)
     first = secure.parties[0][0].address
     ring = neighbours_of(config.secure.params, first, board.context)
@@ -435,12 +430,7 @@ def test_with_confirmations_a_node_reveals_once_a_settled_block_is_past_the_dead
     is not enough (a submission not yet 2 deep could still be in the round); then the node reveals once
     (a reveal not 2 deep in time is tried again at the next step, and found on chain, not posted twice)."""
     admin = secure.fed.admin
-    now = secure.chain.now()
-    config = replace(CONFIG, secure=secure_round(admin, opens_at=now, deadline=now + ROUND_SECONDS,
-                                                 max_samples=CONFIG.max_samples))
-    secure.store.add_bytes(config.to_bytes(), pin=True)
-    round_id, _ = admin.open_round(base_cid=secure.genesis, deadline=now + ROUND_SECONDS, min_updates=2,
-                                   config_hash=config.config_hash)
+    round_id, config = secure.open_round(min_updates=2)
     secure.advertise(3, round_id)  # the dropout
     nodes = [secure.node(i) for i in range(3)]
     for node in [*nodes, nodes[0], nodes[1]]:  # the first two wait once for the third's advertisement
@@ -518,12 +508,7 @@ def test_while_its_key_phase_is_open_a_secure_round_is_not_final_though_every_ad
     before the key deadline the fourth may still advertise, so the aggregator does nothing early; once a
     block is past it, the round is final and judged (here: aborted, its vectors unusable)."""
     admin = secure.fed.admin
-    now = secure.chain.now()
-    config = replace(CONFIG, secure=secure_round(admin, opens_at=now, deadline=now + ROUND_SECONDS,
-                                                 max_samples=CONFIG.max_samples))
-    secure.store.add_bytes(config.to_bytes(), pin=True)
-    round_id, _ = admin.open_round(base_cid=secure.genesis, deadline=now + ROUND_SECONDS, min_updates=1,
-                                   config_hash=config.config_hash)
+    round_id, config = secure.open_round(min_updates=1)
     junk = secure.store.add_bytes(b"submitted during the key phase", pin=True)
     for index in range(3):
         secure.advertise(index, round_id)

@@ -11,6 +11,20 @@ PROBE_MODEL = "torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch
 """The model of most test tasks: tensors 0.weight (8, 4), 0.bias (8), 2.weight (2, 8), 2.bias (2)."""
 
 
+ROWS_DATASET = """
+    class Rows(torch.utils.data.Dataset):
+        def __init__(self, n, seed):
+            generator = torch.Generator().manual_seed(seed)
+            self.x = torch.randn(n, 4, generator=generator)
+            self.y = (self.x.sum(dim=1) > 0).long()
+        def __len__(self):
+            return len(self.y)
+        def __getitem__(self, index):
+            return self.x[index], self.y[index]
+"""
+"""A map-style torch Dataset of n random rows for PROBE_MODEL, labelled by their sign (task source, indented 4)."""
+
+
 def probe_arrays() -> dict[str, np.ndarray]:
     """Base weights with the layout of PROBE_MODEL."""
     rng = np.random.default_rng(0)

@@ -17,7 +17,7 @@ from node.tasks.bundle import manifest_of_folder
 from node.tasks.protocol import BASE, FROZEN, REQUEST
 from node.tasks.runner import TaskRunner
 from node.tasks.worker import HookFailure, Worker
-from tests.tasks.helpers import PROBE_MODEL, probe_arrays, write_task
+from tests.tasks.helpers import PROBE_MODEL, ROWS_DATASET, probe_arrays, write_task
 
 DP = {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "sample_rate": 0.25, "steps": 6, "accountant": "rdp"}
 SETTINGS = {"epochs": 1, "batch_size": 8, "lr": 0.1}
@@ -32,16 +32,7 @@ DATASET_TASK = f"""
     def model():
         return {PROBE_MODEL}
 
-    class Rows(torch.utils.data.Dataset):
-        def __init__(self, n, seed):
-            generator = torch.Generator().manual_seed(seed)
-            self.x = torch.randn(n, 4, generator=generator)
-            self.y = (self.x.sum(dim=1) > 0).long()
-        def __len__(self):
-            return len(self.y)
-        def __getitem__(self, index):
-            return self.x[index], self.y[index]
-
+{ROWS_DATASET}
     def load_data(path, *, partition, partitions, seed):
         pathlib.Path(path).write_text("read")
         return Rows(40, seed), Rows(12, seed + 1)
