@@ -299,6 +299,20 @@ def _aggregate_spooled(
     return blob, receipt
 
 
+def aggregate_secure_updates(
+    *, store: ContentStore, info: RoundInfo, config: RoundConfig, submissions: list[Submission],
+    pre_rejected: list[RejectedUpdate], board: RoundBoard,
+) -> tuple[bytes, Receipt]:
+    """``aggregate_updates`` for a secure round: the pure core the auditor repeats, from the board's public
+    documents and the masked vectors (``node.secure.aggregate``), written as the round's global model."""
+    _, _, layout = round_base(store, info, config)
+    return secure_aggregate(
+        store=store, info=info, config=config, layout=layout, submissions=submissions, pre_rejected=pre_rejected,
+        board=board, global_bytes=lambda arrays: global_model_bytes(
+            arrays, model=config.model, round_id=info.round_id, base_cid=info.base_cid, task=config.task),
+    )
+
+
 def below_minimum_advice(info: RoundInfo, now: int) -> str:
     """Why a round below its minimum cannot be finalized yet, and the command that moves it on."""
     n = info.round_id
@@ -358,12 +372,8 @@ def aggregate_round(
     if config.secure is not None:
         board = read_board(federation, store, round_id, config.secure)
         check_secure_round_closed(info, board, admitted, chain_now(federation.w3))
-        _, _, layout = round_base(store, info, config)
-        blob, receipt = secure_aggregate(
-            store=store, info=info, config=config, layout=layout, submissions=admitted, pre_rejected=refused,
-            board=board, global_bytes=lambda arrays: global_model_bytes(
-                arrays, model=config.model, round_id=round_id, base_cid=info.base_cid, task=config.task),
-        )
+        blob, receipt = aggregate_secure_updates(store=store, info=info, config=config, submissions=admitted,
+                                                 pre_rejected=refused, board=board)
         return _finalize(federation, store, journal_dir, round_id, blob, receipt, unrecorded)
     if config.seal_to is not None:
         round_seal = RoundSeal.read(federation, round_id, config.seal_to, opened_block=info.opened_block)

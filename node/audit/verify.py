@@ -108,8 +108,7 @@ from ledger.sealing.recipients import RoundOpener, RoundSeal
 from ledger.ipfs.store import ContentStore
 from ledger.types import RoundId
 from ledger.weights import from_safetensors, layout_of, max_blob_bytes, metadata_of
-from node.aggregator import aggregate_updates, base_defines_layout, global_model_bytes, round_base
-from node.secure.aggregate import secure_aggregate
+from node.aggregator import aggregate_secure_updates, aggregate_updates, base_defines_layout
 from node.secure.board import RoundBoard, read_board
 from node.audit.privacy import privacy_problem, privacy_rows
 from node.audit.tasks import AgreedTasks, AgreementTask, describe_task
@@ -802,12 +801,8 @@ def _aggregate_checks(
                                           f"update(s) {', '.join(lacking)}", cid=lacking[0], unchecked=True, **where)]
     try:
         if board is not None:
-            _, _, layout = round_base(blobs.store, info, config)
-            blob, expected = secure_aggregate(
-                store=blobs.store, info=info, config=config, layout=layout, submissions=eligible, pre_rejected=refused,
-                board=board, global_bytes=lambda arrays: global_model_bytes(
-                    arrays, model=config.model, round_id=rid, base_cid=info.base_cid, task=config.task),
-            )
+            blob, expected = aggregate_secure_updates(store=blobs.store, info=info, config=config, submissions=eligible,
+                                                      pre_rejected=refused, board=board)
         else:
             blob, expected = aggregate_updates(
                 store=blobs.store, info=info, config=config, strategy=strategy_from_params(config.strategy),

@@ -18,7 +18,6 @@ rejected and never summed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,14 +47,6 @@ class SecureRoundStuck(InvalidInputError):
 class SecureRoundWaiting(SecureRoundStuck):
     """Not yet: what is missing may still come (a survivor's reveal, a party that may still submit, a vector
     the store does not hold yet). Every other SecureRoundStuck is for good: the admin aborts the round."""
-
-
-@dataclass(frozen=True)
-class SecureAggregate:
-    """The global model's arrays and the receipt that describes how they were obtained."""
-
-    arrays: dict[str, np.ndarray]
-    receipt: Receipt
 
 
 def secure_aggregate(

@@ -28,7 +28,7 @@ from ledger.secagg.graph import neighbours_of
 from ledger.secagg.params import SecureParams
 from ledger.secagg.shares import make_advertisement, new_round_seed
 from ledger.weights import from_safetensors
-from node.aggregator import aggregate_round, global_model_bytes
+from node.aggregator import aggregate_round, aggregate_secure_updates
 from node.audit.verify import verify_ledger
 from node.data import Dataset
 from node.genesis import genesis_model_bytes
@@ -36,7 +36,7 @@ from node.journal import Journal
 from node.models import build_model, load_arrays, model_layout, state_arrays
 from node.participant import train_and_submit, training_seed
 from node.round_config import RoundConfig, TrainingSettings
-from node.secure.aggregate import SecureRoundStuck, secure_aggregate
+from node.secure.aggregate import SecureRoundStuck
 from node.secure.board import PostedDocument, read_board
 from node.secure.party import advertise, reveal, wait_for_key_phase
 from node.secure.settings import SecureRound
@@ -172,9 +172,8 @@ def _refusals_of_the_pure_core(
     board = read_board(fed.admin, store, round_id, config.secure)
 
     def aggregate(submitted, on_board=board):  # noqa: ANN001, ANN202
-        return secure_aggregate(store=store, info=info, config=config, layout=model_layout("mlp"), submissions=submitted,
-                                pre_rejected=[], board=on_board, global_bytes=lambda arrays: global_model_bytes(
-                                    arrays, model="mlp", round_id=round_id, base_cid=info.base_cid))
+        return aggregate_secure_updates(store=store, info=info, config=config, submissions=submitted, pre_rejected=[],
+                                        board=on_board)
 
     _, receipt = aggregate([*submissions, replace(submissions[0], participant=late)])
     assert [(r.participant, "masked with nobody" in r.reason) for r in receipt.rejected] == [(late, True)]
