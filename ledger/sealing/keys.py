@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,15 @@ def load_encryption_key(
 ) -> X25519PrivateKey:
     """The private key of the encryption key ``name_or_path`` (see encryption_key_path)."""
     return load_encryption_keyfile(encryption_key_path(workspace, name_or_path), password=password)
+
+
+def workspace_key_for(workspace: Workspace, public_keys: Collection[bytes], name: str | None = None) -> str | None:
+    """The name of the workspace's encryption key whose public half is one of ``public_keys`` (those an
+    address registered on chain): ``name`` if its is, else the first under ``[encryption_keys]`` whose is;
+    None when none is. Public halves are read without a password."""
+    names = [name] if name is not None else list(workspace.config.get(CONFIG_TABLE, {}))
+    return next((candidate for candidate in names
+                 if read_encryption_public_key(encryption_key_path(workspace, candidate)) in public_keys), None)
 
 
 def new_encryption_key(

@@ -18,11 +18,11 @@ from ledger.chain.federation import FederationClient
 from ledger.sealing.envelope import check_envelope, seal, unseal
 from ledger.sealing.format import SealContext, envelope_size
 from ledger.sealing.keys import (
-    CONFIG_TABLE,
     encryption_key_path,
     load_encryption_key,
     public_key_bytes,
     read_encryption_public_key,
+    workspace_key_for,
 )
 from ledger.types import Address
 from ledger.workspace import Workspace
@@ -110,8 +110,7 @@ def recipient_opener(workspace: Workspace, round_seal: RoundSeal, name: str | No
     rid, recipients = round_seal.round_id, ", ".join(round_seal.recipients)
     registered = set(round_seal.recipients.values())
     if name is None:
-        name = next((candidate for candidate in workspace.config.get(CONFIG_TABLE, {})
-                     if read_encryption_public_key(encryption_key_path(workspace, candidate)) in registered), None)
+        name = workspace_key_for(workspace, registered)
         if name is None:
             raise InvalidInputError(
                 f"round {rid} is sealed to {recipients}, and no encryption key in this workspace is one they registered; "

@@ -29,7 +29,7 @@ from ledger.chain.federation import FederationClient
 from ledger.contract_constants import RoundMessageKind
 from ledger.errors import InvalidInputError
 from ledger.ipfs.store import ContentStore
-from ledger.sealing.keys import CONFIG_TABLE, encryption_key_path, load_encryption_key, read_encryption_public_key
+from ledger.sealing.keys import load_encryption_key, workspace_key_for
 from ledger.sealing.recipients import registered_keys
 from ledger.secagg.graph import cohort_member, neighbours_of
 from ledger.secagg.masks import masked_vector
@@ -40,7 +40,7 @@ from ledger.utc import utc_text
 from ledger.weights import Layout, to_safetensors
 from ledger.workspace import Workspace
 from node.journal import Journal
-from node.secure.board import RoundBoard, read_board, round_context
+from node.secure.board import RoundBoard, read_board
 from node.secure.layout import flatten
 from node.secure.settings import SecureRound
 
@@ -53,7 +53,6 @@ def advertise(
 ) -> str:
     """Post this party's advertisement for ``round_id`` (once); its CID."""
     me = _me(federation)
-    context = round_context(federation, round_id)
     cohort_member(settings.params, me, "party")
     board = read_board(federation, store, round_id, settings)
     if me in board.advertised:
@@ -66,9 +65,9 @@ def advertise(
     seed = _seed(journal, create=True)
     cid = journal.get("secagg_advertisement")
     if not (cid and store.has(cid)):
-        peers = neighbours_of(settings.params, me, context)
+        peers = neighbours_of(settings.params, me, board.context)
         keys = registered_keys(federation, peers, block=opened_block)
-        advertisement = make_advertisement(settings.params, context, party=me, seed=seed, long_term_keys=keys)
+        advertisement = make_advertisement(settings.params, board.context, party=me, seed=seed, long_term_keys=keys)
         cid = store.add_bytes(advertisement.to_bytes(), pin=True)
         journal.record(secagg_advertisement=cid)
     federation.post_round_message(round_id, RoundMessageKind.ADVERTISE, cid)
@@ -177,10 +176,9 @@ def own_encryption_key(workspace: Workspace, federation: FederationClient, name:
             f"{me} has no encryption key registered on chain, so it holds no shares; register one with "
             "`fedledger key publish-encryption` before the next secure round."
         )
-    names = [name] if name is not None else list(workspace.config.get(CONFIG_TABLE, {}))
-    for candidate in names:
-        if read_encryption_public_key(encryption_key_path(workspace, candidate)) == registered:
-            return load_encryption_key(workspace, candidate)
+    found = workspace_key_for(workspace, {registered}, name)
+    if found is not None:
+        return load_encryption_key(workspace, found)
     raise InvalidInputError(
         f"{'the encryption key ' + repr(name) if name else 'no encryption key in this workspace'} is "
         f"{'not ' if name else ''}the one {me} registered on chain (0x{registered.hex()}); give it with "
