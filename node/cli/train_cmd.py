@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -30,8 +31,12 @@ from node.data import Dataset, digits_validation, load_digits_split, load_local_
 from node.services.lock import service_lock
 
 if TYPE_CHECKING:
+    from ledger.chain.federation import FederationClient, RoundInfo
+    from ledger.ipfs.store import ContentStore
+    from node.journal import Journal
     from node.participant import TaskInputs
     from node.round_config import RoundConfig
+    from node.secure.settings import SecureRound
 
 # The party's data and how its rounds run: the options of `node train` and `node run` alike.
 DataOption = Annotated[str | None, typer.Option("--data", metavar="PATH", help="Local training data: .npz (arrays x, y) or CSV (64 features, then the label); in a task round, any path the task reads (a file or a folder), passed as given.")]
@@ -101,6 +106,45 @@ def task_inputs(
         cache_root=task_cache(workspace), data_path=data, partition=shard, partitions=of, data_seed=seed,
         timeout_s=timeout_s, verbose=verbose, device=device, compile_model=compile_model, workers=workers,
     )
+
+
+@dataclass(frozen=True)
+class SecureParty:
+    """What a party's own step of a secure round works with (``node advertise``, ``node reveal``)."""
+
+    workspace: Workspace
+    federation: FederationClient
+    store: ContentStore
+    info: RoundInfo
+    settings: SecureRound
+    journal: Journal
+
+    @property
+    def address(self) -> str:
+        assert self.federation.account is not None
+        return self.federation.account.address
+
+
+def secure_party(
+    workdir: Path | None, rpc: str | None, key: str | None, max_fee_gwei: float | None, round_id: int, *, does: str,
+) -> SecureParty:
+    """The party's workspace, signing client, store, round and journal; InvalidInputError naming what only a
+    secure round's parties ``does`` when ``round_id`` is not a secure round."""
+    from ledger.chain.connection import open_federation, workspace_rpc
+    from ledger.chain.keys import load_account
+    from node.journal import Journal
+    from node.participant import fetch_round_config
+
+    workspace = Workspace.find(workdir)
+    account = load_account(workspace, key)
+    federation = open_federation(workspace, account=account, rpc=workspace_rpc(workspace, rpc), max_fee_gwei=max_fee_gwei)
+    store = open_store(workspace)
+    info = federation.round(round_id)
+    config = fetch_round_config(store, info.config_hash)
+    if config.secure is None:
+        raise InvalidInputError(f"round {round_id} is not a secure round; only a secure round's parties {does}.")
+    journal = Journal(workspace.journal_dir, role="participant", actor=account.address, round_id=round_id)
+    return SecureParty(workspace, federation, store, info, config.secure, journal)
 
 
 def register(app: typer.Typer) -> None:
@@ -228,25 +272,14 @@ def register(app: typer.Typer) -> None:
         `node train` does it too, then waits for the key phase to end (every party advertised, or the key
         deadline passed); advertising first lets parties that take turns on one machine train one after another.
         """
-        from ledger.chain.connection import open_federation, workspace_rpc
-        from ledger.chain.keys import load_account
-        from node.journal import Journal
-        from node.participant import fetch_round_config
         from node.secure.party import advertise
 
-        workspace = Workspace.find(workdir)
-        account = load_account(workspace, key)
-        federation = open_federation(workspace, account=account, rpc=workspace_rpc(workspace, rpc), max_fee_gwei=max_fee_gwei)
-        store = open_store(workspace)
-        info = federation.round(round_id)
-        config = fetch_round_config(store, info.config_hash)
-        if config.secure is None:
-            raise InvalidInputError(f"round {round_id} is not a secure round; only a secure round's parties advertise keys.")
-        journal = Journal(workspace.journal_dir, role="participant", actor=account.address, round_id=round_id)
-        cid = advertise(federation, store, journal, round_id=round_id, settings=config.secure, opened_block=info.opened_block)
-        console.print(f"Round {round_id}: {account.address} advertised its round keys: {cid}.", soft_wrap=True, highlight=False)
+        party = secure_party(workdir, rpc, key, max_fee_gwei, round_id, does="advertise keys")
+        cid = advertise(party.federation, party.store, party.journal, round_id=round_id, settings=party.settings,
+                        opened_block=party.info.opened_block)
+        console.print(f"Round {round_id}: {party.address} advertised its round keys: {cid}.", soft_wrap=True, highlight=False)
         if json:
-            print_json({"round_id": round_id, "participant": account.address, "advertisement_cid": cid})
+            print_json({"round_id": round_id, "participant": party.address, "advertisement_cid": cid})
 
     @node_app.command("reveal")
     @handle_errors
@@ -264,28 +297,18 @@ def register(app: typer.Typer) -> None:
 
         Never a share of a party that submitted. Nothing to do (and nothing sent) when no neighbour dropped out.
         """
-        from ledger.chain.connection import open_federation, workspace_rpc
-        from ledger.chain.keys import load_account
-        from node.journal import Journal
-        from node.participant import fetch_round_config
         from node.secure.party import own_encryption_key
         from node.secure.party import reveal as reveal_shares
 
-        workspace = Workspace.find(workdir)
-        account = load_account(workspace, key)
-        federation = open_federation(workspace, account=account, rpc=workspace_rpc(workspace, rpc), max_fee_gwei=max_fee_gwei)
-        store = open_store(workspace)
-        config = fetch_round_config(store, federation.round(round_id).config_hash)
-        if config.secure is None:
-            raise InvalidInputError(f"round {round_id} is not a secure round; only a secure round's parties reveal shares.")
-        private_key = own_encryption_key(workspace, federation, encryption_key)
-        journal = Journal(workspace.journal_dir, role="participant", actor=account.address, round_id=round_id)
-        cid = reveal_shares(federation, store, journal, round_id=round_id, settings=config.secure, long_term_key=private_key)
+        party = secure_party(workdir, rpc, key, max_fee_gwei, round_id, does="reveal shares")
+        private_key = own_encryption_key(party.workspace, party.federation, encryption_key)
+        cid = reveal_shares(party.federation, party.store, party.journal, round_id=round_id, settings=party.settings,
+                            long_term_key=private_key)
         if cid is None:
-            console.print(f"Round {round_id}: no neighbour of {account.address} dropped out; nothing to reveal.", highlight=False)
+            console.print(f"Round {round_id}: no neighbour of {party.address} dropped out; nothing to reveal.", highlight=False)
         else:
-            console.print(f"Round {round_id}: revealed the shares {account.address} holds of its dropped-out neighbours: {cid}.",
+            console.print(f"Round {round_id}: revealed the shares {party.address} holds of its dropped-out neighbours: {cid}.",
                           soft_wrap=True, highlight=False)
         if json:
-            print_json({"round_id": round_id, "participant": account.address, "reveal_cid": cid})
+            print_json({"round_id": round_id, "participant": party.address, "reveal_cid": cid})
 
