@@ -465,3 +465,23 @@ def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
     rounds_table = page.read_text().split('<table id="rounds">')[1].split("</table>")[0]
     assert "<th>fed_<wbr>eval_<wbr>accuracy</th>" in rounds_table and f"<td>{rows[1]['fed_eval_accuracy']:.4f}</td>" in rounds_table
     assert f"<code class='h' title='{other_task}'>" in rounds_table and "id='federated-evaluation'" in page.read_text()
+
+    # A task whose model() raises, named by agreement v3 and accepted: node train names the task and the hook,
+    # and nothing is pinned or sent (the runner's own tests cover the other hooks' crashes and hangs).
+    ok(cli("task", "new", str(tmp_path / "broken"), "--name", "broken"))
+    broken_source = tmp_path / "broken" / "task.py"
+    broken_source.write_text(broken_source.read_text().replace(
+        '    """A fresh MLP: FEATURES -> HIDDEN -> CLASSES."""\n',
+        '    """A fresh MLP: FEATURES -> HIDDEN -> CLASSES."""\n    raise RuntimeError("no weights for this model")\n'))
+    broken_task = ok(cli("task", "pack", str(tmp_path / "broken"), "--json", *w)).json()["cid"]
+    ok(cli("agreement", "publish", str(terms), "--task", broken_task, *w))
+    ok(cli("participant", "join", *w, env=alice["env"]))
+    broken_config = RoundConfig(model="broken", strategy={"name": "fedavg"}, task=TaskRef(broken_task)).to_bytes()
+    store.add_bytes(broken_config, pin=True)
+    round_5, _ = admin.open_round(base_cid=aggregated["global_cid"], deadline=chain.now() + 600, min_updates=1,
+                                  config_hash=hashlib.sha256(broken_config).digest())
+    pins = store.pins()
+    raised = cli("node", "train", "--round", str(round_5), "--data", str(csvs["alice"]), *w, env=alice["env"])
+    line = raised.error_line(alone=False)
+    assert raised.exit_code == 1 and "task 'broken': model raised RuntimeError: no weights for this model" in line, line
+    nothing_pinned_or_sent(round_5, pins)
