@@ -34,7 +34,9 @@ import {IFederation} from "./interfaces/IFederation.sol";
  * Round messages: {postRoundMessage} is the bulletin board of secure aggregation. A party posts the
  * CID of its per-round keys and shares (kind ADVERTISE) while a round takes updates, and a
  * submitter posts what removes dropouts' masks (kind REVEAL) after the deadline; the contract
- * enforces who and when and writes no storage: the messages live in events.
+ * enforces who and when and writes no storage: the messages live in events. {postSignedRoundMessage}
+ * takes the same message signed by the party (EIP-712 `RoundMessage(...)`) from any sender, under
+ * the same rules (the same code), so a party without ether posts through a relayer.
  *
  * Relayed submissions: {submitUpdates} lets any account record many parties' updates to one
  * round in one transaction, each item carrying the party's EIP-712 signature over `Update(...)`
@@ -64,6 +66,15 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
     /// @dev EIP-712 type of the message a party signs to have a relayer record its update.
     bytes32 public constant UPDATE_TYPEHASH = keccak256(
         "Update(address participant,uint256 roundId,uint8 codec,bytes32 digest,uint64 samples,bytes32 metricsHash,uint64 epsilon,uint256 deadline)"
+    );
+
+    /**
+     * @dev EIP-712 type of the message a party signs to have a relayer post its round message
+     * ({postSignedRoundMessage}). Private (no getter, like the message kinds): clients take the
+     * type from this comment (ledger/chain/federation.py ROUND_MESSAGE_TYPES).
+     */
+    bytes32 private constant _ROUND_MESSAGE_TYPEHASH = keccak256(
+        "RoundMessage(address participant,uint256 roundId,uint8 kind,uint8 codec,bytes32 digest,uint256 deadline)"
     );
 
     /// @dev Participants whose "has submitted" bit lives in the round's own slot.
@@ -212,15 +223,10 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
         uint256 current = _agreementVersion;
         if (current == 0) revert FederationNoAgreement();
         if (version != current) revert FederationStaleAgreement(version, current);
-        if (block.timestamp > deadline) revert FederationSignatureExpired(deadline);
         Terms storage terms = _terms[version];
-        bytes32 digest = _hashTypedDataV4(
-            keccak256(abi.encode(JOIN_TYPEHASH, account, version, terms.codec, terms.digest, deadline))
+        _requireSigned(
+            account, keccak256(abi.encode(JOIN_TYPEHASH, account, version, terms.codec, terms.digest, deadline)), deadline, signature
         );
-        (address signer, ECDSA.RecoverError recoverError,) = ECDSA.tryRecover(digest, signature);
-        if (recoverError != ECDSA.RecoverError.NoError || signer != account) {
-            revert FederationInvalidSignature(account);
-        }
 
         Member storage member = _members[account];
         if (member.status == ParticipantStatus.Revoked) {
@@ -457,21 +463,38 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
      * Emits a {RoundMessagePosted} event.
      */
     function postRoundMessage(uint256 roundId, uint8 kind, uint8 codec, bytes32 digest) external {
-        Round memory current = _rounds[roundId];
-        if (kind == _ADVERTISE) {
-            _checkTakesUpdates(roundId, current);
-            _record(roundId, current, _ADVERTISER, msg.sender, codec, digest, 0, bytes32(0), 0);
-        } else if (kind == _REVEAL) {
-            _checkOpen(roundId, current.state);
-            if (block.timestamp <= current.deadline) revert FederationRevealBeforeDeadline(roundId, current.deadline);
-            if (!_hasSubmitted(roundId, current.submitted, _members[msg.sender])) {
-                revert FederationNotASubmitter(roundId, msg.sender);
-            }
-        } else {
-            revert FederationUnknownMessageKind(kind);
-        }
-        _checkCodec(codec);
-        emit RoundMessagePosted(roundId, msg.sender, kind, codec, digest);
+        _postRoundMessage(msg.sender, roundId, kind, codec, digest);
+    }
+
+    /**
+     * @dev Posts `account`'s message of kind `kind` for round `roundId` on its behalf; any
+     * account may send it (a relayer pays the gas of a party that holds no ether). The message is
+     * the EIP-712 `RoundMessage(participant = account, roundId, kind, codec, digest, deadline)` over this
+     * chain and contract, signed by `account`, with `deadline` (unix seconds, the last second
+     * the signature holds) not passed. Then exactly the rules of {postRoundMessage} for
+     * `account` as the caller (the same code), and the same {RoundMessagePosted} event naming
+     * `account` as the party: readers cannot tell, and need not, who paid for a message.
+     *
+     * Requirements: `deadline` has not passed; `account` signed; the rules of {postRoundMessage}.
+     *
+     * Emits a {RoundMessagePosted} event.
+     */
+    function postSignedRoundMessage(
+        address account,
+        uint256 roundId,
+        uint8 kind,
+        uint8 codec,
+        bytes32 digest,
+        uint256 deadline,
+        bytes calldata signature
+    ) external {
+        _requireSigned(
+            account,
+            keccak256(abi.encode(_ROUND_MESSAGE_TYPEHASH, account, roundId, kind, codec, digest, deadline)),
+            deadline,
+            signature
+        );
+        _postRoundMessage(account, roundId, kind, codec, digest);
     }
 
     /**
@@ -596,6 +619,33 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
     function _checkTakesUpdates(uint256 roundId, Round memory current) private view {
         _checkOpen(roundId, current.state);
         if (block.timestamp > current.deadline) revert FederationDeadlinePassed(roundId, current.deadline);
+    }
+
+    /// @dev Reverts unless `signature` is `party`'s over the EIP-712 struct hash `structHash` of this
+    /// domain and `deadline` has not passed ({join}, {postSignedRoundMessage}).
+    function _requireSigned(address party, bytes32 structHash, uint256 deadline, bytes calldata signature) private view {
+        if (block.timestamp > deadline) revert FederationSignatureExpired(deadline);
+        (address signer, ECDSA.RecoverError recoverError,) = ECDSA.tryRecover(_hashTypedDataV4(structHash), signature);
+        if (recoverError != ECDSA.RecoverError.NoError || signer != party) revert FederationInvalidSignature(party);
+    }
+
+    /// @dev {postRoundMessage}'s rules and event for `party`'s message, whoever sends it (see there).
+    function _postRoundMessage(address party, uint256 roundId, uint8 kind, uint8 codec, bytes32 digest) private {
+        Round memory current = _rounds[roundId];
+        if (kind == _ADVERTISE) {
+            _checkTakesUpdates(roundId, current);
+            _record(roundId, current, _ADVERTISER, party, codec, digest, 0, bytes32(0), 0);
+        } else if (kind == _REVEAL) {
+            _checkOpen(roundId, current.state);
+            if (block.timestamp <= current.deadline) revert FederationRevealBeforeDeadline(roundId, current.deadline);
+            if (!_hasSubmitted(roundId, current.submitted, _members[party])) {
+                revert FederationNotASubmitter(roundId, party);
+            }
+        } else {
+            revert FederationUnknownMessageKind(kind);
+        }
+        _checkCodec(codec);
+        emit RoundMessagePosted(roundId, party, kind, codec, digest);
     }
 
     /// @dev Whether relayed item `item` carries an unexpired signature by its participant; if not,

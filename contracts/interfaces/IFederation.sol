@@ -51,10 +51,11 @@ interface IFederation {
     /// @dev A signature or call names agreement `version` while `current` is in force.
     error FederationStaleAgreement(uint256 version, uint256 current);
 
-    /// @dev The join signature's `deadline` is in the past.
+    /// @dev A signature's `deadline` (a join, a relayed update or round message) is in the past.
     error FederationSignatureExpired(uint256 deadline);
 
-    /// @dev The join signature was not made by `participant` over this contract, chain and version.
+    /// @dev A signature (a join, a relayed update or round message) was not made by `participant` over this
+    /// contract, chain and what it signs.
     error FederationInvalidSignature(address participant);
 
     /// @dev `account` already accepted agreement `version`.
@@ -272,6 +273,18 @@ interface IFederation {
     /// @dev Posts the caller's secure-aggregation message of `kind` for round `roundId` (the CID of an
     /// off-chain document): advertise (1) while the round takes updates, reveal (2) after its deadline.
     function postRoundMessage(uint256 roundId, uint8 kind, uint8 codec, bytes32 digest) external;
+
+    /// @dev {postRoundMessage} for `account`, from any sender: its EIP-712 `RoundMessage(participant = account,
+    /// roundId, kind, codec, digest, deadline)` signature, valid until `deadline`, then the same rules.
+    function postSignedRoundMessage(
+        address account,
+        uint256 roundId,
+        uint8 kind,
+        uint8 codec,
+        bytes32 digest,
+        uint256 deadline,
+        bytes calldata signature
+    ) external;
 
     function finalizeRound(
         uint256 roundId,

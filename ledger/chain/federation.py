@@ -88,6 +88,16 @@ UPDATE_TYPES = {
         {"name": "deadline", "type": "uint256"},
     ]
 }
+ROUND_MESSAGE_TYPES = {  # the contract's _ROUND_MESSAGE_TYPEHASH (private: no getter)
+    "RoundMessage": [
+        {"name": "participant", "type": "address"},
+        {"name": "roundId", "type": "uint256"},
+        {"name": "kind", "type": "uint8"},
+        {"name": "codec", "type": "uint8"},
+        {"name": "digest", "type": "bytes32"},
+        {"name": "deadline", "type": "uint256"},
+    ]
+}
 RECEIPT_TIMEOUT = 120
 
 
@@ -215,6 +225,19 @@ class SignedUpdate:
 
 
 @dataclass(frozen=True)
+class SignedRoundMessage:
+    """One party's round message as a relayer posts it (``postSignedRoundMessage``): its kind
+    (ledger.contract_constants.RoundMessageKind), the CID of its document, and the party's EIP-712
+    signature over them and the round (valid until ``deadline``, unix seconds)."""
+
+    participant: Address
+    kind: int
+    cid: Cid
+    deadline: int
+    signature: bytes
+
+
+@dataclass(frozen=True)
 class RelayOutcome:
     """What a relayed batch did: the transaction, and for each item its index in the batch and
     either None (recorded) or the contract error that kept it out."""
@@ -291,6 +314,31 @@ def update_typed_data(
             "deadline": deadline,
         },
     }
+
+
+def round_message_typed_data(
+    *, chain_id: int, contract: str, participant: str, round_id: int, kind: int, cid: str, deadline: int
+) -> dict[str, Any]:
+    """The EIP-712 document a party signs to have a relayer post its message of ``kind`` for ``round_id``."""
+    codec, digest = _cid_parts(cid)
+    return {
+        "domain": _domain(chain_id, contract),
+        "types": ROUND_MESSAGE_TYPES,
+        "message": {
+            "participant": to_checksum_address(participant),
+            "roundId": round_id,
+            "kind": _message_kind(kind),
+            "codec": codec,
+            "digest": digest,
+            "deadline": deadline,
+        },
+    }
+
+
+def _message_kind(kind: int) -> int:
+    if isinstance(kind, bool) or not isinstance(kind, int) or not 0 <= kind < 256:
+        raise InvalidInputError(f"a round message kind is a number from 0 to 255 (1 advertise, 2 reveal), not {kind!r}.")
+    return int(kind)
 
 
 def sign_join_message(account: LocalAccount, **fields: Any) -> bytes:
@@ -1009,10 +1057,46 @@ class FederationClient:
         FederationRevealBeforeDeadline, FederationNotASubmitter, FederationRoundClosed, ...).
         Sent like every transaction of this client (its TxPolicy and journal). Only the first
         message per (party, kind) counts: see ``round_messages``."""
-        if isinstance(kind, bool) or not isinstance(kind, int) or not 0 <= kind < 256:
-            raise InvalidInputError(f"a round message kind is a number from 0 to 255 (1 advertise, 2 reveal), not {kind!r}.")
         codec, digest = _cid_parts(cid)
-        return self._transact("postRoundMessage", round_id, int(kind), codec, digest)
+        return self._transact("postRoundMessage", round_id, _message_kind(kind), codec, digest)
+
+    def sign_round_message(
+        self, account: LocalAccount, round_id: int, *, kind: int, cid: Cid, deadline: int
+    ) -> SignedRoundMessage:
+        """``account``'s signed message of ``kind`` for ``round_id``, for a relayer to post with
+        ``post_signed_round_message`` (its key signs; it sends nothing and needs no ether)."""
+        typed = round_message_typed_data(
+            chain_id=self.chain_id, contract=self.address, participant=account.address, round_id=round_id,
+            kind=kind, cid=cid, deadline=deadline,
+        )
+        signed = Account.sign_typed_data(account.key, typed["domain"], typed["types"], typed["message"])
+        return SignedRoundMessage(Address(account.address), int(kind), cid, deadline, bytes(signed.signature))
+
+    def _signed_message_call(self, round_id: int, message: SignedRoundMessage) -> Any:
+        codec, digest = _cid_parts(message.cid)
+        return self.contract.functions.postSignedRoundMessage(
+            _address(message.participant, "participant"), round_id, _message_kind(message.kind), codec, digest,
+            message.deadline, message.signature,
+        )
+
+    def check_signed_round_message(self, round_id: int, message: SignedRoundMessage) -> ContractRevertError | None:
+        """The contract error that would refuse ``message`` if this client posted it for ``round_id``
+        now (None: it would be posted): the call simulated from this client's sender at the pending
+        block, so the contract itself judges the signature, its deadline and the rules of the kind
+        (who, when), and the signer needs no ether."""
+        try:
+            with _reverts(reading=True):
+                self._signed_message_call(round_id, message).call({"from": self.sender}, block_identifier=next_block(self.w3))
+        except ContractRevertError as error:
+            return error
+        return None
+
+    def post_signed_round_message(self, round_id: int, message: SignedRoundMessage) -> TxResult:
+        """Post ``message`` (signed by its party: ``sign_round_message``) for ``round_id``, paid by this
+        client's sender; the RoundMessagePosted event names the party, as if it had posted it itself.
+        Refused with the errors of ``post_round_message``, and FederationSignatureExpired or
+        FederationInvalidSignature for a signature past its deadline or not the party's."""
+        return self._send(self._signed_message_call(round_id, message))[0]
 
     def round_messages(self, round_id: int, kind: int | None = None) -> list[RoundMessage]:
         """The messages posted for ``round_id`` (of ``kind`` only, when given), in chain order, one

@@ -10,8 +10,10 @@ on a step or the second after it, and every deadline sits on a step: the deadlin
 up to the deadline second, cancelling only after it) are exercised to the second. Declared ε and
 budgets are drawn from a few whole figures (millionths) so that equal, growing, decreasing and
 over-budget declarations all occur. Round messages (advertise, reveal, and kinds that do not
-exist) are posted by members and non-members, submitters and not, before, at and after a deadline;
-each accepted one is read back with ``round_messages`` (the first per party and kind).
+exist) are posted by members and non-members, submitters and not, before, at and after a deadline,
+by the party itself or signed by it and sent by the admin (``postSignedRoundMessage``: expired,
+forged, valid to the second); each accepted one is read back with ``round_messages`` (the first per
+party and kind).
 
 Shrinking a failure reruns whole examples on anvil, so its time is bounded (``SHRINK_SECONDS``,
 inside pytest's timeout): a failure ends with the smallest example found by then, printed as the
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
+from eth_account import Account
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.internal.conjecture import engine as hypothesis_engine
@@ -39,7 +42,13 @@ from ledger.chain import contract_errors as ce
 from ledger.chain.contract_errors import PARTICIPANT_STATUSES, ROUND_STATES
 from ledger.ipfs.cid import cid_to_bytes
 from ledger.contract_constants import MAX_BATCH_SIZE, RoundMessageKind
-from ledger.chain.federation import FederationClient, SignedUpdate, send_transaction, sign_join_message
+from ledger.chain.federation import (
+    FederationClient,
+    SignedUpdate,
+    round_message_typed_data,
+    send_transaction,
+    sign_join_message,
+)
 from tests.contracts.conftest import CONFIG, METRICS, MODEL, TERMS, TERMS_2, UPDATE
 from tests.fixtures_chain import TestChain
 
@@ -200,6 +209,15 @@ class Model:
         if (round_id, who, kind) not in self.messages:
             self.messages.append((round_id, who, kind))
         return None
+
+    def post_signed_message(self, who: str, round_id: int, kind: int, codec: int, *, deadline: int, forged: bool) -> Expected:
+        """A round message signed by ``who`` and sent by anyone: the signature's deadline, then the
+        signature, then exactly the rules of a message ``who`` sends itself."""
+        if self.now > deadline:
+            return ce.FederationSignatureExpired, (deadline,)
+        if forged:
+            return ce.FederationInvalidSignature, (who,)
+        return self.post_message(who, round_id, kind, codec)
 
     def relay(self, round_id: int, items: list[tuple[str, int, str, int]]) -> Expected | list[Expected]:
         """A batch of (party, ε, kind, signature deadline): the batch's own refusal, or each item's verdict."""
@@ -437,6 +455,36 @@ def test_contract_agrees_with_the_model(chain: TestChain, monkeypatch: pytest.Mo
         )
         def reveal(self, p: int, pick: int, kind: int, codec: str) -> None:
             self.post_message(p, self.pick_round(pick), kind, codec)
+
+        # A gasless party's message, signed by it and sent by the admin (a relayer): expired, forged (signed
+        # by another party's key) or valid until this very second; any kind, codec and round.
+        @rule(
+            p=st.integers(0, PARTIES - 1),
+            pick=st.sampled_from([0, 0, 0, 1, 3]),
+            kind=st.sampled_from([1, 1, 2, 2, 3]),
+            codec=st.sampled_from(["raw", "raw", "dag-pb", "bad"]),
+            signature=st.sampled_from(["signed", "signed", "forged", "expired", "last second"]),
+        )
+        def relay_message(self, p: int, pick: int, kind: int, codec: str, signature: str) -> None:
+            self.now()
+            round_id, who = self.pick_round(pick), keys[p].address
+            deadline = {"expired": self.model.now - 1, "last second": self.model.now}.get(signature, self.model.now + 100 * STEP)
+            signer = keys[(p + 1) % PARTIES] if signature == "forged" else keys[p]
+            digest = bytes([p + 1, kind, 7]) + bytes(29)
+            typed = round_message_typed_data(chain_id=self.admin.chain_id, contract=self.admin.address, participant=who,
+                                             round_id=round_id, kind=kind, cid=UPDATE, deadline=deadline)
+            typed["message"].update(codec=CODECS[codec], digest=digest)  # any codec, even one the client would not sign
+            signed = Account.sign_typed_data(signer.key, typed["domain"], typed["types"], typed["message"]).signature
+            call = self.admin.contract.functions.postSignedRoundMessage(who, round_id, kind, CODECS[codec], digest,
+                                                                        deadline, bytes(signed))
+            expected = self.model.post_signed_message(who, round_id, kind, CODECS[codec], deadline=deadline,
+                                                      forged=signature == "forged")
+            self.check(expected, lambda: send_transaction(chain.w3, call, account=self.admin.account))
+            if expected is None:  # the party's message, as if it had sent it: the same board
+                posted = self.admin.round_messages(round_id)
+                assert [(m.party, int(m.kind)) for m in posted] == [
+                    (w, k) for r, w, k in self.model.messages if r == round_id
+                ]
 
         def pick_round(self, pick: int) -> int:
             """A recent round (0: the latest), or one that does not exist (3)."""
