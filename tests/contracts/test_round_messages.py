@@ -1,8 +1,10 @@
 """The bulletin board of secure rounds (``postRoundMessage``): an advertisement is taken up to the
 deadline second and refused one second later; a reveal is refused up to the deadline second and
 from a party that did not submit, and taken after it from a submitter; ``round_messages`` reads
-them back with their CIDs, the first per (party, kind). The same on anvil and on the in-process
-chain (which runs the same compiled contract).
+them back with their CIDs, the first per (party, kind). A party without ether signs its messages
+(``postSignedRoundMessage``) and anyone sends them, under the same rules and to the second of the
+signature's own deadline. The same on anvil and on the in-process chain (which runs the same
+compiled contract).
 
 Each deadline-second action is mined at exactly that second: anvil's ``evm_setNextBlockTimestamp``,
 eth-tester's ``time_travel`` on the in-process chain (it sets the pending block's time). Every such
@@ -11,18 +13,23 @@ transaction's block time is asserted, so the helper cannot drift silently.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
+from eth_account import Account
 
 from ledger.chain.contract_errors import (
     FederationDeadlinePassed,
     FederationInvalidCid,
+    FederationInvalidSignature,
     FederationNotASubmitter,
     FederationNotParticipant,
     FederationRevealBeforeDeadline,
     FederationRoundClosed,
+    FederationSignatureExpired,
     FederationUnknownMessageKind,
 )
-from ledger.chain.federation import RoundMessage, send_transaction
+from ledger.chain.federation import FederationClient, RoundMessage, send_transaction
 from ledger.contract_constants import RoundMessageKind
 from tests.contracts.conftest import MODEL, TERMS, TERMS_2, UPDATE, Fed, make_fed, submit
 from tests.fixtures_chain import TestChain
@@ -112,3 +119,71 @@ def test_advertise_until_the_deadline_second_then_reveal_by_submitters_only(kind
     fed.admin.finalize_round(round_id, global_cid=MODEL, receipt_cid=TERMS)
     with pytest.raises(FederationRoundClosed):
         a.post_round_message(round_id, REVEAL, REVEAL_A)
+
+
+@pytest.mark.parametrize("kind", ["chain", "memory_chain"])
+def test_a_party_without_ether_posts_signed_messages_through_anyone_under_the_same_rules(
+    kind: str, request: pytest.FixtureRequest,
+) -> None:
+    """``postSignedRoundMessage``: the admin sends, the board names the signer; the signature holds to its
+    deadline second and no longer, must be the party's over this chain and contract, and then the party
+    meets exactly the rules of ``postRoundMessage`` (an advertisement at the round's deadline second but
+    not after it, a reveal only after it and only from a submitter, members only)."""
+    chain: TestChain = request.getfixturevalue(kind)
+    fed: Fed = make_fed(chain)
+    gasless, outsider = Account.create(), Account.create()
+    fed.join(gasless)  # its join signature, sent by the admin
+    fed.admin.approve(gasless.address)
+    round_id = fed.open_round(seconds=100)
+    deadline = fed.admin.round(round_id).deadline
+    relayer = fed.admin
+
+    def signed(account, message_kind: int, cid: str, *, until: int = deadline + 1000):  # noqa: ANN001, ANN202
+        return relayer.sign_round_message(account, round_id, kind=message_kind, cid=cid, deadline=until)
+
+    now = chain.now()
+    with pytest.raises(FederationSignatureExpired) as expired:
+        relayer.post_signed_round_message(round_id, signed(gasless, ADVERTISE, KEYS_A, until=now - 1))
+    assert expired.value.deadline == now - 1
+    forged = replace(signed(outsider, ADVERTISE, KEYS_A), participant=gasless.address)
+    elsewhere = FederationClient(chain.w3, relayer.address)
+    elsewhere._chain_id = relayer.chain_id + 1  # noqa: SLF001 - a signature for another chain
+    for bad in (forged, elsewhere.sign_round_message(gasless, round_id, kind=ADVERTISE, cid=KEYS_A, deadline=deadline)):
+        assert isinstance(relayer.check_signed_round_message(round_id, bad), FederationInvalidSignature)
+        with pytest.raises(FederationInvalidSignature) as invalid:
+            relayer.post_signed_round_message(round_id, bad)
+        assert invalid.value.participant == gasless.address
+    with pytest.raises(FederationNotParticipant) as outside:
+        relayer.post_signed_round_message(round_id, signed(outsider, ADVERTISE, KEYS_A))
+    assert (outside.value.account, outside.value.status) == (outsider.address, "none")
+    update = relayer.sign_update(gasless, round_id, cid=UPDATE, samples=10, metrics_hash=bytes(32), deadline=deadline)
+    assert relayer.submit_updates(round_id, [update]).recorded == [0]
+    with pytest.raises(FederationRevealBeforeDeadline):
+        relayer.post_signed_round_message(round_id, signed(gasless, REVEAL, REVEAL_A))
+
+    # The deadline second: a signature valid until exactly this second, for an advertisement, is taken.
+    message = signed(gasless, ADVERTISE, KEYS_A, until=deadline)
+    _at_second(chain, deadline)
+    assert relayer.check_signed_round_message(round_id, message) is None
+    _at_second(chain, deadline)
+    advertised = relayer.post_signed_round_message(round_id, message)
+    assert _block_time(chain, advertised.block) == deadline
+
+    # One second later: that signature has expired, a fresh one meets the round's deadline; a reveal is taken.
+    _at_second(chain, deadline + 1)
+    with pytest.raises(FederationSignatureExpired):
+        relayer.post_signed_round_message(round_id, message)
+    _at_second(chain, deadline + 1)
+    with pytest.raises(FederationDeadlinePassed):
+        relayer.post_signed_round_message(round_id, signed(gasless, ADVERTISE, KEYS_B))
+    with pytest.raises(FederationNotASubmitter):
+        relayer.post_signed_round_message(round_id, signed(outsider, REVEAL, REVEAL_A))
+    revealed = relayer.post_signed_round_message(round_id, signed(gasless, REVEAL, REVEAL_A))
+
+    messages = fed.admin.round_messages(round_id)
+    assert [(m.party, m.kind, m.cid, m.tx_hash) for m in messages] == [
+        (gasless.address, ADVERTISE, KEYS_A, advertised.tx_hash),
+        (gasless.address, REVEAL, REVEAL_A, revealed.tx_hash),
+    ]
+    assert chain.w3.eth.get_transaction(revealed.tx_hash)["from"] == relayer.sender
+    assert chain.w3.eth.get_balance(gasless.address) == 0 and chain.w3.eth.get_transaction_count(gasless.address) == 0
