@@ -2,7 +2,9 @@
 
 The party's key signs here and never leaves the node; the relay pays the gas. :meth:`RelayClient.
 submit_update` has the shape of ``FederationClient.submit_update``, so ``train_and_submit`` takes
-it as its ``submit`` step. Before any training :meth:`RelayClient.check` asks the relay's health
+it as its ``submit`` step; :meth:`RelayClient.post_round_message` has the shape of
+``FederationClient.post_round_message``, so a secure round's ``advertise`` and ``reveal`` take it as
+their ``post`` step. Before any training :meth:`RelayClient.check` asks the relay's health
 endpoint, so a wrong URL or a relay for another deployment is found before the work, not after.
 """
 
@@ -20,7 +22,7 @@ from ledger.errors import InvalidInputError, LedgerError
 from ledger.chain.federation import FederationClient, TxResult
 from ledger.types import Cid
 from node.services.clock import chain_time
-from node.services.relay_service import HEALTH_PATH, PATH, request_document
+from node.services.relay_service import HEALTH_PATH, MESSAGES_PATH, PATH, message_document, request_document
 
 SIGNATURE_TTL_S = 900  # how long a signed update stays valid (chain seconds)
 HEALTH_TIMEOUT_S = 10.0
@@ -126,13 +128,27 @@ class RelayClient:
             self.account, round_id, cid=cid, samples=samples, metrics_hash=metrics_hash,
             epsilon_micros=epsilon_micros, deadline=chain_time(self.federation.w3) + SIGNATURE_TTL_S,
         )
-        status, answer = self._request("POST", PATH, timeout=self._submit_timeout_s, body=request_document(round_id, signed))
+        return self._relayed(PATH, request_document(round_id, signed), done="recorded", what="the update")
+
+    def post_round_message(self, round_id: int, kind: int, cid: Cid) -> RelayedTx:
+        """Sign the round message (a secure round's ADVERTISE or REVEAL: ledger.contract_constants.
+        RoundMessageKind) with the party's key, have the relay post it, return the transaction: the shape
+        of ``FederationClient.post_round_message``, so node.secure.party takes it as its ``post`` step."""
+        signed = self.federation.sign_round_message(
+            self.account, round_id, kind=kind, cid=cid, deadline=chain_time(self.federation.w3) + SIGNATURE_TTL_S,
+        )
+        return self._relayed(MESSAGES_PATH, message_document(round_id, signed), done="posted", what="the round message")
+
+    def _relayed(self, path: str, document: dict[str, Any], *, done: str, what: str) -> RelayedTx:
+        """POST ``document`` to ``path`` and read the transaction from the answer (its ``done`` field true)."""
+        status, answer = self._request("POST", path, timeout=self._submit_timeout_s, body=document)
         if not isinstance(answer, dict):
             raise RelayError(f"the relay at {self.url} answered HTTP {status} with something else than a JSON object.")
-        if status != 200 or not answer.get("recorded"):
+        if status != 200 or not answer.get(done):
             reason = str(answer.get("error", f"HTTP {status}"))
             raise RelayRefusedError(
-                f"the relay at {self.url} did not record the update ({reason}): {answer.get('message', 'no reason given')}",
+                f"the relay at {self.url} did not {'record' if done == 'recorded' else 'post'} {what} ({reason}): "
+                f"{answer.get('message', 'no reason given')}",
                 reason,
             )
         return RelayedTx(str(answer["tx_hash"]), int(answer["block"]), int(answer["gas_used"]), str(answer["relayer"]))

@@ -150,7 +150,8 @@ class FederationSignatureExpired(FederationContractError):
     fields = ("deadline",)
 
     def sentence(self) -> str:
-        return f"the signature (of a join or a relayed update) expired at {_utc(self.deadline)}; sign again with a later deadline."
+        return (f"the signature (of a join, a relayed update or a relayed round message) expired at {_utc(self.deadline)}; "
+                "sign again with a later deadline.")
 
 
 class FederationInvalidSignature(FederationContractError):
@@ -160,7 +161,7 @@ class FederationInvalidSignature(FederationContractError):
     def sentence(self) -> str:
         return (
             f"the signature was not made by {self.participant} over this message for this contract and chain "
-            "(a join for the agreement version in force, or an update for this round); sign again with that "
+            "(a join for the agreement version in force, or an update or round message for this round); sign again with that "
             "participant's key against this deployment."
         )
 

@@ -21,8 +21,20 @@ Answers: 200 ``{"recorded": true, "tx_hash", "block", "gas_used", "relayer", "ro
 and counts. Like every fedledger server it has no authentication and listens on 127.0.0.1 unless
 told otherwise.
 
+A secure round's party posts its round messages the same way (``POST /messages``): it signs the
+message (EIP-712 ``RoundMessage``, ``FederationClient.sign_round_message``), the relay checks the
+document is in its store and simulates ``postSignedRoundMessage`` (the contract judges the
+signature, its deadline, who may post the kind and when), then sends it alone, at once, and answers
+with the transaction. A message is one per party per round and kind, so it is not batched::
+
+    {"participant": "0x…", "round": 1, "kind": 1, "cid": "bafkrei…", "deadline": 1767225600,
+     "signature": "0x<130 hex>"}
+
+answered 200 ``{"posted": true, "tx_hash", "block", "gas_used", "relayer", "round", "participant",
+"kind", "cid"}`` or refused as an update is (``"posted": false``).
+
 Every update costs the relay a store lookup, a signature check and chain reads, so ``POST /updates``
-is rate limited before any of them (:class:`RateLimiter`): per client address and for all clients
+(and ``POST /messages``) is rate limited before any of them (:class:`RateLimiter`, one budget for both): per client address and for all clients
 together, each a bucket of ``rate × BURST_SECONDS`` requests refilled at ``rate`` per second; a
 request over either answers 429 ``RateLimited`` with ``Retry-After``. The HTTP server keeps the
 header and idle timeouts and the connection cap of :mod:`ledger.ipfs.serving`.
@@ -44,18 +56,21 @@ from ledger.chain.connection import parse_address
 from ledger.ipfs.cid import parse_cid
 from ledger.contract_constants import MAX_BATCH_SIZE
 from ledger.errors import ChainError, ContentNotFoundError, ContractRevertError, InvalidInputError, LedgerError, StoreError
-from ledger.chain.federation import RECEIPT_TIMEOUT, FederationClient, SignedUpdate, TxResult
+from ledger.chain.federation import RECEIPT_TIMEOUT, FederationClient, SignedRoundMessage, SignedUpdate, TxResult
 from ledger.ipfs.serving import LimitedHandlerMixin, LimitedServerMixin, ServerLimits, ThrottledNotes
 from ledger.ipfs.store import ContentStore
 from node.services.log import ServiceLog
 
 PATH = "/updates"
+MESSAGES_PATH = "/messages"
 HEALTH_PATH = "/health"
 MAX_BODY_BYTES = 16 * 1024  # a request is a few hundred bytes
 FIELDS = ("participant", "round", "cid", "samples", "metrics_hash", "epsilon_micros", "deadline", "signature")
+MESSAGE_FIELDS = ("participant", "round", "kind", "cid", "deadline", "signature")
 BURST_SECONDS = 10.0  # a bucket holds this many seconds' worth of requests
 MAX_TRACKED_ADDRESSES = 10_000
 # Each waiting party holds its connection until its batch is mined: a higher cap than other servers'.
+NOT_FOUND = f"no such endpoint {{!r}}; POST {PATH} or {MESSAGES_PATH}, or GET {HEALTH_PATH}."
 RELAY_LIMITS = ServerLimits(header_timeout_s=10.0, idle_timeout_s=60.0, max_connections=512)
 
 
@@ -69,6 +84,14 @@ def request_document(round_id: int, update: SignedUpdate) -> dict[str, Any]:
         "participant": update.participant, "round": round_id, "cid": update.cid, "samples": update.samples,
         "metrics_hash": Web3.to_hex(update.metrics_hash), "epsilon_micros": update.epsilon_micros,
         "deadline": update.deadline, "signature": Web3.to_hex(update.signature),
+    }
+
+
+def message_document(round_id: int, message: SignedRoundMessage) -> dict[str, Any]:
+    """The JSON a party POSTs to have ``message`` posted for ``round_id``."""
+    return {
+        "participant": message.participant, "round": round_id, "kind": int(message.kind), "cid": message.cid,
+        "deadline": message.deadline, "signature": Web3.to_hex(message.signature),
     }
 
 
@@ -97,19 +120,38 @@ def _hex(document: dict[str, Any], name: str, *, length: int) -> bytes:
     return raw
 
 
-def parse_request(body: bytes) -> tuple[int, SignedUpdate]:
-    """The round and signed update a request body carries; InvalidInputError naming what is wrong."""
+def _document(body: bytes, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON object of a request body with every one of ``fields`` and a CID text; InvalidInputError else."""
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise InvalidInputError("the request body is not JSON; POST one JSON object with the fields " + ", ".join(FIELDS) + ".") from None
+        raise InvalidInputError("the request body is not JSON; POST one JSON object with the fields " + ", ".join(fields) + ".") from None
     if not isinstance(document, dict):
-        raise InvalidInputError("the request body must be one JSON object with the fields " + ", ".join(FIELDS) + ".")
-    missing = [name for name in FIELDS if name not in document]
+        raise InvalidInputError("the request body must be one JSON object with the fields " + ", ".join(fields) + ".")
+    missing = [name for name in fields if name not in document]
     if missing:
-        raise InvalidInputError(f"the request lacks the field(s) {', '.join(missing)}; send all of " + ", ".join(FIELDS) + ".")
+        raise InvalidInputError(f"the request lacks the field(s) {', '.join(missing)}; send all of " + ", ".join(fields) + ".")
     if not isinstance(document["cid"], str):
         raise InvalidInputError(f"the field 'cid' must be a CID text, not {document['cid']!r}; fix the request.")
+    return document
+
+
+def parse_message_request(body: bytes) -> tuple[int, SignedRoundMessage]:
+    """The round and signed round message a ``POST /messages`` body carries; InvalidInputError naming what is wrong."""
+    document = _document(body, MESSAGE_FIELDS)
+    message = SignedRoundMessage(
+        participant=parse_address(document["participant"]),
+        kind=_whole(document, "kind", bits=8),
+        cid=parse_cid(document["cid"]),
+        deadline=_whole(document, "deadline", bits=256),
+        signature=_hex(document, "signature", length=65),
+    )
+    return _whole(document, "round", bits=256), message
+
+
+def parse_request(body: bytes) -> tuple[int, SignedUpdate]:
+    """The round and signed update a request body carries; InvalidInputError naming what is wrong."""
+    document = _document(body, FIELDS)
     update = SignedUpdate(
         participant=parse_address(document["participant"]),
         cid=parse_cid(document["cid"]),
@@ -139,8 +181,10 @@ class RelayCounts:
     batches: int = 0
     recorded: int = 0
     rejected: int = 0  # at check time and by the contract
-    gas_used: int = 0
+    gas_used: int = 0  # updates' batches and round messages
     rate_limited: int = 0
+    messages: int = 0  # round messages posted
+    messages_refused: int = 0
 
 
 @dataclass(frozen=True)
@@ -272,7 +316,8 @@ class Relay:
             "chain_id": self.federation.chain_id, "batch_size": self.batch_size, "max_wait": self.max_wait_s,
             "queued": queued, "batches": self.counts.batches, "recorded": self.counts.recorded,
             "rejected": self.counts.rejected, "gas_used": self.counts.gas_used,
-            "rate_limited": self.counts.rate_limited, "rate_limit": self.limiter.limits.per_address,
+            "rate_limited": self.counts.rate_limited, "messages": self.counts.messages,
+            "messages_refused": self.counts.messages_refused, "rate_limit": self.limiter.limits.per_address,
             "global_rate_limit": self.limiter.limits.total,
         }
 
@@ -309,6 +354,40 @@ class Relay:
         error = self.federation.check_signed_update(round_id, update)
         if error is not None:
             raise error
+
+    def post_message(self, round_id: int, message: SignedRoundMessage) -> dict[str, Any]:
+        """Check ``message`` (its document in the store; then the contract's own verdict on the signature,
+        its deadline, who and when, simulated: nothing is sent for a refused one) and post it alone, now;
+        the answer, else the LedgerError why not. Messages are not batched: one per party, round and kind."""
+        try:
+            if not self.store.has(message.cid):
+                raise ContentNotFoundError(
+                    f"the document {message.cid} is not in the relay's store, so the round's parties and the aggregator "
+                    "could not fetch it; pin it to the federation's store (`fedledger ipfs add`) before asking the relay."
+                )
+            error = self.federation.check_signed_round_message(round_id, message)
+            if error is not None:
+                raise error
+            with self._changed:  # the relayer's nonces are safe: its client takes each under a per-address lock
+                if self._closing:
+                    raise ChainError("the relay is shutting down; send the message again to a running relay.")
+            tx = self.federation.post_signed_round_message(round_id, message)
+        except LedgerError:
+            with self._changed:
+                self.counts.messages_refused += 1
+            raise
+        with self._changed:
+            self.counts.messages += 1
+            self.counts.gas_used += tx.gas_used
+        self.log.info("posted", f"round {round_id}: posted {message.participant}'s round message of kind {message.kind} "
+                      f"({message.cid}) in block {tx.block} ({tx.tx_hash}, gas {tx.gas_used}).", round=round_id,
+                      participant=message.participant, kind=int(message.kind), tx_hash=tx.tx_hash, block=tx.block,
+                      gas_used=tx.gas_used)
+        return {
+            "posted": True, "round": round_id, "participant": message.participant, "kind": int(message.kind),
+            "cid": message.cid, "tx_hash": tx.tx_hash, "block": tx.block, "gas_used": tx.gas_used,
+            "relayer": self.federation.sender,
+        }
 
     # ---------------------------------------------------------------- the sender thread
 
@@ -427,7 +506,8 @@ class _Handler(LimitedHandlerMixin, BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _refuse(self, status: int, error: str, message: str, headers: dict[str, str] | None = None) -> None:
-        self._reply(status, {"recorded": False, "error": error, "message": message}, headers)
+        done = "posted" if self.path.rstrip("/") == MESSAGES_PATH else "recorded"
+        self._reply(status, {done: False, "error": error, "message": message}, headers)
 
     def _rate_limited(self) -> bool:
         """Whether the request is over a rate limit; if so, answered 429 with Retry-After."""
@@ -446,11 +526,12 @@ class _Handler(LimitedHandlerMixin, BaseHTTPRequestHandler):
         if self.path.rstrip("/") == HEALTH_PATH:
             self._reply(200, self.relay.status())
         else:
-            self._refuse(404, "NotFound", f"no such endpoint {self.path!r}; POST {PATH} or GET {HEALTH_PATH}.")
+            self._refuse(404, "NotFound", NOT_FOUND.format(self.path))
 
     def do_POST(self) -> None:  # noqa: N802
-        if self.path.rstrip("/") != PATH:
-            self._refuse(404, "NotFound", f"no such endpoint {self.path!r}; POST {PATH} or GET {HEALTH_PATH}.")
+        path = self.path.rstrip("/")
+        if path not in (PATH, MESSAGES_PATH):
+            self._refuse(404, "NotFound", NOT_FOUND.format(self.path))
             return
         try:
             length = int(self.headers.get("Content-Length", ""))
@@ -464,13 +545,18 @@ class _Handler(LimitedHandlerMixin, BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         if self._rate_limited():  # before the store, the signature and the chain are asked anything
             return
-        participant = "?"
+        participant, what = "?", "update" if path == PATH else "round message"
         try:
-            round_id, update = parse_request(body)
-            participant = update.participant
-            answer = self.relay.submit(round_id, update)
+            if path == PATH:
+                round_id, update = parse_request(body)
+                participant = update.participant
+                answer = self.relay.submit(round_id, update)
+            else:
+                round_id, message = parse_message_request(body)
+                participant = message.participant
+                answer = self.relay.post_message(round_id, message)
         except LedgerError as error:
-            self.relay.log.info("refused", f"refused the update of {participant}: {error}", participant=participant,
+            self.relay.log.info("refused", f"refused the {what} of {participant}: {error}", participant=participant,
                                 error=type(error).__name__)
             self._refuse(_status_code(error), type(error).__name__, str(error))
             return

@@ -17,10 +17,10 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
 from ledger.ipfs.cid import RAW, cid_from_parts
-from ledger.chain.federation import FederationClient, SignedUpdate
-from ledger.ipfs.store import EmbeddedStore
+from ledger.chain.federation import FederationClient, SignedRoundMessage, SignedUpdate
+from ledger.ipfs.store import ContentStore, EmbeddedStore
 from node.services.log import ServiceLog
-from node.services.relay_service import PATH, Relay, make_server, request_document
+from node.services.relay_service import MESSAGES_PATH, PATH, Relay, make_server, message_document, request_document
 from ledger.types import Cid
 from tests.fixtures_chain import TestChain
 
@@ -58,6 +58,11 @@ class Federation:
         )
 
 
+    def signed_message(self, party: LocalAccount, kind: int, cid: Cid, *, deadline: int = FAR) -> SignedRoundMessage:
+        """``party``'s signed round message of ``kind`` for the open round."""
+        return self.admin.sign_round_message(party, self.round_id, kind=kind, cid=cid, deadline=deadline)
+
+
 def make_federation(chain: TestChain) -> Federation:
     admin = chain.deploy()
     admin.publish_agreement(TERMS)
@@ -78,6 +83,15 @@ class RelayUnderTest:
         response = requests.post(self.url + PATH, data=raw, json=None if raw is not None else document, timeout=60)
         return response.status_code, response.json()
 
+    def post_message(self, document: Any) -> tuple[int, dict[str, Any]]:
+        response = requests.post(self.url + MESSAGES_PATH, json=document, timeout=60)
+        return response.status_code, response.json()
+
+    def pinned_message(self, party: Any, kind: int, **fields: Any) -> dict[str, Any]:
+        """The request for ``party``'s round message of ``kind``, its document pinned in the relay's store."""
+        cid = self.store.add_bytes(f"message {kind} of {party.address}".encode())
+        return message_document(self.federation.round_id, self.federation.signed_message(party, kind, cid, **fields))
+
     def pinned(self, party: Any, **fields: Any) -> dict[str, Any]:
         """The request for ``party``'s update, its blob pinned in the relay's store."""
         cid = self.store.add_bytes(f"update of {party.address}".encode())
@@ -88,13 +102,21 @@ class RelayUnderTest:
 def running_relay(federation: Federation, tmp_path: Path, *, batch_size: int = 64, max_wait_s: float = 0.05) -> Iterator[RelayUnderTest]:
     """A relay for ``federation`` (sent by its admin) with its own store, serving on a free port."""
     store = EmbeddedStore(tmp_path / "store")
-    relay = Relay(federation=federation.admin, store=store, batch_size=batch_size, max_wait_s=max_wait_s,
+    with serving_relay(federation.admin, store, batch_size=batch_size, max_wait_s=max_wait_s) as (relay, url):
+        yield RelayUnderTest(federation, store, relay, url)
+
+
+@contextmanager
+def serving_relay(relayer: FederationClient, store: ContentStore, *, batch_size: int = 64,
+                  max_wait_s: float = 0.05) -> Iterator[tuple[Relay, str]]:
+    """The relay `relay serve` runs, sent and paid for by ``relayer``, reading ``store``, on a free port: it and its URL."""
+    relay = Relay(federation=relayer, store=store, batch_size=batch_size, max_wait_s=max_wait_s,
                   log=ServiceLog("relay")).start()
     server = make_server(relay, port=0)
     worker = threading.Thread(target=server.serve_forever, daemon=True)
     worker.start()
     try:
-        yield RelayUnderTest(federation, store, relay, f"http://127.0.0.1:{server.server_address[1]}")
+        yield relay, f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         relay.close()
         server.shutdown()

@@ -25,12 +25,14 @@ from rich.console import Console
 from ledger.ipfs.cid import RAW, cid_from_parts
 from ledger.ipfs.serving import ServerLimits
 from node.services.log import ServiceLog
-from node.services.relay_service import PATH, RateLimiter, RateLimits, Relay, RelayServer, make_server
+from node.services.relay_service import MESSAGES_PATH, PATH, RateLimiter, RateLimits, Relay, RelayServer, make_server
 
 DOCUMENT = {
     "participant": "0x" + "ab" * 20, "round": 1, "cid": cid_from_parts(RAW, b"\x11" * 32), "samples": 1,
     "metrics_hash": "0x" + "00" * 32, "epsilon_micros": 0, "deadline": 2**40, "signature": "0x" + "11" * 65,
 }
+
+MESSAGE = {key: DOCUMENT[key] for key in ("participant", "round", "cid", "deadline", "signature")} | {"kind": 1}
 
 
 class CountingStore:
@@ -60,11 +62,13 @@ def relay_server(rate_limits: RateLimits, limits: ServerLimits = ServerLimits())
         server.server_close()
 
 
-def post_from(server: RelayServer, source: str) -> tuple[int, str | None, dict[str, Any]]:
-    """POST the update from the loopback address ``source``: (status, Retry-After, answer)."""
+def post_from(server: RelayServer, source: str, *, path: str = PATH) -> tuple[int, str | None, dict[str, Any]]:
+    """POST the update (or, to MESSAGES_PATH, a round message) from the loopback address ``source``: (status,
+    Retry-After, answer)."""
     connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10, source_address=(source, 0))
+    document = DOCUMENT if path == PATH else MESSAGE
     try:
-        connection.request("POST", PATH, body=json.dumps(DOCUMENT).encode(), headers={"Content-Type": "application/json"})
+        connection.request("POST", path, body=json.dumps(document).encode(), headers={"Content-Type": "application/json"})
         response = connection.getresponse()
         return response.status, response.getheader("Retry-After"), json.loads(response.read())
     finally:
@@ -84,6 +88,16 @@ def test_one_address_over_its_rate_is_answered_429_before_any_check_and_others_s
         assert post_from(server, "127.0.0.2")[0] == 422  # another address has its own share
         assert store.lookups == 4
         assert server.RequestHandlerClass.relay.counts.rate_limited == 2  # type: ignore[attr-defined]
+
+
+def test_round_messages_and_updates_share_one_address_budget() -> None:
+    with relay_server(RateLimits(per_address=0.5, total=100, per_address_burst=3)) as (server, store, _):
+        paths = [PATH, MESSAGES_PATH, PATH, MESSAGES_PATH]
+        answers = [post_from(server, "127.0.0.1", path=path) for path in paths]
+        assert [status for status, _, _ in answers] == [422, 422, 422, 429]
+        assert answers[1][2]["posted"] is False and answers[1][2]["error"] == "ContentNotFoundError"
+        assert answers[3][2]["posted"] is False and answers[3][2]["error"] == "RateLimited"
+        assert store.lookups == 3
 
 
 def test_all_addresses_together_over_the_global_rate_are_answered_429() -> None:

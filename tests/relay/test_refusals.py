@@ -17,12 +17,15 @@ from deploy.anvil import free_port
 from ledger.chain.federation import FederationClient
 from ledger.chain.keys import create_keystore
 from ledger.workspace import Workspace
-from node.services.relay_service import request_document
+from ledger.contract_constants import RoundMessageKind
+from ledger.ipfs.cid import RAW, cid_from_parts
+from node.services.relay_service import message_document, request_document
 from tests.fixtures_chain import TestChain
 from tests.fixtures_cli import Outcome
 from tests.relay.conftest import BASE, RelayUnderTest, make_federation, running_relay
 
 pytestmark = pytest.mark.anvil
+ADVERTISE, REVEAL = RoundMessageKind.ADVERTISE, RoundMessageKind.REVEAL
 
 
 @pytest.fixture
@@ -121,6 +124,57 @@ def test_a_bad_submission_is_refused_with_its_named_reason(relayed: RelayUnderTe
     # (the contract would name most of these errors too, but only after the relayer paid for a batch).
     after = (w3.eth.get_transaction_count(relayer), w3.eth.get_balance(relayer), relayed.relay.status()["batches"])
     assert after == before and relayed.relay.status()["queued"] == 0
+
+
+def test_a_round_message_is_posted_for_a_party_without_ether_and_answered_with_its_transaction(
+    relayed: RelayUnderTest,
+) -> None:
+    party = relayed.federation.gasless_party()
+    document = relayed.pinned_message(party, ADVERTISE)
+    status, answer = relayed.post_message(document)
+    assert status == 200 and answer["posted"] is True, answer
+    assert (answer["participant"], answer["kind"], answer["relayer"]) == (party.address, ADVERTISE, relayed.federation.admin.sender)
+    [posted] = relayed.federation.admin.round_messages(relayed.federation.round_id)
+    assert (posted.party, posted.cid, posted.tx_hash) == (party.address, document["cid"], answer["tx_hash"])
+    assert relayed.relay.status()["messages"] == 1 and relayed.relay.status()["batches"] == 0
+
+
+def _forged_message(relayed: RelayUnderTest) -> dict[str, Any]:
+    party, other = relayed.federation.gasless_party(), relayed.federation.gasless_party()
+    document = relayed.pinned_message(party, ADVERTISE)
+    forged = message_document(1, relayed.federation.signed_message(other, ADVERTISE, document["cid"]))
+    return {**document, "signature": forged["signature"]}  # a member's signature, claimed for another member
+
+
+MESSAGE_CASES: dict[str, tuple[Callable[[RelayUnderTest], dict[str, Any]], int, str, str]] = {
+    "forged signature": (_forged_message, 422, "FederationInvalidSignature", "signature was not made by"),
+    "expired signature": (lambda r: r.pinned_message(r.federation.gasless_party(), ADVERTISE, deadline=r.federation.chain.now() - 1),
+                          422, "FederationSignatureExpired", "expired"),
+    "reveal before the deadline": (lambda r: r.pinned_message(r.federation.gasless_party(), REVEAL), 422,
+                                   "FederationRevealBeforeDeadline", "deadline"),
+    "advertisement by a non-member": (lambda r: r.pinned_message(r.federation.gasless_party(admit=False), ADVERTISE), 422,
+                                      "FederationNotParticipant", "pending"),
+    "document not in store": (lambda r: message_document(1, r.federation.signed_message(
+        r.federation.gasless_party(), ADVERTISE, cid_from_parts(RAW, b"\x77" * 32))), 422, "ContentNotFoundError", "store"),
+    "unknown kind": (lambda r: r.pinned_message(r.federation.gasless_party(), 3), 422, "FederationUnknownMessageKind", "kind"),
+    "kind over uint8": (lambda r: {**r.pinned_message(r.federation.gasless_party(), ADVERTISE), "kind": 256}, 400,
+                        "InvalidInputError", "'kind'"),
+    "missing field": (lambda r: {"participant": Account.create().address, "round": 1}, 400, "InvalidInputError", "kind"),
+}
+
+
+@pytest.mark.parametrize("case", list(MESSAGE_CASES))
+def test_a_bad_round_message_is_refused_with_its_named_reason_and_nothing_sent(relayed: RelayUnderTest, case: str) -> None:
+    make, status, error, words = MESSAGE_CASES[case]
+    document = make(relayed)
+    w3, relayer = relayed.federation.chain.w3, relayed.federation.admin.sender
+    before = (w3.eth.get_transaction_count(relayer), w3.eth.get_balance(relayer), w3.eth.block_number)
+    got_status, answer = relayed.post_message(document)
+    assert (got_status, answer["error"], answer["posted"]) == (status, error, False), answer
+    assert words in answer["message"].lower() and answer["message"].endswith(".") and "\n" not in answer["message"]
+    # Judged by the contract in a simulation, before anything is sent: no transaction, no gas, no block.
+    assert (w3.eth.get_transaction_count(relayer), w3.eth.get_balance(relayer), w3.eth.block_number) == before
+    assert relayed.relay.status()["messages"] == 0 and relayed.federation.admin.round_messages(relayed.federation.round_id) == []
 
 
 def test_a_body_that_is_not_json_is_refused(relayed: RelayUnderTest) -> None:

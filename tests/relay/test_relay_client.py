@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ledger.contract_constants import RoundMessageKind
 from ledger.ipfs.cid import RAW, cid_from_parts
 from node.relay_client import RelayClient, RelayedTx, RelayError, RelayRefusedError
 from tests.fixtures_chain import TestChain
@@ -37,6 +38,17 @@ def test_the_client_gets_the_transaction_and_the_relayer_or_the_named_refusal(ch
         with pytest.raises(RelayRefusedError) as missing:
             client.submit_update(federation.round_id, cid=cid_from_parts(RAW, b"\x99" * 32), samples=5, metrics_hash=METRICS_HASH)
         assert missing.value.reason == "ContentNotFoundError"
+
+        keys = relayed.store.add_bytes(b"the party's round keys")  # a secure round's messages: the same client
+        posted = client.post_round_message(federation.round_id, RoundMessageKind.ADVERTISE, keys)
+        assert isinstance(posted, RelayedTx) and posted.relayer == federation.admin.sender
+        [message] = federation.admin.round_messages(federation.round_id)
+        assert (message.party, message.cid, message.tx_hash) == (party.address, keys, posted.tx_hash)
+        with pytest.raises(RelayRefusedError) as early:
+            client.post_round_message(federation.round_id, RoundMessageKind.REVEAL, keys)
+        assert early.value.reason == "FederationRevealBeforeDeadline"
+        assert str(early.value).startswith(f"the relay at {relayed.url} did not post the round message "
+                                           "(FederationRevealBeforeDeadline): ")
 
 
 def test_a_relay_of_another_deployment_is_refused_before_signing(chain: TestChain, tmp_path: Path) -> None:
