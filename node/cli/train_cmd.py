@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     from ledger.ipfs.store import ContentStore
     from node.journal import Journal
     from node.participant import TaskInputs
+    from node.relay_client import RelayClient
     from node.round_config import RoundConfig
+    from node.secure.party import PostMessage
     from node.secure.settings import SecureRound
 
 # The party's data and how its rounds run: the options of `node train` and `node run` alike.
@@ -118,6 +120,7 @@ class SecureParty:
     info: RoundInfo
     settings: SecureRound
     journal: Journal
+    post: PostMessage | None = None  # None: the party posts itself; else through its relay
 
     @property
     def address(self) -> str:
@@ -127,24 +130,68 @@ class SecureParty:
 
 def secure_party(
     workdir: Path | None, rpc: str | None, key: str | None, max_fee_gwei: float | None, round_id: int, *, does: str,
+    relay: str | None = None,
 ) -> SecureParty:
-    """The party's workspace, signing client, store, round and journal; InvalidInputError naming what only a
-    secure round's parties ``does`` when ``round_id`` is not a secure round."""
+    """The party's workspace, signing client, store, round, journal and (with ``relay``, checked first) the relay
+    that posts its messages; InvalidInputError naming what only a secure round's parties ``does`` when
+    ``round_id`` is not a secure round."""
     from ledger.chain.connection import open_federation, workspace_rpc
     from ledger.chain.keys import load_account
     from node.journal import Journal
     from node.participant import fetch_round_config
 
+    if relay is not None:  # a mistyped URL is told before anything is loaded
+        from node.relay_client import check_relay_url
+
+        check_relay_url(relay)
     workspace = Workspace.find(workdir)
     account = load_account(workspace, key)
     federation = open_federation(workspace, account=account, rpc=workspace_rpc(workspace, rpc), max_fee_gwei=max_fee_gwei)
+    post = None if relay is None else relay_poster(relay, federation).post_round_message
     store = open_store(workspace)
     info = federation.round(round_id)
     config = fetch_round_config(store, info.config_hash)
     if config.secure is None:
         raise InvalidInputError(f"round {round_id} is not a secure round; only a secure round's parties {does}.")
     journal = Journal(workspace.journal_dir, role="participant", actor=account.address, round_id=round_id)
-    return SecureParty(workspace, federation, store, info, config.secure, journal)
+    return SecureParty(workspace, federation, store, info, config.secure, journal, post)
+
+
+RelayOption = Annotated[str | None, typer.Option("--relay", help="URL of a `fedledger relay serve`: sign and have the relay send it (the party needs no ether).")]
+
+
+def relay_poster(relay: str, federation: FederationClient) -> RelayClient:
+    """The party's relay client, checked (it answers, for this deployment) before anything is signed."""
+    from node.relay_client import RelayClient
+
+    assert federation.account is not None
+    client = RelayClient(relay, federation=federation, account=federation.account)
+    client.check()
+    return client
+
+
+def advertise_through_relay(federation: FederationClient, store: ContentStore, journal_dir: Path, round_id: int,
+                            relay_client: RelayClient) -> None:
+    """``node train --relay`` in a secure round: the party's advertisement, posted through the relay before
+    ``train_and_submit`` (which then finds it on the board and posts nothing itself). Nothing when the round
+    is not secure or the party already submitted; a party the contract would refuse is told so first, as
+    ``train_and_submit`` tells it."""
+    from node.journal import Journal
+    from node.participant import fetch_round_config
+    from node.secure.party import advertise
+
+    assert federation.account is not None
+    me = federation.account.address
+    if federation.has_submitted(round_id, me):
+        return
+    federation.check_can_submit(round_id)
+    info = federation.round(round_id)
+    config = fetch_round_config(store, info.config_hash)
+    if config.secure is None:
+        return
+    journal = Journal(journal_dir, role="participant", actor=me, round_id=round_id)
+    advertise(federation, store, journal, round_id=round_id, settings=config.secure, opened_block=info.opened_block,
+              post=relay_client.post_round_message)
 
 
 def register(app: typer.Typer) -> None:
@@ -163,7 +210,7 @@ def register(app: typer.Typer) -> None:
         non_iid: NonIidOption = None,
         seed: SeedOption = 0,
         device: DeviceOption = None,
-        relay: Annotated[str | None, typer.Option("--relay", help="URL of a `fedledger relay serve`: sign the update and have the relay send it (the party needs no ether).")] = None,
+        relay: Annotated[str | None, typer.Option("--relay", help="URL of a `fedledger relay serve`: sign the update (in a secure round, the advertisement too) and have the relay send it (the party needs no ether).")] = None,
         task_timeout: TaskTimeoutOption = TASK_TIMEOUT_S,
         verbose: VerboseOption = False,
         compile_model: CompileOption = False,
@@ -211,15 +258,13 @@ def register(app: typer.Typer) -> None:
             federation = open_federation(workspace, account=account, rpc=workspace_rpc(workspace, rpc),
                                          max_fee_gwei=max_fee_gwei)
             submit = None
+            store = open_store(workspace)
             if relay is None:
                 require_gas_money(federation.w3, account.address)
             else:  # the party signs, the relay pays: checked before any training
-                from node.relay_client import RelayClient
-
-                relay_client = RelayClient(relay, federation=federation, account=account)
-                relay_client.check()
+                relay_client = relay_poster(relay, federation)
                 submit = relay_client.submit_update
-            store = open_store(workspace)
+                advertise_through_relay(federation, store, workspace.journal_dir, round_id, relay_client)
             if local is not None:
                 console.print(f"Party {account.address}: round {round_id}, {len(local)} local samples, device {chosen}.")
             else:
@@ -262,6 +307,7 @@ def register(app: typer.Typer) -> None:
     def advertise_keys(
         round_id: Annotated[int, typer.Option("--round", min=1, help="The secure round, in its key phase.")],
         key: Annotated[str | None, typer.Option("--key", help="The party's key: a name under [keys] or a keystore file (default $FEDLEDGER_PRIVATE_KEY).")] = None,
+        relay: RelayOption = None,
         rpc: RpcOption = None,
         max_fee_gwei: MaxFeeOption = None,
         workdir: WorkdirOption = None,
@@ -274,9 +320,9 @@ def register(app: typer.Typer) -> None:
         """
         from node.secure.party import advertise
 
-        party = secure_party(workdir, rpc, key, max_fee_gwei, round_id, does="advertise keys")
+        party = secure_party(workdir, rpc, key, max_fee_gwei, round_id, does="advertise keys", relay=relay)
         cid = advertise(party.federation, party.store, party.journal, round_id=round_id, settings=party.settings,
-                        opened_block=party.info.opened_block)
+                        opened_block=party.info.opened_block, post=party.post)
         console.print(f"Round {round_id}: {party.address} advertised its round keys: {cid}.", soft_wrap=True, highlight=False)
         if json:
             print_json({"round_id": round_id, "participant": party.address, "advertisement_cid": cid})
@@ -287,6 +333,7 @@ def register(app: typer.Typer) -> None:
         round_id: Annotated[int, typer.Option("--round", min=1, help="The secure round whose deadline has passed.")],
         key: Annotated[str | None, typer.Option("--key", help="The party's key: a name under [keys] or a keystore file (default $FEDLEDGER_PRIVATE_KEY).")] = None,
         encryption_key: Annotated[str | None, typer.Option("--encryption-key", help="The party's encryption key, a name under [encryption_keys] or its file (default: the workspace's key whose public half this party registered on chain).")] = None,
+        relay: RelayOption = None,
         rpc: RpcOption = None,
         max_fee_gwei: MaxFeeOption = None,
         workdir: WorkdirOption = None,
@@ -300,10 +347,10 @@ def register(app: typer.Typer) -> None:
         from node.secure.party import own_encryption_key
         from node.secure.party import reveal as reveal_shares
 
-        party = secure_party(workdir, rpc, key, max_fee_gwei, round_id, does="reveal shares")
+        party = secure_party(workdir, rpc, key, max_fee_gwei, round_id, does="reveal shares", relay=relay)
         private_key = own_encryption_key(party.workspace, party.federation, encryption_key)
         cid = reveal_shares(party.federation, party.store, party.journal, round_id=round_id, settings=party.settings,
-                            long_term_key=private_key)
+                            long_term_key=private_key, post=party.post)
         if cid is None:
             console.print(f"Round {round_id}: no neighbour of {party.address} dropped out; nothing to reveal.", highlight=False)
         else:

@@ -13,6 +13,10 @@
    posted (REVEAL). Never a share of a party that submitted: ``ledger.secagg`` refuses it, and the
    contract takes a submission only before the deadline, so a dropout's masked vector can never
    appear after its seed is revealed.
+
+A party without ether posts both messages through a relay: ``post`` is then
+``node.relay_client.RelayClient.post_round_message`` (the party signs, the relay pays; the contract's
+``postSignedRoundMessage`` applies the same rules and names the party on the board).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from ledger.secagg.graph import cohort_member, neighbours_of
 from ledger.secagg.masks import masked_vector
 from ledger.secagg.reveal import shares_to_reveal
 from ledger.secagg.shares import make_advertisement, new_round_seed
-from ledger.types import Address
+from ledger.types import Address, Cid
 from ledger.utc import utc_text
 from ledger.weights import Layout, to_safetensors
 from ledger.workspace import Workspace
@@ -47,11 +51,17 @@ from node.secure.settings import SecureRound
 MASKED_KIND = "fedledger-secagg-masked"
 
 
+PostMessage = Callable[[int, int, Cid], object]
+"""How a party posts a round message (round, kind, CID): ``FederationClient.post_round_message`` (it pays
+the gas), or ``node.relay_client.RelayClient.post_round_message`` (it signs, a relay pays)."""
+
+
 def advertise(
     federation: FederationClient, store: ContentStore, journal: Journal, *, round_id: int, settings: SecureRound,
-    opened_block: int,
+    opened_block: int, post: PostMessage | None = None,
 ) -> str:
-    """Post this party's advertisement for ``round_id`` (once); its CID."""
+    """Post this party's advertisement for ``round_id`` (once), with ``post`` (default: the party sends it
+    itself); its CID."""
     me = _me(federation)
     cohort_member(settings.params, me, "party")
     board = read_board(federation, store, round_id, settings)
@@ -70,7 +80,7 @@ def advertise(
         advertisement = make_advertisement(settings.params, board.context, party=me, seed=seed, long_term_keys=keys)
         cid = store.add_bytes(advertisement.to_bytes(), pin=True)
         journal.record(secagg_advertisement=cid)
-    federation.post_round_message(round_id, RoundMessageKind.ADVERTISE, cid)
+    (post or federation.post_round_message)(round_id, RoundMessageKind.ADVERTISE, cid)
     return str(cid)
 
 
@@ -133,10 +143,10 @@ def masked_update_bytes(
 
 def reveal(
     federation: FederationClient, store: ContentStore, journal: Journal, *, round_id: int, settings: SecureRound,
-    long_term_key: X25519PrivateKey,
+    long_term_key: X25519PrivateKey, post: PostMessage | None = None,
 ) -> str | None:
-    """Post this party's reveal for ``round_id`` after its deadline; its CID, or None when it holds no
-    share of any dropout (nothing to reveal)."""
+    """Post this party's reveal for ``round_id`` after its deadline, with ``post`` (default: the party sends
+    it itself); its CID, or None when it holds no share of any dropout (nothing to reveal)."""
     me = _me(federation)
     info = federation.round(round_id)
     if chain_now(federation.w3) <= info.deadline:
@@ -163,7 +173,7 @@ def reveal(
         return None
     cid = store.add_bytes(document.to_bytes(), pin=True)
     journal.record(secagg_reveal=cid)
-    federation.post_round_message(round_id, RoundMessageKind.REVEAL, cid)
+    (post or federation.post_round_message)(round_id, RoundMessageKind.REVEAL, cid)
     return str(cid)
 
 

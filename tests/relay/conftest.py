@@ -113,7 +113,7 @@ def serving_relay(relayer: FederationClient, store: ContentStore, *, batch_size:
     relay = Relay(federation=relayer, store=store, batch_size=batch_size, max_wait_s=max_wait_s,
                   log=ServiceLog("relay")).start()
     server = make_server(relay, port=0)
-    worker = threading.Thread(target=server.serve_forever, daemon=True)
+    worker = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)  # a quick shutdown
     worker.start()
     try:
         yield relay, f"http://127.0.0.1:{server.server_address[1]}"

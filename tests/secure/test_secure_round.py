@@ -1,4 +1,5 @@
-"""A secure round on a real anvil: five parties, one drops out, one reveals a wrong share, one is late.
+"""A secure round on a real anvil: five parties, one drops out, one reveals a wrong share, one is late,
+and one holds no ether: it advertises, submits and reveals through a relay (issue 24).
 
 A sixth cohort member advertises after the key deadline: it is not counted, and nobody masks with it.
 The round finalizes with the four survivors, removes the dropout's masks with the right reveals,
@@ -11,6 +12,7 @@ come with their sentence.
 from __future__ import annotations
 
 import copy
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from node.genesis import genesis_model_bytes
 from node.journal import Journal
 from node.models import build_model, load_arrays, model_layout, state_arrays
 from node.participant import train_and_submit, training_seed
+from node.relay_client import RelayClient
 from node.round_config import RoundConfig, TrainingSettings
 from node.secure.aggregate import SecureRoundStuck
 from node.secure.board import PostedDocument, read_board
@@ -44,6 +47,7 @@ from node.strategies import make_strategy
 from node.training import train
 from tests.contracts.conftest import TERMS, Fed, make_fed
 from tests.fixtures_chain import TestChain
+from tests.relay.conftest import serving_relay
 
 pytestmark = pytest.mark.anvil
 
@@ -79,6 +83,20 @@ def test_five_parties_one_dropout_one_wrong_reveal_finalize_and_the_audit_recomp
     info = fed.admin.round(round_id)
     journals = tmp_path / "journal"
 
+    # One survivor that holds shares of the dropout (parties[4]) has no ether from the opening on: it
+    # advertises, submits and reveals through a relay (the one `relay serve` runs, paid by the admin).
+    context = read_board(fed.admin, store, round_id, config.secure).context
+    holders_of_dropout = set(neighbours_of(params, parties[4][0].address, context))
+    gasless, gasless_client = [party for party in parties[:4] if party[0].address in holders_of_dropout][-1]
+    chain.rpc("anvil_setBalance", [gasless.address, "0x0"])
+    nonce = chain.w3.eth.get_transaction_count(gasless.address)  # its key registration, before the round
+    relay = ExitStack()
+    _, relay_url = relay.enter_context(serving_relay(fed.admin, store))
+    through_relay = RelayClient(relay_url, federation=gasless_client, account=gasless)
+    through_relay.check()
+    post = {gasless.address: through_relay.post_round_message}
+    submit = {gasless.address: through_relay.submit_update}
+
     def journal(account) -> Journal:  # noqa: ANN001
         return Journal(journals, role="participant", actor=account.address, round_id=round_id)
 
@@ -87,7 +105,7 @@ def test_five_parties_one_dropout_one_wrong_reveal_finalize_and_the_audit_recomp
                   opened_block=info.opened_block)
     for account, client in parties[:5]:
         advertise(client, store, journal(account), round_id=round_id, settings=config.secure,
-                  opened_block=info.opened_block)
+                  opened_block=info.opened_block, post=post.get(account.address))
     with pytest.raises(InvalidInputError, match="key phase of round 1 is still open"):  # the sixth may yet advertise
         wait_for_key_phase(parties[0][1], store, round_id=round_id, settings=config.secure, poll_s=0.1, timeout_s=0.2)
     chain.advance(KEY_WINDOW + 1)
@@ -109,7 +127,7 @@ def test_five_parties_one_dropout_one_wrong_reveal_finalize_and_the_audit_recomp
     survivors, dropout = parties[:4], parties[4]  # the dropout advertised and never submits
     for number, (account, client) in enumerate(survivors):
         outcome = train_and_submit(federation=client, store=store, round_id=round_id, data=_samples(number),
-                                   journal_dir=journals, progress=False)
+                                   journal_dir=journals, progress=False, submit=submit.get(account.address))
         assert outcome.metrics == {} and outcome.samples == 24
     with pytest.raises(InvalidInputError, match="only after"):
         reveal(survivors[0][1], store, journal(survivors[0][0]), round_id=round_id, settings=config.secure,
@@ -126,8 +144,14 @@ def test_five_parties_one_dropout_one_wrong_reveal_finalize_and_the_audit_recomp
     honest = [party for party in survivors if party is not liar]
     for account, client in honest:
         posted = reveal(client, store, journal(account), round_id=round_id, settings=config.secure,
-                        long_term_key=keys[account.address])
+                        long_term_key=keys[account.address], post=post.get(account.address))
         assert (posted is not None) == (account.address in holders)
+    relay.close()
+    assert gasless in [party[0] for party in honest] and gasless.address in holders
+    sent = [m.tx_hash for m in fed.admin.round_messages(round_id) if m.party == gasless.address]
+    sent += [s.tx_hash for s in fed.admin.submissions(round_id) if s.participant == gasless.address]
+    assert len(sent) == 3 and {chain.w3.eth.get_transaction(tx)["from"] for tx in sent} == {fed.admin.sender}
+    assert chain.w3.eth.get_balance(gasless.address) == 0 and chain.w3.eth.get_transaction_count(gasless.address) == nonce
     board = read_board(fed.admin, store, round_id, config.secure)
     true_share = next(s for s in _reveal_of(liar, keys, store, fed, round_id, config).shares)
     wrong = Reveal(board.context, liar[0].address, (RevealedShare(true_share.owner, true_share.index,
