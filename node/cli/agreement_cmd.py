@@ -41,8 +41,9 @@ def register(app: typer.Typer) -> None:
             "--delta", help="The δ every party's ε is stated at (0 < δ < 1, e.g. 1e-5); needs --epsilon-budget.",
         )] = None,
         task: Annotated[str | None, typer.Option(
-            "--task", help="CID of the task bundle every party will run (`fedledger task pack`): the agreement names "
-                           "it, so accepting the agreement is consenting to that code.",
+            "--task", help="CID of the task bundle every party will run (`fedledger task pack`), or a built-in task "
+                           "(mlp or cnn: its shipped bundle is pinned): the agreement names it, so accepting the "
+                           "agreement is consenting to that code.",
         )] = None,
         flower_app: Annotated[Path | None, typer.Option(
             "--flower-app", help="The Flower App Bundle (.fab from `flwr build`) every party runs on Flower: the "
@@ -62,7 +63,8 @@ def register(app: typer.Typer) -> None:
 
         With --task the version names a task bundle: a small agreement document naming the task's CID and
         the terms' CID is pinned, and its CID is what the chain records (and each party signs), so a new
-        task is a new agreement version that every party must accept again.
+        task is a new agreement version that every party must accept again. --task mlp or --task cnn names
+        the built-in digits task (its bundle ships with fedledger, the same CID on every machine).
 
         With --flower-app the version names a Flower App Bundle: the document records the .fab file's sha256
         (as `flwr build` computes it) and the CID the FAB is pinned under, so any party can read the code.
@@ -76,10 +78,11 @@ def register(app: typer.Typer) -> None:
             delta_to_units(delta)
         if not terms_file.is_file():
             raise InvalidInputError(f"no terms file at {terms_file}; give the path of the agreement document.")
-        if task is not None:
-            from ledger.ipfs.cid import parse_cid
+        given_task = task
+        if task is not None:  # a CID, or a built-in task's; any other name is refused before anything is sent
+            from node.tasks.builtin import resolve_task
 
-            task = parse_cid(task)
+            task = resolve_task(task)
         fab = None
         if flower_app is not None:  # a file that is not a FAB is refused before anything is pinned or sent
             from node.tasks.agreement import read_flower_app
@@ -89,8 +92,10 @@ def register(app: typer.Typer) -> None:
         store = open_store(workspace)
         manifest = None
         if task is not None:  # a bundle that is not here, or not a bundle, is refused before anything is pinned
+            from node.tasks.builtin import resolve_task
             from node.tasks.rounds import bundle_manifest
 
+            resolve_task(given_task, store)  # a built-in task's bundle is pinned here like a packed one
             manifest = bundle_manifest(store, task)
         cid = store.add_file(terms_file, pin=True)
         if task is None and fab is None:

@@ -31,8 +31,9 @@ def register(app: typer.Typer) -> None:
     def init(
         model: Annotated[str | None, typer.Option("--model", help="mlp or cnn (default mlp).")] = None,
         task: Annotated[str | None, typer.Option(
-            "--task", help="CID of a task bundle in the store (`fedledger task pack`): its model() under --seed, "
-                           "trainable tensors only (frozen ones pinned as their own file).",
+            "--task", help="CID of a task bundle in the store (`fedledger task pack`), or a built-in task (mlp or "
+                           "cnn: its shipped bundle is pinned): its model() under --seed, trainable tensors only "
+                           "(frozen ones pinned as their own file).",
         )] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the initial weights.")] = 0,
         task_timeout: TaskTimeoutOption = TASK_TIMEOUT_S,
@@ -59,10 +60,12 @@ def register(app: typer.Typer) -> None:
 
 
 def _init_task(task: str, *, seed: int, timeout_s: float, verbose: bool, workdir, json: bool) -> None:  # noqa: ANN001
+    from node.tasks.builtin import resolve_task
     from node.tasks.rounds import make_task_genesis, task_cache
 
     workspace = Workspace.find(workdir)
-    genesis = make_task_genesis(open_store(workspace), task, seed=seed, cache_root=task_cache(workspace),
+    store = open_store(workspace)
+    genesis = make_task_genesis(store, resolve_task(task, store), seed=seed, cache_root=task_cache(workspace),
                                 timeout_s=timeout_s, verbose=verbose)
     frozen = (f"; {len(genesis.frozen)} frozen tensors pinned as {genesis.frozen_cid}" if genesis.frozen_cid
               else "; no frozen tensors")

@@ -8,12 +8,11 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from ledger.errors import MalformedCidError
-from ledger.ipfs.cid import parse_cid
 from ledger.ipfs.store import open_store
 from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.workspace import Workspace
 from node.cli._common import JsonOption, WorkdirOption, console, handle_errors, print_json, stdout
+from node.tasks.builtin import BUILTIN_TASKS, builtin_bundle, builtin_names, resolve_task
 from node.tasks.bundle import DEFAULT_MAX_BYTES, pack_task, read_bundle
 from node.tasks.errors import TaskError
 from node.tasks.manifest import TaskManifest
@@ -77,25 +76,32 @@ def register(app: typer.Typer) -> None:
     @task_app.command("show")
     @handle_errors
     def show(
-        target: Annotated[str, typer.Argument(metavar="CID_OR_DIR", help="A task bundle's CID, or a task's folder.")],
+        target: Annotated[str, typer.Argument(
+            metavar="CID_OR_DIR", help="A task bundle's CID, a task's folder, or a built-in task (mlp or cnn).")],
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
-        """Print a task's manifest (each file's sha256 and size) and its declared settings."""
+        """Print a task's manifest (each file's sha256 and size) and its declared settings.
+
+        A built-in task's name (mlp, cnn) shows the bundle that ships with fedledger, with the CID that
+        `agreement publish --task mlp` names; no workspace is needed for it, nor for a folder.
+        """
         folder = Path(target)
         if folder.is_dir():
             data, source = pack_task(folder), "folder"
+        elif target in BUILTIN_TASKS:
+            data, source = builtin_bundle(target), "built-in"
         else:
             try:
-                cid = parse_cid(target)
-            except MalformedCidError:
+                cid = resolve_task(target)
+            except TaskError:
                 raise TaskError(
-                    f"{target!r} is neither a task folder nor a CID; give the folder of a task or the CID that "
-                    "'fedledger task pack' printed."
+                    f"{target!r} is neither a task folder, a task bundle's CID nor a built-in task; give the folder of a "
+                    f"task, the CID that 'fedledger task pack' printed, or a built-in task: {builtin_names()}."
                 ) from None
             data = open_store(Workspace.find(workdir)).get(cid, max_bytes=DEFAULT_MAX_BYTES)
             source = "store"
-        manifest, _ = read_bundle(data, source=f"bundle {target}" if source == "store" else f"the bundle of {target}")
+        manifest, _ = read_bundle(data, source=f"bundle {target}" if source != "folder" else f"the bundle of {target}")
         document = _describe(manifest, cid=cid_of_bytes(data), size=len(data), source=source)
         if json:
             print_json(document)

@@ -7,6 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+BUILTIN_CIDS = {
+    "mlp": "bafkreiaiqa3lh2hopna7kqmstx47i54ahe6i6punnnmbke3pelptio25bq",
+    "cnn": "bafkreicsxkektlvu3lkfc62lviq3it3oyqg4ek3nhjqumepptvcjryeasa",
+}
+"""The built-in tasks' CIDs. Any change to a built-in task's files changes its CID: update it here on purpose,
+never by accident."""
+
 PROBE_MODEL = "torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))"
 """The model of most test tasks: tensors 0.weight (8, 4), 0.bias (8), 2.weight (2, 8), 2.bias (2)."""
 

@@ -18,15 +18,9 @@ from node.tasks.builtin import BUILTIN_TASKS, builtin_bundle
 from node.tasks.bundle import MANIFEST_NAME, STALE_AFTER_S, manifest_of_folder, pack_task, read_bundle, unpack_task
 from node.tasks.errors import TaskError
 from node.tasks.manifest import TaskManifest
-from tests.tasks.helpers import write_task
+from tests.tasks.helpers import BUILTIN_CIDS, write_task
 
 SOURCE = "import torch\n\ndef model():\n    return torch.nn.Linear(4, 2)\n\ndef load_data(path, *, partition, partitions, seed):\n    return None, None\n"
-
-BUILTIN_CIDS = {
-    "mlp": "bafkreiaiqa3lh2hopna7kqmstx47i54ahe6i6punnnmbke3pelptio25bq",
-    "cnn": "bafkreicsxkektlvu3lkfc62lviq3it3oyqg4ek3nhjqumepptvcjryeasa",
-}
-"""Any change to a built-in task's files changes its CID: update it here on purpose, never by accident."""
 
 
 def _task(folder: Path) -> Path:

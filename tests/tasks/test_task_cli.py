@@ -17,6 +17,7 @@ from node.cli import app as main_app
 from node.cli import task_cmd
 from node.tasks.bundle import pack_task
 from tests.fixtures_cli import Outcome, ok
+from tests.tasks.helpers import BUILTIN_CIDS
 
 
 def _task_app() -> typer.Typer:
@@ -80,7 +81,11 @@ def test_new_pack_and_show_a_task_through_the_cli(
     assert "epochs=5" in human.stdout
 
     unknown = task_cli("show", "not-a-cid-or-folder", *w)
-    assert unknown.exit_code == 1 and "is neither a task folder nor a CID" in unknown.error_line()
+    assert unknown.exit_code == 1 and "is neither a task folder, a task bundle's CID nor a built-in task" in unknown.error_line()
+    assert "a built-in task: mlp (the digits MLP) or cnn (the digits CNN)." in unknown.error_line()
+    # A built-in task by its short name: the bundle shipped with fedledger, its pinned CID; no workspace needed.
+    builtin = ok(task_cli("show", "mlp", "--json")).json()
+    assert (builtin["cid"], builtin["name"], builtin["source"]) == (BUILTIN_CIDS["mlp"], "digits-mlp", "built-in")
     (folder / "pyproject.toml").write_text('[project]\nname = "x"\n')
     broken = task_cli("pack", str(folder), *w, "--json")
     assert broken.exit_code == 1 and broken.stdout == ""

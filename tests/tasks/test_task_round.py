@@ -34,11 +34,13 @@ from node.participant import metrics_hash, update_bytes
 from node.round_config import DpSettings, RoundConfig, TaskRef, TrainingSettings, config_cid
 from node.strategies import Update, make_strategy
 from node.tasks.agreement import MAX_DOCUMENT_BYTES, agreement_document, agreement_task, parse_agreement
+from node.tasks.builtin import builtin_bundle
 from node.tasks.runner import DEFAULT_TIMEOUT_S
 from tests.fixtures_chain import TestChain
 from tests.round.conftest import finish, start
 from tests.fixtures_cli import ok
 from tests.fixtures_cli import run_in_process as cli
+from tests.tasks.helpers import BUILTIN_CIDS
 
 TASK_A = "bafkreicwyeelaes42uoeanm6slkwky5dv7butquv77mrigzmnz7ydqn6k4"
 TERMS = "bafkreieifrud3usbqb7sjdl5mv3i632yk7vawjyqny3bqmh5xm5o3w4wqi"
@@ -485,3 +487,15 @@ def test_a_task_round_from_task_new_to_audit_verify_with_its_refusals(
     line = raised.error_line(alone=False)
     assert raised.exit_code == 1 and "task 'broken': model raised RuntimeError: no weights for this model" in line, line
     nothing_pinned_or_sent(round_5, pins)
+
+    # The built-in digits task by its short name: its shipped bundle pinned here and its CID named on chain, as for a
+    # packed task; a name that is neither a CID nor a built-in task is refused with the built-in names, nothing sent.
+    version, pins = admin.agreement_version(), store.pins()
+    unknown = cli("agreement", "publish", str(terms), "--task", "resnet", *w)
+    assert unknown.exit_code == 1 and "'resnet' is neither a task bundle's CID nor a built-in task" in unknown.error_line()
+    assert "a built-in task: mlp (the digits MLP) or cnn (the digits CNN)." in unknown.error_line()
+    assert admin.agreement_version() == version and store.pins() == pins
+    digits = ok(cli("agreement", "publish", str(terms), "--task", "mlp", "--json", *w)).json()
+    assert (digits["version"], digits["task"], digits["task_name"]) == (version + 1, BUILTIN_CIDS["mlp"], "digits-mlp")
+    assert store.get(BUILTIN_CIDS["mlp"]) == builtin_bundle("mlp") and BUILTIN_CIDS["mlp"] in store.pins()
+    assert agreement_task(store, admin.terms_cid(version + 1)) == BUILTIN_CIDS["mlp"]
