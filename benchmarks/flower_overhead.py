@@ -7,8 +7,11 @@ app (``node/flower/example_app``: MLP, FedAvg, 1 local epoch, IID digits) runs o
 Deployment Engine, a SuperLink and a SuperNode per party as processes on loopback, twice:
 
 - ``process``: each SuperNode with ``--isolation process`` beside its long-lived ClientApp
-  process (``node.flower.warm_clientapp``), as ``FlowerDeployment`` starts them now; runs on the
-  ledger (``ledger=true``) and as plain Flower (``ledger=false``: FedAvg, arrays in the replies);
+  process (``node.flower.warm_clientapp``), started through ``node.flower.supernode`` (its idle
+  poll of the SuperLink 0.2 s instead of flwr 1.42's fixed 3 s), as ``FlowerDeployment`` starts them
+  now; runs on the ledger (``ledger=true``) and as plain Flower (``ledger=false``: FedAvg, arrays in
+  the replies);
+- ``process, 3 s poll``: the same, each SuperNode Flower's ``flower-supernode`` as shipped;
 - ``subprocess``: Flower's default, a ClientApp process per message (what the deployment used before).
 
 Each deployment first runs one warm-up round (the first message a ClientApp process handles
@@ -44,6 +47,7 @@ from ledger.workspace import Workspace
 from node.demo import KEY_PASSWORD, DemoOptions, found_federation
 from node.flower.demo import flower_run_config
 from node.flower.deployment import EXAMPLE_APP, FlowerDeployment
+from node.flower.supernode import POLL_INTERVAL
 from node.round_config import TrainingSettings
 
 _FINISHED = re.compile(r"Strategy execution finished in ([0-9.]+)s")
@@ -57,8 +61,15 @@ def strategy_seconds(output: str) -> float:
     return float(found.group(1))
 
 
+SETTINGS = (  # (name, isolation, SuperNode poll interval: None is Flower's own 3 s, modes)
+    ("process", "process", POLL_INTERVAL, ("ledger", "plain")),
+    ("process stock-poll", "process", None, ("ledger",)),
+    ("subprocess", "subprocess", POLL_INTERVAL, ("ledger",)),
+)
+
+
 def measure_flower(parties: int, rounds: int, root: Path) -> dict[str, float]:
-    """Seconds per round of each setting ("process ledger", "process plain", "subprocess ledger")."""
+    """Seconds per round of each setting and mode ("process ledger", "process plain", ...)."""
     anvil = AnvilProcess(state=root / "anvil.json").start()
     try:
         workspace = Workspace.init(root / "federation", rpc=anvil.rpc_url)
@@ -67,8 +78,9 @@ def measure_flower(parties: int, rounds: int, root: Path) -> dict[str, float]:
                                    store=EmbeddedStore(workspace.store_dir), track=lambda *_: None)
         env = {"FEDLEDGER_WORKDIR": str(workspace.root), "FEDLEDGER_KEY_PASSWORD": KEY_PASSWORD}
         per_round: dict[str, float] = {}
-        for isolation, modes in (("process", ("ledger", "plain")), ("subprocess", ("ledger",))):
-            with FlowerDeployment(root / f"flower-{isolation}", env=env, isolation=isolation) as flower:
+        for setting, isolation, poll, modes in SETTINGS:
+            with FlowerDeployment(root / f"flower-{setting.replace(' ', '-')}", env=env, isolation=isolation,
+                                  poll_interval=poll) as flower:
                 flower.start_superlink()
                 for i, key in enumerate(keys):
                     flower.start_supernode(f"party{i + 1}", {"partition-id": i, "num-partitions": parties},
@@ -77,8 +89,8 @@ def measure_flower(parties: int, rounds: int, root: Path) -> dict[str, float]:
                 for mode in modes:
                     config = {**flower_run_config(options), "ledger": mode == "ledger"}
                     seconds = strategy_seconds(flower.run(EXAMPLE_APP, config, timeout=3600)) / rounds
-                    per_round[f"{isolation} {mode}"] = seconds
-                    print(f"Flower, {isolation} isolation, {mode}: {seconds:.2f} s per round", file=sys.stderr, flush=True)
+                    per_round[f"{setting} {mode}"] = seconds
+                    print(f"Flower, {setting}, {mode}: {seconds:.2f} s per round", file=sys.stderr, flush=True)
         return per_round
     finally:
         anvil.stop()
@@ -105,6 +117,8 @@ def main() -> None:
     print(f"| `node run` services (poll {args.poll_seconds:g} s) | {node_run:.2f} | {per_minute:.1f} | 1.00x |")
     names = {"process ledger": "Flower, long-lived ClientApp processes, on the ledger",
              "process plain": "Flower, long-lived ClientApp processes, plain (no ledger)",
+             "process stock-poll ledger": "Flower, long-lived ClientApp processes, on the ledger, SuperNodes polling every 3 s "
+                                          "(stock `flower-supernode`)",
              "subprocess ledger": "Flower, a ClientApp process per message (Flower's default), on the ledger"}
     for key, name in names.items():
         seconds = flower[key]

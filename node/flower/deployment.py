@@ -3,7 +3,11 @@
 Each SuperNode runs with ``--isolation process`` beside a long-lived ClientApp process of its own
 (``node.flower.warm_clientapp``, with the SuperNode's environment), so a message costs its work, not
 a fresh interpreter importing torch and web3 as Flower's default ``subprocess`` isolation does;
-``isolation="subprocess"`` keeps Flower's default (the benchmark's comparison).
+``isolation="subprocess"`` keeps Flower's default (the benchmark's comparison). Each SuperNode runs
+through ``node.flower.supernode``, which caps flwr 1.42.0's fixed 3 s idle sleep at ``poll_interval``
+(0.2 s; ``poll_interval=None``: Flower's ``flower-supernode`` as shipped), and every ``flower-superexec``
+(the SuperLink's, which starts each run's ServerApp) looks for work every 0.2 s instead of 1 s
+(``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``, Flower's own setting).
 
 Every process gets a private ``FLWR_HOME``, Flower's telemetry and update check switched off, and
 no runtime dependency installation (the app runs in this environment, offline). A SuperLink or
@@ -29,11 +33,13 @@ from typing import IO
 
 from deploy.anvil import HOST, free_port
 from ledger.errors import LedgerError
+from node.flower.supernode import POLL_INTERVAL
 
 FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
     "FLWR_DISABLE_UPDATE_CHECK": "1",
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2",
 }
 EXAMPLE_APP = Path(__file__).resolve().parent / "example_app"
 CONNECTION = "fedledger-local"
@@ -74,12 +80,18 @@ class FlowerDeployment:
     """A SuperLink with its SuperNodes under ``home`` (logs in ``home/logs``); a context manager that stops them.
 
     ``isolation``: ``"process"`` (a long-lived ClientApp process per SuperNode) or ``"subprocess"``
-    (Flower's default: the SuperNode starts a ClientApp process per message)."""
+    (Flower's default: the SuperNode starts a ClientApp process per message). ``poll_interval``: seconds
+    an idle SuperNode waits before asking the SuperLink again (``node.flower.supernode``); None runs
+    Flower's ``flower-supernode`` as shipped (3 s)."""
 
-    def __init__(self, home: Path, *, env: Mapping[str, str] | None = None, isolation: str = "process") -> None:
+    def __init__(self, home: Path, *, env: Mapping[str, str] | None = None, isolation: str = "process",
+                 poll_interval: float | None = POLL_INTERVAL) -> None:
         if isolation not in ISOLATIONS:
             raise FlowerRunError(f"isolation must be process or subprocess, not {isolation!r}.")
+        if poll_interval is not None and not poll_interval > 0:
+            raise FlowerRunError(f"poll_interval must be positive seconds or None, not {poll_interval!r}.")
         self.isolation = isolation
+        self.poll_interval = poll_interval
         self.home = Path(home)
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         path = f"{_BIN}{os.pathsep}{os.environ.get('PATH', '')}"  # flower-superexec is found on PATH
@@ -126,8 +138,10 @@ class FlowerDeployment:
         if self.port is None:
             raise FlowerRunError("start the SuperLink before its SuperNodes.")
         port = free_port()
+        launcher = ([str(_BIN / "flower-supernode")] if self.poll_interval is None else
+                    [sys.executable, "-m", "node.flower.supernode", "--poll-interval", f"{self.poll_interval:g}"])
         process, log = self._spawn(name, [
-            str(_BIN / "flower-supernode"), "--insecure", "--superlink", f"{HOST}:{self.port}", "--isolation", self.isolation,
+            *launcher, "--insecure", "--superlink", f"{HOST}:{self.port}", "--isolation", self.isolation,
             "--host", HOST, "--port", str(port), "--node-config", toml_config(node_config),
         ], env)
         if self.isolation == "process":  # it waits for the SuperNode's Runtime API itself, its imports done meanwhile

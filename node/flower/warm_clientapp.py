@@ -50,6 +50,7 @@ from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
 from node.flower.fab_guard import note_run_fab
+import node.flower.client  # noqa: F401 - what fedledger ClientApps call (torch, web3 with it), imported before the first message
 import node.flower.connection  # the ledger's side of every fedledger ClientApp, imported once, before the first message
 
 POLL_SECONDS = 0.1  # between two AcquireTask calls to a SuperNode on the same host while it has no task
