@@ -121,13 +121,21 @@ def _batches(
     """Batches of ``dataset``, shuffled by ``generator`` when given (the DataLoader itself gets no generator:
     it would draw from it too). ``workers`` DataLoader processes read a map-style Dataset's items (the
     order is the sampler's, so the same with any number); an ``(x, y)`` pair and an IterableDataset
-    are read in this process (the pair is indexed once per batch; a stream would be read once per worker)."""
+    are read in this process (the pair is indexed once per batch, by this function itself off CUDA;
+    a stream would be read once per worker)."""
     pin = device.type == "cuda"
     if isinstance(dataset, IterableDataset):  # streams in its own order: no sampler may touch it
         return iter(DataLoader(dataset, batch_size=batch_size, pin_memory=pin))
     if isinstance(dataset, PairDataset):  # one indexing per batch
         batched = IndexBatches(len(dataset), batch_size, generator)
-        return iter(DataLoader(dataset, sampler=batched, batch_size=None, pin_memory=pin))
+        if pin:
+            return iter(DataLoader(dataset, sampler=batched, batch_size=None, pin_memory=True))
+        # Off CUDA, indexed here: the DataLoader's own work per batch (~35 us) was a tenth of a small model's step.
+        # Its iterator is still made, over this epoch's batches, for the draw it takes from torch's global generator
+        # (its workers' base seed): dropout and the model's other draws see the same stream as through it.
+        epoch = list(batched)
+        iter(DataLoader(dataset, sampler=epoch, batch_size=None))
+        return ((dataset.x[index], dataset.y[index]) for index in epoch)
     if generator is not None:
         sampler: Sampler[int] = Shuffled(len(dataset), generator)  # type: ignore[arg-type]
     else:
@@ -201,9 +209,12 @@ def train(
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     shuffler = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout and any other draw the model makes
-    samples = judged = 0
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
+    # The last epoch's batch losses, sizes and correct counts, summed once at the end (in float64, batch after
+    # batch, as they were summed per step before): per step only the ops that measure, none that accumulate.
+    losses: list[torch.Tensor] = []
+    counts: list[int] = []
+    hits: list[torch.Tensor] = []
+    judged = 0
     for epoch in range(epochs):
         last = epoch == epochs - 1  # the metrics are the last epoch's: nothing is measured before it
         for batch in _batches(dataset, batch_size=batch_size, generator=shuffler, device=device, workers=workers):
@@ -222,17 +233,21 @@ def train(
                 scaler.update()
             if last:
                 count = _count(targets)
-                samples += count
-                total += value.detach().double() * count
-                hits = _correct(outputs, targets)
-                if hits is not None:
-                    correct += hits
+                losses.append(value.detach())
+                counts.append(count)
+                right = _correct(outputs, targets)
+                if right is not None:
+                    hits.append(right)
                     judged += count
+    samples = sum(counts)
     if samples == 0:
         raise InvalidData("the training data holds no samples")
-    metrics = {"loss": float(total) / samples}
+    total = 0.0
+    for batch_loss, count in zip(torch.stack(losses).double().reshape(-1).tolist(), counts):  # one read of the device
+        total += batch_loss * count
+    metrics = {"loss": total / samples}
     if judged == samples:
-        metrics["accuracy"] = int(correct) / samples
+        metrics["accuracy"] = int(torch.stack(hits).sum()) / samples
     return samples, metrics
 
 

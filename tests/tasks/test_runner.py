@@ -243,6 +243,25 @@ def test_state_travels_as_numpy_with_bfloat16_widened_and_a_dataset_trains_repea
     assert set(loop.evaluate(model, dataset, device=torch.device("cpu"))) == {"loss", "accuracy"}
 
 
+def test_an_xy_pair_trains_bit_for_bit_as_the_same_rows_through_a_dataloader_dropout_included() -> None:
+    # Off CUDA the loop indexes a pair itself, not through a DataLoader; it still takes the DataLoader's draw from
+    # torch's global generator, so dropout sees the same stream and the weights and metrics are the same bits.
+    generator = torch.Generator().manual_seed(2)
+    x, y = torch.randn(75, 5, generator=generator), torch.randint(0, 3, (75,), generator=generator)
+    runs = []
+    for data in ((x, y), torch.utils.data.TensorDataset(x, y)):
+        torch.manual_seed(4)
+        model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 3))
+        samples, metrics = loop.train(model, data, settings={"epochs": 3, "batch_size": 16, "lr": 0.1},
+                                      device=torch.device("cpu"), seed=9)
+        runs.append((samples, metrics, state_arrays_of(model), loop.evaluate(model, data, device=torch.device("cpu")),
+                     torch.rand(2)))
+    (samples, metrics, arrays, evaluated, after), other = runs
+    assert (samples, metrics, evaluated) == other[:2] + other[3:4] and samples == 75
+    assert all(arrays[name].tobytes() == other[2][name].tobytes() for name in arrays)
+    assert torch.equal(after, other[4])  # the global generator is where it would be
+
+
 def test_dataloader_workers_read_the_same_batches_and_compile_wraps_only_the_training_passes(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
