@@ -164,9 +164,13 @@ MESSAGE_CASES: dict[str, tuple[Callable[[RelayUnderTest], dict[str, Any]], int, 
 
 
 @pytest.mark.parametrize("case", list(MESSAGE_CASES))
-def test_a_bad_round_message_is_refused_with_its_named_reason_and_nothing_sent(relayed: RelayUnderTest, case: str) -> None:
+def test_a_bad_round_message_is_refused_with_its_named_reason_and_nothing_sent(
+    relayed: RelayUnderTest, case: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     make, status, error, words = MESSAGE_CASES[case]
     document = make(relayed)
+    sends: list[Any] = []  # refused by the relay's own check: the relayer's client is never asked to send
+    monkeypatch.setattr(relayed.relay.federation, "post_signed_round_message", lambda *args: sends.append(args))
     w3, relayer = relayed.federation.chain.w3, relayed.federation.admin.sender
     before = (w3.eth.get_transaction_count(relayer), w3.eth.get_balance(relayer), w3.eth.block_number)
     got_status, answer = relayed.post_message(document)
@@ -175,6 +179,7 @@ def test_a_bad_round_message_is_refused_with_its_named_reason_and_nothing_sent(r
     # Judged by the contract in a simulation, before anything is sent: no transaction, no gas, no block.
     assert (w3.eth.get_transaction_count(relayer), w3.eth.get_balance(relayer), w3.eth.block_number) == before
     assert relayed.relay.status()["messages"] == 0 and relayed.federation.admin.round_messages(relayed.federation.round_id) == []
+    assert sends == []
 
 
 def test_a_body_that_is_not_json_is_refused(relayed: RelayUnderTest) -> None:
