@@ -143,6 +143,11 @@ def measure(parties: int) -> tuple[dict[str, list[int]], list[tuple[str, int]], 
         relayed.append(("total per update (gasUsed / items)", round(outcome.tx.gas_used / parties)))
         record("finalizeRound (relayed round)", admin.finalize_round(relay_round, global_cid=UPDATE, receipt_cid=TERMS).gas_used)
         record("publishEncryptionKey (first)", clients[0].publish_encryption_key(b"\7" * 32).gas_used)
+        # a gasless party's key, signed and sent by the relayer: its first, then a rotation (replacing it)
+        first = clients[1].sign_encryption_key(keys[1], b"\10" * 32, deadline=now + 9000)
+        record("publishSignedEncryptionKey (first, relayed)", relayer.publish_signed_encryption_key(first).gas_used)
+        rotation = clients[1].sign_encryption_key(keys[1], b"\11" * 32, deadline=now + 9000)
+        record("publishSignedEncryptionKey (rotation, relayed)", relayer.publish_signed_encryption_key(rotation).gas_used)
 
         stalled, result = admin.open_round(base_cid=MODEL, deadline=now + 7200, min_updates=2, config_hash=b"\2" * 32)
         clients[0].submit_update(stalled, cid=UPDATE, samples=1, metrics_hash=b"\3" * 32)

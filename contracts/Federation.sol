@@ -36,7 +36,8 @@ import {IFederation} from "./interfaces/IFederation.sol";
  * submitter posts what removes dropouts' masks (kind REVEAL) after the deadline; the contract
  * enforces who and when and writes no storage: the messages live in events. {postSignedRoundMessage}
  * takes the same message signed by the party (EIP-712 `RoundMessage(...)`) from any sender, under
- * the same rules (the same code), so a party without ether posts through a relayer.
+ * the same rules (the same code), so a party without ether posts through a relayer; it registers its
+ * encryption key the same way ({publishSignedEncryptionKey}, EIP-712 `EncryptionKey(...)`).
  *
  * Relayed submissions: {submitUpdates} lets any account record many parties' updates to one
  * round in one transaction, each item carrying the party's EIP-712 signature over `Update(...)`
@@ -76,6 +77,16 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
     bytes32 private constant _ROUND_MESSAGE_TYPEHASH = keccak256(
         "RoundMessage(address participant,uint256 roundId,uint8 kind,uint8 codec,bytes32 digest,uint256 deadline)"
     );
+
+    /**
+     * @dev EIP-712 type of the message a party signs to have a relayer register its encryption key
+     * ({publishSignedEncryptionKey}): the new key and the one it replaces (zero: none), so a signature
+     * holds only while that key is registered and cannot roll a later rotation back. Private, like
+     * {_ROUND_MESSAGE_TYPEHASH}: clients take the type from here (ledger/chain/federation.py
+     * ENCRYPTION_KEY_TYPES).
+     */
+    bytes32 private constant _ENCRYPTION_KEY_TYPEHASH =
+        keccak256("EncryptionKey(address participant,bytes32 publicKey,bytes32 previousKey,uint256 deadline)");
 
     /// @dev Participants whose "has submitted" bit lives in the round's own slot.
     uint256 public constant INLINE_BITS = 120;
@@ -332,9 +343,40 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
      * set its key. Requirements: `publicKey` is not zero. Emits an {EncryptionKeyPublished} event.
      */
     function publishEncryptionKey(bytes32 publicKey) external {
-        if (publicKey == bytes32(0)) revert FederationInvalidEncryptionKey();
-        _encryptionKeys[msg.sender] = publicKey;
-        emit EncryptionKeyPublished(msg.sender, publicKey);
+        _publishEncryptionKey(msg.sender, publicKey);
+    }
+
+    /**
+     * @dev Registers `account`'s encryption public key on its behalf; any account may send it (a relayer
+     * pays the gas of a party that holds no ether). The message is the EIP-712
+     * `EncryptionKey(participant = account, publicKey, previousKey, deadline)` over this chain and contract,
+     * signed by `account`, with `deadline` (unix seconds, the last second the signature holds) not
+     * passed, and `previousKey` the key `account` has registered now (zero: none): once the key changes,
+     * the signature holds no more, so nobody can replay it to put back a key the party replaced. Then
+     * the rule of {publishEncryptionKey} for `account` (the same code) and the same
+     * {EncryptionKeyPublished} event.
+     *
+     * Requirements: `deadline` has not passed; `account` signed; its registered key is `previousKey`;
+     * `publicKey` is not zero.
+     *
+     * Emits an {EncryptionKeyPublished} event.
+     */
+    function publishSignedEncryptionKey(
+        address account,
+        bytes32 publicKey,
+        bytes32 previousKey,
+        uint256 deadline,
+        bytes calldata signature
+    ) external {
+        _requireSigned(
+            account,
+            keccak256(abi.encode(_ENCRYPTION_KEY_TYPEHASH, account, publicKey, previousKey, deadline)),
+            deadline,
+            signature
+        );
+        bytes32 current = _encryptionKeys[account];
+        if (current != previousKey) revert FederationEncryptionKeyChanged(account, previousKey, current);
+        _publishEncryptionKey(account, publicKey);
     }
 
     /// @dev The encryption public key `account` registered (zero when none).
@@ -622,11 +664,18 @@ contract Federation is IFederation, AccessControlDefaultAdminRules, EIP712 {
     }
 
     /// @dev Reverts unless `signature` is `party`'s over the EIP-712 struct hash `structHash` of this
-    /// domain and `deadline` has not passed ({join}, {postSignedRoundMessage}).
+    /// domain and `deadline` has not passed ({join}, {postSignedRoundMessage}, {publishSignedEncryptionKey}).
     function _requireSigned(address party, bytes32 structHash, uint256 deadline, bytes calldata signature) private view {
         if (block.timestamp > deadline) revert FederationSignatureExpired(deadline);
         (address signer, ECDSA.RecoverError recoverError,) = ECDSA.tryRecover(_hashTypedDataV4(structHash), signature);
         if (recoverError != ECDSA.RecoverError.NoError || signer != party) revert FederationInvalidSignature(party);
+    }
+
+    /// @dev {publishEncryptionKey}'s rule and event for `party`'s key, whoever sends it (see there).
+    function _publishEncryptionKey(address party, bytes32 publicKey) private {
+        if (publicKey == bytes32(0)) revert FederationInvalidEncryptionKey();
+        _encryptionKeys[party] = publicKey;
+        emit EncryptionKeyPublished(party, publicKey);
     }
 
     /// @dev {postRoundMessage}'s rules and event for `party`'s message, whoever sends it (see there).

@@ -51,11 +51,11 @@ interface IFederation {
     /// @dev A signature or call names agreement `version` while `current` is in force.
     error FederationStaleAgreement(uint256 version, uint256 current);
 
-    /// @dev A signature's `deadline` (a join, a relayed update or round message) is in the past.
+    /// @dev A signature's `deadline` (a join, a relayed update, round message or encryption key) is in the past.
     error FederationSignatureExpired(uint256 deadline);
 
-    /// @dev A signature (a join, a relayed update or round message) was not made by `participant` over this
-    /// contract, chain and what it signs.
+    /// @dev A signature (a join, a relayed update, round message or encryption key) was not made by
+    /// `participant` over this contract, chain and what it signs.
     error FederationInvalidSignature(address participant);
 
     /// @dev `account` already accepted agreement `version`.
@@ -117,6 +117,9 @@ interface IFederation {
 
     /// @dev An encryption public key may not be zero.
     error FederationInvalidEncryptionKey();
+
+    /// @dev `account`'s signed encryption key replaces `expected`, but its registered key is `current`.
+    error FederationEncryptionKeyChanged(address account, bytes32 expected, bytes32 current);
 
     /// @dev A relayed batch holds `size` items; it must hold 1 to `maximum`.
     error FederationInvalidBatchSize(uint256 size, uint256 maximum);
@@ -249,6 +252,17 @@ interface IFederation {
 
     /// @dev Registers the caller's X25519 encryption public key (the chain is the key directory).
     function publishEncryptionKey(bytes32 publicKey) external;
+
+    /// @dev {publishEncryptionKey} for `account`, from any sender: its EIP-712 `EncryptionKey(participant =
+    /// account, publicKey, previousKey, deadline)` signature, valid until `deadline` while `account`'s
+    /// registered key is `previousKey` (zero: none), then the same rule.
+    function publishSignedEncryptionKey(
+        address account,
+        bytes32 publicKey,
+        bytes32 previousKey,
+        uint256 deadline,
+        bytes calldata signature
+    ) external;
 
     function encryptionKey(address account) external view returns (bytes32);
 

@@ -150,7 +150,7 @@ class FederationSignatureExpired(FederationContractError):
     fields = ("deadline",)
 
     def sentence(self) -> str:
-        return (f"the signature (of a join, a relayed update or a relayed round message) expired at {_utc(self.deadline)}; "
+        return (f"the signature (of a join, a relayed update, round message or encryption key) expired at {_utc(self.deadline)}; "
                 "sign again with a later deadline.")
 
 
@@ -161,7 +161,8 @@ class FederationInvalidSignature(FederationContractError):
     def sentence(self) -> str:
         return (
             f"the signature was not made by {self.participant} over this message for this contract and chain "
-            "(a join for the agreement version in force, or an update or round message for this round); sign again with that "
+            "(a join for the agreement version in force, an update or round message for this round, or an encryption key); "
+            "sign again with that "
             "participant's key against this deployment."
         )
 
@@ -360,6 +361,21 @@ class FederationInvalidEncryptionKey(FederationContractError):
 
     def sentence(self) -> str:
         return "an encryption public key of 32 zero bytes is not a key; publish the key of `fedledger key new-encryption`."
+
+
+class FederationEncryptionKeyChanged(FederationContractError):
+    signature = "FederationEncryptionKeyChanged(address,bytes32,bytes32)"
+    fields = ("account", "expected", "current")
+
+    def sentence(self) -> str:
+        def key(value: bytes) -> str:
+            return "none" if not any(value) else "0x" + bytes(value).hex()
+
+        return (
+            f"the signed encryption key of {self.account} replaces its key {key(self.expected)}, but the key registered "
+            f"now is {key(self.current)} (it changed since the party signed, or the signature is an old one replayed); "
+            "sign the registration again against the key registered now."
+        )
 
 
 class FederationInvalidBatchSize(FederationContractError):

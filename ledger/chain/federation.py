@@ -98,6 +98,14 @@ ROUND_MESSAGE_TYPES = {  # the contract's _ROUND_MESSAGE_TYPEHASH (private: no g
         {"name": "deadline", "type": "uint256"},
     ]
 }
+ENCRYPTION_KEY_TYPES = {  # the contract's _ENCRYPTION_KEY_TYPEHASH (private: no getter)
+    "EncryptionKey": [
+        {"name": "participant", "type": "address"},
+        {"name": "publicKey", "type": "bytes32"},
+        {"name": "previousKey", "type": "bytes32"},
+        {"name": "deadline", "type": "uint256"},
+    ]
+}
 RECEIPT_TIMEOUT = 120
 
 
@@ -238,6 +246,20 @@ class SignedRoundMessage:
 
 
 @dataclass(frozen=True)
+class SignedEncryptionKey:
+    """One party's encryption key registration as a relayer sends it (``publishSignedEncryptionKey``):
+    the new X25519 public key, the key it replaces (None: the party has none registered; the signature
+    holds only while that one is), and the party's EIP-712 signature (valid until ``deadline``, unix
+    seconds)."""
+
+    participant: Address
+    public_key: bytes
+    previous_key: bytes | None
+    deadline: int
+    signature: bytes
+
+
+@dataclass(frozen=True)
 class RelayOutcome:
     """What a relayed batch did: the transaction, and for each item its index in the batch and
     either None (recorded) or the contract error that kept it out."""
@@ -330,6 +352,23 @@ def round_message_typed_data(
             "kind": _message_kind(kind),
             "codec": codec,
             "digest": digest,
+            "deadline": deadline,
+        },
+    }
+
+
+def encryption_key_typed_data(
+    *, chain_id: int, contract: str, participant: str, public_key: bytes, previous_key: bytes | None, deadline: int
+) -> dict[str, Any]:
+    """The EIP-712 document a party signs to have a relayer register ``public_key`` as its encryption key in
+    place of ``previous_key`` (None: it has none registered)."""
+    return {
+        "domain": _domain(chain_id, contract),
+        "types": ENCRYPTION_KEY_TYPES,
+        "message": {
+            "participant": to_checksum_address(participant),
+            "publicKey": _bytes32(public_key, "encryption public key"),
+            "previousKey": bytes(32) if previous_key is None else _bytes32(previous_key, "previous encryption key"),
             "deadline": deadline,
         },
     }
@@ -702,6 +741,44 @@ class FederationClient:
     def publish_encryption_key(self, public_key: bytes) -> TxResult:
         """Register the sender's X25519 public key (32 bytes) as its encryption key."""
         return self._transact("publishEncryptionKey", _bytes32(public_key, "encryption public key"))
+
+    def sign_encryption_key(self, account: LocalAccount, public_key: bytes, *, deadline: int) -> SignedEncryptionKey:
+        """``account``'s signed registration of ``public_key``, for a relayer to send with
+        ``publish_signed_encryption_key`` (its key signs; it sends nothing and needs no ether). It replaces
+        the key ``account`` has registered now (read here), and holds only while that one is registered."""
+        previous = self.encryption_key(account.address)
+        typed = encryption_key_typed_data(
+            chain_id=self.chain_id, contract=self.address, participant=account.address, public_key=public_key,
+            previous_key=previous, deadline=deadline,
+        )
+        signed = Account.sign_typed_data(account.key, typed["domain"], typed["types"], typed["message"])
+        return SignedEncryptionKey(Address(account.address), bytes(public_key), previous, deadline, bytes(signed.signature))
+
+    def _signed_key_call(self, signed: SignedEncryptionKey) -> Any:
+        previous = bytes(32) if signed.previous_key is None else _bytes32(signed.previous_key, "previous encryption key")
+        return self.contract.functions.publishSignedEncryptionKey(
+            _address(signed.participant, "participant"), _bytes32(signed.public_key, "encryption public key"), previous,
+            signed.deadline, signed.signature,
+        )
+
+    def check_signed_encryption_key(self, signed: SignedEncryptionKey) -> ContractRevertError | None:
+        """The contract error that would refuse ``signed`` if this client sent it now (None: it would be
+        registered): the call simulated from this client's sender at the pending block, so the contract
+        itself judges the signature, its deadline, the key it replaces and the key, and the signer needs
+        no ether."""
+        try:
+            with _reverts(reading=True):
+                self._signed_key_call(signed).call({"from": self.sender}, block_identifier=next_block(self.w3))
+        except ContractRevertError as error:
+            return error
+        return None
+
+    def publish_signed_encryption_key(self, signed: SignedEncryptionKey) -> TxResult:
+        """Register ``signed``'s key (signed by its party: ``sign_encryption_key``), paid by this client's sender;
+        the EncryptionKeyPublished event names the party, as if it had sent it itself. Refused with
+        FederationInvalidEncryptionKey, FederationSignatureExpired, FederationInvalidSignature, or
+        FederationEncryptionKeyChanged when the party's registered key is no longer the one it replaced."""
+        return self._send(self._signed_key_call(signed))[0]
 
     def encryption_key(self, address: str, *, block: int | str = "latest") -> bytes | None:
         """The encryption public key ``address`` registered, None when it has none."""

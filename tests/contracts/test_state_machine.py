@@ -13,7 +13,9 @@ over-budget declarations all occur. Round messages (advertise, reveal, and kinds
 exist) are posted by members and non-members, submitters and not, before, at and after a deadline,
 by the party itself or signed by it and sent by the admin (``postSignedRoundMessage``: expired,
 forged, valid to the second); each accepted one is read back with ``round_messages`` (the first per
-party and kind).
+party and kind). Encryption keys are registered by the party or signed by it and sent by the admin
+(``publishSignedEncryptionKey``: expired, forged, valid to the second, replacing the key registered
+now or a stale one).
 
 Shrinking a failure reruns whole examples on anvil, so its time is bounded (``SHRINK_SECONDS``,
 inside pytest's timeout): a failure ends with the smallest example found by then, printed as the
@@ -45,6 +47,7 @@ from ledger.contract_constants import MAX_BATCH_SIZE, RoundMessageKind
 from ledger.chain.federation import (
     FederationClient,
     SignedUpdate,
+    encryption_key_typed_data,
     round_message_typed_data,
     send_transaction,
     sign_join_message,
@@ -97,6 +100,18 @@ class Model:
             return ce.FederationInvalidEncryptionKey, ()
         self.keys[who] = key
         return None
+
+    def publish_signed_key(self, who: str, key: bytes, previous: bytes, *, deadline: int, forged: bool) -> Expected:
+        """An encryption key signed by ``who`` (replacing ``previous``, zero: none) and sent by anyone: the
+        signature's deadline, then the signature, then the key it replaces, then the rule of a direct call."""
+        if self.now > deadline:
+            return ce.FederationSignatureExpired, (deadline,)
+        if forged:
+            return ce.FederationInvalidSignature, (who,)
+        current = self.keys.get(who, bytes(32))
+        if current != previous:
+            return ce.FederationEncryptionKeyChanged, (who, previous, current)
+        return self.publish_key(who, key)
 
     def join(self, who: str, *, version: int, deadline: int, signed_here: bool) -> Expected:
         if self.version == 0:
@@ -496,6 +511,28 @@ def test_contract_agrees_with_the_model(chain: TestChain, monkeypatch: pytest.Mo
             key = b"\0" * 32 if zero else bytes([p + 1, len(self.model.keys)]) * 16
             expected = self.model.publish_key(keys[p].address, key)
             self.check(expected, lambda: self.parties[p].publish_encryption_key(key))
+
+        # A gasless party's encryption key, signed by it and sent by the admin: expired, forged, valid until this
+        # very second; replacing the key registered now, none, or one it never had (a stale signature).
+        @rule(
+            p=st.integers(0, PARTIES - 1),
+            zero=st.sampled_from([False, False, False, True]),
+            previous=st.sampled_from(["current", "current", "none", "stale"]),
+            signature=st.sampled_from(["signed", "signed", "forged", "expired", "last second"]),
+        )
+        def relay_key(self, p: int, zero: bool, previous: str, signature: str) -> None:
+            self.now()
+            who = keys[p].address
+            key = bytes(32) if zero else bytes([p + 1, len(self.model.keys), 7]) + bytes(29)
+            replaced = {"current": self.model.keys.get(who, bytes(32)), "none": bytes(32)}.get(previous, b"\x09" * 32)
+            deadline = {"expired": self.model.now - 1, "last second": self.model.now}.get(signature, self.model.now + 100 * STEP)
+            signer = keys[(p + 1) % PARTIES] if signature == "forged" else keys[p]
+            typed = encryption_key_typed_data(chain_id=self.admin.chain_id, contract=self.admin.address, participant=who,
+                                              public_key=key, previous_key=replaced, deadline=deadline)
+            signed = Account.sign_typed_data(signer.key, typed["domain"], typed["types"], typed["message"]).signature
+            call = self.admin.contract.functions.publishSignedEncryptionKey(who, key, replaced, deadline, bytes(signed))
+            expected = self.model.publish_signed_key(who, key, replaced, deadline=deadline, forged=signature == "forged")
+            self.check(expected, lambda: send_transaction(chain.w3, call, account=self.admin.account))
 
         @rule(pick=st.integers(0, 2), by=st.sampled_from([None, 0]))
         def finalize(self, pick: int, by: int | None) -> None:
