@@ -24,7 +24,7 @@ if find_spec("flwr") is None:
     raise ConfigError("Flower is not installed in this environment; install fedledger's extra: pip install -e '.[flower]'.")
 
 if TYPE_CHECKING:
-    from node.flower.client import base_arrays, private_round, record_private_update, record_update
+    from node.flower.client import base_arrays, evaluate_arrays, private_round, record_private_update, record_update
     from node.flower.connection import operator_ledger, party_ledger
     from node.flower.records import array_record, arrays_of
     from node.flower.strategy import LedgerStrategy, latest_global
@@ -32,13 +32,13 @@ if TYPE_CHECKING:
 # Imported when first named (torch and web3 come with them: seconds), so that a process that needs only a light
 # submodule, such as ``python -m node.flower.supernode``, does not pay for them.
 _HOMES = {
-    "base_arrays": "client", "private_round": "client", "record_private_update": "client", "record_update": "client",
+    "base_arrays": "client", "evaluate_arrays": "client", "private_round": "client", "record_private_update": "client", "record_update": "client",
     "operator_ledger": "connection", "party_ledger": "connection", "array_record": "records", "arrays_of": "records",
     "LedgerStrategy": "strategy", "latest_global": "strategy",
 }
 
 __all__ = [
-    "LedgerStrategy", "array_record", "arrays_of", "base_arrays", "latest_global", "operator_ledger", "party_ledger", "private_round",
+    "LedgerStrategy", "array_record", "arrays_of", "base_arrays", "evaluate_arrays", "latest_global", "operator_ledger", "party_ledger", "private_round",
     "record_private_update", "record_update",
 ]
 

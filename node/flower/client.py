@@ -50,7 +50,8 @@ from node.aggregator import round_base
 from node.data import Dataset
 from node.flower.connection import Ledger, party_ledger
 from node.flower.fab_guard import fab_refusal, refusal_reply, run_fab_hash
-from node.flower.records import BASE_KEY, REPLY_KEY, ROUND_KEY, PartyReply, arrays_of
+from node.flower.records import BASE_KEY, MODEL_KEY, REPLY_KEY, ROUND_KEY, PartyReply, arrays_of
+from node.flower.strategy import global_arrays
 from node.journal import Journal
 from node.participant import fetch_round_config, metrics_hash, update_bytes
 from node.privacy.accountant import PrivacyBudgetExceededError
@@ -59,12 +60,13 @@ from node.round_config import RoundConfig
 
 
 def ledger_round(msg: Message) -> int:
-    """The ledger round a train message belongs to; InvalidInputError when the server sent none."""
+    """The ledger round a train (or evaluate) message belongs to; InvalidInputError when the server sent none."""
     config = msg.content.config_records.get("config")
     value = config.get(ROUND_KEY) if config is not None else None
     if isinstance(value, bool) or not isinstance(value, int):
+        kind = "evaluate" if msg.metadata.message_type.startswith("evaluate") else "train"
         raise InvalidInputError(
-            f"the train message names no ledger round ({ROUND_KEY!r} in its config); wrap the ServerApp's strategy "
+            f"the {kind} message names no ledger round ({ROUND_KEY!r} in its config); wrap the ServerApp's strategy "
             "in node.flower.LedgerStrategy so each server round is opened on the ledger."
         )
     return value
@@ -85,6 +87,28 @@ def base_arrays(msg: Message, context: Context) -> dict[str, np.ndarray]:
         )
     config = fetch_round_config(ledger.store, info.config_hash)
     return round_base(ledger.store, info, config)[1]
+
+
+def evaluate_arrays(msg: Message, context: Context) -> dict[str, np.ndarray]:
+    """The model an evaluate message asks the party to evaluate, as numpy arrays keyed by parameter name: the
+    message names its ledger round and the model's CID (``fedledger-model``), which must be what the chain records
+    for that round, its global model once finalized or its base (a round aborted leaves the model as it was); read
+    from the party's store (the bytes checked against the CID) with the round's layout. Any other CID is refused
+    with a sentence, nothing evaluated."""
+    ledger, round_id = party_ledger(context.node_config), ledger_round(msg)
+    info = ledger.federation.round(round_id)
+    said = msg.content.config_records["config"].get(MODEL_KEY)
+    config = fetch_round_config(ledger.store, info.config_hash)
+    if info.state == "finalized" and said == info.global_cid:
+        return global_arrays(ledger, info, config)
+    if said == info.base_cid:
+        return round_base(ledger.store, info, config)[1]
+    recorded = f"its global model {info.global_cid} or its base model {info.base_cid}" if info.state == "finalized" \
+        else f"its base model {info.base_cid} (no global model yet: the round is {info.state})"
+    raise InvalidInputError(
+        f"the evaluate message names the model {said} for round {round_id}, but the chain records {recorded}; nothing "
+        "was evaluated: the server's ServerApp is not the round's, ask its operator."
+    )
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 The server's train config carries the ledger round (``ROUND_KEY``) and the CID of its base model
 (``BASE_KEY``), and no arrays: the party reads the base model from its store by the CID the chain
 records for the round (``node.flower.base_arrays``), so the model never crosses Flower's transport and
-a party trains only from the model the ledger names. A party's reply carries a
+a party trains only from the model the ledger names. An evaluate config carries the ledger round and
+the CID of the model to evaluate (``MODEL_KEY``: the round's global model, or its base when the round
+was aborted), read the same way (``node.flower.evaluate_arrays``). A party's reply carries a
 ``ConfigRecord`` under ``REPLY_KEY`` naming its address, its update's CID and, when the update was
 refused, the sentence and who refused it: the contract, or the party itself (the run's Flower app is
 not the agreed one, its privacy budget would be passed). The reply carries no arrays: the aggregator
@@ -20,6 +22,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 
 ROUND_KEY = "fedledger-round"
 BASE_KEY = "fedledger-base"
+MODEL_KEY = "fedledger-model"
 REPLY_KEY = "fedledger"
 
 

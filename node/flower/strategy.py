@@ -10,6 +10,9 @@ sampling, configuration and evaluation, and replaces its aggregation of arrays:
    trains from it (``node.flower.base_arrays``), so no model, however large, crosses Flower's
    transport (``send_arrays=True`` also puts the arrays in the messages, as plain Flower does, for a
    ClientApp that still reads ``msg.content["arrays"]``).
+   Evaluate messages, likewise, carry the ledger round and the CID of the model to evaluate (the
+   round's global model, or its base when the round was aborted) and no arrays: the party reads it
+   with ``node.flower.evaluate_arrays`` (``send_arrays=True``: the arrays too).
 2. ``aggregate_train`` hands the round to ``node.aggregator.aggregate_round``, the very function
    ``fedledger aggregate`` runs: only updates the chain records from admitted parties under the
    current agreement, whose blobs hash to their CIDs, are aggregated, with the round config's
@@ -60,7 +63,7 @@ from node.aggregator import AggregationOutcome, aggregate_round, global_model_by
 from node.flower.connection import Ledger
 from node.flower.grid import POLL_SECONDS as REPLY_POLL_SECONDS
 from node.flower.grid import PromptGrid
-from node.flower.records import BASE_KEY, ROUND_KEY, PartyReply, array_record, arrays_of
+from node.flower.records import BASE_KEY, MODEL_KEY, ROUND_KEY, PartyReply, array_record, arrays_of
 from node.receipt import Receipt, RejectedUpdate
 from node.round_config import RoundConfig, config_cid
 
@@ -140,10 +143,11 @@ class LedgerStrategy(Strategy):
         self.round_seconds = round_seconds
         self.reply_poll_seconds = reply_poll_seconds
         self.rounds: dict[int, int] = {}  # server round -> ledger round
+        self.bases: dict[int, Cid] = {}  # server round -> its ledger round's base model
         self.outcomes: dict[int, AggregationOutcome] = {}  # ledger round -> what was finalized
         self._global: _Global | None = None
         self._encryption_key = encryption_key  # a name or a file until loaded, once (sealed rounds)
-        self.send_arrays = send_arrays  # the arrays in the train messages too (parties read the base from the store)
+        self.send_arrays = send_arrays  # the arrays in train and evaluate messages too (parties read models from the store)
 
     def start(self, grid: Grid, *args: Any, **kwargs: Any) -> Result:
         """Flower's ``Strategy.start`` on ``grid``, its replies looked for every ``reply_poll_seconds``
@@ -164,7 +168,7 @@ class LedgerStrategy(Strategy):
             base_cid=base_cid, deadline=chain_now(federation.w3) + self.round_seconds,
             min_updates=self.min_updates, config_hash=self.config.config_hash,
         )
-        self.rounds[server_round] = round_id
+        self.rounds[server_round], self.bases[server_round] = round_id, base_cid
         log(INFO, "fedledger: server round %s is ledger round %s on base model %s", server_round, round_id, base_cid)
         config[ROUND_KEY] = round_id
         config[BASE_KEY] = base_cid
@@ -258,7 +262,26 @@ class LedgerStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+        """The wrapped strategy's evaluate messages, naming the ledger round and the CID of the model to evaluate
+        instead of carrying its arrays (``send_arrays``: both); a server round this strategy did not open is left
+        to the wrapped strategy as it is."""
+        if server_round not in self.rounds:
+            return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+        config[ROUND_KEY] = self.rounds[server_round]
+        config[MODEL_KEY] = self._evaluated_cid(server_round, arrays_of(arrays))
+        return self.strategy.configure_evaluate(server_round, arrays if self.send_arrays else ArrayRecord(), config, grid)
+
+    def _evaluated_cid(self, server_round: int, arrays: dict[str, np.ndarray]) -> Cid:
+        """The CID of the model evaluated after ``server_round``: the global model the ledger finalized last (this
+        round's, or, when it was aborted, the one it started from), or this round's base before any was finalized."""
+        if self._global is None:
+            return self.bases[server_round]
+        if not _same_arrays(arrays, self._global.arrays):
+            raise InvalidInputError(
+                "the arrays Flower passes to evaluation are not the global model the ledger finalized last "
+                f"({self._global.cid}); return the strategy's own result from aggregate_train unchanged."
+            )
+        return self._global.cid
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         return self.strategy.aggregate_evaluate(server_round, replies)

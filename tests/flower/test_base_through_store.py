@@ -7,7 +7,8 @@ that names another base is refused. The next round's messages built the plain Fl
 carry every byte of the model. Flower 1.42 itself no longer has a per-message ceiling to cross: its gRPC
 limit is a fixed 2 GiB - 1 that no flag or variable lowers, and it sends arrays as content-addressed
 chunks of 5 MiB; what it still does is carry (and keep in the SuperLink's object store) the model once
-per round, which the store-based path never does.
+per round, which the store-based path never does. Evaluate messages likewise name the model to evaluate
+by CID (the round's global model, or its base after an abort) and carry no arrays.
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ import pytest
 pytest.importorskip("flwr")
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict  # noqa: E402
+from flwr.serverapp.strategy import FedAvg  # noqa: E402
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects  # noqa: E402
 
 import node.flower.client as client  # noqa: E402
 from ledger.errors import InvalidInputError  # noqa: E402
-from node.flower.client import base_arrays, record_update  # noqa: E402
-from node.flower.records import BASE_KEY, ROUND_KEY, PartyReply, array_record, arrays_of  # noqa: E402
+from node.flower.client import base_arrays, evaluate_arrays, record_update, submit_arrays  # noqa: E402
+from node.flower.records import BASE_KEY, MODEL_KEY, ROUND_KEY, PartyReply, array_record, arrays_of  # noqa: E402
+from node.flower.strategy import LedgerStrategy  # noqa: E402
 from node.round_config import RoundConfig  # noqa: E402
 from tests.fixtures_chain import TestChain  # noqa: E402
-from tests.flower.test_ledger_strategy import Federation, NodeIds, _flower_task, reply  # noqa: E402,F401
+from tests.flower.test_ledger_strategy import CONFIG, Federation, NodeIds, _flower_task, genesis, reply, trained  # noqa: E402,F401
 
 MODEL_BYTES = 24 * 2**20
 BIG = RoundConfig(model="wide-regressor", strategy={"name": "fedavg"})
@@ -121,3 +124,44 @@ def test_a_round_every_party_refused_is_aborted_with_a_receipt_naming_each_refus
     assert receipt.outcome.startswith("aborted: ") and receipt.included == [] and receipt.global_cid == ""
     assert sorted((u.participant, u.reason) for u in receipt.unrecorded) == sorted(
         (w.participant, f"the party refused the run: {w.refusal}") for w in words)
+
+
+def test_evaluate_messages_name_the_model_by_cid_and_the_party_reads_it_from_its_store(
+    memory_chain: TestChain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = Federation(memory_chain, tmp_path, parties=1)
+    [party] = f.parties
+    monkeypatch.setattr(client, "party_ledger", lambda _config: f.party(party))
+    evaluating = FedAvg(fraction_evaluate=1.0, min_available_nodes=1, min_train_nodes=1, min_evaluate_nodes=1)
+    strategy = LedgerStrategy(evaluating, ledger=f.operator, config=CONFIG)
+    arrays = genesis()
+    [message] = strategy.configure_train(1, arrays, ConfigRecord(), NodeIds(1))
+    word = submit_arrays(f.party(party), 1, trained(arrays, 0.1), samples=100, metrics={"loss": 1.0})
+    result, _ = strategy.aggregate_train(1, [reply(message, word)])
+    assert result is not None and f.admin.round(1).state == "finalized"
+
+    [evaluate] = strategy.configure_evaluate(1, result, ConfigRecord(), NodeIds(1))
+    assert evaluate.metadata.message_type == "evaluate"
+    assert all(len(record) == 0 for record in evaluate.content.array_records.values())
+    assert evaluate.content["config"][ROUND_KEY] == 1 and evaluate.content["config"][MODEL_KEY] == f.admin.round(1).global_cid
+    model = evaluate_arrays(evaluate, context())  # the round's global model, from the party's store
+    assert model.keys() == arrays_of(result).keys()
+    assert all(np.array_equal(model[name], value) for name, value in arrays_of(result).items())
+
+    lying = Message(RecordDict({"config": ConfigRecord({ROUND_KEY: 1, MODEL_KEY: f.admin.round(1).base_cid + "x"})}),
+                    dst_node_id=1, message_type="evaluate")
+    with pytest.raises(InvalidInputError, match="the evaluate message names the model .* for round 1, but the chain "
+                                                 "records its global model"):
+        evaluate_arrays(lying, context())
+
+    # A round every party refused is aborted: the model evaluated is the one it started from, round 1's global.
+    [message] = strategy.configure_train(2, result, ConfigRecord(), NodeIds(1))
+    assert strategy.aggregate_train(2, [reply(message, PartyReply(party.address, "", "not this one", "party"))]) == (None, None)
+    [evaluate] = strategy.configure_evaluate(2, result, ConfigRecord(), NodeIds(1))
+    assert evaluate.content["config"][MODEL_KEY] == f.admin.round(2).base_cid == f.admin.round(1).global_cid
+    assert all(np.array_equal(evaluate_arrays(evaluate, context())[name], value) for name, value in arrays_of(result).items())
+
+    strategy.send_arrays = True  # the opt-in: the arrays travel too, for a ClientApp that reads msg.content["arrays"]
+    [evaluate] = strategy.configure_evaluate(2, result, ConfigRecord(), NodeIds(1))
+    assert evaluate.content["config"][MODEL_KEY] == f.admin.round(1).global_cid
+    assert all(np.array_equal(arrays_of(evaluate.content["arrays"])[name], value) for name, value in arrays_of(result).items())
