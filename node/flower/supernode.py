@@ -82,7 +82,7 @@ def patch(poll_interval: float) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m node.flower.supernode", add_help=False,
+        prog="python -m node.flower.supernode", add_help=False, allow_abbrev=False,  # --help and the rest: Flower's
         description="flower-supernode, its idle poll of the SuperLink capped at --poll-interval seconds; "
                     "every other argument is flower-supernode's.",
     )
