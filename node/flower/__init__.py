@@ -4,11 +4,11 @@
 ledger round, and only updates the chain records are aggregated, with fedledger's deterministic
 strategies; the train messages name the round's base model by CID and carry no arrays: a ClientApp
 starts from ``base_arrays``, read from the party's store (an evaluate handler from ``evaluate_arrays``).
-``record_update`` is what a ClientApp's ``@app.train()`` handler returns: it pins the party's trained arrays and records their CID on chain with the party's own key; in a private round
-(``private_round``) the handler returns ``record_private_update`` instead, which trains with the node's
-DP-SGD and declares the party's ε. ``example_app/`` is
-a whole Flower app built on both; ``node.flower.deployment`` runs such an app on Flower's
-Deployment Engine.
+``record_update`` is what a ClientApp's ``@app.train()`` handler returns: it pins the party's trained
+arrays and records their CID on chain with the party's own key; in a private round (``private_round``)
+the handler returns ``record_private_update`` instead, which trains with the node's DP-SGD and declares
+the party's ε. ``example_app/`` is a whole Flower app built on both; ``node.flower.deployment`` runs
+such an app on Flower's Deployment Engine.
 """
 
 from __future__ import annotations
