@@ -4,7 +4,8 @@ The party's key signs here and never leaves the node; the relay pays the gas. :m
 submit_update` has the shape of ``FederationClient.submit_update``, so ``train_and_submit`` takes
 it as its ``submit`` step; :meth:`RelayClient.post_round_message` has the shape of
 ``FederationClient.post_round_message``, so a secure round's ``advertise`` and ``reveal`` take it as
-their ``post`` step. Before any training :meth:`RelayClient.check` asks the relay's health
+their ``post`` step; :meth:`RelayClient.publish_encryption_key` has the shape of
+``FederationClient.publish_encryption_key`` (a secure round's cohort is the parties with a key). Before any training :meth:`RelayClient.check` asks the relay's health
 endpoint, so a wrong URL or a relay for another deployment is found before the work, not after.
 """
 
@@ -22,7 +23,16 @@ from ledger.errors import InvalidInputError, LedgerError
 from ledger.chain.federation import FederationClient, TxResult
 from ledger.types import Cid
 from node.services.clock import chain_time
-from node.services.relay_service import HEALTH_PATH, MESSAGES_PATH, PATH, message_document, request_document
+from node.services.relay_service import (
+    DONE,
+    HEALTH_PATH,
+    KEYS_PATH,
+    MESSAGES_PATH,
+    PATH,
+    key_document,
+    message_document,
+    request_document,
+)
 
 SIGNATURE_TTL_S = 900  # how long a signed update stays valid (chain seconds)
 HEALTH_TIMEOUT_S = 10.0
@@ -128,7 +138,7 @@ class RelayClient:
             self.account, round_id, cid=cid, samples=samples, metrics_hash=metrics_hash,
             epsilon_micros=epsilon_micros, deadline=chain_time(self.federation.w3) + SIGNATURE_TTL_S,
         )
-        return self._relayed(PATH, request_document(round_id, signed), done="recorded", what="the update")
+        return self._relayed(PATH, request_document(round_id, signed), what="record the update")
 
     def post_round_message(self, round_id: int, kind: int, cid: Cid) -> RelayedTx:
         """Sign the round message (a secure round's ADVERTISE or REVEAL: ledger.contract_constants.
@@ -137,17 +147,28 @@ class RelayClient:
         signed = self.federation.sign_round_message(
             self.account, round_id, kind=kind, cid=cid, deadline=chain_time(self.federation.w3) + SIGNATURE_TTL_S,
         )
-        return self._relayed(MESSAGES_PATH, message_document(round_id, signed), done="posted", what="the round message")
+        return self._relayed(MESSAGES_PATH, message_document(round_id, signed), what="post the round message")
 
-    def _relayed(self, path: str, document: dict[str, Any], *, done: str, what: str) -> RelayedTx:
-        """POST ``document`` to ``path`` and read the transaction from the answer (its ``done`` field true)."""
+    def publish_encryption_key(self, public_key: bytes) -> RelayedTx:
+        """Sign the registration of ``public_key`` as the party's encryption key (in place of the key it has
+        registered now, if any) with the party's key, have the relay send it, return the transaction: the
+        shape of ``FederationClient.publish_encryption_key``."""
+        signed = self.federation.sign_encryption_key(
+            self.account, public_key, deadline=chain_time(self.federation.w3) + SIGNATURE_TTL_S,
+        )
+        return self._relayed(KEYS_PATH, key_document(signed), what="register the encryption key")
+
+    def _relayed(self, path: str, document: dict[str, Any], *, what: str) -> RelayedTx:
+        """POST ``document`` to ``path`` and read the transaction from the answer (its field DONE[path] true);
+        ``what`` the relay did not do, for a refusal's sentence."""
+        done = DONE[path]
         status, answer = self._request("POST", path, timeout=self._submit_timeout_s, body=document)
         if not isinstance(answer, dict):
             raise RelayError(f"the relay at {self.url} answered HTTP {status} with something else than a JSON object.")
         if status != 200 or not answer.get(done):
             reason = str(answer.get("error", f"HTTP {status}"))
             raise RelayRefusedError(
-                f"the relay at {self.url} did not {'record' if done == 'recorded' else 'post'} {what} ({reason}): "
+                f"the relay at {self.url} did not {what} ({reason}): "
                 f"{answer.get('message', 'no reason given')}",
                 reason,
             )

@@ -84,21 +84,38 @@ def register(app: typer.Typer) -> None:
         signer: Annotated[str | None, typer.Option(
             "--from", help="The account it is registered for: a name under \\[keys] or a keystore file (default as for governance: $FEDLEDGER_PRIVATE_KEY, \\[keys] admin, a local chain's dev account).",
         )] = None,
+        relay: Annotated[str | None, typer.Option(
+            "--relay", help="URL of a `fedledger relay serve`: the --from account signs the registration and the relay sends it (the account needs no ether).",
+        )] = None,
         rpc: RpcOption = None,
         workdir: WorkdirOption = None,
         json: JsonOption = False,
     ) -> None:
-        """Register an encryption key's public half on chain for the --from account (rounds then seal to it)."""
+        """Register an encryption key's public half on chain for the --from account (rounds then seal to it, and a
+        secure round counts it in its cohort); with --relay, an account without ether signs and the relay sends it."""
         from ledger.chain.connection import open_federation, require_gas_money, signing_account
         from ledger.sealing.keys import encryption_key_path, read_encryption_public_key
 
+        if relay is not None:  # a mistyped URL is told before anything is loaded
+            from node.relay_client import check_relay_url
+
+            check_relay_url(relay)
         workspace, w3, url = chain(workdir, rpc)
         public = read_encryption_public_key(encryption_key_path(workspace, key))  # no password: only the public half
         account = signing_account(workspace, signer, w3=w3, rpc=url)
-        require_gas_money(w3, account.address)
-        tx = open_federation(workspace, w3=w3, rpc=url).with_account(account).publish_encryption_key(public)
-        report_tx(f"{account.address} registered encryption key 0x{public.hex()}", tx, json,
-                  {"account": account.address, "public_key": "0x" + public.hex()})
+        federation = open_federation(workspace, w3=w3, rpc=url).with_account(account)
+        document = {"account": account.address, "public_key": "0x" + public.hex()}
+        if relay is None:
+            require_gas_money(w3, account.address)
+            tx = federation.publish_encryption_key(public)
+        else:  # the account signs, the relay pays
+            from node.relay_client import RelayClient
+
+            through = RelayClient(relay, federation=federation, account=account)
+            through.check()
+            relayed = through.publish_encryption_key(public)
+            tx, document["relayer"] = relayed, relayed.relayer
+        report_tx(f"{account.address} registered encryption key 0x{public.hex()}", tx, json, document)
 
     @key_app.command("fund")
     @handle_errors

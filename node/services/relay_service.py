@@ -33,8 +33,20 @@ with the transaction. A message is one per party per round and kind, so it is no
 answered 200 ``{"posted": true, "tx_hash", "block", "gas_used", "relayer", "round", "participant",
 "kind", "cid"}`` or refused as an update is (``"posted": false``).
 
+So does a party registering its encryption key (``POST /keys``; a secure round's cohort is the parties
+with a key): it signs the key and the one it replaces (EIP-712 ``EncryptionKey``,
+``FederationClient.sign_encryption_key``; ``previous_key`` null: none), the relay simulates
+``publishSignedEncryptionKey`` (the contract judges the signature, its deadline, the key it replaces
+and the key) and sends it alone, at once::
+
+    {"participant": "0x…", "public_key": "0x<64 hex>", "previous_key": null, "deadline": 1767225600,
+     "signature": "0x<130 hex>"}
+
+answered 200 ``{"registered": true, "tx_hash", "block", "gas_used", "relayer", "participant",
+"public_key"}`` or refused as an update is (``"registered": false``).
+
 Every update costs the relay a store lookup, a signature check and chain reads, so ``POST /updates``
-(and ``POST /messages``) is rate limited before any of them (:class:`RateLimiter`, one budget for both): per client address and for all clients
+(and ``POST /messages``, ``POST /keys``) is rate limited before any of them (:class:`RateLimiter`, one budget for all): per client address and for all clients
 together, each a bucket of ``rate × BURST_SECONDS`` requests refilled at ``rate`` per second; a
 request over either answers 429 ``RateLimited`` with ``Retry-After``. The HTTP server keeps the
 header and idle timeouts and the connection cap of :mod:`ledger.ipfs.serving`.
@@ -46,6 +58,7 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -56,21 +69,32 @@ from ledger.chain.connection import parse_address
 from ledger.ipfs.cid import parse_cid
 from ledger.contract_constants import MAX_BATCH_SIZE
 from ledger.errors import ChainError, ContentNotFoundError, ContractRevertError, InvalidInputError, LedgerError, StoreError
-from ledger.chain.federation import RECEIPT_TIMEOUT, FederationClient, SignedRoundMessage, SignedUpdate, TxResult
+from ledger.chain.federation import (
+    RECEIPT_TIMEOUT,
+    FederationClient,
+    SignedEncryptionKey,
+    SignedRoundMessage,
+    SignedUpdate,
+    TxResult,
+)
 from ledger.ipfs.serving import LimitedHandlerMixin, LimitedServerMixin, ServerLimits, ThrottledNotes
 from ledger.ipfs.store import ContentStore
 from node.services.log import ServiceLog
 
 PATH = "/updates"
 MESSAGES_PATH = "/messages"
+KEYS_PATH = "/keys"
 HEALTH_PATH = "/health"
 MAX_BODY_BYTES = 16 * 1024  # a request is a few hundred bytes
 FIELDS = ("participant", "round", "cid", "samples", "metrics_hash", "epsilon_micros", "deadline", "signature")
 MESSAGE_FIELDS = ("participant", "round", "kind", "cid", "deadline", "signature")
+KEY_FIELDS = ("participant", "public_key", "previous_key", "deadline", "signature")
+# The answer's success field, per endpoint: true with the transaction, false with a refusal.
+DONE = {PATH: "recorded", MESSAGES_PATH: "posted", KEYS_PATH: "registered"}
 BURST_SECONDS = 10.0  # a bucket holds this many seconds' worth of requests
 MAX_TRACKED_ADDRESSES = 10_000
 # Each waiting party holds its connection until its batch is mined: a higher cap than other servers'.
-NOT_FOUND = f"no such endpoint {{!r}}; POST {PATH} or {MESSAGES_PATH}, or GET {HEALTH_PATH}."
+NOT_FOUND = f"no such endpoint {{!r}}; POST {PATH}, {MESSAGES_PATH} or {KEYS_PATH}, or GET {HEALTH_PATH}."
 RELAY_LIMITS = ServerLimits(header_timeout_s=10.0, idle_timeout_s=60.0, max_connections=512)
 
 
@@ -92,6 +116,15 @@ def message_document(round_id: int, message: SignedRoundMessage) -> dict[str, An
     return {
         "participant": message.participant, "round": round_id, "kind": int(message.kind), "cid": message.cid,
         "deadline": message.deadline, "signature": Web3.to_hex(message.signature),
+    }
+
+
+def key_document(signed: SignedEncryptionKey) -> dict[str, Any]:
+    """The JSON a party POSTs to have its encryption key registered."""
+    return {
+        "participant": signed.participant, "public_key": Web3.to_hex(signed.public_key),
+        "previous_key": None if signed.previous_key is None else Web3.to_hex(signed.previous_key),
+        "deadline": signed.deadline, "signature": Web3.to_hex(signed.signature),
     }
 
 
@@ -131,7 +164,7 @@ def _document(body: bytes, fields: tuple[str, ...]) -> dict[str, Any]:
     missing = [name for name in fields if name not in document]
     if missing:
         raise InvalidInputError(f"the request lacks the field(s) {', '.join(missing)}; send all of " + ", ".join(fields) + ".")
-    if not isinstance(document["cid"], str):
+    if "cid" in fields and not isinstance(document["cid"], str):
         raise InvalidInputError(f"the field 'cid' must be a CID text, not {document['cid']!r}; fix the request.")
     return document
 
@@ -147,6 +180,18 @@ def parse_message_request(body: bytes) -> tuple[int, SignedRoundMessage]:
         signature=_hex(document, "signature", length=65),
     )
     return _whole(document, "round", bits=256), message
+
+
+def parse_key_request(body: bytes) -> SignedEncryptionKey:
+    """The signed encryption key a ``POST /keys`` body carries; InvalidInputError naming what is wrong."""
+    document = _document(body, KEY_FIELDS)
+    return SignedEncryptionKey(
+        participant=parse_address(document["participant"]),
+        public_key=_hex(document, "public_key", length=32),
+        previous_key=None if document["previous_key"] is None else _hex(document, "previous_key", length=32),
+        deadline=_whole(document, "deadline", bits=256),
+        signature=_hex(document, "signature", length=65),
+    )
 
 
 def parse_request(body: bytes) -> tuple[int, SignedUpdate]:
@@ -181,10 +226,12 @@ class RelayCounts:
     batches: int = 0
     recorded: int = 0
     rejected: int = 0  # at check time and by the contract
-    gas_used: int = 0  # updates' batches and round messages
+    gas_used: int = 0  # updates' batches, round messages and keys
     rate_limited: int = 0
     messages: int = 0  # round messages posted
     messages_refused: int = 0
+    keys: int = 0  # encryption keys registered
+    keys_refused: int = 0
 
 
 @dataclass(frozen=True)
@@ -317,7 +364,8 @@ class Relay:
             "queued": queued, "batches": self.counts.batches, "recorded": self.counts.recorded,
             "rejected": self.counts.rejected, "gas_used": self.counts.gas_used,
             "rate_limited": self.counts.rate_limited, "messages": self.counts.messages,
-            "messages_refused": self.counts.messages_refused, "rate_limit": self.limiter.limits.per_address,
+            "messages_refused": self.counts.messages_refused, "keys": self.counts.keys,
+            "keys_refused": self.counts.keys_refused, "rate_limit": self.limiter.limits.per_address,
             "global_rate_limit": self.limiter.limits.total,
         }
 
@@ -359,26 +407,17 @@ class Relay:
         """Check ``message`` (its document in the store; then the contract's own verdict on the signature,
         its deadline, who and when, simulated: nothing is sent for a refused one) and post it alone, now;
         the answer, else the LedgerError why not. Messages are not batched: one per party, round and kind."""
-        try:
+
+        def check() -> LedgerError | None:
             if not self.store.has(message.cid):
-                raise ContentNotFoundError(
+                return ContentNotFoundError(
                     f"the document {message.cid} is not in the relay's store, so the round's parties and the aggregator "
                     "could not fetch it; pin it to the federation's store (`fedledger ipfs add`) before asking the relay."
                 )
-            error = self.federation.check_signed_round_message(round_id, message)
-            if error is not None:
-                raise error
-            with self._changed:  # the relayer's nonces are safe: its client takes each under a per-address lock
-                if self._closing:
-                    raise ChainError("the relay is shutting down; send the message again to a running relay.")
-            tx = self.federation.post_signed_round_message(round_id, message)
-        except LedgerError:
-            with self._changed:
-                self.counts.messages_refused += 1
-            raise
-        with self._changed:
-            self.counts.messages += 1
-            self.counts.gas_used += tx.gas_used
+            return self.federation.check_signed_round_message(round_id, message)
+
+        tx = self._send_alone(check, lambda: self.federation.post_signed_round_message(round_id, message),
+                              what="message", counter="messages")
         self.log.info("posted", f"round {round_id}: posted {message.participant}'s round message of kind {message.kind} "
                       f"({message.cid}) in block {tx.block} ({tx.tx_hash}, gas {tx.gas_used}).", round=round_id,
                       participant=message.participant, kind=int(message.kind), tx_hash=tx.tx_hash, block=tx.block,
@@ -388,6 +427,43 @@ class Relay:
             "cid": message.cid, "tx_hash": tx.tx_hash, "block": tx.block, "gas_used": tx.gas_used,
             "relayer": self.federation.sender,
         }
+
+    def register_key(self, signed: SignedEncryptionKey) -> dict[str, Any]:
+        """Check ``signed`` (the contract's own verdict on the signature, its deadline, the key it replaces and
+        the key, simulated: nothing is sent for a refused one) and send it alone, now; the answer, else the
+        LedgerError why not."""
+        tx = self._send_alone(lambda: self.federation.check_signed_encryption_key(signed),
+                              lambda: self.federation.publish_signed_encryption_key(signed), what="key", counter="keys")
+        key = Web3.to_hex(signed.public_key)
+        self.log.info("registered", f"registered {signed.participant}'s encryption key {key} in block {tx.block} "
+                      f"({tx.tx_hash}, gas {tx.gas_used}).", participant=signed.participant, public_key=key,
+                      tx_hash=tx.tx_hash, block=tx.block, gas_used=tx.gas_used)
+        return {
+            "registered": True, "participant": signed.participant, "public_key": key, "tx_hash": tx.tx_hash,
+            "block": tx.block, "gas_used": tx.gas_used, "relayer": self.federation.sender,
+        }
+
+    def _send_alone(
+        self, check: Callable[[], LedgerError | None], send: Callable[[], TxResult], *, what: str, counter: str,
+    ) -> TxResult:
+        """``check()`` (a refusal: raised, nothing sent), then ``send()`` at once, unless the relay is closing;
+        counted under ``counter`` (sent) or ``counter``_refused."""
+        try:
+            error = check()
+            if error is not None:
+                raise error
+            with self._changed:  # the relayer's nonces are safe: its client takes each under a per-address lock
+                if self._closing:
+                    raise ChainError(f"the relay is shutting down; send the {what} again to a running relay.")
+            tx = send()
+        except LedgerError:
+            with self._changed:
+                setattr(self.counts, f"{counter}_refused", getattr(self.counts, f"{counter}_refused") + 1)
+            raise
+        with self._changed:
+            setattr(self.counts, counter, getattr(self.counts, counter) + 1)
+            self.counts.gas_used += tx.gas_used
+        return tx
 
     # ---------------------------------------------------------------- the sender thread
 
@@ -506,7 +582,7 @@ class _Handler(LimitedHandlerMixin, BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _refuse(self, status: int, error: str, message: str, headers: dict[str, str] | None = None) -> None:
-        done = "posted" if self.path.rstrip("/") == MESSAGES_PATH else "recorded"
+        done = DONE.get(self.path.rstrip("/"), "recorded")
         self._reply(status, {done: False, "error": error, "message": message}, headers)
 
     def _rate_limited(self) -> bool:
@@ -530,7 +606,7 @@ class _Handler(LimitedHandlerMixin, BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         path = self.path.rstrip("/")
-        if path not in (PATH, MESSAGES_PATH):
+        if path not in DONE:
             self._refuse(404, "NotFound", NOT_FOUND.format(self.path))
             return
         try:
@@ -545,16 +621,20 @@ class _Handler(LimitedHandlerMixin, BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         if self._rate_limited():  # before the store, the signature and the chain are asked anything
             return
-        participant, what = "?", "update" if path == PATH else "round message"
+        participant, what = "?", {PATH: "update", MESSAGES_PATH: "round message", KEYS_PATH: "encryption key"}[path]
         try:
             if path == PATH:
                 round_id, update = parse_request(body)
                 participant = update.participant
                 answer = self.relay.submit(round_id, update)
-            else:
+            elif path == MESSAGES_PATH:
                 round_id, message = parse_message_request(body)
                 participant = message.participant
                 answer = self.relay.post_message(round_id, message)
+            else:
+                signed = parse_key_request(body)
+                participant = signed.participant
+                answer = self.relay.register_key(signed)
         except LedgerError as error:
             self.relay.log.info("refused", f"refused the {what} of {participant}: {error}", participant=participant,
                                 error=type(error).__name__)

@@ -17,10 +17,19 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
 from ledger.ipfs.cid import RAW, cid_from_parts
-from ledger.chain.federation import FederationClient, SignedRoundMessage, SignedUpdate
+from ledger.chain.federation import FederationClient, SignedEncryptionKey, SignedRoundMessage, SignedUpdate
 from ledger.ipfs.store import ContentStore, EmbeddedStore
 from node.services.log import ServiceLog
-from node.services.relay_service import MESSAGES_PATH, PATH, Relay, make_server, message_document, request_document
+from node.services.relay_service import (
+    KEYS_PATH,
+    MESSAGES_PATH,
+    PATH,
+    Relay,
+    key_document,
+    make_server,
+    message_document,
+    request_document,
+)
 from ledger.types import Cid
 from tests.fixtures_chain import TestChain
 
@@ -62,6 +71,10 @@ class Federation:
         """``party``'s signed round message of ``kind`` for the open round."""
         return self.admin.sign_round_message(party, self.round_id, kind=kind, cid=cid, deadline=deadline)
 
+    def signed_key(self, party: LocalAccount, public_key: bytes = b"\x55" * 32, *, deadline: int = FAR) -> SignedEncryptionKey:
+        """``party``'s signed registration of ``public_key`` (in place of the key it has now)."""
+        return self.admin.sign_encryption_key(party, public_key, deadline=deadline)
+
 
 def make_federation(chain: TestChain) -> Federation:
     admin = chain.deploy()
@@ -86,6 +99,14 @@ class RelayUnderTest:
     def post_message(self, document: Any) -> tuple[int, dict[str, Any]]:
         response = requests.post(self.url + MESSAGES_PATH, json=document, timeout=60)
         return response.status_code, response.json()
+
+    def post_key(self, document: Any) -> tuple[int, dict[str, Any]]:
+        response = requests.post(self.url + KEYS_PATH, json=document, timeout=60)
+        return response.status_code, response.json()
+
+    def key(self, party: Any, public_key: bytes = b"\x55" * 32, **fields: Any) -> dict[str, Any]:
+        """The request registering ``public_key`` as ``party``'s encryption key."""
+        return key_document(self.federation.signed_key(party, public_key, **fields))
 
     def pinned_message(self, party: Any, kind: int, **fields: Any) -> dict[str, Any]:
         """The request for ``party``'s round message of ``kind``, its document pinned in the relay's store."""

@@ -19,7 +19,7 @@ from ledger.chain.keys import create_keystore
 from ledger.workspace import Workspace
 from ledger.contract_constants import RoundMessageKind
 from ledger.ipfs.cid import RAW, cid_from_parts
-from node.services.relay_service import message_document, request_document
+from node.services.relay_service import key_document, message_document, request_document
 from tests.fixtures_chain import TestChain
 from tests.fixtures_cli import Outcome
 from tests.relay.conftest import BASE, RelayUnderTest, make_federation, running_relay
@@ -179,6 +179,71 @@ def test_a_bad_round_message_is_refused_with_its_named_reason_and_nothing_sent(
     # Judged by the contract in a simulation, before anything is sent: no transaction, no gas, no block.
     assert (w3.eth.get_transaction_count(relayer), w3.eth.get_balance(relayer), w3.eth.block_number) == before
     assert relayed.relay.status()["messages"] == 0 and relayed.federation.admin.round_messages(relayed.federation.round_id) == []
+    assert sends == []
+
+
+def test_an_encryption_key_is_registered_for_a_party_without_ether_and_answered_with_its_transaction(
+    relayed: RelayUnderTest,
+) -> None:
+    party = Account.create()  # no membership needed: a key comes before joining a secure round's cohort
+    status, answer = relayed.post_key(relayed.key(party))
+    assert status == 200 and answer["registered"] is True, answer
+    assert (answer["participant"], answer["public_key"], answer["relayer"]) == (
+        party.address, "0x" + "55" * 32, relayed.federation.admin.sender)
+    assert relayed.federation.admin.encryption_key(party.address) == b"\x55" * 32
+    assert relayed.relay.status()["keys"] == 1 and relayed.relay.status()["batches"] == 0
+    status, answer = relayed.post_key(relayed.key(party, b"\x66" * 32))  # a rotation, signed against the key registered
+    assert status == 200 and relayed.federation.admin.encryption_key(party.address) == b"\x66" * 32
+    assert relayed.federation.chain.w3.eth.get_balance(party.address) == 0
+
+
+def _forged_key(relayed: RelayUnderTest) -> dict[str, Any]:
+    party, other = Account.create(), Account.create()
+    forged = key_document(relayed.federation.signed_key(other))
+    return {**relayed.key(party), "signature": forged["signature"]}  # another's signature, claimed for the party
+
+
+def _replayed_key(relayed: RelayUnderTest) -> dict[str, Any]:
+    """A registration signed before the party rotated its key (directly here): replaying it would undo the rotation."""
+    party = relayed.federation.chain.new_account()
+    document = relayed.key(party)
+    relayed.federation.admin.with_account(party).publish_encryption_key(b"\x66" * 32)
+    return document
+
+
+KEY_CASES: dict[str, tuple[Callable[[RelayUnderTest], dict[str, Any]], int, str, str]] = {
+    "forged signature": (_forged_key, 422, "FederationInvalidSignature", "signature was not made by"),
+    "expired signature": (lambda r: r.key(Account.create(), deadline=r.federation.chain.now() - 1), 422,
+                          "FederationSignatureExpired", "expired"),
+    "replayed after a rotation": (_replayed_key, 422, "FederationEncryptionKeyChanged", "sign the registration again"),
+    "zero key": (lambda r: r.key(Account.create(), bytes(32)), 422, "FederationInvalidEncryptionKey", "not a key"),
+    "key not 32 bytes": (lambda r: {**r.key(Account.create()), "public_key": "0x55"}, 400, "InvalidInputError",
+                         "'public_key'"),
+    "previous key not hex": (lambda r: {**r.key(Account.create()), "previous_key": 7}, 400, "InvalidInputError",
+                             "'previous_key'"),
+    "missing field": (lambda r: {"participant": Account.create().address, "public_key": "0x" + "55" * 32}, 400,
+                      "InvalidInputError", "previous_key"),
+}
+
+
+@pytest.mark.parametrize("case", list(KEY_CASES))
+def test_a_bad_encryption_key_is_refused_with_its_named_reason_and_nothing_sent(
+    relayed: RelayUnderTest, case: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make, status, error, words = KEY_CASES[case]
+    document = make(relayed)
+    sends: list[Any] = []  # refused by the relay's own check: the relayer's client is never asked to send
+    monkeypatch.setattr(relayed.relay.federation, "publish_signed_encryption_key", lambda *args: sends.append(args))
+    w3, relayer = relayed.federation.chain.w3, relayed.federation.admin.sender
+    before = (w3.eth.get_transaction_count(relayer), w3.eth.get_balance(relayer), w3.eth.block_number)
+    registered = relayed.federation.admin.encryption_key(document["participant"])
+    got_status, answer = relayed.post_key(document)
+    assert (got_status, answer["error"], answer["registered"]) == (status, error, False), answer
+    assert words in answer["message"].lower() and answer["message"].endswith(".") and "\n" not in answer["message"]
+    # Judged by the contract in a simulation, before anything is sent: no transaction, no gas, no block.
+    assert (w3.eth.get_transaction_count(relayer), w3.eth.get_balance(relayer), w3.eth.block_number) == before
+    assert relayed.federation.admin.encryption_key(document["participant"]) == registered
+    assert relayed.relay.status()["keys"] == 0 and relayed.relay.status()["keys_refused"] == (status == 422)
     assert sends == []
 
 
