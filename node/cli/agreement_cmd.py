@@ -19,6 +19,7 @@ from node.cli._common import (
     print_json,
 )
 from node.cli.governance_common import KeyOption, MaxFeeOption, chain, governed, jsonable, report_tx
+from node.tasks.builtin import resolve_task
 
 if TYPE_CHECKING:
     from ledger.workspace import Workspace
@@ -78,11 +79,8 @@ def register(app: typer.Typer) -> None:
             delta_to_units(delta)
         if not terms_file.is_file():
             raise InvalidInputError(f"no terms file at {terms_file}; give the path of the agreement document.")
-        given_task = task
-        if task is not None:  # a CID, or a built-in task's; any other name is refused before anything is sent
-            from node.tasks.builtin import resolve_task
-
-            task = resolve_task(task)
+        if task is not None:  # a CID or a built-in task (mlp, cnn); anything else is refused before anything is sent
+            resolve_task(task)
         fab = None
         if flower_app is not None:  # a file that is not a FAB is refused before anything is pinned or sent
             from node.tasks.agreement import read_flower_app
@@ -92,10 +90,9 @@ def register(app: typer.Typer) -> None:
         store = open_store(workspace)
         manifest = None
         if task is not None:  # a bundle that is not here, or not a bundle, is refused before anything is pinned
-            from node.tasks.builtin import resolve_task
             from node.tasks.rounds import bundle_manifest
 
-            resolve_task(given_task, store)  # a built-in task's bundle is pinned here like a packed one
+            task = resolve_task(task, store)  # its CID; a built-in task's bundle is pinned here, like a packed one
             manifest = bundle_manifest(store, task)
         cid = store.add_file(terms_file, pin=True)
         if task is None and fab is None:
