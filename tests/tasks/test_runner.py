@@ -221,6 +221,19 @@ def test_the_builtin_mlp_task_gives_the_genesis_model_and_the_training_of_today(
     assert all(np.array_equal(a, b) for a, b in zip(state_arrays(today).values(), state_arrays(tasked).values()))
 
 
+def test_the_builtin_tasks_read_a_file_or_a_shard_of_the_bundled_digits_as_node_train_does(tmp_path: Path) -> None:
+    from node.tasks.builtin.digits import load_digits_task_data
+
+    shards, test = load_digits_split(parties=3, seed=5)
+    (x, y), (vx, vy) = load_digits_task_data(None, partition=1, partitions=3, seed=5)
+    assert np.array_equal(x, shards[1].x) and np.array_equal(y, shards[1].y) and np.array_equal(vx, test.x)
+    np.savez(tmp_path / "own.npz", x=shards[2].x, y=shards[2].y)
+    (x, y), _ = load_digits_task_data(str(tmp_path / "own.npz"), partition=None, partitions=None, seed=0)
+    assert np.array_equal(x, shards[2].x) and np.array_equal(y, shards[2].y)
+    with pytest.raises(ValueError, match=r"give the party's data: --data FILE .* or a shard of the bundled digits"):
+        load_digits_task_data(None, partition=None, partitions=None, seed=0)
+
+
 def test_state_travels_as_numpy_with_bfloat16_widened_and_a_dataset_trains_repeatably() -> None:
     half = torch.nn.Linear(3, 2).to(torch.float16)
     brain = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)).to(torch.bfloat16)
