@@ -56,7 +56,7 @@ from node.models import build_model, load_arrays, model_layout, state_arrays
 from node.privacy.budget import epsilon_to_declare
 from node.privacy.dp_training import train_private
 from node.round_config import RoundConfig, TaskRef, config_cid
-from node.secure.party import advertise, masked_update_bytes, say_on_stderr, wait_for_key_phase
+from node.secure.party import PostMessage, advertise, masked_update_bytes, say_on_stderr, wait_for_key_phase
 from node.training import evaluate, train
 
 
@@ -138,12 +138,14 @@ def train_and_submit(
     task: TaskInputs | None = None,
     validation: Dataset | None = None,
     key_phase_timeout_s: float | None = None,
+    post: PostMessage | None = None,
 ) -> ParticipantOutcome:
     """Run this party's part of ``round_id`` to the end, resuming whatever an earlier run finished.
 
     ``submit`` records the update: ``federation.submit_update`` (the party's own transaction) by
     default, or one with its keywords that records it another way (``node.relay_client``: signed,
-    sent by a relayer). ``data`` is the party's data for a built-in round; ``task`` what it gives a
+    sent by a relayer); ``post``, in a secure round, posts its advertisement the same way:
+    ``federation.post_round_message`` by default, or ``RelayClient.post_round_message``. ``data`` is the party's data for a built-in round; ``task`` what it gives a
     task round (a task round without it is refused). ``validation``, in a built-in round that is not
     private, is what the base model is evaluated on before training (the federated evaluation:
     ``base_accuracy``, ``base_loss`` and ``val_samples`` join the update's metrics); a task round's
@@ -188,7 +190,8 @@ def train_and_submit(
     trained = not (update_cid and store.has(update_cid))
     board = None
     if trained and config.secure is not None:
-        advertise(federation, store, journal, round_id=round_id, settings=config.secure, opened_block=info.opened_block)
+        advertise(federation, store, journal, round_id=round_id, settings=config.secure, opened_block=info.opened_block,
+                  post=post)
         board = wait_for_key_phase(federation, store, round_id=round_id, settings=config.secure,
                                    say=say_on_stderr if progress else None, timeout_s=key_phase_timeout_s)
     if trained:

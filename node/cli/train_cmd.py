@@ -170,30 +170,6 @@ def relay_poster(relay: str, federation: FederationClient) -> RelayClient:
     return client
 
 
-def advertise_through_relay(federation: FederationClient, store: ContentStore, journal_dir: Path, round_id: int,
-                            relay_client: RelayClient) -> None:
-    """``node train --relay`` in a secure round: the party's advertisement, posted through the relay before
-    ``train_and_submit`` (which then finds it on the board and posts nothing itself). Nothing when the round
-    is not secure or the party already submitted; a party the contract would refuse is told so first, as
-    ``train_and_submit`` tells it."""
-    from node.journal import Journal
-    from node.participant import fetch_round_config
-    from node.secure.party import advertise
-
-    assert federation.account is not None
-    me = federation.account.address
-    if federation.has_submitted(round_id, me):
-        return
-    federation.check_can_submit(round_id)
-    info = federation.round(round_id)
-    config = fetch_round_config(store, info.config_hash)
-    if config.secure is None:
-        return
-    journal = Journal(journal_dir, role="participant", actor=me, round_id=round_id)
-    advertise(federation, store, journal, round_id=round_id, settings=config.secure, opened_block=info.opened_block,
-              post=relay_client.post_round_message)
-
-
 def register(app: typer.Typer) -> None:
     """Add the ``node`` group (``node train``) to the app."""
     node_app = typer.Typer(help="Participant node: train locally and record the update.", no_args_is_help=True)
@@ -257,14 +233,13 @@ def register(app: typer.Typer) -> None:
         with service_lock(workspace.journal_dir, role="node", address=account.address, command="fedledger node train"):
             federation = open_federation(workspace, account=account, rpc=workspace_rpc(workspace, rpc),
                                          max_fee_gwei=max_fee_gwei)
-            submit = None
+            submit = post = None
             store = open_store(workspace)
             if relay is None:
                 require_gas_money(federation.w3, account.address)
             else:  # the party signs, the relay pays: checked before any training
                 relay_client = relay_poster(relay, federation)
-                submit = relay_client.submit_update
-                advertise_through_relay(federation, store, workspace.journal_dir, round_id, relay_client)
+                submit, post = relay_client.submit_update, relay_client.post_round_message  # a secure round's advertisement too
             if local is not None:
                 console.print(f"Party {account.address}: round {round_id}, {len(local)} local samples, device {chosen}.")
             else:
@@ -276,7 +251,7 @@ def register(app: typer.Typer) -> None:
             outcome = train_and_submit(
                 federation=federation, store=store, round_id=round_id, data=local,
                 journal_dir=workspace.journal_dir, device=chosen, progress=not json, submit=submit, task=inputs,
-                validation=None if local is None else digits_validation(seed),
+                validation=None if local is None else digits_validation(seed), post=post,
             )
             if outcome.tx is None:
                 console.print(f"Already submitted {outcome.update_cid} to round {round_id}; nothing to do.")
