@@ -1,5 +1,7 @@
 """A secure round on a real anvil: five parties, one drops out, one reveals a wrong share, one is late,
-and one holds no ether: it advertises, submits and reveals through a relay (issue 24).
+and one never holds ether: through a relay and the real commands, it registers its encryption key
+(`key publish-encryption --relay`), advertises (`node advertise --relay`), trains and submits
+(`node train --relay`) and reveals (`node reveal --relay`) (issue 24).
 
 A sixth cohort member advertises after the key deadline: it is not counted, and nobody masks with it.
 The round finalizes with the four survivors, removes the dropout's masks with the right reveals,
@@ -19,17 +21,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from eth_account import Account
+from web3 import Web3
 
 from ledger.contract_constants import RoundMessageKind
 from ledger.errors import InvalidInputError
 from ledger.index.index import LedgerIndex
 from ledger.ipfs.store import EmbeddedStore
-from ledger.sealing.keys import public_key_bytes
+from ledger.sealing.keys import new_encryption_key, public_key_bytes
 from ledger.secagg.documents import Reveal, RevealedShare
 from ledger.secagg.graph import neighbours_of
 from ledger.secagg.params import SecureParams
 from ledger.secagg.shares import make_advertisement, new_round_seed
 from ledger.weights import from_safetensors
+from ledger.workspace import Workspace
 from node.aggregator import aggregate_round, aggregate_secure_updates
 from node.audit.verify import verify_ledger
 from node.data import Dataset
@@ -37,7 +42,6 @@ from node.genesis import genesis_model_bytes
 from node.journal import Journal
 from node.models import build_model, load_arrays, model_layout, state_arrays
 from node.participant import train_and_submit, training_seed
-from node.relay_client import RelayClient
 from node.round_config import RoundConfig, TrainingSettings
 from node.secure.aggregate import SecureRoundStuck
 from node.secure.board import PostedDocument, read_board
@@ -47,11 +51,15 @@ from node.strategies import make_strategy
 from node.training import train
 from tests.contracts.conftest import TERMS, Fed, make_fed
 from tests.fixtures_chain import TestChain
+from tests.fixtures_cli import ok
+from tests.fixtures_cli import run_in_process as cli
 from tests.relay.conftest import serving_relay
 
 pytestmark = pytest.mark.anvil
 
-PARTIES = 6  # the sixth advertises too late
+PARTIES = 6  # the sixth advertises too late; the fourth never holds ether
+GASLESS = 3
+PASSWORD = "secure-round"
 KEY_WINDOW, ROUND_SECONDS = 300, 600
 
 
@@ -65,11 +73,31 @@ def test_five_parties_one_dropout_one_wrong_reveal_finalize_and_the_audit_recomp
 ) -> None:
     fed = make_fed(chain)
     store = EmbeddedStore(tmp_path / "store")
-    parties = [fed.party() for _ in range(PARTIES)]
-    keys = {account.address: X25519PrivateKey.generate() for account, _ in parties}
+    parties = [fed.party() for _ in range(PARTIES - 1)]
+    gasless = Account.create()  # never funded: it joins by signature (the admin sends it) and acts through a relay
+    fed.join(gasless)
+    fed.admin.approve(gasless.address)
+    parties.insert(GASLESS, (gasless, fed.admin.with_account(gasless)))
+    keys = {account.address: X25519PrivateKey.generate() for account, _ in parties if account is not gasless}
     for account, client in parties:
-        client.publish_encryption_key(public_key_bytes(keys[account.address]))
+        if account is not gasless:
+            client.publish_encryption_key(public_key_bytes(keys[account.address]))
     outsider, outsider_client = fed.party()
+
+    # The gasless party's own workspace on this deployment and store, its encryption key made there; every
+    # step it takes is a command, with --relay (the relay `relay serve` runs, paid by the admin).
+    workspace = Workspace.init(tmp_path / "gasless", rpc=chain.w3.provider.endpoint_uri)
+    workspace.config["deployment"] = {"address": fed.admin.address, "chain_id": fed.admin.chain_id, "block": 0}
+    workspace.set("store", "path", str(tmp_path / "store"))
+    workspace.save()
+    public = {a: public_key_bytes(k) for a, k in keys.items()}
+    public[gasless.address] = new_encryption_key(workspace, "enc", password=PASSWORD, iterations=1 << 12)
+    env = {"FEDLEDGER_PRIVATE_KEY": Web3.to_hex(gasless.key), "FEDLEDGER_KEY_PASSWORD": PASSWORD}
+    w = ("--workdir", str(workspace.root))
+    relay = ExitStack()
+    _, relay_url = relay.enter_context(serving_relay(fed.admin, store))
+    registered = ok(cli("key", "publish-encryption", "--key", "enc", "--relay", relay_url, "--json", *w, env=env)).json()
+    assert registered["relayer"] == fed.admin.sender and fed.admin.encryption_key(gasless.address) == public[gasless.address]
 
     now = chain.now()
     params = SecureParams(cohort=tuple(a.address for a, _ in parties), threshold=2, neighbours=4, max_samples=1000)
@@ -83,19 +111,10 @@ def test_five_parties_one_dropout_one_wrong_reveal_finalize_and_the_audit_recomp
     info = fed.admin.round(round_id)
     journals = tmp_path / "journal"
 
-    # One survivor that holds shares of the dropout (parties[4]) has no ether from the opening on: it
-    # advertises, submits and reveals through a relay (the one `relay serve` runs, paid by the admin).
+    # The dropout (moved to parties[4]) is one whose shares the gasless party holds, so that it has to reveal.
     context = read_board(fed.admin, store, round_id, config.secure).context
-    holders_of_dropout = set(neighbours_of(params, parties[4][0].address, context))
-    gasless, gasless_client = [party for party in parties[:4] if party[0].address in holders_of_dropout][-1]
-    chain.rpc("anvil_setBalance", [gasless.address, "0x0"])
-    nonce = chain.w3.eth.get_transaction_count(gasless.address)  # its key registration, before the round
-    relay = ExitStack()
-    _, relay_url = relay.enter_context(serving_relay(fed.admin, store))
-    through_relay = RelayClient(relay_url, federation=gasless_client, account=gasless)
-    through_relay.check()
-    post = {gasless.address: through_relay.post_round_message}
-    submit = {gasless.address: through_relay.submit_update}
+    dropout = next(p for p in parties[:5] if p[0] is not gasless and gasless.address in neighbours_of(params, p[0].address, context))
+    parties[:5] = [p for p in parties[:5] if p is not dropout] + [dropout]
 
     def journal(account) -> Journal:  # noqa: ANN001
         return Journal(journals, role="participant", actor=account.address, round_id=round_id)
@@ -104,8 +123,11 @@ def test_five_parties_one_dropout_one_wrong_reveal_finalize_and_the_audit_recomp
         advertise(outsider_client, store, journal(outsider), round_id=round_id, settings=config.secure,
                   opened_block=info.opened_block)
     for account, client in parties[:5]:
-        advertise(client, store, journal(account), round_id=round_id, settings=config.secure,
-                  opened_block=info.opened_block, post=post.get(account.address))
+        if account is gasless:
+            ok(cli("node", "advertise", "--round", str(round_id), "--relay", relay_url, *w, env=env))
+        else:
+            advertise(client, store, journal(account), round_id=round_id, settings=config.secure,
+                      opened_block=info.opened_block)
     with pytest.raises(InvalidInputError, match="key phase of round 1 is still open"):  # the sixth may yet advertise
         wait_for_key_phase(parties[0][1], store, round_id=round_id, settings=config.secure, poll_s=0.1, timeout_s=0.2)
     chain.advance(KEY_WINDOW + 1)
@@ -115,7 +137,7 @@ def test_five_parties_one_dropout_one_wrong_reveal_finalize_and_the_audit_recomp
                   opened_block=info.opened_block)
     board = read_board(fed.admin, store, round_id, config.secure)
     late_document = make_advertisement(params, board.context, party=late.address, seed=new_round_seed(),
-                                       long_term_keys={a: public_key_bytes(k) for a, k in keys.items()})
+                                       long_term_keys=public)
     late_client.post_round_message(round_id, RoundMessageKind.ADVERTISE, store.add_bytes(late_document.to_bytes()))
     board = read_board(fed.admin, store, round_id, config.secure)
     assert late.address not in board.advertisements and "after the key deadline" in board.ignored[0][2]
@@ -126,12 +148,20 @@ def test_five_parties_one_dropout_one_wrong_reveal_finalize_and_the_audit_recomp
 
     survivors, dropout = parties[:4], parties[4]  # the dropout advertised and never submits
     for number, (account, client) in enumerate(survivors):
+        if account is gasless:  # its data in a file, trained by the command as train_and_submit trains it
+            samples = _samples(number)
+            np.savez(tmp_path / "gasless.npz", x=samples.x, y=samples.y)
+            trained = ok(cli("node", "train", "--round", str(round_id), "--data", str(tmp_path / "gasless.npz"),
+                             "--relay", relay_url, "--json", *w, env=env)).json()
+            assert trained["relayed_by"] == fed.admin.sender and trained["metrics"] == {} and trained["samples"] == 24
+            continue
         outcome = train_and_submit(federation=client, store=store, round_id=round_id, data=_samples(number),
-                                   journal_dir=journals, progress=False, submit=submit.get(account.address))
+                                   journal_dir=journals, progress=False)
         assert outcome.metrics == {} and outcome.samples == 24
+    early = next(p for p in survivors if p[0] is not gasless)
     with pytest.raises(InvalidInputError, match="only after"):
-        reveal(survivors[0][1], store, journal(survivors[0][0]), round_id=round_id, settings=config.secure,
-               long_term_key=keys[survivors[0][0].address])
+        reveal(early[1], store, journal(early[0]), round_id=round_id, settings=config.secure,
+               long_term_key=keys[early[0].address])
     with pytest.raises(InvalidInputError, match="waits for"):  # the dropout may still submit
         aggregate_round(federation=fed.admin, store=store, round_id=round_id, journal_dir=journals)
 
@@ -140,18 +170,24 @@ def test_five_parties_one_dropout_one_wrong_reveal_finalize_and_the_audit_recomp
         reveal(dropout[1], store, journal(dropout[0]), round_id=round_id, settings=config.secure,
                long_term_key=keys[dropout[0].address])
     holders = set(neighbours_of(params, dropout[0].address, board.context))  # they hold the dropout's shares
-    liar = next(party for party in survivors if party[0].address in holders)
+    liar = next(party for party in survivors if party[0].address in holders and party[0] is not gasless)
     honest = [party for party in survivors if party is not liar]
+    assert gasless.address in holders
     for account, client in honest:
+        if account is gasless:
+            revealed = ok(cli("node", "reveal", "--round", str(round_id), "--relay", relay_url, "--json", *w, env=env)).json()
+            assert revealed["reveal_cid"] is not None
+            continue
         posted = reveal(client, store, journal(account), round_id=round_id, settings=config.secure,
-                        long_term_key=keys[account.address], post=post.get(account.address))
+                        long_term_key=keys[account.address])
         assert (posted is not None) == (account.address in holders)
     relay.close()
-    assert gasless in [party[0] for party in honest] and gasless.address in holders
     sent = [m.tx_hash for m in fed.admin.round_messages(round_id) if m.party == gasless.address]
     sent += [s.tx_hash for s in fed.admin.submissions(round_id) if s.participant == gasless.address]
-    assert len(sent) == 3 and {chain.w3.eth.get_transaction(tx)["from"] for tx in sent} == {fed.admin.sender}
-    assert chain.w3.eth.get_balance(gasless.address) == 0 and chain.w3.eth.get_transaction_count(gasless.address) == nonce
+    logs = fed.admin.contract.events.EncryptionKeyPublished().get_logs(from_block=0, argument_filters={"account": gasless.address})
+    sent += [Web3.to_hex(log.transactionHash) for log in logs]
+    assert len(sent) == 4 and {chain.w3.eth.get_transaction(tx)["from"] for tx in sent} == {fed.admin.sender}
+    assert chain.w3.eth.get_balance(gasless.address) == 0 and chain.w3.eth.get_transaction_count(gasless.address) == 0
     board = read_board(fed.admin, store, round_id, config.secure)
     true_share = next(s for s in _reveal_of(liar, keys, store, fed, round_id, config).shares)
     wrong = Reveal(board.context, liar[0].address, (RevealedShare(true_share.owner, true_share.index,
