@@ -91,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if not args.poll_interval > 0:
         parser.error(f"--poll-interval must be positive, not {args.poll_interval}.")
-    patch(args.poll_interval)
+    if patch(args.poll_interval):
+        print(f"node.flower.supernode: flwr {FLWR_VERSION}'s SuperNode, its idle poll capped at {args.poll_interval:g} s",
+              file=sys.stderr, flush=True)
     from flwr.supernode.cli import flower_supernode  # noqa: PLC0415
 
     sys.argv = ["flower-supernode", *rest]

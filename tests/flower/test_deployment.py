@@ -14,7 +14,8 @@ The parties train from the base model in the store: the train messages name it b
 arrays. The private agreement also names the example app's FAB (as `agreement publish --flower-app`
 does), which the private run is; a last run of the same app with one line changed (another FAB hash)
 is refused by every party's ClientApp mod before training, and its round is aborted with a receipt
-that names each party's refusal.
+that names each party's refusal. Every SuperNode ran through ``node.flower.supernode``, its idle poll
+of the SuperLink capped at 0.2 s (its log says so).
 """
 
 from __future__ import annotations
@@ -176,3 +177,5 @@ def test_flower_rounds_plain_then_private_and_sealed_are_audited_and_an_unadmitt
     assert [(check["round_id"], check["ok"]) for check in aggregates] == [(r, True) for r in range(1, ROUNDS + 1)]
     privacy = [check for check in report["checks"] if check["check"] == "privacy" and check["round_id"] == ROUNDS]
     assert len(privacy) == len(parties) and all(check["ok"] for check in privacy), privacy
+    for name in ("party1", "party2", "party3", "outsider"):  # every SuperNode polled its SuperLink every 0.2 s, not 3 s
+        assert "its idle poll capped at 0.2 s" in (tmp_path / "flower" / "logs" / f"{name}.log").read_text(), name
