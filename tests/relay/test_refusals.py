@@ -163,6 +163,12 @@ MESSAGE_CASES: dict[str, tuple[Callable[[RelayUnderTest], dict[str, Any]], int, 
 }
 
 
+def relayer_state(relayed: RelayUnderTest) -> tuple[int, int, int]:
+    """The relayer's nonce and balance and the chain's height: unchanged when nothing was sent."""
+    w3, relayer = relayed.federation.chain.w3, relayed.federation.admin.sender
+    return w3.eth.get_transaction_count(relayer), w3.eth.get_balance(relayer), w3.eth.block_number
+
+
 @pytest.mark.parametrize("case", list(MESSAGE_CASES))
 def test_a_bad_round_message_is_refused_with_its_named_reason_and_nothing_sent(
     relayed: RelayUnderTest, case: str, monkeypatch: pytest.MonkeyPatch,
@@ -171,13 +177,12 @@ def test_a_bad_round_message_is_refused_with_its_named_reason_and_nothing_sent(
     document = make(relayed)
     sends: list[Any] = []  # refused by the relay's own check: the relayer's client is never asked to send
     monkeypatch.setattr(relayed.relay.federation, "post_signed_round_message", lambda *args: sends.append(args))
-    w3, relayer = relayed.federation.chain.w3, relayed.federation.admin.sender
-    before = (w3.eth.get_transaction_count(relayer), w3.eth.get_balance(relayer), w3.eth.block_number)
+    before = relayer_state(relayed)
     got_status, answer = relayed.post_message(document)
     assert (got_status, answer["error"], answer["posted"]) == (status, error, False), answer
     assert words in answer["message"].lower() and answer["message"].endswith(".") and "\n" not in answer["message"]
     # Judged by the contract in a simulation, before anything is sent: no transaction, no gas, no block.
-    assert (w3.eth.get_transaction_count(relayer), w3.eth.get_balance(relayer), w3.eth.block_number) == before
+    assert relayer_state(relayed) == before
     assert relayed.relay.status()["messages"] == 0 and relayed.federation.admin.round_messages(relayed.federation.round_id) == []
     assert sends == []
 
@@ -234,14 +239,13 @@ def test_a_bad_encryption_key_is_refused_with_its_named_reason_and_nothing_sent(
     document = make(relayed)
     sends: list[Any] = []  # refused by the relay's own check: the relayer's client is never asked to send
     monkeypatch.setattr(relayed.relay.federation, "publish_signed_encryption_key", lambda *args: sends.append(args))
-    w3, relayer = relayed.federation.chain.w3, relayed.federation.admin.sender
-    before = (w3.eth.get_transaction_count(relayer), w3.eth.get_balance(relayer), w3.eth.block_number)
+    before = relayer_state(relayed)
     registered = relayed.federation.admin.encryption_key(document["participant"])
     got_status, answer = relayed.post_key(document)
     assert (got_status, answer["error"], answer["registered"]) == (status, error, False), answer
     assert words in answer["message"].lower() and answer["message"].endswith(".") and "\n" not in answer["message"]
     # Judged by the contract in a simulation, before anything is sent: no transaction, no gas, no block.
-    assert (w3.eth.get_transaction_count(relayer), w3.eth.get_balance(relayer), w3.eth.block_number) == before
+    assert relayer_state(relayed) == before
     assert relayed.federation.admin.encryption_key(document["participant"]) == registered
     assert relayed.relay.status()["keys"] == 0 and relayed.relay.status()["keys_refused"] == (status == 422)
     assert sends == []
