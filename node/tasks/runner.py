@@ -281,7 +281,7 @@ class TaskRunner:
             type_name = _one_line(error.get("type")) or "an exception"
             detail = f"{type_name}: {message}" if message else type_name
             hint = "" if self.verbose else " (--verbose shows its traceback)"
-            text = f"task {self.name!r}: {hook} raised {detail}; fix the task's {_hook_words(hook, bare=True)}{hint}."
+            text = f"task {self.name!r}: {hook} raised {detail}; {_fix_for(hook)}{hint}."
         if self.verbose and kind == RAISED and isinstance(error.get("traceback"), str):
             text += "\n" + error["traceback"].rstrip()
         return TaskError(text)
@@ -369,6 +369,13 @@ def _kill_group(process: subprocess.Popen[bytes]) -> int:
     except (ProcessLookupError, PermissionError):
         pass
     return process.wait()
+
+
+def _fix_for(hook: str) -> str:
+    """Who fixes a hook that raised: load_data fails as often on the party's data as on the task's code."""
+    if hook == "load_data":
+        return "check the data given to it (--data, --shard/--of) or fix the task's load_data"
+    return f"fix the task's {_hook_words(hook, bare=True)}"
 
 
 def _hook_words(hook: str, *, bare: bool = False) -> str:

@@ -76,7 +76,8 @@ def test_the_task_process_sees_no_secret_and_a_crashing_load_data_is_named(
     with pytest.raises(TaskError) as caught:
         _train(_runner(folder), data_path=report, partition=1, partitions=3, seed=7, data_seed=0)
     assert str(caught.value) == (
-        "task 'spy': load_data raised ValueError: no data in seen.json; fix the task's load_data "
+        "task 'spy': load_data raised ValueError: no data in seen.json; check the data given to it (--data, "
+        "--shard/--of) or fix the task's load_data "
         "(--verbose shows its traceback)."
     )
     seen = json.loads(report.read_text())
