@@ -4,6 +4,10 @@ Setting ``FEDLEDGER_FAILPOINT=<name>`` in a process's environment makes ``failpo
 that process at once with exit status 99, as a power cut would: no cleanup, no flush beyond what
 was already written. Unset (always, outside tests) it does nothing.
 
+``FEDLEDGER_HANGPOINT=<name>`` makes ``hangpoint(name)`` stop that process there, alive and doing
+nothing, until it is killed: a test that kills an actor "in the middle of" a step kills it at that
+point for sure, instead of racing the step (a fast machine finished a training before the kill).
+
 ``FEDLEDGER_TRACE=<file>`` makes ``trace(event)`` append one line to that file, so a test can count
 what a process really did (how often it trained) from outside the code under test.
 """
@@ -11,9 +15,11 @@ what a process really did (how often it trained) from outside the code under tes
 from __future__ import annotations
 
 import os
+import time
 
 FAILPOINT_ENV = "FEDLEDGER_FAILPOINT"
 FAILPOINT_EXIT = 99
+HANGPOINT_ENV = "FEDLEDGER_HANGPOINT"
 TRACE_ENV = "FEDLEDGER_TRACE"
 
 
@@ -21,6 +27,13 @@ def failpoint(name: str) -> None:
     """Die here if the environment names this point."""
     if os.environ.get(FAILPOINT_ENV) == name:
         os._exit(FAILPOINT_EXIT)
+
+
+def hangpoint(name: str) -> None:
+    """Wait here until killed if the environment names this point."""
+    if os.environ.get(HANGPOINT_ENV) == name:
+        while True:
+            time.sleep(3600)
 
 
 def trace(event: str) -> None:

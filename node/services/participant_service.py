@@ -56,6 +56,7 @@ from ledger.chain.contract_errors import (
     FederationNotParticipant,
     FederationRoundClosed,
 )
+from ledger.failpoints import hangpoint
 from ledger.errors import ContentNotFoundError, InvalidInputError, KeyLoadError, LedgerError
 from ledger.chain.federation import FederationClient
 from ledger.chain.finality import chain_moved
@@ -255,6 +256,7 @@ class NodeService:
                     given = "no data path" if task is None or task.data_path is None else f"data {task.data_path}"
                     self.log.info("training", f"round {round_id}: fetching task {config.model} ({config.task.cid}) and "
                                   f"running it on {given}.", round=round_id, task=config.task.cid)
+            hangpoint(f"participant:training:round-{round_id}")  # tests kill a node here, never after it submitted
             outcome = train_and_submit(
                 federation=federation, store=self.store, round_id=round_id, data=data, task=task,
                 journal_dir=self.journal_dir, device=self.device, progress=False, validation=self.validation,

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from node.data import load_digits_data, load_digits_split
+from node.data import load_digits_split
 from tests.fixtures_cli import FEDLEDGER, clean_env
 
 Record = dict[str, Any]
@@ -124,17 +124,6 @@ class ServiceProcess:
         if self.process.stdout is not None:
             self.process.stdout.close()
         self._stderr.close()
-
-
-def big_dataset(path: Path, *, copies: int, seed: int = 0) -> Path:
-    """``copies`` noisy copies of the digits set as an .npz: a party whose training lasts long enough
-    to be killed in the middle of it."""
-    rng = np.random.default_rng(seed)
-    digits = load_digits_data()
-    x = np.concatenate([digits.x + rng.normal(0, 0.02, digits.x.shape).astype(np.float32) for _ in range(copies)])
-    y = np.concatenate([digits.y] * copies)
-    np.savez(path, x=np.clip(x, 0, 1).astype(np.float32), y=y)
-    return path
 
 
 def shard_files(folder: Path, *, parties: int, seed: int = 0) -> list[Path]:

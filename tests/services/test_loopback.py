@@ -23,13 +23,14 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from deploy.anvil import free_port, stop_pidfile
+from ledger.failpoints import HANGPOINT_ENV
 from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.workspace import Workspace
 from tests.fixtures_cli import Outcome, ok
 from tests.fixtures_cli import run_fedledger as fedledger
 from tests.fixtures_cli import run_in_process as cli
 from tests.round.conftest import Federation
-from tests.services.harness import ServiceProcess, big_dataset, shard_files
+from tests.services.harness import ServiceProcess, shard_files
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 
@@ -65,9 +66,9 @@ def test_services_run_three_rounds_through_a_killed_party_and_a_chain_restart(
     def mark(step: str) -> None:  # the timeline, shown when the test fails
         print(f"{time.monotonic() - began:6.1f} s  {step}", flush=True)
 
-    def start(name: str, *args: str, key: int | None = None) -> ServiceProcess:
+    def start(name: str, *args: str, key: int | None = None, hang: str | None = None) -> ServiceProcess:
         # One torch thread each: six processes share two cores, and oversubscribed threads only spin.
-        extra = {**env.get(key, {}), "OMP_NUM_THREADS": "1"}  # type: ignore[call-overload]
+        extra = {**env.get(key, {}), "OMP_NUM_THREADS": "1", **({HANGPOINT_ENV: hang} if hang else {})}  # type: ignore[call-overload]
         service = ServiceProcess(name, [*args, "--log-json", *w], env=extra, log_dir=logs)
         services.append(service)
         return service
@@ -101,10 +102,11 @@ def test_services_run_three_rounds_through_a_killed_party_and_a_chain_restart(
         assert federation.client().round_count() == rounds_before  # nothing opened
 
         poll = ("--poll-seconds", "0.5")
-        big = str(big_dataset(tmp_path / "alice.npz", copies=2))  # long enough a training to be killed in
         shards = [str(path) for path in shard_files(tmp_path / "data", parties=3)]
         aggregator = start("aggregator", "aggregator", "run", *poll, key=AGGREGATOR)
-        alice = start("alice", "node", "run", "--data", big, *poll, key=PARTIES["alice"])
+        # alice's first process stops as it starts training for round 2 and stays there until it is killed.
+        alice = start("alice", "node", "run", "--data", shards[0], *poll, key=PARTIES["alice"],
+                      hang="participant:training:round-2")
         bob = start("bob", "node", "run", "--data", shards[1], *poll, "--metrics-port", "0", key=PARTIES["bob"])
         carol = start("carol", "node", "run", "--data", shards[2], *poll, key=PARTIES["carol"])
         watch = start("watch", "round", "watch", "--until-finalized", "4", "--interval", "0.5")
@@ -126,7 +128,7 @@ def test_services_run_three_rounds_through_a_killed_party_and_a_chain_restart(
         alice.kill()
         mark("alice killed while training for round 2")
         assert not alice.matching("submitted", lambda r: r["round"] == 2)
-        alice = start("alice-again", "node", "run", "--data", big, *poll, key=PARTIES["alice"])
+        alice = start("alice-again", "node", "run", "--data", shards[0], *poll, key=PARTIES["alice"])
         ok(fedledger("chain", "down", *w))
         ok(fedledger("chain", "up", "--port", port, "--detach", *w))
         mark("chain restarted")

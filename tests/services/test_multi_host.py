@@ -24,9 +24,10 @@ from pathlib import Path
 import pytest
 
 from deploy.anvil import find_anvil
+from ledger.failpoints import HANGPOINT_ENV
 from tests.fixtures_cli import FEDLEDGER, clean_env
 from tests.services import lan as lan_module
-from tests.services.harness import ServiceProcess, big_dataset, shard_files
+from tests.services.harness import ServiceProcess, shard_files
 from tests.services.lan import Lan
 from tests.services.lan_setup import AGGREGATOR, COORDINATOR, PARTY_ACCOUNTS, dev_key
 
@@ -104,8 +105,8 @@ def test_a_federation_across_hosts_survives_a_killed_party_a_lost_link_and_resta
     def services_named(name: str) -> list[ServiceProcess]:
         return [service for service in services if service.name == name]
 
-    def start(name: str, host: str, *args: str, key: int | None = None) -> ServiceProcess:
-        env = {"OMP_NUM_THREADS": "1", **({"FEDLEDGER_PRIVATE_KEY": dev_key(key)} if key is not None else {})}
+    def start(name: str, host: str, *args: str, key: int | None = None, extra: dict[str, str] | None = None) -> ServiceProcess:
+        env = {"OMP_NUM_THREADS": "1", **({"FEDLEDGER_PRIVATE_KEY": dev_key(key)} if key is not None else {}), **(extra or {})}
         service = ServiceProcess(name, [*args, "--workdir", str(root / host)], env=env, log_dir=logs,
                                  prefix=hosts[host].prefix)
         services.append(service)
@@ -128,14 +129,16 @@ def test_a_federation_across_hosts_survives_a_killed_party_a_lost_link_and_resta
         mark("federation set up from the operator's host")
 
         poll = ("--poll-seconds", "0.5", "--log-json")
-        big = str(big_dataset(tmp_path / "p1.npz", copies=2))  # long enough a training to be killed in
         shards = [str(path) for path in shard_files(tmp_path / "data", parties=3)]
-        party_args = {"p1": ("--data", big), "p2": ("--data", shards[1]), "p3": ("--data", shards[2])}
+        party_args = {name: ("--data", shards[i]) for i, name in enumerate(PARTIES)}
 
-        def start_party(name: str, label: str) -> ServiceProcess:
-            return start(label, name, "node", "run", *party_args[name], *poll, key=PARTY_ACCOUNTS[PARTIES.index(name)])
+        def start_party(name: str, label: str, extra: dict[str, str] | None = None) -> ServiceProcess:
+            return start(label, name, "node", "run", *party_args[name], *poll, key=PARTY_ACCOUNTS[PARTIES.index(name)],
+                         extra=extra)
 
-        party = {name: start_party(name, name) for name in PARTIES}
+        # p1's first process stops as it starts training for round 2 and stays there until it is killed.
+        party = {name: start_party(name, name) for name in PARTIES if name != "p1"}
+        party["p1"] = start_party("p1", "p1", extra={HANGPOINT_ENV: "participant:training:round-2"})
         aggregator = start("aggregator", "agg", "aggregator", "run", *poll, key=AGGREGATOR)
         coordinator = start("coordinator", "op", "coordinator", "run", "--rounds", "3", "--round-seconds",
                             str(ROUND_SECONDS), "--min-updates", "2", "--config", configured["config"], *poll,
