@@ -761,17 +761,22 @@ class FederationClient:
             signed.deadline, signed.signature,
         )
 
+    def _simulated_refusal(self, call: Any) -> ContractRevertError | None:
+        """The contract error ``call`` would revert with if this client's sender sent it now (None: it would
+        pass), simulated at the pending block: a signed call's signer needs no ether to be judged."""
+        try:
+            with _reverts(reading=True):
+                call.call({"from": self.sender}, block_identifier=next_block(self.w3))
+        except ContractRevertError as error:
+            return error
+        return None
+
     def check_signed_encryption_key(self, signed: SignedEncryptionKey) -> ContractRevertError | None:
         """The contract error that would refuse ``signed`` if this client sent it now (None: it would be
         registered): the call simulated from this client's sender at the pending block, so the contract
         itself judges the signature, its deadline, the key it replaces and the key, and the signer needs
         no ether."""
-        try:
-            with _reverts(reading=True):
-                self._signed_key_call(signed).call({"from": self.sender}, block_identifier=next_block(self.w3))
-        except ContractRevertError as error:
-            return error
-        return None
+        return self._simulated_refusal(self._signed_key_call(signed))
 
     def publish_signed_encryption_key(self, signed: SignedEncryptionKey) -> TxResult:
         """Register ``signed``'s key (signed by its party: ``sign_encryption_key``), paid by this client's sender;
@@ -1161,12 +1166,7 @@ class FederationClient:
         now (None: it would be posted): the call simulated from this client's sender at the pending
         block, so the contract itself judges the signature, its deadline and the rules of the kind
         (who, when), and the signer needs no ether."""
-        try:
-            with _reverts(reading=True):
-                self._signed_message_call(round_id, message).call({"from": self.sender}, block_identifier=next_block(self.w3))
-        except ContractRevertError as error:
-            return error
-        return None
+        return self._simulated_refusal(self._signed_message_call(round_id, message))
 
     def post_signed_round_message(self, round_id: int, message: SignedRoundMessage) -> TxResult:
         """Post ``message`` (signed by its party: ``sign_round_message``) for ``round_id``, paid by this
