@@ -394,11 +394,9 @@ class Relay:
         return item.answer
 
     def _check(self, round_id: int, update: SignedUpdate) -> None:
-        if not self.store.has(update.cid):
-            raise ContentNotFoundError(
-                f"the update {update.cid} is not in the relay's store, so the aggregator could not fetch it; "
-                "pin it to the federation's store (`fedledger ipfs add`) before asking the relay."
-            )
+        error = self._not_in_store(update.cid, what="update", readers="the aggregator")
+        if error is not None:
+            raise error
         error = self.federation.check_signed_update(round_id, update)
         if error is not None:
             raise error
@@ -409,12 +407,8 @@ class Relay:
         the answer, else the LedgerError why not. Messages are not batched: one per party, round and kind."""
 
         def check() -> LedgerError | None:
-            if not self.store.has(message.cid):
-                return ContentNotFoundError(
-                    f"the document {message.cid} is not in the relay's store, so the round's parties and the aggregator "
-                    "could not fetch it; pin it to the federation's store (`fedledger ipfs add`) before asking the relay."
-                )
-            return self.federation.check_signed_round_message(round_id, message)
+            missing = self._not_in_store(message.cid, what="document", readers="the round's parties and the aggregator")
+            return missing or self.federation.check_signed_round_message(round_id, message)
 
         tx = self._send_alone(check, lambda: self.federation.post_signed_round_message(round_id, message),
                               what="message", counter="messages")
@@ -442,6 +436,15 @@ class Relay:
             "registered": True, "participant": signed.participant, "public_key": key, "tx_hash": tx.tx_hash,
             "block": tx.block, "gas_used": tx.gas_used, "relayer": self.federation.sender,
         }
+
+    def _not_in_store(self, cid: str, *, what: str, readers: str) -> ContentNotFoundError | None:
+        """The refusal of a request naming content the relay's store lacks (its readers could not fetch it)."""
+        if self.store.has(cid):
+            return None
+        return ContentNotFoundError(
+            f"the {what} {cid} is not in the relay's store, so {readers} could not fetch it; "
+            "pin it to the federation's store (`fedledger ipfs add`) before asking the relay."
+        )
 
     def _send_alone(
         self, check: Callable[[], LedgerError | None], send: Callable[[], TxResult], *, what: str, counter: str,
