@@ -73,6 +73,15 @@ def check_relay_url(url: str) -> str:
     return url.strip().rstrip("/")
 
 
+def checked_relay(url: str, federation: FederationClient) -> RelayClient:
+    """The relay client of ``federation``'s signing account, checked (it answers, for this deployment) before
+    anything is signed."""
+    assert federation.account is not None, "a relayed party signs with the federation client's account"
+    client = RelayClient(url, federation=federation, account=federation.account)
+    client.check()
+    return client
+
+
 class RelayClient:
     """One relay, used by one party (``account``) of one deployment (``federation``)."""
 

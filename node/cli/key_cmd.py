@@ -109,11 +109,9 @@ def register(app: typer.Typer) -> None:
             require_gas_money(w3, account.address)
             tx = federation.publish_encryption_key(public)
         else:  # the account signs, the relay pays
-            from node.relay_client import RelayClient
+            from node.relay_client import checked_relay
 
-            through = RelayClient(relay, federation=federation, account=account)
-            through.check()
-            relayed = through.publish_encryption_key(public)
+            relayed = checked_relay(relay, federation).publish_encryption_key(public)
             tx, document["relayer"] = relayed, relayed.relayer
         report_tx(f"{account.address} registered encryption key 0x{public.hex()}", tx, json, document)
 

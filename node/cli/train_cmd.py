@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from ledger.ipfs.store import ContentStore
     from node.journal import Journal
     from node.participant import TaskInputs
-    from node.relay_client import RelayClient
     from node.round_config import RoundConfig
     from node.secure.party import PostMessage
     from node.secure.settings import SecureRound
@@ -46,6 +45,7 @@ ShardOption = Annotated[int | None, typer.Option("--shard", help="Train on this 
 OfOption = Annotated[int | None, typer.Option("--of", help="…split this many ways.")]
 NonIidOption = Annotated[float | None, typer.Option("--non-iid", help="Dirichlet alpha for a non-IID digits split (default IID).")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the digits split (in a task round: the seed its load_data gets).")]
+PartyKeyOption = Annotated[str | None, typer.Option("--key", help="The party's key: a name under [keys] or a keystore file (default $FEDLEDGER_PRIVATE_KEY).")]
 DeviceOption = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or mps (default: the best available).")]
 
 NO_DATA = (
@@ -140,14 +140,14 @@ def secure_party(
     from node.journal import Journal
     from node.participant import fetch_round_config
 
-    if relay is not None:  # a mistyped URL is told before anything is loaded
-        from node.relay_client import check_relay_url
+    if relay is not None:  # a mistyped URL is told before anything is loaded (the relay client only then)
+        from node.relay_client import check_relay_url, checked_relay
 
         check_relay_url(relay)
     workspace = Workspace.find(workdir)
     account = load_account(workspace, key)
     federation = open_federation(workspace, account=account, rpc=workspace_rpc(workspace, rpc), max_fee_gwei=max_fee_gwei)
-    post = None if relay is None else relay_poster(relay, federation).post_round_message
+    post = None if relay is None else checked_relay(relay, federation).post_round_message
     store = open_store(workspace)
     info = federation.round(round_id)
     config = fetch_round_config(store, info.config_hash)
@@ -160,16 +160,6 @@ def secure_party(
 RelayOption = Annotated[str | None, typer.Option("--relay", help="URL of a `fedledger relay serve`: sign and have the relay send it (the party needs no ether).")]
 
 
-def relay_poster(relay: str, federation: FederationClient) -> RelayClient:
-    """The party's relay client, checked (it answers, for this deployment) before anything is signed."""
-    from node.relay_client import RelayClient
-
-    assert federation.account is not None
-    client = RelayClient(relay, federation=federation, account=federation.account)
-    client.check()
-    return client
-
-
 def register(app: typer.Typer) -> None:
     """Add the ``node`` group (``node train``) to the app."""
     node_app = typer.Typer(help="Participant node: train locally and record the update.", no_args_is_help=True)
@@ -179,7 +169,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def train(
         round_id: Annotated[int, typer.Option("--round", min=1, help="Round to take part in.")],
-        key: Annotated[str | None, typer.Option("--key", help="The party's key: a name under [keys] or a keystore file (default $FEDLEDGER_PRIVATE_KEY).")] = None,
+        key: PartyKeyOption = None,
         data: DataOption = None,
         shard: ShardOption = None,
         of: OfOption = None,
@@ -238,7 +228,9 @@ def register(app: typer.Typer) -> None:
             if relay is None:
                 require_gas_money(federation.w3, account.address)
             else:  # the party signs, the relay pays: checked before any training
-                relay_client = relay_poster(relay, federation)
+                from node.relay_client import checked_relay
+
+                relay_client = checked_relay(relay, federation)
                 submit, post = relay_client.submit_update, relay_client.post_round_message  # a secure round's advertisement too
             if local is not None:
                 console.print(f"Party {account.address}: round {round_id}, {len(local)} local samples, device {chosen}.")
@@ -281,7 +273,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def advertise_keys(
         round_id: Annotated[int, typer.Option("--round", min=1, help="The secure round, in its key phase.")],
-        key: Annotated[str | None, typer.Option("--key", help="The party's key: a name under [keys] or a keystore file (default $FEDLEDGER_PRIVATE_KEY).")] = None,
+        key: PartyKeyOption = None,
         relay: RelayOption = None,
         rpc: RpcOption = None,
         max_fee_gwei: MaxFeeOption = None,
@@ -306,7 +298,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def reveal(
         round_id: Annotated[int, typer.Option("--round", min=1, help="The secure round whose deadline has passed.")],
-        key: Annotated[str | None, typer.Option("--key", help="The party's key: a name under [keys] or a keystore file (default $FEDLEDGER_PRIVATE_KEY).")] = None,
+        key: PartyKeyOption = None,
         encryption_key: Annotated[str | None, typer.Option("--encryption-key", help="The party's encryption key, a name under [encryption_keys] or its file (default: the workspace's key whose public half this party registered on chain).")] = None,
         relay: RelayOption = None,
         rpc: RpcOption = None,
