@@ -14,7 +14,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,25 @@ class ServiceProcess:
         if self.process.stdout is not None:
             self.process.stdout.close()
         self._stderr.close()
+
+
+@contextmanager
+def mining(rpc: Callable[[str, list], object], every_s: float = 0.1) -> Iterator[None]:
+    """Mine a block every ``every_s`` seconds in the background while the body runs (anvil's automine mines
+    only on transactions: a step that waits for its transaction to be N blocks deep needs blocks to come)."""
+    done = threading.Event()
+
+    def mine() -> None:
+        while not done.wait(every_s):
+            rpc("evm_mine", [])
+
+    miner = threading.Thread(target=mine)
+    miner.start()
+    try:
+        yield
+    finally:
+        done.set()
+        miner.join(5)
 
 
 def shard_files(folder: Path, *, parties: int, seed: int = 0) -> list[Path]:

@@ -57,7 +57,7 @@ from tests.fixtures_chain import TestChain
 from tests.fixtures_cli import ok
 from tests.fixtures_cli import run_in_process as cli
 from tests.round.conftest import make_federation
-from tests.services.harness import ServiceProcess, shard_files
+from tests.services.harness import ServiceProcess, mining, shard_files
 
 pytestmark = pytest.mark.anvil
 
@@ -451,20 +451,9 @@ def test_with_confirmations_a_node_reveals_once_a_settled_block_is_past_the_dead
     node.step()  # the deadline is 2 deep now; nothing mines, so the reveal is not 2 deep in time: tried again
     (retry,) = secure.events("reveal-retry")
     assert "was not mined and 2 blocks deep within 2 s" in retry["message"] and not secure.events("revealed")
-    done = threading.Event()
-
-    def mine() -> None:  # the reveal waits 2 blocks deep
-        while not done.wait(0.1):
-            secure.chain.rpc("evm_mine", [])
-
-    miner = threading.Thread(target=mine)
-    miner.start()
-    try:
+    with mining(secure.chain.rpc):  # the reveal waits 2 blocks deep
         node.step()
         node.step()
-    finally:
-        done.set()
-        miner.join(5)
     (revealed,) = secure.events("revealed")
     assert revealed["round"] == round_id
     assert account.address in read_board(admin, secure.store, round_id, config.secure).revealed

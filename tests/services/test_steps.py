@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from node.services.metrics import ServiceMetrics
 from node.services.participant_service import NodeService
 from node.strategies import make_strategy
 from tests.fixtures_chain import TestChain
+from tests.services.harness import mining
 
 pytestmark = pytest.mark.anvil
 
@@ -267,19 +267,8 @@ def test_with_confirmations_the_aggregator_judges_a_deadline_by_the_settled_bloc
         aggregator.step()
         assert setup.admin.round(round_id).state == "open"
         setup.chain.rpc("evm_mine", [])
-    done = threading.Event()
-
-    def mine() -> None:  # the cancellation waits 2 blocks deep
-        while not done.wait(0.1):
-            setup.chain.rpc("evm_mine", [])
-
-    miner = threading.Thread(target=mine)
-    miner.start()
-    try:
+    with mining(setup.chain.rpc):  # the cancellation waits 2 blocks deep
         aggregator.step()
-    finally:
-        done.set()
-        miner.join(5)
     assert setup.admin.round(round_id).state == "cancelled"
     assert [r["round"] for r in setup.events("cancelled")] == [round_id]
 
