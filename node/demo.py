@@ -132,12 +132,14 @@ def party_account(seed: int, index: int) -> LocalAccount:
 
 def keep_keys(workspace: Workspace, accounts: dict[str, LocalAccount]) -> None:
     """Each account as an encrypted keystore ``keys/NAME.json`` (password KEY_PASSWORD), recorded under ``[keys]``:
-    ``admin`` then signs governance by default, as for any workspace."""
-    from ledger.chain.keys import create_keystore
+    ``admin`` then signs governance by default, as for any workspace. The keys come from a public seed and the
+    password is published, so the files use the light scrypt cost: the default would protect nothing and cost
+    about a second in every process that loads one."""
+    from ledger.chain.keys import LIGHT_SCRYPT_N, create_keystore
 
     for name, account in accounts.items():
         path = workspace.keys_dir / f"{name}.json"
-        create_keystore(path, KEY_PASSWORD, account.key)
+        create_keystore(path, KEY_PASSWORD, account.key, iterations=LIGHT_SCRYPT_N)
         workspace.set("keys", name, str(path.relative_to(workspace.root)))
     workspace.save()
 

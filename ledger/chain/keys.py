@@ -27,6 +27,10 @@ from ledger.workspace import Workspace, atomic_write_bytes
 
 PASSWORD_ENV = "FEDLEDGER_KEY_PASSWORD"
 PRIVATE_KEY_ENV = "FEDLEDGER_PRIVATE_KEY"
+LIGHT_SCRYPT_N = 2**12
+"""scrypt's N for throwaway key files (``key new --light-kdf``, the demo's keys, tests), as geth's --lightkdf:
+about 64 times cheaper to make, to load and to guess than eth-account's default 2**18 (about a second of CPU
+and 256 MiB in every process that loads it)."""
 _KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HEX_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 

@@ -27,7 +27,7 @@ from web3 import Web3
 from ledger.index.queries import rounds, updates
 from ledger.chain.federation import FederationClient, TxResult
 from ledger.index.index import LedgerIndex
-from ledger.chain.keys import PRIVATE_KEY_ENV
+from ledger.chain.keys import LIGHT_SCRYPT_N, PRIVATE_KEY_ENV
 from ledger.fixed_point import micros_to_epsilon
 from ledger.sealing.keys import CONFIG_TABLE, create_encryption_keyfile
 from ledger.ipfs.store import ContentStore, EmbeddedStore
@@ -62,11 +62,12 @@ def private_run_config(dp: DpSettings, *, seal_to: tuple[str, ...], encryption_k
 
 
 def keep_encryption_keys(workspace: Workspace, keys: dict[str, X25519PrivateKey]) -> None:
-    """Each key as an encrypted key file ``keys/encryption/NAME.json`` (password KEY_PASSWORD), under ``[encryption_keys]``."""
+    """Each key as an encrypted key file ``keys/encryption/NAME.json`` (password KEY_PASSWORD), under ``[encryption_keys]``;
+    at the light scrypt cost, as the demo's keystores (their keys come from the public seed)."""
     for name, key in keys.items():
         path = workspace.keys_dir / "encryption" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        create_encryption_keyfile(path, KEY_PASSWORD, key)
+        create_encryption_keyfile(path, KEY_PASSWORD, key, iterations=LIGHT_SCRYPT_N)
         workspace.set(CONFIG_TABLE, name, str(path.relative_to(workspace.root)))
     workspace.save()
 

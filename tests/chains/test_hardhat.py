@@ -54,7 +54,7 @@ def test_a_round_end_to_end_on_a_hardhat_node(hardhat: HardhatProcess, tmp_path:
 
     # Alice: a keystore, funded from the node's first dev account (unlocked on Hardhat as on anvil).
     alice_env = {"FEDLEDGER_KEY_PASSWORD": PASSWORD}
-    alice = ok(cli("key", "new", "alice", "--json", *w, env=alice_env)).json()["address"]
+    alice = ok(cli("key", "new", "alice", "--light-kdf", "--json", *w, env=alice_env)).json()["address"]
     ok(cli("key", "fund", "alice", "--amount", "1", *w))
     ok(cli("participant", "join", "--key", "alice", *w, env=alice_env))
     ok(cli("participant", "approve", alice, *w))

@@ -11,6 +11,7 @@ be taken here (by another worker's walk-through, say).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -83,6 +84,10 @@ def test_a_federation_by_hand_runs_as_pasted_after_command_1(tmp_path: Path) -> 
     assert "wrote report.html (all checks passed)" in output and (workspace / "report.html").is_file()
     admitted = re.findall(r"^(0x[0-9a-fA-F]{40}) admitted ", output, re.MULTILINE)
     assert len(set(admitted)) == 2, output  # alice and bob, approved by the addresses `key show` printed
+    keystores = sorted((workspace / "keys").glob("*.json"))
+    assert {"alice.json", "bob.json"} <= {keystore.name for keystore in keystores}, keystores
+    for keystore in keystores:  # `key new` as a user types it: the full scrypt cost
+        assert json.loads(keystore.read_text())["crypto"]["kdfparams"]["n"] == 2**18, keystore
     assert re.search(r"^Finalized round 1 with median: aggregated 2 of 2 submitted updates", output, re.MULTILINE), output
 
     # `chain down` stopped the anvil that `chain up` started: nothing was left for the finally to stop

@@ -7,6 +7,7 @@ commands, without paying an interpreter start-up each).
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -60,8 +61,9 @@ def test_governance_workflow_and_its_state_survive_a_chain_restart(
     assert recorded["address"] == deployed["address"] and recorded["chain_id"] == 31337
     assert recorded["block"] == deployed["block"] >= 1
 
-    new_key = ok(fedledger("key", "new", "alice", "--json", *w, env=env))
+    new_key = ok(fedledger("key", "new", "alice", "--light-kdf", "--json", *w, env=env))
     alice = new_key.json()["address"]
+    assert json.loads((workspace.keys_dir / "alice.json").read_text())["crypto"]["kdfparams"]["n"] == 2**12
     assert alice in new_key.stderr and "PRIVATE" not in new_key.stderr.upper()
     assert Workspace.load(workspace.root).config["keys"] == {"alice": "keys/alice.json"}
     ok(cli("key", "fund", "alice", "--amount", "1", *w))

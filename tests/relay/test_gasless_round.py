@@ -31,7 +31,7 @@ def test_a_party_without_ether_takes_part_through_the_relay_and_the_audit_names_
     federation = make_federation(tmp_path, rpc=rpc)
     w = federation.w
     key_env = {"FEDLEDGER_KEY_PASSWORD": PASSWORD}
-    relayer = ok(cli("key", "new", "relayer", "--json", *w, env=key_env)).json()["address"]
+    relayer = ok(cli("key", "new", "relayer", "--light-kdf", "--json", *w, env=key_env)).json()["address"]
     ok(cli("key", "fund", "relayer", "--amount", "1", *w))
 
     party = Account.create()

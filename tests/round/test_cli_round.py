@@ -42,7 +42,7 @@ def add_keystore_party(federation: Federation, name: str) -> str:
     """`key new` + `key fund` + `participant join --key` + `participant approve`; returns the address."""
     env = {"FEDLEDGER_KEY_PASSWORD": f"{PASSWORD} {name}"}
     w = federation.w
-    address = ok(cli("key", "new", name, "--json", *w, env=env)).json()["address"]
+    address = ok(cli("key", "new", name, "--light-kdf", "--json", *w, env=env)).json()["address"]
     ok(cli("key", "fund", name, "--amount", "1", *w))
     ok(cli("participant", "join", "--key", name, *w, env=env))
     ok(cli("participant", "approve", address, *w))

@@ -42,7 +42,7 @@ def anvil_rpc(chain: TestChain) -> Iterator[str]:
 
 def new_encryption_key(federation: Federation, name: str) -> str:
     """`key new-encryption NAME`; returns the public key's hex."""
-    made = ok(cli("key", "new-encryption", name, "--json", *federation.w, env={"FEDLEDGER_KEY_PASSWORD": ENC_PASSWORD}))
+    made = ok(cli("key", "new-encryption", name, "--light-kdf", "--json", *federation.w, env={"FEDLEDGER_KEY_PASSWORD": ENC_PASSWORD}))
     return made.json()["public_key"]
 
 
