@@ -15,6 +15,7 @@ kept between calls; a round's RoundOpened log is, checked against its block's ha
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +29,6 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_keys.exceptions import BadSignature
 from eth_account.signers.local import LocalAccount
-from eth_tester.exceptions import TransactionFailed
 from eth_utils import is_address, keccak, to_checksum_address
 from eth_utils.exceptions import ValidationError as EvmValidationError
 from hexbytes import HexBytes
@@ -424,13 +424,20 @@ def _rpc_message(error: BaseException) -> str:
     return str(first.get("message", first)) if isinstance(first, dict) else str(first)
 
 
+def _revert_types() -> tuple[type[BaseException], ...]:
+    """What a revert raises: web3's errors, and eth-tester's TransactionFailed once eth-tester is loaded (only the
+    in-process chain raises it; importing it imports py-evm, 0.3 s of CPU in every process on a real node)."""
+    tester = sys.modules.get("eth_tester.exceptions")
+    return (ContractLogicError, Web3RPCError, *((tester.TransactionFailed,) if tester is not None else ()))
+
+
 @contextmanager
 def _reverts(sender: str | None = None, *, reading: bool = False) -> Iterator[None]:
     """Turn a revert from either backend into its ledger.chain.contract_errors class (``reading``: a call
     or a log query, not a transaction)."""
     try:
         yield
-    except (ContractLogicError, TransactionFailed, Web3RPCError) as error:
+    except _revert_types() as error:
         decoded = decode_revert(error)
         if decoded is not None:
             raise decoded from None
