@@ -10,6 +10,7 @@ float32, and the same seed gives the same weights bit for bit.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,6 +70,46 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+class MomentumSGD:
+    """``torch.optim.SGD(params, lr=lr, momentum=MOMENTUM)`` on the CPU, step for step and bit for bit (torch's
+    single-tensor path there: no dampening, no Nesterov, no weight decay), without ``torch.optim``: creating any
+    torch optimizer imports ``torch._dynamo``, about 1.2 s of CPU before the first step in every process that
+    trains (each `node train`, each task process), longer than a digits shard takes to train."""
+
+    def __init__(self, params: Iterable[torch.Tensor], *, lr: float, momentum: float = MOMENTUM) -> None:
+        self.params = list(params)
+        self.lr = lr
+        self.momentum = momentum
+        self._buffers: list[torch.Tensor | None] = [None] * len(self.params)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for param in self.params:
+            if set_to_none:
+                param.grad = None
+            elif param.grad is not None:
+                param.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for i, param in enumerate(self.params):
+            if param.grad is None:
+                continue
+            buffer = self._buffers[i]
+            if buffer is None:
+                buffer = self._buffers[i] = param.grad.detach().clone()
+            else:
+                buffer.mul_(self.momentum).add_(param.grad, alpha=1)
+            param.add_(buffer, alpha=-self.lr)
+
+
+def momentum_sgd(params: Iterable[torch.Tensor], *, lr: float, device: torch.device) -> MomentumSGD | torch.optim.SGD:
+    """The optimizer fedledger trains with, SGD with momentum MOMENTUM: MomentumSGD on the CPU, torch's own
+    elsewhere (its multi-tensor kernels, and what torch.amp.GradScaler steps)."""
+    if device.type == "cpu":
+        return MomentumSGD(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr, momentum=MOMENTUM)
+
+
 def train(
     model: nn.Module,
     data: Dataset,
@@ -97,7 +138,7 @@ def train(
     x, y = _on_device(data, device)
     n = len(data)
     shuffler = torch.Generator().manual_seed(seed)  # on the CPU: the same order on every device
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=MOMENTUM)
+    optimizer = momentum_sgd(model.parameters(), lr=lr, device=device)
     amp_dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     autocast = (

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, SequentialSampler
 
-from node.training import MOMENTUM, autocast_dtype
+from node.training import autocast_dtype, momentum_sgd
 
 EVAL_BATCH = 1024
 
@@ -203,7 +203,7 @@ def train(
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     if not trainable:
         raise InvalidData("the model has no parameter with requires_grad=True, so there is nothing to train")
-    optimizer = torch.optim.SGD(trainable, lr=lr, momentum=MOMENTUM)
+    optimizer = momentum_sgd(trainable, lr=lr, device=device)
     forward = torch.compile(model) if compile_model else model
     amp = autocast_dtype(device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
