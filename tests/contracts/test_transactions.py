@@ -289,6 +289,7 @@ def test_a_transaction_reorganized_out_before_it_is_deep_enough_is_sent_again(ch
     chain.rpc("anvil_reorg", [1, []])  # its block replaced by one without it
     assert not client.has_role("coordinator", grantee)
     wait_until(lambda: len(sent) >= 2)  # gone from the chain and the pool: sent again (mined at once)
+    wait_until(lambda: receipt_exists(chain, sent[1]))  # the spy sees it first: mined before the block that deepens it
     chain.rpc("evm_mine", [])
     result = finished(thread, outcome)
     assert result.tx_hash == sent[0] and nonce(chain, client.sender) == start + 1
