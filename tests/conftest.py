@@ -1,6 +1,6 @@
 """Shared fixtures and the suite's scheduling. Area fixtures live in tests/fixtures_*.py, loaded as plugins.
 
-The suite runs on pytest-xdist workers (``-n auto``: two more than the cores, at most 4), so:
+The suite runs on pytest-xdist workers (``-n auto``: one more than the cores, at most 4), so:
 - every process the tests start trains on ONE thread (``OMP_NUM_THREADS=1``, set before torch is
   imported, inherited by every subprocess; ``torch.set_num_threads(1)`` here). The models are tiny:
   on a 2-core machine running two workers, torch's default of a thread per core made each worker's
@@ -24,12 +24,10 @@ pytest_plugins: list[str] = ["tests.fixtures_chain", "tests.fixtures_store", "te
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: two workers more than there are cores (at most 4). The end-to-end tests spend much of their
-    time waiting on the processes they start (anvil, parties, servers): one worker per core left a core idle
-    part of the time (8 min 16 s quiet on 2 cores), and with the processes' CPU cut (light demo keys, the
-    digits without scikit-learn) three workers still left the suite's waits uncovered: on 2 cores, 497 s with
-    three workers and 477 s with four, the CPU busy 1.86 and 1.93 cores on average (same tree, same machine)."""
-    return min((os.cpu_count() or 1) + 2, 4)
+    """``-n auto``: one worker more than there are cores (at most 4). The end-to-end tests spend much of their
+    time waiting on the processes they start (anvil, parties, servers), so one worker per core left a core
+    idle part of the time: 8 min 16 s quiet with two workers on 2 cores (1.4 cores busy on average)."""
+    return min((os.cpu_count() or 1) + 1, 4)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
