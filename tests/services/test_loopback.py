@@ -170,6 +170,9 @@ def test_services_run_three_rounds_through_a_killed_party_and_a_chain_restart(
         followed = {r["round"]: r["event"] for r in watch.events if r["event"] in ("round", "finalized")}
         assert set(followed) == {1, 2, 3, 4}
 
+        # Bob counts a submission when its receipt reaches him, which can be after the aggregator
+        # has seen it on chain and finalized: his own event for round 4 comes first.
+        bob.wait_for("submitted", timeout=60, where=lambda r: r["round"] == 4)
         metrics = scrape(bob.wait_for("metrics", timeout=1)["url"])
         assert metrics["fedledger_submissions_total"] == 4
         assert metrics["fedledger_rounds_seen_total"] == 4
