@@ -16,14 +16,17 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from safetensors.numpy import load as _st_load
-from safetensors.torch import save as _st_save
+from safetensors.numpy import save as _st_save_numpy
+
+if TYPE_CHECKING:
+    import torch
 
 from ledger.canonical_json import canonical_json
 from ledger.errors import WeightsError
@@ -35,32 +38,54 @@ METADATA_KEY = "fedledger"
 _MAX_HEADER = 100 * 1024 * 1024
 
 
+def _is_torch_tensor(value: object) -> bool:
+    """Whether ``value`` is a torch tensor, without importing torch: none exists unless torch was imported."""
+    torch_module = sys.modules.get("torch")
+    return torch_module is not None and isinstance(value, torch_module.Tensor)
+
+
 def _as_torch(name: str, tensor: torch.Tensor | np.ndarray) -> torch.Tensor:
+    import torch
+
     if isinstance(tensor, torch.Tensor):
         return tensor.detach().to("cpu").contiguous().clone()
-    if isinstance(tensor, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(tensor).copy())
-    raise WeightsError(f"tensor {name!r} is a {type(tensor).__name__}, not a torch tensor or numpy array; pass arrays only.")
+    return torch.from_numpy(np.ascontiguousarray(tensor).copy())
+
+
+def _refuse_non_arrays(tensors: Mapping[str, torch.Tensor | np.ndarray]) -> None:
+    for name, value in tensors.items():
+        if not (isinstance(value, np.ndarray) or _is_torch_tensor(value)):
+            raise WeightsError(f"tensor {str(name)!r} is a {type(value).__name__}, not a torch tensor or numpy array; pass arrays only.")
 
 
 def to_safetensors(
     tensors: Mapping[str, torch.Tensor | np.ndarray], *, metadata: Mapping[str, Any] | None = None
 ) -> bytes:
-    """The deterministic safetensors bytes of ``tensors`` with ``metadata`` (JSON values) beside them."""
+    """The deterministic safetensors bytes of ``tensors`` with ``metadata`` (JSON values) beside them.
+
+    Numpy arrays alone are written without torch (importing it costs a process ~2 s); the bytes are
+    the same either way: safetensors serializes each tensor's dtype name, shape and little-endian
+    bytes, and both paths make a 0-d array 1-d (``np.ascontiguousarray``) as fedledger always has.
+    """
     header = None
     if metadata is not None:
         try:
             header = {METADATA_KEY: canonical_json(dict(metadata)).decode("utf-8")}
         except (TypeError, ValueError) as error:
             raise WeightsError(f"weights metadata must be plain JSON values ({error}); pass strings and numbers.") from error
-    return bytes(_st_save({str(name): _as_torch(str(name), value) for name, value in tensors.items()}, metadata=header))
+    _refuse_non_arrays(tensors)
+    if any(_is_torch_tensor(value) for value in tensors.values()):
+        from safetensors.torch import save as _st_save_torch
+
+        return bytes(_st_save_torch({str(name): _as_torch(str(name), value) for name, value in tensors.items()}, metadata=header))
+    return bytes(_st_save_numpy({str(name): np.ascontiguousarray(value) for name, value in tensors.items()}, metadata=header))
 
 
 def layout_of(tensors: Mapping[str, torch.Tensor | np.ndarray]) -> Layout:
     """Each tensor's shape and dtype name."""
     layout: Layout = {}
     for name, value in tensors.items():
-        dtype = str(value.dtype).removeprefix("torch.") if isinstance(value, torch.Tensor) else np.dtype(value.dtype).name
+        dtype = str(value.dtype).removeprefix("torch.") if _is_torch_tensor(value) else np.dtype(value.dtype).name
         layout[str(name)] = (tuple(int(size) for size in value.shape), dtype)
     return layout
 
@@ -79,6 +104,8 @@ def _itemsize(dtype: str) -> int:
     try:
         return np.dtype(dtype).itemsize
     except TypeError:  # torch-only names such as bfloat16
+        import torch
+
         return int(getattr(torch, dtype).itemsize)
 
 

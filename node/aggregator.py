@@ -63,7 +63,7 @@ from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.utc import utc_text
 from ledger.weights import Layout, WeightsFile, from_safetensors, layout_of, max_blob_bytes, to_safetensors
 from node.journal import Journal
-from node.models import MODEL_NAMES, model_layout
+from node.model_layouts import MODEL_NAMES, model_layout
 from node.receipt import IncludedUpdate, Receipt, RejectedUpdate, SealedUpdate, UnavailableUpdate, UpdateNote
 from node.round_config import RoundConfig, TaskRef, config_cid
 from node.secure.aggregate import SecureRoundWaiting, secure_aggregate

@@ -1,7 +1,8 @@
 """Models by name, each with a fixed tensor layout so an update can be checked before it is used.
 
 A model's state is exchanged as plain float32 numpy arrays keyed by the module's parameter names;
-``model_layout(name)`` is the contract every update for that model must match.
+``model_layout(name)`` (node.model_layouts, which needs no torch) is the contract every update for
+that model must match.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ from torch import nn
 
 from ledger.errors import InvalidInputError
 from ledger.weights import Layout
+from node.model_layouts import MLP_HIDDEN, MODEL_NAMES, checked_model_name, model_layout
 
 __all__ = ["MODEL_NAMES", "DigitsCNN", "DigitsMLP", "Layout", "build_model", "load_arrays", "model_layout", "state_arrays"]
-
-MLP_HIDDEN = 64
-
 
 class DigitsMLP(nn.Module):
     """64 -> hidden -> 10, ReLU."""
@@ -49,19 +48,11 @@ class DigitsCNN(nn.Module):
 
 
 _BUILDERS: dict[str, Callable[[], nn.Module]] = {"mlp": DigitsMLP, "cnn": DigitsCNN}
-MODEL_NAMES: tuple[str, ...] = tuple(sorted(_BUILDERS))
 
 
 def build_model(name: str) -> nn.Module:
     """A fresh model; its initial weights follow ``torch.manual_seed`` set by the caller."""
-    return _BUILDERS[_checked(name)]()
-
-
-def model_layout(name: str) -> Layout:
-    """The tensor names, shapes and dtypes that every weights file of this model has."""
-    with torch.device("meta"):  # shapes only: no memory, no random draws
-        model = build_model(name)
-    return {key: (tuple(value.shape), "float32") for key, value in model.state_dict().items()}
+    return _BUILDERS[checked_model_name(name)]()
 
 
 def state_arrays(model: nn.Module) -> dict[str, np.ndarray]:
@@ -88,9 +79,3 @@ def load_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
             )
         tensors[key] = torch.from_numpy(np.array(value, dtype=np.float32))
     model.load_state_dict(tensors)
-
-
-def _checked(name: str) -> str:
-    if name not in _BUILDERS:
-        raise InvalidInputError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}.")
-    return name

@@ -43,7 +43,6 @@ import numpy as np
 import torch
 
 from ledger.errors import InvalidInputError
-from ledger.canonical_json import canonical_json
 from ledger.failpoints import failpoint
 from ledger.chain.federation import FederationClient, TxResult
 from ledger.sealing.recipients import RoundSeal
@@ -58,6 +57,7 @@ from node.privacy.dp_training import train_private
 from node.round_config import RoundConfig, TaskRef, config_cid
 from node.secure.party import PostMessage, advertise, masked_update_bytes, say_on_stderr, wait_for_key_phase
 from node.training import evaluate, train
+from node.update_metrics import metrics_hash
 
 
 @dataclass(frozen=True)
@@ -92,11 +92,6 @@ class ParticipantOutcome:
     tx: TxResult | None  # None when the submission was already on chain before this run
     trained: bool  # False when a pinned update from an earlier run was reused
     epsilon_micros: int = 0  # the cumulative ε declared with the update (millionths; 0 outside private rounds)
-
-
-def metrics_hash(metrics: dict[str, float]) -> bytes:
-    """sha256 of the metrics as canonical JSON: what the chain records, what the update's metadata reveals."""
-    return hashlib.sha256(canonical_json(metrics)).digest()
 
 
 def training_seed(participant: str, round_id: int) -> int:

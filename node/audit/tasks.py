@@ -43,7 +43,7 @@ from ledger.index.index import IndexedEvent, LedgerIndex
 from ledger.index.queries import agreements, rounds
 from ledger.ipfs.store import ContentStore
 from ledger.weights import metadata_of
-from node.participant import metrics_hash
+from node.update_metrics import metrics_hash
 from node.round_config import MAX_CONFIG_BYTES, RoundConfig
 from node.tasks.agreement import agreement_task
 from node.tasks.rounds import MAX_WEIGHTS_BYTES

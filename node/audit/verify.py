@@ -112,8 +112,8 @@ from node.aggregator import aggregate_secure_updates, aggregate_updates, base_de
 from node.secure.board import RoundBoard, read_board
 from node.audit.privacy import privacy_problem, privacy_rows
 from node.audit.tasks import AgreedTasks, AgreementTask, describe_task
-from node.models import model_layout
-from node.participant import metrics_hash
+from node.model_layouts import model_layout
+from node.update_metrics import metrics_hash
 from node.receipt import Receipt, RejectedUpdate
 from node.round_config import RoundConfig
 from node.strategies import strategy_from_params

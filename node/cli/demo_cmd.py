@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Deploy, admit N parties, run R rounds of federated training on digits, audit the ledger."""
         from node.demo import DemoOptions, default_workdir
-        from node.models import MODEL_NAMES
+        from node.model_layouts import MODEL_NAMES
         from node.strategies import make_strategy
 
         if chain not in ("memory", "anvil"):

@@ -78,7 +78,7 @@ def checked_weights(path: Path, model: str | None) -> bytes:
 
     layout = None
     if model is not None:
-        from node.models import model_layout
+        from node.model_layouts import model_layout
 
         layout = model_layout(model)
     try:

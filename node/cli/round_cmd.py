@@ -44,7 +44,7 @@ def round_config(
     Either way the model and strategy are checked here, so a typo fails before anything is pinned
     or sent rather than when the parties train or the aggregator aggregates.
     """
-    from node.models import MODEL_NAMES
+    from node.model_layouts import MODEL_NAMES
     from node.round_config import RoundConfig
     from node.strategies import make_strategy, strategy_from_params
 
@@ -187,7 +187,7 @@ def check_base_weights(store: ContentStore, base_cid: str, document: bytes) -> N
     read by :func:`task_round_config`)."""
     from ledger.errors import LedgerError
     from ledger.weights import from_safetensors, max_blob_bytes
-    from node.models import model_layout
+    from node.model_layouts import model_layout
     from node.round_config import RoundConfig
 
     config = RoundConfig.from_bytes(document)

@@ -53,7 +53,8 @@ from node.flower.fab_guard import fab_refusal, refusal_reply, run_fab_hash
 from node.flower.records import BASE_KEY, MODEL_KEY, REPLY_KEY, ROUND_KEY, PartyReply, arrays_of
 from node.flower.strategy import global_arrays
 from node.journal import Journal
-from node.participant import fetch_round_config, metrics_hash, update_bytes
+from node.participant import fetch_round_config, update_bytes
+from node.update_metrics import metrics_hash
 from node.privacy.accountant import PrivacyBudgetExceededError
 from node.privacy.budget import epsilon_to_declare
 from node.round_config import RoundConfig

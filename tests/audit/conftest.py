@@ -29,7 +29,7 @@ from ledger.workspace import Workspace
 from node.aggregator import aggregate_updates, global_model_bytes
 from node.demo import DemoOptions, party_account, run_demo
 from node.models import model_layout
-from node.participant import metrics_hash
+from node.update_metrics import metrics_hash
 from node.receipt import Receipt
 from node.round_config import RoundConfig, TrainingSettings, config_cid
 from node.strategies import strategy_from_params

@@ -25,7 +25,7 @@ from web3 import Web3
 from ledger.chain.federation import Submission, TxResult, load_artifact
 from ledger.weights import from_safetensors, to_safetensors
 from node.models import model_layout
-from node.participant import metrics_hash
+from node.update_metrics import metrics_hash
 from node.round_config import RoundConfig, config_cid
 from tests.audit.conftest import Ledger
 

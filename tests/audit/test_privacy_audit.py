@@ -8,7 +8,7 @@ from dataclasses import replace
 from ledger.fixed_point import epsilon_to_micros
 from ledger.weights import from_safetensors, to_safetensors
 from node.models import model_layout
-from node.participant import metrics_hash
+from node.update_metrics import metrics_hash
 from node.privacy.accountant import cumulative_epsilon, round_epsilon
 from node.round_config import DpSettings, RoundConfig, config_cid
 from tests.audit.conftest import Ledger, finalize, honest_aggregate

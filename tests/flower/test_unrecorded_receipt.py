@@ -15,7 +15,8 @@ from node.aggregator import aggregate_round, global_model_bytes
 from node.audit.verify import verify_ledger
 from node.demo import DemoOptions, found_federation
 from node.models import build_model, state_arrays
-from node.participant import metrics_hash, update_bytes
+from node.participant import update_bytes
+from node.update_metrics import metrics_hash
 from node.receipt import Receipt, RejectedUpdate
 from node.round_config import RoundConfig
 from tests.fixtures_chain import TestChain

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -27,6 +30,16 @@ def test_layout_matches_the_built_model_and_forward_takes_flat_digits(name):
     arrays = state_arrays(model)
     assert {k: (a.shape, a.dtype.name) for k, a in arrays.items()} == model_layout(name)
     assert model(torch.zeros(5, 64)).shape == (5, 10)
+
+
+def test_the_aggregator_and_the_auditor_check_layouts_without_importing_torch():
+    """Their processes never run a model, so importing torch (~2 s of CPU each) would buy nothing."""
+    script = (
+        "import sys; import node.aggregator, node.audit.verify, node.services.aggregator_service, node.cli.round_cmd;"
+        "from node.model_layouts import model_layout; print(sorted(model_layout('cnn')), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True, text=True).stdout.strip()
+    assert out == f"{sorted(model_layout('cnn'))} False"
 
 
 def test_mlp_layout_is_fixed():

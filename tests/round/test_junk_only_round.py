@@ -28,7 +28,7 @@ from ledger.weights import from_safetensors, to_safetensors
 from ledger.workspace import Workspace
 from node.genesis import genesis_model_bytes
 from node.models import model_layout
-from node.participant import metrics_hash
+from node.update_metrics import metrics_hash
 from tests.fixtures_chain import TestChain
 from tests.fixtures_cli import Outcome, ok
 from tests.fixtures_cli import run_fedledger as fedledger

@@ -14,7 +14,7 @@ from ledger.ipfs.store import open_store
 from ledger.ipfs.unixfs import cid_of_bytes
 from ledger.weights import from_safetensors, to_safetensors
 from node.models import model_layout
-from node.participant import metrics_hash
+from node.update_metrics import metrics_hash
 from tests.fixtures_cli import ok
 from tests.fixtures_cli import run_in_process as cli
 from tests.round.conftest import make_federation

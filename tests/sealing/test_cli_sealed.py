@@ -21,7 +21,8 @@ from ledger.ipfs.store import open_store
 from ledger.weights import from_safetensors
 from ledger.workspace import Workspace
 from node.models import model_layout
-from node.participant import metrics_hash, update_bytes
+from node.participant import update_bytes
+from node.update_metrics import metrics_hash
 from node.receipt import Receipt
 from node.round_config import RoundConfig, config_cid
 from tests.audit.conftest import flip_byte

@@ -27,16 +27,46 @@ def test_same_tensors_same_bytes_whatever_the_order() -> None:
     assert forward == backward == as_torch
 
 
-def test_same_bytes_in_another_process() -> None:
-    """safetensors orders metadata keys at random per process; ours must not depend on it."""
+def test_same_bytes_in_another_process_which_never_imports_torch() -> None:
+    """safetensors orders metadata keys at random per process; ours must not depend on it. Numpy
+    arrays are written without importing torch (~2 s of CPU in every aggregator and auditor)."""
     script = (
         "import sys, numpy as np; from ledger.weights import to_safetensors; from ledger.ipfs.unixfs import cid_of_bytes;"
         "t = {'fc.weight': np.arange(12, dtype=np.float32).reshape(3, 4), 'fc.bias': np.ones(3, dtype=np.float32)};"
         "print(cid_of_bytes(to_safetensors(t, metadata={'round': 3, 'model': 'mlp', "
-        "'base_cid': 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku'})))"
+        "'base_cid': 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku'})), 'torch' in sys.modules)"
     )
-    other = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True, text=True).stdout.strip()
-    assert other == cid_of_bytes(to_safetensors(TENSORS, metadata=METADATA))
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True, text=True).stdout.split()
+    assert other == [cid_of_bytes(to_safetensors(TENSORS, metadata=METADATA)), "False"]
+
+
+ARRAYS_OF_EVERY_KIND = {
+    "f32": np.linspace(-1, 1, 24, dtype=np.float32).reshape(2, 3, 4),
+    "f64": np.linspace(-1, 1, 5, dtype=np.float64),
+    "f16": np.array([0.5, -2.0, 65504.0], dtype=np.float16),
+    "i64": np.array([-(2**40), 0, 7], dtype=np.int64),
+    "i32": np.array([[1, -2], [3, -4]], dtype=np.int32),
+    "i8": np.array([-128, 127], dtype=np.int8),
+    "u8": np.arange(5, dtype=np.uint8),
+    "bool": np.array([True, False, True]),
+    "scalar": np.array(3.5, dtype=np.float32),
+    "empty": np.zeros((0, 4), dtype=np.float32),
+    "transposed": np.arange(6, dtype=np.float32).reshape(2, 3).T,
+    "reversed": np.arange(5, dtype=np.float32)[::-1],
+    "fortran": np.asfortranarray(np.arange(6, dtype=np.float64).reshape(2, 3)),
+}
+
+
+def test_numpy_arrays_give_the_bytes_torch_gave_for_every_dtype_and_shape() -> None:
+    """The same bytes as writing through torch, as fedledger did before (0-d arrays become 1-d, as
+    np.ascontiguousarray made them then): every CID of a numpy-written update stays what it was."""
+    through_torch = {name: torch.from_numpy(np.ascontiguousarray(value).copy()) for name, value in ARRAYS_OF_EVERY_KIND.items()}
+    blob = to_safetensors(ARRAYS_OF_EVERY_KIND, metadata=METADATA)
+    assert blob == to_safetensors(through_torch, metadata=METADATA)
+    arrays, _ = from_safetensors(blob)
+    for name, value in ARRAYS_OF_EVERY_KIND.items():
+        np.testing.assert_array_equal(arrays[name], np.ascontiguousarray(value))
+        assert arrays[name].dtype == value.dtype
 
 
 def test_round_trip_keeps_arrays_and_metadata() -> None:
@@ -96,3 +126,8 @@ def test_nan_and_infinity_are_refused(bad: float) -> None:
     blob = to_safetensors({**TENSORS, "fc.bias": np.array([0.0, bad, 1.0], dtype=np.float32)})
     with pytest.raises(WeightsError, match="'fc.bias'.*NaN or infinite"):
         from_safetensors(blob, layout=LAYOUT)
+
+
+def test_anything_but_arrays_is_refused_naming_the_tensor() -> None:
+    with pytest.raises(WeightsError, match=r"tensor 'fc.bias' is a list, not a torch tensor or numpy array; pass arrays only\."):
+        to_safetensors({"fc.weight": TENSORS["fc.weight"], "fc.bias": [1.0, 2.0, 3.0]})

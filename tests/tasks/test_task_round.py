@@ -30,7 +30,8 @@ from node.aggregator import global_model_bytes
 from node.audit.tasks import FED_EVAL_COLUMNS, federated_evaluation
 from node.cli._common import TASK_TIMEOUT_S
 from node.genesis import genesis_model_bytes
-from node.participant import metrics_hash, update_bytes
+from node.participant import update_bytes
+from node.update_metrics import metrics_hash
 from node.round_config import DpSettings, RoundConfig, TaskRef, TrainingSettings, config_cid
 from node.strategies import Update, make_strategy
 from node.tasks.agreement import MAX_DOCUMENT_BYTES, agreement_document, agreement_task, parse_agreement
