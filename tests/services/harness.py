@@ -25,6 +25,8 @@ from node.data import load_digits_split
 from tests.fixtures_cli import FEDLEDGER, clean_env
 
 Record = dict[str, Any]
+READER_DRAIN_S = 10.0
+"""How long to wait, once a process has exited, for the reader to reach the end of its output."""
 
 
 class ServiceProcess:
@@ -94,10 +96,14 @@ class ServiceProcess:
         return path
 
     def wait_exit(self, timeout: float) -> int:
+        """The exit status, once the process has exited AND its last lines are in ``events`` (the reader
+        thread may still be parsing them when the process is gone)."""
         try:
-            return self.process.wait(timeout)
+            status = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"{self.name} did not exit within {timeout:.0f} s\n{self.stderr[-4000:]}") from None
+        self._reader.join(READER_DRAIN_S)
+        return status
 
     def signal(self, sig: signal.Signals) -> None:
         if self.process.poll() is None:
@@ -110,7 +116,7 @@ class ServiceProcess:
 
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
-        self.process.wait(30)
+        self.wait_exit(30)
 
     def stop(self) -> None:
         """End the process by PID, however it is doing (for finally blocks)."""
