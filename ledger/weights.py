@@ -25,11 +25,11 @@ import numpy as np
 from safetensors.numpy import load as _st_load
 from safetensors.numpy import save as _st_save_numpy
 
-if TYPE_CHECKING:
-    import torch
-
 from ledger.canonical_json import canonical_json
 from ledger.errors import WeightsError
+
+if TYPE_CHECKING:
+    import torch
 
 Layout = dict[str, tuple[tuple[int, ...], str]]
 """Tensor name -> (shape, dtype name such as ``"float32"``)."""
@@ -44,7 +44,7 @@ def _is_torch_tensor(value: object) -> bool:
     return torch_module is not None and isinstance(value, torch_module.Tensor)
 
 
-def _as_torch(name: str, tensor: torch.Tensor | np.ndarray) -> torch.Tensor:
+def _as_torch(tensor: torch.Tensor | np.ndarray) -> torch.Tensor:
     import torch
 
     if isinstance(tensor, torch.Tensor):
@@ -77,7 +77,7 @@ def to_safetensors(
     if any(_is_torch_tensor(value) for value in tensors.values()):
         from safetensors.torch import save as _st_save_torch
 
-        return bytes(_st_save_torch({str(name): _as_torch(str(name), value) for name, value in tensors.items()}, metadata=header))
+        return bytes(_st_save_torch({str(name): _as_torch(value) for name, value in tensors.items()}, metadata=header))
     return bytes(_st_save_numpy({str(name): np.ascontiguousarray(value) for name, value in tensors.items()}, metadata=header))
 
 

@@ -1,6 +1,6 @@
 """The built-in models' tensor layouts, without torch.
 
-An aggregator, an auditor or a coordinator checks updates against these layouts and never runs a
+An aggregator, an auditor or `round open` checks weights against these layouts and never runs a
 model, so it need not import torch (about 2 s of CPU in every such process). node.models builds the
 modules these layouts describe; tests/node/test_models.py checks each layout against its module's
 state_dict.

@@ -19,6 +19,7 @@ from node.model_layouts import MLP_HIDDEN, MODEL_NAMES, checked_model_name, mode
 
 __all__ = ["MODEL_NAMES", "DigitsCNN", "DigitsMLP", "Layout", "build_model", "load_arrays", "model_layout", "state_arrays"]
 
+
 class DigitsMLP(nn.Module):
     """64 -> hidden -> 10, ReLU."""
 
